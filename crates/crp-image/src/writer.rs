@@ -1,0 +1,216 @@
+//! Writing an image: page runs are streamed first, metadata and the header
+//! last; the file is built under a temporary name, fsynced, then renamed, so a
+//! reader never sees a half-written image.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+use zerocopy::IntoBytes;
+
+use crate::error::ImageError;
+use crate::format::{
+    FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry,
+    RKYV_LAYOUT, SectionEntry, SectionKind, checksum, page_align_up,
+};
+
+/// Bytes copied per call of a page source.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// Builds one image file. Dropping it without [`ImageWriter::finish`] removes
+/// the temporary file.
+#[derive(Debug)]
+pub struct ImageWriter {
+    file: File,
+    temp_path: PathBuf,
+    final_path: PathBuf,
+    runs: Vec<PageRunEntry>,
+    next_data_offset: u64,
+    chunk: Vec<u8>,
+    finished: bool,
+}
+
+impl ImageWriter {
+    /// Starts an image that will appear at `path` once finished. The file is
+    /// created with mode 0600: it holds the process's memory.
+    pub fn create(path: &Path) -> Result<Self, ImageError> {
+        let file_name = path.file_name().ok_or_else(|| ImageError::Io {
+            action: "create image",
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        })?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(file_name);
+        temp_name.push(format!(".tmp-{}", std::process::id()));
+        let temp_path = path.with_file_name(temp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp_path)
+            .map_err(|source| ImageError::Io {
+                action: "create temporary image",
+                path: temp_path.clone(),
+                source,
+            })?;
+        let mut file = file;
+        file.seek(SeekFrom::Start(HEADER_BLOCK))
+            .map_err(|source| ImageError::Io {
+                action: "seek past header block",
+                path: temp_path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            file,
+            temp_path,
+            final_path: path.to_owned(),
+            runs: Vec::new(),
+            next_data_offset: HEADER_BLOCK,
+            chunk: Vec::new(),
+            finished: false,
+        })
+    }
+
+    fn io_error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+        move |source| ImageError::Io {
+            action,
+            path: self.temp_path.clone(),
+            source,
+        }
+    }
+
+    /// Appends a run of `page_count` pages that lived at `vaddr`. `fill` is
+    /// called with consecutive pieces of the run (address of the piece, buffer
+    /// to fill completely) and typically reads the tracee's memory.
+    pub fn add_page_run(
+        &mut self,
+        vaddr: u64,
+        page_count: u64,
+        mut fill: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<(), ImageError> {
+        if page_count == 0 {
+            return Ok(());
+        }
+        let total = page_count * PAGE_SIZE;
+        let chunk_len = usize::try_from(total).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
+        if self.chunk.len() < chunk_len {
+            self.chunk.resize(chunk_len, 0);
+        }
+        let mut hasher = Xxh3::new();
+        let mut done = 0u64;
+        let mut chunk = std::mem::take(&mut self.chunk);
+        let result = (|| {
+            while done < total {
+                let piece = usize::try_from(total - done).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
+                let buffer = &mut chunk[..piece];
+                let piece_vaddr = vaddr + done;
+                fill(piece_vaddr, buffer).map_err(|source| ImageError::PageSource {
+                    vaddr: piece_vaddr,
+                    source,
+                })?;
+                hasher.update(buffer);
+                self.file.write_all(buffer).map_err(self.io_error("write page data"))?;
+                done += piece as u64;
+            }
+            Ok(())
+        })();
+        self.chunk = chunk;
+        result?;
+        self.runs.push(PageRunEntry {
+            vaddr,
+            page_count,
+            data_offset: self.next_data_offset,
+            checksum: hasher.digest(),
+        });
+        self.next_data_offset += total;
+        Ok(())
+    }
+
+    /// Writes the run table, the metadata archive and the header, makes the
+    /// file durable and moves it to its final name.
+    pub fn finish(mut self, metadata: &[u8]) -> Result<PathBuf, ImageError> {
+        let data_section = SectionEntry {
+            kind: SectionKind::PageData as u32,
+            reserved: 0,
+            offset: HEADER_BLOCK,
+            length: self.next_data_offset - HEADER_BLOCK,
+            checksum: checksum(
+                &self
+                    .runs
+                    .iter()
+                    .flat_map(|run| run.checksum.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
+        };
+        let runs_bytes = self.runs.as_bytes().to_vec();
+        let runs_section = SectionEntry {
+            kind: SectionKind::PageRuns as u32,
+            reserved: 0,
+            offset: self.next_data_offset,
+            length: runs_bytes.len() as u64,
+            checksum: checksum(&runs_bytes),
+        };
+        // The archive must start 16-byte aligned when the file is mapped; a
+        // page boundary is.
+        let metadata_offset = page_align_up(runs_section.offset + runs_section.length);
+        let metadata_section = SectionEntry {
+            kind: SectionKind::Metadata as u32,
+            reserved: 0,
+            offset: metadata_offset,
+            length: metadata.len() as u64,
+            checksum: checksum(metadata),
+        };
+        let file_length = metadata_offset + metadata.len() as u64;
+
+        let mut sections = [SectionEntry::default(); MAX_SECTIONS];
+        sections[0] = metadata_section;
+        sections[1] = runs_section;
+        sections[2] = data_section;
+        let mut header = Header {
+            magic: MAGIC,
+            format_version: FORMAT_VERSION,
+            rkyv_layout: RKYV_LAYOUT,
+            flags: 0,
+            section_count: 3,
+            file_length,
+            sections,
+            header_checksum: 0,
+        };
+        header.header_checksum = header.compute_checksum();
+
+        self.file.write_all(&runs_bytes).map_err(self.io_error("write page run table"))?;
+        let padding = metadata_offset - (runs_section.offset + runs_section.length);
+        self.file
+            .write_all(&vec![0u8; usize::try_from(padding).unwrap_or(0)])
+            .map_err(self.io_error("write padding"))?;
+        self.file.write_all(metadata).map_err(self.io_error("write metadata"))?;
+        self.file.seek(SeekFrom::Start(0)).map_err(self.io_error("seek to header"))?;
+        self.file.write_all(header.as_bytes()).map_err(self.io_error("write header"))?;
+        self.file.sync_all().map_err(self.io_error("fsync image"))?;
+        std::fs::rename(&self.temp_path, &self.final_path).map_err(self.io_error("rename image"))?;
+        self.finished = true;
+        if let Some(directory) = self.final_path.parent() {
+            let directory = if directory.as_os_str().is_empty() { Path::new(".") } else { directory };
+            // Make the rename itself durable.
+            if let Ok(dir) = File::open(directory) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(self.final_path.clone())
+    }
+
+    /// Runs written so far.
+    pub fn runs(&self) -> &[PageRunEntry] {
+        &self.runs
+    }
+}
+
+impl Drop for ImageWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.temp_path);
+        }
+    }
+}
