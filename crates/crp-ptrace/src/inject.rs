@@ -1,0 +1,137 @@
+//! Running syscalls inside a stopped tracee: point RIP at a `syscall`
+//! instruction, load the syscall's registers, single-step, read RAX.
+
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::error::EngineError;
+use crate::sys;
+use crate::tracee::Tracee;
+use crate::Registers;
+
+/// A stopped tracee plus an address holding `0f 05` to run syscalls through.
+#[derive(Debug)]
+pub struct Injector {
+    pid: Pid,
+    syscall_ip: u64,
+    base_registers: Registers,
+    scratch: (u64, usize),
+    deferred_signals: Vec<Signal>,
+}
+
+impl Injector {
+    /// `base_registers` supply every register a syscall does not set
+    /// (segment selectors, flags, fs base).
+    pub fn new(pid: Pid, syscall_ip: u64, base_registers: Registers) -> Self {
+        Self {
+            pid,
+            syscall_ip,
+            base_registers,
+            scratch: (0, 0),
+            deferred_signals: Vec::new(),
+        }
+    }
+
+    pub fn set_syscall_ip(&mut self, syscall_ip: u64) {
+        self.syscall_ip = syscall_ip;
+    }
+
+    pub fn set_scratch(&mut self, address: u64, length: usize) {
+        self.scratch = (address, length);
+    }
+
+    /// Signals that arrived while syscalls were being injected; the caller
+    /// re-sends them before letting the process go.
+    pub fn take_deferred_signals(&mut self) -> Vec<Signal> {
+        std::mem::take(&mut self.deferred_signals)
+    }
+
+    fn step_once(&mut self, number: i64) -> Result<(), EngineError> {
+        let pid = self.pid.as_raw();
+        loop {
+            ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
+            let status = waitpid(self.pid, Some(WaitPidFlag::__WALL))
+                .map_err(EngineError::ptrace("waitpid", pid))?;
+            match status {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => return Ok(()),
+                WaitStatus::Stopped(_, signal) => {
+                    // A signal arrived: keep it for later, and retry the
+                    // step if the syscall has not run yet.
+                    self.deferred_signals.push(signal);
+                    if !self.syscall_still_pending()? {
+                        return Ok(());
+                    }
+                }
+                WaitStatus::PtraceEvent(..) => {
+                    if !self.syscall_still_pending()? {
+                        return Ok(());
+                    }
+                }
+                other => {
+                    return Err(EngineError::UnexpectedStop {
+                        operation: "an injected syscall",
+                        pid,
+                        status: format!("{other:?} (syscall {number})"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn syscall_still_pending(&self) -> Result<bool, EngineError> {
+        let registers = ptrace::getregs(self.pid)
+            .map_err(EngineError::ptrace("PTRACE_GETREGS", self.pid.as_raw()))?;
+        Ok(registers.rip == self.syscall_ip)
+    }
+}
+
+impl Tracee for Injector {
+    fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    fn raw_syscall(&mut self, number: i64, args: [u64; 6]) -> Result<i64, EngineError> {
+        let pid = self.pid.as_raw();
+        let mut registers = self.base_registers;
+        registers.rip = self.syscall_ip;
+        registers.rax = number as u64;
+        // Never let the kernel's syscall-restart logic touch an injection.
+        registers.orig_rax = u64::MAX;
+        registers.rdi = args[0];
+        registers.rsi = args[1];
+        registers.rdx = args[2];
+        registers.r10 = args[3];
+        registers.r8 = args[4];
+        registers.r9 = args[5];
+        ptrace::setregs(self.pid, registers).map_err(EngineError::ptrace("PTRACE_SETREGS", pid))?;
+        self.step_once(number)?;
+        let after = ptrace::getregs(self.pid).map_err(EngineError::ptrace("PTRACE_GETREGS", pid))?;
+        Ok(after.rax as i64)
+    }
+
+    fn read_memory(&self, address: u64, buffer: &mut [u8]) -> Result<(), EngineError> {
+        sys::read_memory(self.pid, address, buffer).map_err(|errno| EngineError::Memory {
+            operation: "read",
+            pid: self.pid.as_raw(),
+            address,
+            length: buffer.len(),
+            errno,
+        })
+    }
+
+    fn write_memory(&mut self, address: u64, data: &[u8]) -> Result<(), EngineError> {
+        sys::write_memory(self.pid, address, data).map_err(|errno| EngineError::Memory {
+            operation: "write",
+            pid: self.pid.as_raw(),
+            address,
+            length: data.len(),
+            errno,
+        })
+    }
+
+    fn scratch_area(&self) -> (u64, usize) {
+        self.scratch
+    }
+}

@@ -1,0 +1,19 @@
+//! The userspace engine: everything crp does to another process goes through
+//! here. It seizes and freezes a process ([`Frozen`]), runs syscalls inside a
+//! stopped tracee ([`Injector`], behind the [`Tracee`] trait the category
+//! crates use), moves memory in and out, and creates the child a restore
+//! turns into the checkpointed process ([`spawn_stopped_child`]).
+
+mod child;
+mod error;
+mod freeze;
+mod inject;
+pub mod sys;
+mod tracee;
+
+pub use child::{ChildGuard, spawn_stopped_child};
+pub use error::EngineError;
+pub use freeze::Frozen;
+pub use inject::Injector;
+pub use nix::libc::user_regs_struct as Registers;
+pub use tracee::{ScratchWriter, Tracee, TraceeExt};

@@ -1,0 +1,207 @@
+//! Thin wrappers over the ptrace requests and memory calls nix does not
+//! cover. All of this crate's `unsafe` lives here.
+
+use std::fs::OpenOptions;
+use std::io::IoSliceMut;
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::sys::uio::{RemoteIoVec, process_vm_readv, process_vm_writev};
+use nix::unistd::Pid;
+
+/// `NT_X86_XSTATE`: the regset holding the whole XSAVE area.
+pub const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// Largest XSAVE area any current CPU defines, with room to spare.
+const XSTATE_BUFFER: usize = 64 << 10;
+
+/// `struct ptrace_rseq_configuration` from `<linux/ptrace.h>`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct RseqConfiguration {
+    pub rseq_abi_pointer: u64,
+    pub rseq_abi_size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// Reads the XSAVE area (`PTRACE_GETREGSET`, `NT_X86_XSTATE`).
+#[doc(alias = "PTRACE_GETREGSET")]
+pub fn get_xstate(pid: Pid) -> Result<Vec<u8>, Errno> {
+    let mut buffer = vec![0u8; XSTATE_BUFFER];
+    let mut iov = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    // SAFETY: the iovec describes `buffer`, which outlives the call; the
+    // kernel writes at most `iov_len` bytes and updates `iov_len`.
+    let result = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            pid.as_raw(),
+            NT_X86_XSTATE as usize as *mut libc::c_void,
+            (&raw mut iov).cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(result)?;
+    buffer.truncate(iov.iov_len);
+    Ok(buffer)
+}
+
+/// Writes the XSAVE area (`PTRACE_SETREGSET`, `NT_X86_XSTATE`). The kernel
+/// wants exactly its own XSAVE size.
+#[doc(alias = "PTRACE_SETREGSET")]
+pub fn set_xstate(pid: Pid, area: &[u8]) -> Result<(), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: area.as_ptr().cast_mut().cast(),
+        iov_len: area.len(),
+    };
+    // SAFETY: the iovec describes `area`, which the kernel only reads.
+    let result = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGSET,
+            pid.as_raw(),
+            NT_X86_XSTATE as usize as *mut libc::c_void,
+            (&raw mut iov).cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(result).map(drop)
+}
+
+/// The blocked signal mask (`PTRACE_GETSIGMASK`).
+#[doc(alias = "PTRACE_GETSIGMASK")]
+pub fn get_sigmask(pid: Pid) -> Result<u64, Errno> {
+    let mut mask = 0u64;
+    // SAFETY: `mask` is 8 bytes, the size passed in `addr`.
+    let result = unsafe {
+        libc::ptrace(
+            PTRACE_GETSIGMASK,
+            pid.as_raw(),
+            std::mem::size_of::<u64>() as *mut libc::c_void,
+            (&raw mut mask).cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(result).map(|_| mask)
+}
+
+/// Sets the blocked signal mask (`PTRACE_SETSIGMASK`).
+#[doc(alias = "PTRACE_SETSIGMASK")]
+pub fn set_sigmask(pid: Pid, mask: u64) -> Result<(), Errno> {
+    // SAFETY: `mask` is 8 bytes, the size passed in `addr`; the kernel reads it.
+    let result = unsafe {
+        libc::ptrace(
+            PTRACE_SETSIGMASK,
+            pid.as_raw(),
+            std::mem::size_of::<u64>() as *mut libc::c_void,
+            (&raw const mask).cast_mut().cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(result).map(drop)
+}
+
+/// The tracee's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
+#[doc(alias = "PTRACE_GET_RSEQ_CONFIGURATION")]
+pub fn get_rseq_configuration(pid: Pid) -> Result<RseqConfiguration, Errno> {
+    let mut configuration = RseqConfiguration::default();
+    // SAFETY: the kernel writes at most `addr` bytes, the size of `configuration`.
+    let result = unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            pid.as_raw(),
+            std::mem::size_of::<RseqConfiguration>() as *mut libc::c_void,
+            (&raw mut configuration).cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(result).map(|_| configuration)
+}
+
+/// Reads tracee memory with `process_vm_readv`, falling back to
+/// `/proc/PID/mem` for pages the tracee itself cannot read (PROT_NONE).
+#[doc(alias = "process_vm_readv")]
+pub fn read_memory(pid: Pid, address: u64, buffer: &mut [u8]) -> Result<(), Errno> {
+    let length = buffer.len();
+    let remote = [RemoteIoVec {
+        base: address as usize,
+        len: length,
+    }];
+    match process_vm_readv(pid, &mut [IoSliceMut::new(buffer)], &remote) {
+        Ok(read) if read == length => Ok(()),
+        _ => proc_mem(pid, true)?
+            .read_exact_at(buffer, address)
+            .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))),
+    }
+}
+
+/// Writes tracee memory with `process_vm_writev`, falling back to
+/// `/proc/PID/mem` for pages mapped without write permission.
+#[doc(alias = "process_vm_writev")]
+pub fn write_memory(pid: Pid, address: u64, data: &[u8]) -> Result<(), Errno> {
+    let remote = [RemoteIoVec {
+        base: address as usize,
+        len: data.len(),
+    }];
+    match process_vm_writev(pid, &[std::io::IoSlice::new(data)], &remote) {
+        Ok(written) if written == data.len() => Ok(()),
+        _ => proc_mem(pid, false)?
+            .write_all_at(data, address)
+            .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))),
+    }
+}
+
+fn proc_mem(pid: Pid, read_only: bool) -> Result<std::fs::File, Errno> {
+    OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(format!("/proc/{pid}/mem"))
+        .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Forks a child that asks to be traced and stops itself with SIGSTOP. With
+/// `pid`, the child gets exactly that PID (`clone3` with `set_tid`) or the
+/// call fails with EEXIST.
+#[doc(alias = "clone3")]
+pub fn fork_traced_stopped(pid: Option<i32>) -> Result<Pid, Errno> {
+    let wanted: libc::pid_t = pid.unwrap_or(0);
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if pid.is_some() { (&raw const wanted) as u64 } else { 0 },
+        set_tid_size: u64::from(pid.is_some()),
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; without
+    // CLONE_VM this is a fork. The child only makes raw syscalls (no
+    // allocation, no locks: the parent may be multi-threaded) and never
+    // returns from this block: it stops, and crp's tracer takes it over.
+    let result = unsafe {
+        let result = libc::syscall(libc::SYS_clone3, &raw const args, std::mem::size_of::<CloneArgs>());
+        if result == 0 {
+            libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0);
+            // glibc's raise() would use the parent's cached thread id here.
+            let own_pid = libc::syscall(libc::SYS_getpid);
+            libc::syscall(libc::SYS_kill, own_pid, libc::SIGSTOP);
+            libc::syscall(libc::SYS_exit_group, 127);
+        }
+        result
+    };
+    Errno::result(result).map(|child| Pid::from_raw(child as libc::pid_t))
+}

@@ -1,0 +1,95 @@
+//! The interface category crates use to act on a stopped process. It is small
+//! on purpose so that unit tests can supply a fake.
+
+use nix::errno::Errno;
+
+use crate::error::EngineError;
+
+/// A stopped process crp can run syscalls in and whose memory it can access.
+pub trait Tracee {
+    fn pid(&self) -> i32;
+
+    /// Runs syscall `number` with `args` inside the tracee and returns the raw
+    /// kernel result (a negative errno on failure).
+    fn raw_syscall(&mut self, number: i64, args: [u64; 6]) -> Result<i64, EngineError>;
+
+    fn read_memory(&self, address: u64, buffer: &mut [u8]) -> Result<(), EngineError>;
+
+    fn write_memory(&mut self, address: u64, data: &[u8]) -> Result<(), EngineError>;
+
+    /// A writable area inside the tracee for syscall arguments:
+    /// `(address, length)`.
+    fn scratch_area(&self) -> (u64, usize);
+}
+
+/// Conveniences on top of [`Tracee`].
+pub trait TraceeExt: Tracee {
+    /// Runs a syscall and turns a negative result into an error naming it.
+    fn syscall(&mut self, name: &'static str, number: i64, args: [u64; 6]) -> Result<u64, EngineError> {
+        let result = self.raw_syscall(number, args)?;
+        if (-4095..0).contains(&result) {
+            return Err(EngineError::Syscall {
+                syscall: name,
+                pid: self.pid(),
+                errno: Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL)),
+            });
+        }
+        Ok(result as u64)
+    }
+
+    /// Starts laying out syscall arguments in the scratch area.
+    fn scratch(&self) -> ScratchWriter {
+        let (address, length) = self.scratch_area();
+        ScratchWriter {
+            base: address,
+            length,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl<T: Tracee + ?Sized> TraceeExt for T {}
+
+/// Builds the contents of the scratch area; each `push` returns the address
+/// the value will have in the tracee. Nothing reaches the tracee until
+/// [`ScratchWriter::commit`].
+#[derive(Debug)]
+pub struct ScratchWriter {
+    base: u64,
+    length: usize,
+    bytes: Vec<u8>,
+}
+
+impl ScratchWriter {
+    /// Appends `data`, 16-byte aligned, and returns its tracee address.
+    pub fn push(&mut self, data: &[u8]) -> u64 {
+        let offset = self.bytes.len().next_multiple_of(16);
+        self.bytes.resize(offset, 0);
+        self.bytes.extend_from_slice(data);
+        self.base + offset as u64
+    }
+
+    /// Appends a NUL-terminated copy of a path or name.
+    pub fn push_c_string(&mut self, text: &[u8]) -> u64 {
+        let mut owned = text.to_vec();
+        owned.push(0);
+        self.push(&owned)
+    }
+
+    /// Reserves `length` zeroed bytes (an output buffer).
+    pub fn reserve(&mut self, length: usize) -> u64 {
+        self.push(&vec![0; length])
+    }
+
+    /// Writes everything pushed into the tracee.
+    pub fn commit(self, tracee: &mut (impl Tracee + ?Sized)) -> Result<(), EngineError> {
+        if self.bytes.len() > self.length {
+            return Err(EngineError::ScratchFull {
+                pid: tracee.pid(),
+                needed: self.bytes.len(),
+                available: self.length,
+            });
+        }
+        tracee.write_memory(self.base, &self.bytes)
+    }
+}
