@@ -8,6 +8,7 @@ mod child;
 mod error;
 mod freeze;
 mod inject;
+pub mod procfs;
 pub mod sys;
 mod tracee;
 

@@ -1,0 +1,137 @@
+//! The XSAVE area as the kernel's ptrace regset presents it (standard
+//! format): 512-byte legacy region whose software-reserved bytes 464..512
+//! carry `struct _fpx_sw_bytes`, then the 64-byte XSAVE header, then the
+//! extended components.
+
+use crate::error::ArchError;
+
+const SW_BYTES_XFEATURES: usize = 472;
+const HEADER_XSTATE_BV: usize = 512;
+const MINIMUM_LENGTH: usize = 576;
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct XsaveArea {
+    pub bytes: Vec<u8>,
+}
+
+fn read_u64(bytes: &[u8], offset: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[offset..offset + 8]);
+    u64::from_le_bytes(word)
+}
+
+impl XsaveArea {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, ArchError> {
+        if bytes.len() < MINIMUM_LENGTH {
+            return Err(ArchError::ShortXsaveArea { length: bytes.len() });
+        }
+        Ok(Self { bytes })
+    }
+
+    /// The features the dumping kernel had enabled (its XCR0 as exposed to
+    /// user space). The restored process may use any of them: glibc picks
+    /// code paths from CPUID at start-up.
+    pub fn enabled_features(&self) -> u64 {
+        if self.bytes.len() < MINIMUM_LENGTH {
+            return 0;
+        }
+        read_u64(&self.bytes, SW_BYTES_XFEATURES)
+    }
+
+    /// Components actually holding state (XSTATE_BV).
+    pub fn live_components(&self) -> u64 {
+        if self.bytes.len() < MINIMUM_LENGTH {
+            return 0;
+        }
+        read_u64(&self.bytes, HEADER_XSTATE_BV)
+    }
+
+    /// Refuses when this CPU lacks a feature the image's CPU had enabled.
+    pub fn check_host_supports(&self, host_features: u64) -> Result<(), ArchError> {
+        let image = self.enabled_features();
+        let missing = image & !host_features;
+        if missing != 0 {
+            return Err(ArchError::MissingXsaveFeatures {
+                image,
+                host: host_features,
+                missing,
+            });
+        }
+        Ok(())
+    }
+
+    /// This area in the size and software bytes of `live` (the target
+    /// task's current area): the kernel accepts only its own size.
+    pub fn fitted_to(&self, live: &[u8]) -> Result<Vec<u8>, ArchError> {
+        if live.len() < MINIMUM_LENGTH || self.bytes.len() < MINIMUM_LENGTH {
+            return Err(ArchError::ShortXsaveArea {
+                length: live.len().min(self.bytes.len()),
+            });
+        }
+        let mut fitted = live.to_vec();
+        let common = fitted.len().min(self.bytes.len());
+        fitted[..464].copy_from_slice(&self.bytes[..464]);
+        fitted[HEADER_XSTATE_BV..common].copy_from_slice(&self.bytes[HEADER_XSTATE_BV..common]);
+        let host_features = read_u64(live, SW_BYTES_XFEATURES);
+        let xstate_bv = self.live_components() & host_features;
+        fitted[HEADER_XSTATE_BV..HEADER_XSTATE_BV + 8].copy_from_slice(&xstate_bv.to_le_bytes());
+        Ok(fitted)
+    }
+}
+
+/// XCR0 of this CPU: the XSAVE features the OS enabled, 0 without XSAVE.
+pub fn host_xsave_features() -> u64 {
+    if !std::arch::is_x86_feature_detected!("xsave") {
+        return 0;
+    }
+    // SAFETY: XGETBV(0) is available whenever the CPU reports XSAVE, which
+    // was checked just above; it only reads XCR0.
+    unsafe { read_xcr0() }
+}
+
+#[target_feature(enable = "xsave")]
+fn read_xcr0() -> u64 {
+    // SAFETY: this function is only compiled for and called on CPUs with
+    // XSAVE (see host_xsave_features).
+    unsafe { std::arch::x86_64::_xgetbv(0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn area(enabled: u64, live: u64, length: usize) -> XsaveArea {
+        let mut bytes = vec![0xAB; length];
+        bytes[SW_BYTES_XFEATURES..SW_BYTES_XFEATURES + 8].copy_from_slice(&enabled.to_le_bytes());
+        bytes[HEADER_XSTATE_BV..HEADER_XSTATE_BV + 8].copy_from_slice(&live.to_le_bytes());
+        XsaveArea::new(bytes).unwrap()
+    }
+
+    #[test]
+    fn missing_features_are_named() {
+        let image = area(0b1110_0111, 0b111, 1024);
+        assert!(image.check_host_supports(0b1110_0111).is_ok());
+        let error = image.check_host_supports(0b111).unwrap_err();
+        assert!(matches!(error, ArchError::MissingXsaveFeatures { missing: 0b1110_0000, .. }));
+    }
+
+    #[test]
+    fn fitting_keeps_live_size_and_masks_components() {
+        let image = area(0b111, 0b111, 832);
+        let live = area(0b11, 0b1, 1088);
+        let fitted = image.fitted_to(&live.bytes).unwrap();
+        assert_eq!(fitted.len(), 1088);
+        assert_eq!(read_u64(&fitted, HEADER_XSTATE_BV), 0b11);
+        assert_eq!(read_u64(&fitted, SW_BYTES_XFEATURES), 0b11);
+    }
+
+    #[test]
+    fn short_areas_are_refused() {
+        assert!(XsaveArea::new(vec![0; 100]).is_err());
+    }
+
+    #[test]
+    fn this_cpu_has_x87_and_sse() {
+        assert_eq!(host_xsave_features() & 0b11, 0b11);
+    }
+}
