@@ -1,0 +1,43 @@
+//! Failures of compound-state capture and re-establishment.
+
+use std::path::PathBuf;
+
+/// State crp cannot checkpoint yet: what it is and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} ({location}) is not supported yet")]
+pub struct Unsupported {
+    pub what: String,
+    pub location: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompoundError {
+    #[error(transparent)]
+    Engine(#[from] crp_ptrace::EngineError),
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is malformed: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{operation} on pid {pid}: {errno}")]
+    Ptrace {
+        operation: &'static str,
+        pid: i32,
+        errno: nix::errno::Errno,
+    },
+    #[error("mapped file {path} changed since the dump: {what}")]
+    FileChanged { path: String, what: String },
+}
+
+impl CompoundError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { action, path, source }
+    }
+}

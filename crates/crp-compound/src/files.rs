@@ -1,0 +1,236 @@
+//! The descriptor table: regular files, directories and memory character
+//! devices are reopened by path at their flags and offset; a terminal or a
+//! pipe on fd 0-2 is the outside world, and is re-attached to the same
+//! standard stream of `crp restore`.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt};
+
+use crate::error::{CompoundError, Unsupported};
+
+/// Major number of the memory devices (/dev/null, zero, full, random, urandom).
+const MEM_DEVICE_MAJOR: u64 = 1;
+/// Terminal majors: /dev/tty*, /dev/tty and /dev/console, /dev/pts/*.
+const TTY_MAJORS: &[u64] = &[4, 5, 136, 137, 138, 139, 140, 141, 142, 143];
+/// Open flags that would change the file when reopening it.
+const CREATION_FLAGS: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY;
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum FdTarget {
+    /// A regular file or directory, reopened by path.
+    File { path: String },
+    /// A memory character device such as /dev/null, reopened by path.
+    CharDevice { path: String },
+    /// A terminal or pipe on a standard stream: re-attached to `crp
+    /// restore`'s own stream of that number.
+    Inherited { stream: u8 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FdRecord {
+    pub fd: i32,
+    /// open(2) flags as /proc/PID/fdinfo shows them (O_CLOEXEC included).
+    pub flags: i32,
+    pub offset: u64,
+    pub target: FdTarget,
+}
+
+/// The open descriptors of `pid`, in ascending order.
+fn open_fds(pid: i32) -> Result<Vec<i32>, CompoundError> {
+    let directory = format!("/proc/{pid}/fd");
+    let mut fds: Vec<i32> = std::fs::read_dir(&directory)
+        .map_err(CompoundError::io("list", &directory))?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+/// What descriptor `fd` of `pid` refers to, or why crp cannot keep it.
+fn classify(pid: i32, fd: i32) -> Result<FdTarget, CompoundError> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let refuse = |what: &str, target: &str| -> CompoundError {
+        Unsupported {
+            what: what.to_owned(),
+            location: format!("fd {fd} -> {target}"),
+        }
+        .into()
+    };
+    let target = std::fs::read_link(&link)
+        .map_err(CompoundError::io("read link", &link))?
+        .to_string_lossy()
+        .into_owned();
+    if target.starts_with("socket:") {
+        return Err(refuse("a socket", &target));
+    }
+    if target.starts_with("anon_inode:") {
+        return Err(refuse("an anonymous-inode descriptor (eventfd, epoll, timerfd, signalfd...)", &target));
+    }
+    if target.ends_with(" (deleted)") {
+        return Err(refuse("a descriptor of a deleted file", &target));
+    }
+    let metadata = std::fs::metadata(&link).map_err(CompoundError::io("stat", &link))?;
+    let file_type = metadata.file_type();
+    let standard_stream = u8::try_from(fd).ok().filter(|stream| *stream <= 2);
+    if file_type.is_fifo() {
+        return match standard_stream {
+            Some(stream) => Ok(FdTarget::Inherited { stream }),
+            None => Err(refuse("a pipe or FIFO on a descriptor other than 0-2", &target)),
+        };
+    }
+    if file_type.is_char_device() {
+        let major = libc::major(metadata.rdev()) as u64;
+        if TTY_MAJORS.contains(&major) {
+            return match standard_stream {
+                Some(stream) => Ok(FdTarget::Inherited { stream }),
+                None => Err(refuse("a terminal on a descriptor other than 0-2", &target)),
+            };
+        }
+        if major == MEM_DEVICE_MAJOR {
+            return Ok(FdTarget::CharDevice { path: target });
+        }
+        return Err(refuse("a character device", &target));
+    }
+    if file_type.is_file() || file_type.is_dir() {
+        if !target.starts_with('/') {
+            return Err(refuse("a file outside this mount namespace", &target));
+        }
+        return Ok(FdTarget::File { path: target });
+    }
+    Err(refuse("this kind of descriptor", &target))
+}
+
+/// Checks every descriptor of `pid` is one crp can restore, touching nothing.
+pub fn preflight(pid: i32) -> Result<(), CompoundError> {
+    for fd in open_fds(pid)? {
+        classify(pid, fd)?;
+    }
+    Ok(())
+}
+
+fn fdinfo(pid: i32, fd: i32) -> Result<(i32, u64), CompoundError> {
+    let path = format!("/proc/{pid}/fdinfo/{fd}");
+    let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
+    let value = |key: &str| text.lines().find_map(|line| line.strip_prefix(key)).map(str::trim);
+    let malformed = |reason: &str| CompoundError::Malformed {
+        path: path.clone().into(),
+        reason: reason.to_owned(),
+    };
+    let offset = value("pos:").and_then(|pos| pos.parse().ok()).ok_or_else(|| malformed("no pos"))?;
+    let flags = value("flags:")
+        .and_then(|flags| i32::from_str_radix(flags, 8).ok())
+        .ok_or_else(|| malformed("no flags"))?;
+    Ok((flags, offset))
+}
+
+/// Captures the descriptor table of a stopped process.
+pub fn capture(pid: i32) -> Result<Vec<FdRecord>, CompoundError> {
+    open_fds(pid)?
+        .into_iter()
+        .map(|fd| {
+            let target = classify(pid, fd)?;
+            let (flags, offset) = fdinfo(pid, fd)?;
+            Ok(FdRecord { fd, flags, offset, target })
+        })
+        .collect()
+}
+
+/// Refuses a restore whose files are gone, before anything is created.
+pub fn check_files_exist(table: &[FdRecord]) -> Result<(), CompoundError> {
+    for record in table {
+        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &record.target {
+            std::fs::metadata(path).map_err(CompoundError::io("find file of fd", path))?;
+        }
+    }
+    Ok(())
+}
+
+fn no_args() -> [u64; 6] {
+    [0; 6]
+}
+
+fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64]) -> Result<u64, EngineError> {
+    let mut args = no_args();
+    args[..first.len()].copy_from_slice(first);
+    tracee.syscall(name, number, args)
+}
+
+/// Replaces the descriptor table the child inherited from crp with the
+/// checkpointed one. crp's own fds 0-2 are parked above every target fd
+/// first, so they can be handed to the streams that inherit them.
+pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), EngineError> {
+    let park_at = table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2) + 1) as u64;
+    let mut parked: [Option<u64>; 3] = [None; 3];
+    for (stream, slot) in parked.iter_mut().enumerate() {
+        *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[stream as u64, libc::F_DUPFD as u64, park_at]).ok();
+    }
+    // Close everything else crp's child still holds.
+    let mut keep: Vec<u64> = parked.iter().flatten().copied().collect();
+    keep.sort_unstable();
+    let mut next = 0u64;
+    for kept in keep.iter().copied().chain([u64::from(u32::MAX) + 1]) {
+        if kept > next {
+            call(tracee, "close_range", libc::SYS_close_range, &[next, kept - 1, 0])?;
+        }
+        next = kept + 1;
+    }
+    for record in table {
+        let fd = record.fd as u64;
+        let cloexec = (record.flags & libc::O_CLOEXEC) as u64;
+        match &record.target {
+            FdTarget::Inherited { stream } => {
+                let source = parked[usize::from(*stream)].ok_or(EngineError::Syscall {
+                    syscall: "dup3 (crp restore has no such standard stream to hand over)",
+                    pid: tracee.pid(),
+                    errno: nix::errno::Errno::EBADF,
+                })?;
+                call(tracee, "dup3", libc::SYS_dup3, &[source, fd, cloexec])?;
+            }
+            FdTarget::File { path } | FdTarget::CharDevice { path } => {
+                let mut scratch = tracee.scratch();
+                let path_address = scratch.push_c_string(path.as_bytes());
+                scratch.commit(tracee)?;
+                let flags = (record.flags & !CREATION_FLAGS) as u64;
+                let at_fdcwd = libc::AT_FDCWD as i64 as u64;
+                let opened = call(tracee, "openat", libc::SYS_openat, &[at_fdcwd, path_address, flags])?;
+                if opened != fd {
+                    call(tracee, "dup3", libc::SYS_dup3, &[opened, fd, cloexec])?;
+                    call(tracee, "close", libc::SYS_close, &[opened])?;
+                }
+                if matches!(record.target, FdTarget::File { .. }) && record.offset != 0 {
+                    call(tracee, "lseek", libc::SYS_lseek, &[fd, record.offset, libc::SEEK_SET as u64])?;
+                }
+            }
+        }
+    }
+    for parked_fd in parked.iter().flatten() {
+        call(tracee, "close", libc::SYS_close, &[*parked_fd])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_descriptors_classify() {
+        let pid = std::process::id() as i32;
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        assert!(matches!(classify(pid, fd).unwrap(), FdTarget::File { .. }));
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(
+            classify(pid, null.as_raw_fd()).unwrap(),
+            FdTarget::CharDevice { path: "/dev/null".into() }
+        );
+        let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let error = classify(pid, socket.as_raw_fd()).unwrap_err();
+        assert!(error.to_string().contains("socket"), "{error}");
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let error = classify(pid, reader.as_raw_fd()).unwrap_err();
+        assert!(error.to_string().contains("pipe"), "{error}");
+    }
+}

@@ -1,0 +1,15 @@
+//! Compound structures, deep-copied: the VMAs with their page contents
+//! ([`vma`], [`pagemap`]), the mm fields ([`mm`]), the descriptor table
+//! ([`files`]), signal dispositions ([`signals`]) and the task's identity
+//! (comm, cwd, umask: [`task`]). Each module captures its state from a
+//! stopped process and re-establishes it in the process being restored.
+
+mod error;
+pub mod files;
+pub mod mm;
+pub mod pagemap;
+pub mod signals;
+pub mod task;
+pub mod vma;
+
+pub use error::{CompoundError, Unsupported};

@@ -1,0 +1,127 @@
+//! Signal state: the disposition of every signal (read by injecting
+//! `rt_sigaction` with no new action), the alternate stack and the blocked
+//! mask. Pending signals are refused by the dump's preflight.
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use nix::unistd::Pid;
+
+use crate::error::CompoundError;
+
+/// `struct kernel_sigaction` on x86-64: handler, flags, restorer, mask.
+const KERNEL_SIGACTION_SIZE: usize = 32;
+/// `stack_t`: sp, flags (+ padding), size.
+const STACK_T_SIZE: usize = 24;
+const SIGSET_SIZE: u64 = 8;
+const SIGNAL_COUNT: i32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SignalAction {
+    pub signal: i32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SignalState {
+    /// Every catchable signal's disposition (SIGKILL and SIGSTOP excluded).
+    pub actions: Vec<SignalAction>,
+    pub blocked: u64,
+    pub altstack_sp: u64,
+    pub altstack_flags: i32,
+    pub altstack_size: u64,
+}
+
+fn catchable_signals() -> impl Iterator<Item = i32> {
+    (1..=SIGNAL_COUNT).filter(|&signal| signal != libc::SIGKILL && signal != libc::SIGSTOP)
+}
+
+fn word(bytes: &[u8], index: usize) -> u64 {
+    u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap_or([0; 8]))
+}
+
+impl SignalState {
+    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
+        let pid = tracee.pid();
+        let blocked = crp_ptrace::sys::get_sigmask(Pid::from_raw(pid)).map_err(|errno| CompoundError::Ptrace {
+            operation: "PTRACE_GETSIGMASK",
+            pid,
+            errno,
+        })?;
+        let mut scratch = tracee.scratch();
+        let actions_address = scratch.reserve(KERNEL_SIGACTION_SIZE * SIGNAL_COUNT as usize);
+        let stack_address = scratch.reserve(STACK_T_SIZE);
+        scratch.commit(tracee)?;
+        for signal in catchable_signals() {
+            let slot = actions_address + (signal as u64 - 1) * KERNEL_SIGACTION_SIZE as u64;
+            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [signal as u64, 0, slot, SIGSET_SIZE, 0, 0])?;
+        }
+        tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [0, stack_address, 0, 0, 0, 0])?;
+        let mut raw_actions = vec![0u8; KERNEL_SIGACTION_SIZE * SIGNAL_COUNT as usize];
+        tracee.read_memory(actions_address, &mut raw_actions)?;
+        let mut raw_stack = [0u8; STACK_T_SIZE];
+        tracee.read_memory(stack_address, &mut raw_stack)?;
+        let actions = catchable_signals()
+            .map(|signal| {
+                let raw = &raw_actions[(signal as usize - 1) * KERNEL_SIGACTION_SIZE..][..KERNEL_SIGACTION_SIZE];
+                SignalAction {
+                    signal,
+                    handler: word(raw, 0),
+                    flags: word(raw, 1),
+                    restorer: word(raw, 2),
+                    mask: word(raw, 3),
+                }
+            })
+            .collect();
+        Ok(Self {
+            actions,
+            blocked,
+            altstack_sp: word(&raw_stack, 0),
+            altstack_flags: word(&raw_stack, 1) as u32 as i32,
+            altstack_size: word(&raw_stack, 2),
+        })
+    }
+
+    /// Installs every disposition and the alternate stack. The blocked mask
+    /// is set last, by the engine, right before the process runs.
+    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+        let mut scratch = tracee.scratch();
+        let mut addresses = Vec::with_capacity(self.actions.len());
+        for action in &self.actions {
+            let mut raw = Vec::with_capacity(KERNEL_SIGACTION_SIZE);
+            for value in [action.handler, action.flags, action.restorer, action.mask] {
+                raw.extend_from_slice(&value.to_le_bytes());
+            }
+            addresses.push((action.signal, scratch.push(&raw)));
+        }
+        let disabled = self.altstack_flags & libc::SS_DISABLE != 0;
+        let mut stack = Vec::with_capacity(STACK_T_SIZE);
+        stack.extend_from_slice(&self.altstack_sp.to_le_bytes());
+        // SS_ONSTACK is a report, not a setting; only SS_AUTODISARM carries over.
+        let flags = if disabled { libc::SS_DISABLE } else { self.altstack_flags & (1 << 31) };
+        stack.extend_from_slice(&u64::from(flags as u32).to_le_bytes());
+        stack.extend_from_slice(&self.altstack_size.to_le_bytes());
+        let stack_address = scratch.push(&stack);
+        scratch.commit(tracee)?;
+        for (signal, address) in addresses {
+            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [signal as u64, address, 0, SIGSET_SIZE, 0, 0])?;
+        }
+        tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [stack_address, 0, 0, 0, 0, 0])?;
+        Ok(())
+    }
+}
+
+/// Says which signals are pending for `pid` (thread or process-wide), if any.
+pub fn pending_signals(pid: i32) -> Result<Option<String>, CompoundError> {
+    let path = format!("/proc/{pid}/status");
+    for key in ["SigPnd", "ShdPnd"] {
+        let value = crp_ptrace::procfs::status_field(pid, key)
+            .map_err(CompoundError::io("read", &path))?
+            .unwrap_or_default();
+        if u64::from_str_radix(&value, 16).unwrap_or(0) != 0 {
+            return Ok(Some(format!("{key} {value}")));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,56 @@
+//! The task's identity and file-system context: comm, working directory,
+//! umask, personality.
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt};
+
+use crate::error::CompoundError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TaskIdentity {
+    pub comm: String,
+    pub cwd: String,
+    pub umask: u32,
+    pub personality: u64,
+}
+
+impl TaskIdentity {
+    pub fn capture(pid: i32) -> Result<Self, CompoundError> {
+        let read = |name: &str| {
+            let path = format!("/proc/{pid}/{name}");
+            std::fs::read_to_string(&path).map_err(CompoundError::io("read", path))
+        };
+        let malformed = |what: &str, value: &str| CompoundError::Malformed {
+            path: format!("/proc/{pid}/{what}").into(),
+            reason: format!("unexpected value {value:?}"),
+        };
+        let cwd_link = format!("/proc/{pid}/cwd");
+        let cwd = std::fs::read_link(&cwd_link)
+            .map_err(CompoundError::io("read link", &cwd_link))?
+            .to_string_lossy()
+            .into_owned();
+        let umask_text = crp_ptrace::procfs::status_field(pid, "Umask")
+            .map_err(CompoundError::io("read", format!("/proc/{pid}/status")))?
+            .unwrap_or_default();
+        let personality_text = read("personality")?;
+        Ok(Self {
+            comm: read("comm")?.trim_end_matches('\n').to_owned(),
+            cwd,
+            umask: u32::from_str_radix(&umask_text, 8).map_err(|_| malformed("status", &umask_text))?,
+            personality: u64::from_str_radix(personality_text.trim(), 16)
+                .map_err(|_| malformed("personality", &personality_text))?,
+        })
+    }
+
+    /// Sets comm, cwd, umask and personality in the process being restored.
+    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+        let mut scratch = tracee.scratch();
+        let comm = scratch.push_c_string(self.comm.as_bytes());
+        let cwd = scratch.push_c_string(self.cwd.as_bytes());
+        scratch.commit(tracee)?;
+        tracee.syscall("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, comm, 0, 0, 0, 0])?;
+        tracee.syscall("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])?;
+        tracee.syscall("umask", libc::SYS_umask, [u64::from(self.umask), 0, 0, 0, 0, 0])?;
+        tracee.syscall("personality", libc::SYS_personality, [self.personality, 0, 0, 0, 0, 0])?;
+        Ok(())
+    }
+}
