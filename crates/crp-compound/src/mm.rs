@@ -8,6 +8,8 @@ use crate::error::{CompoundError, Unsupported};
 
 /// Largest auxv PR_SET_MM_MAP accepts (AT_VECTOR_SIZE words).
 const MAX_AUXV_BYTES: usize = 448;
+/// `PR_SET_MM_MAP` (not exported by the libc crate for Linux).
+const PR_SET_MM_MAP: u64 = 14;
 /// `sizeof(struct prctl_mm_map)`.
 const PRCTL_MM_MAP_SIZE: usize = 104;
 
@@ -133,7 +135,7 @@ impl MmFields {
         let result = tracee.syscall(
             "prctl(PR_SET_MM, PR_SET_MM_MAP)",
             libc::SYS_prctl,
-            [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, map_address, map.len() as u64, 0, 0],
+            [libc::PR_SET_MM as u64, PR_SET_MM_MAP, map_address, map.len() as u64, 0, 0],
         );
         tracee.syscall("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
         result.map(drop)

@@ -205,3 +205,28 @@ pub fn fork_traced_stopped(pid: Option<i32>) -> Result<Pid, Errno> {
     };
     Errno::result(result).map(|child| Pid::from_raw(child as libc::pid_t))
 }
+
+/// `PR_SET_MM_MAP_SIZE`: asks the kernel for its `struct prctl_mm_map`
+/// size, which also tells whether PR_SET_MM_MAP exists (CONFIG_CHECKPOINT_RESTORE).
+#[doc(alias = "PR_SET_MM_MAP_SIZE")]
+pub fn prctl_mm_map_size() -> Result<u32, Errno> {
+    const PR_SET_MM_MAP_SIZE: libc::c_ulong = 15;
+    let mut size: libc::c_uint = 0;
+    // SAFETY: the kernel writes one unsigned int to `size`; nothing is set.
+    let result = unsafe {
+        libc::prctl(libc::PR_SET_MM, PR_SET_MM_MAP_SIZE, &raw mut size, 0 as libc::c_ulong, 0 as libc::c_ulong)
+    };
+    Errno::result(result).map(|_| size)
+}
+
+/// Whether `userfaultfd(2)` can create a descriptor here.
+#[doc(alias = "userfaultfd")]
+pub fn userfaultfd_available() -> Result<(), Errno> {
+    // SAFETY: userfaultfd takes only flags and returns a new descriptor,
+    // closed right away.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    Errno::result(fd)?;
+    // SAFETY: `fd` was just returned by the kernel and is owned here.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}

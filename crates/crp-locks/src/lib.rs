@@ -1,0 +1,161 @@
+//! Locks and lock-like registrations. None is copied as memory: the robust
+//! futex list, the rseq area and clear_child_tid are registrations the
+//! kernel holds for the task, re-made at restore (the futexes themselves are
+//! plain memory and come back with the pages). File locks are detected and
+//! refused until they are re-acquired at restore.
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use nix::unistd::Pid;
+
+/// `RSEQ_FLAG_UNREGISTER`.
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+/// `PR_GET_TID_ADDRESS`.
+const PR_GET_TID_ADDRESS: u64 = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{operation} on pid {pid}: {errno}")]
+    Ptrace {
+        operation: &'static str,
+        pid: i32,
+        errno: nix::errno::Errno,
+    },
+    #[error("file locks (fd {fd}: {lock}) are not supported yet")]
+    FileLock { fd: String, lock: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A task's rseq registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RseqRegistration {
+    pub address: u64,
+    pub length: u32,
+    pub signature: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LockState {
+    pub robust_list_head: u64,
+    pub robust_list_length: u64,
+    pub rseq: Option<RseqRegistration>,
+    pub clear_child_tid: u64,
+}
+
+/// Refuses a process holding file locks (flock, POSIX or OFD), as listed in
+/// /proc/PID/fdinfo.
+pub fn preflight(pid: i32) -> Result<(), LockError> {
+    let directory = format!("/proc/{pid}/fdinfo");
+    let entries = std::fs::read_dir(&directory).map_err(|source| LockError::Io {
+        path: directory.clone(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue; // closed since the listing
+        };
+        if let Some(lock) = text.lines().find_map(|line| line.strip_prefix("lock:")) {
+            return Err(LockError::FileLock {
+                fd: entry.file_name().to_string_lossy().into_owned(),
+                lock: lock.trim().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn rseq_of(pid: i32) -> Result<Option<RseqRegistration>, LockError> {
+    let configuration = crp_ptrace::sys::get_rseq_configuration(Pid::from_raw(pid)).map_err(|errno| LockError::Ptrace {
+        operation: "PTRACE_GET_RSEQ_CONFIGURATION",
+        pid,
+        errno,
+    })?;
+    Ok((configuration.rseq_abi_pointer != 0).then_some(RseqRegistration {
+        address: configuration.rseq_abi_pointer,
+        length: configuration.rseq_abi_size,
+        signature: configuration.signature,
+    }))
+}
+
+impl LockState {
+    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, LockError> {
+        let rseq = rseq_of(tracee.pid())?;
+        let mut scratch = tracee.scratch();
+        let head_address = scratch.reserve(8);
+        let length_address = scratch.reserve(8);
+        let tid_address = scratch.reserve(8);
+        scratch.commit(tracee)?;
+        tracee.syscall("get_robust_list", libc::SYS_get_robust_list, [0, head_address, length_address, 0, 0, 0])?;
+        tracee.syscall("prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [PR_GET_TID_ADDRESS, tid_address, 0, 0, 0, 0])?;
+        let read_word = |tracee: &dyn Tracee, address| -> Result<u64, EngineError> {
+            let mut word = [0u8; 8];
+            tracee.read_memory(address, &mut word)?;
+            Ok(u64::from_le_bytes(word))
+        };
+        Ok(Self {
+            robust_list_head: read_word(tracee, head_address)?,
+            robust_list_length: read_word(tracee, length_address)?,
+            rseq,
+            clear_child_tid: read_word(tracee, tid_address)?,
+        })
+    }
+
+    /// Drops the rseq registration the restore child inherited from crp; it
+    /// points into crp's TLS, which is about to be unmapped.
+    pub fn unregister_inherited_rseq(tracee: &mut dyn Tracee) -> Result<(), LockError> {
+        if let Some(inherited) = rseq_of(tracee.pid())? {
+            let args = [
+                inherited.address,
+                u64::from(inherited.length),
+                RSEQ_FLAG_UNREGISTER,
+                u64::from(inherited.signature),
+                0,
+                0,
+            ];
+            tracee.syscall("rseq(RSEQ_FLAG_UNREGISTER)", libc::SYS_rseq, args)?;
+        }
+        Ok(())
+    }
+
+    /// Re-registers robust list, clear_child_tid and rseq; the memory they
+    /// point to must already be in place.
+    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), LockError> {
+        tracee.syscall(
+            "set_robust_list",
+            libc::SYS_set_robust_list,
+            [self.robust_list_head, self.robust_list_length, 0, 0, 0, 0],
+        )?;
+        tracee.syscall("set_tid_address", libc::SYS_set_tid_address, [self.clear_child_tid, 0, 0, 0, 0, 0])?;
+        if let Some(rseq) = self.rseq {
+            let args = [rseq.address, u64::from(rseq.length), 0, u64::from(rseq.signature), 0, 0];
+            tracee.syscall("rseq", libc::SYS_rseq, args)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_flock_is_refused_and_named() {
+        let file = tempfile_in_tmp();
+        file.lock().unwrap();
+        let error = preflight(std::process::id() as i32).unwrap_err();
+        assert!(error.to_string().contains("FLOCK"), "{error}");
+    }
+
+    fn tempfile_in_tmp() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("crp-locks-test-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+}
