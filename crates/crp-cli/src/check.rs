@@ -1,0 +1,156 @@
+//! `crp check`: does this kernel and CPU give crp what it needs? Each probe
+//! exercises the real feature (no version guessing), like `criu check`.
+
+use std::io::IoSliceMut;
+
+use crp_ptrace::spawn_stopped_child;
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+
+/// One line of the report.
+#[derive(Debug)]
+pub struct Probe {
+    pub name: &'static str,
+    pub required: bool,
+    pub result: Result<String, String>,
+}
+
+/// A value in crp's own memory for the process_vm_readv probe to find in
+/// a forked child.
+static PROBE_PATTERN: [u8; 8] = *b"crp-chk!";
+
+fn probe_ptrace_and_clone3() -> Vec<Probe> {
+    let mut probes = Vec::new();
+    let first = spawn_stopped_child(None);
+    let traced = first.as_ref().map(|child| child.pid().as_raw()).map_err(|error| error.to_string());
+    probes.push(Probe {
+        name: "ptrace",
+        required: true,
+        result: traced.clone().map(|pid| format!("traced a forked child (pid {pid})")),
+    });
+    probes.push(Probe {
+        name: "process_vm_readv",
+        required: true,
+        result: match &first {
+            Ok(child) => {
+                let mut found = [0u8; 8];
+                let remote = [RemoteIoVec {
+                    base: PROBE_PATTERN.as_ptr() as usize,
+                    len: found.len(),
+                }];
+                process_vm_readv(child.pid(), &mut [IoSliceMut::new(&mut found)], &remote)
+                    .map_err(|errno| errno.to_string())
+                    .and_then(|_| {
+                        (found == PROBE_PATTERN)
+                            .then(|| "read a child's memory".to_owned())
+                            .ok_or_else(|| "read back the wrong bytes".to_owned())
+                    })
+            }
+            Err(error) => Err(error.to_string()),
+        },
+    });
+    drop(first); // kills and reaps the child, freeing its pid
+    probes.push(Probe {
+        name: "clone3 set_tid",
+        required: true,
+        result: match traced {
+            Ok(pid) => spawn_stopped_child(Some(pid))
+                .map(|child| format!("created a child with chosen pid {}", child.pid()))
+                .map_err(|error| format!("{error} (restore could not keep PIDs)")),
+            Err(error) => Err(error),
+        },
+    });
+    probes
+}
+
+pub fn run() -> Vec<Probe> {
+    let mut probes = probe_ptrace_and_clone3();
+    probes.push(Probe {
+        name: "PR_SET_MM_MAP",
+        required: true,
+        result: crp_ptrace::sys::prctl_mm_map_size()
+            .map(|size| format!("struct prctl_mm_map is {size} bytes"))
+            .map_err(|errno| format!("{errno}: kernel lacks CONFIG_CHECKPOINT_RESTORE")),
+    });
+    probes.push(Probe {
+        name: "PTRACE_GET_RSEQ_CONFIGURATION",
+        required: true,
+        result: crp_ptrace::sys::get_rseq_configuration(nix::unistd::getpid())
+            .map(|_| "available".to_owned())
+            .or_else(|errno| match errno {
+                // Asking about oneself without tracing gives ESRCH: the
+                // request exists.
+                nix::errno::Errno::ESRCH => Ok("available".to_owned()),
+                other => Err(format!("{other}")),
+            }),
+    });
+    probes.push(Probe {
+        name: "userfaultfd",
+        required: false,
+        result: crp_ptrace::sys::userfaultfd_available()
+            .map(|()| "available (for lazy restore)".to_owned())
+            .map_err(|errno| format!("{errno}: lazy restore impossible")),
+    });
+    probes.push(Probe {
+        name: "soft-dirty tracking",
+        required: false,
+        result: std::fs::metadata("/proc/self/clear_refs")
+            .ok()
+            .filter(|_| {
+                std::fs::read_to_string("/proc/self/smaps").is_ok_and(|text| text.contains(" sd"))
+            })
+            .map(|_| "available (for incremental dumps)".to_owned())
+            .ok_or_else(|| "not available: incremental dumps impossible".to_owned()),
+    });
+    probes.push(Probe {
+        name: "vDSO layout",
+        required: true,
+        result: crate::restore::validate::host_vdso()
+            .map_err(|error| error.to_string())
+            .and_then(|layout| {
+                if layout.mappings.iter().any(|mapping| mapping.name == "[vdso]") {
+                    Ok(layout
+                        .mappings
+                        .iter()
+                        .map(|mapping| format!("{} {} KiB", mapping.name, (mapping.end - mapping.start) / 1024))
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                } else {
+                    Err("no [vdso] mapping".to_owned())
+                }
+            }),
+    });
+    let features = crp_arch_x86::host_xsave_features();
+    probes.push(Probe {
+        name: "XSAVE",
+        required: true,
+        result: if features & 0b11 == 0b11 {
+            Ok(format!("XCR0 {features:#x} ({})", xsave_feature_names(features)))
+        } else {
+            Err(format!("XCR0 {features:#x}: no XSAVE with x87+SSE"))
+        },
+    });
+    probes
+}
+
+fn xsave_feature_names(features: u64) -> String {
+    const NAMES: &[(u32, &str)] = &[
+        (0, "x87"),
+        (1, "SSE"),
+        (2, "AVX"),
+        (3, "MPX bounds"),
+        (4, "MPX csr"),
+        (5, "AVX-512 opmask"),
+        (6, "AVX-512 ZMM_Hi256"),
+        (7, "AVX-512 Hi16_ZMM"),
+        (9, "PKRU"),
+        (17, "AMX tilecfg"),
+        (18, "AMX tiledata"),
+        (19, "APX"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| features & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

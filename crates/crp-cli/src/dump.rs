@@ -1,0 +1,147 @@
+//! `crp dump`: freeze, capture every category, write the image, then kill
+//! the original (only once the image is durable) or let it run on.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
+use crp_compound::mm::MmFields;
+use crp_compound::pagemap::PageMap;
+use crp_compound::signals::SignalState;
+use crp_compound::task::TaskIdentity;
+use crp_compound::vma::{VmaRecord, capture_vma};
+use crp_image::ImageWriter;
+use crp_locks::LockState;
+use crp_ptrace::procfs::{self, MapsEntry};
+use crp_ptrace::{Frozen, Injector, TraceeExt};
+
+use crate::error::CrpError;
+use crate::model::{ProcessImage, kernel_release};
+use crate::preflight;
+
+/// Size of the scratch mapping injected for syscall arguments at dump.
+const SCRATCH_BYTES: u64 = 16 << 10;
+/// The `syscall` instruction.
+const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
+
+#[derive(Debug, Clone)]
+pub struct DumpPlan {
+    pub pid: i32,
+    pub output: PathBuf,
+    pub leave_running: bool,
+}
+
+#[derive(Debug)]
+pub struct DumpReport {
+    pub vma_count: usize,
+    pub page_bytes: u64,
+    pub frozen_for: Duration,
+}
+
+pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
+    let pid = plan.pid;
+    preflight::check(pid)?;
+    let frozen = Frozen::seize(pid)?;
+    let started = Instant::now();
+    // The process may have changed between the checks and the freeze.
+    preflight::check(pid)?;
+    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess {
+        pid,
+        reason: error.to_string(),
+    })?;
+    let registers = *frozen.registers();
+    let cpu = CpuState::capture(frozen.pid(), &registers)?;
+    let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
+    let vmas = maps
+        .iter()
+        .filter(|entry| !is_special_mapping(&entry.name))
+        .map(capture_vma)
+        .collect::<Result<Vec<VmaRecord>, _>>()?;
+
+    let syscall_ip = find_syscall_instruction(pid, &registers, &maps)?;
+    let mut injector = Injector::new(frozen.pid(), syscall_ip, registers);
+    let injected = capture_by_injection(&mut injector);
+    let mut frozen = frozen;
+    frozen.defer_signals(injector.take_deferred_signals());
+    let (mm, signals, locks) = injected?;
+    let files = crp_compound::files::capture(pid)?;
+    let task = TaskIdentity::capture(pid)?;
+
+    let mut writer = ImageWriter::create(&plan.output)?;
+    let pagemap = PageMap::open(pid)?;
+    let nix_pid = frozen.pid();
+    for vma in &vmas {
+        for (vaddr, page_count) in pagemap.stored_runs(vma)? {
+            writer.add_page_run(vaddr, page_count, |address, buffer| {
+                crp_ptrace::sys::read_memory(nix_pid, address, buffer).map_err(std::io::Error::from)
+            })?;
+        }
+    }
+    let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
+    let image = ProcessImage {
+        pid,
+        kernel_release: kernel_release(),
+        dumped_at_unix_seconds: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()),
+        cpu,
+        vdso,
+        vmas,
+        mm,
+        files,
+        signals,
+        task,
+        locks,
+    };
+    let vma_count = image.vmas.len();
+    writer.finish(&crp_image::to_archive(&image)?)?;
+    let frozen_for = started.elapsed();
+    if plan.leave_running {
+        frozen.release()?;
+    } else {
+        frozen.kill()?;
+    }
+    Ok(DumpReport {
+        vma_count,
+        page_bytes,
+        frozen_for,
+    })
+}
+
+/// Runs the injected part of the capture inside a scratch mapping that is
+/// always unmapped again.
+fn capture_by_injection(injector: &mut Injector) -> Result<(MmFields, SignalState, LockState), CrpError> {
+    let protection = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let scratch = injector.syscall("mmap", libc::SYS_mmap, [0, SCRATCH_BYTES, protection, flags, u64::MAX, 0])?;
+    injector.set_scratch(scratch, SCRATCH_BYTES as usize);
+    let captured = (|| -> Result<_, CrpError> {
+        let mm = MmFields::capture(injector)?;
+        let signals = SignalState::capture(injector)?;
+        let locks = LockState::capture(injector)?;
+        Ok((mm, signals, locks))
+    })();
+    injector.syscall("munmap", libc::SYS_munmap, [scratch, SCRATCH_BYTES, 0, 0, 0, 0])?;
+    captured
+}
+
+/// An address holding `syscall` to inject through: right before RIP when
+/// the process stopped in a syscall, else one inside the vDSO.
+fn find_syscall_instruction(pid: i32, registers: &crp_ptrace::Registers, maps: &[MapsEntry]) -> Result<u64, CrpError> {
+    let nix_pid = nix::unistd::Pid::from_raw(pid);
+    let mut before_rip = [0u8; 2];
+    if registers.rip >= 2
+        && crp_ptrace::sys::read_memory(nix_pid, registers.rip - 2, &mut before_rip).is_ok()
+        && before_rip == SYSCALL_INSN
+    {
+        return Ok(registers.rip - 2);
+    }
+    let vdso = maps.iter().find(|entry| entry.name == "[vdso]");
+    if let Some(vdso) = vdso {
+        let mut text = vec![0u8; usize::try_from(vdso.end - vdso.start).unwrap_or(0)];
+        if crp_ptrace::sys::read_memory(nix_pid, vdso.start, &mut text).is_ok()
+            && let Some(offset) = text.windows(2).position(|pair| pair == SYSCALL_INSN)
+        {
+            return Ok(vdso.start + offset as u64);
+        }
+    }
+    Err(crp_ptrace::EngineError::NoSyscallInstruction { pid }.into())
+}

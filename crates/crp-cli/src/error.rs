@@ -1,0 +1,55 @@
+//! crp's top-level error, and the exit code each kind of failure maps to.
+
+use crp_compound::Unsupported;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrpError {
+    #[error("{0}")]
+    Image(#[from] crp_image::ImageError),
+    #[error("{0}")]
+    Engine(#[from] crp_ptrace::EngineError),
+    #[error("{0}")]
+    Arch(#[from] crp_arch_x86::ArchError),
+    #[error("{0}")]
+    Compound(#[from] crp_compound::CompoundError),
+    #[error("{0}")]
+    Locks(#[from] crp_locks::LockError),
+    #[error("cannot dump pid {pid}: {what} ({location}) is not supported yet; the process was left running and untraced")]
+    Unsupported { pid: i32, what: String, location: String },
+    #[error("no process {pid}: {reason}")]
+    NoProcess { pid: i32, reason: String },
+    #[error("the image is invalid: {reason}")]
+    InvalidImage { reason: String },
+    #[error("pid {pid} is in use and --pid-must-match was given")]
+    PidTaken { pid: i32 },
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CrpError {
+    pub fn unsupported(pid: i32, unsupported: Unsupported) -> Self {
+        Self::Unsupported {
+            pid,
+            what: unsupported.what,
+            location: unsupported.location,
+        }
+    }
+
+    /// The documented exit code (README, "Exit codes").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Unsupported { .. }
+            | Self::Compound(crp_compound::CompoundError::Unsupported(_))
+            | Self::Locks(crp_locks::LockError::FileLock { .. }) => 3,
+            Self::Image(_) | Self::InvalidImage { .. } => 4,
+            Self::Arch(crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. })
+            | Self::Compound(crp_compound::CompoundError::FileChanged { .. }) => 5,
+            Self::PidTaken { .. } => 6,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The `crp` command as a library: argument plans, and the dump, restore,
+//! inspect and check operations that the binary and the tests drive.
+
+pub mod check;
+pub mod dump;
+pub mod error;
+pub mod inspect;
+pub mod model;
+pub mod preflight;
+pub mod restore;
+
+pub use error::CrpError;

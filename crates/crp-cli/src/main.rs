@@ -1,0 +1,141 @@
+//! The `crp` binary: parse arguments into a plan, run it, map failures to
+//! the exit codes documented in the README.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crp_cli::dump::{DumpPlan, dump};
+use crp_cli::restore::{RestoreOutcome, RestorePlan, restore};
+use crp_cli::{CrpError, check, inspect};
+
+/// Checkpoint a running Linux process into one image file, and restore it.
+#[derive(Debug, Parser)]
+#[command(name = "crp", version, about)]
+struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Freeze a process and write its whole state to an image file.
+    ///
+    /// The process is killed once the image is safely on disk, unless
+    /// --leave-running is given. A descriptor 0-2 that is a terminal or a
+    /// pipe is recorded as "the outside world": at restore it is re-attached
+    /// to the same standard stream of `crp restore`. Processes with more than
+    /// one thread, children, seccomp filters, sockets or other unsupported
+    /// state are refused before they are touched.
+    Dump {
+        /// The process to checkpoint.
+        pid: i32,
+        /// Where to write the image (created with mode 0600).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Let the process carry on after the dump instead of killing it.
+        #[arg(long)]
+        leave_running: bool,
+    },
+    /// Recreate a process from an image; it carries on where it was frozen.
+    ///
+    /// It gets its old PID when that PID is free. Its standard streams that
+    /// were a terminal or a pipe become crp restore's own stdin, stdout and
+    /// stderr. Without --detach, crp waits and exits with the process's exit
+    /// status (128+N if killed by signal N).
+    Restore {
+        /// The image to restore.
+        image: PathBuf,
+        /// Return once the process runs, printing its PID as the last line.
+        #[arg(short, long)]
+        detach: bool,
+        /// Fail instead of using a new PID when the old one is taken.
+        #[arg(long)]
+        pid_must_match: bool,
+    },
+    /// Show what an image holds.
+    Inspect {
+        image: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report whether this kernel and CPU give crp what it needs.
+    Check,
+}
+
+fn run(command: Command) -> Result<ExitCode, CrpError> {
+    match command {
+        Command::Dump {
+            pid,
+            output,
+            leave_running,
+        } => {
+            let report = dump(&DumpPlan {
+                pid,
+                output: output.clone(),
+                leave_running,
+            })?;
+            eprintln!(
+                "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",
+                output.display(),
+                report.vma_count,
+                report.page_bytes as f64 / (1 << 20) as f64,
+                report.frozen_for.as_secs_f64() * 1000.0
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            image,
+            detach,
+            pid_must_match,
+        } => match restore(&RestorePlan {
+            image,
+            detach,
+            pid_must_match,
+        })? {
+            RestoreOutcome::Detached { pid } => {
+                println!("{pid}");
+                Ok(ExitCode::SUCCESS)
+            }
+            RestoreOutcome::Finished { exit_code, .. } => Ok(ExitCode::from(u8::try_from(exit_code).unwrap_or(255))),
+        },
+        Command::Inspect { image, json } => {
+            let reader = crp_image::ImageReader::open(&image)?;
+            let summary = inspect::summarize(&reader)?;
+            if json {
+                let text = serde_json::to_string_pretty(&summary).map_err(|error| CrpError::Io {
+                    action: "render JSON".into(),
+                    source: error.into(),
+                })?;
+                println!("{text}");
+            } else {
+                print!("{}", inspect::render_text(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let mut all_required = true;
+            for probe in check::run() {
+                let (word, detail) = match &probe.result {
+                    Ok(detail) => ("ok", detail.clone()),
+                    Err(detail) => (if probe.required { "missing" } else { "absent" }, detail.clone()),
+                };
+                all_required &= probe.result.is_ok() || !probe.required;
+                println!("{word:<8} {:<32} {detail}", probe.name);
+            }
+            Ok(if all_required { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    match run(arguments.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("crp: error: {error}");
+            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `crp restore`: validate the image and the host, fork a child with the
+//! checkpointed PID, rebuild the process inside it by injected syscalls,
+//! load its registers and let it run.
+
+mod bootstrap;
+mod memory;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use crp_arch_x86::{VdsoLayout, resume_registers};
+use crp_image::ImageReader;
+use crp_locks::LockState;
+use crp_ptrace::{ChildGuard, EngineError, Injector, TraceeExt, spawn_stopped_child};
+use nix::sys::ptrace;
+use nix::sys::signal::kill;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::error::CrpError;
+use crate::model::ProcessImage;
+
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    pub image: PathBuf,
+    pub detach: bool,
+    pub pid_must_match: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// The process runs on its own.
+    Detached { pid: i32 },
+    /// The process ran to its end; the exit code crp passes on.
+    Finished { pid: i32, exit_code: i32 },
+}
+
+pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
+    let reader = ImageReader::open(&plan.image)?;
+    let image = validate::load_image(&reader)?;
+    validate::check_host(&image)?;
+    let child = create_child(image.pid, plan.pid_must_match)?;
+    build(&child, &image, &reader)?;
+    let pid = child.disarm();
+    if plan.detach {
+        return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });
+    }
+    let exit_code = wait_for_exit(pid)?;
+    Ok(RestoreOutcome::Finished {
+        pid: pid.as_raw(),
+        exit_code,
+    })
+}
+
+/// The child gets the old PID when it is free; otherwise a new one, unless
+/// the caller insists.
+fn create_child(pid: i32, pid_must_match: bool) -> Result<ChildGuard, CrpError> {
+    match spawn_stopped_child(Some(pid)) {
+        Ok(child) => Ok(child),
+        Err(EngineError::Spawn { .. }) if pid_must_match && pid_in_use(pid) => Err(CrpError::PidTaken { pid }),
+        Err(EngineError::Spawn { .. }) if pid_in_use(pid) => Ok(spawn_stopped_child(None)?),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn pid_in_use(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Result<(), CrpError> {
+    let pid = child.pid();
+    let raw = pid.as_raw();
+    let start = ptrace::getregs(pid).map_err(|errno| EngineError::Ptrace {
+        operation: "PTRACE_GETREGS",
+        pid: raw,
+        errno,
+    })?;
+    // The child stopped right after its own kill(SIGSTOP) syscall.
+    let mut injector = Injector::new(pid, start.rip - 2, start);
+    LockState::unregister_inherited_rseq(&mut injector)?;
+    let child_maps = crp_ptrace::procfs::read_smaps(raw).map_err(|source| CrpError::Io {
+        action: format!("read /proc/{raw}/smaps"),
+        source,
+    })?;
+    let live_vdso = VdsoLayout::from_maps(child_maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
+    let target = validate::target_space(image)?;
+
+    let gadget = bootstrap::install_gadget(&mut injector, &target, &child_maps)?;
+    bootstrap::clear_address_space(&mut injector, gadget, &live_vdso)?;
+    bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
+    memory::map_and_fill(&mut injector, pid, &image.vmas, reader)?;
+    image.mm.restore(&mut injector)?;
+    image.task.restore(&mut injector)?;
+    image.signals.restore(&mut injector)?;
+    crp_compound::files::restore(&mut injector, &image.files)?;
+    image.locks.restore(&mut injector)?;
+    // The gadget unmaps itself; the step stops at the syscall's exit,
+    // before the next instruction would be fetched from the gone page.
+    injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
+
+    let frozen = image.cpu.registers.to_registers()?;
+    image.cpu.load(pid, resume_registers(&frozen))?;
+    crp_ptrace::sys::set_sigmask(pid, image.signals.blocked).map_err(|errno| EngineError::Ptrace {
+        operation: "PTRACE_SETSIGMASK",
+        pid: raw,
+        errno,
+    })?;
+    for signal in injector.take_deferred_signals() {
+        let _ = kill(pid, signal);
+    }
+    ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace {
+        operation: "PTRACE_DETACH",
+        pid: raw,
+        errno,
+    })?;
+    Ok(())
+}
+
+/// Waits for the restored process like a shell waits for a command: its
+/// exit code, or 128 + N when killed by signal N.
+fn wait_for_exit(pid: Pid) -> Result<i32, CrpError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => {
+                return Err(CrpError::Io {
+                    action: format!("wait for pid {pid}"),
+                    source: errno.into(),
+                });
+            }
+        }
+    }
+}

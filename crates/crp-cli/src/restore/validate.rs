@@ -1,0 +1,103 @@
+//! Everything checked before a restore creates anything: the metadata is a
+//! valid archive describing a sane layout, and this host can run it (XSAVE
+//! features, vDSO layout, the files it maps and opens).
+
+use crp_arch_x86::{VdsoLayout, host_xsave_features};
+use crp_compound::vma::Backing;
+use crp_image::ImageReader;
+use crp_recursive::AddressSpace;
+
+use crate::error::CrpError;
+use crate::model::{ArchivedProcessImage, ProcessImage};
+
+/// Highest user address plus one with 4-level paging.
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+const PAGE_SIZE: u64 = 4096;
+
+fn invalid(reason: String) -> CrpError {
+    CrpError::InvalidImage { reason }
+}
+
+/// Reads the archive (validated in place by bytecheck) into plain types and
+/// checks the layout it describes.
+pub fn load_image(reader: &ImageReader) -> Result<ProcessImage, CrpError> {
+    let archived = reader.metadata::<ArchivedProcessImage>()?;
+    let image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived)
+        .map_err(|error| invalid(error.to_string()))?;
+    check_layout(&image, reader)?;
+    Ok(image)
+}
+
+/// The target's address space, its VMAs and vDSO mappings together.
+pub fn target_space(image: &ProcessImage) -> Result<AddressSpace<()>, CrpError> {
+    let ranges = image
+        .vmas
+        .iter()
+        .map(|vma| (vma.start, vma.end, ()))
+        .chain(image.vdso.mappings.iter().map(|mapping| (mapping.start, mapping.end, ())));
+    AddressSpace::from_ranges(ranges).map_err(|error| invalid(format!("address space: {error}")))
+}
+
+fn check_layout(image: &ProcessImage, reader: &ImageReader) -> Result<(), CrpError> {
+    let mmap_min_addr: u64 = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(PAGE_SIZE);
+    for vma in &image.vmas {
+        if vma.start % PAGE_SIZE != 0 || vma.end % PAGE_SIZE != 0 {
+            return Err(invalid(format!("VMA [{:#x}, {:#x}) is not page-aligned", vma.start, vma.end)));
+        }
+        if vma.start < mmap_min_addr || vma.end > TASK_SIZE {
+            return Err(invalid(format!("VMA [{:#x}, {:#x}) is outside user space", vma.start, vma.end)));
+        }
+    }
+    let space = target_space(image)?;
+    let mut stores_pages = AddressSpace::new();
+    for vma in image.vmas.iter().filter(|vma| vma.stores_pages()) {
+        stores_pages
+            .insert(vma.start, vma.end, ())
+            .map_err(|error| invalid(error.to_string()))?;
+    }
+    for run in reader.page_runs() {
+        match stores_pages.find(run.vaddr) {
+            Some((_, end, ())) if run.vaddr_end() <= end => {}
+            _ => {
+                return Err(invalid(format!(
+                    "page run at {:#x} ({} pages) lies outside any private VMA",
+                    run.vaddr, run.page_count
+                )));
+            }
+        }
+    }
+    image.cpu.registers.to_registers()?;
+    if image.vmas.is_empty() || space.is_empty() {
+        return Err(invalid("no VMAs".into()));
+    }
+    Ok(())
+}
+
+/// The vDSO layout of this kernel, as crp itself has it.
+pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
+    let maps = crp_ptrace::procfs::read_smaps(std::process::id() as i32).map_err(|source| CrpError::Io {
+        action: "read /proc/self/smaps".into(),
+        source,
+    })?;
+    Ok(VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end))))
+}
+
+/// Checks this host can run the image: CPU features, vDSO shape, files.
+pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
+    image.cpu.xsave.check_host_supports(host_xsave_features())?;
+    image.vdso.check_matches(&host_vdso()?)?;
+    for vma in &image.vmas {
+        if let Backing::File(file) = &vma.backing {
+            crp_compound::vma::check_mapped_file(file)?;
+        }
+    }
+    crp_compound::files::check_files_exist(&image.files)?;
+    std::fs::metadata(&image.mm.exe_path).map_err(|source| CrpError::Io {
+        action: format!("find executable {}", image.mm.exe_path),
+        source,
+    })?;
+    Ok(())
+}
