@@ -71,7 +71,7 @@ impl CpuState {
         })?;
         Ok(Self {
             registers: RegisterFile::from_registers(registers),
-            xsave: XsaveArea::new(area)?,
+            xsave: XsaveArea::new(area, crate::xsave::host_xsave_features())?,
         })
     }
 
@@ -79,7 +79,7 @@ impl CpuState {
     pub fn load(&self, pid: Pid, registers: Registers) -> Result<(), ArchError> {
         let ptrace_error = |operation| move |errno| ArchError::Ptrace { operation, pid: pid.as_raw(), errno };
         let live = crp_ptrace::sys::get_xstate(pid).map_err(ptrace_error("PTRACE_GETREGSET(NT_X86_XSTATE)"))?;
-        let fitted = self.xsave.fitted_to(&live)?;
+        let fitted = self.xsave.fitted_to(&live, crate::xsave::host_xsave_features())?;
         crp_ptrace::sys::set_xstate(pid, &fitted).map_err(ptrace_error("PTRACE_SETREGSET(NT_X86_XSTATE)"))?;
         ptrace::setregs(pid, registers).map_err(ptrace_error("PTRACE_SETREGS"))
     }

@@ -1,17 +1,19 @@
 //! The XSAVE area as the kernel's ptrace regset presents it (standard
-//! format): 512-byte legacy region whose software-reserved bytes 464..512
-//! carry `struct _fpx_sw_bytes`, then the 64-byte XSAVE header, then the
-//! extended components.
+//! format): the 512-byte legacy region, the 64-byte XSAVE header, then the
+//! extended components. Kernels no longer fill the software-reserved bytes
+//! (464..512) of that region, so the features the dumping CPU had enabled
+//! (its XCR0) are recorded beside the area.
 
 use crate::error::ArchError;
 
-const SW_BYTES_XFEATURES: usize = 472;
 const HEADER_XSTATE_BV: usize = 512;
 const MINIMUM_LENGTH: usize = 576;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct XsaveArea {
     pub bytes: Vec<u8>,
+    /// XCR0 of the dumping CPU.
+    pub xcr0: u64,
 }
 
 fn read_u64(bytes: &[u8], offset: usize) -> u64 {
@@ -21,21 +23,17 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
 }
 
 impl XsaveArea {
-    pub fn new(bytes: Vec<u8>) -> Result<Self, ArchError> {
+    pub fn new(bytes: Vec<u8>, xcr0: u64) -> Result<Self, ArchError> {
         if bytes.len() < MINIMUM_LENGTH {
             return Err(ArchError::ShortXsaveArea { length: bytes.len() });
         }
-        Ok(Self { bytes })
+        Ok(Self { bytes, xcr0 })
     }
 
-    /// The features the dumping kernel had enabled (its XCR0 as exposed to
-    /// user space). The restored process may use any of them: glibc picks
-    /// code paths from CPUID at start-up.
+    /// The features the dumping CPU had enabled. The restored process may
+    /// use any of them: glibc picks code paths from CPUID at start-up.
     pub fn enabled_features(&self) -> u64 {
-        if self.bytes.len() < MINIMUM_LENGTH {
-            return 0;
-        }
-        read_u64(&self.bytes, SW_BYTES_XFEATURES)
+        self.xcr0
     }
 
     /// Components actually holding state (XSTATE_BV).
@@ -60,9 +58,10 @@ impl XsaveArea {
         Ok(())
     }
 
-    /// This area in the size and software bytes of `live` (the target
-    /// task's current area): the kernel accepts only its own size.
-    pub fn fitted_to(&self, live: &[u8]) -> Result<Vec<u8>, ArchError> {
+    /// This area in the size of `live` (the target task's current area; the
+    /// kernel accepts only its own size), keeping only components this
+    /// CPU's `host_features` enable.
+    pub fn fitted_to(&self, live: &[u8], host_features: u64) -> Result<Vec<u8>, ArchError> {
         if live.len() < MINIMUM_LENGTH || self.bytes.len() < MINIMUM_LENGTH {
             return Err(ArchError::ShortXsaveArea {
                 length: live.len().min(self.bytes.len()),
@@ -72,7 +71,6 @@ impl XsaveArea {
         let common = fitted.len().min(self.bytes.len());
         fitted[..464].copy_from_slice(&self.bytes[..464]);
         fitted[HEADER_XSTATE_BV..common].copy_from_slice(&self.bytes[HEADER_XSTATE_BV..common]);
-        let host_features = read_u64(live, SW_BYTES_XFEATURES);
         let xstate_bv = self.live_components() & host_features;
         fitted[HEADER_XSTATE_BV..HEADER_XSTATE_BV + 8].copy_from_slice(&xstate_bv.to_le_bytes());
         Ok(fitted)
@@ -102,9 +100,8 @@ mod tests {
 
     fn area(enabled: u64, live: u64, length: usize) -> XsaveArea {
         let mut bytes = vec![0xAB; length];
-        bytes[SW_BYTES_XFEATURES..SW_BYTES_XFEATURES + 8].copy_from_slice(&enabled.to_le_bytes());
         bytes[HEADER_XSTATE_BV..HEADER_XSTATE_BV + 8].copy_from_slice(&live.to_le_bytes());
-        XsaveArea::new(bytes).unwrap()
+        XsaveArea::new(bytes, enabled).unwrap()
     }
 
     #[test]
@@ -119,15 +116,15 @@ mod tests {
     fn fitting_keeps_live_size_and_masks_components() {
         let image = area(0b111, 0b111, 832);
         let live = area(0b11, 0b1, 1088);
-        let fitted = image.fitted_to(&live.bytes).unwrap();
+        let fitted = image.fitted_to(&live.bytes, 0b11).unwrap();
         assert_eq!(fitted.len(), 1088);
         assert_eq!(read_u64(&fitted, HEADER_XSTATE_BV), 0b11);
-        assert_eq!(read_u64(&fitted, SW_BYTES_XFEATURES), 0b11);
+        assert_eq!(fitted[600], 0xAB);
     }
 
     #[test]
     fn short_areas_are_refused() {
-        assert!(XsaveArea::new(vec![0; 100]).is_err());
+        assert!(XsaveArea::new(vec![0; 100], 3).is_err());
     }
 
     #[test]

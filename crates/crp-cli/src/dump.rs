@@ -17,7 +17,7 @@ use crp_ptrace::{Frozen, Injector, TraceeExt};
 
 use crate::error::CrpError;
 use crate::model::{ProcessImage, kernel_release};
-use crate::preflight;
+use crate::preflight::{self, Phase};
 
 /// Size of the scratch mapping injected for syscall arguments at dump.
 const SCRATCH_BYTES: u64 = 16 << 10;
@@ -40,11 +40,11 @@ pub struct DumpReport {
 
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
-    preflight::check(pid)?;
+    preflight::check(pid, Phase::BeforeFreeze)?;
     let frozen = Frozen::seize(pid)?;
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
-    preflight::check(pid)?;
+    preflight::check(pid, Phase::Frozen)?;
     let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess {
         pid,
         reason: error.to_string(),

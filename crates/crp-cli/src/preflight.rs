@@ -21,9 +21,17 @@ fn lift(pid: i32) -> impl Fn(CompoundError) -> CrpError {
     }
 }
 
-/// Task-level checks: it exists, is not traced, has one thread, no
-/// children and no seccomp filter.
-pub fn check_task(pid: i32) -> Result<(), CrpError> {
+/// When the checks run: before crp seizes the process, or again once it is
+/// frozen (by then crp itself is its tracer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    BeforeFreeze,
+    Frozen,
+}
+
+/// Task-level checks: it exists, is not traced by anyone else, has one
+/// thread, no children and no seccomp filter.
+pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
     let status_path = format!("/proc/{pid}/status");
     let field = |key: &str| -> Result<String, CrpError> {
         procfs::status_field(pid, key)
@@ -53,7 +61,7 @@ pub fn check_task(pid: i32) -> Result<(), CrpError> {
         return Err(unsupported(pid, "a kernel thread or the init process", format!("pid {pid}")));
     }
     let tracer = field("TracerPid")?;
-    if tracer != "0" {
+    if tracer != "0" && (phase == Phase::BeforeFreeze || tracer != std::process::id().to_string()) {
         return Err(unsupported(pid, "a process already being traced", format!("TracerPid {tracer}")));
     }
     let threads = field("Threads")?;
@@ -104,7 +112,7 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
 }
 
 /// All checks.
-pub fn check(pid: i32) -> Result<(), CrpError> {
-    check_task(pid)?;
+pub fn check(pid: i32, phase: Phase) -> Result<(), CrpError> {
+    check_task(pid, phase)?;
     check_state(pid)
 }
