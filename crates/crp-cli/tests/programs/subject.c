@@ -1,0 +1,295 @@
+/* A process that sets up state, waits to be checkpointed, and after the
+ * restore verifies that state itself. Used by crp's integration tests.
+ *
+ *   subject state FILE_PRIVATE FILE_SHARED
+ *       heap pattern, TLS, a private and a shared file mapping, a PROT_NONE
+ *       guard with data behind it and a PROT_NONE reservation; then it
+ *       blocks in read(0) with patterns in every vector register (ZMM0-31
+ *       and k1-k7 with AVX-512, else YMM0-15), and checks them all.
+ *   subject sleep SECONDS
+ *       sleeps in nanosleep and checks it slept the whole time, once.
+ *
+ * Protocol: prints "READY <pid>" once set up; after the wait prints
+ * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HEAP_BYTES (64u << 20)
+#define PAGE 4096
+#define TLS_WORDS 256
+
+static __thread uint64_t tls_words[TLS_WORDS];
+static __thread uint64_t tls_marker = 0x715715715ull;
+
+static int fail(const char *reason) {
+    printf("FAIL %s\n", reason);
+    fflush(stdout);
+    return 1;
+}
+
+static uint8_t pattern(size_t i) { return (uint8_t)(i * 2654435761u >> 13); }
+
+__attribute__((target("avx512f,avx512bw")))
+static long read_holding_avx512(const uint8_t *src, uint8_t *dst, char *buf, long len) {
+    register long rax asm("rax") = SYS_read;
+    register long rdi asm("rdi") = 0;
+    register char *rsi asm("rsi") = buf;
+    register long rdx asm("rdx") = len;
+    asm volatile(
+        "vmovdqu64 0(%[src]), %%zmm0\n\t"
+        "vmovdqu64 64(%[src]), %%zmm1\n\t"
+        "vmovdqu64 128(%[src]), %%zmm2\n\t"
+        "vmovdqu64 192(%[src]), %%zmm3\n\t"
+        "vmovdqu64 256(%[src]), %%zmm4\n\t"
+        "vmovdqu64 320(%[src]), %%zmm5\n\t"
+        "vmovdqu64 384(%[src]), %%zmm6\n\t"
+        "vmovdqu64 448(%[src]), %%zmm7\n\t"
+        "vmovdqu64 512(%[src]), %%zmm8\n\t"
+        "vmovdqu64 576(%[src]), %%zmm9\n\t"
+        "vmovdqu64 640(%[src]), %%zmm10\n\t"
+        "vmovdqu64 704(%[src]), %%zmm11\n\t"
+        "vmovdqu64 768(%[src]), %%zmm12\n\t"
+        "vmovdqu64 832(%[src]), %%zmm13\n\t"
+        "vmovdqu64 896(%[src]), %%zmm14\n\t"
+        "vmovdqu64 960(%[src]), %%zmm15\n\t"
+        "vmovdqu64 1024(%[src]), %%zmm16\n\t"
+        "vmovdqu64 1088(%[src]), %%zmm17\n\t"
+        "vmovdqu64 1152(%[src]), %%zmm18\n\t"
+        "vmovdqu64 1216(%[src]), %%zmm19\n\t"
+        "vmovdqu64 1280(%[src]), %%zmm20\n\t"
+        "vmovdqu64 1344(%[src]), %%zmm21\n\t"
+        "vmovdqu64 1408(%[src]), %%zmm22\n\t"
+        "vmovdqu64 1472(%[src]), %%zmm23\n\t"
+        "vmovdqu64 1536(%[src]), %%zmm24\n\t"
+        "vmovdqu64 1600(%[src]), %%zmm25\n\t"
+        "vmovdqu64 1664(%[src]), %%zmm26\n\t"
+        "vmovdqu64 1728(%[src]), %%zmm27\n\t"
+        "vmovdqu64 1792(%[src]), %%zmm28\n\t"
+        "vmovdqu64 1856(%[src]), %%zmm29\n\t"
+        "vmovdqu64 1920(%[src]), %%zmm30\n\t"
+        "vmovdqu64 1984(%[src]), %%zmm31\n\t"
+        "kmovq 2056(%[src]), %%k1\n\t"
+        "kmovq 2064(%[src]), %%k2\n\t"
+        "kmovq 2072(%[src]), %%k3\n\t"
+        "kmovq 2080(%[src]), %%k4\n\t"
+        "kmovq 2088(%[src]), %%k5\n\t"
+        "kmovq 2096(%[src]), %%k6\n\t"
+        "kmovq 2104(%[src]), %%k7\n\t"
+        "syscall\n\t"
+        "vmovdqu64 %%zmm0, 0(%[dst])\n\t"
+        "vmovdqu64 %%zmm1, 64(%[dst])\n\t"
+        "vmovdqu64 %%zmm2, 128(%[dst])\n\t"
+        "vmovdqu64 %%zmm3, 192(%[dst])\n\t"
+        "vmovdqu64 %%zmm4, 256(%[dst])\n\t"
+        "vmovdqu64 %%zmm5, 320(%[dst])\n\t"
+        "vmovdqu64 %%zmm6, 384(%[dst])\n\t"
+        "vmovdqu64 %%zmm7, 448(%[dst])\n\t"
+        "vmovdqu64 %%zmm8, 512(%[dst])\n\t"
+        "vmovdqu64 %%zmm9, 576(%[dst])\n\t"
+        "vmovdqu64 %%zmm10, 640(%[dst])\n\t"
+        "vmovdqu64 %%zmm11, 704(%[dst])\n\t"
+        "vmovdqu64 %%zmm12, 768(%[dst])\n\t"
+        "vmovdqu64 %%zmm13, 832(%[dst])\n\t"
+        "vmovdqu64 %%zmm14, 896(%[dst])\n\t"
+        "vmovdqu64 %%zmm15, 960(%[dst])\n\t"
+        "vmovdqu64 %%zmm16, 1024(%[dst])\n\t"
+        "vmovdqu64 %%zmm17, 1088(%[dst])\n\t"
+        "vmovdqu64 %%zmm18, 1152(%[dst])\n\t"
+        "vmovdqu64 %%zmm19, 1216(%[dst])\n\t"
+        "vmovdqu64 %%zmm20, 1280(%[dst])\n\t"
+        "vmovdqu64 %%zmm21, 1344(%[dst])\n\t"
+        "vmovdqu64 %%zmm22, 1408(%[dst])\n\t"
+        "vmovdqu64 %%zmm23, 1472(%[dst])\n\t"
+        "vmovdqu64 %%zmm24, 1536(%[dst])\n\t"
+        "vmovdqu64 %%zmm25, 1600(%[dst])\n\t"
+        "vmovdqu64 %%zmm26, 1664(%[dst])\n\t"
+        "vmovdqu64 %%zmm27, 1728(%[dst])\n\t"
+        "vmovdqu64 %%zmm28, 1792(%[dst])\n\t"
+        "vmovdqu64 %%zmm29, 1856(%[dst])\n\t"
+        "vmovdqu64 %%zmm30, 1920(%[dst])\n\t"
+        "vmovdqu64 %%zmm31, 1984(%[dst])\n\t"
+        "kmovq %%k1, 2056(%[dst])\n\t"
+        "kmovq %%k2, 2064(%[dst])\n\t"
+        "kmovq %%k3, 2072(%[dst])\n\t"
+        "kmovq %%k4, 2080(%[dst])\n\t"
+        "kmovq %%k5, 2088(%[dst])\n\t"
+        "kmovq %%k6, 2096(%[dst])\n\t"
+        "kmovq %%k7, 2104(%[dst])\n\t"
+        : "+r"(rax)
+        : [src] "r"(src), [dst] "r"(dst), "r"(rdi), "r"(rsi), "r"(rdx)
+        : "rcx", "r11", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6", "k7");
+    return rax;
+}
+
+__attribute__((target("avx")))
+static long read_holding_avx(const uint8_t *src, uint8_t *dst, char *buf, long len) {
+    register long rax asm("rax") = SYS_read;
+    register long rdi asm("rdi") = 0;
+    register char *rsi asm("rsi") = buf;
+    register long rdx asm("rdx") = len;
+    asm volatile(
+        "vmovdqu 0(%[src]), %%ymm0\n\t"
+        "vmovdqu 32(%[src]), %%ymm1\n\t"
+        "vmovdqu 64(%[src]), %%ymm2\n\t"
+        "vmovdqu 96(%[src]), %%ymm3\n\t"
+        "vmovdqu 128(%[src]), %%ymm4\n\t"
+        "vmovdqu 160(%[src]), %%ymm5\n\t"
+        "vmovdqu 192(%[src]), %%ymm6\n\t"
+        "vmovdqu 224(%[src]), %%ymm7\n\t"
+        "vmovdqu 256(%[src]), %%ymm8\n\t"
+        "vmovdqu 288(%[src]), %%ymm9\n\t"
+        "vmovdqu 320(%[src]), %%ymm10\n\t"
+        "vmovdqu 352(%[src]), %%ymm11\n\t"
+        "vmovdqu 384(%[src]), %%ymm12\n\t"
+        "vmovdqu 416(%[src]), %%ymm13\n\t"
+        "vmovdqu 448(%[src]), %%ymm14\n\t"
+        "vmovdqu 480(%[src]), %%ymm15\n\t"
+        "syscall\n\t"
+        "vmovdqu %%ymm0, 0(%[dst])\n\t"
+        "vmovdqu %%ymm1, 32(%[dst])\n\t"
+        "vmovdqu %%ymm2, 64(%[dst])\n\t"
+        "vmovdqu %%ymm3, 96(%[dst])\n\t"
+        "vmovdqu %%ymm4, 128(%[dst])\n\t"
+        "vmovdqu %%ymm5, 160(%[dst])\n\t"
+        "vmovdqu %%ymm6, 192(%[dst])\n\t"
+        "vmovdqu %%ymm7, 224(%[dst])\n\t"
+        "vmovdqu %%ymm8, 256(%[dst])\n\t"
+        "vmovdqu %%ymm9, 288(%[dst])\n\t"
+        "vmovdqu %%ymm10, 320(%[dst])\n\t"
+        "vmovdqu %%ymm11, 352(%[dst])\n\t"
+        "vmovdqu %%ymm12, 384(%[dst])\n\t"
+        "vmovdqu %%ymm13, 416(%[dst])\n\t"
+        "vmovdqu %%ymm14, 448(%[dst])\n\t"
+        "vmovdqu %%ymm15, 480(%[dst])\n\t"
+        : "+r"(rax)
+        : [src] "r"(src), [dst] "r"(dst), "r"(rdi), "r"(rsi), "r"(rdx)
+        : "rcx", "r11", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+    return rax;
+}
+
+static int maps_has(uintptr_t start, const char *perms) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[512];
+    int found = 0;
+    while (maps && fgets(line, sizeof line, maps)) {
+        uintptr_t s = strtoull(line, NULL, 16);
+        char p[8] = {0};
+        sscanf(line, "%*[^ ] %4s", p);
+        if (s == start && strcmp(p, perms) == 0) found = 1;
+    }
+    if (maps) fclose(maps);
+    return found;
+}
+
+static int run_state(const char *private_path, const char *shared_path) {
+    uint8_t *heap = malloc(HEAP_BYTES);
+    if (!heap) return fail("malloc");
+    for (size_t i = 0; i < HEAP_BYTES; i++) heap[i] = pattern(i);
+    for (int i = 0; i < TLS_WORDS; i++) tls_words[i] = 0x1000 + (uint64_t)i * 77;
+
+    int private_fd = open(private_path, O_RDONLY);
+    uint8_t *private_map = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, private_fd, 0);
+    close(private_fd);
+    if (private_map == MAP_FAILED) return fail("mmap private file");
+    memcpy(private_map + PAGE, "copied-on-write", 16); /* page 1 becomes anonymous */
+
+    int shared_fd = open(shared_path, O_RDWR);
+    uint8_t *shared_map = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, shared_fd, 0);
+    close(shared_fd);
+    if (shared_map == MAP_FAILED) return fail("mmap shared file");
+    memcpy(shared_map, "shared-write", 12);
+
+    uint8_t *guarded = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (int i = 0; i < 3 * PAGE; i++) guarded[i] = (uint8_t)(i ^ 0x5a);
+    mprotect(guarded + PAGE, PAGE, PROT_NONE);
+    uint8_t *reservation = mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+    static uint8_t src[4096], dst[4096];
+    for (int i = 0; i < 4096; i++) src[i] = (uint8_t)(i * 31 + 7);
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    int avx = __builtin_cpu_supports("avx");
+
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+
+    char line[64] = {0};
+    long got;
+    size_t compared;
+    if (avx512) {
+        got = read_holding_avx512(src, dst, line, sizeof line - 1);
+        compared = 2048 + 64;
+    } else if (avx) {
+        got = read_holding_avx(src, dst, line, sizeof line - 1);
+        compared = 512;
+    } else {
+        got = read(0, line, sizeof line - 1);
+        compared = 0;
+        memcpy(dst, src, sizeof dst);
+    }
+    if (got <= 0) return fail("read from stdin");
+    for (size_t i = 0; i < compared; i++) {
+        if (i >= 2048 && i < 2048 + 8) continue; /* k0 is not loaded */
+        if (dst[i] != src[i]) {
+            char reason[64];
+            snprintf(reason, sizeof reason, "vector register byte %zu changed", i);
+            return fail(reason);
+        }
+    }
+    for (size_t i = 0; i < HEAP_BYTES; i++)
+        if (heap[i] != pattern(i)) return fail("heap pattern");
+    for (int i = 0; i < TLS_WORDS; i++)
+        if (tls_words[i] != 0x1000 + (uint64_t)i * 77) return fail("TLS words");
+    if (tls_marker != 0x715715715ull) return fail("TLS initialiser");
+    if (memcmp(private_map, "private-page-0", 14) != 0) return fail("private file page 0");
+    if (memcmp(private_map + PAGE, "copied-on-write", 16) != 0) return fail("COW page of private file");
+    if (memcmp(private_map + 2 * PAGE, "private-page-2", 14) != 0) return fail("private file page 2");
+    if (memcmp(shared_map, "shared-write", 12) != 0) return fail("shared file mapping");
+    if (!maps_has((uintptr_t)(guarded + PAGE), "---p")) return fail("guard page is no longer PROT_NONE");
+    if (!maps_has((uintptr_t)reservation, "---p")) return fail("PROT_NONE reservation missing");
+    mprotect(guarded + PAGE, PAGE, PROT_READ);
+    for (int i = 0; i < 3 * PAGE; i++)
+        if (guarded[i] != (uint8_t)(i ^ 0x5a)) return fail("data behind the guard page");
+    printf("OK pid=%d vectors=%s line=%s", getpid(), avx512 ? "avx512" : avx ? "avx" : "sse", line);
+    fflush(stdout);
+    return 0;
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int run_sleep(double seconds) {
+    double start = now();
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    struct timespec request = {(time_t)seconds, 0}, remaining = {0, 0};
+    if (nanosleep(&request, &remaining) != 0) {
+        char reason[64];
+        snprintf(reason, sizeof reason, "nanosleep: %s", strerror(errno));
+        return fail(reason);
+    }
+    double slept = now() - start;
+    if (slept < seconds) return fail("woke up early");
+    printf("OK pid=%d slept=%.2f\n", getpid(), slept);
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "state") == 0) return run_state(argv[2], argv[3]);
+    if (argc == 3 && strcmp(argv[1], "sleep") == 0) return run_sleep(atof(argv[2]));
+    fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS\n");
+    return 2;
+}
