@@ -1,0 +1,213 @@
+//! Shared pieces of the integration tests: the crp binary, the compiled
+//! subject programs, and a handle on a process under test that announces
+//! itself with "READY <pid>".
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The `crp` binary under test.
+pub fn crp() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crp"));
+    close_inherited_fds(&mut command);
+    command
+}
+
+/// Keeps descriptors the test runner inherited (from whatever started
+/// cargo) out of the processes under test: crp would rightly refuse them.
+pub fn close_inherited_fds(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only makes one
+    // async-signal-safe syscall.
+    unsafe {
+        command.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+}
+
+/// Makes this test process reap (and be able to wait for) detached
+/// restored processes, whose parent `crp restore` exits.
+pub fn become_subreaper() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER"));
+}
+
+/// The subject program, built once per test binary: dynamic and static.
+pub struct Programs {
+    pub dynamic: PathBuf,
+    pub static_: PathBuf,
+}
+
+pub fn programs() -> &'static Programs {
+    static PROGRAMS: OnceLock<Programs> = OnceLock::new();
+    PROGRAMS.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/subject.c");
+        let directory = std::env::temp_dir().join(format!("crp-subjects-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let build = |name: &str, extra: &[&str]| {
+            let output = directory.join(name);
+            let status = Command::new("gcc")
+                .args(["-O2", "-Wall", "-o"])
+                .arg(&output)
+                .arg(&source)
+                .args(extra)
+                .status()
+                .expect("gcc must be installed");
+            assert!(status.success(), "building {name} failed");
+            output
+        };
+        Programs {
+            dynamic: build("subject", &[]),
+            static_: build("subject-static", &["-static"]),
+        }
+    })
+}
+
+/// A private and a shared file for the `state` subject to map.
+pub fn state_files(directory: &Path) -> (PathBuf, PathBuf) {
+    let private = directory.join("private.bin");
+    let mut contents = Vec::new();
+    for page in [&b"private-page-0"[..], b"private-page-1", b"private-page-2"] {
+        let mut block = page.to_vec();
+        block.resize(4096, 0);
+        contents.extend(block);
+    }
+    std::fs::write(&private, contents).unwrap();
+    let shared = directory.join("shared.bin");
+    std::fs::write(&shared, vec![0u8; 4096]).unwrap();
+    (private, shared)
+}
+
+/// A running process under test.
+pub struct Subject {
+    pub child: Child,
+    pub pid: i32,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Subject {
+    /// Starts `command` with piped stdin/stdout and waits for "READY <pid>".
+    pub fn spawn(mut command: Command) -> Subject {
+        close_inherited_fds(&mut command);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn subject");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let pid = read_ready(&mut stdout);
+        assert_eq!(pid, child.id() as i32, "subject announced another pid");
+        Subject {
+            child,
+            pid,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Waits for the process to end (it must, e.g. after a dump killed it).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// Sends a line on its stdin.
+    pub fn send(&mut self, line: &str) {
+        self.stdin.as_mut().unwrap().write_all(line.as_bytes()).unwrap();
+    }
+
+    /// Reads one line of its stdout.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
+    }
+
+    /// Everything it still writes until it closes stdout.
+    pub fn rest_of_output(&mut self) -> String {
+        let mut text = String::new();
+        self.stdout.read_to_string(&mut text).unwrap();
+        text
+    }
+}
+
+impl Drop for Subject {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_ready(stdout: &mut impl BufRead) -> i32 {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line.strip_prefix("READY ")
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("expected READY <pid>, got {line:?}"))
+}
+
+/// Runs `crp dump PID -o IMAGE [extra]` and returns its output.
+pub fn dump(pid: i32, image: &Path, extra: &[&str]) -> Output {
+    crp().arg("dump").arg(pid.to_string()).arg("-o").arg(image).args(extra).output().unwrap()
+}
+
+/// Dumps and asserts success, showing crp's stderr otherwise.
+pub fn dump_ok(pid: i32, image: &Path, extra: &[&str]) {
+    let output = dump(pid, image, extra);
+    assert!(output.status.success(), "dump failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Runs `crp restore IMAGE [extra]` to completion with `input` on stdin.
+pub fn restore(image: &Path, extra: &[&str], input: &str) -> Output {
+    let mut child = crp()
+        .arg("restore")
+        .arg(image)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the process was killed by SIGKILL (what a dump does).
+pub fn assert_killed(status: ExitStatus) {
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "expected SIGKILL, got {status:?}");
+}
+
+pub fn process_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A /proc/PID/status field.
+pub fn status_field(pid: i32, key: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")).map(|value| value.trim().to_owned()))
+        .unwrap()
+}
+
+/// Waits for a (reparented) process and returns its exit code.
+pub fn wait_pid(pid: i32) -> i32 {
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
+        nix::sys::wait::WaitStatus::Exited(_, code) => code,
+        other => panic!("pid {pid} ended with {other:?}"),
+    }
+}
