@@ -111,11 +111,13 @@ pub fn unsupported_mapping(entry: &MapsEntry) -> Option<Unsupported> {
             location: location.clone(),
         })
     };
+    let shared_anonymous = ["/dev/zero", "/memfd:", "/SYSV"].iter().any(|prefix| entry.name.starts_with(prefix))
+        || !entry.name.starts_with('/');
+    if entry.shared && shared_anonymous {
+        return refuse("shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd or SysV shm)");
+    }
     if entry.name.ends_with(" (deleted)") {
         return refuse("a mapping of a deleted file");
-    }
-    if entry.shared && !entry.is_file() {
-        return refuse("shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd or SysV shm)");
     }
     if entry.inode != 0 && !entry.name.starts_with('/') {
         return refuse("a mapping of an unnamed kernel object");
@@ -268,7 +270,9 @@ mod tests {
         assert!(unsupported_mapping(&entry("", false, 0)).is_none());
         assert!(unsupported_mapping(&entry("[heap]", false, 0)).is_none());
         let shared_anonymous = unsupported_mapping(&entry("/dev/zero (deleted)", true, 5)).unwrap();
-        assert!(shared_anonymous.what.contains("deleted"));
+        assert!(shared_anonymous.what.contains("shared anonymous"));
+        let deleted = unsupported_mapping(&entry("/tmp/gone (deleted)", false, 5)).unwrap();
+        assert!(deleted.what.contains("deleted"));
         let memfd = unsupported_mapping(&entry("/memfd:x (deleted)", true, 5)).unwrap();
         assert!(memfd.location.contains("0x1000"));
         assert!(unsupported_mapping(&entry("", true, 0)).unwrap().what.contains("shared anonymous"));

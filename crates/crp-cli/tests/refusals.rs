@@ -1,0 +1,159 @@
+//! What crp refuses, and how: unsupported state is refused before the
+//! process is touched (it keeps running, untraced); bad images are refused
+//! before anything is created.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs a refused dump and checks the message, the exit code, and that the
+/// process is left running and untraced.
+fn assert_dump_refused(subject: &mut Subject, expected_message: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("refused.crp");
+    let output = dump(subject.pid, &image, &[]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(expected_message), "{stderr}");
+    assert!(stderr.contains(&subject.pid.to_string()) || stderr.contains("fd "), "{stderr}");
+    assert!(!image.exists());
+    assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0, "no temporary left");
+    assert_eq!(status_field(subject.pid, "TracerPid"), "0");
+    let state = status_field(subject.pid, "State");
+    assert!(state.starts_with('S') || state.starts_with('R'), "{state}");
+    assert!(subject.child.try_wait().unwrap().is_none(), "still running");
+}
+
+fn python(code: &str) -> Subject {
+    let mut command = Command::new("python3");
+    command.args(["-c", code]);
+    Subject::spawn(command)
+}
+
+#[test]
+fn second_thread_is_refused() {
+    let mut subject = python(
+        "import os, threading, time\n\
+         threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(&mut subject, "more than one thread");
+}
+
+#[test]
+fn child_process_is_refused() {
+    let mut command = Command::new("sh");
+    command.args(["-c", "sleep 60 & echo READY $$; wait"]);
+    let mut subject = Subject::spawn(command);
+    assert_dump_refused(&mut subject, "child processes");
+}
+
+#[test]
+fn socket_is_refused_and_named() {
+    let mut subject = python(
+        "import os, socket, time\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(&mut subject, "a socket");
+}
+
+#[test]
+fn shared_anonymous_memory_is_refused() {
+    let mut subject = python(
+        "import mmap, os, time\n\
+         m = mmap.mmap(-1, 8192, flags=mmap.MAP_SHARED)\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(&mut subject, "shared anonymous memory");
+}
+
+#[test]
+fn missing_process_is_named() {
+    let output = dump(i32::MAX - 7, std::path::Path::new("/tmp/never.crp"), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr_of(&output).contains("no process"), "{}", stderr_of(&output));
+}
+
+/// A dumped `sleep` subject and its image, the original reaped.
+fn dumped_sleeper(directory: &std::path::Path) -> (i32, std::path::PathBuf) {
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "30"]);
+    let mut subject = Subject::spawn(command);
+    let image = directory.join("sleeper.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    (subject.pid, image)
+}
+
+#[test]
+fn corrupted_image_is_refused_before_anything_is_created() {
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_sleeper(directory.path());
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[4096 + 100] ^= 0x40; // inside the first page run
+    std::fs::write(&image, &bytes).unwrap();
+    let output = restore(&image, &[], "");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("corrupted"), "{stderr}");
+    assert!(!process_exists(pid));
+
+    std::fs::write(&image, &bytes[..bytes.len() / 2]).unwrap();
+    let output = restore(&image, &[], "");
+    assert_eq!(output.status.code(), Some(4));
+    assert!(stderr_of(&output).contains("truncated"), "{}", stderr_of(&output));
+    assert!(!process_exists(pid));
+}
+
+#[test]
+fn foreign_file_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("foreign.crp");
+    std::fs::write(&image, vec![0x7fu8; 10_000]).unwrap();
+    let output = restore(&image, &[], "");
+    assert_eq!(output.status.code(), Some(4));
+    assert!(stderr_of(&output).contains("not a crp image"), "{}", stderr_of(&output));
+}
+
+#[test]
+fn changed_mapped_file_is_refused_before_anything_is_created() {
+    let directory = tempfile::tempdir().unwrap();
+    let (private, shared) = state_files(directory.path());
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("state").arg(&private).arg(&shared);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("state.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    std::fs::write(&private, b"now a different file").unwrap();
+    let output = restore(&image, &[], "go\n");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("private.bin") && stderr.contains("changed"), "{stderr}");
+    assert!(!process_exists(subject.pid));
+}
+
+#[test]
+fn inspect_json_describes_the_image() {
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_sleeper(directory.path());
+    let output = crp().arg("inspect").arg(&image).arg("--json").output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["pid"], pid);
+    assert_eq!(summary["comm"], "subject");
+    let vmas = summary["vmas"].as_array().unwrap();
+    let stack = vmas.iter().find(|vma| vma["backing"] == "[stack]").expect("a [stack] VMA");
+    assert!(stack["pages_stored"].as_u64().unwrap() > 0);
+    let stored: u64 = vmas.iter().map(|vma| vma["pages_stored"].as_u64().unwrap()).sum();
+    assert_eq!(stored * 4096, summary["page_bytes"].as_u64().unwrap());
+    assert!(summary["registers"].as_array().unwrap().iter().any(|pair| pair[0] == "rip"));
+    let text = crp().arg("inspect").arg(&image).output().unwrap();
+    assert!(stdout_of(&text).contains("[stack]"));
+}
