@@ -1,0 +1,230 @@
+//! Every archived type round-trips: arbitrary `ProcessImage`s (which nest
+//! every category's records) go through a real image file and come back
+//! equal, validated by bytecheck on the way.
+
+use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
+use crp_cli::model::{ArchivedProcessImage, ProcessImage};
+use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::mm::MmFields;
+use crp_compound::signals::{SignalAction, SignalState};
+use crp_compound::task::TaskIdentity;
+use crp_compound::vma::{Backing, MappedFile, VmaRecord};
+use crp_image::{ImageReader, ImageWriter};
+use crp_locks::{LockState, RseqRegistration};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+fn cpu() -> impl Strategy<Value = CpuState> {
+    (vec(any::<u64>(), 27), vec(any::<u8>(), 576..3000), any::<u64>()).prop_map(|(values, bytes, xcr0)| CpuState {
+        registers: RegisterFile { values },
+        xsave: XsaveArea::new(bytes, xcr0).unwrap(),
+    })
+}
+
+fn vdso() -> impl Strategy<Value = VdsoLayout> {
+    vec((".{0,12}", any::<u64>(), any::<u64>()), 0..4).prop_map(|mappings| VdsoLayout {
+        mappings: mappings
+            .into_iter()
+            .map(|(name, start, end)| SpecialMapping { name, start, end })
+            .collect(),
+    })
+}
+
+fn vma() -> impl Strategy<Value = VmaRecord> {
+    let backing = prop_oneof![
+        ".{0,10}".prop_map(|label| Backing::Anonymous { label }),
+        (".{0,40}", any::<u64>(), any::<u64>(), any::<i64>())
+            .prop_map(|(path, offset, size, mtime_ns)| Backing::File(MappedFile { path, offset, size, mtime_ns })),
+    ];
+    (any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), any::<u32>(), backing).prop_map(
+        |(start, end, protection, shared, flags, backing)| VmaRecord {
+            start,
+            end,
+            protection,
+            shared,
+            flags,
+            backing,
+        },
+    )
+}
+
+fn mm() -> impl Strategy<Value = MmFields> {
+    (vec(any::<u64>(), 11), vec(any::<u64>(), 0..60), ".{0,50}").prop_map(|(words, auxv, exe_path)| MmFields {
+        start_code: words[0],
+        end_code: words[1],
+        start_data: words[2],
+        end_data: words[3],
+        start_brk: words[4],
+        brk: words[5],
+        start_stack: words[6],
+        arg_start: words[7],
+        arg_end: words[8],
+        env_start: words[9],
+        env_end: words[10],
+        auxv,
+        exe_path,
+    })
+}
+
+fn fd() -> impl Strategy<Value = FdRecord> {
+    let target = prop_oneof![
+        ".{0,30}".prop_map(|path| FdTarget::File { path }),
+        ".{0,30}".prop_map(|path| FdTarget::CharDevice { path }),
+        (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
+    ];
+    (any::<i32>(), any::<i32>(), any::<u64>(), target).prop_map(|(fd, flags, offset, target)| FdRecord {
+        fd,
+        flags,
+        offset,
+        target,
+    })
+}
+
+fn signals() -> impl Strategy<Value = SignalState> {
+    let action = (any::<i32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+        |(signal, handler, flags, restorer, mask)| SignalAction {
+            signal,
+            handler,
+            flags,
+            restorer,
+            mask,
+        },
+    );
+    (vec(action, 0..64), any::<u64>(), any::<u64>(), any::<i32>(), any::<u64>()).prop_map(
+        |(actions, blocked, altstack_sp, altstack_flags, altstack_size)| SignalState {
+            actions,
+            blocked,
+            altstack_sp,
+            altstack_flags,
+            altstack_size,
+        },
+    )
+}
+
+fn task() -> impl Strategy<Value = TaskIdentity> {
+    (".{0,15}", ".{0,40}", any::<u32>(), any::<u64>()).prop_map(|(comm, cwd, umask, personality)| TaskIdentity {
+        comm,
+        cwd,
+        umask,
+        personality,
+    })
+}
+
+fn locks() -> impl Strategy<Value = LockState> {
+    let rseq = proptest::option::of((any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(address, length, signature)| {
+        RseqRegistration {
+            address,
+            length,
+            signature,
+        }
+    }));
+    (any::<u64>(), any::<u64>(), rseq, any::<u64>()).prop_map(
+        |(robust_list_head, robust_list_length, rseq, clear_child_tid)| LockState {
+            robust_list_head,
+            robust_list_length,
+            rseq,
+            clear_child_tid,
+        },
+    )
+}
+
+fn process_image() -> impl Strategy<Value = ProcessImage> {
+    (
+        (any::<i32>(), ".{0,20}", any::<u64>()),
+        cpu(),
+        vdso(),
+        vec(vma(), 0..20),
+        mm(),
+        vec(fd(), 0..10),
+        signals(),
+        task(),
+        locks(),
+    )
+        .prop_map(
+            |((pid, kernel_release, dumped_at_unix_seconds), cpu, vdso, vmas, mm, files, signals, task, locks)| {
+                ProcessImage {
+                    pid,
+                    kernel_release,
+                    dumped_at_unix_seconds,
+                    cpu,
+                    vdso,
+                    vmas,
+                    mm,
+                    files,
+                    signals,
+                    task,
+                    locks,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn process_image_round_trips_through_an_image_file(image in process_image()) {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("model.crp");
+        let writer = ImageWriter::create(&path).unwrap();
+        writer.finish(&crp_image::to_archive(&image).unwrap()).unwrap();
+        let reader = ImageReader::open(&path).unwrap();
+        let archived = reader.metadata::<ArchivedProcessImage>().unwrap();
+        let back: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived).unwrap();
+        prop_assert_eq!(back, image);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Metadata with valid checksums but hostile contents (what a crafted
+    /// image holds) is refused by validation, never a panic.
+    #[test]
+    fn hostile_metadata_is_refused(bytes in vec(any::<u8>(), 0..2048)) {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("hostile.crp");
+        ImageWriter::create(&path).unwrap().finish(&bytes).unwrap();
+        let reader = ImageReader::open(&path).unwrap();
+        prop_assert!(reader.metadata::<ArchivedProcessImage>().is_err());
+    }
+
+    /// Flipping any byte of a real archive either still decodes to some
+    /// image or is refused; it never panics.
+    #[test]
+    fn flipped_archive_bytes_never_panic(image in process_image(), position in any::<usize>(), mask in 1u8..) {
+        let mut archive = crp_image::to_archive(&image).unwrap().to_vec();
+        let index = position % archive.len();
+        archive[index] ^= mask;
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&archive);
+        let _ = rkyv::access::<ArchivedProcessImage, rkyv::rancor::Error>(&aligned);
+    }
+}
+
+/// A crafted image whose VMAs overlap is refused by `crp restore` before
+/// anything is created.
+#[test]
+fn overlapping_vmas_are_refused_by_restore() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut image = process_image().new_tree(&mut runner).unwrap().current();
+    let anonymous = |start, end| VmaRecord {
+        start,
+        end,
+        protection: 3,
+        shared: false,
+        flags: 0,
+        backing: Backing::Anonymous { label: String::new() },
+    };
+    image.vmas = vec![anonymous(0x40_0000, 0x50_0000), anonymous(0x48_0000, 0x60_0000)];
+    image.cpu.registers.values = vec![0; 27];
+    image.pid = i32::MAX - 3;
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("overlap.crp");
+    ImageWriter::create(&path).unwrap().finish(&crp_image::to_archive(&image).unwrap()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crp")).arg("restore").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("overlaps"), "{stderr}");
+}
