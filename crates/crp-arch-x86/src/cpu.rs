@@ -41,8 +41,8 @@ macro_rules! register_fields {
 }
 
 register_fields!(
-    r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs,
-    eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs,
+    r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss,
+    fs_base, gs_base, ds, es, fs, gs,
 );
 
 impl RegisterFile {

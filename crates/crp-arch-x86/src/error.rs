@@ -5,11 +5,7 @@ pub enum ArchError {
     #[error(transparent)]
     Engine(#[from] crp_ptrace::EngineError),
     #[error("{operation} on pid {pid}: {errno}")]
-    Ptrace {
-        operation: &'static str,
-        pid: i32,
-        errno: nix::errno::Errno,
-    },
+    Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
     #[error(
         "this CPU lacks XSAVE features the image uses: image needs {image:#x}, CPU offers {host:#x} (missing {missing:#x})"
     )]

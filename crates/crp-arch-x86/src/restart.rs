@@ -66,7 +66,7 @@ pub fn resume_registers(frozen: &Registers) -> Registers {
                 registers.rdx = remaining_at;
             }
         }
-        ResumeAction::Interrupt => registers.rax = EINTR as u64,
+        ResumeAction::Interrupt => registers.rax = EINTR.cast_unsigned(),
     }
     registers.orig_rax = u64::MAX;
     registers
@@ -79,8 +79,8 @@ mod tests {
     fn in_syscall(number: i64, result: i64) -> Registers {
         // SAFETY: plain integers.
         let mut registers: Registers = unsafe { std::mem::zeroed() };
-        registers.orig_rax = number as u64;
-        registers.rax = result as u64;
+        registers.orig_rax = number.cast_unsigned();
+        registers.rax = result.cast_unsigned();
         registers.rip = 0x1002;
         registers
     }

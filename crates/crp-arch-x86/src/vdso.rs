@@ -31,11 +31,7 @@ impl VdsoLayout {
         let mut mappings: Vec<SpecialMapping> = maps
             .into_iter()
             .filter(|(name, _, _)| is_special_mapping(name) && *name != "[vsyscall]" && *name != "[uprobes]")
-            .map(|(name, start, end)| SpecialMapping {
-                name: name.to_owned(),
-                start,
-                end,
-            })
+            .map(|(name, start, end)| SpecialMapping { name: name.to_owned(), start, end })
             .collect();
         mappings.sort_by_key(|mapping| mapping.start);
         Self { mappings }
@@ -66,10 +62,7 @@ impl VdsoLayout {
     /// Refuses when this kernel's vDSO block is laid out differently.
     pub fn check_matches(&self, host: &VdsoLayout) -> Result<(), crate::ArchError> {
         if self.shape() != host.shape() {
-            return Err(crate::ArchError::VdsoMismatch {
-                image: self.describe(),
-                host: host.describe(),
-            });
+            return Err(crate::ArchError::VdsoMismatch { image: self.describe(), host: host.describe() });
         }
         Ok(())
     }
@@ -78,12 +71,7 @@ impl VdsoLayout {
     /// `target`. When the two overlap, the block first goes to
     /// `temporary` (a free address the size of the block), since a fixed
     /// mremap would otherwise clobber its own neighbours.
-    pub fn move_to(
-        &self,
-        tracee: &mut dyn Tracee,
-        target: &VdsoLayout,
-        temporary: u64,
-    ) -> Result<(), EngineError> {
+    pub fn move_to(&self, tracee: &mut dyn Tracee, target: &VdsoLayout, temporary: u64) -> Result<(), EngineError> {
         let (Some((from_start, from_end)), Some((to_start, to_end))) = (self.block(), target.block()) else {
             return Ok(());
         };

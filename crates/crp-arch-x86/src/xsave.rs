@@ -49,11 +49,7 @@ impl XsaveArea {
         let image = self.enabled_features();
         let missing = image & !host_features;
         if missing != 0 {
-            return Err(ArchError::MissingXsaveFeatures {
-                image,
-                host: host_features,
-                missing,
-            });
+            return Err(ArchError::MissingXsaveFeatures { image, host: host_features, missing });
         }
         Ok(())
     }
@@ -63,9 +59,7 @@ impl XsaveArea {
     /// CPU's `host_features` enable.
     pub fn fitted_to(&self, live: &[u8], host_features: u64) -> Result<Vec<u8>, ArchError> {
         if live.len() < MINIMUM_LENGTH || self.bytes.len() < MINIMUM_LENGTH {
-            return Err(ArchError::ShortXsaveArea {
-                length: live.len().min(self.bytes.len()),
-            });
+            return Err(ArchError::ShortXsaveArea { length: live.len().min(self.bytes.len()) });
         }
         let mut fitted = live.to_vec();
         let common = fitted.len().min(self.bytes.len());

@@ -21,13 +21,8 @@ fn build_hog(directory: &Path) -> PathBuf {
 fn start_hog(hog: &Path, mib: u64, directory: &Path) -> i32 {
     let ready = directory.join("hog.ready");
     let _ = std::fs::remove_file(&ready);
-    let mut child = Command::new(hog)
-        .arg(mib.to_string())
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(hog).arg(mib.to_string()).arg(&ready).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
     let pid = child.id() as i32;
     while !ready.exists() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -147,18 +142,14 @@ fn main() {
     }
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let mib = std::env::var("CRP_BENCH_MIB").ok().and_then(|value| value.parse().ok()).unwrap_or(DEFAULT_MIB);
-    let directory = std::env::var_os("CRP_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("crp-bench"));
+    let directory =
+        std::env::var_os("CRP_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("crp-bench"));
     std::fs::create_dir_all(&directory).unwrap();
     let hog = build_hog(&directory);
     let rounds = 3;
     println!("end-to-end: {mib} MiB of dirty anonymous memory, images in {}, best of {rounds}", directory.display());
     let best = |results: Vec<(Duration, Duration)>| {
-        (
-            results.iter().map(|result| result.0).min().unwrap(),
-            results.iter().map(|result| result.1).min().unwrap(),
-        )
+        (results.iter().map(|result| result.0).min().unwrap(), results.iter().map(|result| result.1).min().unwrap())
     };
     let crp = best((0..rounds).map(|_| bench_crp(&hog, mib, &directory)).collect());
     let report = |tool: &str, (dump, restore): (Duration, Duration)| {

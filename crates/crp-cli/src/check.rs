@@ -33,10 +33,7 @@ fn probe_ptrace_and_clone3() -> Vec<Probe> {
         result: match &first {
             Ok(child) => {
                 let mut found = [0u8; 8];
-                let remote = [RemoteIoVec {
-                    base: PROBE_PATTERN.as_ptr() as usize,
-                    len: found.len(),
-                }];
+                let remote = [RemoteIoVec { base: PROBE_PATTERN.as_ptr() as usize, len: found.len() }];
                 process_vm_readv(child.pid(), &mut [IoSliceMut::new(&mut found)], &remote)
                     .map_err(|errno| errno.to_string())
                     .and_then(|_| {
@@ -74,14 +71,14 @@ pub fn run() -> Vec<Probe> {
     probes.push(Probe {
         name: "PTRACE_GET_RSEQ_CONFIGURATION",
         required: true,
-        result: crp_ptrace::sys::get_rseq_configuration(nix::unistd::getpid())
-            .map(|_| "available".to_owned())
-            .or_else(|errno| match errno {
+        result: crp_ptrace::sys::get_rseq_configuration(nix::unistd::getpid()).map(|_| "available".to_owned()).or_else(
+            |errno| match errno {
                 // Asking about oneself without tracing gives ESRCH: the
                 // request exists.
                 nix::errno::Errno::ESRCH => Ok("available".to_owned()),
                 other => Err(format!("{other}")),
-            }),
+            },
+        ),
     });
     probes.push(Probe {
         name: "userfaultfd",
@@ -95,29 +92,25 @@ pub fn run() -> Vec<Probe> {
         required: false,
         result: std::fs::metadata("/proc/self/clear_refs")
             .ok()
-            .filter(|_| {
-                std::fs::read_to_string("/proc/self/smaps").is_ok_and(|text| text.contains(" sd"))
-            })
+            .filter(|_| std::fs::read_to_string("/proc/self/smaps").is_ok_and(|text| text.contains(" sd")))
             .map(|_| "available (for incremental dumps)".to_owned())
             .ok_or_else(|| "not available: incremental dumps impossible".to_owned()),
     });
     probes.push(Probe {
         name: "vDSO layout",
         required: true,
-        result: crate::restore::validate::host_vdso()
-            .map_err(|error| error.to_string())
-            .and_then(|layout| {
-                if layout.mappings.iter().any(|mapping| mapping.name == "[vdso]") {
-                    Ok(layout
-                        .mappings
-                        .iter()
-                        .map(|mapping| format!("{} {} KiB", mapping.name, (mapping.end - mapping.start) / 1024))
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                } else {
-                    Err("no [vdso] mapping".to_owned())
-                }
-            }),
+        result: crate::restore::validate::host_vdso().map_err(|error| error.to_string()).and_then(|layout| {
+            if layout.mappings.iter().any(|mapping| mapping.name == "[vdso]") {
+                Ok(layout
+                    .mappings
+                    .iter()
+                    .map(|mapping| format!("{} {} KiB", mapping.name, (mapping.end - mapping.start) / 1024))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            } else {
+                Err("no [vdso] mapping".to_owned())
+            }
+        }),
     });
     let features = crp_arch_x86::host_xsave_features();
     probes.push(Probe {
@@ -147,10 +140,5 @@ fn xsave_feature_names(features: u64) -> String {
         (18, "AMX tiledata"),
         (19, "APX"),
     ];
-    NAMES
-        .iter()
-        .filter(|(bit, _)| features & (1 << bit) != 0)
-        .map(|(_, name)| *name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    NAMES.iter().filter(|(bit, _)| features & (1 << bit) != 0).map(|(_, name)| *name).collect::<Vec<_>>().join(", ")
 }

@@ -20,7 +20,7 @@ use crate::model::{ProcessImage, kernel_release};
 use crate::preflight::{self, Phase};
 
 /// Size of the scratch mapping injected for syscall arguments at dump.
-const SCRATCH_BYTES: u64 = 16 << 10;
+const SCRATCH_BYTES: usize = 16 << 10;
 /// The `syscall` instruction.
 const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
 
@@ -45,10 +45,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
     preflight::check(pid, Phase::Frozen)?;
-    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess {
-        pid,
-        reason: error.to_string(),
-    })?;
+    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
     let registers = *frozen.registers();
     let cpu = CpuState::capture(frozen.pid(), &registers)?;
     let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
@@ -99,11 +96,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     } else {
         frozen.kill()?;
     }
-    Ok(DumpReport {
-        vma_count,
-        page_bytes,
-        frozen_for,
-    })
+    Ok(DumpReport { vma_count, page_bytes, frozen_for })
 }
 
 /// Runs the injected part of the capture inside a scratch mapping that is
@@ -111,15 +104,16 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
 fn capture_by_injection(injector: &mut Injector) -> Result<(MmFields, SignalState, LockState), CrpError> {
     let protection = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let scratch = injector.syscall("mmap", libc::SYS_mmap, [0, SCRATCH_BYTES, protection, flags, u64::MAX, 0])?;
-    injector.set_scratch(scratch, SCRATCH_BYTES as usize);
+    let scratch =
+        injector.syscall("mmap", libc::SYS_mmap, [0, SCRATCH_BYTES as u64, protection, flags, u64::MAX, 0])?;
+    injector.set_scratch(scratch, SCRATCH_BYTES);
     let captured = (|| -> Result<_, CrpError> {
         let mm = MmFields::capture(injector)?;
         let signals = SignalState::capture(injector)?;
         let locks = LockState::capture(injector)?;
         Ok((mm, signals, locks))
     })();
-    injector.syscall("munmap", libc::SYS_munmap, [scratch, SCRATCH_BYTES, 0, 0, 0, 0])?;
+    injector.syscall("munmap", libc::SYS_munmap, [scratch, SCRATCH_BYTES as u64, 0, 0, 0, 0])?;
     captured
 }
 

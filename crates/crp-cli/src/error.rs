@@ -14,7 +14,9 @@ pub enum CrpError {
     Compound(#[from] crp_compound::CompoundError),
     #[error("{0}")]
     Locks(#[from] crp_locks::LockError),
-    #[error("cannot dump pid {pid}: {what} ({location}) is not supported yet; the process was left running and untraced")]
+    #[error(
+        "cannot dump pid {pid}: {what} ({location}) is not supported yet; the process was left running and untraced"
+    )]
     Unsupported { pid: i32, what: String, location: String },
     #[error("no process {pid}: {reason}")]
     NoProcess { pid: i32, reason: String },
@@ -32,11 +34,7 @@ pub enum CrpError {
 
 impl CrpError {
     pub fn unsupported(pid: i32, unsupported: Unsupported) -> Self {
-        Self::Unsupported {
-            pid,
-            what: unsupported.what,
-            location: unsupported.location,
-        }
+        Self::Unsupported { pid, what: unsupported.what, location: unsupported.location }
     }
 
     /// The documented exit code (README, "Exit codes").
@@ -46,7 +44,9 @@ impl CrpError {
             | Self::Compound(crp_compound::CompoundError::Unsupported(_))
             | Self::Locks(crp_locks::LockError::FileLock { .. }) => 3,
             Self::Image(_) | Self::InvalidImage { .. } => 4,
-            Self::Arch(crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. })
+            Self::Arch(
+                crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
+            )
             | Self::Compound(crp_compound::CompoundError::FileChanged { .. }) => 5,
             Self::PidTaken { .. } => 6,
             _ => 1,

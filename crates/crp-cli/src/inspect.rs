@@ -100,12 +100,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         dumped_at_unix_seconds: image.dumped_at_unix_seconds,
         xsave_features: format!("{:#x}", image.cpu.xsave.enabled_features()),
         xsave_bytes: image.cpu.xsave.bytes.len(),
-        registers: image
-            .cpu
-            .registers
-            .named()
-            .map(|(name, value)| (name.to_owned(), format!("{value:#x}")))
-            .collect(),
+        registers: image.cpu.registers.named().map(|(name, value)| (name.to_owned(), format!("{value:#x}"))).collect(),
         vmas,
         files,
         vdso: image

@@ -66,16 +66,8 @@ enum Command {
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump {
-            pid,
-            output,
-            leave_running,
-        } => {
-            let report = dump(&DumpPlan {
-                pid,
-                output: output.clone(),
-                leave_running,
-            })?;
+        Command::Dump { pid, output, leave_running } => {
+            let report = dump(&DumpPlan { pid, output: output.clone(), leave_running })?;
             eprintln!(
                 "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",
                 output.display(),
@@ -85,29 +77,23 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore {
-            image,
-            detach,
-            pid_must_match,
-        } => match restore(&RestorePlan {
-            image,
-            detach,
-            pid_must_match,
-        })? {
-            RestoreOutcome::Detached { pid } => {
-                println!("{pid}");
-                Ok(ExitCode::SUCCESS)
+        Command::Restore { image, detach, pid_must_match } => {
+            match restore(&RestorePlan { image, detach, pid_must_match })? {
+                RestoreOutcome::Detached { pid } => {
+                    println!("{pid}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                RestoreOutcome::Finished { exit_code, .. } => {
+                    Ok(ExitCode::from(u8::try_from(exit_code).unwrap_or(255)))
+                }
             }
-            RestoreOutcome::Finished { exit_code, .. } => Ok(ExitCode::from(u8::try_from(exit_code).unwrap_or(255))),
-        },
+        }
         Command::Inspect { image, json } => {
             let reader = crp_image::ImageReader::open(&image)?;
             let summary = inspect::summarize(&reader)?;
             if json {
-                let text = serde_json::to_string_pretty(&summary).map_err(|error| CrpError::Io {
-                    action: "render JSON".into(),
-                    source: error.into(),
-                })?;
+                let text = serde_json::to_string_pretty(&summary)
+                    .map_err(|error| CrpError::Io { action: "render JSON".into(), source: error.into() })?;
                 println!("{text}");
             } else {
                 print!("{}", inspect::render_text(&summary));

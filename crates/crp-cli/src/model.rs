@@ -30,7 +30,5 @@ pub struct ProcessImage {
 
 /// The running kernel's release string.
 pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|name| name.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
+    nix::sys::utsname::uname().map(|name| name.release().to_string_lossy().into_owned()).unwrap_or_default()
 }

@@ -7,11 +7,7 @@ use crp_ptrace::procfs;
 use crate::error::CrpError;
 
 fn unsupported(pid: i32, what: &str, location: String) -> CrpError {
-    CrpError::Unsupported {
-        pid,
-        what: what.to_owned(),
-        location,
-    }
+    CrpError::Unsupported { pid, what: what.to_owned(), location }
 }
 
 fn lift(pid: i32) -> impl Fn(CompoundError) -> CrpError {
@@ -35,24 +31,15 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
     let status_path = format!("/proc/{pid}/status");
     let field = |key: &str| -> Result<String, CrpError> {
         procfs::status_field(pid, key)
-            .map_err(|error| CrpError::NoProcess {
-                pid,
-                reason: error.to_string(),
-            })?
-            .ok_or_else(|| CrpError::NoProcess {
-                pid,
-                reason: format!("{status_path} has no {key} field"),
-            })
+            .map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?
+            .ok_or_else(|| CrpError::NoProcess { pid, reason: format!("{status_path} has no {key} field") })
     };
     if pid == std::process::id() as i32 {
         return Err(unsupported(pid, "dumping crp itself", "own pid".into()));
     }
     let state = field("State")?;
     if state.starts_with('Z') || state.starts_with('X') {
-        return Err(CrpError::NoProcess {
-            pid,
-            reason: format!("it has exited ({state})"),
-        });
+        return Err(CrpError::NoProcess { pid, reason: format!("it has exited ({state})") });
     }
     if field("Tgid")? != pid.to_string() {
         return Err(unsupported(pid, "a thread that is not a thread-group leader", format!("Tgid {}", field("Tgid")?)));
@@ -73,10 +60,8 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
         return Err(unsupported(pid, "a seccomp filter or strict mode", format!("Seccomp {seccomp}")));
     }
     let children_path = format!("/proc/{pid}/task/{pid}/children");
-    let children = std::fs::read_to_string(&children_path).map_err(|source| CrpError::Io {
-        action: format!("read {children_path}"),
-        source,
-    })?;
+    let children = std::fs::read_to_string(&children_path)
+        .map_err(|source| CrpError::Io { action: format!("read {children_path}"), source })?;
     if !children.trim().is_empty() {
         return Err(unsupported(pid, "a process with child processes", format!("children {}", children.trim())));
     }
@@ -85,10 +70,7 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
 
 /// Memory, descriptor, lock and signal checks.
 pub fn check_state(pid: i32) -> Result<(), CrpError> {
-    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess {
-        pid,
-        reason: error.to_string(),
-    })?;
+    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
     for entry in &maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
@@ -100,13 +82,7 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
     crp_compound::files::preflight(pid).map_err(lift(pid))?;
     crp_locks::preflight(pid)?;
     if let Some(pending) = crp_compound::signals::pending_signals(pid).map_err(lift(pid))? {
-        return Err(CrpError::unsupported(
-            pid,
-            Unsupported {
-                what: "pending signals".into(),
-                location: pending,
-            },
-        ));
+        return Err(CrpError::unsupported(pid, Unsupported { what: "pending signals".into(), location: pending }));
     }
     Ok(())
 }

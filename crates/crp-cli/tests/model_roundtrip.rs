@@ -24,10 +24,7 @@ fn cpu() -> impl Strategy<Value = CpuState> {
 
 fn vdso() -> impl Strategy<Value = VdsoLayout> {
     vec((".{0,12}", any::<u64>(), any::<u64>()), 0..4).prop_map(|mappings| VdsoLayout {
-        mappings: mappings
-            .into_iter()
-            .map(|(name, start, end)| SpecialMapping { name, start, end })
-            .collect(),
+        mappings: mappings.into_iter().map(|(name, start, end)| SpecialMapping { name, start, end }).collect(),
     })
 }
 
@@ -38,14 +35,7 @@ fn vma() -> impl Strategy<Value = VmaRecord> {
             .prop_map(|(path, offset, size, mtime_ns)| Backing::File(MappedFile { path, offset, size, mtime_ns })),
     ];
     (any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), any::<u32>(), backing).prop_map(
-        |(start, end, protection, shared, flags, backing)| VmaRecord {
-            start,
-            end,
-            protection,
-            shared,
-            flags,
-            backing,
-        },
+        |(start, end, protection, shared, flags, backing)| VmaRecord { start, end, protection, shared, flags, backing },
     )
 }
 
@@ -82,15 +72,8 @@ fn fd() -> impl Strategy<Value = FdRecord> {
 }
 
 fn signals() -> impl Strategy<Value = SignalState> {
-    let action = (any::<i32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-        |(signal, handler, flags, restorer, mask)| SignalAction {
-            signal,
-            handler,
-            flags,
-            restorer,
-            mask,
-        },
-    );
+    let action = (any::<i32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
+        .prop_map(|(signal, handler, flags, restorer, mask)| SignalAction { signal, handler, flags, restorer, mask });
     (vec(action, 0..64), any::<u64>(), any::<u64>(), any::<i32>(), any::<u64>()).prop_map(
         |(actions, blocked, altstack_sp, altstack_flags, altstack_size)| SignalState {
             actions,
@@ -112,13 +95,13 @@ fn task() -> impl Strategy<Value = TaskIdentity> {
 }
 
 fn locks() -> impl Strategy<Value = LockState> {
-    let rseq = proptest::option::of((any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(address, length, signature)| {
-        RseqRegistration {
+    let rseq = proptest::option::of(
+        (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(address, length, signature)| RseqRegistration {
             address,
             length,
             signature,
-        }
-    }));
+        }),
+    );
     (any::<u64>(), any::<u64>(), rseq, any::<u64>()).prop_map(
         |(robust_list_head, robust_list_length, rseq, clear_child_tid)| LockState {
             robust_list_head,

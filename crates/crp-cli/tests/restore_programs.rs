@@ -76,14 +76,8 @@ fn leave_running_then_restore_a_second_copy() {
     assert!(stderr_of(&refused).contains(&format!("pid {} is in use", original.pid)));
 
     // Without it, the copy gets a new PID and runs beside the original.
-    let mut restorer = crp()
-        .arg("restore")
-        .arg(&image)
-        .arg("--detach")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut restorer =
+        crp().arg("restore").arg(&image).arg("--detach").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     // Child::wait closes stdin: keep our end of the copy's stdin first.
     let mut copy_input = restorer.stdin.take().unwrap();
     let mut copy_output = BufReader::new(restorer.stdout.take().unwrap());

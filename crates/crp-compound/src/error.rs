@@ -26,11 +26,7 @@ pub enum CompoundError {
     #[error("{path} is malformed: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error("{operation} on pid {pid}: {errno}")]
-    Ptrace {
-        operation: &'static str,
-        pid: i32,
-        errno: nix::errno::Errno,
-    },
+    Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
     #[error("mapped file {path} changed since the dump: {what}")]
     FileChanged { path: String, what: String },
 }

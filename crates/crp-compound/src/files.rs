@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
 
@@ -51,16 +51,10 @@ fn open_fds(pid: i32) -> Result<Vec<i32>, CompoundError> {
 fn classify(pid: i32, fd: i32) -> Result<FdTarget, CompoundError> {
     let link = format!("/proc/{pid}/fd/{fd}");
     let refuse = |what: &str, target: &str| -> CompoundError {
-        Unsupported {
-            what: what.to_owned(),
-            location: format!("fd {fd} -> {target}"),
-        }
-        .into()
+        Unsupported { what: what.to_owned(), location: format!("fd {fd} -> {target}") }.into()
     };
-    let target = std::fs::read_link(&link)
-        .map_err(CompoundError::io("read link", &link))?
-        .to_string_lossy()
-        .into_owned();
+    let target =
+        std::fs::read_link(&link).map_err(CompoundError::io("read link", &link))?.to_string_lossy().into_owned();
     if target.starts_with("socket:") {
         return Err(refuse("a socket", &target));
     }
@@ -113,14 +107,10 @@ fn fdinfo(pid: i32, fd: i32) -> Result<(i32, u64), CompoundError> {
     let path = format!("/proc/{pid}/fdinfo/{fd}");
     let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
     let value = |key: &str| text.lines().find_map(|line| line.strip_prefix(key)).map(str::trim);
-    let malformed = |reason: &str| CompoundError::Malformed {
-        path: path.clone().into(),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| CompoundError::Malformed { path: path.clone().into(), reason: reason.to_owned() };
     let offset = value("pos:").and_then(|pos| pos.parse().ok()).ok_or_else(|| malformed("no pos"))?;
-    let flags = value("flags:")
-        .and_then(|flags| i32::from_str_radix(flags, 8).ok())
-        .ok_or_else(|| malformed("no flags"))?;
+    let flags =
+        value("flags:").and_then(|flags| i32::from_str_radix(flags, 8).ok()).ok_or_else(|| malformed("no flags"))?;
     Ok((flags, offset))
 }
 
@@ -160,10 +150,10 @@ fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64])
 /// checkpointed one. crp's own fds 0-2 are parked above every target fd
 /// first, so they can be handed to the streams that inherit them.
 pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), EngineError> {
-    let park_at = table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2) + 1) as u64;
+    let park_at = arg(table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2) + 1));
     let mut parked: [Option<u64>; 3] = [None; 3];
     for (stream, slot) in parked.iter_mut().enumerate() {
-        *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[stream as u64, libc::F_DUPFD as u64, park_at]).ok();
+        *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[stream as u64, arg(libc::F_DUPFD), park_at]).ok();
     }
     // Close everything else crp's child still holds.
     let mut keep: Vec<u64> = parked.iter().flatten().copied().collect();
@@ -176,8 +166,8 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), Engine
         next = kept + 1;
     }
     for record in table {
-        let fd = record.fd as u64;
-        let cloexec = (record.flags & libc::O_CLOEXEC) as u64;
+        let fd = arg(record.fd);
+        let cloexec = arg(record.flags & libc::O_CLOEXEC);
         match &record.target {
             FdTarget::Inherited { stream } => {
                 let source = parked[usize::from(*stream)].ok_or(EngineError::Syscall {
@@ -191,9 +181,8 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), Engine
                 let mut scratch = tracee.scratch();
                 let path_address = scratch.push_c_string(path.as_bytes());
                 scratch.commit(tracee)?;
-                let flags = (record.flags & !CREATION_FLAGS) as u64;
-                let at_fdcwd = libc::AT_FDCWD as i64 as u64;
-                let opened = call(tracee, "openat", libc::SYS_openat, &[at_fdcwd, path_address, flags])?;
+                let flags = arg(record.flags & !CREATION_FLAGS);
+                let opened = call(tracee, "openat", libc::SYS_openat, &[arg(libc::AT_FDCWD), path_address, flags])?;
                 if opened != fd {
                     call(tracee, "dup3", libc::SYS_dup3, &[opened, fd, cloexec])?;
                     call(tracee, "close", libc::SYS_close, &[opened])?;
@@ -222,10 +211,7 @@ mod tests {
         let fd = file.as_raw_fd();
         assert!(matches!(classify(pid, fd).unwrap(), FdTarget::File { .. }));
         let null = std::fs::File::open("/dev/null").unwrap();
-        assert_eq!(
-            classify(pid, null.as_raw_fd()).unwrap(),
-            FdTarget::CharDevice { path: "/dev/null".into() }
-        );
+        assert_eq!(classify(pid, null.as_raw_fd()).unwrap(), FdTarget::CharDevice { path: "/dev/null".into() });
         let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
         let error = classify(pid, socket.as_raw_fd()).unwrap_err();
         assert!(error.to_string().contains("socket"), "{error}");

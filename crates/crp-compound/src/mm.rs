@@ -2,7 +2,7 @@
 //! stack bounds, the argument and environment areas, the auxiliary vector
 //! and the executable link. Restored in one `prctl(PR_SET_MM_MAP)`.
 
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
 
@@ -45,31 +45,22 @@ impl MmFields {
         let stat_path = format!("/proc/{pid}/stat");
         let fields = crp_ptrace::procfs::stat_fields(pid).map_err(CompoundError::io("read", &stat_path))?;
         let field = |index: usize| -> Result<u64, CompoundError> {
-            fields
-                .get(index)
-                .and_then(|value| value.parse().ok())
-                .ok_or_else(|| CompoundError::Malformed {
-                    path: stat_path.clone().into(),
-                    reason: format!("field {} missing or not a number", index + 3),
-                })
+            fields.get(index).and_then(|value| value.parse().ok()).ok_or_else(|| CompoundError::Malformed {
+                path: stat_path.clone().into(),
+                reason: format!("field {} missing or not a number", index + 3),
+            })
         };
         let auxv_path = format!("/proc/{pid}/auxv");
         let auxv_bytes = std::fs::read(&auxv_path).map_err(CompoundError::io("read", &auxv_path))?;
-        let auxv: Vec<u64> = auxv_bytes
-            .chunks_exact(8)
-            .map(|word| u64::from_le_bytes(word.try_into().unwrap_or([0; 8])))
-            .collect();
+        let auxv: Vec<u64> =
+            auxv_bytes.chunks_exact(8).map(|word| u64::from_le_bytes(word.try_into().unwrap_or([0; 8]))).collect();
         let exe_link = format!("/proc/{pid}/exe");
         let exe_path = std::fs::read_link(&exe_link)
             .map_err(CompoundError::io("read link", &exe_link))?
             .to_string_lossy()
             .into_owned();
         if exe_path.ends_with(" (deleted)") {
-            return Err(Unsupported {
-                what: "a deleted executable".into(),
-                location: exe_path,
-            }
-            .into());
+            return Err(Unsupported { what: "a deleted executable".into(), location: exe_path }.into());
         }
         let brk = tracee.syscall("brk", libc::SYS_brk, [0; 6])?;
         Ok(Self {
@@ -116,21 +107,17 @@ impl MmFields {
     /// Sets every field with `PR_SET_MM_MAP`, the executable link included.
     /// Must run after the restorer's own executable is unmapped.
     pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
-        let auxv: Vec<u8> = self
-            .auxv
-            .iter()
-            .flat_map(|word| word.to_le_bytes())
-            .take(MAX_AUXV_BYTES)
-            .collect();
+        let auxv: Vec<u8> = self.auxv.iter().flat_map(|word| word.to_le_bytes()).take(MAX_AUXV_BYTES).collect();
         let mut scratch = tracee.scratch();
         let exe_path = scratch.push_c_string(self.exe_path.as_bytes());
         let auxv_address = scratch.push(&auxv);
         let map_address = scratch.reserve(PRCTL_MM_MAP_SIZE);
         scratch.commit(tracee)?;
-        let at_fdcwd = libc::AT_FDCWD as i64 as u64;
-        let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-        let exe_fd = tracee.syscall("openat", libc::SYS_openat, [at_fdcwd, exe_path, flags, 0, 0, 0])?;
-        let map = self.prctl_mm_map(auxv_address, auxv.len() as u32, exe_fd as u32);
+        let flags = arg(libc::O_RDONLY | libc::O_CLOEXEC);
+        let exe_fd = tracee.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), exe_path, flags, 0, 0, 0])?;
+        // Both fit: auxv is capped at 448 bytes, and fds are ints.
+        let auxv_size = u32::try_from(auxv.len()).unwrap_or(0);
+        let map = self.prctl_mm_map(auxv_address, auxv_size, u32::try_from(exe_fd).unwrap_or(u32::MAX));
         tracee.write_memory(map_address, &map)?;
         let result = tracee.syscall(
             "prctl(PR_SET_MM, PR_SET_MM_MAP)",
@@ -148,11 +135,7 @@ mod tests {
 
     #[test]
     fn prctl_mm_map_is_104_bytes_in_kernel_order() {
-        let fields = MmFields {
-            start_code: 1,
-            env_end: 11,
-            ..MmFields::default()
-        };
+        let fields = MmFields { start_code: 1, env_end: 11, ..MmFields::default() };
         let map = fields.prctl_mm_map(0xabc, 16, 3);
         assert_eq!(map.len(), 104);
         assert_eq!(map[0], 1);

@@ -67,9 +67,7 @@ impl PageMap {
             let batch = (page_count - done).min(BATCH_ENTRIES);
             let bytes = &mut buffer[..usize::try_from(batch * 8).unwrap_or(0)];
             let offset = (vma.start / PAGE_SIZE + done) * 8;
-            self.file
-                .read_exact_at(bytes, offset)
-                .map_err(CompoundError::io("read", &self.path))?;
+            self.file.read_exact_at(bytes, offset).map_err(CompoundError::io("read", &self.path))?;
             decisions.extend(bytes.chunks_exact(8).map(|word| {
                 let entry = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
                 page_is_stored(entry, file_backed)
@@ -107,7 +105,7 @@ mod tests {
                 prop_assert!(vaddr > previous_end || previous_end == 0, "runs must not touch");
                 previous_end = vaddr + count * PAGE_SIZE;
                 for page in 0..count {
-                    covered[((vaddr - start) / PAGE_SIZE + page) as usize] = true;
+                    covered[usize::try_from((vaddr - start) / PAGE_SIZE + page).unwrap()] = true;
                 }
             }
             prop_assert_eq!(covered, pages);

@@ -2,7 +2,7 @@
 //! `rt_sigaction` with no new action), the alternate stack and the blocked
 //! mask. Pending signals are refused by the dump's preflight.
 
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 use nix::unistd::Pid;
 
 use crate::error::CompoundError;
@@ -12,7 +12,7 @@ const KERNEL_SIGACTION_SIZE: usize = 32;
 /// `stack_t`: sp, flags (+ padding), size.
 const STACK_T_SIZE: usize = 24;
 const SIGSET_SIZE: u64 = 8;
-const SIGNAL_COUNT: i32 = 64;
+const SIGNAL_COUNT: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SignalAction {
@@ -33,8 +33,9 @@ pub struct SignalState {
     pub altstack_size: u64,
 }
 
-fn catchable_signals() -> impl Iterator<Item = i32> {
-    (1..=SIGNAL_COUNT).filter(|&signal| signal != libc::SIGKILL && signal != libc::SIGSTOP)
+/// `(signal number, index of its slot)` for every catchable signal.
+fn catchable_signals() -> impl Iterator<Item = (i32, usize)> {
+    (1..=64i32).zip(0..SIGNAL_COUNT).filter(|&(signal, _)| signal != libc::SIGKILL && signal != libc::SIGSTOP)
 }
 
 fn word(bytes: &[u8], index: usize) -> u64 {
@@ -50,21 +51,21 @@ impl SignalState {
             errno,
         })?;
         let mut scratch = tracee.scratch();
-        let actions_address = scratch.reserve(KERNEL_SIGACTION_SIZE * SIGNAL_COUNT as usize);
+        let actions_address = scratch.reserve(KERNEL_SIGACTION_SIZE * SIGNAL_COUNT);
         let stack_address = scratch.reserve(STACK_T_SIZE);
         scratch.commit(tracee)?;
-        for signal in catchable_signals() {
-            let slot = actions_address + (signal as u64 - 1) * KERNEL_SIGACTION_SIZE as u64;
-            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [signal as u64, 0, slot, SIGSET_SIZE, 0, 0])?;
+        for (signal, index) in catchable_signals() {
+            let slot = actions_address + (index * KERNEL_SIGACTION_SIZE) as u64;
+            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [arg(signal), 0, slot, SIGSET_SIZE, 0, 0])?;
         }
         tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [0, stack_address, 0, 0, 0, 0])?;
-        let mut raw_actions = vec![0u8; KERNEL_SIGACTION_SIZE * SIGNAL_COUNT as usize];
+        let mut raw_actions = vec![0u8; KERNEL_SIGACTION_SIZE * SIGNAL_COUNT];
         tracee.read_memory(actions_address, &mut raw_actions)?;
         let mut raw_stack = [0u8; STACK_T_SIZE];
         tracee.read_memory(stack_address, &mut raw_stack)?;
         let actions = catchable_signals()
-            .map(|signal| {
-                let raw = &raw_actions[(signal as usize - 1) * KERNEL_SIGACTION_SIZE..][..KERNEL_SIGACTION_SIZE];
+            .map(|(signal, index)| {
+                let raw = &raw_actions[index * KERNEL_SIGACTION_SIZE..][..KERNEL_SIGACTION_SIZE];
                 SignalAction {
                     signal,
                     handler: word(raw, 0),
@@ -78,7 +79,7 @@ impl SignalState {
             actions,
             blocked,
             altstack_sp: word(&raw_stack, 0),
-            altstack_flags: word(&raw_stack, 1) as u32 as i32,
+            altstack_flags: i32::from_le_bytes(raw_stack[8..12].try_into().unwrap_or([0; 4])),
             altstack_size: word(&raw_stack, 2),
         })
     }
@@ -100,12 +101,12 @@ impl SignalState {
         stack.extend_from_slice(&self.altstack_sp.to_le_bytes());
         // SS_ONSTACK is a report, not a setting; only SS_AUTODISARM carries over.
         let flags = if disabled { libc::SS_DISABLE } else { self.altstack_flags & (1 << 31) };
-        stack.extend_from_slice(&u64::from(flags as u32).to_le_bytes());
+        stack.extend_from_slice(&u64::from(flags.cast_unsigned()).to_le_bytes());
         stack.extend_from_slice(&self.altstack_size.to_le_bytes());
         let stack_address = scratch.push(&stack);
         scratch.commit(tracee)?;
         for (signal, address) in addresses {
-            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [signal as u64, address, 0, SIGSET_SIZE, 0, 0])?;
+            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [arg(signal), address, 0, SIGSET_SIZE, 0, 0])?;
         }
         tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [stack_address, 0, 0, 0, 0, 0])?;
         Ok(())
@@ -116,9 +117,8 @@ impl SignalState {
 pub fn pending_signals(pid: i32) -> Result<Option<String>, CompoundError> {
     let path = format!("/proc/{pid}/status");
     for key in ["SigPnd", "ShdPnd"] {
-        let value = crp_ptrace::procfs::status_field(pid, key)
-            .map_err(CompoundError::io("read", &path))?
-            .unwrap_or_default();
+        let value =
+            crp_ptrace::procfs::status_field(pid, key).map_err(CompoundError::io("read", &path))?.unwrap_or_default();
         if u64::from_str_radix(&value, 16).unwrap_or(0) != 0 {
             return Ok(Some(format!("{key} {value}")));
         }

@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 
 use bitflags::bitflags;
 use crp_ptrace::procfs::MapsEntry;
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
 
@@ -46,7 +46,9 @@ pub struct MappedFile {
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Backing {
     /// Private anonymous memory; `label` is `[heap]`, `[stack]` or empty.
-    Anonymous { label: String },
+    Anonymous {
+        label: String,
+    },
     File(MappedFile),
 }
 
@@ -88,7 +90,7 @@ impl VmaRecord {
 
     pub fn protection_string(&self) -> String {
         let bit = |mask: i32, letter: char| {
-            if self.protection & (mask as u32) != 0 { letter } else { '-' }
+            if self.protection & mask.cast_unsigned() != 0 { letter } else { '-' }
         };
         [
             bit(libc::PROT_READ, 'r'),
@@ -105,12 +107,7 @@ impl VmaRecord {
 /// Special kernel mappings are not VMAs crp restores and are skipped.
 pub fn unsupported_mapping(entry: &MapsEntry) -> Option<Unsupported> {
     let location = format!("[{:#x}, {:#x}) {}", entry.start, entry.end, entry.name);
-    let refuse = |what: &str| {
-        Some(Unsupported {
-            what: what.to_owned(),
-            location: location.clone(),
-        })
-    };
+    let refuse = |what: &str| Some(Unsupported { what: what.to_owned(), location: location.clone() });
     let shared_anonymous = ["/dev/zero", "/memfd:", "/SYSV"].iter().any(|prefix| entry.name.starts_with(prefix))
         || !entry.name.starts_with('/');
     if entry.shared && shared_anonymous {
@@ -134,13 +131,11 @@ pub fn unsupported_mapping(entry: &MapsEntry) -> Option<Unsupported> {
 /// Builds the record of one (supported, non-special) mapping.
 pub fn capture_vma(entry: &MapsEntry) -> Result<VmaRecord, CompoundError> {
     let mut protection = 0;
-    for (present, bit) in [
-        (entry.readable, libc::PROT_READ),
-        (entry.writable, libc::PROT_WRITE),
-        (entry.executable, libc::PROT_EXEC),
-    ] {
+    for (present, bit) in
+        [(entry.readable, libc::PROT_READ), (entry.writable, libc::PROT_WRITE), (entry.executable, libc::PROT_EXEC)]
+    {
         if present {
-            protection |= bit as u32;
+            protection |= bit.cast_unsigned();
         }
     }
     let mut flags = VmaFlags::empty();
@@ -160,14 +155,7 @@ pub fn capture_vma(entry: &MapsEntry) -> Result<VmaRecord, CompoundError> {
     } else {
         Backing::Anonymous { label: entry.name.clone() }
     };
-    Ok(VmaRecord {
-        start: entry.start,
-        end: entry.end,
-        protection,
-        shared: entry.shared,
-        flags: flags.bits(),
-        backing,
-    })
+    Ok(VmaRecord { start: entry.start, end: entry.end, protection, shared: entry.shared, flags: flags.bits(), backing })
 }
 
 /// Refuses when a mapped file is gone or differs in size or mtime from
@@ -196,7 +184,7 @@ pub fn check_mapped_file(file: &MappedFile) -> Result<(), CompoundError> {
 pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool) -> Result<(), EngineError> {
     let mut protection = u64::from(vma.protection);
     if writable_for_fill {
-        protection |= libc::PROT_WRITE as u64;
+        protection |= arg(libc::PROT_WRITE);
     }
     let mut map_flags = libc::MAP_FIXED | if vma.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
     if vma.flags().contains(VmaFlags::GROWS_DOWN) {
@@ -205,7 +193,7 @@ pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool
     match &vma.backing {
         Backing::Anonymous { .. } => {
             map_flags |= libc::MAP_ANONYMOUS;
-            let args = [vma.start, vma.length(), protection, map_flags as u64, u64::MAX, 0];
+            let args = [vma.start, vma.length(), protection, arg(map_flags), arg(-1), 0];
             tracee.syscall("mmap", libc::SYS_mmap, args)?;
         }
         Backing::File(file) => {
@@ -214,9 +202,12 @@ pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool
             let mut scratch = tracee.scratch();
             let path_address = scratch.push_c_string(file.path.as_bytes());
             scratch.commit(tracee)?;
-            let at_fdcwd = libc::AT_FDCWD as i64 as u64;
-            let fd = tracee.syscall("openat", libc::SYS_openat, [at_fdcwd, path_address, open_flags as u64, 0, 0, 0])?;
-            let args = [vma.start, vma.length(), protection, map_flags as u64, fd, file.offset];
+            let fd = tracee.syscall(
+                "openat",
+                libc::SYS_openat,
+                [arg(libc::AT_FDCWD), path_address, arg(open_flags), 0, 0, 0],
+            )?;
+            let args = [vma.start, vma.length(), protection, arg(map_flags), fd, file.offset];
             let mapped = tracee.syscall("mmap", libc::SYS_mmap, args);
             tracee.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
             mapped?;
@@ -230,7 +221,7 @@ pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool
         (VmaFlags::DONT_DUMP, libc::MADV_DONTDUMP),
     ] {
         if vma.flags().contains(flag) {
-            tracee.syscall("madvise", libc::SYS_madvise, [vma.start, vma.length(), advice as u64, 0, 0, 0])?;
+            tracee.syscall("madvise", libc::SYS_madvise, [vma.start, vma.length(), arg(advice), 0, 0, 0])?;
         }
     }
     Ok(())
@@ -238,7 +229,7 @@ pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool
 
 /// Sets the final protection of a VMA mapped with [`map_vma`].
 pub fn finish_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, was_writable_for_fill: bool) -> Result<(), EngineError> {
-    if was_writable_for_fill && vma.protection & libc::PROT_WRITE as u32 == 0 {
+    if was_writable_for_fill && vma.protection & libc::PROT_WRITE.cast_unsigned() == 0 {
         let args = [vma.start, vma.length(), u64::from(vma.protection), 0, 0, 0];
         tracee.syscall("mprotect", libc::SYS_mprotect, args)?;
     }

@@ -13,7 +13,7 @@ fn write_image(path: &std::path::Path) {
     for run in 0..RUNS {
         writer
             .add_page_run(0x1000_0000 + run * RUN_PAGES * PAGE_SIZE * 2, RUN_PAGES, |vaddr, buffer| {
-                buffer.fill((vaddr >> 12) as u8);
+                buffer.fill(vaddr.to_le_bytes()[1]);
                 Ok(())
             })
             .unwrap();

@@ -13,11 +13,7 @@ pub enum ImageError {
         source: std::io::Error,
     },
     #[error("image is truncated: {what} needs {needed} bytes but the file has {available}")]
-    Truncated {
-        what: &'static str,
-        needed: u64,
-        available: u64,
-    },
+    Truncated { what: &'static str, needed: u64, available: u64 },
     #[error("not a crp image (bad magic {found:02x?})")]
     NotAnImage { found: [u8; 8] },
     #[error("image format version {found} is newer than this crp reads (up to {supported}); upgrade crp")]
@@ -26,26 +22,18 @@ pub enum ImageError {
     OlderVersion { found: u32, supported: u32 },
     #[error("image metadata was written with rkyv layout {found:#x}, this crp reads {supported:#x}")]
     RkyvVersion { found: u32, supported: u32 },
-    #[error("image header checksum mismatch (stored {stored:#018x}, computed {computed:#018x}): the header is corrupted")]
+    #[error(
+        "image header checksum mismatch (stored {stored:#018x}, computed {computed:#018x}): the header is corrupted"
+    )]
     HeaderChecksum { stored: u64, computed: u64 },
     #[error("image header is malformed: {reason}")]
     MalformedHeader { reason: String },
     #[error("{kind} section [{offset:#x}, +{length:#x}) lies outside the file ({file_length:#x} bytes)")]
-    SectionOutOfBounds {
-        kind: &'static str,
-        offset: u64,
-        length: u64,
-        file_length: u64,
-    },
+    SectionOutOfBounds { kind: &'static str, offset: u64, length: u64, file_length: u64 },
     #[error("{kind} section checksum mismatch: the image is corrupted")]
     SectionChecksum { kind: &'static str },
     #[error("page run {index} (address {vaddr:#x}, {page_count} pages) is malformed: {reason}")]
-    MalformedPageRun {
-        index: usize,
-        vaddr: u64,
-        page_count: u64,
-        reason: &'static str,
-    },
+    MalformedPageRun { index: usize, vaddr: u64, page_count: u64, reason: &'static str },
     #[error("page run {index} (address {vaddr:#x}) checksum mismatch: the page data is corrupted")]
     PageRunChecksum { index: usize, vaddr: u64 },
     #[error("image metadata is invalid: {reason}")]

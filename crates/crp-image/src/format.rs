@@ -79,10 +79,7 @@ impl Header {
 
     pub fn section(&self, kind: SectionKind) -> Option<&SectionEntry> {
         let used = usize::try_from(self.section_count).unwrap_or(usize::MAX);
-        self.sections
-            .iter()
-            .take(used.min(MAX_SECTIONS))
-            .find(|entry| entry.kind == kind as u32)
+        self.sections.iter().take(used.min(MAX_SECTIONS)).find(|entry| entry.kind == kind as u32)
     }
 }
 

@@ -34,7 +34,5 @@ where
             >,
         >,
 {
-    rkyv::to_bytes::<rkyv::rancor::Error>(value).map_err(|error| ImageError::Serialize {
-        reason: error.to_string(),
-    })
+    rkyv::to_bytes::<rkyv::rancor::Error>(value).map_err(|error| ImageError::Serialize { reason: error.to_string() })
 }

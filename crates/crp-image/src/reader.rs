@@ -9,8 +9,8 @@ use zerocopy::FromBytes;
 
 use crate::error::ImageError;
 use crate::format::{
-    FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry,
-    RKYV_LAYOUT, SectionEntry, SectionKind, checksum,
+    FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry, RKYV_LAYOUT, SectionEntry,
+    SectionKind, checksum,
 };
 
 /// A validated, mapped image.
@@ -25,22 +25,12 @@ pub struct ImageReader {
 impl ImageReader {
     /// Opens and fully validates the image at `path`.
     pub fn open(path: &Path) -> Result<Self, ImageError> {
-        let io_error = |action| {
-            move |source| ImageError::Io {
-                action,
-                path: path.to_owned(),
-                source,
-            }
-        };
+        let io_error = |action| move |source| ImageError::Io { action, path: path.to_owned(), source };
         let file = File::open(path).map_err(io_error("open image"))?;
         let file_length = file.metadata().map_err(io_error("stat image"))?.len();
         let header_length = std::mem::size_of::<Header>() as u64;
         if file_length < header_length {
-            return Err(ImageError::Truncated {
-                what: "the header",
-                needed: header_length,
-                available: file_length,
-            });
+            return Err(ImageError::Truncated { what: "the header", needed: header_length, available: file_length });
         }
         // SAFETY: the image is opened read-only and mapped privately; crp
         // does not modify image files while it reads them. A concurrent
@@ -54,13 +44,11 @@ impl ImageReader {
     fn from_map(path: PathBuf, map: Mmap) -> Result<Self, ImageError> {
         let bytes: &[u8] = &map;
         let file_length = bytes.len() as u64;
-        let header = Header::read_from_prefix(bytes)
-            .map(|(header, _)| header)
-            .map_err(|_| ImageError::Truncated {
-                what: "the header",
-                needed: std::mem::size_of::<Header>() as u64,
-                available: file_length,
-            })?;
+        let header = Header::read_from_prefix(bytes).map(|(header, _)| header).map_err(|_| ImageError::Truncated {
+            what: "the header",
+            needed: std::mem::size_of::<Header>() as u64,
+            available: file_length,
+        })?;
         check_header(&header, file_length)?;
 
         let runs_bytes = section_bytes(bytes, &header, SectionKind::PageRuns)?;
@@ -103,15 +91,10 @@ impl ImageReader {
     pub fn metadata<T>(&self) -> Result<&T, ImageError>
     where
         T: rkyv::Portable
-            + for<'a> rkyv::bytecheck::CheckBytes<
-                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
-            >,
+            + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
     {
-        rkyv::access::<T, rkyv::rancor::Error>(self.metadata_bytes()).map_err(|error| {
-            ImageError::InvalidMetadata {
-                reason: error.to_string(),
-            }
-        })
+        rkyv::access::<T, rkyv::rancor::Error>(self.metadata_bytes())
+            .map_err(|error| ImageError::InvalidMetadata { reason: error.to_string() })
     }
 
     pub fn page_runs(&self) -> &[PageRunEntry] {
@@ -120,9 +103,7 @@ impl ImageReader {
 
     /// The bytes of one page run (validated at open).
     pub fn run_data(&self, run: &PageRunEntry) -> &[u8] {
-        let start = usize::try_from(run.data_offset).expect("validated at open");
-        let length = usize::try_from(run.byte_len()).expect("validated at open");
-        &self.map[start..start + length]
+        &self.map[byte_range(run.data_offset, run.byte_len())]
     }
 
     /// Total bytes of page data.
@@ -137,28 +118,16 @@ fn check_header(header: &Header, file_length: u64) -> Result<(), ImageError> {
     }
     let computed = header.compute_checksum();
     if computed != header.header_checksum {
-        return Err(ImageError::HeaderChecksum {
-            stored: header.header_checksum,
-            computed,
-        });
+        return Err(ImageError::HeaderChecksum { stored: header.header_checksum, computed });
     }
     if header.format_version > FORMAT_VERSION {
-        return Err(ImageError::NewerVersion {
-            found: header.format_version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(ImageError::NewerVersion { found: header.format_version, supported: FORMAT_VERSION });
     }
     if header.format_version < FORMAT_VERSION {
-        return Err(ImageError::OlderVersion {
-            found: header.format_version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(ImageError::OlderVersion { found: header.format_version, supported: FORMAT_VERSION });
     }
     if header.rkyv_layout != RKYV_LAYOUT {
-        return Err(ImageError::RkyvVersion {
-            found: header.rkyv_layout,
-            supported: RKYV_LAYOUT,
-        });
+        return Err(ImageError::RkyvVersion { found: header.rkyv_layout, supported: RKYV_LAYOUT });
     }
     if header.file_length != file_length {
         return Err(ImageError::Truncated {
@@ -194,23 +163,22 @@ fn check_header(header: &Header, file_length: u64) -> Result<(), ImageError> {
 }
 
 fn section_entry(header: &Header, kind: SectionKind) -> Result<&SectionEntry, ImageError> {
-    header.section(kind).ok_or_else(|| ImageError::MalformedHeader {
-        reason: format!("no {} section", kind.name()),
-    })
+    header.section(kind).ok_or_else(|| ImageError::MalformedHeader { reason: format!("no {} section", kind.name()) })
+}
+
+/// The byte range `[offset, offset + length)` of the mapped file.
+fn byte_range(offset: u64, length: u64) -> std::ops::Range<usize> {
+    // Callers checked the range against the mapped length, which fits in usize.
+    let index = |value: u64| usize::try_from(value).expect("range checked against the mapping");
+    index(offset)..index(offset + length)
 }
 
 fn range(entry: &SectionEntry) -> std::ops::Range<usize> {
-    // Bounds were checked against the mapped length, which fits in usize.
-    let start = entry.offset as usize;
-    start..start + entry.length as usize
+    byte_range(entry.offset, entry.length)
 }
 
 /// Returns a checksummed section's bytes (page data is checked run by run).
-fn section_bytes<'a>(
-    bytes: &'a [u8],
-    header: &Header,
-    kind: SectionKind,
-) -> Result<&'a [u8], ImageError> {
+fn section_bytes<'a>(bytes: &'a [u8], header: &Header, kind: SectionKind) -> Result<&'a [u8], ImageError> {
     let entry = section_entry(header, kind)?;
     let section = &bytes[range(entry)];
     if checksum(section) != entry.checksum {
@@ -222,19 +190,13 @@ fn section_bytes<'a>(
 fn check_runs(bytes: &[u8], data: &SectionEntry, runs: &[PageRunEntry]) -> Result<(), ImageError> {
     let run_checksums: Vec<u8> = runs.iter().flat_map(|run| run.checksum.to_le_bytes()).collect();
     if checksum(&run_checksums) != data.checksum {
-        return Err(ImageError::SectionChecksum {
-            kind: SectionKind::PageData.name(),
-        });
+        return Err(ImageError::SectionChecksum { kind: SectionKind::PageData.name() });
     }
     let data_end = data.offset + data.length;
     let mut previous_end = 0u64;
     for (index, run) in runs.iter().enumerate() {
-        let malformed = |reason| ImageError::MalformedPageRun {
-            index,
-            vaddr: run.vaddr,
-            page_count: run.page_count,
-            reason,
-        };
+        let malformed =
+            |reason| ImageError::MalformedPageRun { index, vaddr: run.vaddr, page_count: run.page_count, reason };
         if run.page_count == 0 {
             return Err(malformed("empty run"));
         }
@@ -251,8 +213,7 @@ fn check_runs(bytes: &[u8], data: &SectionEntry, runs: &[PageRunEntry]) -> Resul
             return Err(malformed("overlaps or precedes the previous run"));
         }
         previous_end = run.vaddr_end();
-        let start = run.data_offset as usize;
-        let contents = &bytes[start..start + run.byte_len() as usize];
+        let contents = &bytes[byte_range(run.data_offset, run.byte_len())];
         if checksum(contents) != run.checksum {
             return Err(ImageError::PageRunChecksum { index, vaddr: run.vaddr });
         }

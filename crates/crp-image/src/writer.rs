@@ -12,8 +12,8 @@ use zerocopy::IntoBytes;
 
 use crate::error::ImageError;
 use crate::format::{
-    FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry,
-    RKYV_LAYOUT, SectionEntry, SectionKind, checksum, page_align_up,
+    FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry, RKYV_LAYOUT, SectionEntry,
+    SectionKind, checksum, page_align_up,
 };
 
 /// Bytes copied per call of a page source.
@@ -45,23 +45,16 @@ impl ImageWriter {
         temp_name.push(file_name);
         temp_name.push(format!(".tmp-{}", std::process::id()));
         let temp_path = path.with_file_name(temp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp_path)
-            .map_err(|source| ImageError::Io {
-                action: "create temporary image",
-                path: temp_path.clone(),
-                source,
+        let file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp_path).map_err(|source| {
+                ImageError::Io { action: "create temporary image", path: temp_path.clone(), source }
             })?;
         let mut file = file;
-        file.seek(SeekFrom::Start(HEADER_BLOCK))
-            .map_err(|source| ImageError::Io {
-                action: "seek past header block",
-                path: temp_path.clone(),
-                source,
-            })?;
+        file.seek(SeekFrom::Start(HEADER_BLOCK)).map_err(|source| ImageError::Io {
+            action: "seek past header block",
+            path: temp_path.clone(),
+            source,
+        })?;
         Ok(Self {
             file,
             temp_path,
@@ -74,11 +67,7 @@ impl ImageWriter {
     }
 
     fn io_error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
-        move |source| ImageError::Io {
-            action,
-            path: self.temp_path.clone(),
-            source,
-        }
+        move |source| ImageError::Io { action, path: self.temp_path.clone(), source }
     }
 
     /// Appends a run of `page_count` pages that lived at `vaddr`. `fill` is
@@ -106,10 +95,7 @@ impl ImageWriter {
                 let piece = usize::try_from(total - done).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
                 let buffer = &mut chunk[..piece];
                 let piece_vaddr = vaddr + done;
-                fill(piece_vaddr, buffer).map_err(|source| ImageError::PageSource {
-                    vaddr: piece_vaddr,
-                    source,
-                })?;
+                fill(piece_vaddr, buffer).map_err(|source| ImageError::PageSource { vaddr: piece_vaddr, source })?;
                 hasher.update(buffer);
                 self.file.write_all(buffer).map_err(self.io_error("write page data"))?;
                 done += piece as u64;
@@ -136,13 +122,7 @@ impl ImageWriter {
             reserved: 0,
             offset: HEADER_BLOCK,
             length: self.next_data_offset - HEADER_BLOCK,
-            checksum: checksum(
-                &self
-                    .runs
-                    .iter()
-                    .flat_map(|run| run.checksum.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            ),
+            checksum: checksum(&self.runs.iter().flat_map(|run| run.checksum.to_le_bytes()).collect::<Vec<u8>>()),
         };
         let runs_bytes = self.runs.as_bytes().to_vec();
         let runs_section = SectionEntry {

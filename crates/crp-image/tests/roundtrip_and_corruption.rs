@@ -19,13 +19,17 @@ fn write_image(dir: &Path, runs: &[(u64, u64, u8)], sample: &Sample) -> PathBuf 
         writer
             .add_page_run(vaddr, page_count, |address, buffer| {
                 for (index, byte) in buffer.iter_mut().enumerate() {
-                    *byte = fill_byte ^ ((address as usize + index) % 251) as u8;
+                    *byte = fill_byte ^ pattern_byte(address + index as u64);
                 }
                 Ok(())
             })
             .unwrap();
     }
     writer.finish(&to_archive(sample).unwrap()).unwrap()
+}
+
+fn pattern_byte(position: u64) -> u8 {
+    u8::try_from(position % 251).unwrap()
 }
 
 fn sample() -> Sample {
@@ -44,7 +48,7 @@ fn written_image_reads_back_identically() {
         assert_eq!(entry.page_count, page_count);
         let data = reader.run_data(entry);
         assert_eq!(data.len() as u64, page_count * PAGE_SIZE);
-        assert_eq!(data[5], fill_byte ^ ((vaddr as usize + 5) % 251) as u8);
+        assert_eq!(data[5], fill_byte ^ pattern_byte(vaddr + 5));
     }
     let archived = reader.metadata::<ArchivedSample>().unwrap();
     let back: Sample = rkyv::deserialize::<Sample, rkyv::rancor::Error>(archived).unwrap();
@@ -78,8 +82,7 @@ fn newer_version_is_refused_as_newer() {
     // Bump the version and fix the header checksum, as a newer crp would write it.
     bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
     let header_len = std::mem::size_of::<crp_image::format::Header>();
-    let mut header: crp_image::format::Header =
-        zerocopy::FromBytes::read_from_bytes(&bytes[..header_len]).unwrap();
+    let mut header: crp_image::format::Header = zerocopy::FromBytes::read_from_bytes(&bytes[..header_len]).unwrap();
     header.header_checksum = header.compute_checksum();
     bytes[..header_len].copy_from_slice(zerocopy::IntoBytes::as_bytes(&header));
     std::fs::write(&path, &bytes).unwrap();
@@ -103,7 +106,8 @@ proptest! {
         let (dir, mut bytes) = reference_image();
         let bit = bit % (bytes.len() * 8);
         let header_len = std::mem::size_of::<crp_image::format::Header>();
-        let in_padding = (header_len..crp_image::format::HEADER_BLOCK as usize).contains(&(bit / 8))
+        let header_block = usize::try_from(crp_image::format::HEADER_BLOCK).unwrap();
+        let in_padding = (header_len..header_block).contains(&(bit / 8))
             || is_inter_section_padding(&bytes, bit / 8);
         // Bytes in the zero padding of the header block and between sections
         // carry no information; flipping them must still leave the image valid.
@@ -141,8 +145,7 @@ proptest! {
 /// metadata, which no checksum covers because it holds nothing.
 fn is_inter_section_padding(bytes: &[u8], offset: usize) -> bool {
     let header_len = std::mem::size_of::<crp_image::format::Header>();
-    let header: crp_image::format::Header =
-        zerocopy::FromBytes::read_from_bytes(&bytes[..header_len]).unwrap();
+    let header: crp_image::format::Header = zerocopy::FromBytes::read_from_bytes(&bytes[..header_len]).unwrap();
     let runs = header.section(crp_image::SectionKind::PageRuns).unwrap();
     let metadata = header.section(crp_image::SectionKind::Metadata).unwrap();
     let offset = offset as u64;

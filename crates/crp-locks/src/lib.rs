@@ -17,11 +17,7 @@ pub enum LockError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("{operation} on pid {pid}: {errno}")]
-    Ptrace {
-        operation: &'static str,
-        pid: i32,
-        errno: nix::errno::Errno,
-    },
+    Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
     #[error("file locks (fd {fd}: {lock}) are not supported yet")]
     FileLock { fd: String, lock: String },
     #[error("cannot read {path}: {source}")]
@@ -52,10 +48,7 @@ pub struct LockState {
 /// /proc/PID/fdinfo.
 pub fn preflight(pid: i32) -> Result<(), LockError> {
     let directory = format!("/proc/{pid}/fdinfo");
-    let entries = std::fs::read_dir(&directory).map_err(|source| LockError::Io {
-        path: directory.clone(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(&directory).map_err(|source| LockError::Io { path: directory.clone(), source })?;
     for entry in entries.flatten() {
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue; // closed since the listing
@@ -71,11 +64,8 @@ pub fn preflight(pid: i32) -> Result<(), LockError> {
 }
 
 fn rseq_of(pid: i32) -> Result<Option<RseqRegistration>, LockError> {
-    let configuration = crp_ptrace::sys::get_rseq_configuration(Pid::from_raw(pid)).map_err(|errno| LockError::Ptrace {
-        operation: "PTRACE_GET_RSEQ_CONFIGURATION",
-        pid,
-        errno,
-    })?;
+    let configuration = crp_ptrace::sys::get_rseq_configuration(Pid::from_raw(pid))
+        .map_err(|errno| LockError::Ptrace { operation: "PTRACE_GET_RSEQ_CONFIGURATION", pid, errno })?;
     Ok((configuration.rseq_abi_pointer != 0).then_some(RseqRegistration {
         address: configuration.rseq_abi_pointer,
         length: configuration.rseq_abi_size,

@@ -25,12 +25,7 @@ impl Frozen {
         let pid = Pid::from_raw(pid);
         let raw = pid.as_raw();
         ptrace::seize(pid, ptrace::Options::empty()).map_err(EngineError::ptrace("PTRACE_SEIZE", raw))?;
-        let mut frozen = Self {
-            pid,
-            registers: empty_registers(),
-            deferred_signals: Vec::new(),
-            attached: true,
-        };
+        let mut frozen = Self { pid, registers: empty_registers(), deferred_signals: Vec::new(), attached: true };
         ptrace::interrupt(pid).map_err(EngineError::ptrace("PTRACE_INTERRUPT", raw))?;
         match waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(EngineError::ptrace("waitpid", raw))? {
             WaitStatus::PtraceEvent(..) => {}

@@ -6,10 +6,10 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::Registers;
 use crate::error::EngineError;
 use crate::sys;
 use crate::tracee::Tracee;
-use crate::Registers;
 
 /// A stopped tracee plus an address holding `0f 05` to run syscalls through.
 #[derive(Debug)]
@@ -25,13 +25,7 @@ impl Injector {
     /// `base_registers` supply every register a syscall does not set
     /// (segment selectors, flags, fs base).
     pub fn new(pid: Pid, syscall_ip: u64, base_registers: Registers) -> Self {
-        Self {
-            pid,
-            syscall_ip,
-            base_registers,
-            scratch: (0, 0),
-            deferred_signals: Vec::new(),
-        }
+        Self { pid, syscall_ip, base_registers, scratch: (0, 0), deferred_signals: Vec::new() }
     }
 
     pub fn set_syscall_ip(&mut self, syscall_ip: u64) {
@@ -52,8 +46,7 @@ impl Injector {
         let pid = self.pid.as_raw();
         loop {
             ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
-            let status = waitpid(self.pid, Some(WaitPidFlag::__WALL))
-                .map_err(EngineError::ptrace("waitpid", pid))?;
+            let status = waitpid(self.pid, Some(WaitPidFlag::__WALL)).map_err(EngineError::ptrace("waitpid", pid))?;
             match status {
                 WaitStatus::Stopped(_, Signal::SIGTRAP) => return Ok(()),
                 WaitStatus::Stopped(_, signal) => {
@@ -81,8 +74,7 @@ impl Injector {
     }
 
     fn syscall_still_pending(&self) -> Result<bool, EngineError> {
-        let registers = ptrace::getregs(self.pid)
-            .map_err(EngineError::ptrace("PTRACE_GETREGS", self.pid.as_raw()))?;
+        let registers = ptrace::getregs(self.pid).map_err(EngineError::ptrace("PTRACE_GETREGS", self.pid.as_raw()))?;
         Ok(registers.rip == self.syscall_ip)
     }
 }
@@ -96,7 +88,7 @@ impl Tracee for Injector {
         let pid = self.pid.as_raw();
         let mut registers = self.base_registers;
         registers.rip = self.syscall_ip;
-        registers.rax = number as u64;
+        registers.rax = number.cast_unsigned();
         // Never let the kernel's syscall-restart logic touch an injection.
         registers.orig_rax = u64::MAX;
         registers.rdi = args[0];

@@ -17,4 +17,4 @@ pub use error::EngineError;
 pub use freeze::Frozen;
 pub use inject::Injector;
 pub use nix::libc::user_regs_struct as Registers;
-pub use tracee::{ScratchWriter, Tracee, TraceeExt};
+pub use tracee::{ScratchWriter, Tracee, TraceeExt, arg};

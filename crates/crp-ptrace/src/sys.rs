@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::IoSliceMut;
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
@@ -32,10 +33,7 @@ pub struct RseqConfiguration {
 #[doc(alias = "PTRACE_GETREGSET")]
 pub fn get_xstate(pid: Pid) -> Result<Vec<u8>, Errno> {
     let mut buffer = vec![0u8; XSTATE_BUFFER];
-    let mut iov = libc::iovec {
-        iov_base: buffer.as_mut_ptr().cast(),
-        iov_len: buffer.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
     // SAFETY: the iovec describes `buffer`, which outlives the call; the
     // kernel writes at most `iov_len` bytes and updates `iov_len`.
     let result = unsafe {
@@ -55,10 +53,7 @@ pub fn get_xstate(pid: Pid) -> Result<Vec<u8>, Errno> {
 /// wants exactly its own XSAVE size.
 #[doc(alias = "PTRACE_SETREGSET")]
 pub fn set_xstate(pid: Pid, area: &[u8]) -> Result<(), Errno> {
-    let mut iov = libc::iovec {
-        iov_base: area.as_ptr().cast_mut().cast(),
-        iov_len: area.len(),
-    };
+    let mut iov = libc::iovec { iov_base: area.as_ptr().cast_mut().cast(), iov_len: area.len() };
     // SAFETY: the iovec describes `area`, which the kernel only reads.
     let result = unsafe {
         libc::ptrace(
@@ -123,10 +118,7 @@ pub fn get_rseq_configuration(pid: Pid) -> Result<RseqConfiguration, Errno> {
 #[doc(alias = "process_vm_readv")]
 pub fn read_memory(pid: Pid, address: u64, buffer: &mut [u8]) -> Result<(), Errno> {
     let length = buffer.len();
-    let remote = [RemoteIoVec {
-        base: address as usize,
-        len: length,
-    }];
+    let remote = [RemoteIoVec { base: remote_base(address)?, len: length }];
     match process_vm_readv(pid, &mut [IoSliceMut::new(buffer)], &remote) {
         Ok(read) if read == length => Ok(()),
         _ => proc_mem(pid, true)?
@@ -139,16 +131,18 @@ pub fn read_memory(pid: Pid, address: u64, buffer: &mut [u8]) -> Result<(), Errn
 /// `/proc/PID/mem` for pages mapped without write permission.
 #[doc(alias = "process_vm_writev")]
 pub fn write_memory(pid: Pid, address: u64, data: &[u8]) -> Result<(), Errno> {
-    let remote = [RemoteIoVec {
-        base: address as usize,
-        len: data.len(),
-    }];
+    let remote = [RemoteIoVec { base: remote_base(address)?, len: data.len() }];
     match process_vm_writev(pid, &[std::io::IoSlice::new(data)], &remote) {
         Ok(written) if written == data.len() => Ok(()),
         _ => proc_mem(pid, false)?
             .write_all_at(data, address)
             .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))),
     }
+}
+
+/// A tracee address as an iovec base (addresses are 64-bit on x86-64).
+fn remote_base(address: u64) -> Result<usize, Errno> {
+    usize::try_from(address).map_err(|_| Errno::EFAULT)
 }
 
 fn proc_mem(pid: Pid, read_only: bool) -> Result<std::fs::File, Errno> {
@@ -203,7 +197,8 @@ pub fn fork_traced_stopped(pid: Option<i32>) -> Result<Pid, Errno> {
         }
         result
     };
-    Errno::result(result).map(|child| Pid::from_raw(child as libc::pid_t))
+    let child = Errno::result(result)?;
+    libc::pid_t::try_from(child).map(Pid::from_raw).map_err(|_| Errno::EOVERFLOW)
 }
 
 /// `PR_SET_MM_MAP_SIZE`: asks the kernel for its `struct prctl_mm_map`
@@ -225,8 +220,8 @@ pub fn userfaultfd_available() -> Result<(), Errno> {
     // SAFETY: userfaultfd takes only flags and returns a new descriptor,
     // closed right away.
     let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
-    Errno::result(fd)?;
+    let fd = libc::c_int::try_from(Errno::result(fd)?).map_err(|_| Errno::EBADF)?;
     // SAFETY: `fd` was just returned by the kernel and is owned here.
-    unsafe { libc::close(fd as libc::c_int) };
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
     Ok(())
 }

@@ -34,17 +34,13 @@ pub trait TraceeExt: Tracee {
                 errno: Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL)),
             });
         }
-        Ok(result as u64)
+        Ok(result.cast_unsigned())
     }
 
     /// Starts laying out syscall arguments in the scratch area.
     fn scratch(&self) -> ScratchWriter {
         let (address, length) = self.scratch_area();
-        ScratchWriter {
-            base: address,
-            length,
-            bytes: Vec::new(),
-        }
+        ScratchWriter { base: address, length, bytes: Vec::new() }
     }
 }
 
@@ -92,4 +88,10 @@ impl ScratchWriter {
         }
         tracee.write_memory(self.base, &self.bytes)
     }
+}
+
+/// A C integer (an fd, a flag set, a signal number, AT_FDCWD) as a syscall
+/// argument register: sign-extended, the way the C ABI passes it.
+pub fn arg(value: impl Into<i64>) -> u64 {
+    value.into().cast_unsigned()
 }

@@ -30,12 +30,7 @@ pub enum LayoutError {
     #[error("range [{start:#x}, {end:#x}) is empty or reversed")]
     EmptyRange { start: u64, end: u64 },
     #[error("range [{start:#x}, {end:#x}) overlaps [{other_start:#x}, {other_end:#x})")]
-    Overlap {
-        start: u64,
-        end: u64,
-        other_start: u64,
-        other_end: u64,
-    },
+    Overlap { start: u64, end: u64, other_start: u64, other_end: u64 },
 }
 
 /// The rebuilt address space.
@@ -46,10 +41,7 @@ pub struct AddressSpace<T> {
 
 impl<T> std::fmt::Debug for AddressSpace<T> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_list()
-            .entries(self.ranges().map(|(start, end, _)| start..end))
-            .finish()
+        formatter.debug_list().entries(self.ranges().map(|(start, end, _)| start..end)).finish()
     }
 }
 
@@ -61,10 +53,7 @@ impl<T> Default for AddressSpace<T> {
 
 impl<T> AddressSpace<T> {
     pub fn new() -> Self {
-        Self {
-            tree: RBTree::new(RangeAdapter::new()),
-            len: 0,
-        }
+        Self { tree: RBTree::new(RangeAdapter::new()), len: 0 }
     }
 
     /// Rebuilds the tree from a flat list (the order does not matter).
@@ -95,19 +84,9 @@ impl<T> AddressSpace<T> {
         if let Some(node) = cursor.get()
             && node.end > start
         {
-            return Err(LayoutError::Overlap {
-                start,
-                end,
-                other_start: node.start,
-                other_end: node.end,
-            });
+            return Err(LayoutError::Overlap { start, end, other_start: node.start, other_end: node.end });
         }
-        self.tree.insert(Box::new(RangeNode {
-            link: RBTreeLink::new(),
-            start,
-            end,
-            payload,
-        }));
+        self.tree.insert(Box::new(RangeNode { link: RBTreeLink::new(), start, end, payload }));
         self.len += 1;
         Ok(())
     }
@@ -115,10 +94,7 @@ impl<T> AddressSpace<T> {
     /// The range containing `address`, if any.
     pub fn find(&self, address: u64) -> Option<(u64, u64, &T)> {
         let cursor = self.tree.upper_bound(Bound::Included(&address));
-        cursor
-            .get()
-            .filter(|node| address < node.end)
-            .map(|node| (node.start, node.end, &node.payload))
+        cursor.get().filter(|node| address < node.end).map(|node| (node.start, node.end, &node.payload))
     }
 
     /// Removes the range starting exactly at `start`.
@@ -165,12 +141,7 @@ impl<T> AddressSpace<T> {
             if let Some((other_start, other_end)) = previous
                 && other_end > start
             {
-                return Err(LayoutError::Overlap {
-                    start,
-                    end,
-                    other_start,
-                    other_end,
-                });
+                return Err(LayoutError::Overlap { start, end, other_start, other_end });
             }
             previous = Some((start, end));
             count += 1;

@@ -12,8 +12,10 @@ use super::validate::TASK_SIZE;
 use crate::error::CrpError;
 
 const PAGE_SIZE: u64 = 4096;
-/// One code page followed by scratch pages.
-pub const GADGET_BYTES: u64 = 8 * PAGE_SIZE;
+/// Scratch space after the code page.
+const SCRATCH_BYTES: usize = 7 * 4096;
+/// One code page followed by the scratch pages.
+pub const GADGET_BYTES: u64 = PAGE_SIZE + SCRATCH_BYTES as u64;
 /// Lowest address considered for the gadget and temporary moves.
 const SEARCH_FLOOR: u64 = 0x1_0000;
 /// `syscall; int3; int3`: every injected syscall runs through here.
@@ -27,7 +29,7 @@ pub struct Gadget {
 
 impl Gadget {
     pub fn scratch(&self) -> (u64, usize) {
-        (self.address + PAGE_SIZE, (GADGET_BYTES - PAGE_SIZE) as usize)
+        (self.address + PAGE_SIZE, SCRATCH_BYTES)
     }
 }
 
@@ -60,7 +62,8 @@ pub fn install_gadget(
     target: &AddressSpace<()>,
     child_maps: &[MapsEntry],
 ) -> Result<Gadget, CrpError> {
-    let occupied = space_of(child_maps.iter().filter(|entry| entry.end <= TASK_SIZE).map(|entry| (entry.start, entry.end)));
+    let occupied =
+        space_of(child_maps.iter().filter(|entry| entry.end <= TASK_SIZE).map(|entry| (entry.start, entry.end)));
     let address = common_hole(target, &occupied, GADGET_BYTES).ok_or_else(|| CrpError::InvalidImage {
         reason: "no hole left in the address space for crp's gadget page".into(),
     })?;
@@ -104,9 +107,8 @@ pub fn place_vdso(
         return Ok(());
     };
     let occupied = space_of([(gadget.address, gadget.address + GADGET_BYTES), (live_start, live_end)]);
-    let temporary = common_hole(target, &occupied, live_end - live_start).ok_or_else(|| CrpError::InvalidImage {
-        reason: "no hole to move the vDSO through".into(),
-    })?;
+    let temporary = common_hole(target, &occupied, live_end - live_start)
+        .ok_or_else(|| CrpError::InvalidImage { reason: "no hole to move the vDSO through".into() })?;
     live.move_to(injector, target_vdso, temporary)?;
     Ok(())
 }

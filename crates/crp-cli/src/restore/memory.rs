@@ -32,7 +32,12 @@ fn vmas_with_pages(vmas: &[VmaRecord], runs: &[PageRunEntry]) -> Vec<bool> {
     with_pages
 }
 
-pub fn map_and_fill(injector: &mut Injector, pid: Pid, vmas: &[VmaRecord], reader: &ImageReader) -> Result<(), CrpError> {
+pub fn map_and_fill(
+    injector: &mut Injector,
+    pid: Pid,
+    vmas: &[VmaRecord],
+    reader: &ImageReader,
+) -> Result<(), CrpError> {
     let mut sorted: Vec<&VmaRecord> = vmas.iter().collect();
     sorted.sort_by_key(|vma| vma.start);
     let sorted: Vec<VmaRecord> = sorted.into_iter().cloned().collect();
@@ -54,16 +59,15 @@ fn write_pages(pid: Pid, reader: &ImageReader) -> Result<(), CrpError> {
     let mut batch_bytes = 0usize;
     for run in reader.page_runs() {
         let data = reader.run_data(run);
+        let base = usize::try_from(run.vaddr)
+            .map_err(|_| CrpError::InvalidImage { reason: format!("page run address {:#x}", run.vaddr) })?;
         for (index, piece) in data.chunks(MAX_BATCH_BYTES).enumerate() {
             if local.len() == MAX_IOVECS || batch_bytes + piece.len() > MAX_BATCH_BYTES {
                 flush(pid, &mut local, &mut remote)?;
                 batch_bytes = 0;
             }
             local.push(IoSlice::new(piece));
-            remote.push(RemoteIoVec {
-                base: (run.vaddr as usize) + index * MAX_BATCH_BYTES,
-                len: piece.len(),
-            });
+            remote.push(RemoteIoVec { base: base + index * MAX_BATCH_BYTES, len: piece.len() });
             batch_bytes += piece.len();
         }
     }

@@ -46,10 +46,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });
     }
     let exit_code = wait_for_exit(pid)?;
-    Ok(RestoreOutcome::Finished {
-        pid: pid.as_raw(),
-        exit_code,
-    })
+    Ok(RestoreOutcome::Finished { pid: pid.as_raw(), exit_code })
 }
 
 /// The child gets the old PID when it is free; otherwise a new one, unless
@@ -70,18 +67,13 @@ fn pid_in_use(pid: i32) -> bool {
 fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Result<(), CrpError> {
     let pid = child.pid();
     let raw = pid.as_raw();
-    let start = ptrace::getregs(pid).map_err(|errno| EngineError::Ptrace {
-        operation: "PTRACE_GETREGS",
-        pid: raw,
-        errno,
-    })?;
+    let start =
+        ptrace::getregs(pid).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_GETREGS", pid: raw, errno })?;
     // The child stopped right after its own kill(SIGSTOP) syscall.
     let mut injector = Injector::new(pid, start.rip - 2, start);
     LockState::unregister_inherited_rseq(&mut injector)?;
-    let child_maps = crp_ptrace::procfs::read_smaps(raw).map_err(|source| CrpError::Io {
-        action: format!("read /proc/{raw}/smaps"),
-        source,
-    })?;
+    let child_maps = crp_ptrace::procfs::read_smaps(raw)
+        .map_err(|source| CrpError::Io { action: format!("read /proc/{raw}/smaps"), source })?;
     let live_vdso = VdsoLayout::from_maps(child_maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
     let target = validate::target_space(image)?;
 
@@ -108,11 +100,7 @@ fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Resu
     for signal in injector.take_deferred_signals() {
         let _ = kill(pid, signal);
     }
-    ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace {
-        operation: "PTRACE_DETACH",
-        pid: raw,
-        errno,
-    })?;
+    ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
     Ok(())
 }
 
@@ -125,10 +113,7 @@ fn wait_for_exit(pid: Pid) -> Result<i32, CrpError> {
             Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(errno) => {
-                return Err(CrpError::Io {
-                    action: format!("wait for pid {pid}"),
-                    source: errno.into(),
-                });
+                return Err(CrpError::Io { action: format!("wait for pid {pid}"), source: errno.into() });
             }
         }
     }

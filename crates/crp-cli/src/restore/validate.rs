@@ -22,8 +22,8 @@ fn invalid(reason: String) -> CrpError {
 /// checks the layout it describes.
 pub fn load_image(reader: &ImageReader) -> Result<ProcessImage, CrpError> {
     let archived = reader.metadata::<ArchivedProcessImage>()?;
-    let image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived)
-        .map_err(|error| invalid(error.to_string()))?;
+    let image: ProcessImage =
+        rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived).map_err(|error| invalid(error.to_string()))?;
     check_layout(&image, reader)?;
     Ok(image)
 }
@@ -54,9 +54,7 @@ fn check_layout(image: &ProcessImage, reader: &ImageReader) -> Result<(), CrpErr
     let space = target_space(image)?;
     let mut stores_pages = AddressSpace::new();
     for vma in image.vmas.iter().filter(|vma| vma.stores_pages()) {
-        stores_pages
-            .insert(vma.start, vma.end, ())
-            .map_err(|error| invalid(error.to_string()))?;
+        stores_pages.insert(vma.start, vma.end, ()).map_err(|error| invalid(error.to_string()))?;
     }
     for run in reader.page_runs() {
         match stores_pages.find(run.vaddr) {
@@ -78,10 +76,8 @@ fn check_layout(image: &ProcessImage, reader: &ImageReader) -> Result<(), CrpErr
 
 /// The vDSO layout of this kernel, as crp itself has it.
 pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
-    let maps = crp_ptrace::procfs::read_smaps(std::process::id() as i32).map_err(|source| CrpError::Io {
-        action: "read /proc/self/smaps".into(),
-        source,
-    })?;
+    let maps = crp_ptrace::procfs::read_smaps(std::process::id() as i32)
+        .map_err(|source| CrpError::Io { action: "read /proc/self/smaps".into(), source })?;
     Ok(VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end))))
 }
 
@@ -95,9 +91,7 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;
-    std::fs::metadata(&image.mm.exe_path).map_err(|source| CrpError::Io {
-        action: format!("find executable {}", image.mm.exe_path),
-        source,
-    })?;
+    std::fs::metadata(&image.mm.exe_path)
+        .map_err(|source| CrpError::Io { action: format!("find executable {}", image.mm.exe_path), source })?;
     Ok(())
 }

@@ -61,10 +61,7 @@ pub fn programs() -> &'static Programs {
             assert!(status.success(), "building {name} failed");
             output
         };
-        Programs {
-            dynamic: build("subject", &[]),
-            static_: build("subject-static", &["-static"]),
-        }
+        Programs { dynamic: build("subject", &[]), static_: build("subject-static", &["-static"]) }
     })
 }
 
@@ -105,12 +102,7 @@ impl Subject {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let pid = read_ready(&mut stdout);
         assert_eq!(pid, child.id() as i32, "subject announced another pid");
-        Subject {
-            child,
-            pid,
-            stdin,
-            stdout,
-        }
+        Subject { child, pid, stdin, stdout }
     }
 
     /// Waits for the process to end (it must, e.g. after a dump killed it).
@@ -199,9 +191,7 @@ pub fn process_exists(pid: i32) -> bool {
 /// A /proc/PID/status field.
 pub fn status_field(pid: i32, key: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{key}:")).map(|value| value.trim().to_owned()))
-        .unwrap()
+    text.lines().find_map(|line| line.strip_prefix(&format!("{key}:")).map(|value| value.trim().to_owned())).unwrap()
 }
 
 /// Waits for a (reparented) process and returns its exit code.
