@@ -45,6 +45,19 @@ fn probe_ptrace_and_clone3() -> Vec<Probe> {
             Err(error) => Err(error.to_string()),
         },
     });
+    probes.push(Probe {
+        name: "PTRACE_GET_RSEQ_CONFIGURATION",
+        required: true,
+        result: match &first {
+            Ok(child) => crp_ptrace::sys::get_rseq_configuration(child.pid())
+                .map(|configuration| match configuration.rseq_abi_pointer {
+                    0 => "available (the child has no rseq area)".to_owned(),
+                    address => format!("available (the child's rseq area is at {address:#x})"),
+                })
+                .map_err(|errno| format!("{errno}: rseq registrations cannot be saved")),
+            Err(error) => Err(error.to_string()),
+        },
+    });
     drop(first); // kills and reaps the child, freeing its pid
     probes.push(Probe {
         name: "clone3 set_tid",
@@ -67,18 +80,6 @@ pub fn run() -> Vec<Probe> {
         result: crp_ptrace::sys::prctl_mm_map_size()
             .map(|size| format!("struct prctl_mm_map is {size} bytes"))
             .map_err(|errno| format!("{errno}: kernel lacks CONFIG_CHECKPOINT_RESTORE")),
-    });
-    probes.push(Probe {
-        name: "PTRACE_GET_RSEQ_CONFIGURATION",
-        required: true,
-        result: crp_ptrace::sys::get_rseq_configuration(nix::unistd::getpid()).map(|_| "available".to_owned()).or_else(
-            |errno| match errno {
-                // Asking about oneself without tracing gives ESRCH: the
-                // request exists.
-                nix::errno::Errno::ESRCH => Ok("available".to_owned()),
-                other => Err(format!("{other}")),
-            },
-        ),
     });
     probes.push(Probe {
         name: "userfaultfd",
