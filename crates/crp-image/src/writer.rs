@@ -168,6 +168,8 @@ impl ImageWriter {
         self.file.write_all(metadata).map_err(self.io_error("write metadata"))?;
         self.file.seek(SeekFrom::Start(0)).map_err(self.io_error("seek to header"))?;
         self.file.write_all(header.as_bytes()).map_err(self.io_error("write header"))?;
+        // With no pages and no metadata nothing was written past the header.
+        self.file.set_len(file_length).map_err(self.io_error("extend image"))?;
         self.file.sync_all().map_err(self.io_error("fsync image"))?;
         std::fs::rename(&self.temp_path, &self.final_path).map_err(self.io_error("rename image"))?;
         self.finished = true;

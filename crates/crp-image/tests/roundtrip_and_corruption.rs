@@ -55,6 +55,18 @@ fn written_image_reads_back_identically() {
     assert_eq!(back, sample());
 }
 
+/// Regression: an image with no pages and empty metadata was shorter than
+/// its header said, and its own reader refused it as truncated.
+#[test]
+fn empty_image_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.crp");
+    ImageWriter::create(&path).unwrap().finish(&[]).unwrap();
+    let reader = ImageReader::open(&path).unwrap();
+    assert!(reader.page_runs().is_empty());
+    assert!(reader.metadata_bytes().is_empty());
+}
+
 #[test]
 fn image_is_private_to_its_owner() {
     use std::os::unix::fs::PermissionsExt;
