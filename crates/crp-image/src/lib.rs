@@ -15,6 +15,7 @@
 
 mod error;
 pub mod format;
+mod pipeline;
 mod reader;
 mod writer;
 

@@ -3,9 +3,9 @@
 //! reader never sees a half-written image.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3;
 use zerocopy::IntoBytes;
@@ -15,6 +15,7 @@ use crate::format::{
     FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry, RKYV_LAYOUT, SectionEntry,
     SectionKind, checksum, page_align_up,
 };
+use crate::pipeline::WritePipeline;
 
 /// Bytes copied per call of a page source.
 const CHUNK_BYTES: usize = 8 << 20;
@@ -23,12 +24,12 @@ const CHUNK_BYTES: usize = 8 << 20;
 /// the temporary file.
 #[derive(Debug)]
 pub struct ImageWriter {
-    file: File,
+    file: Arc<File>,
     temp_path: PathBuf,
     final_path: PathBuf,
     runs: Vec<PageRunEntry>,
     next_data_offset: u64,
-    chunk: Vec<u8>,
+    pipeline: WritePipeline,
     finished: bool,
 }
 
@@ -49,19 +50,14 @@ impl ImageWriter {
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp_path).map_err(|source| {
                 ImageError::Io { action: "create temporary image", path: temp_path.clone(), source }
             })?;
-        let mut file = file;
-        file.seek(SeekFrom::Start(HEADER_BLOCK)).map_err(|source| ImageError::Io {
-            action: "seek past header block",
-            path: temp_path.clone(),
-            source,
-        })?;
+        let file = Arc::new(file);
         Ok(Self {
+            pipeline: WritePipeline::start(Arc::clone(&file), CHUNK_BYTES),
             file,
             temp_path,
             final_path: path.to_owned(),
             runs: Vec::new(),
             next_data_offset: HEADER_BLOCK,
-            chunk: Vec::new(),
             finished: false,
         })
     }
@@ -83,27 +79,20 @@ impl ImageWriter {
             return Ok(());
         }
         let total = page_count * PAGE_SIZE;
-        let chunk_len = usize::try_from(total).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
-        if self.chunk.len() < chunk_len {
-            self.chunk.resize(chunk_len, 0);
-        }
         let mut hasher = Xxh3::new();
         let mut done = 0u64;
-        let mut chunk = std::mem::take(&mut self.chunk);
-        let result = (|| {
-            while done < total {
-                let piece = usize::try_from(total - done).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
-                let buffer = &mut chunk[..piece];
-                let piece_vaddr = vaddr + done;
-                fill(piece_vaddr, buffer).map_err(|source| ImageError::PageSource { vaddr: piece_vaddr, source })?;
-                hasher.update(buffer);
-                self.file.write_all(buffer).map_err(self.io_error("write page data"))?;
-                done += piece as u64;
-            }
-            Ok(())
-        })();
-        self.chunk = chunk;
-        result?;
+        while done < total {
+            let piece = usize::try_from(total - done).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
+            let mut buffer = self.pipeline.buffer().map_err(self.io_error("write page data"))?;
+            let piece_vaddr = vaddr + done;
+            fill(piece_vaddr, &mut buffer[..piece])
+                .map_err(|source| ImageError::PageSource { vaddr: piece_vaddr, source })?;
+            hasher.update(&buffer[..piece]);
+            self.pipeline
+                .write(buffer, piece, self.next_data_offset + done)
+                .map_err(self.io_error("write page data"))?;
+            done += piece as u64;
+        }
         self.runs.push(PageRunEntry {
             vaddr,
             page_count,
@@ -117,6 +106,7 @@ impl ImageWriter {
     /// Writes the run table, the metadata archive and the header, makes the
     /// file durable and moves it to its final name.
     pub fn finish(mut self, metadata: &[u8]) -> Result<PathBuf, ImageError> {
+        self.pipeline.finish().map_err(self.io_error("write page data"))?;
         let data_section = SectionEntry {
             kind: SectionKind::PageData as u32,
             reserved: 0,
@@ -160,14 +150,9 @@ impl ImageWriter {
         };
         header.header_checksum = header.compute_checksum();
 
-        self.file.write_all(&runs_bytes).map_err(self.io_error("write page run table"))?;
-        let padding = metadata_offset - (runs_section.offset + runs_section.length);
-        self.file
-            .write_all(&vec![0u8; usize::try_from(padding).unwrap_or(0)])
-            .map_err(self.io_error("write padding"))?;
-        self.file.write_all(metadata).map_err(self.io_error("write metadata"))?;
-        self.file.seek(SeekFrom::Start(0)).map_err(self.io_error("seek to header"))?;
-        self.file.write_all(header.as_bytes()).map_err(self.io_error("write header"))?;
+        self.file.write_all_at(&runs_bytes, runs_section.offset).map_err(self.io_error("write page run table"))?;
+        self.file.write_all_at(metadata, metadata_offset).map_err(self.io_error("write metadata"))?;
+        self.file.write_all_at(header.as_bytes(), 0).map_err(self.io_error("write header"))?;
         // With no pages and no metadata nothing was written past the header.
         self.file.set_len(file_length).map_err(self.io_error("extend image"))?;
         self.file.sync_all().map_err(self.io_error("fsync image"))?;
