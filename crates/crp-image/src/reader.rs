@@ -35,7 +35,8 @@ impl ImageReader {
         // SAFETY: the image is opened read-only and mapped privately; crp
         // does not modify image files while it reads them. A concurrent
         // truncation by someone else could fault, as with any mapped input.
-        let map = unsafe { Mmap::map(&file) }.map_err(io_error("map image"))?;
+        // Populated up front: every page is read by the checksum pass anyway.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io_error("map image"))?;
         // A restored child is forked from crp: it must not inherit the map.
         let _ = map.advise(memmap2::Advice::DontFork);
         Self::from_map(path.to_owned(), map)
@@ -213,10 +214,32 @@ fn check_runs(bytes: &[u8], data: &SectionEntry, runs: &[PageRunEntry]) -> Resul
             return Err(malformed("overlaps or precedes the previous run"));
         }
         previous_end = run.vaddr_end();
-        let contents = &bytes[byte_range(run.data_offset, run.byte_len())];
-        if checksum(contents) != run.checksum {
-            return Err(ImageError::PageRunChecksum { index, vaddr: run.vaddr });
-        }
     }
-    Ok(())
+    verify_run_checksums(bytes, runs)
+}
+
+/// Checks every run's contents against its checksum, on all CPUs: this is
+/// the one pass over all page data a restore makes before creating anything.
+fn verify_run_checksums(bytes: &[u8], runs: &[PageRunEntry]) -> Result<(), ImageError> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
+    let per_worker = runs.len().div_ceil(workers).max(1);
+    let first_bad = std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .chunks(per_worker)
+            .enumerate()
+            .map(|(part, slice)| {
+                scope.spawn(move || {
+                    slice
+                        .iter()
+                        .position(|run| checksum(&bytes[byte_range(run.data_offset, run.byte_len())]) != run.checksum)
+                        .map(|index| part * per_worker + index)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|handle| handle.join().ok().flatten()).min()
+    });
+    match first_bad {
+        Some(index) => Err(ImageError::PageRunChecksum { index, vaddr: runs[index].vaddr }),
+        None => Ok(()),
+    }
 }

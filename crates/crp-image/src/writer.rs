@@ -7,7 +7,6 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use xxhash_rust::xxh3::Xxh3;
 use zerocopy::IntoBytes;
 
 use crate::error::ImageError;
@@ -17,7 +16,7 @@ use crate::format::{
 };
 use crate::pipeline::WritePipeline;
 
-/// Bytes copied per call of a page source.
+/// Bytes copied per call of a page source; also the largest page run.
 const CHUNK_BYTES: usize = 8 << 20;
 
 /// Builds one image file. Dropping it without [`ImageWriter::finish`] removes
@@ -66,9 +65,10 @@ impl ImageWriter {
         move |source| ImageError::Io { action, path: self.temp_path.clone(), source }
     }
 
-    /// Appends a run of `page_count` pages that lived at `vaddr`. `fill` is
-    /// called with consecutive pieces of the run (address of the piece, buffer
-    /// to fill completely) and typically reads the tracee's memory.
+    /// Appends `page_count` pages that lived at `vaddr`, stored as runs of
+    /// at most 8 MiB. `fill` is called with consecutive pieces (address of the
+    /// piece, buffer to fill completely) and typically reads the tracee's
+    /// memory.
     pub fn add_page_run(
         &mut self,
         vaddr: u64,
@@ -79,7 +79,8 @@ impl ImageWriter {
             return Ok(());
         }
         let total = page_count * PAGE_SIZE;
-        let mut hasher = Xxh3::new();
+        // Each piece becomes a run of its own, so that reading, checking
+        // and restoring can work on runs in parallel.
         let mut done = 0u64;
         while done < total {
             let piece = usize::try_from(total - done).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
@@ -87,18 +88,17 @@ impl ImageWriter {
             let piece_vaddr = vaddr + done;
             fill(piece_vaddr, &mut buffer[..piece])
                 .map_err(|source| ImageError::PageSource { vaddr: piece_vaddr, source })?;
-            hasher.update(&buffer[..piece]);
+            self.runs.push(PageRunEntry {
+                vaddr: piece_vaddr,
+                page_count: piece as u64 / PAGE_SIZE,
+                data_offset: self.next_data_offset + done,
+                checksum: checksum(&buffer[..piece]),
+            });
             self.pipeline
                 .write(buffer, piece, self.next_data_offset + done)
                 .map_err(self.io_error("write page data"))?;
             done += piece as u64;
         }
-        self.runs.push(PageRunEntry {
-            vaddr,
-            page_count,
-            data_offset: self.next_data_offset,
-            checksum: hasher.digest(),
-        });
         self.next_data_offset += total;
         Ok(())
     }

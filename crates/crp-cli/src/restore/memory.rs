@@ -14,7 +14,7 @@ use crate::error::CrpError;
 /// Most iovecs per `process_vm_writev` (IOV_MAX).
 const MAX_IOVECS: usize = 1024;
 /// Most bytes per `process_vm_writev`.
-const MAX_BATCH_BYTES: usize = 256 << 20;
+const MAX_BATCH_BYTES: usize = 32 << 20;
 
 /// For each VMA, whether the image holds pages for it (runs and VMAs are
 /// both sorted by address, and every run lies inside one VMA).
@@ -52,57 +52,78 @@ pub fn map_and_fill(
     Ok(())
 }
 
-/// Copies every page run into the process, many runs per syscall.
+/// One `process_vm_writev`'s worth of pieces: (image bytes, target address).
+type Batch<'image> = Vec<(&'image [u8], usize)>;
+
+/// Copies every page run into the process, many runs per syscall, with one
+/// thread per CPU: most of the time goes to faulting in the target's fresh
+/// pages, which the kernel does in parallel.
 fn write_pages(pid: Pid, reader: &ImageReader) -> Result<(), CrpError> {
-    let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOVECS);
-    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(MAX_IOVECS);
-    let mut batch_bytes = 0usize;
+    let mut batches: Vec<Batch<'_>> = Vec::new();
+    let mut current: Batch<'_> = Vec::new();
+    let mut current_bytes = 0usize;
     for run in reader.page_runs() {
-        let data = reader.run_data(run);
         let base = usize::try_from(run.vaddr)
             .map_err(|_| CrpError::InvalidImage { reason: format!("page run address {:#x}", run.vaddr) })?;
-        for (index, piece) in data.chunks(MAX_BATCH_BYTES).enumerate() {
-            if local.len() == MAX_IOVECS || batch_bytes + piece.len() > MAX_BATCH_BYTES {
-                flush(pid, &mut local, &mut remote)?;
-                batch_bytes = 0;
+        for (index, piece) in reader.run_data(run).chunks(MAX_BATCH_BYTES).enumerate() {
+            if current.len() == MAX_IOVECS || current_bytes + piece.len() > MAX_BATCH_BYTES {
+                batches.push(std::mem::take(&mut current));
+                current_bytes = 0;
             }
-            local.push(IoSlice::new(piece));
-            remote.push(RemoteIoVec { base: base + index * MAX_BATCH_BYTES, len: piece.len() });
-            batch_bytes += piece.len();
+            current.push((piece, base + index * MAX_BATCH_BYTES));
+            current_bytes += piece.len();
         }
     }
-    flush(pid, &mut local, &mut remote)
+    batches.push(current);
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let mine: Vec<&Batch<'_>> = batches.iter().skip(worker).step_by(workers).collect();
+                scope.spawn(move || mine.into_iter().try_for_each(|batch| flush(pid, batch)))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|handle| {
+            handle.join().unwrap_or_else(|_| {
+                Err(CrpError::Io {
+                    action: "write pages".into(),
+                    source: std::io::Error::other("writer thread panicked"),
+                })
+            })
+        })
+    })
 }
 
-fn flush(pid: Pid, local: &mut Vec<IoSlice<'_>>, remote: &mut Vec<RemoteIoVec>) -> Result<(), CrpError> {
-    if local.is_empty() {
+fn flush(pid: Pid, batch: &Batch<'_>) -> Result<(), CrpError> {
+    if batch.is_empty() {
         return Ok(());
     }
+    let local: Vec<IoSlice<'_>> = batch.iter().map(|(bytes, _)| IoSlice::new(bytes)).collect();
+    let remote: Vec<RemoteIoVec> =
+        batch.iter().map(|(bytes, base)| RemoteIoVec { base: *base, len: bytes.len() }).collect();
     let total: usize = local.iter().map(|slice| slice.len()).sum();
-    let written = process_vm_writev(pid, local, remote).unwrap_or(0);
+    let written = process_vm_writev(pid, &local, &remote).unwrap_or(0);
     if written < total {
         // Finish the batch piece by piece from where the kernel stopped;
         // the per-piece write falls back to /proc/PID/mem.
         let mut skipped = 0usize;
-        for (slice, target) in local.iter().zip(remote.iter()) {
-            let already = written.saturating_sub(skipped).min(slice.len());
-            skipped += slice.len();
-            if already == slice.len() {
+        for (bytes, base) in batch {
+            let already = written.saturating_sub(skipped).min(bytes.len());
+            skipped += bytes.len();
+            if already == bytes.len() {
                 continue;
             }
-            let address = (target.base + already) as u64;
-            crp_ptrace::sys::write_memory(pid, address, &slice[already..]).map_err(|errno| {
+            let address = (base + already) as u64;
+            crp_ptrace::sys::write_memory(pid, address, &bytes[already..]).map_err(|errno| {
                 crp_ptrace::EngineError::Memory {
                     operation: "write pages",
                     pid: pid.as_raw(),
                     address,
-                    length: slice.len() - already,
+                    length: bytes.len() - already,
                     errno,
                 }
             })?;
         }
     }
-    local.clear();
-    remote.clear();
     Ok(())
 }
