@@ -74,6 +74,14 @@ fn shared_anonymous_memory_is_refused() {
 }
 
 #[test]
+fn seccomp_filter_is_refused() {
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("seccomp");
+    let mut subject = Subject::spawn(command);
+    assert_dump_refused(&mut subject, "seccomp");
+}
+
+#[test]
 fn missing_process_is_named() {
     let output = dump(i32::MAX - 7, std::path::Path::new("/tmp/never.crp"), &[]);
     assert_eq!(output.status.code(), Some(1));
@@ -156,4 +164,29 @@ fn inspect_json_describes_the_image() {
     assert!(summary["registers"].as_array().unwrap().iter().any(|pair| pair[0] == "rip"));
     let text = crp().arg("inspect").arg(&image).output().unwrap();
     assert!(stdout_of(&text).contains("[stack]"));
+}
+
+/// A restore that fails after the child exists (here: a file the process had
+/// open for writing became a directory, which only `openat` inside the
+/// child finds out) kills and reaps that child: nothing is left behind.
+#[test]
+fn restore_failing_midway_leaves_no_process_behind() {
+    let directory = tempfile::tempdir().unwrap();
+    let log = directory.path().join("log.txt");
+    let mut subject = python(&format!(
+        "import os, time\n\
+         log = open({log:?}, 'w')\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)"
+    ));
+    let image = directory.path().join("log.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let output = restore(&image, &[], "");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("openat") && stderr.contains("EISDIR"), "{stderr}");
+    assert!(!process_exists(subject.pid), "the half-built process is gone, zombie included");
 }

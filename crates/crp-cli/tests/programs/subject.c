@@ -8,6 +8,8 @@
  *       and k1-k7 with AVX-512, else YMM0-15), and checks them all.
  *   subject sleep SECONDS
  *       sleeps in nanosleep and checks it slept the whole time, once.
+ *   subject seccomp
+ *       installs an allow-everything seccomp filter, then waits on stdin.
  *
  * Protocol: prints "READY <pid>" once set up; after the wait prints
  * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
@@ -19,7 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -287,9 +292,21 @@ static int run_sleep(double seconds) {
     return 0;
 }
 
+static int run_seccomp(void) {
+    struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog program = {1, &allow};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("PR_SET_NO_NEW_PRIVS");
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) return fail("PR_SET_SECCOMP");
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    char line[64];
+    return read(0, line, sizeof line) > 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "state") == 0) return run_state(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "sleep") == 0) return run_sleep(atof(argv[2]));
-    fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS\n");
+    if (argc == 2 && strcmp(argv[1], "seccomp") == 0) return run_seccomp();
+    fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS | subject seccomp\n");
     return 2;
 }
