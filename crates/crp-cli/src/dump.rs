@@ -41,7 +41,9 @@ pub struct DumpReport {
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     preflight::check(pid, Phase::BeforeFreeze)?;
-    let frozen = Frozen::seize(pid)?;
+    // An unwritable destination fails here, before the process is touched.
+    let mut writer = ImageWriter::create(&plan.output)?;
+    let mut frozen = Frozen::seize(pid)?;
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
     preflight::check(pid, Phase::Frozen)?;
@@ -58,13 +60,11 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let syscall_ip = find_syscall_instruction(pid, &registers, &maps)?;
     let mut injector = Injector::new(frozen.pid(), syscall_ip, registers);
     let injected = capture_by_injection(&mut injector);
-    let mut frozen = frozen;
     frozen.defer_signals(injector.take_deferred_signals());
     let (mm, signals, locks) = injected?;
     let files = crp_compound::files::capture(pid)?;
     let task = TaskIdentity::capture(pid)?;
 
-    let mut writer = ImageWriter::create(&plan.output)?;
     let pagemap = PageMap::open(pid)?;
     let nix_pid = frozen.pid();
     for vma in &vmas {
