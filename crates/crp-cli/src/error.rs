@@ -43,6 +43,11 @@ impl CrpError {
             Self::Unsupported { .. }
             | Self::Compound(crp_compound::CompoundError::Unsupported(_))
             | Self::Locks(crp_locks::LockError::FileLock { .. }) => 3,
+            Self::Image(
+                crp_image::ImageError::Io { .. }
+                | crp_image::ImageError::PageSource { .. }
+                | crp_image::ImageError::Serialize { .. },
+            ) => 1,
             Self::Image(_) | Self::InvalidImage { .. } => 4,
             Self::Arch(
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },

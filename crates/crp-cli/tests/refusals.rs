@@ -190,3 +190,17 @@ fn restore_failing_midway_leaves_no_process_behind() {
     assert!(stderr.contains("openat") && stderr.contains("EISDIR"), "{stderr}");
     assert!(!process_exists(subject.pid), "the half-built process is gone, zombie included");
 }
+
+/// A dump that cannot write its image fails without touching the process.
+#[test]
+fn unwritable_destination_leaves_the_process_untouched() {
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "30"]);
+    let mut subject = Subject::spawn(command);
+    let output = dump(subject.pid, std::path::Path::new("/nonexistent-directory/image.crp"), &[]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent-directory"), "{stderr}");
+    assert_eq!(status_field(subject.pid, "TracerPid"), "0");
+    assert!(subject.child.try_wait().unwrap().is_none(), "still running");
+}
