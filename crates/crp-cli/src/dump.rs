@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
+use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::pagemap::PageMap;
+use crp_compound::rlimits::Limit;
 use crp_compound::signals::SignalState;
 use crp_compound::task::TaskIdentity;
+use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{VmaRecord, capture_vma};
 use crp_image::ImageWriter;
 use crp_locks::LockState;
@@ -61,7 +64,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let mut injector = Injector::new(frozen.pid(), syscall_ip, registers);
     let injected = capture_by_injection(&mut injector);
     frozen.defer_signals(injector.take_deferred_signals());
-    let (mm, signals, locks) = injected?;
+    let Injected { mm, signals, locks, credentials, rlimits, timers } = injected?;
     let files = crp_compound::files::capture(pid)?;
     let task = TaskIdentity::capture(pid)?;
 
@@ -86,6 +89,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         files,
         signals,
         task,
+        credentials,
+        rlimits,
+        timers,
         locks,
     };
     let vma_count = image.vmas.len();
@@ -101,17 +107,31 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
 
 /// Runs the injected part of the capture inside a scratch mapping that is
 /// always unmapped again.
-fn capture_by_injection(injector: &mut Injector) -> Result<(MmFields, SignalState, LockState), CrpError> {
+/// What the dump reads by injected syscalls.
+struct Injected {
+    mm: MmFields,
+    signals: SignalState,
+    locks: LockState,
+    credentials: Credentials,
+    rlimits: Vec<Limit>,
+    timers: IntervalTimers,
+}
+
+fn capture_by_injection(injector: &mut Injector) -> Result<Injected, CrpError> {
     let protection = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
     let scratch =
         injector.syscall("mmap", libc::SYS_mmap, [0, SCRATCH_BYTES as u64, protection, flags, u64::MAX, 0])?;
     injector.set_scratch(scratch, SCRATCH_BYTES);
     let captured = (|| -> Result<_, CrpError> {
-        let mm = MmFields::capture(injector)?;
-        let signals = SignalState::capture(injector)?;
-        let locks = LockState::capture(injector)?;
-        Ok((mm, signals, locks))
+        Ok(Injected {
+            mm: MmFields::capture(injector)?,
+            signals: SignalState::capture(injector)?,
+            locks: LockState::capture(injector)?,
+            credentials: Credentials::capture(injector)?,
+            rlimits: crp_compound::rlimits::capture(injector)?,
+            timers: IntervalTimers::capture(injector)?,
+        })
     })();
     injector.syscall("munmap", libc::SYS_munmap, [scratch, SCRATCH_BYTES as u64, 0, 0, 0, 0])?;
     captured

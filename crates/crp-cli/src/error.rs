@@ -22,6 +22,8 @@ pub enum CrpError {
     NoProcess { pid: i32, reason: String },
     #[error("the image is invalid: {reason}")]
     InvalidImage { reason: String },
+    #[error("this host cannot restore the image: {reason}")]
+    Incompatible { reason: String },
     #[error("pid {pid} is in use and --pid-must-match was given")]
     PidTaken { pid: i32 },
     #[error("{action}: {source}")]
@@ -52,7 +54,8 @@ impl CrpError {
             Self::Arch(
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
             )
-            | Self::Compound(crp_compound::CompoundError::FileChanged { .. }) => 5,
+            | Self::Compound(crp_compound::CompoundError::FileChanged { .. })
+            | Self::Incompatible { .. } => 5,
             Self::PidTaken { .. } => 6,
             _ => 1,
         }

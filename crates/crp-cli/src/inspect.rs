@@ -36,6 +36,9 @@ pub struct ImageSummary {
     pub comm: String,
     pub exe: String,
     pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub armed_timers: Vec<String>,
     pub kernel_release: String,
     pub dumped_at_unix_seconds: u64,
     pub xsave_features: String,
@@ -96,6 +99,9 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         comm: image.task.comm.clone(),
         exe: image.mm.exe_path.clone(),
         cwd: image.task.cwd.clone(),
+        uid: image.credentials.uids[0],
+        gid: image.credentials.gids[0],
+        armed_timers: image.timers.armed().map(str::to_owned).collect(),
         kernel_release: image.kernel_release.clone(),
         dumped_at_unix_seconds: image.dumped_at_unix_seconds,
         xsave_features: format!("{:#x}", image.cpu.xsave.enabled_features()),
@@ -128,6 +134,10 @@ pub fn render_text(summary: &ImageSummary) -> String {
     let _ = writeln!(out, "process    pid {} comm {:?}", summary.pid, summary.comm);
     let _ = writeln!(out, "exe        {}", summary.exe);
     let _ = writeln!(out, "cwd        {}", summary.cwd);
+    let _ = writeln!(out, "user       uid {} gid {}", summary.uid, summary.gid);
+    if !summary.armed_timers.is_empty() {
+        let _ = writeln!(out, "timers     {}", summary.armed_timers.join(", "));
+    }
     let _ = writeln!(out, "kernel     {} (dumped at unix {})", summary.kernel_release, summary.dumped_at_unix_seconds);
     let _ = writeln!(out, "xsave      features {} ({} bytes)", summary.xsave_features, summary.xsave_bytes);
     let _ = writeln!(out, "\nregisters");

@@ -2,10 +2,13 @@
 //! each category's own state. It is the rkyv archive stored in the image.
 
 use crp_arch_x86::{CpuState, VdsoLayout};
+use crp_compound::creds::Credentials;
 use crp_compound::files::FdRecord;
 use crp_compound::mm::MmFields;
+use crp_compound::rlimits::Limit;
 use crp_compound::signals::SignalState;
 use crp_compound::task::TaskIdentity;
+use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::VmaRecord;
 use crp_locks::LockState;
 
@@ -24,6 +27,9 @@ pub struct ProcessImage {
     pub files: Vec<FdRecord>,
     pub signals: SignalState,
     pub task: TaskIdentity,
+    pub credentials: Credentials,
+    pub rlimits: Vec<Limit>,
+    pub timers: IntervalTimers,
     /// Locks and registrations.
     pub locks: LockState,
 }

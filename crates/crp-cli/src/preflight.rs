@@ -80,6 +80,7 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
         }
     }
     crp_compound::files::preflight(pid).map_err(lift(pid))?;
+    crp_compound::timers::preflight(pid).map_err(lift(pid))?;
     crp_locks::preflight(pid)?;
     if let Some(pending) = crp_compound::signals::pending_signals(pid).map_err(lift(pid))? {
         return Err(CrpError::unsupported(pid, Unsupported { what: "pending signals".into(), location: pending }));

@@ -4,10 +4,13 @@
 
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ArchivedProcessImage, ProcessImage};
+use crp_compound::creds::Credentials;
 use crp_compound::files::{FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
+use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState};
 use crp_compound::task::TaskIdentity;
+use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaRecord};
 use crp_image::{ImageReader, ImageWriter};
 use crp_locks::{LockState, RseqRegistration};
@@ -112,6 +115,42 @@ fn locks() -> impl Strategy<Value = LockState> {
     )
 }
 
+fn credentials() -> impl Strategy<Value = Credentials> {
+    (
+        any::<[u32; 4]>(),
+        any::<[u32; 4]>(),
+        vec(any::<u32>(), 0..8),
+        any::<[u64; 5]>(),
+        any::<bool>(),
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(|(uids, gids, groups, caps, keep_caps, dumpable, no_new_privs)| Credentials {
+            uids,
+            gids,
+            groups,
+            cap_inheritable: caps[0],
+            cap_permitted: caps[1],
+            cap_effective: caps[2],
+            cap_bounding: caps[3],
+            cap_ambient: caps[4],
+            keep_caps,
+            dumpable,
+            no_new_privs,
+        })
+}
+
+fn rlimits() -> impl Strategy<Value = Vec<Limit>> {
+    vec(
+        (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(resource, soft, hard)| Limit { resource, soft, hard }),
+        0..16,
+    )
+}
+
+fn timers() -> impl Strategy<Value = IntervalTimers> {
+    vec(any::<[u8; 32]>(), 0..4).prop_map(|timers| IntervalTimers { timers })
+}
+
 fn process_image() -> impl Strategy<Value = ProcessImage> {
     (
         (any::<i32>(), ".{0,20}", any::<u64>()),
@@ -123,9 +162,21 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         signals(),
         task(),
         locks(),
+        (credentials(), rlimits(), timers()),
     )
         .prop_map(
-            |((pid, kernel_release, dumped_at_unix_seconds), cpu, vdso, vmas, mm, files, signals, task, locks)| {
+            |(
+                (pid, kernel_release, dumped_at_unix_seconds),
+                cpu,
+                vdso,
+                vmas,
+                mm,
+                files,
+                signals,
+                task,
+                locks,
+                (credentials, rlimits, timers),
+            )| {
                 ProcessImage {
                     pid,
                     kernel_release,
@@ -137,6 +188,9 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     files,
                     signals,
                     task,
+                    credentials,
+                    rlimits,
+                    timers,
                     locks,
                 }
             },

@@ -127,3 +127,28 @@ fn exit_status_of_the_restored_process_is_passed_on() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
     assert!(stdout_of(&output).starts_with("FAIL read from stdin"));
 }
+
+/// A process of an unprivileged user comes back as that user (not as the
+/// root crp runs as), with its resource limits and a pending alarm that
+/// still fires on time.
+#[test]
+fn unprivileged_process_keeps_its_user_limits_and_alarm() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("identity").uid(NOBODY).gid(NOBODY).current_dir("/");
+    let mut subject = Subject::spawn(command);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let image = directory.path().join("identity.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    let expected = format!(
+        "OK pid={} uid={NOBODY}/{NOBODY}/{NOBODY} gid={NOBODY}/{NOBODY}/{NOBODY} groups=0 nofile=123/456 dumpable=1 alarm=",
+        subject.pid
+    );
+    assert!(stdout.starts_with(&expected), "{stdout}");
+}

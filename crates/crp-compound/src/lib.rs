@@ -4,12 +4,15 @@
 //! (comm, cwd, umask: [`task`]). Each module captures its state from a
 //! stopped process and re-establishes it in the process being restored.
 
+pub mod creds;
 mod error;
 pub mod files;
 pub mod mm;
 pub mod pagemap;
+pub mod rlimits;
 pub mod signals;
 pub mod task;
+pub mod timers;
 pub mod vma;
 
 pub use error::{CompoundError, Unsupported};

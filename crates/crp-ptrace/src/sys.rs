@@ -225,3 +225,12 @@ pub fn userfaultfd_available() -> Result<(), Errno> {
     drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
     Ok(())
 }
+
+/// This process's hard limit for RLIMIT_* number `resource`.
+#[doc(alias = "getrlimit")]
+pub fn own_hard_limit(resource: u32) -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one struct rlimit, which `limit` is.
+    let result = unsafe { libc::getrlimit(resource as libc::__rlimit_resource_t, &raw mut limit) };
+    (result == 0).then_some(limit.rlim_max)
+}

@@ -86,6 +86,11 @@ fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Resu
     image.signals.restore(&mut injector)?;
     crp_compound::files::restore(&mut injector, &image.files)?;
     image.locks.restore(&mut injector)?;
+    crp_compound::rlimits::restore(&mut injector, &image.rlimits)?;
+    image.timers.restore(&mut injector)?;
+    // Last privileged step: from here on the process is its own user.
+    let restorer = crp_compound::creds::own_status()?;
+    image.credentials.restore(&mut injector, &restorer)?;
     // The gadget unmaps itself; the step stops at the syscall's exit,
     // before the next instruction would be fetched from the gone page.
     injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;

@@ -91,7 +91,34 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;
+    check_privileges(image)?;
     std::fs::metadata(&image.mm.exe_path)
         .map_err(|source| CrpError::Io { action: format!("find executable {}", image.mm.exe_path), source })?;
     Ok(())
+}
+
+/// `CAP_SYS_RESOURCE`, needed to raise a hard resource limit.
+const CAP_SYS_RESOURCE: u64 = 1 << 24;
+
+/// Refuses an image whose process had capabilities, or hard limits, that
+/// crp itself does not have: it could not give them back.
+fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
+    let own = crp_compound::creds::own_status()?;
+    let beyond = image.credentials.capabilities_beyond(&own);
+    if beyond != 0 {
+        return Err(CrpError::Incompatible {
+            reason: format!("the process had capabilities {beyond:#x} that crp restore does not hold"),
+        });
+    }
+    let can_raise_limits = own.cap_effective & CAP_SYS_RESOURCE != 0;
+    match crp_compound::rlimits::first_above(&image.rlimits, crp_ptrace::sys::own_hard_limit) {
+        Some((limit, own_limit)) if !can_raise_limits => Err(CrpError::Incompatible {
+            reason: format!(
+                "{} hard limit {} is above crp's own {own_limit} and crp lacks CAP_SYS_RESOURCE",
+                limit.name(),
+                limit.hard
+            ),
+        }),
+        _ => Ok(()),
+    }
 }

@@ -8,6 +8,9 @@
  *       and k1-k7 with AVX-512, else YMM0-15), and checks them all.
  *   subject sleep SECONDS
  *       sleeps in nanosleep and checks it slept the whole time, once.
+ *   subject identity
+ *       lowers RLIMIT_NOFILE to 123/456, arms a 2 s ITIMER_REAL, waits for
+ *       SIGALRM, then reports its ids, groups and limit.
  *   subject seccomp
  *       installs an allow-everything seccomp filter, then waits on stdin.
  *
@@ -25,6 +28,10 @@
 #include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <signal.h>
+#include <grp.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -292,6 +299,39 @@ static int run_sleep(double seconds) {
     return 0;
 }
 
+static volatile sig_atomic_t alarmed;
+
+static void on_alarm(int signal) {
+    (void)signal;
+    alarmed = 1;
+}
+
+static int run_identity(void) {
+    struct rlimit nofile = {123, 456};
+    if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) return fail("setrlimit");
+    signal(SIGALRM, on_alarm);
+    double start = now();
+    struct itimerval alarm_in = {{0, 0}, {2, 0}};
+    setitimer(ITIMER_REAL, &alarm_in, NULL);
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    struct timespec tick = {0, 50 * 1000 * 1000};
+    while (!alarmed && now() - start < 20) nanosleep(&tick, NULL);
+    if (!alarmed) return fail("SIGALRM never came");
+    double waited = now() - start;
+    if (waited < 2.0) return fail("SIGALRM came early");
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    uid_t ruid, euid, suid;
+    gid_t rgid, egid, sgid;
+    getresuid(&ruid, &euid, &suid);
+    getresgid(&rgid, &egid, &sgid);
+    printf("OK pid=%d uid=%d/%d/%d gid=%d/%d/%d groups=%d nofile=%llu/%llu dumpable=%d alarm=%.2f\n", getpid(),
+           ruid, euid, suid, rgid, egid, sgid, getgroups(0, NULL), (unsigned long long)nofile.rlim_cur,
+           (unsigned long long)nofile.rlim_max, prctl(PR_GET_DUMPABLE), waited);
+    fflush(stdout);
+    return 0;
+}
+
 static int run_seccomp(void) {
     struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     struct sock_fprog program = {1, &allow};
@@ -307,6 +347,7 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "state") == 0) return run_state(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "sleep") == 0) return run_sleep(atof(argv[2]));
     if (argc == 2 && strcmp(argv[1], "seccomp") == 0) return run_seccomp();
-    fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS | subject seccomp\n");
+    if (argc == 2 && strcmp(argv[1], "identity") == 0) return run_identity();
+    fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS | subject identity | subject seccomp\n");
     return 2;
 }

@@ -1,0 +1,97 @@
+//! Resource limits (RLIMIT_*), read and set with injected `prlimit64` so
+//! that they apply to the process itself.
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt};
+
+/// RLIMIT_CPU (0) through RLIMIT_RTTIME (15).
+const RESOURCE_COUNT: usize = 16;
+/// `struct rlimit64`: soft and hard.
+const RLIMIT64_SIZE: usize = 16;
+const RLIMIT_NAMES: [&str; 16] = [
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Limit {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Limit {
+    pub fn name(&self) -> &'static str {
+        usize::try_from(self.resource).ok().and_then(|index| RLIMIT_NAMES.get(index)).copied().unwrap_or("RLIMIT_?")
+    }
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// Every limit of the tracee.
+pub fn capture(tracee: &mut dyn Tracee) -> Result<Vec<Limit>, EngineError> {
+    let mut scratch = tracee.scratch();
+    let buffer = scratch.reserve(RLIMIT64_SIZE * RESOURCE_COUNT);
+    scratch.commit(tracee)?;
+    for resource in 0..RESOURCE_COUNT {
+        let slot = buffer + (resource * RLIMIT64_SIZE) as u64;
+        tracee.syscall("prlimit64", libc::SYS_prlimit64, [0, resource as u64, 0, slot, 0, 0])?;
+    }
+    let mut raw = vec![0u8; RLIMIT64_SIZE * RESOURCE_COUNT];
+    tracee.read_memory(buffer, &mut raw)?;
+    Ok(raw
+        .chunks_exact(RLIMIT64_SIZE)
+        .zip(0u32..)
+        .map(|(pair, resource)| Limit { resource, soft: word(&pair[..8]), hard: word(&pair[8..]) })
+        .collect())
+}
+
+/// Sets every limit in the tracee.
+pub fn restore(tracee: &mut dyn Tracee, limits: &[Limit]) -> Result<(), EngineError> {
+    let mut scratch = tracee.scratch();
+    let addresses: Vec<(u32, u64)> = limits
+        .iter()
+        .map(|limit| (limit.resource, scratch.push(&[limit.soft.to_le_bytes(), limit.hard.to_le_bytes()].concat())))
+        .collect();
+    scratch.commit(tracee)?;
+    for (resource, address) in addresses {
+        tracee.syscall("prlimit64", libc::SYS_prlimit64, [0, u64::from(resource), address, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// The first limit whose hard value is above the restorer's own and so
+/// could only be set with CAP_SYS_RESOURCE.
+pub fn first_above(limits: &[Limit], own: impl Fn(u32) -> Option<u64>) -> Option<(Limit, u64)> {
+    limits.iter().find_map(|limit| {
+        own(limit.resource).filter(|own_hard| limit.hard > *own_hard).map(|own_hard| (*limit, own_hard))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_above_the_restorer_are_found() {
+        let limits = [Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 3, soft: 8, hard: 16 }];
+        let found = first_above(&limits, |resource| Some(if resource == 7 { 2048 } else { 1 << 40 }));
+        assert_eq!(found.map(|(limit, own)| (limit.name(), own)), Some(("RLIMIT_NOFILE", 2048)));
+        assert!(first_above(&limits, |_| Some(u64::MAX)).is_none());
+    }
+}

@@ -1,0 +1,87 @@
+//! Interval timers (setitimer/alarm): the time left and the interval of
+//! ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF, re-armed at restore. POSIX
+//! timers (timer_create) are refused until they are supported.
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt};
+
+use crate::error::{CompoundError, Unsupported};
+
+/// `struct itimerval`: interval then value, each a timeval of two i64.
+const ITIMERVAL_SIZE: usize = 32;
+const WHICH: [(u64, &str); 3] = [(0, "ITIMER_REAL"), (1, "ITIMER_VIRTUAL"), (2, "ITIMER_PROF")];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct IntervalTimers {
+    /// Raw `struct itimerval` of each timer, in [`WHICH`] order.
+    pub timers: Vec<[u8; ITIMERVAL_SIZE]>,
+}
+
+/// Refuses a process that created POSIX timers (listed in /proc/PID/timers).
+pub fn preflight(pid: i32) -> Result<(), CompoundError> {
+    let path = format!("/proc/{pid}/timers");
+    let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
+    if let Some(first) = text.lines().find(|line| line.starts_with("ID:")) {
+        return Err(Unsupported { what: "POSIX timers (timer_create)".into(), location: first.to_owned() }.into());
+    }
+    Ok(())
+}
+
+fn is_armed(raw: &[u8; ITIMERVAL_SIZE]) -> bool {
+    raw[16..].iter().any(|byte| *byte != 0)
+}
+
+impl IntervalTimers {
+    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, EngineError> {
+        let mut scratch = tracee.scratch();
+        let buffer = scratch.reserve(ITIMERVAL_SIZE * WHICH.len());
+        scratch.commit(tracee)?;
+        for (index, (which, _)) in WHICH.iter().enumerate() {
+            let slot = buffer + (index * ITIMERVAL_SIZE) as u64;
+            tracee.syscall("getitimer", libc::SYS_getitimer, [*which, slot, 0, 0, 0, 0])?;
+        }
+        let mut raw = vec![0u8; ITIMERVAL_SIZE * WHICH.len()];
+        tracee.read_memory(buffer, &mut raw)?;
+        let timers =
+            raw.chunks_exact(ITIMERVAL_SIZE).map(|chunk| chunk.try_into().unwrap_or([0; ITIMERVAL_SIZE])).collect();
+        Ok(Self { timers })
+    }
+
+    /// Re-arms every timer that was running.
+    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+        for ((which, _), raw) in WHICH.iter().zip(&self.timers) {
+            if !is_armed(raw) {
+                continue;
+            }
+            let mut scratch = tracee.scratch();
+            let address = scratch.push(raw);
+            scratch.commit(tracee)?;
+            tracee.syscall("setitimer", libc::SYS_setitimer, [*which, address, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+
+    /// `(name, armed)` for display.
+    pub fn armed(&self) -> impl Iterator<Item = &'static str> + '_ {
+        WHICH.iter().zip(&self.timers).filter(|(_, raw)| is_armed(raw)).map(|((_, name), _)| *name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_timers_with_time_left_are_armed() {
+        let mut running = [0u8; ITIMERVAL_SIZE];
+        running[16] = 1; // one second left
+        let mut periodic_but_stopped = [0u8; ITIMERVAL_SIZE];
+        periodic_but_stopped[0] = 1;
+        let timers = IntervalTimers { timers: vec![running, periodic_but_stopped, [0; ITIMERVAL_SIZE]] };
+        assert_eq!(timers.armed().collect::<Vec<_>>(), vec!["ITIMER_REAL"]);
+    }
+
+    #[test]
+    fn own_process_has_no_posix_timers() {
+        assert!(preflight(std::process::id().cast_signed()).is_ok());
+    }
+}
