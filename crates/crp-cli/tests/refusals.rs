@@ -6,6 +6,9 @@ mod common;
 
 use std::process::Command;
 
+use crp_cli::model::{ArchivedProcessImage, ProcessImage};
+use crp_image::{ImageReader, ImageWriter};
+
 use common::*;
 
 /// Runs a refused dump and checks the message, the exit code, and that the
@@ -203,4 +206,77 @@ fn unwritable_destination_leaves_the_process_untouched() {
     assert!(stderr.contains("/nonexistent-directory"), "{stderr}");
     assert_eq!(status_field(subject.pid, "TracerPid"), "0");
     assert!(subject.child.try_wait().unwrap().is_none(), "still running");
+}
+
+/// Rewrites a real image's metadata with `change`, keeping its pages.
+fn rewritten_image(source: &std::path::Path, change: impl FnOnce(&mut ProcessImage)) -> std::path::PathBuf {
+    let reader = ImageReader::open(source).unwrap();
+    let archived = reader.metadata::<ArchivedProcessImage>().unwrap();
+    let mut image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived).unwrap();
+    change(&mut image);
+    let target = source.with_extension("changed.crp");
+    let mut writer = ImageWriter::create(&target).unwrap();
+    for run in reader.page_runs() {
+        let data = reader.run_data(run);
+        writer
+            .add_page_run(run.vaddr, run.page_count, |address, buffer| {
+                let offset = usize::try_from(address - run.vaddr).unwrap();
+                buffer.copy_from_slice(&data[offset..offset + buffer.len()]);
+                Ok(())
+            })
+            .unwrap();
+    }
+    writer.finish(&crp_image::to_archive(&image).unwrap()).unwrap();
+    target
+}
+
+#[test]
+fn privileges_crp_lacks_are_refused_before_anything_is_created() {
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_sleeper(directory.path());
+    // Unchanged, the rewritten image restores: the refusals below are
+    // caused by the changes alone.
+    become_subreaper();
+    let unchanged = rewritten_image(&image, |_| {});
+    let mut restorer = crp()
+        .arg("restore")
+        .arg("--detach")
+        .arg(&unchanged)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid_line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(restorer.stdout.take().unwrap()), &mut pid_line).unwrap();
+    assert!(restorer.wait().unwrap().success());
+    let restored = nix::unistd::Pid::from_raw(pid_line.trim().parse().unwrap());
+    nix::sys::signal::kill(restored, nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::wait::waitpid(restored, None).unwrap();
+
+    let own_permitted = crp_compound::creds::own_status().unwrap().cap_permitted;
+    if own_permitted != u64::MAX {
+        let more_capabilities = rewritten_image(&image, |image| image.credentials.cap_permitted = u64::MAX);
+        let output = restore(&more_capabilities, &[], "");
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains("capabilities"), "{stderr}");
+        assert!(!process_exists(pid));
+    }
+
+    let own_hard = crp_ptrace::sys::own_hard_limit(libc::RLIMIT_NOFILE).unwrap();
+    let lacks_sys_resource = crp_compound::creds::own_status().unwrap().cap_effective & (1 << 24) == 0;
+    if lacks_sys_resource && own_hard != u64::MAX {
+        let higher_limit = rewritten_image(&image, |image| {
+            for limit in &mut image.rlimits {
+                if limit.resource == libc::RLIMIT_NOFILE {
+                    limit.hard = own_hard + 1;
+                }
+            }
+        });
+        let output = restore(&higher_limit, &[], "");
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains("RLIMIT_NOFILE"), "{stderr}");
+        assert!(!process_exists(pid));
+    }
 }
