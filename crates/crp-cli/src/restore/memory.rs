@@ -1,11 +1,13 @@
 //! Mapping every VMA of the image and filling its stored pages straight
 //! from the mapped image file with `process_vm_writev`.
 
+use std::collections::BTreeSet;
 use std::io::IoSlice;
 
 use crp_compound::vma::{VmaRecord, finish_vma, map_vma};
-use crp_image::{ImageReader, PageRunEntry};
+use crp_image::ImageReader;
 use crp_ptrace::Injector;
+use crp_recursive::AddressSpace;
 use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 use nix::unistd::Pid;
 
@@ -16,38 +18,25 @@ const MAX_IOVECS: usize = 1024;
 /// Most bytes per `process_vm_writev`.
 const MAX_BATCH_BYTES: usize = 32 << 20;
 
-/// For each VMA, whether the image holds pages for it (runs and VMAs are
-/// both sorted by address, and every run lies inside one VMA).
-fn vmas_with_pages(vmas: &[VmaRecord], runs: &[PageRunEntry]) -> Vec<bool> {
-    let mut with_pages = vec![false; vmas.len()];
-    let mut index = 0;
-    for run in runs {
-        while index < vmas.len() && vmas[index].end <= run.vaddr {
-            index += 1;
-        }
-        if let Some(flag) = with_pages.get_mut(index) {
-            *flag = true;
-        }
-    }
-    with_pages
-}
-
+/// Replays the VMAs in address order (the kernel rebuilds its tree as they
+/// are mapped), fills their pages, then gives each its final protection.
 pub fn map_and_fill(
     injector: &mut Injector,
     pid: Pid,
     vmas: &[VmaRecord],
     reader: &ImageReader,
 ) -> Result<(), CrpError> {
-    let mut sorted: Vec<&VmaRecord> = vmas.iter().collect();
-    sorted.sort_by_key(|vma| vma.start);
-    let sorted: Vec<VmaRecord> = sorted.into_iter().cloned().collect();
-    let with_pages = vmas_with_pages(&sorted, reader.page_runs());
-    for (vma, &fill) in sorted.iter().zip(&with_pages) {
-        map_vma(injector, vma, fill)?;
+    let space = AddressSpace::from_ranges(vmas.iter().map(|vma| (vma.start, vma.end, vma)))
+        .map_err(|error| CrpError::InvalidImage { reason: format!("address space: {error}") })?;
+    // VMAs the image holds pages for start writable, to be filled.
+    let filled: BTreeSet<u64> =
+        reader.page_runs().iter().filter_map(|run| space.find(run.vaddr)).map(|(start, _, _)| start).collect();
+    for (start, _, vma) in space.ranges() {
+        map_vma(injector, vma, filled.contains(&start))?;
     }
     write_pages(pid, reader)?;
-    for (vma, &fill) in sorted.iter().zip(&with_pages) {
-        finish_vma(injector, vma, fill)?;
+    for (start, _, vma) in space.ranges() {
+        finish_vma(injector, vma, filled.contains(&start))?;
     }
     Ok(())
 }
