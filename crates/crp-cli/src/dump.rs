@@ -46,6 +46,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     preflight::check(pid, Phase::BeforeFreeze)?;
     // An unwritable destination fails here, before the process is touched.
     let mut writer = ImageWriter::create(&plan.output)?;
+    let stopped = procfs::stat_fields(pid).is_ok_and(|fields| fields.first().is_some_and(|state| state == "T"));
     let mut frozen = Frozen::seize(pid)?;
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
@@ -54,11 +55,11 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let registers = *frozen.registers();
     let cpu = CpuState::capture(frozen.pid(), &registers)?;
     let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
-    let vmas = maps
+    let captured = maps
         .iter()
         .filter(|entry| !is_special_mapping(&entry.name))
-        .map(capture_vma)
-        .collect::<Result<Vec<VmaRecord>, _>>()?;
+        .map(|entry| Ok((entry.populated_kb, capture_vma(entry)?)))
+        .collect::<Result<Vec<(Option<u64>, VmaRecord)>, CrpError>>()?;
 
     let syscall_ip = find_syscall_instruction(pid, &registers, &maps)?;
     let mut injector = Injector::new(frozen.pid(), syscall_ip, registers);
@@ -66,17 +67,18 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     frozen.defer_signals(injector.take_deferred_signals());
     let Injected { mm, signals, locks, credentials, rlimits, timers } = injected?;
     let files = crp_compound::files::capture(pid)?;
-    let task = TaskIdentity::capture(pid)?;
+    let task = TaskIdentity::capture(pid, stopped)?;
 
     let pagemap = PageMap::open(pid)?;
     let nix_pid = frozen.pid();
-    for vma in &vmas {
-        for (vaddr, page_count) in pagemap.stored_runs(vma)? {
+    for (populated_kb, vma) in &captured {
+        for (vaddr, page_count) in pagemap.stored_runs(vma, *populated_kb)? {
             writer.add_page_run(vaddr, page_count, |address, buffer| {
                 crp_ptrace::sys::read_memory(nix_pid, address, buffer).map_err(std::io::Error::from)
             })?;
         }
     }
+    let vmas: Vec<VmaRecord> = captured.into_iter().map(|(_, vma)| vma).collect();
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let image = ProcessImage {
         pid,

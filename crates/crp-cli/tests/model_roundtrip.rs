@@ -89,12 +89,8 @@ fn signals() -> impl Strategy<Value = SignalState> {
 }
 
 fn task() -> impl Strategy<Value = TaskIdentity> {
-    (".{0,15}", ".{0,40}", any::<u32>(), any::<u64>()).prop_map(|(comm, cwd, umask, personality)| TaskIdentity {
-        comm,
-        cwd,
-        umask,
-        personality,
-    })
+    (".{0,15}", ".{0,40}", any::<u32>(), any::<u64>(), any::<bool>())
+        .prop_map(|(comm, cwd, umask, personality, stopped)| TaskIdentity { comm, cwd, umask, personality, stopped })
 }
 
 fn locks() -> impl Strategy<Value = LockState> {

@@ -238,18 +238,7 @@ fn privileges_crp_lacks_are_refused_before_anything_is_created() {
     // caused by the changes alone.
     become_subreaper();
     let unchanged = rewritten_image(&image, |_| {});
-    let mut restorer = crp()
-        .arg("restore")
-        .arg("--detach")
-        .arg(&unchanged)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pid_line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(restorer.stdout.take().unwrap()), &mut pid_line).unwrap();
-    assert!(restorer.wait().unwrap().success());
-    let restored = nix::unistd::Pid::from_raw(pid_line.trim().parse().unwrap());
+    let restored = nix::unistd::Pid::from_raw(restore_detached(&unchanged).pid);
     nix::sys::signal::kill(restored, nix::sys::signal::Signal::SIGKILL).unwrap();
     nix::sys::wait::waitpid(restored, None).unwrap();
 

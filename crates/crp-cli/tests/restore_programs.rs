@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -76,21 +76,12 @@ fn leave_running_then_restore_a_second_copy() {
     assert!(stderr_of(&refused).contains(&format!("pid {} is in use", original.pid)));
 
     // Without it, the copy gets a new PID and runs beside the original.
-    let mut restorer =
-        crp().arg("restore").arg(&image).arg("--detach").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    // Child::wait closes stdin: keep our end of the copy's stdin first.
-    let mut copy_input = restorer.stdin.take().unwrap();
-    let mut copy_output = BufReader::new(restorer.stdout.take().unwrap());
-    let mut pid_line = String::new();
-    copy_output.read_line(&mut pid_line).unwrap();
-    assert!(restorer.wait().unwrap().success());
-    let copy_pid: i32 = pid_line.trim().parse().unwrap_or_else(|_| panic!("{pid_line:?}"));
-    assert_ne!(copy_pid, original.pid);
-    copy_input.write_all(b"copy\n").unwrap();
-    let mut copy_result = String::new();
-    copy_output.read_line(&mut copy_result).unwrap();
-    assert_eq!(wait_pid(copy_pid), 0, "{copy_result}");
-    assert!(copy_result.starts_with(&format!("OK pid={copy_pid} ")), "{copy_result}");
+    let mut copy = restore_detached(&image);
+    assert_ne!(copy.pid, original.pid);
+    copy.stdin.write_all(b"copy\n").unwrap();
+    let copy_result = copy.read_line();
+    assert_eq!(wait_pid(copy.pid), 0, "{copy_result}");
+    assert!(copy_result.starts_with(&format!("OK pid={} ", copy.pid)), "{copy_result}");
 
     original.send("original\n");
     let result = original.read_line();
@@ -151,4 +142,34 @@ fn unprivileged_process_keeps_its_user_limits_and_alarm() {
         subject.pid
     );
     assert!(stdout.starts_with(&expected), "{stdout}");
+}
+
+/// A process stopped by SIGSTOP comes back stopped, and carries on when
+/// continued.
+#[test]
+fn stopped_process_comes_back_stopped() {
+    use nix::sys::signal::{Signal, kill};
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "1"]);
+    let mut subject = Subject::spawn(command);
+    let pid = nix::unistd::Pid::from_raw(subject.pid);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    while !status_field(subject.pid, "State").starts_with('T') {
+        std::thread::yield_now();
+    }
+    let image = directory.path().join("stopped.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+
+    let mut restored = restore_detached(&image);
+    assert_eq!(restored.pid, subject.pid);
+    // It stays stopped well past the end of its one-second sleep.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(status_field(subject.pid, "State").starts_with('T'), "{}", status_field(subject.pid, "State"));
+    kill(pid, Signal::SIGCONT).unwrap();
+    let result = restored.read_line();
+    assert!(result.starts_with(&format!("OK pid={}", subject.pid)), "{result}");
+    assert_eq!(wait_pid(subject.pid), 0);
 }

@@ -53,9 +53,11 @@ impl PageMap {
         Ok(Self { file, path })
     }
 
-    /// The runs of `vma` whose pages the image must store.
-    pub fn stored_runs(&self, vma: &VmaRecord) -> Result<Vec<(u64, u64)>, CompoundError> {
-        if !vma.stores_pages() {
+    /// The runs of `vma` whose pages the image must store. `populated_kb`
+    /// (from smaps) lets a VMA with nothing resident or swapped skip the
+    /// pagemap walk: large reservations cost nothing.
+    pub fn stored_runs(&self, vma: &VmaRecord, populated_kb: Option<u64>) -> Result<Vec<(u64, u64)>, CompoundError> {
+        if !vma.stores_pages() || populated_kb == Some(0) {
             return Ok(Vec::new());
         }
         let file_backed = matches!(vma.backing, Backing::File(_));

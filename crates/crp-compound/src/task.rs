@@ -11,10 +11,15 @@ pub struct TaskIdentity {
     pub cwd: String,
     pub umask: u32,
     pub personality: u64,
+    /// Stopped by a signal (SIGSTOP, SIGTSTP...) when it was dumped: it
+    /// comes back stopped.
+    pub stopped: bool,
 }
 
 impl TaskIdentity {
-    pub fn capture(pid: i32) -> Result<Self, CompoundError> {
+    /// `stopped` is whether the process was in a group stop before crp
+    /// froze it (afterwards /proc shows crp's own tracing stop).
+    pub fn capture(pid: i32, stopped: bool) -> Result<Self, CompoundError> {
         let read = |name: &str| {
             let path = format!("/proc/{pid}/{name}");
             std::fs::read_to_string(&path).map_err(CompoundError::io("read", path))
@@ -38,6 +43,7 @@ impl TaskIdentity {
             umask: u32::from_str_radix(&umask_text, 8).map_err(|_| malformed("status", &umask_text))?,
             personality: u64::from_str_radix(personality_text.trim(), 16)
                 .map_err(|_| malformed("personality", &personality_text))?,
+            stopped,
         })
     }
 

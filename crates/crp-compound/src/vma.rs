@@ -20,6 +20,7 @@ bitflags! {
         const WIPE_ON_FORK = 1 << 4;
         const DONT_DUMP = 1 << 5;
         const MAY_WRITE = 1 << 6;
+        const NO_RESERVE = 1 << 7;
     }
 }
 
@@ -31,6 +32,7 @@ const FLAG_MNEMONICS: &[(&str, VmaFlags)] = &[
     ("wf", VmaFlags::WIPE_ON_FORK),
     ("dd", VmaFlags::DONT_DUMP),
     ("mw", VmaFlags::MAY_WRITE),
+    ("nr", VmaFlags::NO_RESERVE),
 ];
 
 /// The file behind a file mapping, with what identifies its contents.
@@ -190,6 +192,9 @@ pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool
     if vma.flags().contains(VmaFlags::GROWS_DOWN) {
         map_flags |= libc::MAP_GROWSDOWN;
     }
+    if vma.flags().contains(VmaFlags::NO_RESERVE) {
+        map_flags |= libc::MAP_NORESERVE;
+    }
     match &vma.backing {
         Backing::Anonymous { .. } => {
             map_flags |= libc::MAP_ANONYMOUS;
@@ -253,6 +258,7 @@ mod tests {
             inode,
             name: name.to_owned(),
             vm_flags: vec!["rd".into(), "wr".into(), "gd".into()],
+            populated_kb: Some(8),
         }
     }
 

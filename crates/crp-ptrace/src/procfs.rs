@@ -20,6 +20,9 @@ pub struct MapsEntry {
     pub name: String,
     /// Two-letter VmFlags mnemonics (`gd`, `hg`, `mw`...).
     pub vm_flags: Vec<String>,
+    /// Resident plus swapped-out kilobytes (smaps `Rss` + `Swap`); `None`
+    /// when parsed from plain maps, which does not say.
+    pub populated_kb: Option<u64>,
 }
 
 impl MapsEntry {
@@ -37,6 +40,12 @@ pub fn parse_smaps(text: &str) -> Result<Vec<MapsEntry>, String> {
     let mut entries: Vec<MapsEntry> = Vec::new();
     for line in text.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
+        for key in ["Rss:", "Swap:"] {
+            if let (Some(value), Some(last)) = (line.strip_prefix(key), entries.last_mut()) {
+                let kilobytes = value.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+                *last.populated_kb.get_or_insert(0) += kilobytes;
+            }
+        }
         if let Some(flags) = line.strip_prefix("VmFlags:") {
             if let Some(last) = entries.last_mut() {
                 last.vm_flags = flags.split_whitespace().map(str::to_owned).collect();
@@ -81,6 +90,7 @@ fn parse_maps_line(line: &str) -> Result<MapsEntry, String> {
         inode: inode.parse().map_err(|_| bad())?,
         name,
         vm_flags: Vec::new(),
+        populated_kb: None,
     })
 }
 
@@ -121,6 +131,8 @@ mod tests {
         let text = "\
 55d0c1a2b000-55d0c1a2d000 r-xp 00001000 08:01 1234                       /usr/bin/my prog
 Size:                  8 kB
+Rss:                   4 kB
+Swap:                  8 kB
 VmFlags: rd ex mr mw me
 7ffd1000-7ffd3000 rw-p 00000000 00:00 0                          [stack]
 VmFlags: rd wr mr mw me gd ac
@@ -133,6 +145,8 @@ VmFlags: rd wr mr mw me gd ac
         assert_eq!(entries[0].offset, 0x1000);
         assert_eq!(entries[0].inode, 1234);
         assert!(entries[0].is_file());
+        assert_eq!(entries[0].populated_kb, Some(12));
+        assert_eq!(entries[1].populated_kb, None);
         assert!(entries[1].has_flag("gd"));
         assert_eq!(entries[1].name, "[stack]");
         assert!(entries[2].shared && !entries[2].readable);

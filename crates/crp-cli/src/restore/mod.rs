@@ -102,7 +102,12 @@ fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Resu
         pid: raw,
         errno,
     })?;
-    for signal in injector.take_deferred_signals() {
+    let mut pending = injector.take_deferred_signals();
+    if image.task.stopped {
+        // Queued now, it stops the process before its first instruction.
+        pending.push(nix::sys::signal::Signal::SIGSTOP);
+    }
+    for signal in pending {
         let _ = kill(pid, signal);
     }
     ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;

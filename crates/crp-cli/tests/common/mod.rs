@@ -201,3 +201,34 @@ pub fn wait_pid(pid: i32) -> i32 {
         other => panic!("pid {pid} ended with {other:?}"),
     }
 }
+
+/// A process restored with `crp restore --detach`: its PID (the last line
+/// crp printed) and the standard streams it inherited from crp.
+pub struct Detached {
+    pub pid: i32,
+    pub stdin: ChildStdin,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Detached {
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
+    }
+}
+
+/// Runs `crp restore --detach IMAGE` and waits for crp (not the process).
+/// Reap the process with [`wait_pid`] after [`become_subreaper`].
+pub fn restore_detached(image: &Path) -> Detached {
+    let mut restorer =
+        crp().arg("restore").arg("--detach").arg(image).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    // Child::wait closes stdin: keep our end for the restored process.
+    let stdin = restorer.stdin.take().unwrap();
+    let mut stdout = BufReader::new(restorer.stdout.take().unwrap());
+    let mut pid_line = String::new();
+    stdout.read_line(&mut pid_line).unwrap();
+    assert!(restorer.wait().unwrap().success(), "crp restore --detach failed");
+    let pid = pid_line.trim().parse().unwrap_or_else(|_| panic!("expected a pid, got {pid_line:?}"));
+    Detached { pid, stdin, stdout }
+}

@@ -3,7 +3,7 @@
  *
  *   subject state FILE_PRIVATE FILE_SHARED
  *       heap pattern, TLS, a private and a shared file mapping, a PROT_NONE
- *       guard with data behind it and a PROT_NONE reservation; then it
+ *       guard with data behind it and a 64 GiB PROT_NONE reservation; then it
  *       blocks in read(0) with patterns in every vector register (ZMM0-31
  *       and k1-k7 with AVX-512, else YMM0-15), and checks them all.
  *   subject sleep SECONDS
@@ -224,7 +224,7 @@ static int run_state(const char *private_path, const char *shared_path) {
     uint8_t *guarded = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     for (int i = 0; i < 3 * PAGE; i++) guarded[i] = (uint8_t)(i ^ 0x5a);
     mprotect(guarded + PAGE, PAGE, PROT_NONE);
-    uint8_t *reservation = mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint8_t *reservation = mmap(NULL, 64ull << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
     static uint8_t src[4096], dst[4096];
     for (int i = 0; i < 4096; i++) src[i] = (uint8_t)(i * 31 + 7);
