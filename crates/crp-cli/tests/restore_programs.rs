@@ -173,3 +173,53 @@ fn stopped_process_comes_back_stopped() {
     assert!(result.starts_with(&format!("OK pid={}", subject.pid)), "{result}");
     assert_eq!(wait_pid(subject.pid), 0);
 }
+
+/// What /proc shows of a process's mm fields and identity, which the kernel
+/// takes from mm_struct and task_struct: the restored process must show
+/// the same.
+fn proc_identity(pid: i32) -> Vec<(String, Vec<u8>)> {
+    let read = |name: &str| std::fs::read(format!("/proc/{pid}/{name}")).unwrap();
+    let link =
+        |name: &str| std::fs::read_link(format!("/proc/{pid}/{name}")).unwrap().into_os_string().into_encoded_bytes();
+    let stat = String::from_utf8(read("stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // start_code, end_code, start_stack, then start_data..env_end (proc(5) 26-28, 45-51).
+    let mm_fields: Vec<&str> = [26, 27, 28, 45, 46, 47, 48, 49, 50, 51].iter().map(|field| fields[field - 3]).collect();
+    vec![
+        ("cmdline".into(), read("cmdline")),
+        ("environ".into(), read("environ")),
+        ("auxv".into(), read("auxv")),
+        ("comm".into(), read("comm")),
+        ("exe".into(), link("exe")),
+        ("cwd".into(), link("cwd")),
+        ("mm fields".into(), mm_fields.join(" ").into_bytes()),
+        ("personality".into(), read("personality")),
+    ]
+}
+
+#[test]
+fn mm_fields_and_identity_read_back_the_same_from_proc() {
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "2"]).current_dir("/usr").env("CRP_TEST_MARKER", "environment survives");
+    let mut subject = Subject::spawn(command);
+    let before = proc_identity(subject.pid);
+    let image = directory.path().join("identity.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let mut restored = restore_detached(&image);
+    assert_eq!(restored.pid, subject.pid);
+    let after = proc_identity(restored.pid);
+    for ((name, expected), (_, found)) in before.iter().zip(&after) {
+        assert_eq!(
+            String::from_utf8_lossy(found),
+            String::from_utf8_lossy(expected),
+            "/proc/{}/{name} differs after restore",
+            restored.pid
+        );
+    }
+    let result = restored.read_line();
+    assert!(result.starts_with("OK "), "{result}");
+    assert_eq!(wait_pid(restored.pid), 0);
+}
