@@ -42,7 +42,8 @@ enum Command {
     /// It gets its old PID when that PID is free. Its standard streams that
     /// were a terminal or a pipe become crp restore's own stdin, stdout and
     /// stderr. Without --detach, crp waits and exits with the process's exit
-    /// status (128+N if killed by signal N).
+    /// status (128+N if killed by signal N); like system(3) it ignores
+    /// SIGINT and SIGQUIT meanwhile, so a Ctrl-C is the process's to handle.
     Restore {
         /// The image to restore.
         image: PathBuf,

@@ -223,3 +223,39 @@ fn mm_fields_and_identity_read_back_the_same_from_proc() {
     assert!(result.starts_with("OK "), "{result}");
     assert_eq!(wait_pid(restored.pid), 0);
 }
+
+/// Ctrl-C while `crp restore` waits: the interrupt reaches the restored
+/// process (same process group), and crp reports how it ended (128 + 2)
+/// instead of dying first.
+#[test]
+fn interrupt_reaches_the_process_and_crp_reports_it() {
+    use std::os::unix::process::CommandExt;
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "30"]);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("interrupt.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let mut restorer = crp()
+        .arg("restore")
+        .arg(&image)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the process runs on its own: rebuilt (its comm is back)
+    // and no longer traced.
+    let restored = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm == "subject\n")
+            && status_field(pid, "TracerPid") == "0"
+    };
+    while !restored(subject.pid) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(restorer.id().cast_signed());
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = restorer.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
+}

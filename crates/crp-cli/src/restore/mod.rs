@@ -13,7 +13,7 @@ use crp_image::ImageReader;
 use crp_locks::LockState;
 use crp_ptrace::{ChildGuard, EngineError, Injector, TraceeExt, spawn_stopped_child};
 use nix::sys::ptrace;
-use nix::sys::signal::kill;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -39,6 +39,9 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let reader = ImageReader::open(&plan.image)?;
     let image = validate::load_image(&reader)?;
     validate::check_host(&image)?;
+    if !plan.detach {
+        ignore_terminal_interrupts();
+    }
     let child = create_child(image.pid, plan.pid_must_match)?;
     build(&child, &image, &reader)?;
     let pid = child.disarm();
@@ -105,13 +108,26 @@ fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Resu
     let mut pending = injector.take_deferred_signals();
     if image.task.stopped {
         // Queued now, it stops the process before its first instruction.
-        pending.push(nix::sys::signal::Signal::SIGSTOP);
+        pending.push(Signal::SIGSTOP);
     }
     for signal in pending {
         let _ = kill(pid, signal);
     }
     ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
     Ok(())
+}
+
+/// Like system(3), a crp that will wait for the process ignores SIGINT and
+/// SIGQUIT: a Ctrl-C reaches the restored process (it shares crp's process
+/// group), which decides what it means, and crp still reports how it ended.
+/// The child's own dispositions are all set from the image.
+fn ignore_terminal_interrupts() {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: SIG_IGN installs no handler, so no code of crp's can run
+        // in signal context.
+        let _ = unsafe { sigaction(signal, &ignore) };
+    }
 }
 
 /// Waits for the restored process like a shell waits for a command: its
