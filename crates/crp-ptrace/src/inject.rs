@@ -42,26 +42,19 @@ impl Injector {
         std::mem::take(&mut self.deferred_signals)
     }
 
+    /// Single-steps until the `syscall` instruction has run. Whatever stop
+    /// comes back, the instruction pointer tells whether it did: a signal
+    /// may stop the task before it, and a trap left over from an earlier
+    /// step may arrive first.
     fn step_once(&mut self, number: i64) -> Result<(), EngineError> {
         let pid = self.pid.as_raw();
         loop {
             ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
             let status = waitpid(self.pid, Some(WaitPidFlag::__WALL)).map_err(EngineError::ptrace("waitpid", pid))?;
             match status {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => return Ok(()),
-                WaitStatus::Stopped(_, signal) => {
-                    // A signal arrived: keep it for later, and retry the
-                    // step if the syscall has not run yet.
-                    self.deferred_signals.push(signal);
-                    if !self.syscall_still_pending()? {
-                        return Ok(());
-                    }
-                }
-                WaitStatus::PtraceEvent(..) => {
-                    if !self.syscall_still_pending()? {
-                        return Ok(());
-                    }
-                }
+                WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceEvent(..) => {}
+                // A signal arrived: it is held back and re-sent later.
+                WaitStatus::Stopped(_, signal) => self.deferred_signals.push(signal),
                 other => {
                     return Err(EngineError::UnexpectedStop {
                         operation: "an injected syscall",
@@ -69,6 +62,9 @@ impl Injector {
                         status: format!("{other:?} (syscall {number})"),
                     });
                 }
+            }
+            if !self.syscall_still_pending()? {
+                return Ok(());
             }
         }
     }
