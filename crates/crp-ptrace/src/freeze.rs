@@ -14,7 +14,9 @@ use crate::error::EngineError;
 #[derive(Debug)]
 pub struct Frozen {
     pid: Pid,
-    registers: Registers,
+    /// The registers at the freeze; `None` until read, and then nothing
+    /// is written back on release.
+    saved_registers: Option<Registers>,
     deferred_signals: Vec<Signal>,
     attached: bool,
 }
@@ -25,7 +27,7 @@ impl Frozen {
         let pid = Pid::from_raw(pid);
         let raw = pid.as_raw();
         ptrace::seize(pid, ptrace::Options::empty()).map_err(EngineError::ptrace("PTRACE_SEIZE", raw))?;
-        let mut frozen = Self { pid, registers: empty_registers(), deferred_signals: Vec::new(), attached: true };
+        let mut frozen = Self { pid, saved_registers: None, deferred_signals: Vec::new(), attached: true };
         ptrace::interrupt(pid).map_err(EngineError::ptrace("PTRACE_INTERRUPT", raw))?;
         match waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(EngineError::ptrace("waitpid", raw))? {
             WaitStatus::PtraceEvent(..) => {}
@@ -40,7 +42,7 @@ impl Frozen {
                 });
             }
         }
-        frozen.registers = ptrace::getregs(pid).map_err(EngineError::ptrace("PTRACE_GETREGS", raw))?;
+        frozen.saved_registers = Some(ptrace::getregs(pid).map_err(EngineError::ptrace("PTRACE_GETREGS", raw))?);
         Ok(frozen)
     }
 
@@ -50,7 +52,7 @@ impl Frozen {
 
     /// The registers as they were when the process stopped.
     pub fn registers(&self) -> &Registers {
-        &self.registers
+        self.saved_registers.as_ref().expect("seize returns only once the registers are read")
     }
 
     /// Signals held back during the dump, to be re-sent on release.
@@ -70,11 +72,17 @@ impl Frozen {
         }
         self.attached = false;
         let raw = self.pid.as_raw();
-        ptrace::setregs(self.pid, self.registers).map_err(EngineError::ptrace("PTRACE_SETREGS", raw))?;
+        // Detach even if the registers cannot be put back: a traced
+        // process would stay stopped.
+        let put_back = match self.saved_registers {
+            Some(registers) => ptrace::setregs(self.pid, registers).map_err(EngineError::ptrace("PTRACE_SETREGS", raw)),
+            None => Ok(()),
+        };
         for signal in self.deferred_signals.drain(..) {
             let _ = kill(self.pid, signal);
         }
-        ptrace::detach(self.pid, None).map_err(EngineError::ptrace("PTRACE_DETACH", raw))
+        let detached = ptrace::detach(self.pid, None).map_err(EngineError::ptrace("PTRACE_DETACH", raw));
+        put_back.and(detached)
     }
 
     /// Kills the process (after the image is durable).
@@ -93,9 +101,4 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         let _ = self.release_inner();
     }
-}
-
-fn empty_registers() -> Registers {
-    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
 }
