@@ -269,3 +269,21 @@ fn privileges_crp_lacks_are_refused_before_anything_is_created() {
         assert!(!process_exists(pid));
     }
 }
+
+/// Metadata that passes its checksum but describes pages outside every VMA
+/// (a crafted or buggy image) is refused before anything is created.
+#[test]
+fn pages_outside_the_vmas_are_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_sleeper(directory.path());
+    let without_stack = rewritten_image(&image, |image| {
+        image.vmas.retain(
+            |vma| !matches!(&vma.backing, crp_compound::vma::Backing::Anonymous { label } if label == "[stack]"),
+        );
+    });
+    let output = restore(&without_stack, &[], "");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("outside any private VMA"), "{stderr}");
+    assert!(!process_exists(pid));
+}
