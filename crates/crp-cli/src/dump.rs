@@ -97,13 +97,18 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         locks,
     };
     let vma_count = image.vmas.len();
-    writer.finish(&crp_image::to_archive(&image)?)?;
-    let frozen_for = started.elapsed();
+    let metadata = crp_image::to_archive(&image)?;
     if plan.leave_running {
+        // Every page is copied into the writer's buffers by now: the process
+        // can run on while the image is finished and made durable.
+        let frozen_for = started.elapsed();
         frozen.release()?;
-    } else {
-        frozen.kill()?;
+        writer.finish(&metadata)?;
+        return Ok(DumpReport { vma_count, page_bytes, frozen_for });
     }
+    writer.finish(&metadata)?;
+    let frozen_for = started.elapsed();
+    frozen.kill()?;
     Ok(DumpReport { vma_count, page_bytes, frozen_for })
 }
 

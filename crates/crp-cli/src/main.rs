@@ -34,6 +34,8 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
         /// Let the process carry on after the dump instead of killing it.
+        /// It is frozen only while its state is read, not while the image
+        /// is written out.
         #[arg(long)]
         leave_running: bool,
     },
