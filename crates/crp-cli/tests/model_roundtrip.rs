@@ -89,8 +89,16 @@ fn signals() -> impl Strategy<Value = SignalState> {
 }
 
 fn task() -> impl Strategy<Value = TaskIdentity> {
-    (".{0,15}", ".{0,40}", any::<u32>(), any::<u64>(), any::<bool>())
-        .prop_map(|(comm, cwd, umask, personality, stopped)| TaskIdentity { comm, cwd, umask, personality, stopped })
+    (".{0,15}", ".{0,40}", any::<u32>(), any::<u64>(), any::<bool>(), vec(any::<u32>(), 0..8)).prop_map(
+        |(comm, cwd, umask, personality, stopped, cpu_affinity)| TaskIdentity {
+            comm,
+            cwd,
+            umask,
+            personality,
+            stopped,
+            cpu_affinity,
+        },
+    )
 }
 
 fn locks() -> impl Strategy<Value = LockState> {

@@ -194,6 +194,7 @@ fn proc_identity(pid: i32) -> Vec<(String, Vec<u8>)> {
         ("cwd".into(), link("cwd")),
         ("mm fields".into(), mm_fields.join(" ").into_bytes()),
         ("personality".into(), read("personality")),
+        ("Cpus_allowed_list".into(), status_field(pid, "Cpus_allowed_list").into_bytes()),
     ]
 }
 
@@ -204,6 +205,11 @@ fn mm_fields_and_identity_read_back_the_same_from_proc() {
     let mut command = Command::new(&programs().dynamic);
     command.args(["sleep", "2"]).current_dir("/usr").env("CRP_TEST_MARKER", "environment survives");
     let mut subject = Subject::spawn(command);
+    // Pin it to the last CPU, which crp restore's children would not inherit.
+    let last_cpu = std::thread::available_parallelism().unwrap().get() - 1;
+    let mut only_last = nix::sched::CpuSet::new();
+    only_last.set(last_cpu).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(subject.pid), &only_last).unwrap();
     let before = proc_identity(subject.pid);
     let image = directory.path().join("identity.crp");
     dump_ok(subject.pid, &image, &[]);

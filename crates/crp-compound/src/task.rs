@@ -1,7 +1,9 @@
-//! The task's identity and file-system context: comm, working directory,
-//! umask, personality.
+//! The task's identity and context: comm, working directory, umask,
+//! personality, CPU affinity, and whether it was stopped.
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 
 use crate::error::CompoundError;
 
@@ -14,6 +16,8 @@ pub struct TaskIdentity {
     /// Stopped by a signal (SIGSTOP, SIGTSTP...) when it was dumped: it
     /// comes back stopped.
     pub stopped: bool,
+    /// CPUs the task may run on.
+    pub cpu_affinity: Vec<u32>,
 }
 
 impl TaskIdentity {
@@ -44,7 +48,26 @@ impl TaskIdentity {
             personality: u64::from_str_radix(personality_text.trim(), 16)
                 .map_err(|_| malformed("personality", &personality_text))?,
             stopped,
+            cpu_affinity: cpu_affinity(pid)?,
         })
+    }
+
+    /// Sets the CPU affinity of `pid` (from outside: crp's own permission
+    /// suffices). CPUs this machine lacks are dropped; when none is left the
+    /// process may run anywhere crp may.
+    pub fn restore_affinity(&self, pid: i32) -> Result<(), CompoundError> {
+        let pid = Pid::from_raw(pid);
+        let ptrace_error = |operation| move |errno| CompoundError::Ptrace { operation, pid: pid.as_raw(), errno };
+        let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(ptrace_error("sched_getaffinity"))?;
+        let mut wanted = CpuSet::new();
+        let mut any = false;
+        for cpu in &self.cpu_affinity {
+            let index = usize::try_from(*cpu).unwrap_or(usize::MAX);
+            if allowed.is_set(index).unwrap_or(false) {
+                any |= wanted.set(index).is_ok();
+            }
+        }
+        sched_setaffinity(pid, if any { &wanted } else { &allowed }).map_err(ptrace_error("sched_setaffinity"))
     }
 
     /// Sets comm, cwd, umask and personality in the process being restored.
@@ -59,4 +82,17 @@ impl TaskIdentity {
         tracee.syscall("personality", libc::SYS_personality, [self.personality, 0, 0, 0, 0, 0])?;
         Ok(())
     }
+}
+
+/// The CPUs `pid` may run on.
+fn cpu_affinity(pid: i32) -> Result<Vec<u32>, CompoundError> {
+    let set = sched_getaffinity(Pid::from_raw(pid)).map_err(|errno| CompoundError::Ptrace {
+        operation: "sched_getaffinity",
+        pid,
+        errno,
+    })?;
+    Ok((0..CpuSet::count())
+        .filter(|cpu| set.is_set(*cpu).unwrap_or(false))
+        .filter_map(|cpu| u32::try_from(cpu).ok())
+        .collect())
 }

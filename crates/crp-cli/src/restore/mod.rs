@@ -86,6 +86,7 @@ fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Resu
     memory::map_and_fill(&mut injector, pid, &image.vmas, reader)?;
     image.mm.restore(&mut injector)?;
     image.task.restore(&mut injector)?;
+    image.task.restore_affinity(raw)?;
     image.signals.restore(&mut injector)?;
     crp_compound::files::restore(&mut injector, &image.files)?;
     image.locks.restore(&mut injector)?;
