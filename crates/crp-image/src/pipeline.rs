@@ -37,12 +37,11 @@ impl std::fmt::Debug for Piece {
 }
 
 impl WritePipeline {
-    pub(crate) fn start(file: Arc<File>, buffer_bytes: usize) -> Self {
+    pub(crate) fn start(file: Arc<File>, buffer_bytes: usize) -> std::io::Result<Self> {
         let (pieces, incoming) = sync_channel::<Piece>(BUFFERS);
         let (give_back, recycled) = sync_channel::<Vec<u8>>(BUFFERS);
-        let writer = std::thread::Builder::new()
-            .name("crp-image-writer".into())
-            .spawn(move || -> std::io::Result<()> {
+        let writer =
+            std::thread::Builder::new().name("crp-image-writer".into()).spawn(move || -> std::io::Result<()> {
                 for piece in incoming {
                     file.write_all_at(&piece.buffer[..piece.length], piece.offset)?;
                     start_writeback(&file, piece.offset, piece.length);
@@ -50,9 +49,8 @@ impl WritePipeline {
                     let _ = give_back.send(piece.buffer);
                 }
                 Ok(())
-            })
-            .expect("spawning a thread");
-        Self { pieces: Some(pieces), recycled, writer: Some(writer), allocated: 0, buffer_bytes }
+            })?;
+        Ok(Self { pieces: Some(pieces), recycled, writer: Some(writer), allocated: 0, buffer_bytes })
     }
 
     /// A buffer to fill: a recycled one, or a new one while fewer than

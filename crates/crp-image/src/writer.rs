@@ -50,8 +50,15 @@ impl ImageWriter {
                 ImageError::Io { action: "create temporary image", path: temp_path.clone(), source }
             })?;
         let file = Arc::new(file);
+        let pipeline = match WritePipeline::start(Arc::clone(&file), CHUNK_BYTES) {
+            Ok(pipeline) => pipeline,
+            Err(source) => {
+                let _ = std::fs::remove_file(&temp_path);
+                return Err(ImageError::Io { action: "start the image writer thread", path: temp_path, source });
+            }
+        };
         Ok(Self {
-            pipeline: WritePipeline::start(Arc::clone(&file), CHUNK_BYTES),
+            pipeline,
             file,
             temp_path,
             final_path: path.to_owned(),
