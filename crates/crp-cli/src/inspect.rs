@@ -23,11 +23,21 @@ pub struct FdSummary {
     pub offset: u64,
 }
 
+#[derive(Debug, Serialize)]
+pub struct SectionSummary {
+    pub kind: &'static str,
+    pub offset: u64,
+    pub length: u64,
+    pub checksum: String,
+}
+
 /// The JSON form of `crp inspect --json`. Fields are only ever added.
 #[derive(Debug, Serialize)]
 pub struct ImageSummary {
     pub path: String,
     pub format_version: u32,
+    pub rkyv_layout: String,
+    pub sections: Vec<SectionSummary>,
     pub file_bytes: u64,
     pub page_bytes: u64,
     pub metadata_bytes: u64,
@@ -91,6 +101,18 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
     Ok(ImageSummary {
         path: reader.path().display().to_string(),
         format_version: reader.header().format_version,
+        rkyv_layout: format!("{:#x}", reader.header().rkyv_layout),
+        sections: crp_image::SectionKind::ALL
+            .iter()
+            .filter_map(|kind| {
+                reader.header().section(*kind).map(|entry| SectionSummary {
+                    kind: kind.name(),
+                    offset: entry.offset,
+                    length: entry.length,
+                    checksum: format!("{:#018x}", entry.checksum),
+                })
+            })
+            .collect(),
         file_bytes: reader.file_length(),
         page_bytes: reader.page_bytes(),
         metadata_bytes: reader.metadata_bytes().len() as u64,
@@ -122,7 +144,18 @@ pub fn render_text(summary: &ImageSummary) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
-    let _ = writeln!(out, "image      {} (format v{})", summary.path, summary.format_version);
+    let _ = writeln!(
+        out,
+        "image      {} (format v{}, rkyv layout {})",
+        summary.path, summary.format_version, summary.rkyv_layout
+    );
+    for section in &summary.sections {
+        let _ = writeln!(
+            out,
+            "section    {:<15} at {:#10x}, {:>12} bytes, xxh3 {}",
+            section.kind, section.offset, section.length, section.checksum
+        );
+    }
     let _ = writeln!(
         out,
         "size       {:.1} MiB total, {:.1} MiB of pages in {} runs, {} bytes of metadata",

@@ -165,6 +165,9 @@ fn inspect_json_describes_the_image() {
     let stored: u64 = vmas.iter().map(|vma| vma["pages_stored"].as_u64().unwrap()).sum();
     assert_eq!(stored * 4096, summary["page_bytes"].as_u64().unwrap());
     assert!(summary["registers"].as_array().unwrap().iter().any(|pair| pair[0] == "rip"));
+    let sections: Vec<&str> =
+        summary["sections"].as_array().unwrap().iter().map(|section| section["kind"].as_str().unwrap()).collect();
+    assert_eq!(sections, ["metadata", "page run table", "page data"]);
     let text = crp().arg("inspect").arg(&image).output().unwrap();
     assert!(stdout_of(&text).contains("[stack]"));
 }
