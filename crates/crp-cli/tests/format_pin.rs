@@ -1,0 +1,139 @@
+//! Pins the image format. rkyv has no schema evolution: an archived type
+//! that changes without a FORMAT_VERSION bump would make old images decode
+//! as garbage (or be refused with a puzzling message). This test reads a
+//! committed image of the current version; when it fails after a change of
+//! any archived type, bump `crp_image::format::FORMAT_VERSION` and
+//! regenerate the file with `CRP_REGENERATE_GOLDEN=1 cargo test --test format_pin`.
+
+use std::path::PathBuf;
+
+use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
+use crp_cli::model::{ArchivedProcessImage, ProcessImage};
+use crp_compound::creds::Credentials;
+use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::mm::MmFields;
+use crp_compound::rlimits::Limit;
+use crp_compound::signals::{SignalAction, SignalState};
+use crp_compound::task::TaskIdentity;
+use crp_compound::timers::IntervalTimers;
+use crp_compound::vma::{Backing, MappedFile, VmaRecord};
+use crp_image::format::FORMAT_VERSION;
+use crp_image::{ImageReader, ImageWriter};
+use crp_locks::{LockState, RseqRegistration};
+
+/// A small image touching every archived type and enum variant.
+fn reference_image() -> ProcessImage {
+    ProcessImage {
+        pid: 4242,
+        kernel_release: "6.18.0-test".into(),
+        dumped_at_unix_seconds: 1_800_000_000,
+        cpu: CpuState {
+            registers: RegisterFile { values: (0..27).map(|index| index * 0x1111).collect() },
+            xsave: XsaveArea::new((0..832u32).map(|index| (index % 251) as u8).collect(), 0xe7).unwrap(),
+        },
+        vdso: VdsoLayout {
+            mappings: vec![SpecialMapping { name: "[vdso]".into(), start: 0x7fff_0000_0000, end: 0x7fff_0000_2000 }],
+        },
+        vmas: vec![
+            VmaRecord {
+                start: 0x40_0000,
+                end: 0x40_1000,
+                protection: 5,
+                shared: false,
+                flags: 0,
+                backing: Backing::File(MappedFile { path: "/bin/true".into(), offset: 0, size: 4096, mtime_ns: 7 }),
+            },
+            VmaRecord {
+                start: 0x60_0000,
+                end: 0x60_2000,
+                protection: 3,
+                shared: false,
+                flags: 1,
+                backing: Backing::Anonymous { label: "[heap]".into() },
+            },
+        ],
+        mm: MmFields {
+            start_code: 0x40_0000,
+            end_code: 0x40_1000,
+            start_data: 0x60_0000,
+            end_data: 0x60_0100,
+            start_brk: 0x60_1000,
+            brk: 0x60_2000,
+            start_stack: 0x7ffe_0000_0000,
+            arg_start: 1,
+            arg_end: 2,
+            env_start: 3,
+            env_end: 4,
+            auxv: vec![6, 4096, 0, 0],
+            exe_path: "/bin/true".into(),
+        },
+        files: vec![
+            FdRecord { fd: 0, flags: 0, offset: 0, target: FdTarget::Inherited { stream: 0 } },
+            FdRecord { fd: 3, flags: 0o2, offset: 10, target: FdTarget::File { path: "/tmp/x".into() } },
+            FdRecord { fd: 4, flags: 0, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
+        ],
+        signals: SignalState {
+            actions: vec![SignalAction { signal: 2, handler: 0x40_0100, flags: 0x0400_0000, restorer: 9, mask: 0 }],
+            blocked: 1 << 9,
+            altstack_sp: 0,
+            altstack_flags: 2,
+            altstack_size: 0,
+        },
+        task: TaskIdentity {
+            comm: "true".into(),
+            cwd: "/".into(),
+            umask: 0o22,
+            personality: 0,
+            stopped: false,
+            cpu_affinity: vec![0, 1],
+        },
+        credentials: Credentials {
+            uids: [1000; 4],
+            gids: [1000; 4],
+            groups: vec![24, 27],
+            cap_inheritable: 0,
+            cap_permitted: 0,
+            cap_effective: 0,
+            cap_bounding: 0x1ff_ffff_ffff,
+            cap_ambient: 0,
+            keep_caps: false,
+            dumpable: 1,
+            no_new_privs: false,
+        },
+        rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }],
+        timers: IntervalTimers { timers: vec![[0; 32], [1; 32], [0; 32]] },
+        locks: LockState {
+            robust_list_head: 0x7f00_0000_1000,
+            robust_list_length: 24,
+            rseq: Some(RseqRegistration { address: 0x7f00_0000_2000, length: 32, signature: 0x5305_3053 }),
+            clear_child_tid: 0x7f00_0000_3000,
+        },
+    }
+}
+
+fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{FORMAT_VERSION}.crp"))
+}
+
+#[test]
+fn current_format_reads_its_committed_image() {
+    let path = golden_path();
+    if std::env::var_os("CRP_REGENERATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_file(&path);
+        let mut writer = ImageWriter::create(&path).unwrap();
+        writer
+            .add_page_run(0x60_0000, 1, |_, buffer| {
+                buffer.fill(0xa5);
+                Ok(())
+            })
+            .unwrap();
+        writer.finish(&crp_image::to_archive(&reference_image()).unwrap()).unwrap();
+    }
+    let reader = ImageReader::open(&path).unwrap_or_else(|error| {
+        panic!("{}: {error}; after bumping FORMAT_VERSION, regenerate it (see this file's header)", path.display())
+    });
+    let archived = reader.metadata::<ArchivedProcessImage>().expect("the archived types changed: bump FORMAT_VERSION");
+    let image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived).unwrap();
+    assert_eq!(image, reference_image(), "the archived types changed: bump FORMAT_VERSION");
+    assert_eq!(reader.run_data(&reader.page_runs()[0]), &[0xa5; 4096][..]);
+}
