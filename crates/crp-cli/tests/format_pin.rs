@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ArchivedProcessImage, ProcessImage};
-use crp_compound::creds::Credentials;
+use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::{FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
@@ -88,17 +88,19 @@ fn reference_image() -> ProcessImage {
             cpu_affinity: vec![0, 1],
         },
         credentials: Credentials {
-            uids: [1000; 4],
-            gids: [1000; 4],
-            groups: vec![24, 27],
-            cap_inheritable: 0,
-            cap_permitted: 0,
-            cap_effective: 0,
-            cap_bounding: 0x1ff_ffff_ffff,
-            cap_ambient: 0,
+            ids: IdsAndCapabilities {
+                uids: [1000; 4],
+                gids: [1000; 4],
+                groups: vec![24, 27],
+                cap_inheritable: 0,
+                cap_permitted: 0,
+                cap_effective: 0,
+                cap_bounding: 0x1ff_ffff_ffff,
+                cap_ambient: 0,
+                no_new_privs: false,
+            },
             keep_caps: false,
             dumpable: 1,
-            no_new_privs: false,
         },
         rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }],
         timers: IntervalTimers { timers: vec![[0; 32], [1; 32], [0; 32]] },

@@ -4,7 +4,7 @@
 
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ArchivedProcessImage, ProcessImage};
-use crp_compound::creds::Credentials;
+use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::{FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
@@ -130,17 +130,19 @@ fn credentials() -> impl Strategy<Value = Credentials> {
         any::<bool>(),
     )
         .prop_map(|(uids, gids, groups, caps, keep_caps, dumpable, no_new_privs)| Credentials {
-            uids,
-            gids,
-            groups,
-            cap_inheritable: caps[0],
-            cap_permitted: caps[1],
-            cap_effective: caps[2],
-            cap_bounding: caps[3],
-            cap_ambient: caps[4],
+            ids: IdsAndCapabilities {
+                uids,
+                gids,
+                groups,
+                cap_inheritable: caps[0],
+                cap_permitted: caps[1],
+                cap_effective: caps[2],
+                cap_bounding: caps[3],
+                cap_ambient: caps[4],
+                no_new_privs,
+            },
             keep_caps,
             dumpable,
-            no_new_privs,
         })
 }
 

@@ -247,7 +247,7 @@ fn privileges_crp_lacks_are_refused_before_anything_is_created() {
 
     let own_permitted = crp_compound::creds::own_status().unwrap().cap_permitted;
     if own_permitted != u64::MAX {
-        let more_capabilities = rewritten_image(&image, |image| image.credentials.cap_permitted = u64::MAX);
+        let more_capabilities = rewritten_image(&image, |image| image.credentials.ids.cap_permitted = u64::MAX);
         let output = restore(&more_capabilities, &[], "");
         let stderr = stderr_of(&output);
         assert_eq!(output.status.code(), Some(5), "{stderr}");

@@ -25,8 +25,9 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Capability numbers the kernel knows today (0..=40) fit in the 64-bit sets.
 const CAPABILITY_BITS: u32 = 64;
 
+/// Ids and capability sets, as /proc/PID/status shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct Credentials {
+pub struct IdsAndCapabilities {
     /// Real, effective, saved and filesystem user id.
     pub uids: [u32; 4],
     /// Real, effective, saved and filesystem group id.
@@ -37,27 +38,18 @@ pub struct Credentials {
     pub cap_effective: u64,
     pub cap_bounding: u64,
     pub cap_ambient: u64,
-    pub keep_caps: bool,
-    pub dumpable: u64,
     pub no_new_privs: bool,
 }
 
-/// The /proc/PID/status fields credentials are read from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StatusCredentials {
-    pub uids: [u32; 4],
-    pub gids: [u32; 4],
-    pub groups: Vec<u32>,
-    pub cap_inheritable: u64,
-    pub cap_permitted: u64,
-    pub cap_effective: u64,
-    pub cap_bounding: u64,
-    pub cap_ambient: u64,
-    pub no_new_privs: bool,
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Credentials {
+    pub ids: IdsAndCapabilities,
+    pub keep_caps: bool,
+    pub dumpable: u64,
 }
 
 /// Parses the credential fields of a /proc/PID/status text.
-pub fn parse_status(text: &str) -> Result<StatusCredentials, String> {
+pub fn parse_status(text: &str) -> Result<IdsAndCapabilities, String> {
     let field = |key: &str| -> Result<&str, String> {
         text.lines()
             .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
@@ -71,7 +63,7 @@ pub fn parse_status(text: &str) -> Result<StatusCredentials, String> {
     let mask = |key: &str| -> Result<u64, String> {
         u64::from_str_radix(field(key)?, 16).map_err(|_| format!("{key} is not a hex mask"))
     };
-    Ok(StatusCredentials {
+    Ok(IdsAndCapabilities {
         uids: ids("Uid")?,
         gids: ids("Gid")?,
         groups: field("Groups")?.split_whitespace().filter_map(|group| group.parse().ok()).collect(),
@@ -84,14 +76,14 @@ pub fn parse_status(text: &str) -> Result<StatusCredentials, String> {
     })
 }
 
-fn read_status(pid: i32) -> Result<StatusCredentials, CompoundError> {
+fn read_status(pid: i32) -> Result<IdsAndCapabilities, CompoundError> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
     parse_status(&text).map_err(|reason| CompoundError::Malformed { path: path.into(), reason })
 }
 
 /// The restorer's own credentials, to check an image needs nothing more.
-pub fn own_status() -> Result<StatusCredentials, CompoundError> {
+pub fn own_status() -> Result<IdsAndCapabilities, CompoundError> {
     read_status(std::process::id().cast_signed())
 }
 
@@ -99,48 +91,36 @@ impl Credentials {
     /// Reads ids and capability sets from /proc, keep-caps and dumpable by
     /// injected prctl.
     pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
-        let status = read_status(tracee.pid())?;
+        let ids = read_status(tracee.pid())?;
         let keep_caps = tracee.syscall("prctl(PR_GET_KEEPCAPS)", libc::SYS_prctl, [PR_GET_KEEPCAPS, 0, 0, 0, 0, 0])?;
         let dumpable = tracee.syscall("prctl(PR_GET_DUMPABLE)", libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])?;
-        Ok(Self {
-            uids: status.uids,
-            gids: status.gids,
-            groups: status.groups,
-            cap_inheritable: status.cap_inheritable,
-            cap_permitted: status.cap_permitted,
-            cap_effective: status.cap_effective,
-            cap_bounding: status.cap_bounding,
-            cap_ambient: status.cap_ambient,
-            keep_caps: keep_caps != 0,
-            dumpable,
-            no_new_privs: status.no_new_privs,
-        })
+        Ok(Self { ids, keep_caps: keep_caps != 0, dumpable })
     }
 
     /// Capabilities the image's process had that the restorer lacks, which
     /// no restore could give back; 0 when all is well.
-    pub fn capabilities_beyond(&self, restorer: &StatusCredentials) -> u64 {
-        (self.cap_permitted | self.cap_bounding) & !restorer.cap_permitted
+    pub fn capabilities_beyond(&self, restorer: &IdsAndCapabilities) -> u64 {
+        (self.ids.cap_permitted | self.ids.cap_bounding) & !restorer.cap_permitted
     }
 
     /// Makes the tracee's credentials the image's. Must be the last
     /// privileged step of a restore.
-    pub fn restore(&self, tracee: &mut dyn Tracee, restorer: &StatusCredentials) -> Result<(), EngineError> {
+    pub fn restore(&self, tracee: &mut dyn Tracee, restorer: &IdsAndCapabilities) -> Result<(), EngineError> {
         for capability in 0..CAPABILITY_BITS {
             let bit = 1u64 << capability;
-            if restorer.cap_bounding & bit != 0 && self.cap_bounding & bit == 0 {
+            if restorer.cap_bounding & bit != 0 && self.ids.cap_bounding & bit == 0 {
                 let args = [PR_CAPBSET_DROP, u64::from(capability), 0, 0, 0, 0];
                 tracee.syscall("prctl(PR_CAPBSET_DROP)", libc::SYS_prctl, args)?;
             }
         }
         let mut scratch = tracee.scratch();
-        let groups: Vec<u8> = self.groups.iter().flat_map(|group| group.to_le_bytes()).collect();
+        let groups: Vec<u8> = self.ids.groups.iter().flat_map(|group| group.to_le_bytes()).collect();
         let groups_address = scratch.push(&groups);
         let header = scratch.push(&[CAPABILITY_VERSION_3.to_le_bytes(), 0u32.to_le_bytes()].concat());
         let split = |set: u64| [(set & 0xffff_ffff) as u32, (set >> 32) as u32];
-        let [effective_low, effective_high] = split(self.cap_effective);
-        let [permitted_low, permitted_high] = split(self.cap_permitted);
-        let [inheritable_low, inheritable_high] = split(self.cap_inheritable);
+        let [effective_low, effective_high] = split(self.ids.cap_effective);
+        let [permitted_low, permitted_high] = split(self.ids.cap_permitted);
+        let [inheritable_low, inheritable_high] = split(self.ids.cap_inheritable);
         let data: Vec<u8> =
             [effective_low, permitted_low, inheritable_low, effective_high, permitted_high, inheritable_high]
                 .iter()
@@ -149,14 +129,14 @@ impl Credentials {
         let data_address = scratch.push(&data);
         scratch.commit(tracee)?;
 
-        tracee.syscall("setgroups", libc::SYS_setgroups, [self.groups.len() as u64, groups_address, 0, 0, 0, 0])?;
-        let [real_gid, effective_gid, saved_gid, fs_gid] = self.gids.map(u64::from);
+        tracee.syscall("setgroups", libc::SYS_setgroups, [self.ids.groups.len() as u64, groups_address, 0, 0, 0, 0])?;
+        let [real_gid, effective_gid, saved_gid, fs_gid] = self.ids.gids.map(u64::from);
         tracee.syscall("setresgid", libc::SYS_setresgid, [real_gid, effective_gid, saved_gid, 0, 0, 0])?;
         tracee.syscall("setfsgid", libc::SYS_setfsgid, [fs_gid, 0, 0, 0, 0, 0])?;
         // Keep the permitted set across the uid change, then set all three
         // sets exactly.
         tracee.syscall("prctl(PR_SET_KEEPCAPS)", libc::SYS_prctl, [PR_SET_KEEPCAPS, 1, 0, 0, 0, 0])?;
-        let [real_uid, effective_uid, saved_uid, fs_uid] = self.uids.map(u64::from);
+        let [real_uid, effective_uid, saved_uid, fs_uid] = self.ids.uids.map(u64::from);
         tracee.syscall("setresuid", libc::SYS_setresuid, [real_uid, effective_uid, saved_uid, 0, 0, 0])?;
         tracee.syscall("setfsuid", libc::SYS_setfsuid, [fs_uid, 0, 0, 0, 0, 0])?;
         tracee.syscall("capset", libc::SYS_capset, [header, data_address, 0, 0, 0, 0])?;
@@ -165,7 +145,7 @@ impl Credentials {
             libc::SYS_prctl,
             [PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0],
         )?;
-        for capability in (0..CAPABILITY_BITS).filter(|capability| self.cap_ambient & (1 << capability) != 0) {
+        for capability in (0..CAPABILITY_BITS).filter(|capability| self.ids.cap_ambient & (1 << capability) != 0) {
             let args = [PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, u64::from(capability), 0, 0, 0];
             tracee.syscall("prctl(PR_CAP_AMBIENT_RAISE)", libc::SYS_prctl, args)?;
         }
@@ -173,7 +153,7 @@ impl Credentials {
         tracee.syscall("prctl(PR_SET_KEEPCAPS)", libc::SYS_prctl, args)?;
         // Changing ids made the process non-dumpable; put back what it was.
         tracee.syscall("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, [PR_SET_DUMPABLE, self.dumpable, 0, 0, 0, 0])?;
-        if self.no_new_privs {
+        if self.ids.no_new_privs {
             tracee.syscall("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, [PR_SET_NO_NEW_PRIVS, arg(1), 0, 0, 0, 0])?;
         }
         Ok(())
@@ -202,8 +182,9 @@ mod tests {
 
     #[test]
     fn capabilities_beyond_the_restorer_are_named() {
-        let image = Credentials { cap_permitted: 0b1010, cap_bounding: 0b1111, ..Credentials::default() };
-        let restorer = StatusCredentials { cap_permitted: 0b0111, ..StatusCredentials::default() };
+        let ids = IdsAndCapabilities { cap_permitted: 0b1010, cap_bounding: 0b1111, ..IdsAndCapabilities::default() };
+        let image = Credentials { ids, ..Credentials::default() };
+        let restorer = IdsAndCapabilities { cap_permitted: 0b0111, ..IdsAndCapabilities::default() };
         assert_eq!(image.capabilities_beyond(&restorer), 0b1000);
     }
 
