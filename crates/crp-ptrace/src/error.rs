@@ -24,12 +24,4 @@ impl EngineError {
     pub(crate) fn ptrace(operation: &'static str, pid: i32) -> impl FnOnce(Errno) -> Self {
         move |errno| Self::Ptrace { operation, pid, errno }
     }
-
-    /// The errno of a failed injected syscall, if that is what this is.
-    pub fn syscall_errno(&self) -> Option<Errno> {
-        match self {
-            Self::Syscall { errno, .. } => Some(*errno),
-            _ => None,
-        }
-    }
 }

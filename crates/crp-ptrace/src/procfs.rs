@@ -2,8 +2,6 @@
 //! status fields, stat fields). They take text so they can be tested on
 //! fixed samples, and have thin readers for a live pid.
 
-use std::path::PathBuf;
-
 /// One line of /proc/PID/smaps, with its VmFlags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapsEntry {
@@ -115,11 +113,6 @@ pub fn stat_fields(pid: i32) -> std::io::Result<Vec<String>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_comm = text.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     Ok(after_comm.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Path of /proc/PID/<name>.
-pub fn proc_path(pid: i32, name: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/{pid}/{name}"))
 }
 
 #[cfg(test)]
