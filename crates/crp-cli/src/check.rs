@@ -113,6 +113,7 @@ pub fn run() -> Vec<Probe> {
             }
         }),
     });
+    probes.push(Probe { name: "/dev/crp (kmod back end)", required: false, result: probe_kmod_device() });
     let features = crp_arch_x86::host_xsave_features();
     probes.push(Probe {
         name: "XSAVE",
@@ -142,4 +143,26 @@ fn xsave_feature_names(features: u64) -> String {
         (19, "APX"),
     ];
     NAMES.iter().filter(|(bit, _)| features & (1 << bit) != 0).map(|(_, name)| *name).collect::<Vec<_>>().join(", ")
+}
+
+/// Opens /dev/crp and makes one harmless ioctl: attaching to crp itself,
+/// which a working module of the same ABI refuses with EINVAL (a caller
+/// cannot dump itself); another ABI version answers EPROTO.
+fn probe_kmod_device() -> Result<String, String> {
+    use crate::kmod::{DEVICE_PATH, Device, KmodError};
+    let device = Device::open().map_err(|error| match error {
+        KmodError::NotLoaded => format!("{DEVICE_PATH} not present: `--backend kmod` needs crp.ko loaded"),
+        other => other.to_string(),
+    })?;
+    match device.attach(std::process::id().cast_signed()) {
+        Err(KmodError::Ioctl { errno: nix::errno::Errno::EINVAL, .. }) => {
+            Ok(format!("{DEVICE_PATH} answers, ABI version {}", crp_kmod_abi::CRP_ABI_VERSION))
+        }
+        Err(KmodError::Ioctl { errno: nix::errno::Errno::EPROTO, .. }) => Err(format!(
+            "{DEVICE_PATH} speaks another ABI version than crp's {}: rebuild the module and crp together",
+            crp_kmod_abi::CRP_ABI_VERSION
+        )),
+        Err(other) => Err(other.to_string()),
+        Ok(()) => Err(format!("{DEVICE_PATH} let crp attach to itself: not the module crp expects")),
+    }
 }

@@ -19,6 +19,8 @@ use crp_ptrace::procfs::{self, MapsEntry};
 use crp_ptrace::{Frozen, Injector, TraceeExt};
 
 use crate::error::CrpError;
+use crate::kmod::Device;
+use crate::kmod::capture;
 use crate::model::{ProcessImage, kernel_release};
 use crate::preflight::{self, Phase};
 
@@ -32,6 +34,18 @@ pub struct DumpPlan {
     pub pid: i32,
     pub output: PathBuf,
     pub leave_running: bool,
+    pub backend: Backend,
+}
+
+/// How crp reads and rebuilds process state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// ptrace, /proc and injected syscalls: any kernel with
+    /// CONFIG_CHECKPOINT_RESTORE, no module.
+    #[default]
+    Userspace,
+    /// The crp kernel module (`/dev/crp`).
+    Kmod,
 }
 
 #[derive(Debug)]
@@ -44,58 +58,36 @@ pub struct DumpReport {
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     preflight::check(pid, Phase::BeforeFreeze)?;
-    // An unwritable destination fails here, before the process is touched.
+    // A missing module fails here, before the process is touched.
+    let device = match plan.backend {
+        Backend::Userspace => None,
+        Backend::Kmod => Some(Device::open()?),
+    };
+    // An unwritable destination fails here too.
     let mut writer = ImageWriter::create(&plan.output)?;
     let stopped = procfs::stat_fields(pid).is_ok_and(|fields| fields.first().is_some_and(|state| state == "T"));
     let mut frozen = Frozen::seize(pid)?;
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
     preflight::check(pid, Phase::Frozen)?;
-    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
-    let registers = *frozen.registers();
-    let cpu = CpuState::capture(frozen.pid(), &registers)?;
-    let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
-    let captured = maps
-        .iter()
-        .filter(|entry| !is_special_mapping(&entry.name))
-        .map(|entry| Ok((entry.populated_kb, capture_vma(entry)?)))
-        .collect::<Result<Vec<(Option<u64>, VmaRecord)>, CrpError>>()?;
-
-    let syscall_ip = find_syscall_instruction(pid, &registers, &maps)?;
-    let mut injector = Injector::new(frozen.pid(), syscall_ip, registers);
-    let injected = capture_by_injection(&mut injector);
-    frozen.defer_signals(injector.take_deferred_signals());
-    let Injected { mm, signals, locks, credentials, rlimits, timers } = injected?;
-    let files = crp_compound::files::capture(pid)?;
-    let task = TaskIdentity::capture(pid, stopped)?;
+    let captured = match &device {
+        None => capture_with_ptrace(&mut frozen, stopped)?,
+        Some(device) => capture_with_kmod(device, pid, stopped)?,
+    };
+    let Captured { state: mut image, populated_kb } = captured;
 
     let pagemap = PageMap::open(pid)?;
     let nix_pid = frozen.pid();
-    for (populated_kb, vma) in &captured {
-        for (vaddr, page_count) in pagemap.stored_runs(vma, *populated_kb)? {
-            writer.add_page_run(vaddr, page_count, |address, buffer| {
-                crp_ptrace::sys::read_memory(nix_pid, address, buffer).map_err(std::io::Error::from)
+    for (vma, populated_kb) in image.vmas.iter().zip(populated_kb) {
+        for (vaddr, page_count) in pagemap.stored_runs(vma, populated_kb)? {
+            writer.add_page_run(vaddr, page_count, |address, buffer| match &device {
+                None => crp_ptrace::sys::read_memory(nix_pid, address, buffer).map_err(std::io::Error::from),
+                Some(device) => device.read_memory(address, buffer),
             })?;
         }
     }
-    let vmas: Vec<VmaRecord> = captured.into_iter().map(|(_, vma)| vma).collect();
+    image.dumped_at_unix_seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
-    let image = ProcessImage {
-        pid,
-        kernel_release: kernel_release(),
-        dumped_at_unix_seconds: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()),
-        cpu,
-        vdso,
-        vmas,
-        mm,
-        files,
-        signals,
-        task,
-        credentials,
-        rlimits,
-        timers,
-        locks,
-    };
     let vma_count = image.vmas.len();
     let metadata = crp_image::to_archive(&image)?;
     if plan.leave_running {
@@ -110,6 +102,78 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let frozen_for = started.elapsed();
     frozen.kill()?;
     Ok(DumpReport { vma_count, page_bytes, frozen_for })
+}
+
+/// The process's state, and for each of its VMAs the kB smaps says are
+/// resident or swapped (None when unknown).
+struct Captured {
+    state: ProcessImage,
+    populated_kb: Vec<Option<u64>>,
+}
+
+/// The userspace back end: /proc, ptrace and injected syscalls.
+fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, CrpError> {
+    let pid = frozen.pid().as_raw();
+    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
+    let registers = *frozen.registers();
+    let cpu = CpuState::capture(frozen.pid(), &registers)?;
+    let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
+    let (populated_kb, vmas) = maps
+        .iter()
+        .filter(|entry| !is_special_mapping(&entry.name))
+        .map(|entry| Ok((entry.populated_kb, capture_vma(entry)?)))
+        .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
+
+    let syscall_ip = find_syscall_instruction(pid, &registers, &maps)?;
+    let mut injector = Injector::new(frozen.pid(), syscall_ip, registers);
+    let injected = capture_by_injection(&mut injector);
+    frozen.defer_signals(injector.take_deferred_signals());
+    let Injected { mm, signals, locks, credentials, rlimits, timers } = injected?;
+    let state = ProcessImage {
+        pid,
+        kernel_release: kernel_release(),
+        dumped_at_unix_seconds: 0,
+        cpu,
+        vdso,
+        vmas,
+        mm,
+        files: crp_compound::files::capture(pid)?,
+        signals,
+        task: TaskIdentity::capture(pid, stopped)?,
+        credentials,
+        rlimits,
+        timers,
+        locks,
+    };
+    Ok(Captured { state, populated_kb })
+}
+
+/// The kmod back end: the task's state from the kernel's own structures
+/// through `/dev/crp`; what lives outside the task (fd table, cwd, comm,
+/// affinity, ids) from /proc. Nothing is injected.
+fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Captured, CrpError> {
+    let dump = device.dump_task(pid)?;
+    device.attach(pid)?;
+    let vmas = capture::vma_records(pid, &dump)?;
+    let mut task = TaskIdentity::capture(pid, stopped)?;
+    task.personality = u64::from(dump.state.personality);
+    let state = ProcessImage {
+        pid,
+        kernel_release: kernel_release(),
+        dumped_at_unix_seconds: 0,
+        cpu: capture::cpu_state(&dump)?,
+        vdso: capture::vdso_layout(&dump),
+        vmas,
+        mm: capture::mm_fields(pid, &dump)?,
+        files: crp_compound::files::capture(pid)?,
+        signals: capture::signal_state(&dump),
+        task,
+        credentials: capture::credentials(pid, &dump)?,
+        rlimits: capture::rlimits(&dump),
+        timers: capture::interval_timers(pid, &dump)?,
+        locks: capture::lock_state(&dump),
+    };
+    Ok(Captured { populated_kb: vec![None; state.vmas.len()], state })
 }
 
 /// Runs the injected part of the capture inside a scratch mapping that is
@@ -155,14 +219,20 @@ fn find_syscall_instruction(pid: i32, registers: &crp_ptrace::Registers, maps: &
     {
         return Ok(registers.rip - 2);
     }
-    let vdso = maps.iter().find(|entry| entry.name == "[vdso]");
-    if let Some(vdso) = vdso {
-        let mut text = vec![0u8; usize::try_from(vdso.end - vdso.start).unwrap_or(0)];
-        if crp_ptrace::sys::read_memory(nix_pid, vdso.start, &mut text).is_ok()
-            && let Some(offset) = text.windows(2).position(|pair| pair == SYSCALL_INSN)
-        {
-            return Ok(vdso.start + offset as u64);
-        }
+    match maps.iter().find(|entry| entry.name == "[vdso]") {
+        Some(vdso) => syscall_in(pid, vdso.start, vdso.end),
+        None => Err(crp_ptrace::EngineError::NoSyscallInstruction { pid }.into()),
+    }
+}
+
+/// The address of a `syscall` instruction in `[start, end)` of `pid` (its vDSO).
+pub(crate) fn syscall_in(pid: i32, start: u64, end: u64) -> Result<u64, CrpError> {
+    let nix_pid = nix::unistd::Pid::from_raw(pid);
+    let mut text = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
+    if crp_ptrace::sys::read_memory(nix_pid, start, &mut text).is_ok()
+        && let Some(offset) = text.windows(2).position(|pair| pair == SYSCALL_INSN)
+    {
+        return Ok(start + offset as u64);
     }
     Err(crp_ptrace::EngineError::NoSyscallInstruction { pid }.into())
 }

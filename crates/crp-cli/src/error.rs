@@ -14,6 +14,8 @@ pub enum CrpError {
     Compound(#[from] crp_compound::CompoundError),
     #[error("{0}")]
     Locks(#[from] crp_locks::LockError),
+    #[error("{0}")]
+    Kmod(#[from] crate::kmod::KmodError),
     #[error(
         "cannot dump pid {pid}: {what} ({location}) is not supported yet; the process was left running and untraced"
     )]
@@ -55,7 +57,8 @@ impl CrpError {
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
             )
             | Self::Compound(crp_compound::CompoundError::FileChanged { .. })
-            | Self::Incompatible { .. } => 5,
+            | Self::Incompatible { .. }
+            | Self::Kmod(crate::kmod::KmodError::NotLoaded) => 5,
             Self::PidTaken { .. } => 6,
             _ => 1,
         }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod dump;
 pub mod error;
 pub mod inspect;
+pub mod kmod;
 pub mod model;
 pub mod preflight;
 pub mod restore;

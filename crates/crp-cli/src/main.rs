@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crp_cli::dump::{DumpPlan, dump};
+use crp_cli::dump::{Backend, DumpPlan, dump};
 use crp_cli::restore::{RestoreOutcome, RestorePlan, restore};
 use crp_cli::{CrpError, check, inspect};
 
@@ -38,6 +38,10 @@ enum Command {
         /// is written out.
         #[arg(long)]
         leave_running: bool,
+        /// How to read the process: `userspace` (ptrace and /proc, works
+        /// everywhere) or `kmod` (the crp kernel module, /dev/crp).
+        #[arg(long, value_enum, default_value = "userspace")]
+        backend: Backend,
     },
     /// Recreate a process from an image; it carries on where it was frozen.
     ///
@@ -55,6 +59,11 @@ enum Command {
         /// Fail instead of using a new PID when the old one is taken.
         #[arg(long)]
         pid_must_match: bool,
+        /// How to rebuild the process: `userspace` (ptrace and injected
+        /// syscalls) or `kmod` (the crp kernel module, /dev/crp). Either
+        /// reads images written by either.
+        #[arg(long, value_enum, default_value = "userspace")]
+        backend: Backend,
     },
     /// Show what an image holds.
     Inspect {
@@ -69,8 +78,8 @@ enum Command {
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump { pid, output, leave_running } => {
-            let report = dump(&DumpPlan { pid, output: output.clone(), leave_running })?;
+        Command::Dump { pid, output, leave_running, backend } => {
+            let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend })?;
             eprintln!(
                 "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",
                 output.display(),
@@ -80,8 +89,8 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { image, detach, pid_must_match } => {
-            match restore(&RestorePlan { image, detach, pid_must_match })? {
+        Command::Restore { image, detach, pid_must_match, backend } => {
+            match restore(&RestorePlan { image, detach, pid_must_match, backend })? {
                 RestoreOutcome::Detached { pid } => {
                     println!("{pid}");
                     Ok(ExitCode::SUCCESS)

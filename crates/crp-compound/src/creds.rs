@@ -76,7 +76,8 @@ pub fn parse_status(text: &str) -> Result<IdsAndCapabilities, String> {
     })
 }
 
-fn read_status(pid: i32) -> Result<IdsAndCapabilities, CompoundError> {
+/// Ids and capability sets of `pid`, from /proc/PID/status.
+pub fn read_status(pid: i32) -> Result<IdsAndCapabilities, CompoundError> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
     parse_status(&text).map_err(|reason| CompoundError::Malformed { path: path.into(), reason })

@@ -37,6 +37,19 @@ const STAT_END_CODE: usize = 27 - 3;
 const STAT_START_STACK: usize = 28 - 3;
 const STAT_START_DATA: usize = 45 - 3;
 
+/// The executable `pid` runs; a deleted one is refused.
+pub fn exe_path_of(pid: i32) -> Result<String, CompoundError> {
+    let exe_link = format!("/proc/{pid}/exe");
+    let exe_path = std::fs::read_link(&exe_link)
+        .map_err(CompoundError::io("read link", &exe_link))?
+        .to_string_lossy()
+        .into_owned();
+    if exe_path.ends_with(" (deleted)") {
+        return Err(Unsupported { what: "a deleted executable".into(), location: exe_path }.into());
+    }
+    Ok(exe_path)
+}
+
 impl MmFields {
     /// Reads the fields of a stopped tracee; brk is not in /proc, so it is
     /// read with an injected `brk(0)`.
@@ -54,14 +67,7 @@ impl MmFields {
         let auxv_bytes = std::fs::read(&auxv_path).map_err(CompoundError::io("read", &auxv_path))?;
         let auxv: Vec<u64> =
             auxv_bytes.chunks_exact(8).map(|word| u64::from_le_bytes(word.try_into().unwrap_or([0; 8]))).collect();
-        let exe_link = format!("/proc/{pid}/exe");
-        let exe_path = std::fs::read_link(&exe_link)
-            .map_err(CompoundError::io("read link", &exe_link))?
-            .to_string_lossy()
-            .into_owned();
-        if exe_path.ends_with(" (deleted)") {
-            return Err(Unsupported { what: "a deleted executable".into(), location: exe_path }.into());
-        }
+        let exe_path = exe_path_of(pid)?;
         let brk = tracee.syscall("brk", libc::SYS_brk, [0; 6])?;
         Ok(Self {
             start_code: field(STAT_START_CODE)?,
@@ -123,6 +129,27 @@ impl MmFields {
             "prctl(PR_SET_MM, PR_SET_MM_MAP)",
             libc::SYS_prctl,
             [libc::PR_SET_MM as u64, PR_SET_MM_MAP, map_address, map.len() as u64, 0, 0],
+        );
+        tracee.syscall("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+        result.map(drop)
+    }
+}
+
+impl MmFields {
+    /// Points /proc/PID/exe at the image's executable with
+    /// `PR_SET_MM_EXE_FILE`, leaving the other fields as they are (the
+    /// kernel module sets those, but cannot set the link: neither
+    /// `set_mm_exe_file` nor `replace_mm_exe_file` is exported).
+    pub fn restore_exe_link(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+        let mut scratch = tracee.scratch();
+        let exe_path = scratch.push_c_string(self.exe_path.as_bytes());
+        scratch.commit(tracee)?;
+        let flags = arg(libc::O_RDONLY | libc::O_CLOEXEC);
+        let exe_fd = tracee.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), exe_path, flags, 0, 0, 0])?;
+        let result = tracee.syscall(
+            "prctl(PR_SET_MM, PR_SET_MM_EXE_FILE)",
+            libc::SYS_prctl,
+            [libc::PR_SET_MM as u64, libc::PR_SET_MM_EXE_FILE as u64, exe_fd, 0, 0, 0],
         );
         tracee.syscall("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
         result.map(drop)

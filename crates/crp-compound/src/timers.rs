@@ -46,6 +46,24 @@ impl IntervalTimers {
         Ok(Self { timers })
     }
 
+    /// Builds the record from `(time left, interval)` in nanoseconds for
+    /// each timer, in ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF order. Time
+    /// left is rounded up to a microsecond so an armed timer stays armed.
+    pub fn from_nanoseconds(times: [(u64, u64); 3]) -> Self {
+        let timeval = |nanoseconds: u64, round_up: bool| {
+            let microseconds = if round_up { nanoseconds.div_ceil(1000) } else { nanoseconds / 1000 };
+            [(microseconds / 1_000_000).to_le_bytes(), (microseconds % 1_000_000).to_le_bytes()].concat()
+        };
+        let timers = times
+            .iter()
+            .map(|&(left, interval)| {
+                let raw = [timeval(interval, false), timeval(left, true)].concat();
+                raw.try_into().unwrap_or([0; ITIMERVAL_SIZE])
+            })
+            .collect();
+        Self { timers }
+    }
+
     /// Re-arms every timer that was running.
     pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         for ((which, _), raw) in WHICH.iter().zip(&self.timers) {
@@ -69,6 +87,15 @@ impl IntervalTimers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nanoseconds_become_itimervals() {
+        let timers = IntervalTimers::from_nanoseconds([(1_500_000_001, 2_000_000_000), (0, 0), (0, 0)]);
+        let real = &timers.timers[0];
+        let word = |index: usize| u64::from_le_bytes(real[index * 8..index * 8 + 8].try_into().unwrap());
+        assert_eq!([word(0), word(1), word(2), word(3)], [2, 0, 1, 500_001]);
+        assert_eq!(timers.armed().collect::<Vec<_>>(), vec!["ITIMER_REAL"]);
+    }
 
     #[test]
     fn only_timers_with_time_left_are_armed() {

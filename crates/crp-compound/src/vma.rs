@@ -147,17 +147,24 @@ pub fn capture_vma(entry: &MapsEntry) -> Result<VmaRecord, CompoundError> {
         }
     }
     let backing = if entry.is_file() {
-        let metadata = std::fs::metadata(&entry.name).map_err(CompoundError::io("stat mapped file", &entry.name))?;
-        Backing::File(MappedFile {
-            path: entry.name.clone(),
-            offset: entry.offset,
-            size: metadata.size(),
-            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
-        })
+        Backing::File(MappedFile::identify(&entry.name, entry.offset)?)
     } else {
         Backing::Anonymous { label: entry.name.clone() }
     };
     Ok(VmaRecord { start: entry.start, end: entry.end, protection, shared: entry.shared, flags: flags.bits(), backing })
+}
+
+impl MappedFile {
+    /// The file at `path` as it is now (size and mtime identify its contents).
+    pub fn identify(path: &str, offset: u64) -> Result<Self, CompoundError> {
+        let metadata = std::fs::metadata(path).map_err(CompoundError::io("stat mapped file", path))?;
+        Ok(Self {
+            path: path.to_owned(),
+            offset,
+            size: metadata.size(),
+            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
+        })
+    }
 }
 
 /// Refuses when a mapped file is gone or differs in size or mtime from

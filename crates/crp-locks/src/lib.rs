@@ -122,6 +122,11 @@ impl LockState {
             [self.robust_list_head, self.robust_list_length, 0, 0, 0, 0],
         )?;
         tracee.syscall("set_tid_address", libc::SYS_set_tid_address, [self.clear_child_tid, 0, 0, 0, 0, 0])?;
+        self.register_rseq(tracee)
+    }
+
+    /// Registers the process's rseq area again (its memory must be in place).
+    pub fn register_rseq(&self, tracee: &mut dyn Tracee) -> Result<(), LockError> {
         if let Some(rseq) = self.rseq {
             let args = [rseq.address, u64::from(rseq.length), 0, u64::from(rseq.signature), 0, 0];
             tracee.syscall("rseq", libc::SYS_rseq, args)?;

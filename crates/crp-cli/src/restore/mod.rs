@@ -6,6 +6,7 @@ mod bootstrap;
 mod memory;
 pub mod validate;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use crp_arch_x86::{VdsoLayout, resume_registers};
@@ -17,7 +18,10 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sig
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::dump::Backend;
 use crate::error::CrpError;
+use crate::kmod::Device;
+use crate::kmod::restore::InheritedFds;
 use crate::model::ProcessImage;
 
 #[derive(Debug, Clone)]
@@ -25,6 +29,7 @@ pub struct RestorePlan {
     pub image: PathBuf,
     pub detach: bool,
     pub pid_must_match: bool,
+    pub backend: Backend,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +47,22 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     if !plan.detach {
         ignore_terminal_interrupts();
     }
+    // The kmod back end's child inherits the device and the image file.
+    let kmod = match plan.backend {
+        Backend::Userspace => None,
+        Backend::Kmod => {
+            let device = Device::open()?;
+            let image_file = std::fs::File::open(&plan.image)
+                .map_err(|source| CrpError::Io { action: format!("open {}", plan.image.display()), source })?;
+            Some((device, image_file))
+        }
+    };
     let child = create_child(image.pid, plan.pid_must_match)?;
-    build(&child, &image, &reader)?;
+    let fds = kmod
+        .as_ref()
+        .map(|(device, image_file)| InheritedFds { device: device.raw_fd(), image: image_file.as_raw_fd() });
+    build(&child, &image, &reader, fds)?;
+    drop(kmod);
     let pid = child.disarm();
     if plan.detach {
         return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });
@@ -67,7 +86,13 @@ fn pid_in_use(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Result<(), CrpError> {
+/// Rebuilds the process in the child; with `kmod` fds, through the module.
+fn build(
+    child: &ChildGuard,
+    image: &ProcessImage,
+    reader: &ImageReader,
+    kmod: Option<InheritedFds>,
+) -> Result<(), CrpError> {
     let pid = child.pid();
     let raw = pid.as_raw();
     let start =
@@ -83,18 +108,44 @@ fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Resu
     let gadget = bootstrap::install_gadget(&mut injector, &target, &child_maps)?;
     bootstrap::clear_address_space(&mut injector, gadget, &live_vdso)?;
     bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
-    memory::map_and_fill(&mut injector, pid, &image.vmas, reader)?;
-    image.mm.restore(&mut injector)?;
-    image.task.restore(&mut injector)?;
+    match kmod {
+        None => rebuild_by_injection(&mut injector, pid, image, reader, gadget)?,
+        Some(fds) => crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address)?,
+    }
+    let mut pending = injector.take_deferred_signals();
+    if image.task.stopped {
+        // Queued now, it stops the process before its first instruction.
+        pending.push(Signal::SIGSTOP);
+    }
+    for signal in pending {
+        let _ = kill(pid, signal);
+    }
+    ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
+    Ok(())
+}
+
+/// The userspace back end: every VMA, page and piece of state set from
+/// outside by injected syscalls, ptrace and process_vm_writev.
+fn rebuild_by_injection(
+    injector: &mut Injector,
+    pid: Pid,
+    image: &ProcessImage,
+    reader: &ImageReader,
+    gadget: bootstrap::Gadget,
+) -> Result<(), CrpError> {
+    let raw = pid.as_raw();
+    memory::map_and_fill(injector, pid, &image.vmas, reader)?;
+    image.mm.restore(injector)?;
+    image.task.restore(injector)?;
     image.task.restore_affinity(raw)?;
-    image.signals.restore(&mut injector)?;
-    crp_compound::files::restore(&mut injector, &image.files)?;
-    image.locks.restore(&mut injector)?;
-    crp_compound::rlimits::restore(&mut injector, &image.rlimits)?;
-    image.timers.restore(&mut injector)?;
+    image.signals.restore(injector)?;
+    crp_compound::files::restore(injector, &image.files)?;
+    image.locks.restore(injector)?;
+    crp_compound::rlimits::restore(injector, &image.rlimits)?;
+    image.timers.restore(injector)?;
     // Last privileged step: from here on the process is its own user.
     let restorer = crp_compound::creds::own_status()?;
-    image.credentials.restore(&mut injector, &restorer)?;
+    image.credentials.restore(injector, &restorer)?;
     // The gadget unmaps itself; the step stops at the syscall's exit,
     // before the next instruction would be fetched from the gone page.
     injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
@@ -106,15 +157,6 @@ fn build(child: &ChildGuard, image: &ProcessImage, reader: &ImageReader) -> Resu
         pid: raw,
         errno,
     })?;
-    let mut pending = injector.take_deferred_signals();
-    if image.task.stopped {
-        // Queued now, it stops the process before its first instruction.
-        pending.push(Signal::SIGSTOP);
-    }
-    for signal in pending {
-        let _ = kill(pid, signal);
-    }
-    ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
     Ok(())
 }
 

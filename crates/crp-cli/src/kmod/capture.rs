@@ -1,0 +1,211 @@
+//! Translating what `CRP_IOC_DUMP_TASK` reports into the image's model, so
+//! an image written with the kmod back end is the same kind of image the
+//! userspace back end writes.
+
+use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_features};
+use crp_compound::Unsupported;
+use crp_compound::creds::Credentials;
+use crp_compound::mm::MmFields;
+use crp_compound::rlimits::Limit;
+use crp_compound::signals::{SignalAction, SignalState};
+use crp_compound::timers::IntervalTimers;
+use crp_compound::vma::{Backing, MappedFile, VmaFlags, VmaRecord};
+use crp_kmod_abi::*;
+use crp_locks::{LockState, RseqRegistration};
+
+use super::device::TaskDump;
+use crate::error::CrpError;
+
+/// ABI VMA flag → the image's VMA flag.
+const VMA_FLAGS: [(u64, VmaFlags); 8] = [
+    (CRP_VMA_GROWSDOWN, VmaFlags::GROWS_DOWN),
+    (CRP_VMA_HUGEPAGE, VmaFlags::HUGEPAGE),
+    (CRP_VMA_NOHUGEPAGE, VmaFlags::NO_HUGEPAGE),
+    (CRP_VMA_DONTFORK, VmaFlags::DONT_FORK),
+    (CRP_VMA_WIPEONFORK, VmaFlags::WIPE_ON_FORK),
+    (CRP_VMA_DONTDUMP, VmaFlags::DONT_DUMP),
+    (CRP_VMA_MAYWRITE, VmaFlags::MAY_WRITE),
+    (CRP_VMA_NORESERVE, VmaFlags::NO_RESERVE),
+];
+
+/// The image's [`VmaFlags`] bits as ABI `CRP_VMA_*` bits (for restore).
+pub fn abi_vma_flags(vma: &VmaRecord) -> u64 {
+    let mut flags = 0;
+    for (bit, present) in [
+        (CRP_VMA_READ, vma.protection & libc::PROT_READ.cast_unsigned() != 0),
+        (CRP_VMA_WRITE, vma.protection & libc::PROT_WRITE.cast_unsigned() != 0),
+        (CRP_VMA_EXEC, vma.protection & libc::PROT_EXEC.cast_unsigned() != 0),
+        (CRP_VMA_SHARED, vma.shared),
+    ] {
+        if present {
+            flags |= bit;
+        }
+    }
+    for (bit, flag) in VMA_FLAGS {
+        if vma.flags().contains(flag) {
+            flags |= bit;
+        }
+    }
+    flags
+}
+
+pub fn cpu_state(dump: &TaskDump) -> Result<CpuState, CrpError> {
+    Ok(CpuState {
+        registers: RegisterFile { values: dump.state.regs.to_vec() },
+        xsave: XsaveArea::new(dump.xstate.clone(), host_xsave_features())?,
+    })
+}
+
+pub fn vdso_layout(dump: &TaskDump) -> VdsoLayout {
+    VdsoLayout::from_maps(
+        dump.vmas
+            .iter()
+            .filter(|(vma, _)| vma.kind == CRP_VMA_SPECIAL)
+            .map(|(vma, name)| (name.as_str(), vma.start, vma.end)),
+    )
+}
+
+/// Every VMA but the special mappings, refusing what crp cannot restore.
+pub fn vma_records(pid: i32, dump: &TaskDump) -> Result<Vec<VmaRecord>, CrpError> {
+    let mm = &dump.state.mm;
+    let mut records = Vec::with_capacity(dump.vmas.len());
+    for (vma, name) in dump.vmas.iter().filter(|(vma, _)| vma.kind != CRP_VMA_SPECIAL) {
+        let location = format!("[{:#x}, {:#x}) {name}", vma.start, vma.end);
+        let refuse =
+            |what: &str| CrpError::unsupported(pid, Unsupported { what: what.into(), location: location.clone() });
+        if vma.flags & CRP_VMA_DEVICE != 0 {
+            return Err(refuse("a device mapping"));
+        }
+        if vma.flags & CRP_VMA_LOCKED != 0 {
+            return Err(refuse("mlock()ed memory"));
+        }
+        let shared = vma.flags & CRP_VMA_SHARED != 0;
+        if shared && vma.kind == CRP_VMA_ANONYMOUS {
+            return Err(refuse("shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd or SysV shm)"));
+        }
+        let backing = if vma.kind == CRP_VMA_FILE {
+            if name.ends_with(" (deleted)") {
+                return Err(refuse("a mapping of a deleted file"));
+            }
+            Backing::File(MappedFile::identify(name, vma.file_offset)?)
+        } else {
+            // The labels /proc/PID/maps gives.
+            let label = if vma.start <= mm.brk && vma.end >= mm.start_brk {
+                "[heap]"
+            } else if vma.start <= mm.start_stack && vma.end >= mm.start_stack {
+                "[stack]"
+            } else {
+                ""
+            };
+            Backing::Anonymous { label: label.to_owned() }
+        };
+        let mut protection = 0u32;
+        for (bit, prot) in
+            [(CRP_VMA_READ, libc::PROT_READ), (CRP_VMA_WRITE, libc::PROT_WRITE), (CRP_VMA_EXEC, libc::PROT_EXEC)]
+        {
+            if vma.flags & bit != 0 {
+                protection |= prot.cast_unsigned();
+            }
+        }
+        let mut flags = VmaFlags::empty();
+        for (bit, flag) in VMA_FLAGS {
+            if vma.flags & bit != 0 {
+                flags |= flag;
+            }
+        }
+        records.push(VmaRecord { start: vma.start, end: vma.end, protection, shared, flags: flags.bits(), backing });
+    }
+    Ok(records)
+}
+
+pub fn mm_fields(pid: i32, dump: &TaskDump) -> Result<MmFields, CrpError> {
+    let mm = &dump.state.mm;
+    let auxv_words = usize::try_from(mm.auxv_words).unwrap_or(usize::MAX);
+    let auxv = mm.auxv.get(..auxv_words).ok_or_else(|| CrpError::Io {
+        action: "read the auxv the crp kernel module reported".into(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+    })?;
+    Ok(MmFields {
+        start_code: mm.start_code,
+        end_code: mm.end_code,
+        start_data: mm.start_data,
+        end_data: mm.end_data,
+        start_brk: mm.start_brk,
+        brk: mm.brk,
+        start_stack: mm.start_stack,
+        arg_start: mm.arg_start,
+        arg_end: mm.arg_end,
+        env_start: mm.env_start,
+        env_end: mm.env_end,
+        auxv: auxv.to_vec(),
+        exe_path: crp_compound::mm::exe_path_of(pid)?,
+    })
+}
+
+pub fn signal_state(dump: &TaskDump) -> SignalState {
+    let state = &dump.state;
+    let actions = (1..=64i32)
+        .zip(state.actions.iter())
+        .filter(|(signal, _)| *signal != libc::SIGKILL && *signal != libc::SIGSTOP)
+        .map(|(signal, action)| SignalAction {
+            signal,
+            handler: action.handler,
+            flags: action.flags,
+            restorer: action.restorer,
+            mask: action.mask,
+        })
+        .collect();
+    SignalState {
+        actions,
+        blocked: state.blocked,
+        altstack_sp: state.altstack_sp,
+        altstack_flags: state.altstack_flags.cast_signed(),
+        altstack_size: state.altstack_size,
+    }
+}
+
+pub fn lock_state(dump: &TaskDump) -> LockState {
+    let state = &dump.state;
+    LockState {
+        robust_list_head: state.robust_list_head,
+        robust_list_length: state.robust_list_length,
+        rseq: (state.rseq_address != 0).then_some(RseqRegistration {
+            address: state.rseq_address,
+            length: state.rseq_length,
+            signature: state.rseq_signature,
+        }),
+        clear_child_tid: state.clear_child_tid,
+    }
+}
+
+pub fn credentials(pid: i32, dump: &TaskDump) -> Result<Credentials, CrpError> {
+    Ok(Credentials {
+        ids: crp_compound::creds::read_status(pid)?,
+        keep_caps: dump.state.keep_caps != 0,
+        dumpable: u64::from(dump.state.dumpable),
+    })
+}
+
+pub fn rlimits(dump: &TaskDump) -> Vec<Limit> {
+    (0u32..)
+        .zip(dump.state.rlimits.iter())
+        .map(|(resource, limit)| Limit { resource, soft: limit.soft, hard: limit.hard })
+        .collect()
+}
+
+/// The interval timers; CPU-time ones are not readable from the module
+/// (their remaining time needs the group's CPU clock, which no exported
+/// function gives), so an armed one is refused.
+pub fn interval_timers(pid: i32, dump: &TaskDump) -> Result<IntervalTimers, CrpError> {
+    let state = &dump.state;
+    if state.cpu_itimers_armed != 0 {
+        return Err(CrpError::unsupported(
+            pid,
+            Unsupported {
+                what: "an armed ITIMER_VIRTUAL or ITIMER_PROF with the kmod back end".into(),
+                location: "setitimer".into(),
+            },
+        ));
+    }
+    Ok(IntervalTimers::from_nanoseconds([(state.itimer_real_value_ns, state.itimer_real_interval_ns), (0, 0), (0, 0)]))
+}

@@ -1,0 +1,290 @@
+//! Restore through the kernel module: the child, already reduced to crp's
+//! gadget and the image's vDSO block, calls `CRP_IOC_RESTORE` and comes
+//! back from it as the checkpointed process. crp then finishes, from
+//! outside at the ioctl's exit stop, what the module cannot set with
+//! exported kernel symbols (see README, "The kmod back end").
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+
+use crp_arch_x86::resume_registers;
+use crp_compound::vma::{Backing, VmaFlags, VmaRecord};
+use crp_image::ImageReader;
+use crp_kmod_abi::*;
+use crp_ptrace::{EngineError, Injector, Registers, Tracee, TraceeExt, arg};
+use nix::unistd::Pid;
+
+use super::capture::abi_vma_flags;
+use crate::error::CrpError;
+use crate::model::ProcessImage;
+
+/// Size of the scratch mapping used after the ioctl.
+const SCRATCH_BYTES: usize = 16 << 10;
+
+/// Descriptors the restore child inherited from crp: the device and the
+/// image file, at the same numbers as in crp.
+#[derive(Debug, Clone, Copy)]
+pub struct InheritedFds {
+    pub device: RawFd,
+    pub image: RawFd,
+}
+
+/// Rebuilds the process in the prepared child (its injector points at the
+/// gadget). On return the child is ready to be detached.
+pub fn rebuild(
+    injector: &mut Injector,
+    pid: Pid,
+    image: &ProcessImage,
+    reader: &ImageReader,
+    fds: InheritedFds,
+    gadget_ip: u64,
+) -> Result<(), CrpError> {
+    let file_fds = open_mapped_files(injector, &image.vmas)?;
+    let frozen = image.cpu.registers.to_registers()?;
+    let resumed = resume_registers(&frozen);
+    let records = Records::build(image, reader, &resumed, &file_fds, fds.image)?;
+    let request_address = records.place(injector)?;
+
+    // The ioctl's return is the restored process's rax, so success shows in
+    // where the task stands afterwards, not in the result.
+    injector.raw_syscall(libc::SYS_ioctl, [arg(fds.device), u64::from(CRP_IOC_RESTORE), request_address, 0, 0, 0])?;
+    let after = nix::sys::ptrace::getregs(pid).map_err(|errno| EngineError::Ptrace {
+        operation: "PTRACE_GETREGS",
+        pid: pid.as_raw(),
+        errno,
+    })?;
+    if after.rip == gadget_ip + 2 {
+        let errno = nix::errno::Errno::from_raw(i32::try_from(-after.rax.cast_signed()).unwrap_or(libc::EIO));
+        return Err(EngineError::Syscall { syscall: "ioctl(CRP_IOC_RESTORE)", pid: pid.as_raw(), errno }.into());
+    }
+    check_registers(&after, &resumed)?;
+
+    finish_from_outside(injector, pid, image, &resumed)
+}
+
+/// Opens every distinct mapped file in the child; the module maps them by
+/// descriptor. They are closed with the rest of crp's fds by the fd restore.
+fn open_mapped_files(injector: &mut Injector, vmas: &[VmaRecord]) -> Result<HashMap<(String, bool), i32>, CrpError> {
+    let mut opened = HashMap::new();
+    for vma in vmas {
+        let Backing::File(file) = &vma.backing else { continue };
+        let writable = vma.shared && vma.flags().contains(VmaFlags::MAY_WRITE);
+        let key = (file.path.clone(), writable);
+        if opened.contains_key(&key) {
+            continue;
+        }
+        let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
+        let mut scratch = injector.scratch();
+        let path = scratch.push_c_string(file.path.as_bytes());
+        scratch.commit(injector)?;
+        let fd = injector.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path, arg(flags), 0, 0, 0])?;
+        opened.insert(key, i32::try_from(fd).unwrap_or(-1));
+    }
+    Ok(opened)
+}
+
+/// The request and the arrays it points to, laid out as bytes for the
+/// child's memory.
+struct Records {
+    state: CrpTaskState,
+    vmas: Vec<CrpRestoreVma>,
+    runs: Vec<CrpPageRun>,
+    image_fd: RawFd,
+}
+
+impl Records {
+    fn build(
+        image: &ProcessImage,
+        reader: &ImageReader,
+        resumed: &Registers,
+        file_fds: &HashMap<(String, bool), i32>,
+        image_fd: RawFd,
+    ) -> Result<Self, CrpError> {
+        let mut state = CrpTaskState::default();
+        let registers = crp_arch_x86::RegisterFile::from_registers(resumed);
+        state.regs.copy_from_slice(
+            registers
+                .values
+                .get(..CRP_USER_REGS)
+                .ok_or_else(|| CrpError::InvalidImage { reason: "the register file is short".into() })?,
+        );
+        for action in &image.signals.actions {
+            let slot = usize::try_from(action.signal - 1).ok().and_then(|index| state.actions.get_mut(index));
+            if let Some(slot) = slot {
+                *slot = CrpSigaction {
+                    handler: action.handler,
+                    flags: action.flags,
+                    restorer: action.restorer,
+                    mask: action.mask,
+                };
+            }
+        }
+        state.blocked = image.signals.blocked;
+        state.altstack_sp = image.signals.altstack_sp;
+        state.altstack_size = image.signals.altstack_size;
+        state.altstack_flags = image.signals.altstack_flags.cast_unsigned();
+        state.personality = u32::try_from(image.task.personality).unwrap_or(0);
+        state.robust_list_head = image.locks.robust_list_head;
+        state.robust_list_length = image.locks.robust_list_length;
+        state.clear_child_tid = image.locks.clear_child_tid;
+        let mm = &image.mm;
+        if mm.auxv.len() > CRP_AUXV_WORDS {
+            return Err(CrpError::InvalidImage {
+                reason: format!("{} auxv words is more than any kernel keeps", mm.auxv.len()),
+            });
+        }
+        let mut auxv = [0u64; CRP_AUXV_WORDS];
+        auxv[..mm.auxv.len()].copy_from_slice(&mm.auxv);
+        state.mm = CrpMmState {
+            start_code: mm.start_code,
+            end_code: mm.end_code,
+            start_data: mm.start_data,
+            end_data: mm.end_data,
+            start_brk: mm.start_brk,
+            brk: mm.brk,
+            start_stack: mm.start_stack,
+            arg_start: mm.arg_start,
+            arg_end: mm.arg_end,
+            env_start: mm.env_start,
+            env_end: mm.env_end,
+            auxv_words: mm.auxv.len() as u64,
+            auxv,
+        };
+        let vmas = image
+            .vmas
+            .iter()
+            .map(|vma| {
+                let (fd, file_offset) = match &vma.backing {
+                    Backing::Anonymous { .. } => (-1, 0),
+                    Backing::File(file) => {
+                        let writable = vma.shared && vma.flags().contains(VmaFlags::MAY_WRITE);
+                        (file_fds.get(&(file.path.clone(), writable)).copied().unwrap_or(-1), file.offset)
+                    }
+                };
+                CrpRestoreVma {
+                    start: vma.start,
+                    end: vma.end,
+                    file_offset,
+                    flags: abi_vma_flags(vma),
+                    fd,
+                    _reserved: 0,
+                }
+            })
+            .collect();
+        let runs = reader
+            .page_runs()
+            .iter()
+            .map(|run| CrpPageRun { address: run.vaddr, pages: run.page_count, file_offset: run.data_offset })
+            .collect();
+        Ok(Self { state, vmas, runs, image_fd })
+    }
+
+    /// Maps an area in the child, writes the records there and returns
+    /// the request's address. The module unmaps the area with the rest.
+    fn place(&self, injector: &mut Injector) -> Result<u64, CrpError> {
+        let mut bytes = Vec::new();
+        let request_offset = 0usize;
+        bytes.resize(std::mem::size_of::<CrpRestoreRequest>(), 0);
+        let state_offset = append(&mut bytes, record_bytes(std::slice::from_ref(&self.state)));
+        let vmas_offset = append(&mut bytes, record_bytes(&self.vmas));
+        let runs_offset = append(&mut bytes, record_bytes(&self.runs));
+        let length = bytes.len().next_multiple_of(4096) as u64;
+        let protection = arg(libc::PROT_READ | libc::PROT_WRITE);
+        let flags = arg(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        let base =
+            injector.syscall("mmap(restore records)", libc::SYS_mmap, [0, length, protection, flags, u64::MAX, 0])?;
+        let request = CrpRestoreRequest {
+            abi_version: CRP_ABI_VERSION,
+            image_fd: self.image_fd,
+            task: base + state_offset as u64,
+            vmas: base + vmas_offset as u64,
+            vma_count: u32::try_from(self.vmas.len()).unwrap_or(u32::MAX),
+            run_count: u32::try_from(self.runs.len()).unwrap_or(u32::MAX),
+            runs: base + runs_offset as u64,
+        };
+        bytes[request_offset..request_offset + std::mem::size_of::<CrpRestoreRequest>()]
+            .copy_from_slice(record_bytes(std::slice::from_ref(&request)));
+        injector.write_memory(base, &bytes)?;
+        Ok(base + request_offset as u64)
+    }
+}
+
+/// Appends at an 8-byte boundary; returns where `data` starts.
+fn append(bytes: &mut Vec<u8>, data: &[u8]) -> usize {
+    bytes.resize(bytes.len().next_multiple_of(8), 0);
+    let offset = bytes.len();
+    bytes.extend_from_slice(data);
+    offset
+}
+
+/// The bytes of ABI records.
+fn record_bytes<T: Copy>(records: &[T]) -> &[u8] {
+    // SAFETY: every ABI record is repr(C), made only of integers with no
+    // padding (abi.rs pins their sizes), so all its bytes are initialised;
+    // the slice covers exactly the records' memory.
+    unsafe { std::slice::from_raw_parts(records.as_ptr().cast::<u8>(), std::mem::size_of_val(records)) }
+}
+
+/// The module must have left every register as the image asks; fs/gs base
+/// are crp's to set.
+fn check_registers(after: &Registers, resumed: &Registers) -> Result<(), CrpError> {
+    let mut expected = *resumed;
+    expected.fs_base = after.fs_base;
+    expected.gs_base = after.gs_base;
+    // The syscall exit path reports these as the kernel keeps them.
+    expected.orig_rax = after.orig_rax;
+    expected.eflags = (after.eflags & !USER_EFLAGS) | (resumed.eflags & USER_EFLAGS);
+    expected.ds = after.ds;
+    expected.es = after.es;
+    expected.fs = after.fs;
+    expected.gs = after.gs;
+    let named = |registers: &Registers| crp_arch_x86::RegisterFile::from_registers(registers).values;
+    if named(after) != named(&expected) {
+        return Err(CrpError::Kmod(super::KmodError::Malformed { what: "register state after CRP_IOC_RESTORE" }));
+    }
+    Ok(())
+}
+
+/// The EFLAGS bits the module loads.
+const USER_EFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000;
+
+/// What crp sets from outside, with syscalls injected through the
+/// restored vDSO's `syscall` instruction and a temporary scratch mapping:
+/// the executable link, comm/cwd/umask/affinity, fds, rseq, rlimits,
+/// itimers, credentials (last), then XSAVE and fs/gs base by ptrace.
+fn finish_from_outside(
+    injector: &mut Injector,
+    pid: Pid,
+    image: &ProcessImage,
+    resumed: &Registers,
+) -> Result<(), CrpError> {
+    let raw = pid.as_raw();
+    let (vdso_start, vdso_end) = image
+        .vdso
+        .mappings
+        .iter()
+        .find(|mapping| mapping.name == "[vdso]")
+        .map(|mapping| (mapping.start, mapping.end))
+        .ok_or_else(|| CrpError::InvalidImage { reason: "the image has no [vdso] to run syscalls through".into() })?;
+    injector.set_syscall_ip(crate::dump::syscall_in(raw, vdso_start, vdso_end)?);
+    let protection = arg(libc::PROT_READ | libc::PROT_WRITE);
+    let flags = arg(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+    let scratch =
+        injector.syscall("mmap(scratch)", libc::SYS_mmap, [0, SCRATCH_BYTES as u64, protection, flags, u64::MAX, 0])?;
+    injector.set_scratch(scratch, SCRATCH_BYTES);
+
+    image.mm.restore_exe_link(injector)?;
+    image.task.restore(injector)?;
+    image.task.restore_affinity(raw)?;
+    crp_compound::files::restore(injector, &image.files)?;
+    image.locks.register_rseq(injector)?;
+    crp_compound::rlimits::restore(injector, &image.rlimits)?;
+    image.timers.restore(injector)?;
+    let restorer = crp_compound::creds::own_status()?;
+    image.credentials.restore(injector, &restorer)?;
+    injector.syscall("munmap(scratch)", libc::SYS_munmap, [scratch, SCRATCH_BYTES as u64, 0, 0, 0, 0])?;
+
+    // Back to exactly what the module left, plus fs/gs base and XSAVE.
+    image.cpu.load(pid, *resumed)?;
+    Ok(())
+}

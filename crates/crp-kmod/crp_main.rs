@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: GPL-2.0
+//! crp.ko: the kernel back end of crp, a misc device `/dev/crp`.
+//!
+//! - `CRP_IOC_DUMP_TASK` reads a ptrace-stopped task's state from the
+//!   kernel's structures ([`dump`]);
+//! - `CRP_IOC_ATTACH` binds the open file to such a task, after which
+//!   `pread(fd, buf, len, address)` reads its memory ([`CrpFile::read_iter`]);
+//! - `CRP_IOC_RESTORE` turns the caller into a checkpointed process
+//!   ([`restore`]).
+//!
+//! Only callers with CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN may open the
+//! device. Records are defined once, in `abi.rs`, shared with user space.
+
+#[allow(dead_code)]
+mod abi;
+mod dump;
+mod helpers;
+mod restore;
+
+use kernel::{
+    fs::{File, Kiocb},
+    iov::IovIterDest,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    new_mutex,
+    prelude::*,
+    sync::Mutex,
+    uaccess::{UserPtr, UserSlice},
+};
+
+use abi::*;
+use helpers::TaskRef;
+
+module! {
+    type: CrpModule,
+    name: "crp",
+    authors: ["crp developers"],
+    description: "crp checkpoint/restore back end: /dev/crp",
+    license: "GPL",
+}
+
+// SAFETY: every ABI record is `repr(C)` made of integers and arrays of such
+// records, without padding (abi.rs pins the sizes): any byte pattern is a
+// valid value and every byte is initialised.
+macro_rules! plain_records {
+    ($($record:ty),*) => {
+        $(
+            // SAFETY: see above.
+            unsafe impl kernel::transmute::FromBytes for $record {}
+            // SAFETY: see above.
+            unsafe impl kernel::transmute::AsBytes for $record {}
+        )*
+    };
+}
+plain_records!(CrpSigaction, CrpMmState, CrpRlimit, CrpTaskState, CrpVma, CrpDumpRequest, CrpAttach, CrpRestoreVma, CrpPageRun, CrpRestoreRequest);
+
+#[pin_data]
+struct CrpModule {
+    #[pin]
+    _device: MiscDeviceRegistration<CrpFile>,
+}
+
+impl kernel::InPlaceModule for CrpModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pr_info!("/dev/crp ready (ABI version {})\n", CRP_ABI_VERSION);
+        try_pin_init!(Self { _device <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"crp" }) })
+    }
+}
+
+/// One open `/dev/crp`: the task it is attached to, if any.
+#[pin_data]
+struct CrpFile {
+    #[pin]
+    attached: Mutex<Option<TaskRef>>,
+}
+
+/// Largest piece of a task's memory one read step copies.
+const READ_CHUNK: usize = 64 << 10;
+
+#[vtable]
+impl MiscDevice for CrpFile {
+    type Ptr = Pin<KBox<Self>>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
+        if !helpers::caller_may_checkpoint() {
+            return Err(EPERM);
+        }
+        KBox::try_pin_init(try_pin_init!(CrpFile { attached <- new_mutex!(None) }), GFP_KERNEL)
+    }
+
+    fn ioctl(me: Pin<&CrpFile>, _file: &File, command: u32, argument: usize) -> Result<isize> {
+        match command {
+            CRP_IOC_DUMP_TASK => dump::dump_task(argument),
+            CRP_IOC_ATTACH => me.attach(argument),
+            CRP_IOC_RESTORE => restore::restore(argument),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    /// Reads the attached task's memory; the file position is the address.
+    fn read_iter(mut kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let me = kiocb.file();
+        let attached = me.attached.lock();
+        let task = attached.as_ref().ok_or(ENXIO)?;
+        // Still stopped, and still traced by this caller.
+        task.check_dump_target()?;
+        let mut address = u64::try_from(kiocb.ki_pos()).map_err(|_| EINVAL)?;
+        let mut buffer = KVVec::from_elem(0u8, READ_CHUNK.min(iov.len()), GFP_KERNEL)?;
+        let mut total = 0usize;
+        while !iov.is_empty() {
+            let chunk = iov.len().min(buffer.len());
+            let read = task.read_memory(address, &mut buffer[..chunk])?;
+            if read == 0 {
+                break;
+            }
+            let copied = iov.copy_to_iter(&buffer[..read]);
+            total += copied;
+            address += copied as u64;
+            if copied < read {
+                break;
+            }
+        }
+        drop(attached);
+        *kiocb.ki_pos_mut() = address as i64;
+        if total == 0 && !iov.is_empty() {
+            // Nothing mapped there, as /proc/PID/mem says.
+            return Err(EIO);
+        }
+        Ok(total)
+    }
+}
+
+impl CrpFile {
+    fn attach(&self, argument: usize) -> Result<isize> {
+        let size = core::mem::size_of::<CrpAttach>();
+        let request: CrpAttach = UserSlice::new(UserPtr::from_addr(argument), size).reader().read()?;
+        if request.abi_version != CRP_ABI_VERSION {
+            return Err(EPROTO);
+        }
+        let task = TaskRef::find(request.pid)?;
+        task.check_dump_target()?;
+        *self.attached.lock() = Some(task);
+        Ok(0)
+    }
+}
