@@ -11,7 +11,8 @@
 //! Only callers with CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN may open the
 //! device. Records are defined once, in `abi.rs`, shared with user space.
 
-#[allow(dead_code)]
+// The ABI is public for user space; here only part of it is used.
+#[allow(dead_code, unreachable_pub)]
 mod abi;
 mod dump;
 mod helpers;

@@ -55,19 +55,16 @@ pub(crate) fn dump_task(argument: usize) -> Result<isize> {
 }
 
 fn fill_task_state(task: &TaskRef, mm: &MmRef, state: &mut CrpTaskState) -> Result {
-    let mut regs = [0u8; CRP_USER_REGS * 8];
-    let copied = task.regset(helpers::NT_PRSTATUS, &mut regs)?;
-    if copied != regs.len() {
+    let copied = task.regset_words(helpers::NT_PRSTATUS, &mut state.regs)?;
+    if copied != CRP_USER_REGS * 8 {
         return Err(EIO);
-    }
-    for (word, bytes) in state.regs.iter_mut().zip(regs.chunks_exact(8)) {
-        *word = u64::from_ne_bytes(bytes.try_into().map_err(|_| EIO)?);
     }
 
     let mut actions = [0u64; 4 * CRP_SIGNALS];
     let mut altstack = [0u64; 3];
     task.signals(&mut actions, &mut state.blocked, &mut altstack);
-    for (action, words) in state.actions.iter_mut().zip(actions.chunks_exact(4)) {
+    for (index, action) in state.actions.iter_mut().enumerate() {
+        let words = &actions[4 * index..4 * index + 4];
         *action = CrpSigaction { handler: words[0], flags: words[1], restorer: words[2], mask: words[3] };
     }
     state.altstack_sp = altstack[0];
@@ -110,8 +107,8 @@ fn fill_task_state(task: &TaskRef, mm: &MmRef, state: &mut CrpTaskState) -> Resu
     state.dumpable = misc[12] as u32;
 
     let limits = task.rlimits();
-    for (limit, words) in state.rlimits.iter_mut().zip(limits.chunks_exact(2)) {
-        *limit = CrpRlimit { soft: words[0], hard: words[1] };
+    for (index, limit) in state.rlimits.iter_mut().enumerate() {
+        *limit = CrpRlimit { soft: limits[2 * index], hard: limits[2 * index + 1] };
     }
     Ok(())
 }

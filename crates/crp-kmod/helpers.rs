@@ -5,6 +5,7 @@
 
 use core::ptr::NonNull;
 
+use kernel::bindings;
 use kernel::prelude::*;
 
 /// Words of `crp_task_misc` (see crp_helpers.h).
@@ -60,6 +61,11 @@ fn check(value: c_long) -> Result<usize> {
     Ok(value as usize)
 }
 
+/// A negative C int as an error.
+fn check_int(value: c_int) -> Result {
+    check(value as c_long).map(|_| ())
+}
+
 pub(crate) fn caller_may_checkpoint() -> bool {
     // SAFETY: capable() only reads the current task's credentials.
     unsafe { ffi::crp_caller_may_checkpoint() != 0 }
@@ -89,7 +95,7 @@ impl TaskRef {
     /// Ok when the task is a user process ptrace-stopped by the caller.
     pub(crate) fn check_dump_target(&self) -> Result {
         // SAFETY: `self` holds a reference, so the task is valid.
-        check(unsafe { ffi::crp_check_dump_target(self.raw()) }.into()).map(|_| ())
+        check_int(unsafe { ffi::crp_check_dump_target(self.raw()) })
     }
 
     pub(crate) fn mm(&self) -> Result<MmRef> {
@@ -103,7 +109,15 @@ impl TaskRef {
         let size = c_uint::try_from(buffer.len()).map_err(|_| EINVAL)?;
         // SAFETY: `buffer` is valid for `size` bytes; the task is stopped
         // (checked by the caller) as regset_get requires.
-        check(unsafe { ffi::crp_task_regset(self.raw(), note_type, buffer.as_mut_ptr().cast(), size) }.into())
+        check(unsafe { ffi::crp_task_regset(self.raw(), note_type, buffer.as_mut_ptr().cast(), size) } as c_long)
+    }
+
+    /// Copies the regset `note_type` into `words`; returns its length in bytes.
+    pub(crate) fn regset_words(&self, note_type: u32, words: &mut [u64]) -> Result<usize> {
+        let size = c_uint::try_from(core::mem::size_of_val(words)).map_err(|_| EINVAL)?;
+        // SAFETY: `words` is valid for `size` bytes and any bytes are valid
+        // u64s; the task is stopped (checked by the caller).
+        check(unsafe { ffi::crp_task_regset(self.raw(), note_type, words.as_mut_ptr().cast(), size) } as c_long)
     }
 
     /// `actions` gets 4 words per signal; `altstack` sp, size, flags.
@@ -206,7 +220,7 @@ pub(crate) mod current {
 
     pub(crate) fn unmap(start: u64, length: u64) -> Result {
         // SAFETY: vm_munmap acts on the current mm with its own locking.
-        check(unsafe { ffi::crp_unmap(start, length) }.into()).map(|_| ())
+        check_int(unsafe { ffi::crp_unmap(start, length) })
     }
 
     /// Maps `[start, start + length)` with the CRP_VMA_* `flags`; `file` is
@@ -223,7 +237,7 @@ pub(crate) mod current {
 
     pub(crate) fn set_vma_flags(start: u64, flags: u64) -> Result {
         // SAFETY: takes the current mm's write lock itself.
-        check(unsafe { ffi::crp_set_vma_flags(start, flags) }.into()).map(|_| ())
+        check_int(unsafe { ffi::crp_set_vma_flags(start, flags) })
     }
 
     /// Writes `data` at `address` of the caller through any protection.
@@ -242,12 +256,12 @@ pub(crate) mod current {
     pub(crate) fn set_mm_fields(fields: &[u64; MM_WORDS], auxv: &[u64]) -> Result {
         let words = c_uint::try_from(auxv.len()).map_err(|_| EINVAL)?;
         // SAFETY: the arrays are valid for the words passed.
-        check(unsafe { ffi::crp_set_mm_fields(fields.as_ptr(), auxv.as_ptr(), words) }.into()).map(|_| ())
+        check_int(unsafe { ffi::crp_set_mm_fields(fields.as_ptr(), auxv.as_ptr(), words) })
     }
 
     pub(crate) fn set_signals(actions: &[u64; 4 * 64], blocked: u64, altstack: &[u64; 3]) -> Result {
         // SAFETY: the arrays have the sizes crp_set_signals reads.
-        check(unsafe { ffi::crp_set_signals(actions.as_ptr(), blocked, altstack.as_ptr()) }.into()).map(|_| ())
+        check_int(unsafe { ffi::crp_set_signals(actions.as_ptr(), blocked, altstack.as_ptr()) })
     }
 
     pub(crate) fn set_misc(personality: u64, robust_list_head: u64, clear_child_tid: u64) {
@@ -257,7 +271,7 @@ pub(crate) mod current {
 
     pub(crate) fn set_user_regs(regs: &[u64; 27]) -> Result {
         // SAFETY: `regs` has the 27 user_regs_struct words crp_set_user_regs reads.
-        check(unsafe { ffi::crp_set_user_regs(regs.as_ptr()) }.into()).map(|_| ())
+        check_int(unsafe { ffi::crp_set_user_regs(regs.as_ptr()) })
     }
 }
 

@@ -251,8 +251,11 @@ fn set_task_state(state: &CrpTaskState) -> Result {
     ];
     current::set_mm_fields(&fields, &mm.auxv[..mm.auxv_words as usize])?;
     let mut actions = [0u64; 4 * CRP_SIGNALS];
-    for (words, action) in actions.chunks_exact_mut(4).zip(state.actions.iter()) {
-        words.copy_from_slice(&[action.handler, action.flags, action.restorer, action.mask]);
+    for (index, action) in state.actions.iter().enumerate() {
+        actions[4 * index] = action.handler;
+        actions[4 * index + 1] = action.flags;
+        actions[4 * index + 2] = action.restorer;
+        actions[4 * index + 3] = action.mask;
     }
     let altstack = [state.altstack_sp, state.altstack_size, u64::from(state.altstack_flags)];
     current::set_signals(&actions, state.blocked, &altstack)?;

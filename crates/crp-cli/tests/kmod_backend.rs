@@ -1,0 +1,329 @@
+//! The kmod back end against the real module: these tests need `/dev/crp`,
+//! which only the lab kernel can provide (the host cannot load modules), so
+//! they are ignored in a plain `cargo test` and run inside the booted lab
+//! kernel by `crates/crp-kmod/tests/in-vm.sh` with `--ignored`.
+//!
+//! The programs are the ones the userspace tests use, and they check their
+//! own state after the restore; every pairing of back ends is exercised.
+
+mod common;
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use crp_kmod_abi::*;
+
+fn backend(name: &str) -> [&str; 2] {
+    ["--backend", name]
+}
+
+/// The state subject (heap pattern, TLS, vector registers held inside a
+/// blocked read(), file mappings, guard pages) dumped with one back end
+/// and restored with another.
+fn state_round_trip(program: &Path, dump_with: &str, restore_with: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let (private, shared) = state_files(directory.path());
+    let mut command = Command::new(program);
+    command.arg("state").arg(private).arg(shared);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("state.crp");
+    dump_ok(subject.pid, &image, &backend(dump_with));
+    assert_killed(subject.wait());
+    let output = restore(&image, &backend(restore_with), "go\n");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "restore: {}\n{}", stdout, stderr_of(&output));
+    assert!(stdout.starts_with(&format!("OK pid={} ", subject.pid)), "{stdout}");
+    assert!(stdout.ends_with("line=go\n"), "{stdout}");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn kmod_dump_kmod_restore_dynamic_program() {
+    state_round_trip(&programs().dynamic, "kmod", "kmod");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn kmod_dump_kmod_restore_static_program() {
+    state_round_trip(&programs().static_, "kmod", "kmod");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn userspace_dump_kmod_restore() {
+    state_round_trip(&programs().dynamic, "userspace", "kmod");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn kmod_dump_userspace_restore() {
+    state_round_trip(&programs().dynamic, "kmod", "userspace");
+}
+
+/// A process inside nanosleep sleeps only the rest of its time.
+fn nanosleep_round_trip(dump_with: &str, restore_with: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "3"]);
+    let mut subject = Subject::spawn(command);
+    std::thread::sleep(Duration::from_millis(500));
+    let image = directory.path().join("sleep.crp");
+    dump_ok(subject.pid, &image, &backend(dump_with));
+    assert_killed(subject.wait());
+    let output = restore(&image, &backend(restore_with), "");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    let slept: f64 = stdout
+        .trim()
+        .rsplit_once("slept=")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // Asleep ~0.5 s before the dump; the rest (~2.5 s) after, not 3 s again.
+    assert!((2.0..3.5).contains(&slept), "slept {slept} s in total: {stdout}");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn kmod_process_blocked_in_nanosleep() {
+    nanosleep_round_trip("kmod", "kmod");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn python3_mid_computation_across_back_ends() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/compute.py");
+    let mut plain = Command::new("python3");
+    close_inherited_fds(&mut plain);
+    let uninterrupted = plain.arg(&script).stdin(std::process::Stdio::null()).output().unwrap();
+    let expected = String::from_utf8(uninterrupted.stdout).unwrap().lines().last().unwrap().to_owned();
+    assert!(expected.starts_with("RESULT "), "{expected}");
+    for (dump_with, restore_with) in [("kmod", "kmod"), ("kmod", "userspace"), ("userspace", "kmod")] {
+        let directory = tempfile::tempdir().unwrap();
+        let mut command = Command::new("python3");
+        command.arg(&script);
+        let mut subject = Subject::spawn(command);
+        std::thread::sleep(Duration::from_millis(1500));
+        let image = directory.path().join("python.crp");
+        dump_ok(subject.pid, &image, &backend(dump_with));
+        assert_killed(subject.wait());
+        assert_eq!(subject.rest_of_output(), "", "the original finished before the dump");
+        let output = restore(&image, &backend(restore_with), "");
+        let stdout = stdout_of(&output);
+        assert!(output.status.success(), "{dump_with}->{restore_with}: {stdout}{}", stderr_of(&output));
+        assert_eq!(stdout.trim_end(), expected, "{dump_with}->{restore_with}");
+    }
+}
+
+// ---- bad input straight to the module: errnos, never an oops ----
+
+fn device() -> File {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/crp").expect("/dev/crp")
+}
+
+/// Runs one ioctl and returns its errno (0 on success).
+fn ioctl_errno(file: &File, command: u32, argument: u64) -> i32 {
+    // SAFETY: the module validates every pointer it is given; a wrong one
+    // yields EFAULT. Callers pass pointers to live records or deliberately
+    // invalid addresses the kernel checks before use.
+    let result = unsafe { libc::ioctl(file.as_raw_fd(), command as _, argument) };
+    if result < 0 { std::io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { 0 }
+}
+
+fn address_of<T>(value: &T) -> u64 {
+    std::ptr::from_ref(value) as u64
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn dump_ioctl_refuses_bad_requests() {
+    let file = device();
+    // Unknown command, and a known one encoded with another size.
+    assert_eq!(ioctl_errno(&file, 0xdead, 0), libc::ENOTTY);
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK ^ (1 << 16), 0), libc::ENOTTY);
+    // Pointers the caller does not own.
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, 0), libc::EFAULT);
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, 0xffff_ffff_ffff_f000), libc::EFAULT);
+
+    let mut subject = Subject::spawn({
+        let mut command = Command::new(&programs().dynamic);
+        command.args(["sleep", "30"]);
+        command
+    });
+    let mut state = CrpTaskState::default();
+    let mut request = CrpDumpRequest {
+        abi_version: CRP_ABI_VERSION,
+        pid: subject.pid,
+        task: address_of(&mut state),
+        ..CrpDumpRequest::default()
+    };
+    // A running process: not stopped.
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of(&mut request)), libc::EBUSY);
+    // Stopped, but by SIGSTOP and not by this caller's ptrace: not permitted.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(subject.pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of(&mut request)), libc::EPERM);
+    // Another ABI version, a pid that does not exist, and the caller itself.
+    request.abi_version = CRP_ABI_VERSION + 1;
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of(&mut request)), libc::EPROTO);
+    request.abi_version = CRP_ABI_VERSION;
+    request.pid = i32::MAX;
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of(&mut request)), libc::ESRCH);
+    request.pid = std::process::id().cast_signed();
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of(&mut request)), libc::EINVAL);
+    // Reading memory before attaching to anyone.
+    let mut buffer = [0u8; 16];
+    let read = std::os::unix::fs::FileExt::read_at(&file, &mut buffer, 0x1000);
+    assert_eq!(read.unwrap_err().raw_os_error(), Some(libc::ENXIO));
+    let attach = CrpAttach { abi_version: CRP_ABI_VERSION, pid: subject.pid };
+    assert_eq!(ioctl_errno(&file, CRP_IOC_ATTACH, address_of(&attach)), libc::EPERM);
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(subject.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    subject.wait();
+}
+
+/// A restore request against the calling process itself: every one of
+/// these must be refused before anything is unmapped, so this test
+/// process must survive them all.
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn restore_ioctl_refuses_bad_requests_before_touching_the_caller() {
+    let file = device();
+    let directory = tempfile::tempdir().unwrap();
+    let image_path = directory.path().join("image");
+    std::fs::write(&image_path, vec![0u8; 8192]).unwrap();
+    let image = File::open(&image_path).unwrap();
+    let (pipe_reader, _pipe_writer) = nix::unistd::pipe().unwrap();
+
+    let mut state = CrpTaskState::default();
+    state.regs[17] = 0x33;
+    state.regs[20] = 0x2b;
+    state.mm.start_code = 0x40_0000;
+    state.mm.end_code = 0x40_1000;
+    let vmas = [
+        CrpRestoreVma {
+            start: 0x1000_0000,
+            end: 0x1000_2000,
+            flags: CRP_VMA_READ | CRP_VMA_WRITE,
+            fd: -1,
+            ..Default::default()
+        },
+        CrpRestoreVma { start: 0x2000_0000, end: 0x2000_1000, flags: CRP_VMA_READ, fd: -1, ..Default::default() },
+    ];
+    let runs = [CrpPageRun { address: 0x1000_0000, pages: 2, file_offset: 0 }];
+    let good = CrpRestoreRequest {
+        abi_version: CRP_ABI_VERSION,
+        image_fd: image.as_raw_fd(),
+        task: address_of(&state),
+        vmas: vmas.as_ptr() as u64,
+        vma_count: 2,
+        run_count: 1,
+        runs: runs.as_ptr() as u64,
+    };
+    let try_request = |request: &CrpRestoreRequest| ioctl_errno(&file, CRP_IOC_RESTORE, address_of(request));
+
+    assert_eq!(try_request(&CrpRestoreRequest { abi_version: 0, ..good }), libc::EPROTO);
+    assert_eq!(try_request(&CrpRestoreRequest { image_fd: -5, ..good }), libc::EBADF);
+    assert_eq!(try_request(&CrpRestoreRequest { image_fd: pipe_reader.as_raw_fd(), ..good }), libc::EINVAL);
+    assert_eq!(try_request(&CrpRestoreRequest { vma_count: 0, ..good }), libc::E2BIG);
+    assert_eq!(try_request(&CrpRestoreRequest { vma_count: CRP_MAX_VMAS + 1, ..good }), libc::E2BIG);
+    assert_eq!(try_request(&CrpRestoreRequest { task: 8, ..good }), libc::EFAULT);
+    assert_eq!(try_request(&CrpRestoreRequest { vmas: 0xffff_ffff_ffff_0000, ..good }), libc::EFAULT);
+    assert_eq!(ioctl_errno(&file, CRP_IOC_RESTORE, 1), libc::EFAULT);
+
+    let with_vmas = |vmas: &[CrpRestoreVma]| {
+        try_request(&CrpRestoreRequest {
+            vmas: vmas.as_ptr() as u64,
+            vma_count: u32::try_from(vmas.len()).unwrap(),
+            run_count: 0,
+            ..good
+        })
+    };
+    let overlapping = [vmas[0], CrpRestoreVma { start: 0x1000_1000, end: 0x1000_3000, ..vmas[1] }];
+    assert_eq!(with_vmas(&overlapping), libc::EINVAL);
+    let unaligned = [CrpRestoreVma { start: 0x1000_0800, ..vmas[0] }];
+    assert_eq!(with_vmas(&unaligned), libc::EINVAL);
+    let kernel_half = [CrpRestoreVma { start: 0xffff_8000_0000_0000, end: 0xffff_8000_0000_1000, ..vmas[0] }];
+    assert_eq!(with_vmas(&kernel_half), libc::EINVAL);
+    let unknown_flag = [CrpRestoreVma { flags: CRP_VMA_LOCKED, ..vmas[0] }];
+    assert_eq!(with_vmas(&unknown_flag), libc::EINVAL);
+    let bad_file = [CrpRestoreVma { fd: 9999, ..vmas[0] }];
+    assert_eq!(with_vmas(&bad_file), libc::EBADF);
+
+    let with_run = |run: CrpPageRun| {
+        let runs = [run];
+        try_request(&CrpRestoreRequest { runs: runs.as_ptr() as u64, run_count: 1, ..good })
+    };
+    // Past the end of the image file, outside every VMA, across two VMAs.
+    assert_eq!(with_run(CrpPageRun { file_offset: 4096, ..runs[0] }), libc::EINVAL);
+    assert_eq!(with_run(CrpPageRun { address: 0x3000_0000, pages: 1, file_offset: 0 }), libc::EINVAL);
+    assert_eq!(with_run(CrpPageRun { address: 0x1000_1000, pages: 2, file_offset: 0 }), libc::EINVAL);
+    assert_eq!(with_run(CrpPageRun { pages: u64::MAX / 2, ..runs[0] }), libc::EOVERFLOW);
+
+    // Registers the kernel would not return to, and impossible mm fields.
+    let mut bad_state = state;
+    bad_state.regs[17] = 0x10;
+    assert_eq!(try_request(&CrpRestoreRequest { task: address_of(&bad_state), ..good }), libc::EINVAL);
+    let mut bad_state = state;
+    bad_state.mm.end_code = 0;
+    assert_eq!(try_request(&CrpRestoreRequest { task: address_of(&bad_state), ..good }), libc::EINVAL);
+    // This process is still whole: its memory and files work.
+    assert_eq!(std::fs::read(&image_path).unwrap().len(), 8192);
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn only_privileged_callers_may_open_the_device() {
+    // SAFETY: the child only calls async-signal-safe functions (setresuid,
+    // open, _exit) before exiting.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: raw syscalls with plain integers and a static path.
+            let code = unsafe {
+                if libc::setresuid(65534, 65534, 65534) != 0 {
+                    2
+                } else if libc::open(c"/dev/crp".as_ptr(), libc::O_RDWR) >= 0 {
+                    3
+                } else if *libc::__errno_location() == libc::EPERM || *libc::__errno_location() == libc::EACCES {
+                    0
+                } else {
+                    4
+                }
+            };
+            // SAFETY: ends the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0), "nobody could open /dev/crp");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn check_reports_the_device_usable() {
+    let output = crp().arg("check").output().unwrap();
+    let stdout = stdout_of(&output);
+    let line = stdout.lines().find(|line| line.contains("/dev/crp")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.starts_with("ok"), "{line}");
+}
+
+/// The host's case (its kernel cannot load modules): not ignored.
+#[test]
+fn without_the_module_kmod_is_refused_and_the_process_left_running() {
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "30"]);
+    let mut subject = Subject::spawn(command);
+    let directory = tempfile::tempdir().unwrap();
+    let output = dump(subject.pid, &directory.path().join("x.crp"), &backend("kmod"));
+    assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains("/dev/crp does not exist"), "{}", stderr_of(&output));
+    assert_eq!(status_field(subject.pid, "TracerPid"), "0");
+    assert!(status_field(subject.pid, "State").starts_with('S'));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(subject.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    subject.wait();
+}
