@@ -52,7 +52,18 @@ macro_rules! plain_records {
         )*
     };
 }
-plain_records!(CrpSigaction, CrpMmState, CrpRlimit, CrpTaskState, CrpVma, CrpDumpRequest, CrpAttach, CrpRestoreVma, CrpPageRun, CrpRestoreRequest);
+plain_records!(
+    CrpSigaction,
+    CrpMmState,
+    CrpRlimit,
+    CrpTaskState,
+    CrpVma,
+    CrpDumpRequest,
+    CrpAttach,
+    CrpRestoreVma,
+    CrpPageRun,
+    CrpRestoreRequest
+);
 
 #[pin_data]
 struct CrpModule {

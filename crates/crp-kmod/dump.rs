@@ -73,8 +73,19 @@ fn fill_task_state(task: &TaskRef, mm: &MmRef, state: &mut CrpTaskState) -> Resu
 
     let mut fields = [0u64; helpers::MM_WORDS];
     let auxv_words = mm.fields(&mut fields, &mut state.mm.auxv);
-    let [start_code, end_code, start_data, end_data, start_brk, brk, start_stack, arg_start, arg_end, env_start, env_end] =
-        fields;
+    let [
+        start_code,
+        end_code,
+        start_data,
+        end_data,
+        start_brk,
+        brk,
+        start_stack,
+        arg_start,
+        arg_end,
+        env_start,
+        env_end,
+    ] = fields;
     state.mm = CrpMmState {
         start_code,
         end_code,

@@ -35,10 +35,20 @@ mod ffi {
         pub(super) fn crp_task_misc(task: *mut c_void, mm: *mut c_void, misc: *mut u64);
         pub(super) fn crp_task_rlimits(task: *mut c_void, limits: *mut u64);
         pub(super) fn crp_mm_fields(mm: *mut c_void, fields: *mut u64, auxv: *mut u64, capacity: c_uint) -> c_int;
-        pub(super) fn crp_next_vma(mm: *mut c_void, from: u64, vma: *mut u64, name: *mut u8, capacity: c_uint)
-        -> c_long;
-        pub(super) fn crp_access_vm(task: *mut c_void, address: u64, buf: *mut c_void, len: c_ulong, write: c_int)
-        -> c_long;
+        pub(super) fn crp_next_vma(
+            mm: *mut c_void,
+            from: u64,
+            vma: *mut u64,
+            name: *mut u8,
+            capacity: c_uint,
+        ) -> c_long;
+        pub(super) fn crp_access_vm(
+            task: *mut c_void,
+            address: u64,
+            buf: *mut c_void,
+            len: c_ulong,
+            write: c_int,
+        ) -> c_long;
         pub(super) fn crp_file_is_regular(file: *mut c_void) -> c_int;
         pub(super) fn crp_file_size(file: *mut c_void) -> i64;
         pub(super) fn crp_read_file(file: *mut c_void, buf: *mut c_void, len: c_ulong, pos: i64) -> c_long;
