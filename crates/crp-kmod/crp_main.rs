@@ -9,7 +9,7 @@
 //!   ([`restore`]).
 //!
 //! Only callers with CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN may open the
-//! device. Records are defined once, in `abi.rs`, shared with user space.
+//! device or issue its ioctls. Records are defined once, in `abi.rs`, shared with user space.
 
 // The ABI is public for user space; here only part of it is used.
 #[allow(dead_code, unreachable_pub)]
@@ -39,15 +39,15 @@ module! {
     license: "GPL",
 }
 
-// SAFETY: every ABI record is `repr(C)` made of integers and arrays of such
+// Every ABI record is `repr(C)` made of integers and arrays of such
 // records, without padding (abi.rs pins the sizes): any byte pattern is a
 // valid value and every byte is initialised.
 macro_rules! plain_records {
     ($($record:ty),*) => {
         $(
-            // SAFETY: see above.
+            // SAFETY: see the comment above the macro.
             unsafe impl kernel::transmute::FromBytes for $record {}
-            // SAFETY: see above.
+            // SAFETY: see the comment above the macro.
             unsafe impl kernel::transmute::AsBytes for $record {}
         )*
     };
@@ -100,6 +100,11 @@ impl MiscDevice for CrpFile {
     }
 
     fn ioctl(me: Pin<&CrpFile>, _file: &File, command: u32, argument: usize) -> Result<isize> {
+        // Checked again here: an open descriptor may have been handed to
+        // a process without the capability.
+        if !helpers::caller_may_checkpoint() {
+            return Err(EPERM);
+        }
         match command {
             CRP_IOC_DUMP_TASK => dump::dump_task(argument),
             CRP_IOC_ATTACH => me.attach(argument),

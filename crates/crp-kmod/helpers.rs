@@ -156,7 +156,7 @@ impl TaskRef {
     pub(crate) fn read_memory(&self, address: u64, buffer: &mut [u8]) -> Result<usize> {
         // SAFETY: `buffer` is valid for its length; access_process_vm takes
         // the task's mm and its lock itself.
-        check(unsafe { ffi::crp_access_vm(self.raw(), address, buffer.as_mut_ptr().cast(), buffer.len() as _, 0) })
+        check(unsafe { ffi::crp_access_vm(self.raw(), address, buffer.as_mut_ptr().cast(), buffer.len(), 0) })
     }
 }
 
@@ -255,7 +255,7 @@ pub(crate) mod current {
         // SAFETY: a null task means `current`; `data` is valid for its
         // length and FOLL_WRITE only reads it.
         let written = check(unsafe {
-            ffi::crp_access_vm(core::ptr::null_mut(), address, data.as_ptr().cast_mut().cast(), data.len() as _, 1)
+            ffi::crp_access_vm(core::ptr::null_mut(), address, data.as_ptr().cast_mut().cast(), data.len(), 1)
         })?;
         if written != data.len() {
             return Err(EFAULT);
@@ -302,7 +302,7 @@ pub(crate) mod file {
     /// Reads exactly `buffer.len()` bytes at `position`, or fails with EIO.
     pub(crate) fn read_exact(file: *mut c_void, buffer: &mut [u8], position: i64) -> Result {
         // SAFETY: `file` is held by the caller; `buffer` is valid for its length.
-        let read = check(unsafe { ffi::crp_read_file(file, buffer.as_mut_ptr().cast(), buffer.len() as _, position) })?;
+        let read = check(unsafe { ffi::crp_read_file(file, buffer.as_mut_ptr().cast(), buffer.len(), position) })?;
         if read != buffer.len() {
             return Err(EIO);
         }

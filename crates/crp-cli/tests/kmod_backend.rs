@@ -333,21 +333,27 @@ fn errnos_in_single_threaded_child(file: &File, requests: &[CrpRestoreRequest]) 
 
 #[test]
 #[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
-fn only_privileged_callers_may_open_the_device() {
-    // SAFETY: the child only calls async-signal-safe functions (setresuid,
-    // open, _exit) before exiting.
+fn only_privileged_callers_may_open_or_use_the_device() {
+    // Opened while privileged, then used after dropping to nobody.
+    let file = device();
+    let attach = CrpAttach { abi_version: CRP_ABI_VERSION, pid: 1 };
+    // SAFETY: the child only makes raw system calls (setresuid, open,
+    // ioctl) on memory prepared before the fork, then _exit.
     match unsafe { nix::unistd::fork() }.unwrap() {
         nix::unistd::ForkResult::Child => {
-            // SAFETY: raw syscalls with plain integers and a static path.
+            // SAFETY: raw syscalls with plain integers, a static path and a live record.
             let code = unsafe {
+                let denied = || matches!(*libc::__errno_location(), libc::EPERM | libc::EACCES);
                 if libc::setresuid(65534, 65534, 65534) != 0 {
                     2
-                } else if libc::open(c"/dev/crp".as_ptr(), libc::O_RDWR) >= 0 {
+                } else if libc::open(c"/dev/crp".as_ptr(), libc::O_RDWR) >= 0 || !denied() {
                     3
-                } else if *libc::__errno_location() == libc::EPERM || *libc::__errno_location() == libc::EACCES {
-                    0
-                } else {
+                } else if libc::ioctl(file.as_raw_fd(), CRP_IOC_ATTACH as _, std::ptr::from_ref(&attach)) >= 0
+                    || *libc::__errno_location() != libc::EPERM
+                {
                     4
+                } else {
+                    0
                 }
             };
             // SAFETY: ends the forked child without running the parent's destructors.
@@ -355,7 +361,8 @@ fn only_privileged_callers_may_open_the_device() {
         }
         nix::unistd::ForkResult::Parent { child } => {
             let status = nix::sys::wait::waitpid(child, None).unwrap();
-            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0), "nobody could open /dev/crp");
+            // 3: nobody could open /dev/crp; 4: nobody could use an inherited one.
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
         }
     }
 }

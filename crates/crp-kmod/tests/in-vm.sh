@@ -21,8 +21,14 @@ log() { printf '[in-vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 started=$SECONDS
 log "kernel lab: $lab (setup is cached after the first run)"
 "$lab/setup.sh"
-log "building crp.ko"
-"$lab/build-module.sh" "$repo/crates/crp-kmod"
+log "building crp.ko (with the kernel's clippy lints; any warning fails)"
+touch "$repo/crates/crp-kmod/crp_main.rs"   # rebuild, so warnings are seen every run
+build_log=$(mktemp)
+"$lab/build-module.sh" "$repo/crates/crp-kmod" CLIPPY=1 2>&1 | tee "$build_log"
+if grep -E '(^|: )warning|objtool' "$build_log"; then
+    log "the module build has warnings (above)"
+    exit 1
+fi
 log "building crp and the kmod test binary"
 cd "$repo"
 cargo build --quiet --bin crp
