@@ -3,7 +3,8 @@
 //! child `crp restore` prepared) becomes the checkpointed one: its address
 //! space is replaced by the image's VMAs and pages, its mm fields, signal
 //! state, robust list, clear_child_tid, personality and general registers
-//! are set, and the ioctl returns to user mode at the saved instruction.
+//! are set, and the ioctl returns to user mode at the saved instruction
+//! (with only the low half of rax: see [`restore`]).
 //!
 //! Everything in the request is read and validated before the first
 //! mapping is touched; a failure after that point leaves a process that
@@ -47,8 +48,10 @@ pub(crate) fn restore(argument: usize) -> Result<isize> {
     replace_address_space(&plan)?;
     fill_pages(&plan)?;
     set_task_state(&plan.state)?;
-    // The syscall return path stores this in rax: the saved one.
-    Ok(plan.state.regs[REG_RAX] as isize)
+    // The syscall return path stores the ioctl's result in rax, after
+    // sys_ioctl has narrowed it to an int: the saved rax comes back with its
+    // low 32 bits sign-extended, and crp sets the full value from outside.
+    Ok(plan.state.regs[REG_RAX] as i32 as isize)
 }
 
 fn read_and_validate(argument: usize) -> Result<Plan> {

@@ -64,6 +64,31 @@ fn kmod_dump_userspace_restore() {
     state_round_trip(&programs().dynamic, "kmod", "userspace");
 }
 
+/// A process caught in user mode between two instructions, with 64-bit
+/// patterns in every general register (high halves set), keeps them all.
+fn spin_round_trip(dump_with: &str, restore_with: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["spin", "4"]);
+    let mut subject = Subject::spawn(command);
+    std::thread::sleep(Duration::from_millis(1000));
+    let image = directory.path().join("spin.crp");
+    dump_ok(subject.pid, &image, &backend(dump_with));
+    assert_killed(subject.wait());
+    let output = restore(&image, &backend(restore_with), "");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{dump_with}->{restore_with}: {stdout}{}", stderr_of(&output));
+    assert_eq!(stdout, format!("OK pid={} registers kept\n", subject.pid), "{dump_with}->{restore_with}");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn general_registers_survive_across_back_ends() {
+    for (dump_with, restore_with) in [("kmod", "kmod"), ("kmod", "userspace"), ("userspace", "kmod")] {
+        spin_round_trip(dump_with, restore_with);
+    }
+}
+
 /// A process inside nanosleep(6 s), dumped after 3 s, sleeps only the rest
 /// of its time once restored: the restore takes well under the 6 s a
 /// restarted sleep would, but not less than the 3 s left. (Timed this way

@@ -265,3 +265,19 @@ fn interrupt_reaches_the_process_and_crp_reports_it() {
     let status = restorer.wait().unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
 }
+
+#[test]
+fn general_registers_survive_a_freeze_between_two_instructions() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["spin", "2"]);
+    let mut subject = Subject::spawn(command);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let image = directory.path().join("spin.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert_eq!(stdout, format!("OK pid={} registers kept\n", subject.pid));
+}

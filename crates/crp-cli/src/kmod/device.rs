@@ -24,6 +24,8 @@ pub enum KmodError {
     Ioctl { operation: &'static str, pid: i32, errno: Errno },
     #[error("the crp kernel module reported a malformed {what}")]
     Malformed { what: &'static str },
+    #[error("CRP_IOC_RESTORE left other registers than the image's: {differing}")]
+    Registers { differing: String },
 }
 
 /// An open `/dev/crp`.

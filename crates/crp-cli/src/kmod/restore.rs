@@ -238,11 +238,26 @@ fn check_registers(after: &Registers, resumed: &Registers) -> Result<(), CrpErro
     expected.es = after.es;
     expected.fs = after.fs;
     expected.gs = after.gs;
-    let named = |registers: &Registers| crp_arch_x86::RegisterFile::from_registers(registers).values;
-    if named(after) != named(&expected) {
-        return Err(CrpError::Kmod(super::KmodError::Malformed { what: "register state after CRP_IOC_RESTORE" }));
+    // sys_ioctl returns an int: rax comes back as its low half, sign-extended.
+    expected.rax = low_half_sign_extended(resumed.rax);
+    let after_file = crp_arch_x86::RegisterFile::from_registers(after);
+    let expected_file = crp_arch_x86::RegisterFile::from_registers(&expected);
+    let differing: Vec<String> = after_file
+        .named()
+        .zip(expected_file.named())
+        .filter(|((_, got), (_, wanted))| got != wanted)
+        .map(|((name, got), (_, wanted))| format!("{name} {got:#x} instead of {wanted:#x}"))
+        .collect();
+    if !differing.is_empty() {
+        return Err(CrpError::Kmod(super::KmodError::Registers { differing: differing.join(", ") }));
     }
     Ok(())
+}
+
+/// What an int return value makes of `value` in a 64-bit register.
+fn low_half_sign_extended(value: u64) -> u64 {
+    let low = value & 0xffff_ffff;
+    if low & 0x8000_0000 != 0 { low | 0xffff_ffff_0000_0000 } else { low }
 }
 
 /// The EFLAGS bits the module loads.
@@ -287,4 +302,16 @@ fn finish_from_outside(
     // Back to exactly what the module left, plus fs/gs base and XSAVE.
     image.cpu.load(pid, *resumed)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_int_return_keeps_the_low_half_sign_extended() {
+        assert_eq!(low_half_sign_extended(0x1234_5678_0000_0005), 5);
+        assert_eq!(low_half_sign_extended(0x1_ffff_fe00), 0xffff_ffff_ffff_fe00);
+        assert_eq!(low_half_sign_extended(u64::MAX), u64::MAX);
+    }
 }

@@ -13,6 +13,10 @@
  *       SIGALRM, then reports its ids, groups and limit.
  *   subject seccomp
  *       installs an allow-everything seccomp filter, then waits on stdin.
+ *   subject spin SECONDS
+ *       spins in user mode (never in a syscall) for SECONDS of ITIMER_REAL
+ *       with 64-bit patterns in rax, rbx, rdx, rsi, rdi, r8-r15, checking
+ *       them on every iteration; a dump catches it between two instructions.
  *
  * Protocol: prints "READY <pid>" once set up; after the wait prints
  * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
@@ -332,6 +336,73 @@ static int run_identity(void) {
     return 0;
 }
 
+/* 64-bit patterns (high halves set) for the general registers. */
+static const uint64_t spin_patterns[13] = {
+    0x8111111111111101ull, 0x9222222222222202ull, 0xa333333333333303ull, 0xb444444444444404ull,
+    0xc555555555555505ull, 0xd666666666666606ull, 0xe777777777777707ull, 0xf888888888888808ull,
+    0x8999999999999909ull, 0x9aaaaaaaaaaaaa0aull, 0xabbbbbbbbbbbbb0bull, 0xbccccccccccccc0cull,
+    0xcddddddddddddd0dull,
+};
+
+/* Loops until `alarmed`, with every general register but rcx, rbp and rsp
+ * holding a pattern, compared on every iteration; returns the number of
+ * mismatches seen (0 or 1). A SIGALRM handler runs in between; sigreturn
+ * restores the registers, as a restore must. */
+static long spin_holding_registers(void) {
+    long mismatches;
+    __asm__ volatile(
+        "mov %[p0], %%rax\n"
+        "mov %[p1], %%rbx\n"
+        "mov %[p2], %%rdx\n"
+        "mov %[p3], %%rsi\n"
+        "mov %[p4], %%rdi\n"
+        "mov %[p5], %%r8\n"
+        "mov %[p6], %%r9\n"
+        "mov %[p7], %%r10\n"
+        "mov %[p8], %%r11\n"
+        "mov %[p9], %%r12\n"
+        "mov %[p10], %%r13\n"
+        "mov %[p11], %%r14\n"
+        "mov %[p12], %%r15\n"
+        "xor %%ecx, %%ecx\n"
+        "1:\n"
+        "cmp %[p0], %%rax\n jne 2f\n"
+        "cmp %[p1], %%rbx\n jne 2f\n"
+        "cmp %[p2], %%rdx\n jne 2f\n"
+        "cmp %[p3], %%rsi\n jne 2f\n"
+        "cmp %[p4], %%rdi\n jne 2f\n"
+        "cmp %[p5], %%r8\n jne 2f\n"
+        "cmp %[p6], %%r9\n jne 2f\n"
+        "cmp %[p7], %%r10\n jne 2f\n"
+        "cmp %[p8], %%r11\n jne 2f\n"
+        "cmp %[p9], %%r12\n jne 2f\n"
+        "cmp %[p10], %%r13\n jne 2f\n"
+        "cmp %[p11], %%r14\n jne 2f\n"
+        "cmp %[p12], %%r15\n jne 2f\n"
+        "cmpl $0, %[alarmed]\n"
+        "je 1b\n"
+        "jmp 3f\n"
+        "2: inc %%ecx\n"
+        "3: mov %%rcx, %[mismatches]\n"
+        : [mismatches] "=m"(mismatches)
+        : [alarmed] "m"(alarmed), [p0] "m"(spin_patterns[0]), [p1] "m"(spin_patterns[1]), [p2] "m"(spin_patterns[2]), [p3] "m"(spin_patterns[3]), [p4] "m"(spin_patterns[4]), [p5] "m"(spin_patterns[5]), [p6] "m"(spin_patterns[6]), [p7] "m"(spin_patterns[7]), [p8] "m"(spin_patterns[8]), [p9] "m"(spin_patterns[9]), [p10] "m"(spin_patterns[10]), [p11] "m"(spin_patterns[11]), [p12] "m"(spin_patterns[12])
+        : "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "cc",
+          "memory");
+    return mismatches;
+}
+
+static int run_spin(double seconds) {
+    signal(SIGALRM, on_alarm);
+    struct itimerval timer = {{0, 0}, {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)}};
+    if (setitimer(ITIMER_REAL, &timer, NULL) != 0) return fail("setitimer");
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    if (spin_holding_registers() != 0) return fail("a general register lost its value");
+    printf("OK pid=%d registers kept\n", getpid());
+    fflush(stdout);
+    return 0;
+}
+
 static int run_seccomp(void) {
     struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     struct sock_fprog program = {1, &allow};
@@ -347,6 +418,7 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "state") == 0) return run_state(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "sleep") == 0) return run_sleep(atof(argv[2]));
     if (argc == 2 && strcmp(argv[1], "seccomp") == 0) return run_seccomp();
+    if (argc == 3 && strcmp(argv[1], "spin") == 0) return run_spin(atof(argv[2]));
     if (argc == 2 && strcmp(argv[1], "identity") == 0) return run_identity();
     fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS | subject identity | subject seccomp\n");
     return 2;
