@@ -12,6 +12,7 @@
 #include <linux/fs.h>
 #include <linux/futex.h>
 #include <linux/hrtimer.h>
+#include <linux/uio.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
 #include <linux/mmap_lock.h>
@@ -328,19 +329,63 @@ long crp_next_vma(struct mm_struct *mm, u64 from, u64 *vma_words, char *name, un
 	return length;
 }
 
-/* Reads (write == 0) or writes `len` bytes of `task`'s memory the way
- * /proc/PID/mem does (FOLL_FORCE: through any protection a debugger may
- * override). A NULL task means the current one. Returns bytes transferred. */
-long crp_access_vm(struct task_struct *task, u64 address, void *buf, unsigned long len, int write)
+/* Writes `len` bytes at `address` of the current task the way a debugger
+ * writes through /proc/PID/mem (FOLL_FORCE: into read-only private and
+ * PROT_NONE memory too). Returns bytes written. */
+long crp_force_write(u64 address, const void *buf, unsigned long len)
 {
-	unsigned int flags = FOLL_FORCE | (write ? FOLL_WRITE : 0);
-
-	if (!task)
-		task = current;
-
 	if (len > INT_MAX)
 		return -EINVAL;
-	return access_process_vm(task, address, buf, len, flags);
+	return access_process_vm(current, address, (void *)buf, len, FOLL_FORCE | FOLL_WRITE);
+}
+
+#define CRP_READ_BATCH 64
+
+/*
+ * Copies `task`'s memory at `address` into `iter` (the reader's buffer),
+ * one copy per page, the way process_vm_readv does: pin a batch of pages
+ * under the task's mmap lock, drop the lock, copy, release. FOLL_FORCE
+ * reads PROT_NONE memory too. Returns bytes copied, or -EIO if none could
+ * be (nothing mapped there).
+ */
+long crp_read_task_memory(struct task_struct *task, u64 address, struct iov_iter *iter)
+{
+	struct page *pages[CRP_READ_BATCH];
+	struct mm_struct *mm = get_task_mm(task);
+	long copied = 0;
+	bool short_copy = false;
+
+	if (!mm)
+		return -ESRCH;
+	while (iov_iter_count(iter) && !short_copy) {
+		unsigned long span = (address & ~PAGE_MASK) + iov_iter_count(iter);
+		unsigned long wanted = min_t(unsigned long, DIV_ROUND_UP(span, PAGE_SIZE), CRP_READ_BATCH);
+		int locked = 1;
+		long got, i;
+
+		if (mmap_read_lock_killable(mm))
+			break;
+		got = get_user_pages_remote(mm, address & PAGE_MASK, wanted, FOLL_FORCE, pages, &locked);
+		if (locked)
+			mmap_read_unlock(mm);
+		if (got <= 0)
+			break;
+		for (i = 0; i < got; i++) {
+			size_t offset = address & ~PAGE_MASK;
+			size_t bytes = min_t(size_t, PAGE_SIZE - offset, iov_iter_count(iter));
+			size_t done = 0;
+
+			if (!short_copy && bytes)
+				done = copy_page_to_iter(pages[i], offset, bytes, iter);
+			if (done < bytes)
+				short_copy = true;
+			copied += done;
+			address += done;
+			put_page(pages[i]);
+		}
+	}
+	mmput(mm);
+	return copied ? copied : -EIO;
 }
 
 int crp_file_is_regular(struct file *file)
@@ -358,6 +403,20 @@ long crp_read_file(struct file *file, void *buf, unsigned long len, long long po
 	loff_t offset = pos;
 
 	return kernel_read(file, buf, len, &offset);
+}
+
+/* Reads `len` bytes at `pos` of `file` straight into the current task's
+ * memory at `address` (one copy, from the page cache); the destination
+ * must be writable. Returns bytes read. */
+long crp_read_file_to_user(struct file *file, u64 address, unsigned long len, long long pos)
+{
+	struct iov_iter iter;
+	loff_t offset = pos;
+	int ret = import_ubuf(ITER_DEST, (void __user *)(unsigned long)address, len, &iter);
+
+	if (ret)
+		return ret;
+	return vfs_iter_read(file, &iter, &offset, 0);
 }
 
 int crp_unmap(u64 start, u64 length)

@@ -14,6 +14,7 @@
 struct task_struct;
 struct mm_struct;
 struct file;
+struct iov_iter;
 
 /* Words of crp_task_misc(): personality, robust list head, its length,
  * clear_child_tid, rseq address, rseq length, rseq signature, ITIMER_REAL
@@ -42,11 +43,13 @@ void crp_task_misc(struct task_struct *task, struct mm_struct *mm, u64 *misc);
 void crp_task_rlimits(struct task_struct *task, u64 *limits);
 int crp_mm_fields(struct mm_struct *mm, u64 *fields, u64 *auxv, unsigned int auxv_capacity);
 long crp_next_vma(struct mm_struct *mm, u64 from, u64 *vma, char *name, unsigned int name_capacity);
-long crp_access_vm(struct task_struct *task, u64 address, void *buf, unsigned long len, int write);
+long crp_read_task_memory(struct task_struct *task, u64 address, struct iov_iter *iter);
+long crp_force_write(u64 address, const void *buf, unsigned long len);
 
 int crp_file_is_regular(struct file *file);
 long long crp_file_size(struct file *file);
 long crp_read_file(struct file *file, void *buf, unsigned long len, long long pos);
+long crp_read_file_to_user(struct file *file, u64 address, unsigned long len, long long pos);
 
 int crp_unmap(u64 start, u64 length);
 long crp_map(u64 start, u64 length, u64 crp_flags, struct file *file, u64 offset);

@@ -85,9 +85,6 @@ struct CrpFile {
     attached: Mutex<Option<TaskRef>>,
 }
 
-/// Largest piece of a task's memory one read step copies.
-const READ_CHUNK: usize = 64 << 10;
-
 #[vtable]
 impl MiscDevice for CrpFile {
     type Ptr = Pin<KBox<Self>>;
@@ -120,29 +117,11 @@ impl MiscDevice for CrpFile {
         let task = attached.as_ref().ok_or(ENXIO)?;
         // Still stopped, and still traced by this caller.
         task.check_dump_target()?;
-        let mut address = u64::try_from(kiocb.ki_pos()).map_err(|_| EINVAL)?;
-        let mut buffer = KVVec::from_elem(0u8, READ_CHUNK.min(iov.len()), GFP_KERNEL)?;
-        let mut total = 0usize;
-        while !iov.is_empty() {
-            let chunk = iov.len().min(buffer.len());
-            let read = task.read_memory(address, &mut buffer[..chunk])?;
-            if read == 0 {
-                break;
-            }
-            let copied = iov.copy_to_iter(&buffer[..read]);
-            total += copied;
-            address += copied as u64;
-            if copied < read {
-                break;
-            }
-        }
+        let address = u64::try_from(kiocb.ki_pos()).map_err(|_| EINVAL)?;
+        let read = task.read_memory(address, iov)?;
         drop(attached);
-        *kiocb.ki_pos_mut() = address as i64;
-        if total == 0 && !iov.is_empty() {
-            // Nothing mapped there, as /proc/PID/mem says.
-            return Err(EIO);
-        }
-        Ok(total)
+        *kiocb.ki_pos_mut() += read as i64;
+        Ok(read)
     }
 }
 

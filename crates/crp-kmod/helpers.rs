@@ -6,6 +6,7 @@
 use core::ptr::NonNull;
 
 use kernel::bindings;
+use kernel::iov::IovIterDest;
 use kernel::prelude::*;
 
 /// Words of `crp_task_misc` (see crp_helpers.h).
@@ -42,16 +43,12 @@ mod ffi {
             name: *mut u8,
             capacity: c_uint,
         ) -> c_long;
-        pub(super) fn crp_access_vm(
-            task: *mut c_void,
-            address: u64,
-            buf: *mut c_void,
-            len: c_ulong,
-            write: c_int,
-        ) -> c_long;
+        pub(super) fn crp_force_write(address: u64, buf: *const c_void, len: c_ulong) -> c_long;
+        pub(super) fn crp_read_task_memory(task: *mut c_void, address: u64, iter: *mut c_void) -> c_long;
         pub(super) fn crp_file_is_regular(file: *mut c_void) -> c_int;
         pub(super) fn crp_file_size(file: *mut c_void) -> i64;
         pub(super) fn crp_read_file(file: *mut c_void, buf: *mut c_void, len: c_ulong, pos: i64) -> c_long;
+        pub(super) fn crp_read_file_to_user(file: *mut c_void, address: u64, len: c_ulong, pos: i64) -> c_long;
         pub(super) fn crp_unmap(start: u64, length: u64) -> c_int;
         pub(super) fn crp_map(start: u64, length: u64, flags: u64, file: *mut c_void, offset: u64) -> c_long;
         pub(super) fn crp_set_vma_flags(start: u64, flags: u64) -> c_int;
@@ -151,12 +148,13 @@ impl TaskRef {
         limits
     }
 
-    /// Reads the task's memory at `address` like /proc/PID/mem; returns the
-    /// bytes read (fewer at an unmapped page).
-    pub(crate) fn read_memory(&self, address: u64, buffer: &mut [u8]) -> Result<usize> {
-        // SAFETY: `buffer` is valid for its length; access_process_vm takes
-        // the task's mm and its lock itself.
-        check(unsafe { ffi::crp_access_vm(self.raw(), address, buffer.as_mut_ptr().cast(), buffer.len(), 0) })
+    /// Copies the task's memory at `address` into `destination` (one copy
+    /// per page, like process_vm_readv); returns the bytes copied, fewer at
+    /// an unmapped page, EIO if none.
+    pub(crate) fn read_memory(&self, address: u64, destination: &mut IovIterDest<'_>) -> Result<usize> {
+        // SAFETY: the task is held; `destination` is a live iov_iter the
+        // copy advances, as IovIterDest's own copies do.
+        check(unsafe { ffi::crp_read_task_memory(self.raw(), address, destination.as_raw().cast()) })
     }
 }
 
@@ -252,11 +250,8 @@ pub(crate) mod current {
 
     /// Writes `data` at `address` of the caller through any protection.
     pub(crate) fn force_write(address: u64, data: &[u8]) -> Result {
-        // SAFETY: a null task means `current`; `data` is valid for its
-        // length and FOLL_WRITE only reads it.
-        let written = check(unsafe {
-            ffi::crp_access_vm(core::ptr::null_mut(), address, data.as_ptr().cast_mut().cast(), data.len(), 1)
-        })?;
+        // SAFETY: `data` is valid for its length and only read.
+        let written = check(unsafe { ffi::crp_force_write(address, data.as_ptr().cast(), data.len()) })?;
         if written != data.len() {
             return Err(EFAULT);
         }
@@ -297,6 +292,18 @@ pub(crate) mod file {
     pub(crate) fn size(file: *mut c_void) -> i64 {
         // SAFETY: `file` is held by the caller.
         unsafe { ffi::crp_file_size(file) }
+    }
+
+    /// Reads exactly `length` bytes at `position` into the caller's memory
+    /// at `address` (which must be writable), or fails with EIO.
+    pub(crate) fn read_exact_to_user(file: *mut c_void, address: u64, length: usize, position: i64) -> Result {
+        // SAFETY: `file` is held by the caller; the destination is user
+        // memory, which the kernel checks and faults in itself.
+        let read = check(unsafe { ffi::crp_read_file_to_user(file, address, length, position) })?;
+        if read != length {
+            return Err(EIO);
+        }
+        Ok(())
     }
 
     /// Reads exactly `buffer.len()` bytes at `position`, or fails with EIO.

@@ -29,7 +29,7 @@ const REG_RAX: usize = 10;
 const REG_CS: usize = 17;
 const REG_SS: usize = 20;
 /// Bytes copied from the image per read.
-const FILL_CHUNK: usize = 256 << 10;
+const FILL_CHUNK: usize = 4 << 20;
 /// Words of `mm->saved_auxv` on x86_64 (AT_VECTOR_SIZE).
 const KERNEL_AUXV_WORDS: u64 = 2 * (3 + 24 + 1);
 
@@ -210,25 +210,29 @@ fn replace_address_space(plan: &Plan) -> Result {
     Ok(())
 }
 
-/// Copies every page run from the image into place: straight to user
-/// memory where the VMA is writable, through FOLL_FORCE elsewhere (the way
-/// a debugger writes to read-only or PROT_NONE memory).
+/// Copies every page run from the image into place: straight from the
+/// image's page cache into user memory where the VMA is writable, through a
+/// kernel buffer and FOLL_FORCE elsewhere (the way a debugger writes to
+/// read-only or PROT_NONE memory).
 fn fill_pages(plan: &Plan) -> Result {
-    let mut buffer = KVVec::from_elem(0u8, FILL_CHUNK, GFP_KERNEL)?;
+    let mut buffer = KVVec::new();
     let image = plan.image.as_ptr().cast();
     for run in plan.runs.iter() {
         let index = plan.vmas.partition_point(|vma| vma.end <= run.address);
         let writable = plan.vmas.get(index).is_some_and(|vma| vma.flags & CRP_VMA_WRITE != 0);
-        let mut done = 0u64;
         let length = run.pages * PAGE_SIZE;
+        let mut done = 0u64;
         while done < length {
             let chunk = (length - done).min(FILL_CHUNK as u64) as usize;
             let position = i64::try_from(run.file_offset + done).map_err(|_| EOVERFLOW)?;
-            helpers::file::read_exact(image, &mut buffer[..chunk], position)?;
             let address = run.address + done;
             if writable {
-                UserSlice::new(UserPtr::from_addr(address as usize), chunk).writer().write_slice(&buffer[..chunk])?;
+                helpers::file::read_exact_to_user(image, address, chunk, position)?;
             } else {
+                if buffer.is_empty() {
+                    buffer = KVVec::from_elem(0u8, FILL_CHUNK, GFP_KERNEL)?;
+                }
+                helpers::file::read_exact(image, &mut buffer[..chunk], position)?;
                 current::force_write(address, &buffer[..chunk])?;
             }
             done += chunk as u64;
