@@ -175,7 +175,7 @@ void crp_task_signals(struct task_struct *task, u64 *actions, u64 *blocked, u64 
 	spin_unlock_irq(&task->sighand->siglock);
 }
 
-void crp_task_misc(struct task_struct *task, struct mm_struct *mm, u64 *misc)
+void crp_task_misc(struct task_struct *task, u64 *misc)
 {
 	struct signal_struct *signal = task->signal;
 	const struct task_exec_state *exec_state;

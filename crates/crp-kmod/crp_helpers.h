@@ -39,7 +39,7 @@ int crp_current_thread_count(void);
 
 int crp_task_regset(struct task_struct *task, unsigned int note_type, void *buf, unsigned int size);
 void crp_task_signals(struct task_struct *task, u64 *actions, u64 *blocked, u64 *altstack);
-void crp_task_misc(struct task_struct *task, struct mm_struct *mm, u64 *misc);
+void crp_task_misc(struct task_struct *task, u64 *misc);
 void crp_task_rlimits(struct task_struct *task, u64 *limits);
 int crp_mm_fields(struct mm_struct *mm, u64 *fields, u64 *auxv, unsigned int auxv_capacity);
 long crp_next_vma(struct mm_struct *mm, u64 from, u64 *vma, char *name, unsigned int name_capacity);

@@ -102,7 +102,7 @@ fn fill_task_state(task: &TaskRef, mm: &MmRef, state: &mut CrpTaskState) -> Resu
         auxv: state.mm.auxv,
     };
 
-    let misc = task.misc(mm);
+    let misc = task.misc();
     state.personality = misc[0] as u32;
     state.robust_list_head = misc[1];
     state.robust_list_length = misc[2];

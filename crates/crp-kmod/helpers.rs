@@ -33,7 +33,7 @@ mod ffi {
         pub(super) fn crp_current_thread_count() -> c_int;
         pub(super) fn crp_task_regset(task: *mut c_void, note_type: c_uint, buf: *mut c_void, size: c_uint) -> c_int;
         pub(super) fn crp_task_signals(task: *mut c_void, actions: *mut u64, blocked: *mut u64, altstack: *mut u64);
-        pub(super) fn crp_task_misc(task: *mut c_void, mm: *mut c_void, misc: *mut u64);
+        pub(super) fn crp_task_misc(task: *mut c_void, misc: *mut u64);
         pub(super) fn crp_task_rlimits(task: *mut c_void, limits: *mut u64);
         pub(super) fn crp_mm_fields(mm: *mut c_void, fields: *mut u64, auxv: *mut u64, capacity: c_uint) -> c_int;
         pub(super) fn crp_next_vma(
@@ -133,10 +133,10 @@ impl TaskRef {
         unsafe { ffi::crp_task_signals(self.raw(), actions.as_mut_ptr(), blocked, altstack.as_mut_ptr()) }
     }
 
-    pub(crate) fn misc(&self, mm: &MmRef) -> [u64; MISC_WORDS] {
+    pub(crate) fn misc(&self) -> [u64; MISC_WORDS] {
         let mut misc = [0u64; MISC_WORDS];
         // SAFETY: `misc` has the MISC_WORDS words crp_task_misc writes.
-        unsafe { ffi::crp_task_misc(self.raw(), mm.raw(), misc.as_mut_ptr()) };
+        unsafe { ffi::crp_task_misc(self.raw(), misc.as_mut_ptr()) };
         misc
     }
 

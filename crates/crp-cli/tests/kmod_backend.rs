@@ -216,7 +216,47 @@ fn dump_ioctl_refuses_bad_requests() {
     let attach = CrpAttach { abi_version: CRP_ABI_VERSION, pid: subject.pid };
     assert_eq!(ioctl_errno(&file, CRP_IOC_ATTACH, address_of(&attach)), libc::EPERM);
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(subject.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Frozen by this caller: the records' pointers and room are checked.
+    let pid = nix::unistd::Pid::from_raw(subject.pid);
+    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
+    nix::sys::ptrace::interrupt(pid).unwrap();
+    nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)).unwrap();
+    request.pid = subject.pid;
+    let mut vmas = vec![CrpVma::default(); 2];
+    let mut names = vec![0u8; 16];
+    request.vmas = vmas.as_mut_ptr() as u64;
+    request.vma_capacity = 2;
+    request.names = names.as_mut_ptr() as u64;
+    request.names_capacity = 16;
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of_mut(&mut request)), libc::ENOSPC);
+    // Too little room: the module says how much it needs.
+    assert!(request.vma_count > 2 && request.names_used > 16, "{request:?}");
+    vmas.resize(request.vma_count as usize, CrpVma::default());
+    names.resize(request.names_used as usize, 0);
+    request.vmas = vmas.as_mut_ptr() as u64;
+    request.vma_capacity = request.vma_count;
+    request.names = names.as_mut_ptr() as u64;
+    request.names_capacity = request.names_used;
+    // Enough room, but the task record points nowhere.
+    request.task = 8;
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of_mut(&mut request)), libc::EFAULT);
+    request.task = address_of_mut(&mut state);
+    assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of_mut(&mut request)), 0);
+    // What the module read is what ptrace and /proc say.
+    let registers = nix::sys::ptrace::getregs(pid).unwrap();
+    assert_eq!((state.regs[16], state.regs[19], state.regs[21]), (registers.rip, registers.rsp, registers.fs_base));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", subject.pid)).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_eq!(state.mm.start_code.to_string(), fields[23], "startcode");
+    assert_eq!(state.mm.start_stack.to_string(), fields[25], "startstack");
+    assert!(vmas.iter().any(|vma| vma.kind == CRP_VMA_SPECIAL), "no [vdso] among {vmas:?}");
+    assert_eq!(
+        ioctl_errno(&file, CRP_IOC_ATTACH, address_of(&CrpAttach { abi_version: CRP_ABI_VERSION, pid: subject.pid })),
+        0
+    );
+    assert_eq!(std::os::unix::fs::FileExt::read_at(&file, &mut buffer, 0).unwrap_err().raw_os_error(), Some(libc::EIO));
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     subject.wait();
 }
 
