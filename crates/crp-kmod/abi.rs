@@ -76,10 +76,6 @@ pub const CRP_VMA_FILE: u32 = 1;
 /// A kernel special mapping (`[vdso]`, `[vvar]`, ...): its name is given.
 pub const CRP_VMA_SPECIAL: u32 = 2;
 
-/// `CrpTaskState::cpu_itimers_armed` bits.
-pub const CRP_ITIMER_VIRTUAL_ARMED: u32 = 1 << 0;
-pub const CRP_ITIMER_PROF_ARMED: u32 = 1 << 1;
-
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 const CRP_IOC_MAGIC: u32 = b'C' as u32;
@@ -153,17 +149,21 @@ pub struct CrpTaskState {
     pub rseq_address: u64,
     pub rseq_length: u32,
     pub rseq_signature: u32,
-    /// `ITIMER_REAL`: time to the next expiry and the interval, in ns.
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`: time to the next
+    /// expiry (0: disarmed) and the interval, in ns (real or CPU time).
     pub itimer_real_value_ns: u64,
     pub itimer_real_interval_ns: u64,
-    /// `CRP_ITIMER_*_ARMED` bits for the CPU-time itimers.
-    pub cpu_itimers_armed: u32,
+    pub itimer_virtual_value_ns: u64,
+    pub itimer_virtual_interval_ns: u64,
+    pub itimer_prof_value_ns: u64,
+    pub itimer_prof_interval_ns: u64,
     /// Threads in the task's group (the module reports; user space refuses > 1).
     pub thread_count: u32,
     /// `SECURE_KEEP_CAPS` of the task's credentials (`PR_GET_KEEPCAPS`).
     pub keep_caps: u32,
     /// `PR_GET_DUMPABLE`.
     pub dumpable: u32,
+    pub _reserved: u32,
     pub rlimits: [CrpRlimit; CRP_RLIMITS],
 }
 
@@ -298,10 +298,14 @@ impl Default for CrpTaskState {
             rseq_signature: 0,
             itimer_real_value_ns: 0,
             itimer_real_interval_ns: 0,
-            cpu_itimers_armed: 0,
+            itimer_virtual_value_ns: 0,
+            itimer_virtual_interval_ns: 0,
+            itimer_prof_value_ns: 0,
+            itimer_prof_interval_ns: 0,
             thread_count: 0,
             keep_caps: 0,
             dumpable: 0,
+            _reserved: 0,
             rlimits: [CrpRlimit { soft: 0, hard: 0 }; CRP_RLIMITS],
         }
     }
@@ -311,7 +315,7 @@ impl Default for CrpTaskState {
 // without a version bump fails to build on both.
 const _: () = assert!(core::mem::size_of::<CrpSigaction>() == 32);
 const _: () = assert!(core::mem::size_of::<CrpMmState>() == 12 * 8 + CRP_AUXV_WORDS * 8);
-const _: () = assert!(core::mem::size_of::<CrpTaskState>() == 3232);
+const _: () = assert!(core::mem::size_of::<CrpTaskState>() == 3264);
 const _: () = assert!(core::mem::size_of::<CrpVma>() == 48);
 const _: () = assert!(core::mem::size_of::<CrpDumpRequest>() == 64);
 const _: () = assert!(core::mem::size_of::<CrpAttach>() == 8);

@@ -175,13 +175,34 @@ void crp_task_signals(struct task_struct *task, u64 *actions, u64 *blocked, u64 
 	spin_unlock_irq(&task->sighand->siglock);
 }
 
+/*
+ * Time left and interval of a CPU-time itimer, as getitimer(2) computes
+ * them (thread_group_sample_cputime is not exported; while such a timer is
+ * armed the group's cputimer runs, so its atomic sums are current). Called
+ * under siglock.
+ */
+static void crp_cpu_itimer(struct signal_struct *signal, int clock, u64 *out)
+{
+	const struct cpu_itimer *it = &signal->it[clock];
+	const struct task_cputime_atomic *sums = &signal->cputimer.cputime_atomic;
+	u64 now, expires = it->expires;
+
+	out[0] = 0;
+	out[1] = it->incr;
+	if (!expires)
+		return;
+	now = atomic64_read(&sums->utime);
+	if (clock == CPUCLOCK_PROF)
+		now += atomic64_read(&sums->stime);
+	out[0] = expires > now ? expires - now : TICK_NSEC;
+}
+
 void crp_task_misc(struct task_struct *task, u64 *misc)
 {
 	struct signal_struct *signal = task->signal;
 	const struct task_exec_state *exec_state;
 	const struct cred *cred;
 	ktime_t remaining = 0;
-	u64 armed = 0;
 
 	misc[0] = task->personality;
 	misc[1] = (u64)(unsigned long)task->futex.robust_list;
@@ -203,18 +224,15 @@ void crp_task_misc(struct task_struct *task, u64 *misc)
 	}
 	misc[7] = remaining;
 	misc[8] = signal->it_real_incr;
-	if (signal->it[CPUCLOCK_VIRT].expires)
-		armed |= 1;
-	if (signal->it[CPUCLOCK_PROF].expires)
-		armed |= 2;
+	crp_cpu_itimer(signal, CPUCLOCK_VIRT, &misc[9]);
+	crp_cpu_itimer(signal, CPUCLOCK_PROF, &misc[11]);
 	spin_unlock_irq(&task->sighand->siglock);
-	misc[9] = armed;
-	misc[10] = get_nr_threads(task);
+	misc[13] = get_nr_threads(task);
 	rcu_read_lock();
 	cred = __task_cred(task);
-	misc[11] = !!(cred->securebits & issecure_mask(SECURE_KEEP_CAPS));
+	misc[14] = !!(cred->securebits & issecure_mask(SECURE_KEEP_CAPS));
 	exec_state = rcu_dereference(task->exec_state);
-	misc[12] = READ_ONCE(exec_state->dumpable);
+	misc[15] = READ_ONCE(exec_state->dumpable);
 	rcu_read_unlock();
 }
 

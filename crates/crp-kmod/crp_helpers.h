@@ -17,10 +17,10 @@ struct file;
 struct iov_iter;
 
 /* Words of crp_task_misc(): personality, robust list head, its length,
- * clear_child_tid, rseq address, rseq length, rseq signature, ITIMER_REAL
- * value ns, its interval ns, CPU itimers armed bits, thread count,
- * keep-caps, dumpable. */
-#define CRP_MISC_WORDS 13
+ * clear_child_tid, rseq address, rseq length, rseq signature, then time
+ * left and interval in ns of ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF,
+ * thread count, keep-caps, dumpable. */
+#define CRP_MISC_WORDS 16
 /* Words of a VMA from crp_next_vma(): start, end, file offset, CRP_VMA_*
  * flags, kind. */
 #define CRP_VMA_WORDS 5

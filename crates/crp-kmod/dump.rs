@@ -112,10 +112,13 @@ fn fill_task_state(task: &TaskRef, mm: &MmRef, state: &mut CrpTaskState) -> Resu
     state.rseq_signature = misc[6] as u32;
     state.itimer_real_value_ns = misc[7];
     state.itimer_real_interval_ns = misc[8];
-    state.cpu_itimers_armed = misc[9] as u32;
-    state.thread_count = misc[10] as u32;
-    state.keep_caps = misc[11] as u32;
-    state.dumpable = misc[12] as u32;
+    state.itimer_virtual_value_ns = misc[9];
+    state.itimer_virtual_interval_ns = misc[10];
+    state.itimer_prof_value_ns = misc[11];
+    state.itimer_prof_interval_ns = misc[12];
+    state.thread_count = misc[13] as u32;
+    state.keep_caps = misc[14] as u32;
+    state.dumpable = misc[15] as u32;
 
     let limits = task.rlimits();
     for (index, limit) in state.rlimits.iter_mut().enumerate() {

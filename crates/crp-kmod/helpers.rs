@@ -10,7 +10,7 @@ use kernel::iov::IovIterDest;
 use kernel::prelude::*;
 
 /// Words of `crp_task_misc` (see crp_helpers.h).
-pub(crate) const MISC_WORDS: usize = 13;
+pub(crate) const MISC_WORDS: usize = 16;
 /// Words of one VMA from `crp_next_vma`.
 pub(crate) const VMA_WORDS: usize = 5;
 /// Words of the mm fields, `prctl_mm_map` order.

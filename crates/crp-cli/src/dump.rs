@@ -170,7 +170,7 @@ fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Capture
         task,
         credentials: capture::credentials(pid, &dump)?,
         rlimits: capture::rlimits(&dump),
-        timers: capture::interval_timers(pid, &dump)?,
+        timers: capture::interval_timers(&dump),
         locks: capture::lock_state(&dump),
     };
     Ok(Captured { populated_kb: vec![None; state.vmas.len()], state })

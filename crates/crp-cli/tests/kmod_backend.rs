@@ -89,6 +89,30 @@ fn general_registers_survive_across_back_ends() {
     }
 }
 
+/// An ITIMER_PROF read by the module keeps the CPU time it had left: 6
+/// CPU-seconds of spinning, dumped after about 3, the restored process
+/// spins about 3 more (plus the restore), not 6 again nor forever.
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn cpu_time_itimer_dumped_by_the_module_keeps_its_time_left() {
+    for restore_with in ["kmod", "userspace"] {
+        let directory = tempfile::tempdir().unwrap();
+        let mut command = Command::new(&programs().dynamic);
+        command.args(["spin", "6", "prof"]);
+        let mut subject = Subject::spawn(command);
+        std::thread::sleep(Duration::from_secs(3));
+        let image = directory.path().join("spin.crp");
+        dump_ok(subject.pid, &image, &backend("kmod"));
+        assert_killed(subject.wait());
+        let started = std::time::Instant::now();
+        let output = restore(&image, &backend(restore_with), "");
+        let took = started.elapsed().as_secs_f64();
+        assert!(output.status.success(), "kmod->{restore_with}: {}{}", stdout_of(&output), stderr_of(&output));
+        assert_eq!(stdout_of(&output), format!("OK pid={} registers kept\n", subject.pid));
+        assert!((1.5..5.5).contains(&took), "kmod->{restore_with}: the restored process spun {took:.2} s");
+    }
+}
+
 /// A process inside nanosleep(6 s), dumped after 3 s, sleeps only the rest
 /// of its time once restored: the restore takes well under the 6 s a
 /// restarted sleep would, but not less than the 3 s left. (Timed this way

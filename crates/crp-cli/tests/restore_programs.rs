@@ -281,3 +281,24 @@ fn general_registers_survive_a_freeze_between_two_instructions() {
     assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
     assert_eq!(stdout, format!("OK pid={} registers kept\n", subject.pid));
 }
+
+/// A CPU-time interval timer keeps the CPU time it had left: spinning for
+/// 4 CPU-seconds, dumped after about 2, the restored process spins about 2
+/// more, not 4 again (and not forever, as with the timer lost).
+#[test]
+fn cpu_time_itimer_keeps_its_time_left() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["spin", "4", "prof"]);
+    let mut subject = Subject::spawn(command);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let image = directory.path().join("spin.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let started = std::time::Instant::now();
+    let output = restore(&image, &[], "");
+    let took = started.elapsed().as_secs_f64();
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} registers kept\n", subject.pid));
+    assert!((1.0..3.5).contains(&took), "the restored process spun {took:.2} s");
+}

@@ -193,19 +193,12 @@ pub fn rlimits(dump: &TaskDump) -> Vec<Limit> {
         .collect()
 }
 
-/// The interval timers; CPU-time ones are not readable from the module
-/// (their remaining time needs the group's CPU clock, which no exported
-/// function gives), so an armed one is refused.
-pub fn interval_timers(pid: i32, dump: &TaskDump) -> Result<IntervalTimers, CrpError> {
+/// The three interval timers, as getitimer(2) would report them.
+pub fn interval_timers(dump: &TaskDump) -> IntervalTimers {
     let state = &dump.state;
-    if state.cpu_itimers_armed != 0 {
-        return Err(CrpError::unsupported(
-            pid,
-            Unsupported {
-                what: "an armed ITIMER_VIRTUAL or ITIMER_PROF with the kmod back end".into(),
-                location: "setitimer".into(),
-            },
-        ));
-    }
-    Ok(IntervalTimers::from_nanoseconds([(state.itimer_real_value_ns, state.itimer_real_interval_ns), (0, 0), (0, 0)]))
+    IntervalTimers::from_nanoseconds([
+        (state.itimer_real_value_ns, state.itimer_real_interval_ns),
+        (state.itimer_virtual_value_ns, state.itimer_virtual_interval_ns),
+        (state.itimer_prof_value_ns, state.itimer_prof_interval_ns),
+    ])
 }

@@ -13,10 +13,11 @@
  *       SIGALRM, then reports its ids, groups and limit.
  *   subject seccomp
  *       installs an allow-everything seccomp filter, then waits on stdin.
- *   subject spin SECONDS
- *       spins in user mode (never in a syscall) for SECONDS of ITIMER_REAL
- *       with 64-bit patterns in rax, rbx, rdx, rsi, rdi, r8-r15, checking
- *       them on every iteration; a dump catches it between two instructions.
+ *   subject spin SECONDS [prof]
+ *       spins in user mode (never in a syscall) until an ITIMER_REAL (or,
+ *       with "prof", an ITIMER_PROF: CPU time) of SECONDS fires, with 64-bit
+ *       patterns in rax, rbx, rdx, rsi, rdi, r8-r15, checking them on every
+ *       iteration; a dump catches it between two instructions.
  *
  * Protocol: prints "READY <pid>" once set up; after the wait prints
  * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
@@ -391,10 +392,10 @@ static long spin_holding_registers(void) {
     return mismatches;
 }
 
-static int run_spin(double seconds) {
-    signal(SIGALRM, on_alarm);
+static int run_spin(double seconds, int cpu_time) {
+    signal(cpu_time ? SIGPROF : SIGALRM, on_alarm);
     struct itimerval timer = {{0, 0}, {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)}};
-    if (setitimer(ITIMER_REAL, &timer, NULL) != 0) return fail("setitimer");
+    if (setitimer(cpu_time ? ITIMER_PROF : ITIMER_REAL, &timer, NULL) != 0) return fail("setitimer");
     printf("READY %d\n", getpid());
     fflush(stdout);
     if (spin_holding_registers() != 0) return fail("a general register lost its value");
@@ -418,7 +419,8 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "state") == 0) return run_state(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "sleep") == 0) return run_sleep(atof(argv[2]));
     if (argc == 2 && strcmp(argv[1], "seccomp") == 0) return run_seccomp();
-    if (argc == 3 && strcmp(argv[1], "spin") == 0) return run_spin(atof(argv[2]));
+    if (argc == 3 && strcmp(argv[1], "spin") == 0) return run_spin(atof(argv[2]), 0);
+    if (argc == 4 && strcmp(argv[1], "spin") == 0 && strcmp(argv[3], "prof") == 0) return run_spin(atof(argv[2]), 1);
     if (argc == 2 && strcmp(argv[1], "identity") == 0) return run_identity();
     fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS | subject identity | subject seccomp\n");
     return 2;
