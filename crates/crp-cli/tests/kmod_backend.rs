@@ -172,6 +172,45 @@ fn python3_mid_computation_across_back_ends() {
     }
 }
 
+/// A restore that fails inside the ioctl, after the module has begun to
+/// replace the caller (a "file" mapping that turns out to be a directory,
+/// which vm_mmap refuses), leaves no process behind, zombie included.
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn restore_failing_inside_the_module_leaves_no_process_behind() {
+    let directory = tempfile::tempdir().unwrap();
+    let (private, shared) = state_files(directory.path());
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("state").arg(&private).arg(shared);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("state.crp");
+    dump_ok(subject.pid, &image, &backend("kmod"));
+    assert_killed(subject.wait());
+    let impostor = directory.path().join("a-directory");
+    std::fs::create_dir(&impostor).unwrap();
+    let metadata = std::fs::metadata(&impostor).unwrap();
+    let changed = rewritten_image(&image, |image| {
+        let private = private.to_string_lossy();
+        let file = image
+            .vmas
+            .iter_mut()
+            .find_map(|vma| match &mut vma.backing {
+                crp_compound::vma::Backing::File(file) if file.path == private => Some(file),
+                _ => None,
+            })
+            .expect("the subject maps its private file");
+        file.path = impostor.to_string_lossy().into_owned();
+        file.size = std::os::unix::fs::MetadataExt::size(&metadata);
+        file.mtime_ns = std::os::unix::fs::MetadataExt::mtime(&metadata) * 1_000_000_000
+            + std::os::unix::fs::MetadataExt::mtime_nsec(&metadata);
+    });
+    let output = restore(&changed, &backend("kmod"), "");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CRP_IOC_RESTORE") && stderr.contains("ENODEV"), "{stderr}");
+    assert!(!process_exists(subject.pid), "the half-built process is gone, zombie included");
+}
+
 // ---- bad input straight to the module: errnos, never an oops ----
 
 fn device() -> File {

@@ -6,9 +6,6 @@ mod common;
 
 use std::process::Command;
 
-use crp_cli::model::{ArchivedProcessImage, ProcessImage};
-use crp_image::{ImageReader, ImageWriter};
-
 use common::*;
 
 /// Runs a refused dump and checks the message, the exit code, and that the
@@ -209,28 +206,6 @@ fn unwritable_destination_leaves_the_process_untouched() {
     assert!(stderr.contains("/nonexistent-directory"), "{stderr}");
     assert_eq!(status_field(subject.pid, "TracerPid"), "0");
     assert!(subject.child.try_wait().unwrap().is_none(), "still running");
-}
-
-/// Rewrites a real image's metadata with `change`, keeping its pages.
-fn rewritten_image(source: &std::path::Path, change: impl FnOnce(&mut ProcessImage)) -> std::path::PathBuf {
-    let reader = ImageReader::open(source).unwrap();
-    let archived = reader.metadata::<ArchivedProcessImage>().unwrap();
-    let mut image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived).unwrap();
-    change(&mut image);
-    let target = source.with_extension("changed.crp");
-    let mut writer = ImageWriter::create(&target).unwrap();
-    for run in reader.page_runs() {
-        let data = reader.run_data(run);
-        writer
-            .add_page_run(run.vaddr, run.page_count, |address, buffer| {
-                let offset = usize::try_from(address - run.vaddr).unwrap();
-                buffer.copy_from_slice(&data[offset..offset + buffer.len()]);
-                Ok(())
-            })
-            .unwrap();
-    }
-    writer.finish(&crp_image::to_archive(&image).unwrap()).unwrap();
-    target
 }
 
 #[test]

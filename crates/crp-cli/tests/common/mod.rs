@@ -232,3 +232,26 @@ pub fn restore_detached(image: &Path) -> Detached {
     let pid = pid_line.trim().parse().unwrap_or_else(|_| panic!("expected a pid, got {pid_line:?}"));
     Detached { pid, stdin, stdout }
 }
+
+/// Rewrites a real image's metadata with `change`, keeping its pages.
+pub fn rewritten_image(source: &Path, change: impl FnOnce(&mut crp_cli::model::ProcessImage)) -> PathBuf {
+    let reader = crp_image::ImageReader::open(source).unwrap();
+    let archived = reader.metadata::<crp_cli::model::ArchivedProcessImage>().unwrap();
+    let mut image: crp_cli::model::ProcessImage =
+        rkyv::deserialize::<crp_cli::model::ProcessImage, rkyv::rancor::Error>(archived).unwrap();
+    change(&mut image);
+    let target = source.with_extension("changed.crp");
+    let mut writer = crp_image::ImageWriter::create(&target).unwrap();
+    for run in reader.page_runs() {
+        let data = reader.run_data(run);
+        writer
+            .add_page_run(run.vaddr, run.page_count, |address, buffer| {
+                let offset = usize::try_from(address - run.vaddr).unwrap();
+                buffer.copy_from_slice(&data[offset..offset + buffer.len()]);
+                Ok(())
+            })
+            .unwrap();
+    }
+    writer.finish(&crp_image::to_archive(&image).unwrap()).unwrap();
+    target
+}
