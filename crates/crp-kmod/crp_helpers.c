@@ -27,6 +27,7 @@
 #include <linux/sched/task_stack.h>
 #include <linux/securebits.h>
 #include <linux/signal.h>
+#include <asm/fsgsbase.h>
 #include <asm/ptrace.h>
 #include <asm/segment.h>
 #include "crp_helpers.h"
@@ -556,12 +557,29 @@ void crp_set_misc(u64 personality, u64 robust_list_head, u64 clear_child_tid)
 }
 
 /*
+ * Sets the current task's fs base as arch_prctl(ARCH_SET_FS) does for the
+ * calling task (x86_fsbase_write_task is not exported and is meant for
+ * stopped tasks): a null selector, the base in the CPU and in the thread.
+ * The caller checked fsbase < TASK_SIZE_MAX.
+ */
+void crp_set_fs_base(u64 fsbase)
+{
+	preempt_disable();
+	loadsegment(fs, 0);
+	x86_fsbase_write_cpu(fsbase);
+	current->thread.fsindex = 0;
+	current->thread.fsbase = fsbase;
+	preempt_enable();
+}
+
+/*
  * Loads the user_regs_struct words (r15 first) into the current task's
  * saved user registers, so the return from this system call lands at the
  * saved instruction. orig_ax becomes -1: no restart handling applies to
  * the ioctl's own return. Segment selectors must be the 64-bit user ones;
- * fs/gs base are not set here (see crp_main.rs). Returns -EINVAL for
- * selectors the kernel would not return to.
+ * the fs base is crp_set_fs_base's, gs base is left to crp (no exported
+ * way to write the inactive gs base). Returns -EINVAL for selectors the
+ * kernel would not return to.
  */
 int crp_set_user_regs(const u64 *regs)
 {

@@ -57,6 +57,7 @@ int crp_set_vma_flags(u64 start, u64 crp_flags);
 int crp_set_mm_fields(const u64 *fields, const u64 *auxv, unsigned int auxv_words);
 int crp_set_signals(const u64 *actions, u64 blocked, const u64 *altstack);
 void crp_set_misc(u64 personality, u64 robust_list_head, u64 clear_child_tid);
+void crp_set_fs_base(u64 fsbase);
 int crp_set_user_regs(const u64 *regs);
 
 #endif

@@ -55,6 +55,7 @@ mod ffi {
         pub(super) fn crp_set_mm_fields(fields: *const u64, auxv: *const u64, auxv_words: c_uint) -> c_int;
         pub(super) fn crp_set_signals(actions: *const u64, blocked: u64, altstack: *const u64) -> c_int;
         pub(super) fn crp_set_misc(personality: u64, robust_list_head: u64, clear_child_tid: u64);
+        pub(super) fn crp_set_fs_base(fsbase: u64);
         pub(super) fn crp_set_user_regs(regs: *const u64) -> c_int;
     }
 }
@@ -272,6 +273,12 @@ pub(crate) mod current {
     pub(crate) fn set_misc(personality: u64, robust_list_head: u64, clear_child_tid: u64) {
         // SAFETY: plain stores into the current task.
         unsafe { ffi::crp_set_misc(personality, robust_list_head, clear_child_tid) }
+    }
+
+    /// Sets the fs base (below TASK_SIZE, checked by the caller).
+    pub(crate) fn set_fs_base(fs_base: u64) {
+        // SAFETY: writes the current task's own fs base with preemption off.
+        unsafe { ffi::crp_set_fs_base(fs_base) }
     }
 
     pub(crate) fn set_user_regs(regs: &[u64; 27]) -> Result {

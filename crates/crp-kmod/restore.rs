@@ -2,8 +2,8 @@
 //! `CRP_IOC_RESTORE`: the report's §2.2 idea. The calling process (the
 //! child `crp restore` prepared) becomes the checkpointed one: its address
 //! space is replaced by the image's VMAs and pages, its mm fields, signal
-//! state, robust list, clear_child_tid, personality and general registers
-//! are set, and the ioctl returns to user mode at the saved instruction
+//! state, robust list, clear_child_tid, personality, fs base and general
+//! registers are set, and the ioctl returns to user mode at the saved instruction
 //! (with only the low half of rax: see [`restore`]).
 //!
 //! Everything in the request is read and validated before the first
@@ -28,6 +28,7 @@ const USER_DS: u64 = 0x2b;
 const REG_RAX: usize = 10;
 const REG_CS: usize = 17;
 const REG_SS: usize = 20;
+const REG_FS_BASE: usize = 21;
 /// Bytes copied from the image per read.
 const FILL_CHUNK: usize = 4 << 20;
 /// Words of `mm->saved_auxv` on x86_64 (AT_VECTOR_SIZE).
@@ -143,7 +144,7 @@ fn validate_run(run: &CrpPageRun, vmas: &[CrpRestoreVma], image_size: u64) -> Re
 }
 
 fn validate_task_state(state: &CrpTaskState) -> Result {
-    if state.regs[REG_CS] != USER_CS || state.regs[REG_SS] != USER_DS {
+    if state.regs[REG_CS] != USER_CS || state.regs[REG_SS] != USER_DS || state.regs[REG_FS_BASE] >= TASK_SIZE {
         return Err(EINVAL);
     }
     let mm = &state.mm;
@@ -267,5 +268,6 @@ fn set_task_state(state: &CrpTaskState) -> Result {
     let altstack = [state.altstack_sp, state.altstack_size, u64::from(state.altstack_flags)];
     current::set_signals(&actions, state.blocked, &altstack)?;
     current::set_misc(u64::from(state.personality), state.robust_list_head, state.clear_child_tid);
+    current::set_fs_base(state.regs[REG_FS_BASE]);
     current::set_user_regs(&state.regs)
 }

@@ -225,11 +225,10 @@ fn record_bytes<T: Copy>(records: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(records.as_ptr().cast::<u8>(), std::mem::size_of_val(records)) }
 }
 
-/// The module must have left every register as the image asks; fs/gs base
-/// are crp's to set.
+/// The module must have left every register as the image asks, fs base
+/// included; gs base is crp's to set.
 fn check_registers(after: &Registers, resumed: &Registers) -> Result<(), CrpError> {
     let mut expected = *resumed;
-    expected.fs_base = after.fs_base;
     expected.gs_base = after.gs_base;
     // The syscall exit path reports these as the kernel keeps them.
     expected.orig_rax = after.orig_rax;
@@ -266,7 +265,7 @@ const USER_EFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x1_00
 /// What crp sets from outside, with syscalls injected through the
 /// restored vDSO's `syscall` instruction and a temporary scratch mapping:
 /// the executable link, comm/cwd/umask/affinity, fds, rseq, rlimits,
-/// itimers, credentials (last), then XSAVE and fs/gs base by ptrace.
+/// itimers, credentials (last), then XSAVE and gs base by ptrace.
 fn finish_from_outside(
     injector: &mut Injector,
     pid: Pid,
@@ -299,7 +298,8 @@ fn finish_from_outside(
     image.credentials.restore(injector, &restorer)?;
     injector.syscall("munmap(scratch)", libc::SYS_munmap, [scratch, SCRATCH_BYTES as u64, 0, 0, 0, 0])?;
 
-    // Back to exactly what the module left, plus fs/gs base and XSAVE.
+    // Back to exactly what the module left (the syscalls above used the
+    // registers), plus the full rax, gs base and XSAVE.
     image.cpu.load(pid, *resumed)?;
     Ok(())
 }
