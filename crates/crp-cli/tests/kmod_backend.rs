@@ -519,3 +519,19 @@ fn without_the_module_kmod_is_refused_and_the_process_left_running() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(subject.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     subject.wait();
 }
+
+/// The host's case for restore: refused before any process is created.
+#[test]
+fn without_the_module_a_kmod_restore_creates_nothing() {
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "30"]);
+    let mut subject = Subject::spawn(command);
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("sleep.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &backend("kmod"), "");
+    assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains("/dev/crp does not exist"), "{}", stderr_of(&output));
+    assert!(!process_exists(subject.pid), "nothing was created");
+}
