@@ -150,7 +150,7 @@ fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, C
 
 /// The kmod back end: the task's state from the kernel's own structures
 /// through `/dev/crp`; what lives outside the task (fd table, cwd, comm,
-/// affinity, ids) from /proc. Nothing is injected.
+/// affinity, ids, which VMAs have pages) from /proc. Nothing is injected.
 fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Captured, CrpError> {
     let dump = device.dump_task(pid)?;
     device.attach(pid)?;
@@ -173,7 +173,19 @@ fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Capture
         timers: capture::interval_timers(&dump),
         locks: capture::lock_state(&dump),
     };
-    Ok(Captured { populated_kb: vec![None; state.vmas.len()], state })
+    // Which VMAs hold any page at all is in smaps (no exported walk gives
+    // it); matching by range, a VMA smaps does not show is walked in full.
+    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
+    let populated_kb = state
+        .vmas
+        .iter()
+        .map(|vma| {
+            maps.iter()
+                .find(|entry| entry.start == vma.start && entry.end == vma.end)
+                .and_then(|entry| entry.populated_kb)
+        })
+        .collect();
+    Ok(Captured { populated_kb, state })
 }
 
 /// Runs the injected part of the capture inside a scratch mapping that is
