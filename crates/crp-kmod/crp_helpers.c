@@ -11,7 +11,12 @@
 #include <linux/cred.h>
 #include <linux/fs.h>
 #include <linux/futex.h>
+#include <linux/completion.h>
+#include <linux/cpumask.h>
 #include <linux/hrtimer.h>
+#include <linux/kthread.h>
+#include <linux/slab.h>
+#include <linux/workqueue.h>
 #include <linux/uio.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
@@ -427,7 +432,7 @@ long crp_read_file(struct file *file, void *buf, unsigned long len, long long po
 /* Reads `len` bytes at `pos` of `file` straight into the current task's
  * memory at `address` (one copy, from the page cache); the destination
  * must be writable. Returns bytes read. */
-long crp_read_file_to_user(struct file *file, u64 address, unsigned long len, long long pos)
+static long crp_read_file_to_user(struct file *file, u64 address, unsigned long len, long long pos)
 {
 	struct iov_iter iter;
 	loff_t offset = pos;
@@ -435,7 +440,92 @@ long crp_read_file_to_user(struct file *file, u64 address, unsigned long len, lo
 
 	if (ret)
 		return ret;
+	/* Fault the destination in first, page by page without a trap each
+	 * (the way MADV_POPULATE_WRITE does); the copy then runs unfaulted. */
+	if (fault_in_iov_iter_writeable(&iter, len))
+		return -EFAULT;
 	return vfs_iter_read(file, &iter, &offset, 0);
+}
+
+/* Fills `count` pieces (address, length, file offset) from `file`. */
+static long crp_fill_pieces(struct file *file, const u64 *pieces, unsigned int count)
+{
+	unsigned int i;
+
+	for (i = 0; i < count; i++) {
+		long read = crp_read_file_to_user(file, pieces[3 * i], pieces[3 * i + 1], pieces[3 * i + 2]);
+
+		if (read < 0)
+			return read;
+		if (read != pieces[3 * i + 1])
+			return -EIO;
+	}
+	return 0;
+}
+
+/* One CPU's share of a parallel fill, run by a workqueue worker inside the
+ * restoring task's mm. */
+struct crp_fill_part {
+	struct work_struct work;
+	struct completion done;
+	struct mm_struct *mm;
+	struct file *file;
+	const u64 *pieces;
+	unsigned int count;
+	long result;
+};
+
+static void crp_fill_work(struct work_struct *work)
+{
+	struct crp_fill_part *part = container_of(work, struct crp_fill_part, work);
+
+	kthread_use_mm(part->mm);
+	part->result = crp_fill_pieces(part->file, part->pieces, part->count);
+	kthread_unuse_mm(part->mm);
+	complete(&part->done);
+}
+
+#define CRP_FILL_PARTS_MAX 16
+
+/*
+ * Fills the current task's writable memory from `file` with one worker per
+ * online CPU (the caller doing one share), the way the userspace back end
+ * fills with a thread per CPU. `pieces` are (address, length, file offset)
+ * triplets of similar lengths. Returns 0 or the first error; it returns
+ * only once every worker is done with the mm and the file.
+ */
+long crp_fill_user_parallel(struct file *file, const u64 *pieces, unsigned int count)
+{
+	unsigned int parts = min3(num_online_cpus(), (unsigned int)CRP_FILL_PARTS_MAX, max(count, 1u));
+	struct crp_fill_part *part;
+	long result = 0;
+	unsigned int i;
+
+	if (parts <= 1)
+		return crp_fill_pieces(file, pieces, count);
+	part = kcalloc(parts - 1, sizeof(*part), GFP_KERNEL);
+	if (!part)
+		return crp_fill_pieces(file, pieces, count);
+	for (i = 1; i < parts; i++) {
+		struct crp_fill_part *worker = &part[i - 1];
+		unsigned int first = count * i / parts, end = count * (i + 1) / parts;
+
+		INIT_WORK(&worker->work, crp_fill_work);
+		init_completion(&worker->done);
+		worker->mm = current->mm;
+		worker->file = file;
+		worker->pieces = pieces + 3 * first;
+		worker->count = end - first;
+		queue_work(system_unbound_wq, &worker->work);
+	}
+	result = crp_fill_pieces(file, pieces, count / parts);
+	for (i = 1; i < parts; i++) {
+		wait_for_completion(&part[i - 1].done);
+		if (!result)
+			result = part[i - 1].result;
+	}
+	kfree(part);
+	return result;
 }
 
 int crp_unmap(u64 start, u64 length)

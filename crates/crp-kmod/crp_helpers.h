@@ -49,7 +49,7 @@ long crp_force_write(u64 address, const void *buf, unsigned long len);
 int crp_file_is_regular(struct file *file);
 long long crp_file_size(struct file *file);
 long crp_read_file(struct file *file, void *buf, unsigned long len, long long pos);
-long crp_read_file_to_user(struct file *file, u64 address, unsigned long len, long long pos);
+long crp_fill_user_parallel(struct file *file, const u64 *pieces, unsigned int count);
 
 int crp_unmap(u64 start, u64 length);
 long crp_map(u64 start, u64 length, u64 crp_flags, struct file *file, u64 offset);

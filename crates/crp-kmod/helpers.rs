@@ -48,7 +48,7 @@ mod ffi {
         pub(super) fn crp_file_is_regular(file: *mut c_void) -> c_int;
         pub(super) fn crp_file_size(file: *mut c_void) -> i64;
         pub(super) fn crp_read_file(file: *mut c_void, buf: *mut c_void, len: c_ulong, pos: i64) -> c_long;
-        pub(super) fn crp_read_file_to_user(file: *mut c_void, address: u64, len: c_ulong, pos: i64) -> c_long;
+        pub(super) fn crp_fill_user_parallel(file: *mut c_void, pieces: *const u64, count: c_uint) -> c_long;
         pub(super) fn crp_unmap(start: u64, length: u64) -> c_int;
         pub(super) fn crp_map(start: u64, length: u64, flags: u64, file: *mut c_void, offset: u64) -> c_long;
         pub(super) fn crp_set_vma_flags(start: u64, flags: u64) -> c_int;
@@ -301,16 +301,14 @@ pub(crate) mod file {
         unsafe { ffi::crp_file_size(file) }
     }
 
-    /// Reads exactly `length` bytes at `position` into the caller's memory
-    /// at `address` (which must be writable), or fails with EIO.
-    pub(crate) fn read_exact_to_user(file: *mut c_void, address: u64, length: usize, position: i64) -> Result {
-        // SAFETY: `file` is held by the caller; the destination is user
-        // memory, which the kernel checks and faults in itself.
-        let read = check(unsafe { ffi::crp_read_file_to_user(file, address, length, position) })?;
-        if read != length {
-            return Err(EIO);
-        }
-        Ok(())
+    /// Fills the caller's writable memory from `file`, one worker per CPU:
+    /// `pieces` are (address, length, file offset) triplets of similar size.
+    pub(crate) fn fill_user_parallel(file: *mut c_void, pieces: &[[u64; 3]]) -> Result {
+        let count = c_uint::try_from(pieces.len()).map_err(|_| E2BIG)?;
+        // SAFETY: `file` is held by the caller; `pieces` is valid for
+        // `count` triplets (a [u64; 3] array is three contiguous u64s) and
+        // outlives the call, which waits for every worker.
+        check(unsafe { ffi::crp_fill_user_parallel(file, pieces.as_ptr().cast(), count) }).map(|_| ())
     }
 
     /// Reads exactly `buffer.len()` bytes at `position`, or fails with EIO.

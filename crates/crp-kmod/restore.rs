@@ -29,8 +29,8 @@ const REG_RAX: usize = 10;
 const REG_CS: usize = 17;
 const REG_SS: usize = 20;
 const REG_FS_BASE: usize = 21;
-/// Bytes copied from the image per read.
-const FILL_CHUNK: usize = 4 << 20;
+/// Bytes copied from the image per read (and per piece of a parallel fill).
+const FILL_CHUNK: usize = 1 << 20;
 /// Words of `mm->saved_auxv` on x86_64 (AT_VECTOR_SIZE).
 const KERNEL_AUXV_WORDS: u64 = 2 * (3 + 24 + 1);
 
@@ -212,34 +212,36 @@ fn replace_address_space(plan: &Plan) -> Result {
 }
 
 /// Copies every page run from the image into place: straight from the
-/// image's page cache into user memory where the VMA is writable, through a
-/// kernel buffer and FOLL_FORCE elsewhere (the way a debugger writes to
-/// read-only or PROT_NONE memory).
+/// image's page cache into user memory where the VMA is writable, one
+/// worker per CPU; through a kernel buffer and FOLL_FORCE elsewhere (the
+/// way a debugger writes to read-only or PROT_NONE memory).
 fn fill_pages(plan: &Plan) -> Result {
-    let mut buffer = KVVec::new();
     let image = plan.image.as_ptr().cast();
+    let mut writable_pieces = KVVec::new();
+    let mut buffer = KVVec::new();
     for run in plan.runs.iter() {
         let index = plan.vmas.partition_point(|vma| vma.end <= run.address);
         let writable = plan.vmas.get(index).is_some_and(|vma| vma.flags & CRP_VMA_WRITE != 0);
         let length = run.pages * PAGE_SIZE;
         let mut done = 0u64;
         while done < length {
-            let chunk = (length - done).min(FILL_CHUNK as u64) as usize;
-            let position = i64::try_from(run.file_offset + done).map_err(|_| EOVERFLOW)?;
+            let chunk = (length - done).min(FILL_CHUNK as u64);
             let address = run.address + done;
+            let position = run.file_offset + done;
             if writable {
-                helpers::file::read_exact_to_user(image, address, chunk, position)?;
+                writable_pieces.push([address, chunk, position], GFP_KERNEL)?;
             } else {
                 if buffer.is_empty() {
                     buffer = KVVec::from_elem(0u8, FILL_CHUNK, GFP_KERNEL)?;
                 }
-                helpers::file::read_exact(image, &mut buffer[..chunk], position)?;
-                current::force_write(address, &buffer[..chunk])?;
+                let bytes = &mut buffer[..chunk as usize];
+                helpers::file::read_exact(image, bytes, i64::try_from(position).map_err(|_| EOVERFLOW)?)?;
+                current::force_write(address, bytes)?;
             }
-            done += chunk as u64;
+            done += chunk;
         }
     }
-    Ok(())
+    helpers::file::fill_user_parallel(image, &writable_pieces)
 }
 
 fn set_task_state(state: &CrpTaskState) -> Result {
