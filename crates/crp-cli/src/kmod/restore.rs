@@ -1,6 +1,6 @@
-//! Restore through the kernel module: the child, already reduced to crp's
-//! gadget and the image's vDSO block, calls `CRP_IOC_RESTORE` and comes
-//! back from it as the checkpointed process. crp then finishes, from
+//! Restore through the kernel module: the child (a fork of crp, with crp's
+//! gadget and the vDSO block moved where the image had it) calls
+//! `CRP_IOC_RESTORE` and comes back from it as the checkpointed process. crp then finishes, from
 //! outside at the ioctl's exit stop, what the module cannot set with
 //! exported kernel symbols (see README, "The kmod back end").
 
@@ -54,7 +54,8 @@ pub fn rebuild(
         errno,
     })?;
     if after.rip == gadget_ip + 2 {
-        let errno = nix::errno::Errno::from_raw(i32::try_from(after.rax.cast_signed().wrapping_neg()).unwrap_or(libc::EIO));
+        let errno =
+            nix::errno::Errno::from_raw(i32::try_from(after.rax.cast_signed().wrapping_neg()).unwrap_or(libc::EIO));
         return Err(EngineError::Syscall { syscall: "ioctl(CRP_IOC_RESTORE)", pid: pid.as_raw(), errno }.into());
     }
     check_registers(&after, &resumed)?;

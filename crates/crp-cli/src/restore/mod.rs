@@ -106,7 +106,11 @@ fn build(
     let target = validate::target_space(image)?;
 
     let gadget = bootstrap::install_gadget(&mut injector, &target, &child_maps)?;
-    bootstrap::clear_address_space(&mut injector, gadget, &live_vdso)?;
+    if kmod.is_none() {
+        bootstrap::clear_address_space(&mut injector, gadget, &live_vdso)?;
+    }
+    // With the module, crp's own mappings stay until the ioctl removes them
+    // with everything else; the vDSO moves over them if it must.
     bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
     match kmod {
         None => rebuild_by_injection(&mut injector, pid, image, reader, gadget)?,
