@@ -259,6 +259,57 @@ pub struct CrpRestoreRequest {
     pub runs: u64,
 }
 
+impl CrpMmState {
+    /// The address fields in `struct prctl_mm_map` order (auxv aside).
+    pub const fn bounds(&self) -> [u64; 11] {
+        [
+            self.start_code,
+            self.end_code,
+            self.start_data,
+            self.end_data,
+            self.start_brk,
+            self.brk,
+            self.start_stack,
+            self.arg_start,
+            self.arg_end,
+            self.env_start,
+            self.env_end,
+        ]
+    }
+
+    /// A record from [`CrpMmState::bounds`] order and the auxv.
+    pub const fn from_bounds(bounds: [u64; 11], auxv_words: u64, auxv: [u64; CRP_AUXV_WORDS]) -> Self {
+        let [
+            start_code,
+            end_code,
+            start_data,
+            end_data,
+            start_brk,
+            brk,
+            start_stack,
+            arg_start,
+            arg_end,
+            env_start,
+            env_end,
+        ] = bounds;
+        Self {
+            start_code,
+            end_code,
+            start_data,
+            end_data,
+            start_brk,
+            brk,
+            start_stack,
+            arg_start,
+            arg_end,
+            env_start,
+            env_end,
+            auxv_words,
+            auxv,
+        }
+    }
+}
+
 impl Default for CrpMmState {
     fn default() -> Self {
         Self {

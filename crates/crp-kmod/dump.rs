@@ -73,34 +73,7 @@ fn fill_task_state(task: &TaskRef, mm: &MmRef, state: &mut CrpTaskState) -> Resu
 
     let mut fields = [0u64; helpers::MM_WORDS];
     let auxv_words = mm.fields(&mut fields, &mut state.mm.auxv);
-    let [
-        start_code,
-        end_code,
-        start_data,
-        end_data,
-        start_brk,
-        brk,
-        start_stack,
-        arg_start,
-        arg_end,
-        env_start,
-        env_end,
-    ] = fields;
-    state.mm = CrpMmState {
-        start_code,
-        end_code,
-        start_data,
-        end_data,
-        start_brk,
-        brk,
-        start_stack,
-        arg_start,
-        arg_end,
-        env_start,
-        env_end,
-        auxv_words: auxv_words as u64,
-        auxv: state.mm.auxv,
-    };
+    state.mm = CrpMmState::from_bounds(fields, auxv_words as u64, state.mm.auxv);
 
     let misc = task.misc();
     state.personality = misc[0] as u32;

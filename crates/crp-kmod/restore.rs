@@ -148,19 +148,7 @@ fn validate_task_state(state: &CrpTaskState) -> Result {
         return Err(EINVAL);
     }
     let mm = &state.mm;
-    let addresses = [
-        mm.start_code,
-        mm.end_code,
-        mm.start_data,
-        mm.end_data,
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-    ];
+    let addresses = mm.bounds();
     // The rules prctl(PR_SET_MM_MAP) applies.
     let ordered = mm.start_code < mm.end_code
         && mm.start_data <= mm.end_data
@@ -246,20 +234,7 @@ fn fill_pages(plan: &Plan) -> Result {
 
 fn set_task_state(state: &CrpTaskState) -> Result {
     let mm = &state.mm;
-    let fields = [
-        mm.start_code,
-        mm.end_code,
-        mm.start_data,
-        mm.end_data,
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-    ];
-    current::set_mm_fields(&fields, &mm.auxv[..mm.auxv_words as usize])?;
+    current::set_mm_fields(&mm.bounds(), &mm.auxv[..mm.auxv_words as usize])?;
     let mut actions = [0u64; 4 * CRP_SIGNALS];
     for (index, action) in state.actions.iter().enumerate() {
         actions[4 * index] = action.handler;

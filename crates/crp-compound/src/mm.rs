@@ -89,7 +89,18 @@ impl MmFields {
     /// The 104-byte `struct prctl_mm_map` with the auxv at `auxv_address`.
     fn prctl_mm_map(&self, auxv_address: u64, auxv_size: u32, exe_fd: u32) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(PRCTL_MM_MAP_SIZE);
-        for value in [
+        for value in self.bounds().into_iter().chain([auxv_address]) {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        bytes.extend_from_slice(&auxv_size.to_le_bytes());
+        bytes.extend_from_slice(&exe_fd.to_le_bytes());
+        bytes
+    }
+
+    /// The address fields in `struct prctl_mm_map` order: code, data, brk
+    /// and stack bounds, then the argument and environment areas.
+    pub fn bounds(&self) -> [u64; 11] {
+        [
             self.start_code,
             self.end_code,
             self.start_data,
@@ -101,13 +112,39 @@ impl MmFields {
             self.arg_end,
             self.env_start,
             self.env_end,
-            auxv_address,
-        ] {
-            bytes.extend_from_slice(&value.to_le_bytes());
+        ]
+    }
+
+    /// The fields from [`MmFields::bounds`] order, the auxv and the exe path.
+    pub fn from_bounds(bounds: [u64; 11], auxv: Vec<u64>, exe_path: String) -> Self {
+        let [
+            start_code,
+            end_code,
+            start_data,
+            end_data,
+            start_brk,
+            brk,
+            start_stack,
+            arg_start,
+            arg_end,
+            env_start,
+            env_end,
+        ] = bounds;
+        Self {
+            start_code,
+            end_code,
+            start_data,
+            end_data,
+            start_brk,
+            brk,
+            start_stack,
+            arg_start,
+            arg_end,
+            env_start,
+            env_end,
+            auxv,
+            exe_path,
         }
-        bytes.extend_from_slice(&auxv_size.to_le_bytes());
-        bytes.extend_from_slice(&exe_fd.to_le_bytes());
-        bytes
     }
 
     /// Sets every field with `PR_SET_MM_MAP`, the executable link included.
@@ -159,6 +196,13 @@ impl MmFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_round_trip() {
+        let fields = MmFields::from_bounds([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], vec![6, 4096, 0, 0], "/bin/x".into());
+        assert_eq!((fields.start_code, fields.brk, fields.env_end), (1, 6, 11));
+        assert_eq!(fields.bounds(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    }
 
     #[test]
     fn prctl_mm_map_is_104_bytes_in_kernel_order() {

@@ -125,21 +125,7 @@ pub fn mm_fields(pid: i32, dump: &TaskDump) -> Result<MmFields, CrpError> {
         action: "read the auxv the crp kernel module reported".into(),
         source: std::io::Error::from(std::io::ErrorKind::InvalidData),
     })?;
-    Ok(MmFields {
-        start_code: mm.start_code,
-        end_code: mm.end_code,
-        start_data: mm.start_data,
-        end_data: mm.end_data,
-        start_brk: mm.start_brk,
-        brk: mm.brk,
-        start_stack: mm.start_stack,
-        arg_start: mm.arg_start,
-        arg_end: mm.arg_end,
-        env_start: mm.env_start,
-        env_end: mm.env_end,
-        auxv: auxv.to_vec(),
-        exe_path: crp_compound::mm::exe_path_of(pid)?,
-    })
+    Ok(MmFields::from_bounds(mm.bounds(), auxv.to_vec(), crp_compound::mm::exe_path_of(pid)?))
 }
 
 pub fn signal_state(dump: &TaskDump) -> SignalState {

@@ -136,21 +136,7 @@ impl Records {
         }
         let mut auxv = [0u64; CRP_AUXV_WORDS];
         auxv[..mm.auxv.len()].copy_from_slice(&mm.auxv);
-        state.mm = CrpMmState {
-            start_code: mm.start_code,
-            end_code: mm.end_code,
-            start_data: mm.start_data,
-            end_data: mm.end_data,
-            start_brk: mm.start_brk,
-            brk: mm.brk,
-            start_stack: mm.start_stack,
-            arg_start: mm.arg_start,
-            arg_end: mm.arg_end,
-            env_start: mm.env_start,
-            env_end: mm.env_end,
-            auxv_words: mm.auxv.len() as u64,
-            auxv,
-        };
+        state.mm = CrpMmState::from_bounds(mm.bounds(), mm.auxv.len() as u64, auxv);
         let vmas = image
             .vmas
             .iter()
