@@ -7,21 +7,14 @@
 #
 #   crates/crp-kmod/tests/in-vm.sh [TEST-NAME-FILTER...]
 #
-# (as root; ~7 min the first time for the lab). Filters select tests by
+# (as root; ~9 min the first time, for the lab). Filters select tests by
 # name, as for any cargo test binary.
 #
 # CRP_KERNEL_LAB points at the lab (default: ../shared/kernel-lab next to
 # the repository). Exits non-zero if anything fails in the guest.
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/../../.." && pwd)
-# The lab: $CRP_KERNEL_LAB, else shared/ next to the repository, else the
-# workplace's /work/shared (where a CI clone elsewhere finds it).
-for lab in "${CRP_KERNEL_LAB:-}" "$repo/../shared/kernel-lab" /work/shared/kernel-lab; do
-    [ -n "$lab" ] && [ -x "$lab/boot.sh" ] && break
-done
-[ -x "$lab/boot.sh" ] || { echo "kernel lab not found (set CRP_KERNEL_LAB)" >&2; exit 1; }
-lab=$(cd "$lab" && pwd)
+source "$(dirname "$0")/find-lab.sh"
 log() { printf '[in-vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 started=$SECONDS

@@ -6,14 +6,7 @@
 #
 #   crates/crp-kmod/tests/timings-in-vm.sh [MIB...]     (default: 16 64 256)
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/../../.." && pwd)
-# The lab: $CRP_KERNEL_LAB, else shared/ next to the repository, else the
-# workplace's /work/shared (where a CI clone elsewhere finds it).
-for lab in "${CRP_KERNEL_LAB:-}" "$repo/../shared/kernel-lab" /work/shared/kernel-lab; do
-    [ -n "$lab" ] && [ -x "$lab/boot.sh" ] && break
-done
-[ -x "$lab/boot.sh" ] || { echo "kernel lab not found (set CRP_KERNEL_LAB)" >&2; exit 1; }
-lab=$(cd "$lab" && pwd)
+source "$(dirname "$0")/find-lab.sh"
 sizes=${*:-16 64 256}
 "$lab/setup.sh" >/dev/null 2>&1
 "$lab/build-module.sh" "$repo/crates/crp-kmod" >/dev/null
