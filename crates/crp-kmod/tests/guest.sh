@@ -19,6 +19,11 @@ status=0
 step "tests finished with status $status in $((SECONDS - started)) s"
 
 step "unloading crp.ko"
+# Not while a descriptor is open (the module is in use)...
+exec 9<>/dev/crp
+if rmmod crp 2>/dev/null; then step "rmmod succeeded with /dev/crp open"; status=1; fi
+exec 9<&-
+# ...and cleanly once none is.
 rmmod crp
 if [ -e /dev/crp ]; then step "/dev/crp is still there after rmmod"; status=1; fi
 if dmesg | grep -E 'WARNING|BUG|Oops|Call Trace|general protection'; then
