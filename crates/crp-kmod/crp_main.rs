@@ -9,7 +9,8 @@
 //!   ([`restore`]).
 //!
 //! Only callers with CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN may open the
-//! device or issue its ioctls. Records are defined once, in `abi.rs`, shared with user space.
+//! device or issue its ioctls. Records are defined once, in `abi.rs`,
+//! shared with user space.
 
 // The ABI is public for user space; here only part of it is used.
 #[allow(dead_code, unreachable_pub)]
