@@ -262,7 +262,11 @@ fn dump_ioctl_refuses_bad_requests() {
     assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of_mut(&mut request)), libc::EBUSY);
     // Stopped, but by SIGSTOP and not by this caller's ptrace: not permitted.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(subject.pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !status_field(subject.pid, "State").starts_with('T') {
+        assert!(std::time::Instant::now() < deadline, "SIGSTOP did not stop the subject");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(ioctl_errno(&file, CRP_IOC_DUMP_TASK, address_of_mut(&mut request)), libc::EPERM);
     // Another ABI version, a pid that does not exist, and the caller itself.
     request.abi_version = CRP_ABI_VERSION + 1;
