@@ -62,7 +62,9 @@ impl Device {
         let mut vmas = vec![CrpVma::default(); 256];
         let mut names = vec![0u8; 64 << 10];
         let mut xstate = vec![0u8; CRP_MAX_XSTATE as usize];
-        loop {
+        // The task is frozen, so one retry with the room the module asked
+        // for suffices; a few more are tolerated, never an endless loop.
+        for _ in 0..4 {
             let mut request = CrpDumpRequest {
                 abi_version: CRP_ABI_VERSION,
                 pid,
@@ -91,6 +93,7 @@ impl Device {
             }
             return collect(state, &vmas, &names, &xstate, &request);
         }
+        Err(KmodError::Ioctl { operation: "CRP_IOC_DUMP_TASK", pid, errno: Errno::ENOSPC })
     }
 
     /// Binds this open device to `pid`, whose memory [`Device::read_memory`]
