@@ -121,10 +121,7 @@ pub fn vma_records(pid: i32, dump: &TaskDump) -> Result<Vec<VmaRecord>, CrpError
 pub fn mm_fields(pid: i32, dump: &TaskDump) -> Result<MmFields, CrpError> {
     let mm = &dump.state.mm;
     let auxv_words = usize::try_from(mm.auxv_words).unwrap_or(usize::MAX);
-    let auxv = mm.auxv.get(..auxv_words).ok_or_else(|| CrpError::Io {
-        action: "read the auxv the crp kernel module reported".into(),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
-    })?;
+    let auxv = mm.auxv.get(..auxv_words).ok_or(super::KmodError::Malformed { what: "auxv length" })?;
     Ok(MmFields::from_bounds(mm.bounds(), auxv.to_vec(), crp_compound::mm::exe_path_of(pid)?))
 }
 
@@ -187,4 +184,68 @@ pub fn interval_timers(dump: &TaskDump) -> IntervalTimers {
         (state.itimer_virtual_value_ns, state.itimer_virtual_interval_ns),
         (state.itimer_prof_value_ns, state.itimer_prof_interval_ns),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump_with(vmas: Vec<(CrpVma, String)>) -> TaskDump {
+        let mut state = CrpTaskState::default();
+        state.mm.start_brk = 0x60_0000;
+        state.mm.brk = 0x62_0000;
+        state.mm.start_stack = 0x7ffe_0000_1000;
+        TaskDump { state, vmas, xstate: Vec::new() }
+    }
+
+    fn anonymous(start: u64, end: u64, flags: u64) -> (CrpVma, String) {
+        (CrpVma { start, end, flags, kind: CRP_VMA_ANONYMOUS, ..CrpVma::default() }, String::new())
+    }
+
+    #[test]
+    fn anonymous_vmas_get_the_labels_proc_gives_and_flags_survive_both_ways() {
+        let flags = CRP_VMA_READ | CRP_VMA_WRITE | CRP_VMA_MAYWRITE | CRP_VMA_DONTFORK | CRP_VMA_HUGEPAGE;
+        let dump = dump_with(vec![
+            anonymous(0x60_0000, 0x62_0000, flags),
+            anonymous(0x7ffe_0000_0000, 0x7ffe_0000_2000, flags | CRP_VMA_GROWSDOWN),
+            anonymous(0x7f00_0000_0000, 0x7f00_0000_1000, CRP_VMA_NORESERVE),
+            (
+                CrpVma { start: 0x7fff_f000_0000, end: 0x7fff_f000_2000, kind: CRP_VMA_SPECIAL, ..CrpVma::default() },
+                "[vdso]".into(),
+            ),
+        ]);
+        let records = vma_records(1, &dump).unwrap();
+        assert_eq!(records.len(), 3, "the special mapping is not a VMA record");
+        let labels: Vec<String> = records.iter().map(VmaRecord::describe_backing).collect();
+        assert_eq!(labels, ["[heap]", "[stack]", "anonymous"]);
+        assert_eq!(records[0].protection_string(), "rw-p");
+        assert_eq!(abi_vma_flags(&records[0]), flags);
+        assert_eq!(abi_vma_flags(&records[1]), flags | CRP_VMA_GROWSDOWN);
+        assert_eq!(abi_vma_flags(&records[2]), CRP_VMA_NORESERVE);
+        assert_eq!(vdso_layout(&dump).block(), Some((0x7fff_f000_0000, 0x7fff_f000_2000)));
+    }
+
+    #[test]
+    fn what_crp_cannot_restore_is_refused_by_name() {
+        for (flags, what) in [
+            (CRP_VMA_READ | CRP_VMA_DEVICE, "device mapping"),
+            (CRP_VMA_READ | CRP_VMA_LOCKED, "mlock"),
+            (CRP_VMA_READ | CRP_VMA_SHARED, "shared anonymous"),
+        ] {
+            let error = vma_records(7, &dump_with(vec![anonymous(0x1000, 0x2000, flags)])).unwrap_err();
+            assert!(error.to_string().contains(what), "{error}");
+            assert_eq!(error.exit_code(), 3);
+        }
+    }
+
+    #[test]
+    fn signal_dispositions_skip_kill_and_stop_and_keep_numbers() {
+        let mut dump = dump_with(Vec::new());
+        dump.state.actions[1] = CrpSigaction { handler: 0x401000, flags: 4, restorer: 0x402000, mask: 2 };
+        let signals = signal_state(&dump);
+        assert_eq!(signals.actions.len(), 62);
+        let sigint = signals.actions.iter().find(|action| action.signal == libc::SIGINT).unwrap();
+        assert_eq!((sigint.handler, sigint.flags, sigint.restorer, sigint.mask), (0x401000, 4, 0x402000, 2));
+        assert!(signals.actions.iter().all(|action| action.signal != libc::SIGKILL && action.signal != libc::SIGSTOP));
+    }
 }
