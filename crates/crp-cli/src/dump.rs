@@ -16,7 +16,7 @@ use crp_compound::vma::{VmaRecord, capture_vma};
 use crp_image::ImageWriter;
 use crp_locks::LockState;
 use crp_ptrace::procfs::{self, MapsEntry};
-use crp_ptrace::{Frozen, Injector, TraceeExt};
+use crp_ptrace::{Frozen, Injector};
 
 use crate::error::CrpError;
 use crate::kmod::Device;
@@ -201,12 +201,7 @@ struct Injected {
 }
 
 fn capture_by_injection(injector: &mut Injector) -> Result<Injected, CrpError> {
-    let protection = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let scratch =
-        injector.syscall("mmap", libc::SYS_mmap, [0, SCRATCH_BYTES as u64, protection, flags, u64::MAX, 0])?;
-    injector.set_scratch(scratch, SCRATCH_BYTES);
-    let captured = (|| -> Result<_, CrpError> {
+    injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
         Ok(Injected {
             mm: MmFields::capture(injector)?,
             signals: SignalState::capture(injector)?,
@@ -215,9 +210,7 @@ fn capture_by_injection(injector: &mut Injector) -> Result<Injected, CrpError> {
             rlimits: crp_compound::rlimits::capture(injector)?,
             timers: IntervalTimers::capture(injector)?,
         })
-    })();
-    injector.syscall("munmap", libc::SYS_munmap, [scratch, SCRATCH_BYTES as u64, 0, 0, 0, 0])?;
-    captured
+    })
 }
 
 /// An address holding `syscall` to inject through: right before RIP when

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use crate::Registers;
 use crate::error::EngineError;
 use crate::sys;
-use crate::tracee::Tracee;
+use crate::tracee::{Tracee, TraceeExt};
 
 /// A stopped tracee plus an address holding `0f 05` to run syscalls through.
 #[derive(Debug)]
@@ -34,6 +34,25 @@ impl Injector {
 
     pub fn set_scratch(&mut self, address: u64, length: usize) {
         self.scratch = (address, length);
+    }
+
+    /// Maps an anonymous area of `length` bytes in the tracee, makes it the
+    /// scratch area for `work`, and unmaps it again however `work` ends;
+    /// the previous scratch area is then the scratch area again.
+    pub fn with_temporary_scratch<T, E: From<EngineError>>(
+        &mut self,
+        length: usize,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let protection = crate::arg(libc::PROT_READ | libc::PROT_WRITE);
+        let flags = crate::arg(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        let bytes = length as u64;
+        let area = self.syscall("mmap(scratch)", libc::SYS_mmap, [0, bytes, protection, flags, u64::MAX, 0])?;
+        let previous = std::mem::replace(&mut self.scratch, (area, length));
+        let result = work(self);
+        self.scratch = previous;
+        self.syscall("munmap(scratch)", libc::SYS_munmap, [area, bytes, 0, 0, 0, 0])?;
+        result
     }
 
     /// Signals that arrived while syscalls were being injected; the caller

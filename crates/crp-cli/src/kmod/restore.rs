@@ -268,22 +268,11 @@ fn finish_from_outside(
         .map(|mapping| (mapping.start, mapping.end))
         .ok_or_else(|| CrpError::InvalidImage { reason: "the image has no [vdso] to run syscalls through".into() })?;
     injector.set_syscall_ip(crate::dump::syscall_in(raw, vdso_start, vdso_end)?);
-    let protection = arg(libc::PROT_READ | libc::PROT_WRITE);
-    let flags = arg(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
-    let scratch =
-        injector.syscall("mmap(scratch)", libc::SYS_mmap, [0, SCRATCH_BYTES as u64, protection, flags, u64::MAX, 0])?;
-    injector.set_scratch(scratch, SCRATCH_BYTES);
-
-    image.mm.restore_exe_link(injector)?;
-    image.task.restore(injector)?;
-    image.task.restore_affinity(raw)?;
-    crp_compound::files::restore(injector, &image.files)?;
-    image.locks.register_rseq(injector)?;
-    crp_compound::rlimits::restore(injector, &image.rlimits)?;
-    image.timers.restore(injector)?;
-    let restorer = crp_compound::creds::own_status()?;
-    image.credentials.restore(injector, &restorer)?;
-    injector.syscall("munmap(scratch)", libc::SYS_munmap, [scratch, SCRATCH_BYTES as u64, 0, 0, 0, 0])?;
+    injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
+        image.mm.restore_exe_link(injector)?;
+        image.locks.register_rseq(injector)?;
+        crate::restore::restore_attributes(injector, pid, image)
+    })?;
 
     // Back to exactly what the module left (the syscalls above used the
     // registers), plus the full rax, gs base and XSAVE.

@@ -140,16 +140,9 @@ fn rebuild_by_injection(
     let raw = pid.as_raw();
     memory::map_and_fill(injector, pid, &image.vmas, reader)?;
     image.mm.restore(injector)?;
-    image.task.restore(injector)?;
-    image.task.restore_affinity(raw)?;
     image.signals.restore(injector)?;
-    crp_compound::files::restore(injector, &image.files)?;
     image.locks.restore(injector)?;
-    crp_compound::rlimits::restore(injector, &image.rlimits)?;
-    image.timers.restore(injector)?;
-    // Last privileged step: from here on the process is its own user.
-    let restorer = crp_compound::creds::own_status()?;
-    image.credentials.restore(injector, &restorer)?;
+    restore_attributes(injector, pid, image)?;
     // The gadget unmaps itself; the step stops at the syscall's exit,
     // before the next instruction would be fetched from the gone page.
     injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
@@ -161,6 +154,21 @@ fn rebuild_by_injection(
         pid: raw,
         errno,
     })?;
+    Ok(())
+}
+
+/// What both back ends set from outside once the process's memory and mm
+/// are in place: comm, cwd, umask, personality, CPU affinity, descriptors,
+/// resource limits, interval timers, and last the credentials (the last
+/// privileged step: from then on the process is its own user).
+pub(crate) fn restore_attributes(injector: &mut Injector, pid: Pid, image: &ProcessImage) -> Result<(), CrpError> {
+    image.task.restore(injector)?;
+    image.task.restore_affinity(pid.as_raw())?;
+    crp_compound::files::restore(injector, &image.files)?;
+    crp_compound::rlimits::restore(injector, &image.rlimits)?;
+    image.timers.restore(injector)?;
+    let restorer = crp_compound::creds::own_status()?;
+    image.credentials.restore(injector, &restorer)?;
     Ok(())
 }
 
