@@ -67,18 +67,10 @@ fn kmod_dump_userspace_restore() {
 /// A process caught in user mode between two instructions, with 64-bit
 /// patterns in every general register (high halves set), keeps them all.
 fn spin_round_trip(dump_with: &str, restore_with: &str) {
-    let directory = tempfile::tempdir().unwrap();
-    let mut command = Command::new(&programs().dynamic);
-    command.args(["spin", "4"]);
-    let mut subject = Subject::spawn(command);
-    std::thread::sleep(Duration::from_millis(1000));
-    let image = directory.path().join("spin.crp");
-    dump_ok(subject.pid, &image, &backend(dump_with));
-    assert_killed(subject.wait());
-    let output = restore(&image, &backend(restore_with), "");
-    let stdout = stdout_of(&output);
-    assert!(output.status.success(), "{dump_with}->{restore_with}: {stdout}{}", stderr_of(&output));
-    assert_eq!(stdout, format!("OK pid={} registers kept\n", subject.pid), "{dump_with}->{restore_with}");
+    let round = round_trip(&["spin", "4"], Duration::from_millis(1000), &backend(dump_with), &backend(restore_with));
+    let stdout = stdout_of(&round.output);
+    assert!(round.output.status.success(), "{dump_with}->{restore_with}: {stdout}{}", stderr_of(&round.output));
+    assert_eq!(stdout, format!("OK pid={} registers kept\n", round.pid), "{dump_with}->{restore_with}");
 }
 
 #[test]
@@ -96,19 +88,12 @@ fn general_registers_survive_across_back_ends() {
 #[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
 fn cpu_time_itimer_dumped_by_the_module_keeps_its_time_left() {
     for restore_with in ["kmod", "userspace"] {
-        let directory = tempfile::tempdir().unwrap();
-        let mut command = Command::new(&programs().dynamic);
-        command.args(["spin", "6", "prof"]);
-        let mut subject = Subject::spawn(command);
-        std::thread::sleep(Duration::from_secs(3));
-        let image = directory.path().join("spin.crp");
-        dump_ok(subject.pid, &image, &backend("kmod"));
-        assert_killed(subject.wait());
-        let started = std::time::Instant::now();
-        let output = restore(&image, &backend(restore_with), "");
-        let took = started.elapsed().as_secs_f64();
-        assert!(output.status.success(), "kmod->{restore_with}: {}{}", stdout_of(&output), stderr_of(&output));
-        assert_eq!(stdout_of(&output), format!("OK pid={} registers kept\n", subject.pid));
+        let round =
+            round_trip(&["spin", "6", "prof"], Duration::from_secs(3), &backend("kmod"), &backend(restore_with));
+        let took = round.restore_seconds;
+        let output = &round.output;
+        assert!(output.status.success(), "kmod->{restore_with}: {}{}", stdout_of(output), stderr_of(output));
+        assert_eq!(stdout_of(output), format!("OK pid={} registers kept\n", round.pid));
         assert!((1.5..6.0).contains(&took), "kmod->{restore_with}: the restored process spun {took:.2} s");
     }
 }
@@ -118,24 +103,11 @@ fn cpu_time_itimer_dumped_by_the_module_keeps_its_time_left() {
 /// restarted sleep would, but not less than the 3 s left. (Timed this way
 /// because the lab VM's dump and restore themselves take seconds.)
 fn nanosleep_round_trip(dump_with: &str, restore_with: &str) {
-    let directory = tempfile::tempdir().unwrap();
-    let mut command = Command::new(&programs().dynamic);
-    command.args(["sleep", "6"]);
-    let mut subject = Subject::spawn(command);
-    std::thread::sleep(Duration::from_secs(3));
-    let image = directory.path().join("sleep.crp");
-    dump_ok(subject.pid, &image, &backend(dump_with));
-    assert_killed(subject.wait());
-    let restore_started = std::time::Instant::now();
-    let output = restore(&image, &backend(restore_with), "");
-    let restore_took = restore_started.elapsed().as_secs_f64();
-    let stdout = stdout_of(&output);
-    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
-    let slept: f64 = stdout
-        .trim()
-        .rsplit_once("slept=")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let round = round_trip(&["sleep", "6"], Duration::from_secs(3), &backend(dump_with), &backend(restore_with));
+    let restore_took = round.restore_seconds;
+    let stdout = stdout_of(&round.output);
+    assert!(round.output.status.success(), "{stdout}{}", stderr_of(&round.output));
+    let slept = slept_seconds(&stdout);
     assert!(slept >= 6.0, "woke early: {stdout}");
     assert!((2.5..6.0).contains(&restore_took), "restored process ran {restore_took:.2} s: {stdout}");
 }

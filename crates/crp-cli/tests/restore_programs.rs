@@ -42,22 +42,10 @@ fn static_program_keeps_heap_tls_vectors_mappings_and_pid() {
 
 #[test]
 fn process_blocked_in_nanosleep_sleeps_the_rest_of_its_time() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut command = Command::new(&programs().dynamic);
-    command.args(["sleep", "3"]);
-    let mut subject = Subject::spawn(command);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let image = directory.path().join("sleep.crp");
-    dump_ok(subject.pid, &image, &[]);
-    assert_killed(subject.wait());
-    let output = restore(&image, &[], "");
-    let stdout = stdout_of(&output);
-    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
-    let slept: f64 = stdout
-        .trim()
-        .rsplit_once("slept=")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let round = round_trip(&["sleep", "3"], std::time::Duration::from_millis(500), &[], &[]);
+    let stdout = stdout_of(&round.output);
+    assert!(round.output.status.success(), "{stdout}{}", stderr_of(&round.output));
+    let slept = slept_seconds(&stdout);
     assert!(slept >= 3.0, "{stdout}");
 }
 
@@ -268,18 +256,10 @@ fn interrupt_reaches_the_process_and_crp_reports_it() {
 
 #[test]
 fn general_registers_survive_a_freeze_between_two_instructions() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut command = Command::new(&programs().dynamic);
-    command.args(["spin", "2"]);
-    let mut subject = Subject::spawn(command);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let image = directory.path().join("spin.crp");
-    dump_ok(subject.pid, &image, &[]);
-    assert_killed(subject.wait());
-    let output = restore(&image, &[], "");
-    let stdout = stdout_of(&output);
-    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
-    assert_eq!(stdout, format!("OK pid={} registers kept\n", subject.pid));
+    let round = round_trip(&["spin", "2"], std::time::Duration::from_millis(500), &[], &[]);
+    let stdout = stdout_of(&round.output);
+    assert!(round.output.status.success(), "{stdout}{}", stderr_of(&round.output));
+    assert_eq!(stdout, format!("OK pid={} registers kept\n", round.pid));
 }
 
 /// A CPU-time interval timer keeps the CPU time it had left: spinning for
@@ -287,18 +267,9 @@ fn general_registers_survive_a_freeze_between_two_instructions() {
 /// more, not 4 again (and not forever, as with the timer lost).
 #[test]
 fn cpu_time_itimer_keeps_its_time_left() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut command = Command::new(&programs().dynamic);
-    command.args(["spin", "4", "prof"]);
-    let mut subject = Subject::spawn(command);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let image = directory.path().join("spin.crp");
-    dump_ok(subject.pid, &image, &[]);
-    assert_killed(subject.wait());
-    let started = std::time::Instant::now();
-    let output = restore(&image, &[], "");
-    let took = started.elapsed().as_secs_f64();
-    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
-    assert_eq!(stdout_of(&output), format!("OK pid={} registers kept\n", subject.pid));
+    let round = round_trip(&["spin", "4", "prof"], std::time::Duration::from_secs(2), &[], &[]);
+    let took = round.restore_seconds;
+    assert!(round.output.status.success(), "{}{}", stdout_of(&round.output), stderr_of(&round.output));
+    assert_eq!(stdout_of(&round.output), format!("OK pid={} registers kept\n", round.pid));
     assert!((1.0..3.5).contains(&took), "the restored process spun {took:.2} s");
 }

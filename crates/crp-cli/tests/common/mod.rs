@@ -255,3 +255,44 @@ pub fn rewritten_image(source: &Path, change: impl FnOnce(&mut crp_cli::model::P
     writer.finish(&crp_image::to_archive(&image).unwrap()).unwrap();
     target
 }
+
+/// One dump-then-restore round of the dynamic subject.
+pub struct RoundTrip {
+    /// The subject's PID (the restored process should have it again).
+    pub pid: i32,
+    /// `crp restore`'s output: the restored process's stdout and exit.
+    pub output: Output,
+    /// How long `crp restore` took, the restored process's run included.
+    pub restore_seconds: f64,
+}
+
+/// Starts the dynamic subject with `arguments`, lets it run for `running`,
+/// dumps it with `dump_arguments` (asserting the dump killed it), then
+/// restores it with `restore_arguments` and an empty stdin, timing that.
+pub fn round_trip(
+    arguments: &[&str],
+    running: std::time::Duration,
+    dump_arguments: &[&str],
+    restore_arguments: &[&str],
+) -> RoundTrip {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(arguments);
+    let mut subject = Subject::spawn(command);
+    std::thread::sleep(running);
+    let image = directory.path().join("round-trip.crp");
+    dump_ok(subject.pid, &image, dump_arguments);
+    assert_killed(subject.wait());
+    let started = std::time::Instant::now();
+    let output = restore(&image, restore_arguments, "");
+    RoundTrip { pid: subject.pid, output, restore_seconds: started.elapsed().as_secs_f64() }
+}
+
+/// The `slept=SECONDS` the sleep subject reports.
+pub fn slept_seconds(stdout: &str) -> f64 {
+    stdout
+        .trim()
+        .rsplit_once("slept=")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or_else(|| panic!("no slept= in {stdout:?}"))
+}
