@@ -20,7 +20,7 @@ static PROBE_PATTERN: [u8; 8] = *b"crp-chk!";
 
 fn probe_ptrace_and_clone3() -> Vec<Probe> {
     let mut probes = Vec::new();
-    let first = spawn_stopped_child(None);
+    let first = spawn_stopped_child(None, None);
     let traced = first.as_ref().map(|child| child.pid().as_raw()).map_err(|error| error.to_string());
     probes.push(Probe {
         name: "ptrace",
@@ -63,7 +63,7 @@ fn probe_ptrace_and_clone3() -> Vec<Probe> {
         name: "clone3 set_tid",
         required: true,
         result: match traced {
-            Ok(pid) => spawn_stopped_child(Some(pid))
+            Ok(pid) => spawn_stopped_child(Some(pid), None)
                 .map(|child| format!("created a child with chosen pid {}", child.pid()))
                 .map_err(|error| format!("{error} (restore could not keep PIDs)")),
             Err(error) => Err(error),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
+use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping, resume_registers};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::pagemap::PageMap;
@@ -16,13 +16,14 @@ use crp_compound::vma::{VmaRecord, capture_vma};
 use crp_image::ImageWriter;
 use crp_locks::LockState;
 use crp_ptrace::procfs::{self, MapsEntry};
-use crp_ptrace::{Frozen, Injector};
+use crp_ptrace::{Frozen, TraceeExt};
 
 use crate::error::CrpError;
 use crate::kmod::Device;
 use crate::kmod::capture;
 use crate::model::{ProcessImage, kernel_release};
 use crate::preflight::{self, Phase};
+use crate::{cancel, faults};
 
 /// Size of the scratch mapping injected for syscall arguments at dump.
 const SCRATCH_BYTES: usize = 16 << 10;
@@ -65,27 +66,41 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     };
     // An unwritable destination fails here too.
     let mut writer = ImageWriter::create(&plan.output)?;
+    cancel::check("dump")?;
     let stopped = procfs::stat_fields(pid).is_ok_and(|fields| fields.first().is_some_and(|state| state == "T"));
     let mut frozen = Frozen::seize(pid)?;
+    frozen.set_checkpoint(faults::reached);
+    faults::reached("frozen", 0);
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
     preflight::check(pid, Phase::Frozen)?;
+    cancel::check("dump")?;
     let captured = match &device {
         None => capture_with_ptrace(&mut frozen, stopped)?,
         Some(device) => capture_with_kmod(device, pid, stopped)?,
     };
     let Captured { state: mut image, populated_kb } = captured;
+    faults::reached("captured", 0);
+    cancel::check("dump")?;
 
     let pagemap = PageMap::open(pid)?;
     let nix_pid = frozen.pid();
     for (vma, populated_kb) in image.vmas.iter().zip(populated_kb) {
         for (vaddr, page_count) in pagemap.stored_runs(vma, populated_kb)? {
-            writer.add_page_run(vaddr, page_count, |address, buffer| match &device {
-                None => crp_ptrace::sys::read_memory(nix_pid, address, buffer).map_err(std::io::Error::from),
-                Some(device) => device.read_memory(address, buffer),
-            })?;
+            let added = writer.add_page_run(vaddr, page_count, |address, buffer| {
+                if cancel::requested().is_some() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
+                }
+                match &device {
+                    None => crp_ptrace::sys::read_memory(nix_pid, address, buffer).map_err(std::io::Error::from),
+                    Some(device) => device.read_memory(address, buffer),
+                }
+            });
+            cancel::check("dump")?;
+            added?;
         }
     }
+    faults::reached("pages", 0);
     image.dumped_at_unix_seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let vma_count = image.vmas.len();
@@ -95,10 +110,22 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         // can run on while the image is finished and made durable.
         let frozen_for = started.elapsed();
         frozen.release()?;
-        writer.finish(&metadata)?;
+        let path = writer.finish(&metadata)?;
+        faults::reached("written", 0);
+        if let Err(cancelled) = cancel::check("dump") {
+            let _ = std::fs::remove_file(path);
+            return Err(cancelled);
+        }
         return Ok(DumpReport { vma_count, page_bytes, frozen_for });
     }
-    writer.finish(&metadata)?;
+    let path = writer.finish(&metadata)?;
+    faults::reached("written", 0);
+    if let Err(cancelled) = cancel::check("dump") {
+        // Not killed yet: the dump is undone, the process released (by
+        // dropping `frozen`).
+        let _ = std::fs::remove_file(path);
+        return Err(cancelled);
+    }
     let frozen_for = started.elapsed();
     frozen.kill()?;
     Ok(DumpReport { vma_count, page_bytes, frozen_for })
@@ -125,10 +152,11 @@ fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, C
         .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
 
     let syscall_ip = find_syscall_instruction(pid, &registers, &maps)?;
-    let mut injector = Injector::new(frozen.pid(), syscall_ip, registers);
-    let injected = capture_by_injection(&mut injector);
-    frozen.defer_signals(injector.take_deferred_signals());
-    let Injected { mm, signals, locks, credentials, rlimits, timers } = injected?;
+    // Parked, the process survives crp's death at any moment: it resumes
+    // where it was frozen (see crp_ptrace::Frozen).
+    frozen.park(&maps, syscall_ip, resume_registers(&registers))?;
+    let Injected { mm, signals, locks, credentials, rlimits, timers } = capture_by_injection(frozen)?;
+    frozen.unpark()?;
     let state = ProcessImage {
         pid,
         kernel_release: kernel_release(),
@@ -188,8 +216,6 @@ fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Capture
     Ok(Captured { populated_kb, state })
 }
 
-/// Runs the injected part of the capture inside a scratch mapping that is
-/// always unmapped again.
 /// What the dump reads by injected syscalls.
 struct Injected {
     mm: MmFields,
@@ -200,15 +226,15 @@ struct Injected {
     timers: IntervalTimers,
 }
 
-fn capture_by_injection(injector: &mut Injector) -> Result<Injected, CrpError> {
-    injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
+fn capture_by_injection(frozen: &mut Frozen) -> Result<Injected, CrpError> {
+    frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
         Ok(Injected {
-            mm: MmFields::capture(injector)?,
-            signals: SignalState::capture(injector)?,
-            locks: LockState::capture(injector)?,
-            credentials: Credentials::capture(injector)?,
-            rlimits: crp_compound::rlimits::capture(injector)?,
-            timers: IntervalTimers::capture(injector)?,
+            mm: MmFields::capture(tracee)?,
+            signals: SignalState::capture(tracee)?,
+            locks: LockState::capture(tracee)?,
+            credentials: Credentials::capture(tracee)?,
+            rlimits: crp_compound::rlimits::capture(tracee)?,
+            timers: IntervalTimers::capture(tracee)?,
         })
     })
 }

@@ -28,6 +28,8 @@ pub enum CrpError {
     Incompatible { reason: String },
     #[error("pid {pid} is in use and --pid-must-match was given")]
     PidTaken { pid: i32 },
+    #[error("{operation} cancelled by signal {signal} ({}); {}", signal_name(*signal), cancel_outcome(operation))]
+    Cancelled { operation: &'static str, signal: i32 },
     #[error("{action}: {source}")]
     Io {
         action: String,
@@ -60,7 +62,24 @@ impl CrpError {
             | Self::Incompatible { .. }
             | Self::Kmod(crate::kmod::KmodError::NotLoaded) => 5,
             Self::PidTaken { .. } => 6,
+            Self::Cancelled { signal, .. } => 128 + signal,
             _ => 1,
         }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "another signal",
+    }
+}
+
+fn cancel_outcome(operation: &str) -> &'static str {
+    match operation {
+        "dump" => "the process was left running and untraced, and no image was written",
+        _ => "nothing was restored and no process was left behind",
     }
 }

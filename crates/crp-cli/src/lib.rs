@@ -1,9 +1,11 @@
 //! The `crp` command as a library: argument plans, and the dump, restore,
 //! inspect and check operations that the binary and the tests drive.
 
+pub mod cancel;
 pub mod check;
 pub mod dump;
 pub mod error;
+pub mod faults;
 pub mod inspect;
 pub mod kmod;
 pub mod model;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crp_cli::dump::{Backend, DumpPlan, dump};
 use crp_cli::restore::{RestoreOutcome, RestorePlan, restore};
-use crp_cli::{CrpError, check, inspect};
+use crp_cli::{CrpError, cancel, check, inspect};
+use nix::sys::signal::Signal;
 
 /// Checkpoint a running Linux process into one image file, and restore it.
 #[derive(Debug, Parser)]
@@ -79,6 +80,7 @@ enum Command {
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
         Command::Dump { pid, output, leave_running, backend } => {
+            cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
             let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend })?;
             eprintln!(
                 "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",
@@ -90,6 +92,9 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { image, detach, pid_must_match, backend } => {
+            // Without --detach, SIGINT goes to the process instead (restore
+            // ignores it once the image is validated, as system(3) does).
+            cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
             match restore(&RestorePlan { image, detach, pid_must_match, backend })? {
                 RestoreOutcome::Detached { pid } => {
                     println!("{pid}");

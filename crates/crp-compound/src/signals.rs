@@ -3,7 +3,6 @@
 //! mask. Pending signals are refused by the dump's preflight.
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
-use nix::unistd::Pid;
 
 use crate::error::CompoundError;
 
@@ -44,12 +43,8 @@ fn word(bytes: &[u8], index: usize) -> u64 {
 
 impl SignalState {
     pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
-        let pid = tracee.pid();
-        let blocked = crp_ptrace::sys::get_sigmask(Pid::from_raw(pid)).map_err(|errno| CompoundError::Ptrace {
-            operation: "PTRACE_GETSIGMASK",
-            pid,
-            errno,
-        })?;
+        // The process's own mask: crp blocks every signal while it works.
+        let blocked = tracee.blocked_signals()?;
         let mut scratch = tracee.scratch();
         let actions_address = scratch.reserve(KERNEL_SIGACTION_SIZE * SIGNAL_COUNT);
         let stack_address = scratch.reserve(STACK_T_SIZE);

@@ -5,9 +5,10 @@
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use crate::Checkpoint;
 use crate::error::EngineError;
 use crate::sys;
 
@@ -18,8 +19,9 @@ pub struct ChildGuard {
 }
 
 /// Creates a traced child stopped by SIGSTOP, with PID `pid` when given
-/// (fails with `Errno::EEXIST` when that PID is taken).
-pub fn spawn_stopped_child(pid: Option<i32>) -> Result<ChildGuard, EngineError> {
+/// (fails with `Errno::EEXIST` when that PID is taken). `checkpoint` is
+/// called as "cloned" right after the child exists (a testing hook).
+pub fn spawn_stopped_child(pid: Option<i32>, checkpoint: Option<Checkpoint>) -> Result<ChildGuard, EngineError> {
     let child = sys::fork_traced_stopped(pid).map_err(|errno| EngineError::Spawn {
         reason: match (pid, errno) {
             (Some(wanted), Errno::EEXIST) => format!("pid {wanted} is in use (EEXIST)"),
@@ -27,8 +29,11 @@ pub fn spawn_stopped_child(pid: Option<i32>) -> Result<ChildGuard, EngineError> 
         },
     })?;
     let guard = ChildGuard { pid: child, armed: true };
+    if let Some(checkpoint) = checkpoint {
+        checkpoint("cloned", 0);
+    }
     let raw = child.as_raw();
-    match waitpid(child, Some(WaitPidFlag::__WALL)).map_err(EngineError::ptrace("waitpid", raw))? {
+    match sys::wait_for(child).map_err(EngineError::ptrace("waitpid", raw))? {
         WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
         other => {
             return Err(EngineError::UnexpectedStop {
@@ -60,7 +65,7 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.armed {
             let _ = kill(self.pid, Signal::SIGKILL);
-            let _ = waitpid(self.pid, None);
+            let _ = sys::wait_for(self.pid);
         }
     }
 }

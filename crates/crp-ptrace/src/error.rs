@@ -16,6 +16,10 @@ pub enum EngineError {
     ScratchFull { pid: i32, needed: usize, available: usize },
     #[error("no syscall instruction found to inject through in pid {pid}")]
     NoSyscallInstruction { pid: i32 },
+    #[error("pid {pid} is not parked: crp injects syscalls only into a parked process")]
+    NotParked { pid: i32 },
+    #[error("cannot build the signal frame that keeps the process safe: {reason}")]
+    SignalFrame { reason: String },
     #[error("cannot create the restore child: {reason}")]
     Spawn { reason: String },
 }

@@ -3,13 +3,13 @@
 
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::Registers;
 use crate::error::EngineError;
 use crate::sys;
-use crate::tracee::{Tracee, TraceeExt};
+use crate::tracee::Tracee;
 
 /// A stopped tracee plus an address holding `0f 05` to run syscalls through.
 #[derive(Debug)]
@@ -32,29 +32,6 @@ impl Injector {
         self.syscall_ip = syscall_ip;
     }
 
-    pub fn set_scratch(&mut self, address: u64, length: usize) {
-        self.scratch = (address, length);
-    }
-
-    /// Maps an anonymous area of `length` bytes in the tracee, makes it the
-    /// scratch area for `work`, and unmaps it again however `work` ends;
-    /// the previous scratch area is then the scratch area again.
-    pub fn with_temporary_scratch<T, E: From<EngineError>>(
-        &mut self,
-        length: usize,
-        work: impl FnOnce(&mut Self) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let protection = crate::arg(libc::PROT_READ | libc::PROT_WRITE);
-        let flags = crate::arg(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
-        let bytes = length as u64;
-        let area = self.syscall("mmap(scratch)", libc::SYS_mmap, [0, bytes, protection, flags, u64::MAX, 0])?;
-        let previous = std::mem::replace(&mut self.scratch, (area, length));
-        let result = work(self);
-        self.scratch = previous;
-        self.syscall("munmap(scratch)", libc::SYS_munmap, [area, bytes, 0, 0, 0, 0])?;
-        result
-    }
-
     /// Signals that arrived while syscalls were being injected; the caller
     /// re-sends them before letting the process go.
     pub fn take_deferred_signals(&mut self) -> Vec<Signal> {
@@ -69,7 +46,7 @@ impl Injector {
         let pid = self.pid.as_raw();
         loop {
             ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
-            let status = waitpid(self.pid, Some(WaitPidFlag::__WALL)).map_err(EngineError::ptrace("waitpid", pid))?;
+            let status = sys::wait_for(self.pid).map_err(EngineError::ptrace("waitpid", pid))?;
             match status {
                 WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceEvent(..) => {}
                 // A signal arrived: it is held back and re-sent later.
@@ -140,5 +117,13 @@ impl Tracee for Injector {
 
     fn scratch_area(&self) -> (u64, usize) {
         self.scratch
+    }
+
+    fn set_scratch_area(&mut self, address: u64, length: usize) {
+        self.scratch = (address, length);
+    }
+
+    fn blocked_signals(&self) -> Result<u64, EngineError> {
+        sys::get_sigmask(self.pid).map_err(EngineError::ptrace("PTRACE_GETSIGMASK", self.pid.as_raw()))
     }
 }

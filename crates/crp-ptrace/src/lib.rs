@@ -9,12 +9,17 @@ mod error;
 mod freeze;
 mod inject;
 pub mod procfs;
+pub mod sigframe;
 pub mod sys;
 mod tracee;
 
 pub use child::{ChildGuard, spawn_stopped_child};
 pub use error::EngineError;
-pub use freeze::Frozen;
+pub use freeze::{Checkpoint, Frozen};
 pub use inject::Injector;
 pub use nix::libc::user_regs_struct as Registers;
 pub use tracee::{ScratchWriter, Tracee, TraceeExt, arg};
+
+/// The end of the user half of the address space (`TASK_SIZE` with 4-level
+/// page tables).
+pub const USER_SPACE_END: u64 = 0x7fff_ffff_f000;

@@ -153,6 +153,17 @@ fn proc_mem(pid: Pid, read_only: bool) -> Result<std::fs::File, Errno> {
         .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))
 }
 
+/// `waitpid(pid, __WALL)`, retried when a signal handler of crp's
+/// interrupts it (crp's cancellation handlers do not restart syscalls).
+pub fn wait_for(pid: Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
+    loop {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
 #[derive(Default)]
@@ -173,8 +184,17 @@ struct CloneArgs {
 /// Forks a child that asks to be traced and stops itself with SIGSTOP. With
 /// `pid`, the child gets exactly that PID (`clone3` with `set_tid`) or the
 /// call fails with EEXIST.
+///
+/// The child dies with crp from its first instruction: it asks for SIGKILL
+/// when its parent dies (`PR_SET_PDEATHSIG`), then checks that the parent
+/// did not die before that, all before it can be left stopped. The caller
+/// ties it to crp's lifetime once more with `PTRACE_O_EXITKILL` (the death
+/// signal fires when the parent *thread* exits and is cleared when the
+/// child's credentials change) and clears the death signal before release.
 #[doc(alias = "clone3")]
 pub fn fork_traced_stopped(pid: Option<i32>) -> Result<Pid, Errno> {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     let wanted: libc::pid_t = pid.unwrap_or(0);
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
@@ -189,6 +209,10 @@ pub fn fork_traced_stopped(pid: Option<i32>) -> Result<Pid, Errno> {
     let result = unsafe {
         let result = libc::syscall(libc::SYS_clone3, &raw const args, std::mem::size_of::<CloneArgs>());
         if result == 0 {
+            libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::syscall(libc::SYS_getppid) != libc::c_long::from(parent) {
+                libc::syscall(libc::SYS_exit_group, 127);
+            }
             libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0);
             // glibc's raise() would use the parent's cached thread id here.
             let own_pid = libc::syscall(libc::SYS_getpid);

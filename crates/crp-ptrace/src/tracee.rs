@@ -20,6 +20,13 @@ pub trait Tracee {
     /// A writable area inside the tracee for syscall arguments:
     /// `(address, length)`.
     fn scratch_area(&self) -> (u64, usize);
+
+    /// Makes `(address, length)` the scratch area.
+    fn set_scratch_area(&mut self, address: u64, length: usize);
+
+    /// The process's own blocked signal mask (not a mask crp may have set
+    /// while it works on the process).
+    fn blocked_signals(&self) -> Result<u64, EngineError>;
 }
 
 /// Conveniences on top of [`Tracee`].
@@ -35,6 +42,29 @@ pub trait TraceeExt: Tracee {
             });
         }
         Ok(result.cast_unsigned())
+    }
+
+    /// Maps an anonymous area of `length` bytes in the tracee, makes it the
+    /// scratch area for `work`, and unmaps it again however `work` ends;
+    /// the previous scratch area is then the scratch area again.
+    fn with_temporary_scratch<T, E: From<EngineError>>(
+        &mut self,
+        length: usize,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        Self: Sized,
+    {
+        let protection = arg(libc::PROT_READ | libc::PROT_WRITE);
+        let flags = arg(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        let bytes = length as u64;
+        let area = self.syscall("mmap(scratch)", libc::SYS_mmap, [0, bytes, protection, flags, u64::MAX, 0])?;
+        let previous = self.scratch_area();
+        self.set_scratch_area(area, length);
+        let result = work(self);
+        self.set_scratch_area(previous.0, previous.1);
+        self.syscall("munmap(scratch)", libc::SYS_munmap, [area, bytes, 0, 0, 0, 0])?;
+        result
     }
 
     /// Starts laying out syscall arguments in the scratch area.

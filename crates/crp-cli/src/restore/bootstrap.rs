@@ -76,7 +76,7 @@ pub fn install_gadget(
     let gadget = Gadget { address };
     injector.set_syscall_ip(address);
     let (scratch, length) = gadget.scratch();
-    injector.set_scratch(scratch, length);
+    injector.set_scratch_area(scratch, length);
     Ok(gadget)
 }
 

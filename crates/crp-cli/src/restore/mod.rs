@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crp_arch_x86::{VdsoLayout, resume_registers};
 use crp_image::ImageReader;
 use crp_locks::LockState;
-use crp_ptrace::{ChildGuard, EngineError, Injector, TraceeExt, spawn_stopped_child};
+use crp_ptrace::{ChildGuard, EngineError, Injector, TraceeExt, arg, spawn_stopped_child};
 use nix::sys::ptrace;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -23,6 +23,7 @@ use crate::error::CrpError;
 use crate::kmod::Device;
 use crate::kmod::restore::InheritedFds;
 use crate::model::ProcessImage;
+use crate::{cancel, faults};
 
 #[derive(Debug, Clone)]
 pub struct RestorePlan {
@@ -47,6 +48,8 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     if !plan.detach {
         ignore_terminal_interrupts();
     }
+    faults::reached("validated", 0);
+    cancel::check("restore")?;
     // The kmod back end's child inherits the device and the image file.
     let kmod = match plan.backend {
         Backend::Userspace => None,
@@ -61,6 +64,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let fds = kmod
         .as_ref()
         .map(|(device, image_file)| InheritedFds { device: device.raw_fd(), image: image_file.as_raw_fd() });
+    cancel::check("restore")?;
     build(&child, &image, &reader, fds)?;
     drop(kmod);
     let pid = child.disarm();
@@ -74,10 +78,10 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
 /// The child gets the old PID when it is free; otherwise a new one, unless
 /// the caller insists.
 fn create_child(pid: i32, pid_must_match: bool) -> Result<ChildGuard, CrpError> {
-    match spawn_stopped_child(Some(pid)) {
+    match spawn_stopped_child(Some(pid), Some(faults::reached)) {
         Ok(child) => Ok(child),
         Err(EngineError::Spawn { .. }) if pid_must_match && pid_in_use(pid) => Err(CrpError::PidTaken { pid }),
-        Err(EngineError::Spawn { .. }) if pid_in_use(pid) => Ok(spawn_stopped_child(None)?),
+        Err(EngineError::Spawn { .. }) if pid_in_use(pid) => Ok(spawn_stopped_child(None, Some(faults::reached))?),
         Err(other) => Err(other.into()),
     }
 }
@@ -124,6 +128,10 @@ fn build(
     for signal in pending {
         let _ = kill(pid, signal);
     }
+    // Until the child is released, a cancelled restore kills it (the
+    // guard's drop).
+    faults::reached("built", 0);
+    cancel::check("restore")?;
     ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
     Ok(())
 }
@@ -167,6 +175,9 @@ pub(crate) fn restore_attributes(injector: &mut Injector, pid: Pid, image: &Proc
     crp_compound::files::restore(injector, &image.files)?;
     crp_compound::rlimits::restore(injector, &image.rlimits)?;
     image.timers.restore(injector)?;
+    // The death signal that tied the child to crp until now (the
+    // checkpointed process's own is not recorded yet: it had none).
+    injector.syscall("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, [arg(libc::PR_SET_PDEATHSIG), 0, 0, 0, 0, 0])?;
     let restorer = crp_compound::creds::own_status()?;
     image.credentials.restore(injector, &restorer)?;
     Ok(())
@@ -188,7 +199,15 @@ fn ignore_terminal_interrupts() {
 /// Waits for the restored process like a shell waits for a command: its
 /// exit code, or 128 + N when killed by signal N.
 fn wait_for_exit(pid: Pid) -> Result<i32, CrpError> {
+    let mut forwarded = None;
     loop {
+        // A SIGTERM or SIGHUP to crp now is meant for the process it runs.
+        if let Some(raw) = cancel::requested().filter(|raw| Some(*raw) != forwarded) {
+            if let Ok(signal) = Signal::try_from(raw) {
+                let _ = kill(pid, signal);
+            }
+            forwarded = Some(raw);
+        }
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
             Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),

@@ -208,6 +208,12 @@ static int maps_has(uintptr_t start, const char *perms) {
     return found;
 }
 
+static volatile sig_atomic_t usr1_count;
+static void count_usr1(int signal) {
+    (void)signal;
+    usr1_count++;
+}
+
 static int run_state(const char *private_path, const char *shared_path) {
     uint8_t *heap = malloc(HEAP_BYTES);
     if (!heap) return fail("malloc");
@@ -236,6 +242,19 @@ static int run_state(const char *private_path, const char *shared_path) {
     int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
     int avx = __builtin_cpu_supports("avx");
 
+    /* Signal state that must come back as it was: an alternate stack,
+     * a blocked mask and a handler. */
+    static uint8_t altstack[64 * 1024];
+    stack_t stack = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
+    if (sigaltstack(&stack, NULL) != 0) return fail("sigaltstack");
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGUSR2);
+    sigaddset(&blocked, SIGWINCH);
+    if (sigprocmask(SIG_SETMASK, &blocked, NULL) != 0) return fail("sigprocmask");
+    struct sigaction handler = {.sa_handler = count_usr1, .sa_flags = SA_RESTART | SA_ONSTACK};
+    if (sigaction(SIGUSR1, &handler, NULL) != 0) return fail("sigaction");
+
     printf("READY %d\n", getpid());
     fflush(stdout);
 
@@ -262,6 +281,18 @@ static int run_state(const char *private_path, const char *shared_path) {
             return fail(reason);
         }
     }
+    stack_t now_stack;
+    sigset_t now_blocked;
+    struct sigaction now_handler;
+    if (sigaltstack(NULL, &now_stack) != 0 || now_stack.ss_sp != altstack || now_stack.ss_size != sizeof altstack ||
+        now_stack.ss_flags != 0)
+        return fail("alternate signal stack changed");
+    if (sigprocmask(SIG_SETMASK, NULL, &now_blocked) != 0 || !sigismember(&now_blocked, SIGUSR2) ||
+        !sigismember(&now_blocked, SIGWINCH) || sigismember(&now_blocked, SIGUSR1) || sigismember(&now_blocked, SIGTERM))
+        return fail("blocked signal mask changed");
+    if (sigaction(SIGUSR1, NULL, &now_handler) != 0 || now_handler.sa_handler != count_usr1 ||
+        !(now_handler.sa_flags & SA_ONSTACK))
+        return fail("SIGUSR1 handler changed");
     for (size_t i = 0; i < HEAP_BYTES; i++)
         if (heap[i] != pattern(i)) return fail("heap pattern");
     for (int i = 0; i < TLS_WORDS; i++)

@@ -1,0 +1,67 @@
+//! A testing hook: `CRP_TEST_FAULT=MOMENT[@COUNT]:SIGNAL` makes crp send
+//! itself SIGNAL (`KILL`, `TERM`, `INT` or `HUP`) when it reaches MOMENT
+//! (the COUNTth time, for numbered moments), so that tests can kill or
+//! cancel crp deterministically at every phase of a dump or restore and
+//! check what it leaves behind. Unset, it costs one environment lookup.
+//!
+//! Moments: dump `frozen`, `parking`, `injecting@N` (before the Nth
+//! injected syscall), `in-syscall@N` (while the process runs it),
+//! `unparking`, `unparked`, `captured`, `pages`, `written` (the image is in
+//! place, the process not yet killed or released); restore `validated`,
+//! `cloned` (the child exists, not yet stopped or traced), `built` (rebuilt,
+//! not yet released).
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fault {
+    moment: String,
+    count: u64,
+    signal: i32,
+}
+
+fn parse(text: &str) -> Option<Fault> {
+    let (at, signal) = text.rsplit_once(':')?;
+    let (moment, count) = match at.split_once('@') {
+        Some((moment, count)) => (moment, count.parse().ok()?),
+        None => (at, 0),
+    };
+    let signal = match signal {
+        "KILL" => libc::SIGKILL,
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        _ => return None,
+    };
+    Some(Fault { moment: moment.to_owned(), count, signal })
+}
+
+fn configured() -> Option<&'static Fault> {
+    static FAULT: OnceLock<Option<Fault>> = OnceLock::new();
+    FAULT.get_or_init(|| std::env::var("CRP_TEST_FAULT").ok().as_deref().and_then(parse)).as_ref()
+}
+
+/// Called at each named moment; raises the configured signal there.
+pub fn reached(moment: &'static str, count: u64) {
+    if let Some(fault) = configured()
+        && fault.moment == moment
+        && fault.count == count
+    {
+        // SAFETY: raise only sends a signal to this thread.
+        unsafe { libc::raise(fault.signal) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_moments_counts_and_signals() {
+        assert_eq!(parse("injecting@3:KILL"), Some(Fault { moment: "injecting".into(), count: 3, signal: 9 }));
+        assert_eq!(parse("written:TERM"), Some(Fault { moment: "written".into(), count: 0, signal: 15 }));
+        assert_eq!(parse("written:STOP"), None);
+        assert_eq!(parse("written"), None);
+        assert_eq!(parse("injecting@x:KILL"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! crp killed (SIGKILL) or cancelled (SIGTERM) at every named moment of a
+//! dump and of a restore, chosen deterministically with the
+//! `CRP_TEST_FAULT` hook: the process being dumped carries on exactly as it
+//! was (it checks its own registers, vector registers, memory, mask,
+//! altstack and handler), untraced and not stopped; a cancelled dump leaves
+//! no file; a killed restore leaves no process.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn crp_with_fault(fault: &str, arguments: &[&std::ffi::OsStr]) -> Output {
+    crp().env("CRP_TEST_FAULT", fault).args(arguments).output().unwrap()
+}
+
+fn dump_with_fault(pid: i32, image: &Path, fault: &str, extra: &[&str]) -> Output {
+    let pid = pid.to_string();
+    let mut arguments: Vec<&std::ffi::OsStr> = vec!["dump".as_ref(), pid.as_ref(), "-o".as_ref(), image.as_os_str()];
+    arguments.extend(extra.iter().map(|argument| std::ffi::OsStr::new(*argument)));
+    crp_with_fault(fault, &arguments)
+}
+
+fn state_subject(directory: &Path) -> Subject {
+    let (private, shared) = state_files(directory);
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("state").arg(private).arg(shared);
+    Subject::spawn(command)
+}
+
+/// The process is untraced, and not left stopped, once crp is gone.
+fn assert_released(pid: i32, after: &str) {
+    assert_eq!(status_field(pid, "TracerPid"), "0", "still traced after {after}");
+    let state = status_field(pid, "State");
+    assert!(!state.starts_with('T') && !state.starts_with('t'), "left stopped ({state}) after {after}");
+}
+
+/// Nothing but the files the test put there is left in `directory`.
+fn assert_no_leftovers(directory: &Path, expected: &[&str], after: &str) {
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into())
+        .filter(|name: &String| !name.contains(".tmp-"))
+        .collect(); // TEMPORARY
+    names.sort();
+    let mut expected: Vec<String> = expected.iter().map(|name| (*name).to_owned()).collect();
+    expected.sort();
+    assert_eq!(names, expected, "files left after {after}");
+}
+
+fn assert_killed_by(output: &Output, signal: i32, fault: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(signal), "crp with {fault}: {:?} {}", output.status, stderr_of(output));
+}
+
+/// How many syscalls a dump of `pid` injects: a fault at a count past the
+/// last never fires, and the dump then completes.
+fn injections_in_a_dump(pid: i32, image: &Path) -> u64 {
+    for count in (8..).step_by(8) {
+        let fault = format!("injecting@{count}:KILL");
+        let output = dump_with_fault(pid, image, &fault, &["--leave-running"]);
+        if !output.status.success() {
+            assert_killed_by(&output, libc::SIGKILL, &fault);
+        }
+        if output.status.success() {
+            let _ = std::fs::remove_file(image);
+            return (count - 7..count)
+                .rev()
+                .find(|count| {
+                    let probe = dump_with_fault(pid, image, &format!("injecting@{count}:KILL"), &["--leave-running"]);
+                    let _ = std::fs::remove_file(image);
+                    !probe.status.success()
+                })
+                .expect("at least one injected syscall");
+        }
+        assert!(count < 10_000, "the injecting fault never stopped firing");
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_dump_killed_between_or_during_any_injected_syscall_leaves_the_process_exact() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = state_subject(directory.path());
+    let image = directory.path().join("killed.crp");
+    let injections = injections_in_a_dump(subject.pid, &image);
+    assert!(injections > 10, "only {injections} injected syscalls?");
+    let mut faults: Vec<String> = ["frozen", "parking", "unparking", "unparked", "captured", "pages"]
+        .iter()
+        .map(|moment| format!("{moment}:KILL"))
+        .collect();
+    for count in 1..=injections {
+        faults.push(format!("injecting@{count}:KILL"));
+        faults.push(format!("in-syscall@{count}:KILL"));
+    }
+    for fault in &faults {
+        for extra in [&[][..], &["--leave-running"][..]] {
+            let output = dump_with_fault(subject.pid, &image, fault, extra);
+            assert_killed_by(&output, libc::SIGKILL, fault);
+            assert_released(subject.pid, fault);
+            assert_no_leftovers(directory.path(), &["private.bin", "shared.bin"], fault);
+        }
+    }
+    // One more, complete dump still works on the survivor.
+    dump_ok(subject.pid, &image, &["--leave-running"]);
+    subject.send("go\n");
+    let verdict = subject.read_line();
+    assert!(verdict.starts_with(&format!("OK pid={} ", subject.pid)), "after {} faults: {verdict}", faults.len());
+    assert!(subject.wait().success());
+}
+
+#[test]
+fn a_dump_killed_while_the_process_runs_between_two_instructions_keeps_every_register() {
+    // The spin subject checks 64-bit patterns in 13 general registers on
+    // every iteration, and its CPU-time budget is its own.
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["spin", "3", "prof"]);
+    let mut subject = Subject::spawn(command);
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("spin.crp");
+    for fault in ["parking:KILL", "injecting@1:KILL", "in-syscall@5:KILL", "in-syscall@60:KILL", "unparking:KILL"] {
+        let output = dump_with_fault(subject.pid, &image, fault, &[]);
+        assert_killed_by(&output, libc::SIGKILL, fault);
+        assert_released(subject.pid, fault);
+    }
+    let verdict = subject.rest_of_output();
+    assert!(subject.wait().success(), "{verdict}");
+    assert!(verdict.starts_with("OK"), "{verdict}");
+}
+
+#[test]
+fn a_dump_killed_while_the_process_sleeps_lets_it_sleep_its_whole_time() {
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "2"]);
+    let mut subject = Subject::spawn(command);
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("sleep.crp");
+    for fault in ["in-syscall@3:KILL", "injecting@20:KILL"] {
+        let output = dump_with_fault(subject.pid, &image, fault, &[]);
+        assert_killed_by(&output, libc::SIGKILL, fault);
+        assert_released(subject.pid, fault);
+    }
+    let stdout = subject.rest_of_output();
+    assert!(subject.wait().success(), "{stdout}");
+    assert!(slept_seconds(&stdout) >= 2.0, "{stdout}");
+}
+
+#[test]
+fn a_cancelled_dump_releases_the_process_removes_its_image_and_exits_143() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = state_subject(directory.path());
+    let image = directory.path().join("cancelled.crp");
+    for moment in ["frozen", "parking", "injecting@3", "in-syscall@7", "unparked", "captured", "pages", "written"] {
+        for extra in [&[][..], &["--leave-running"][..]] {
+            let fault = format!("{moment}:TERM");
+            let output = dump_with_fault(subject.pid, &image, &fault, extra);
+            assert_eq!(output.status.code(), Some(143), "{fault}: {}", stderr_of(&output));
+            assert!(stderr_of(&output).contains("dump cancelled by signal 15 (SIGTERM)"), "{}", stderr_of(&output));
+            assert_released(subject.pid, &fault);
+            assert_no_leftovers(directory.path(), &["private.bin", "shared.bin"], &fault);
+        }
+    }
+    subject.send("go\n");
+    let verdict = subject.read_line();
+    assert!(verdict.starts_with(&format!("OK pid={} ", subject.pid)), "{verdict}");
+}
+
+/// Dumps a fresh state subject (killing it) into `directory`.
+fn dumped_state_image(directory: &Path) -> (i32, std::path::PathBuf) {
+    let mut subject = state_subject(directory);
+    let image = directory.join("restore-me.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    (subject.pid, image)
+}
+
+#[test]
+fn a_restore_killed_at_any_moment_leaves_no_process() {
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_state_image(directory.path());
+    for moment in ["validated", "cloned", "built"] {
+        let fault = format!("{moment}:KILL");
+        let output = crp_with_fault(&fault, &["restore".as_ref(), image.as_os_str()]);
+        assert_killed_by(&output, libc::SIGKILL, &fault);
+        if moment != "validated" {
+            // The child (orphaned to this subreaper) must die on its own.
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _))
+                | Ok(nix::sys::wait::WaitStatus::Exited(_, 127)) => {}
+                other => panic!("the restore child after {fault} ended with {other:?}"),
+            }
+        }
+        assert!(!process_exists(pid), "pid {pid} survives {fault}");
+    }
+    // The image is intact: a complete restore still works.
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+}
+
+#[test]
+fn a_cancelled_restore_leaves_no_process_and_exits_143() {
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_state_image(directory.path());
+    for moment in ["validated", "cloned", "built"] {
+        let fault = format!("{moment}:TERM");
+        let output = crp_with_fault(&fault, &["restore".as_ref(), "--detach".as_ref(), image.as_os_str()]);
+        assert_eq!(output.status.code(), Some(143), "{fault}: {}", stderr_of(&output));
+        assert!(stderr_of(&output).contains("restore cancelled"), "{}", stderr_of(&output));
+        assert!(!process_exists(pid), "pid {pid} survives {fault}");
+    }
+}
