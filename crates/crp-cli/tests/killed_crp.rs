@@ -213,3 +213,62 @@ fn a_cancelled_restore_leaves_no_process_and_exits_143() {
         assert!(!process_exists(pid), "pid {pid} survives {fault}");
     }
 }
+
+fn bare_subject(mode: &str) -> Subject {
+    let mut command = Command::new(bare_program());
+    command.arg(mode);
+    Subject::spawn(command)
+}
+
+#[test]
+fn a_dump_of_a_process_without_a_signal_restorer_leaves_its_maps_and_stack_bytes_as_they_were() {
+    // "stack": crp parks it on a page of its own (no restorer in its code)
+    // but borrows nothing else; "nostack": no room below its stack pointer
+    // either. It checks 16 KiB below its stack pointer and its registers.
+    for mode in ["stack", "nostack"] {
+        let mut subject = bare_subject(mode);
+        let directory = tempfile::tempdir().unwrap();
+        let image = directory.path().join("bare.crp");
+        let maps = || std::fs::read_to_string(format!("/proc/{}/maps", subject.pid)).unwrap();
+        let before = maps();
+        dump_ok(subject.pid, &image, &["--leave-running"]);
+        assert_eq!(maps(), before, "{mode}: the memory map changed");
+        subject.send("go\n");
+        assert_eq!(subject.read_line(), "OK\n", "{mode}");
+        assert!(subject.wait().success());
+    }
+}
+
+#[test]
+fn a_process_without_a_signal_restorer_survives_crp_killed_once_it_is_parked() {
+    // A killed dump leaves crp's page behind, and with it a restorer the
+    // next dump uses, with a frame below the stack pointer (where a signal
+    // would have put one): so the "stack" subject, which checks the bytes
+    // there, is killed once; the "nostack" one at every moment.
+    let all = ["parking:KILL", "injecting@1:KILL", "in-syscall@2:KILL", "injecting@30:KILL", "unparking:KILL"];
+    for (mode, faults) in [("stack", &all[2..3]), ("nostack", &all[..])] {
+        let mut subject = bare_subject(mode);
+        let directory = tempfile::tempdir().unwrap();
+        let image = directory.path().join("bare.crp");
+        for fault in faults {
+            let output = dump_with_fault(subject.pid, &image, fault, &[]);
+            assert_killed_by(&output, libc::SIGKILL, fault);
+            assert_released(subject.pid, fault);
+        }
+        subject.send("go\n");
+        assert_eq!(subject.read_line(), "OK\n", "{mode}");
+        assert!(subject.wait().success());
+    }
+}
+
+#[test]
+fn a_process_without_a_signal_restorer_is_restored() {
+    let mut subject = bare_subject("stack");
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("bare.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), "OK\n");
+}

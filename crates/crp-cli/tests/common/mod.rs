@@ -65,6 +65,26 @@ pub fn programs() -> &'static Programs {
     })
 }
 
+/// The subject without a C library (tests/programs/bare.c), built once.
+pub fn bare_program() -> &'static Path {
+    static BARE: OnceLock<PathBuf> = OnceLock::new();
+    BARE.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/bare.c");
+        let directory = std::env::temp_dir().join(format!("crp-subjects-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let output = directory.join("bare");
+        let status = Command::new("gcc")
+            .args(["-O2", "-Wall", "-nostdlib", "-static", "-no-pie", "-ffreestanding", "-fno-builtin"])
+            .args(["-fno-tree-loop-distribute-patterns", "-fno-stack-protector", "-o"])
+            .arg(&output)
+            .arg(&source)
+            .status()
+            .expect("gcc must be installed");
+        assert!(status.success(), "building bare failed");
+        output
+    })
+}
+
 /// A private and a shared file for the `state` subject to map.
 pub fn state_files(directory: &Path) -> (PathBuf, PathBuf) {
     let private = directory.join("private.bin");
