@@ -45,7 +45,46 @@ register_fields!(
     fs_base, gs_base, ds, es, fs, gs,
 );
 
+/// `__USER_CS` and `__USER_DS` on x86_64: the selectors of every 64-bit
+/// task in user mode.
+const USER_CS: u64 = 0x33;
+const USER_DS: u64 = 0x2b;
+/// `TASK_SIZE_MAX` with 4-level paging: ptrace refuses a base at or above it.
+const TASK_SIZE_MAX: u64 = 0x7fff_ffff_f000;
+
 impl RegisterFile {
+    /// The registers, after refusing values no 64-bit task stopped in user
+    /// mode can have and that `PTRACE_SETREGS` (or the module) would refuse
+    /// only once the restored child exists.
+    pub fn check(&self) -> Result<Registers, ArchError> {
+        let registers = self.to_registers()?;
+        let malformed = |name, value, reason| Err(ArchError::MalformedRegister { name, value, reason });
+        if registers.cs != USER_CS {
+            return malformed("cs", registers.cs, "is not the 64-bit user code selector 0x33");
+        }
+        if registers.ss != USER_DS {
+            return malformed("ss", registers.ss, "is not the user data selector 0x2b");
+        }
+        for (name, value) in [("ds", registers.ds), ("es", registers.es), ("fs", registers.fs), ("gs", registers.gs)] {
+            if value > 0xffff || (value != 0 && value & 3 != 3) {
+                return malformed(name, value, "is not a user segment selector");
+            }
+        }
+        for (name, value) in [("fs_base", registers.fs_base), ("gs_base", registers.gs_base)] {
+            if value >= TASK_SIZE_MAX {
+                return malformed(name, value, "is not a user address");
+            }
+        }
+        let rewinds = !matches!(
+            crate::restart::plan_resume(&registers),
+            crate::ResumeAction::AsIs | crate::ResumeAction::Interrupt
+        );
+        if rewinds && registers.rip < 2 {
+            return malformed("rip", registers.rip, "cannot follow the syscall instruction it must re-execute");
+        }
+        Ok(registers)
+    }
+
     /// `(name, value)` pairs for display.
     pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         REGISTER_NAMES.iter().copied().zip(self.values.iter().copied())
@@ -103,5 +142,39 @@ mod tests {
         assert_eq!(back.fs_base, 0x7f00_1234_5000);
         assert_eq!(back.gs, 7);
         assert!(RegisterFile { values: vec![1, 2] }.to_registers().is_err());
+    }
+
+    fn user_registers() -> Registers {
+        // SAFETY: plain integers.
+        let mut registers: Registers = unsafe { std::mem::zeroed() };
+        registers.cs = USER_CS;
+        registers.ss = USER_DS;
+        registers.rip = 0x401000;
+        registers.orig_rax = u64::MAX;
+        registers
+    }
+
+    #[test]
+    fn registers_of_a_user_task_pass_the_check() {
+        assert!(RegisterFile::from_registers(&user_registers()).check().is_ok());
+    }
+
+    #[test]
+    fn impossible_registers_are_refused_by_name() {
+        let refusal = |change: fn(&mut Registers)| {
+            let mut registers = user_registers();
+            change(&mut registers);
+            RegisterFile::from_registers(&registers).check().unwrap_err().to_string()
+        };
+        assert!(refusal(|registers| registers.cs = 0x23).contains("register cs"));
+        assert!(refusal(|registers| registers.ss = 0).contains("register ss"));
+        assert!(refusal(|registers| registers.gs = 0x10).contains("register gs"));
+        assert!(refusal(|registers| registers.fs_base = u64::MAX).contains("register fs_base"));
+        let at_zero = refusal(|registers| {
+            registers.rip = 1;
+            registers.orig_rax = 0;
+            registers.rax = (-512i64).cast_unsigned();
+        });
+        assert!(at_zero.contains("register rip"), "{at_zero}");
     }
 }

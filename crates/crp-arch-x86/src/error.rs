@@ -16,4 +16,10 @@ pub enum ArchError {
     VdsoMismatch { image: String, host: String },
     #[error("register file has {found} entries, expected {expected}")]
     RegisterCount { found: usize, expected: usize },
+    #[error("register {name} = {value:#x} {reason}")]
+    MalformedRegister { name: &'static str, value: u64, reason: &'static str },
+    #[error("XSAVE area: {reason}")]
+    MalformedXsave { reason: String },
+    #[error("vDSO mapping {index} ({name} [{start:#x}, {end:#x})) {reason}")]
+    MalformedVdso { index: usize, name: String, start: u64, end: u64, reason: &'static str },
 }

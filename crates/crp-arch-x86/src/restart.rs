@@ -53,13 +53,16 @@ pub fn resume_registers(frozen: &Registers) -> Registers {
     let mut registers = *frozen;
     match plan_resume(frozen) {
         ResumeAction::AsIs => {}
+        // Wrapping, as the kernel's own `regs->ip -= 2`: a frozen rip below
+        // 2 cannot come from a real syscall, and `RegisterFile::check`
+        // refuses such an image before anything is created.
         ResumeAction::Rewind => {
             registers.rax = frozen.orig_rax;
-            registers.rip -= SYSCALL_INSN_LEN;
+            registers.rip = registers.rip.wrapping_sub(SYSCALL_INSN_LEN);
         }
         ResumeAction::RewindSleep { remaining_at } => {
             registers.rax = frozen.orig_rax;
-            registers.rip -= SYSCALL_INSN_LEN;
+            registers.rip = registers.rip.wrapping_sub(SYSCALL_INSN_LEN);
             if frozen.orig_rax as i64 == libc::SYS_nanosleep {
                 registers.rdi = remaining_at;
             } else {
@@ -113,6 +116,13 @@ mod tests {
         let resumed = resume_registers(&frozen);
         assert_eq!(resumed.rax as i64, EINTR);
         assert_eq!(resumed.rip, 0x1002);
+    }
+
+    #[test]
+    fn a_rewind_below_address_two_wraps_instead_of_overflowing() {
+        let mut frozen = in_syscall(libc::SYS_read, ERESTARTSYS);
+        frozen.rip = 1;
+        assert_eq!(resume_registers(&frozen).rip, u64::MAX);
     }
 
     #[test]

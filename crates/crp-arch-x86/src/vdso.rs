@@ -4,6 +4,10 @@
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt};
 
+use crate::ArchError;
+
+const PAGE_SIZE: u64 = 4096;
+
 /// Names of mappings the kernel installs itself.
 const SPECIAL_NAMES: &[&str] = &["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]"];
 
@@ -41,13 +45,56 @@ impl VdsoLayout {
         Some((self.mappings.first()?.start, self.mappings.last()?.end))
     }
 
+    /// Refuses a layout no kernel produces: names that are not the vDSO
+    /// block's, empty, reversed or unaligned mappings, mappings out of
+    /// address order or overlapping, a name twice. Everything that computes
+    /// offsets in the block relies on this.
+    pub fn check(&self) -> Result<(), ArchError> {
+        let mut previous_end = self.block().map_or(0, |(start, _)| start);
+        for (index, mapping) in self.mappings.iter().enumerate() {
+            let malformed = |reason| {
+                Err(ArchError::MalformedVdso {
+                    index,
+                    name: mapping.name.clone(),
+                    start: mapping.start,
+                    end: mapping.end,
+                    reason,
+                })
+            };
+            let name = mapping.name.as_str();
+            if !is_special_mapping(name) || name == "[vsyscall]" || name == "[uprobes]" {
+                return malformed("is not a mapping of the vDSO block");
+            }
+            if mapping.start >= mapping.end {
+                return malformed("is empty or reversed");
+            }
+            if mapping.start % PAGE_SIZE != 0 || mapping.end % PAGE_SIZE != 0 {
+                return malformed("is not page-aligned");
+            }
+            if index > 0 && mapping.start < self.mappings[0].start {
+                return malformed("starts before the block");
+            }
+            if mapping.start < previous_end {
+                return malformed("overlaps the mapping before it");
+            }
+            if self.mappings[..index].iter().any(|other| other.name == mapping.name) {
+                return malformed("appears twice");
+            }
+            previous_end = mapping.end;
+        }
+        Ok(())
+    }
+
     /// `name:size` pairs in order with their offsets in the block: what must
-    /// match between the image and this kernel.
+    /// match between the image and this kernel. Saturating, so that even an
+    /// unchecked layout gives a shape (that matches no kernel's).
     fn shape(&self) -> Vec<(String, u64, u64)> {
         let base = self.block().map_or(0, |(start, _)| start);
         self.mappings
             .iter()
-            .map(|mapping| (mapping.name.clone(), mapping.start - base, mapping.end - mapping.start))
+            .map(|mapping| {
+                (mapping.name.clone(), mapping.start.saturating_sub(base), mapping.end.saturating_sub(mapping.start))
+            })
             .collect()
     }
 
@@ -59,10 +106,13 @@ impl VdsoLayout {
             .join(" ")
     }
 
-    /// Refuses when this kernel's vDSO block is laid out differently.
-    pub fn check_matches(&self, host: &VdsoLayout) -> Result<(), crate::ArchError> {
+    /// Refuses when this kernel's vDSO block is laid out differently, or
+    /// either layout is malformed.
+    pub fn check_matches(&self, host: &VdsoLayout) -> Result<(), ArchError> {
+        self.check()?;
+        host.check()?;
         if self.shape() != host.shape() {
-            return Err(crate::ArchError::VdsoMismatch { image: self.describe(), host: host.describe() });
+            return Err(ArchError::VdsoMismatch { image: self.describe(), host: host.describe() });
         }
         Ok(())
     }
@@ -71,6 +121,8 @@ impl VdsoLayout {
     /// `target`. When the two overlap, the block first goes to
     /// `temporary` (a free address the size of the block), since a fixed
     /// mremap would otherwise clobber its own neighbours.
+    /// Both layouts must have passed [`VdsoLayout::check`] (and
+    /// [`VdsoLayout::check_matches`] each other).
     pub fn move_to(&self, tracee: &mut dyn Tracee, target: &VdsoLayout, temporary: u64) -> Result<(), EngineError> {
         let (Some((from_start, from_end)), Some((to_start, to_end))) = (self.block(), target.block()) else {
             return Ok(());
@@ -92,9 +144,12 @@ impl VdsoLayout {
 fn move_block(tracee: &mut dyn Tracee, layout: &VdsoLayout, from: u64, to: u64) -> Result<(), EngineError> {
     let base = layout.block().map_or(0, |(start, _)| start);
     for mapping in &layout.mappings {
-        let size = mapping.end - mapping.start;
-        let old = from + (mapping.start - base);
-        let new = to + (mapping.start - base);
+        // A checked layout is sorted inside its block and below TASK_SIZE,
+        // so none of this wraps; with an unchecked one a wrapped address
+        // is refused by the kernel, never a panic here.
+        let size = mapping.end.wrapping_sub(mapping.start);
+        let offset = mapping.start.wrapping_sub(base);
+        let (old, new) = (from.wrapping_add(offset), to.wrapping_add(offset));
         let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
         tracee.syscall("mremap", libc::SYS_mremap, [old, size, size, flags, new, 0])?;
     }
@@ -118,5 +173,34 @@ mod tests {
         assert!(image.check_matches(&moved).is_ok());
         let other = VdsoLayout::from_maps([("[vvar]", 0x1000, 0x4000), ("[vdso]", 0x4000, 0x6000)]);
         assert!(image.check_matches(&other).is_err());
+    }
+
+    fn layout(mappings: &[(&str, u64, u64)]) -> VdsoLayout {
+        VdsoLayout {
+            mappings: mappings
+                .iter()
+                .map(|&(name, start, end)| SpecialMapping { name: name.into(), start, end })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn malformed_layouts_are_refused_naming_the_mapping() {
+        let refusal = |mappings: &[(&str, u64, u64)]| layout(mappings).check().unwrap_err().to_string();
+        let unsorted = refusal(&[("[vvar]", 0x5000, 0x7000), ("[vdso]", 0x3000, 0x5000)]);
+        assert!(unsorted.contains("vDSO mapping 1") && unsorted.contains("starts before the block"), "{unsorted}");
+        assert!(refusal(&[("[vdso]", 0x3000, 0x1000)]).contains("reversed"));
+        assert!(refusal(&[("[vvar]", 0x1000, 0x3000), ("[vdso]", 0x2000, 0x4000)]).contains("overlaps"));
+        assert!(refusal(&[("[heap]", 0x1000, 0x3000)]).contains("not a mapping of the vDSO block"));
+        assert!(refusal(&[("[vdso]", 0x1000, 0x2000), ("[vdso]", 0x2000, 0x3000)]).contains("twice"));
+        assert!(refusal(&[("[vdso]", u64::MAX - 0xfff, u64::MAX)]).contains("page-aligned"));
+    }
+
+    #[test]
+    fn an_unsorted_layout_never_matches_and_never_overflows() {
+        let unsorted = layout(&[("[vvar]", 0x5000, 0x7000), ("[vdso]", 0x3000, 0x5000)]);
+        let sorted = layout(&[("[vvar]", 0x3000, 0x5000), ("[vdso]", 0x5000, 0x7000)]);
+        assert!(matches!(unsorted.check_matches(&sorted), Err(ArchError::MalformedVdso { index: 1, .. })));
+        assert!(sorted.check_matches(&unsorted).is_err());
     }
 }

@@ -7,7 +7,13 @@
 use crate::error::ArchError;
 
 const HEADER_XSTATE_BV: usize = 512;
+/// XCOMP_BV, then the reserved bytes of the XSAVE header: all zero in the
+/// standard format, or the kernel refuses the area.
+const HEADER_XCOMP_BV: usize = 520;
+const MXCSR: usize = 24;
 const MINIMUM_LENGTH: usize = 576;
+/// Far above any CPU's area today (AMX makes it about 11 KiB).
+const MAXIMUM_LENGTH: usize = 1 << 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct XsaveArea {
@@ -28,6 +34,33 @@ impl XsaveArea {
             return Err(ArchError::ShortXsaveArea { length: bytes.len() });
         }
         Ok(Self { bytes, xcr0 })
+    }
+
+    /// Refuses an area `PTRACE_SETREGSET(NT_X86_XSTATE)` would refuse once
+    /// the restored child exists: a size no CPU has, a compacted or
+    /// reserved header, components the dumping CPU did not enable, MXCSR
+    /// reserved bits.
+    pub fn check(&self) -> Result<(), ArchError> {
+        let malformed = |reason: String| Err(ArchError::MalformedXsave { reason });
+        let length = self.bytes.len();
+        if !(MINIMUM_LENGTH..=MAXIMUM_LENGTH).contains(&length) {
+            return malformed(format!("{length} bytes, not between {MINIMUM_LENGTH} and {MAXIMUM_LENGTH}"));
+        }
+        if self.bytes[HEADER_XCOMP_BV..MINIMUM_LENGTH].iter().any(|byte| *byte != 0) {
+            return malformed("XCOMP_BV or the reserved header bytes are not zero".into());
+        }
+        let beyond = self.live_components() & !self.xcr0;
+        if beyond != 0 {
+            return malformed(format!(
+                "components {beyond:#x} hold state but were not enabled (XCR0 {:#x})",
+                self.xcr0
+            ));
+        }
+        let mxcsr = read_u64(&self.bytes, MXCSR) & 0xffff_ffff;
+        if mxcsr >> 16 != 0 {
+            return malformed(format!("MXCSR {mxcsr:#x} has reserved bits set"));
+        }
+        Ok(())
     }
 
     /// The features the dumping CPU had enabled. The restored process may
@@ -119,6 +152,26 @@ mod tests {
     #[test]
     fn short_areas_are_refused() {
         assert!(XsaveArea::new(vec![0; 100], 3).is_err());
+    }
+
+    #[test]
+    fn areas_the_kernel_would_refuse_fail_the_check() {
+        let mut good = area(0b111, 0b11, 832);
+        good.bytes[HEADER_XCOMP_BV..MINIMUM_LENGTH].fill(0);
+        good.bytes[MXCSR..MXCSR + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
+        assert!(good.check().is_ok());
+        let mut compacted = good.clone();
+        compacted.bytes[HEADER_XCOMP_BV + 7] = 0x80;
+        assert!(compacted.check().unwrap_err().to_string().contains("XCOMP_BV"));
+        let mut not_enabled = good.clone();
+        not_enabled.xcr0 = 0b1;
+        assert!(not_enabled.check().unwrap_err().to_string().contains("not enabled"));
+        let mut short = good.clone();
+        short.bytes.truncate(575);
+        assert!(short.check().is_err());
+        let mut huge = good;
+        huge.bytes.resize(MAXIMUM_LENGTH + 1, 0);
+        assert!(huge.check().is_err());
     }
 
     #[test]

@@ -10,6 +10,10 @@
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::CompoundError;
+use crate::valid::Invalid;
+
+/// `NGROUPS_MAX`.
+const NGROUPS_MAX: usize = 65536;
 
 const PR_GET_KEEPCAPS: u64 = 7;
 const PR_SET_KEEPCAPS: u64 = 8;
@@ -102,6 +106,18 @@ impl Credentials {
     /// no restore could give back; 0 when all is well.
     pub fn capabilities_beyond(&self, restorer: &IdsAndCapabilities) -> u64 {
         (self.ids.cap_permitted | self.ids.cap_bounding) & !restorer.cap_permitted
+    }
+
+    /// Refuses what the kernel would refuse: more groups than
+    /// `NGROUPS_MAX`, a dumpable value `PR_SET_DUMPABLE` does not take.
+    pub fn check(&self) -> Result<(), Invalid> {
+        if self.ids.groups.len() > NGROUPS_MAX {
+            return Err(Invalid::new("groups", format!("are {}, more than NGROUPS_MAX", self.ids.groups.len())));
+        }
+        if self.dumpable > 1 {
+            return Err(Invalid::new("dumpable", format!("is {}, not 0 or 1", self.dumpable)));
+        }
+        Ok(())
     }
 
     /// Makes the tracee's credentials the image's. Must be the last

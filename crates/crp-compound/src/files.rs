@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
+use crate::valid::{Invalid, check_path};
 
 /// Major number of the memory devices (/dev/null, zero, full, random, urandom).
 const MEM_DEVICE_MAJOR: u64 = 1;
@@ -126,6 +127,35 @@ pub fn capture(pid: i32) -> Result<Vec<FdRecord>, CompoundError> {
         .collect()
 }
 
+/// `fs.nr_open`'s default: no descriptor number reaches it.
+const NR_OPEN: i32 = 1 << 20;
+
+/// Refuses a table the restore could not apply: descriptor numbers that
+/// cannot exist or appear twice, streams other than 0-2, paths the kernel
+/// would misread, offsets `lseek` refuses.
+pub fn check_table(table: &[FdRecord]) -> Result<(), Invalid> {
+    for (index, record) in table.iter().enumerate() {
+        let field = || format!("descriptor {index} (fd {})", record.fd);
+        if !(0..NR_OPEN).contains(&record.fd) {
+            return Err(Invalid::new(field(), format!("is not a descriptor number (0..{NR_OPEN})")));
+        }
+        if table[..index].iter().any(|other| other.fd == record.fd) {
+            return Err(Invalid::new(field(), "appears twice"));
+        }
+        if i64::try_from(record.offset).is_err() {
+            return Err(Invalid::new(field(), format!("has offset {}, beyond what lseek takes", record.offset)));
+        }
+        match &record.target {
+            FdTarget::Inherited { stream } if *stream > 2 => {
+                return Err(Invalid::new(field(), format!("inherits stream {stream}, not 0-2")));
+            }
+            FdTarget::Inherited { .. } => {}
+            FdTarget::File { path } | FdTarget::CharDevice { path } => check_path(field(), path)?,
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a restore whose files are gone, before anything is created.
 pub fn check_files_exist(table: &[FdRecord]) -> Result<(), CompoundError> {
     for record in table {
@@ -148,9 +178,10 @@ fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64])
 
 /// Replaces the descriptor table the child inherited from crp with the
 /// checkpointed one. crp's own fds 0-2 are parked above every target fd
-/// first, so they can be handed to the streams that inherit them.
+/// first, so they can be handed to the streams that inherit them. The
+/// table must have passed [`check_table`].
 pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), EngineError> {
-    let park_at = arg(table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2) + 1));
+    let park_at = arg(table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2).saturating_add(1)));
     let mut parked: [Option<u64>; 3] = [None; 3];
     for (stream, slot) in parked.iter_mut().enumerate() {
         *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[stream as u64, arg(libc::F_DUPFD), park_at]).ok();
@@ -170,7 +201,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), Engine
         let cloexec = arg(record.flags & libc::O_CLOEXEC);
         match &record.target {
             FdTarget::Inherited { stream } => {
-                let source = parked[usize::from(*stream)].ok_or(EngineError::Syscall {
+                let source = parked.get(usize::from(*stream)).copied().flatten().ok_or(EngineError::Syscall {
                     syscall: "dup3 (crp restore has no such standard stream to hand over)",
                     pid: tracee.pid(),
                     errno: nix::errno::Errno::EBADF,

@@ -13,6 +13,8 @@ pub mod rlimits;
 pub mod signals;
 pub mod task;
 pub mod timers;
+pub mod valid;
 pub mod vma;
 
 pub use error::{CompoundError, Unsupported};
+pub use valid::Invalid;

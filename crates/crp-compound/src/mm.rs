@@ -5,6 +5,7 @@
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
+use crate::valid::{Invalid, check_path};
 
 /// Largest auxv PR_SET_MM_MAP accepts (AT_VECTOR_SIZE words).
 const MAX_AUXV_BYTES: usize = 448;
@@ -145,6 +146,53 @@ impl MmFields {
             auxv,
             exe_path,
         }
+    }
+
+    /// Refuses fields `PR_SET_MM_MAP` would refuse: bounds out of order or
+    /// outside `user` (`[mmap_min_addr, TASK_SIZE)`), an auxv of an odd
+    /// number of words or longer than the kernel keeps, an executable path
+    /// the kernel would misread.
+    pub fn check(&self, user: std::ops::Range<u64>) -> Result<(), Invalid> {
+        let ordered = [
+            ("start_code", self.start_code, "end_code", self.end_code, self.start_code < self.end_code),
+            ("start_data", self.start_data, "end_data", self.end_data, self.start_data <= self.end_data),
+            ("start_brk", self.start_brk, "brk", self.brk, self.start_brk <= self.brk),
+            ("arg_start", self.arg_start, "arg_end", self.arg_end, self.arg_start <= self.arg_end),
+            ("env_start", self.env_start, "env_end", self.env_end, self.env_start <= self.env_end),
+        ];
+        for (low_name, low, high_name, high, in_order) in ordered {
+            if !in_order {
+                return Err(Invalid::new(
+                    format!("mm {low_name}"),
+                    format!("{low:#x} is not below {high_name} {high:#x}"),
+                ));
+            }
+        }
+        const NAMES: [&str; 11] = [
+            "start_code",
+            "end_code",
+            "start_data",
+            "end_data",
+            "start_brk",
+            "brk",
+            "start_stack",
+            "arg_start",
+            "arg_end",
+            "env_start",
+            "env_end",
+        ];
+        for (name, address) in NAMES.iter().zip(self.bounds()) {
+            if !user.contains(&address) {
+                return Err(Invalid::new(format!("mm {name}"), format!("{address:#x} is outside user space")));
+            }
+        }
+        if !self.auxv.len().is_multiple_of(2) || self.auxv.len() * 8 > MAX_AUXV_BYTES {
+            return Err(Invalid::new(
+                "auxv",
+                format!("has {} words, not an even number of at most {}", self.auxv.len(), MAX_AUXV_BYTES / 8),
+            ));
+        }
+        check_path("executable path", &self.exe_path)
     }
 
     /// Sets every field with `PR_SET_MM_MAP`, the executable link included.

@@ -3,6 +3,8 @@
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt};
 
+use crate::valid::Invalid;
+
 /// RLIMIT_CPU (0) through RLIMIT_RTTIME (15).
 const RESOURCE_COUNT: usize = 16;
 /// `struct rlimit64`: soft and hard.
@@ -71,6 +73,24 @@ pub fn restore(tracee: &mut dyn Tracee, limits: &[Limit]) -> Result<(), EngineEr
     scratch.commit(tracee)?;
     for (resource, address) in addresses {
         tracee.syscall("prlimit64", libc::SYS_prlimit64, [0, u64::from(resource), address, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// Refuses limits `prlimit64` would refuse: an unknown resource, a soft
+/// value above the hard one, a resource given twice.
+pub fn check(limits: &[Limit]) -> Result<(), Invalid> {
+    for (index, limit) in limits.iter().enumerate() {
+        let field = || format!("resource limit {index} ({})", limit.name());
+        if !usize::try_from(limit.resource).is_ok_and(|resource| resource < RESOURCE_COUNT) {
+            return Err(Invalid::new(field(), format!("has resource {}, not 0..{RESOURCE_COUNT}", limit.resource)));
+        }
+        if limit.soft > limit.hard {
+            return Err(Invalid::new(field(), format!("has soft {} above hard {}", limit.soft, limit.hard)));
+        }
+        if limits[..index].iter().any(|other| other.resource == limit.resource) {
+            return Err(Invalid::new(field(), "is given twice"));
+        }
     }
     Ok(())
 }

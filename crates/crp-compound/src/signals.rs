@@ -5,6 +5,7 @@
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::CompoundError;
+use crate::valid::Invalid;
 
 /// `struct kernel_sigaction` on x86-64: handler, flags, restorer, mask.
 const KERNEL_SIGACTION_SIZE: usize = 32;
@@ -77,6 +78,28 @@ impl SignalState {
             altstack_flags: i32::from_le_bytes(raw_stack[8..12].try_into().unwrap_or([0; 4])),
             altstack_size: word(&raw_stack, 2),
         })
+    }
+
+    /// Refuses dispositions `rt_sigaction` would refuse: a number outside
+    /// 1..=64, SIGKILL or SIGSTOP, or a signal given twice.
+    pub fn check(&self) -> Result<(), Invalid> {
+        let mut seen = 0u64;
+        for (index, action) in self.actions.iter().enumerate() {
+            let field = || format!("signal action {index}");
+            let signal = action.signal;
+            if !(1..=64).contains(&signal) {
+                return Err(Invalid::new(field(), format!("has signal number {signal}, not 1..=64")));
+            }
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                return Err(Invalid::new(field(), format!("sets signal {signal}, which cannot be caught")));
+            }
+            let bit = 1u64 << (signal - 1);
+            if seen & bit != 0 {
+                return Err(Invalid::new(field(), format!("sets signal {signal} a second time")));
+            }
+            seen |= bit;
+        }
+        Ok(())
     }
 
     /// Installs every disposition and the alternate stack. The blocked mask

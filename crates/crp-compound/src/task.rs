@@ -6,6 +6,11 @@ use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
 use crate::error::CompoundError;
+use crate::valid::{Invalid, check_path};
+
+/// Longest comm accepted: `TASK_COMM_LEN` is 16 today (15 bytes and a NUL);
+/// some room is left for kernels that widen it.
+const MAX_COMM_BYTES: usize = 63;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TaskIdentity {
@@ -68,6 +73,20 @@ impl TaskIdentity {
             }
         }
         sched_setaffinity(pid, if any { &wanted } else { &allowed }).map_err(ptrace_error("sched_setaffinity"))
+    }
+
+    /// Refuses what the restore would set wrongly or not at all: a comm
+    /// longer than the kernel keeps or with a NUL inside, a cwd the kernel
+    /// would misread, a personality wider than the syscall's `unsigned int`.
+    pub fn check(&self) -> Result<(), Invalid> {
+        if self.comm.len() > MAX_COMM_BYTES || self.comm.contains('\0') {
+            return Err(Invalid::new("comm", format!("{:.40?} is not a task name", self.comm)));
+        }
+        check_path("cwd", &self.cwd)?;
+        if u32::try_from(self.personality).is_err() {
+            return Err(Invalid::new("personality", format!("{:#x} does not fit in 32 bits", self.personality)));
+        }
+        Ok(())
     }
 
     /// Sets comm, cwd, umask and personality in the process being restored.

@@ -5,6 +5,7 @@
 use crp_ptrace::{EngineError, Tracee, TraceeExt};
 
 use crate::error::{CompoundError, Unsupported};
+use crate::valid::Invalid;
 
 /// `struct itimerval`: interval then value, each a timeval of two i64.
 const ITIMERVAL_SIZE: usize = 32;
@@ -62,6 +63,23 @@ impl IntervalTimers {
             })
             .collect();
         Self { timers }
+    }
+
+    /// Refuses timers `setitimer` would refuse: more than the three there
+    /// are, negative seconds, microseconds of a second or more.
+    pub fn check(&self) -> Result<(), Invalid> {
+        if self.timers.len() > WHICH.len() {
+            return Err(Invalid::new("interval timers", format!("are {}, not at most 3", self.timers.len())));
+        }
+        for ((_, name), raw) in WHICH.iter().zip(&self.timers) {
+            let word = |index: usize| i64::from_le_bytes(raw[index * 8..index * 8 + 8].try_into().unwrap_or([0; 8]));
+            for (seconds, microseconds) in [(word(0), word(1)), (word(2), word(3))] {
+                if seconds < 0 || !(0..1_000_000).contains(&microseconds) {
+                    return Err(Invalid::new(*name, format!("holds {seconds} s {microseconds} µs, not a timeval")));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Re-arms every timer that was running.

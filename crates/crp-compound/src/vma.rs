@@ -8,6 +8,9 @@ use crp_ptrace::procfs::MapsEntry;
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
+use crate::valid::{Invalid, check_path};
+
+const PAGE_SIZE: u64 = 4096;
 
 bitflags! {
     /// Kernel VMA flags crp re-applies (from smaps `VmFlags`).
@@ -72,8 +75,36 @@ impl VmaRecord {
         VmaFlags::from_bits_retain(self.flags)
     }
 
+    /// Saturating: zero for a reversed record (refused by the layout
+    /// checks before anything uses it).
     pub fn length(&self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Refuses what `mmap` would refuse or map differently: protection or
+    /// flag bits crp does not know, a shared anonymous mapping (its
+    /// contents are nowhere), a file offset that is unaligned or runs past
+    /// 2^64, a path the kernel would misread. The layout itself (alignment,
+    /// order, overlaps) is checked with the whole address space.
+    pub fn check(&self, index: usize) -> Result<(), Invalid> {
+        let field = || format!("VMA {index} [{:#x}, {:#x})", self.start, self.end);
+        let known_protection = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC).cast_unsigned();
+        if self.protection & !known_protection != 0 {
+            return Err(Invalid::new(field(), format!("has unknown protection bits {:#x}", self.protection)));
+        }
+        if VmaFlags::from_bits(self.flags).is_none() {
+            return Err(Invalid::new(field(), format!("has unknown flags {:#x}", self.flags)));
+        }
+        match &self.backing {
+            Backing::Anonymous { .. } if self.shared => Err(Invalid::new(field(), "is shared anonymous memory")),
+            Backing::Anonymous { .. } => Ok(()),
+            Backing::File(file) => {
+                if file.offset % PAGE_SIZE != 0 || file.offset.checked_add(self.length()).is_none() {
+                    return Err(Invalid::new(field(), format!("has file offset {:#x}", file.offset)));
+                }
+                check_path(field(), &file.path)
+            }
+        }
     }
 
     /// Whether the image may hold pages for this VMA: private memory only;

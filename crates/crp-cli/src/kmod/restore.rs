@@ -85,8 +85,10 @@ fn open_mapped_files(injector: &mut Injector, vmas: &[VmaRecord]) -> Result<Hash
 }
 
 /// The request and the arrays it points to, laid out as bytes for the
-/// child's memory.
-struct Records {
+/// child's memory. Built from the image alone (no device, no child), so
+/// that what it computes from image values can be checked up front.
+#[derive(Debug)]
+pub struct Records {
     state: CrpTaskState,
     vmas: Vec<CrpRestoreVma>,
     runs: Vec<CrpPageRun>,
@@ -94,7 +96,7 @@ struct Records {
 }
 
 impl Records {
-    fn build(
+    pub fn build(
         image: &ProcessImage,
         reader: &ImageReader,
         resumed: &Registers,
@@ -110,7 +112,13 @@ impl Records {
                 .ok_or_else(|| CrpError::InvalidImage { reason: "the register file is short".into() })?,
         );
         for action in &image.signals.actions {
-            let slot = usize::try_from(action.signal - 1).ok().and_then(|index| state.actions.get_mut(index));
+            // Signal N sits in slot N - 1; load_image refused numbers
+            // outside 1..=64, and none of them may reach an index here.
+            let slot = action
+                .signal
+                .checked_sub(1)
+                .and_then(|index| usize::try_from(index).ok())
+                .and_then(|index| state.actions.get_mut(index));
             if let Some(slot) = slot {
                 *slot = CrpSigaction {
                     handler: action.handler,

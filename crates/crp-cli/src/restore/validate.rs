@@ -14,18 +14,37 @@ use crate::model::{ArchivedProcessImage, ProcessImage};
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const PAGE_SIZE: u64 = 4096;
 
-fn invalid(reason: String) -> CrpError {
-    CrpError::InvalidImage { reason }
+mod layout;
+mod state;
+
+/// The error for an image whose values no restore can apply, naming the
+/// field (exit code 4, like a corrupted image).
+fn invalid(reason: impl std::fmt::Display) -> CrpError {
+    CrpError::InvalidImage { reason: reason.to_string() }
 }
 
 /// Reads the archive (validated in place by bytecheck) into plain types and
-/// checks the layout it describes.
+/// checks, once and before anything is created, every value the restore
+/// computes from: the layout it describes, its page runs, and each kind of
+/// state against what the kernel would accept. After this, no step of a
+/// restore fails because of the image's values alone.
 pub fn load_image(reader: &ImageReader) -> Result<ProcessImage, CrpError> {
     let archived = reader.metadata::<ArchivedProcessImage>()?;
-    let image: ProcessImage =
-        rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived).map_err(|error| invalid(error.to_string()))?;
-    check_layout(&image, reader)?;
+    let image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived).map_err(invalid)?;
+    let user = user_space();
+    layout::check(&image, reader, &user)?;
+    state::check(&image, &user)?;
     Ok(image)
+}
+
+/// `[mmap_min_addr, TASK_SIZE)`: where a process's mappings and mm fields
+/// may lie.
+fn user_space() -> std::ops::Range<u64> {
+    let mmap_min_addr: u64 = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(PAGE_SIZE);
+    mmap_min_addr.max(PAGE_SIZE)..TASK_SIZE
 }
 
 /// The target's address space, its VMAs and vDSO mappings together.
@@ -36,42 +55,6 @@ pub fn target_space(image: &ProcessImage) -> Result<AddressSpace<()>, CrpError> 
         .map(|vma| (vma.start, vma.end, ()))
         .chain(image.vdso.mappings.iter().map(|mapping| (mapping.start, mapping.end, ())));
     AddressSpace::from_ranges(ranges).map_err(|error| invalid(format!("address space: {error}")))
-}
-
-fn check_layout(image: &ProcessImage, reader: &ImageReader) -> Result<(), CrpError> {
-    let mmap_min_addr: u64 = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(PAGE_SIZE);
-    for vma in &image.vmas {
-        if vma.start % PAGE_SIZE != 0 || vma.end % PAGE_SIZE != 0 {
-            return Err(invalid(format!("VMA [{:#x}, {:#x}) is not page-aligned", vma.start, vma.end)));
-        }
-        if vma.start < mmap_min_addr || vma.end > TASK_SIZE {
-            return Err(invalid(format!("VMA [{:#x}, {:#x}) is outside user space", vma.start, vma.end)));
-        }
-    }
-    let space = target_space(image)?;
-    let mut stores_pages = AddressSpace::new();
-    for vma in image.vmas.iter().filter(|vma| vma.stores_pages()) {
-        stores_pages.insert(vma.start, vma.end, ()).map_err(|error| invalid(error.to_string()))?;
-    }
-    for run in reader.page_runs() {
-        match stores_pages.find(run.vaddr) {
-            Some((_, end, ())) if run.vaddr_end() <= end => {}
-            _ => {
-                return Err(invalid(format!(
-                    "page run at {:#x} ({} pages) lies outside any private VMA",
-                    run.vaddr, run.page_count
-                )));
-            }
-        }
-    }
-    image.cpu.registers.to_registers()?;
-    if image.vmas.is_empty() || space.is_empty() {
-        return Err(invalid("no VMAs".into()));
-    }
-    Ok(())
 }
 
 /// The vDSO layout of this kernel, as crp itself has it.

@@ -1,0 +1,49 @@
+//! Each kind of state checked against what the kernel accepts when the
+//! restore sets it, so that an image that would be refused halfway is
+//! refused before the child exists. The checks live beside the restore
+//! functions they guard, in their category crates; this runs them all.
+
+use std::ops::Range;
+
+use super::invalid;
+use crate::error::CrpError;
+use crate::model::ProcessImage;
+
+/// `sizeof(struct robust_list_head)`: the one length `set_robust_list`
+/// takes, and the one `get_robust_list` reports.
+const ROBUST_LIST_HEAD: u64 = 24;
+/// `ORIG_RSEQ_SIZE`, and the alignment of `struct rseq`.
+const RSEQ_MINIMUM: u32 = 32;
+
+pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpError> {
+    image.cpu.registers.check().map_err(|error| invalid(format!("registers: {error}")))?;
+    image.cpu.xsave.check().map_err(invalid)?;
+    image.mm.check(user.clone()).map_err(invalid)?;
+    image.signals.check().map_err(invalid)?;
+    crp_compound::files::check_table(&image.files).map_err(invalid)?;
+    crp_compound::rlimits::check(&image.rlimits).map_err(invalid)?;
+    image.timers.check().map_err(invalid)?;
+    image.task.check().map_err(invalid)?;
+    image.credentials.check().map_err(invalid)?;
+    check_locks(image, user)
+}
+
+fn check_locks(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpError> {
+    let locks = &image.locks;
+    if locks.robust_list_length != ROBUST_LIST_HEAD {
+        return Err(invalid(format!(
+            "robust list length {} is not {ROBUST_LIST_HEAD} (struct robust_list_head)",
+            locks.robust_list_length
+        )));
+    }
+    if let Some(rseq) = &locks.rseq {
+        let aligned = rseq.address % u64::from(RSEQ_MINIMUM) == 0;
+        if !aligned || !user.contains(&rseq.address) || rseq.length < RSEQ_MINIMUM {
+            return Err(invalid(format!(
+                "rseq area at {:#x} of {} bytes is not an aligned struct rseq in user space",
+                rseq.address, rseq.length
+            )));
+        }
+    }
+    Ok(())
+}

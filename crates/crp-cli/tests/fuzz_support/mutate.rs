@@ -1,0 +1,234 @@
+//! Hostile but well-formed values: each mutation changes one decoded field
+//! of a valid image into something a crafted or foreign image could hold.
+
+use crp_arch_x86::SpecialMapping;
+use crp_cli::model::ProcessImage;
+use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::rlimits::Limit;
+use crp_compound::signals::SignalAction;
+use crp_compound::vma::{Backing, MappedFile};
+use crp_locks::RseqRegistration;
+
+use super::images::{Runs, reg};
+use super::rng::Rng;
+
+/// Number of distinct mutations [`mutate_value`] chooses from.
+pub const MUTATIONS: u64 = 34;
+
+/// A path or name that breaks assumptions: empty, with NUL bytes, relative,
+/// very long, or not what it claims.
+pub fn hostile_string(rng: &mut Rng) -> String {
+    match rng.below(7) {
+        0 => String::new(),
+        1 => "/etc/\0passwd".into(),
+        2 => "\0".into(),
+        3 => "relative/path".into(),
+        4 => "/".repeat(5000),
+        5 => "x".repeat(70_000),
+        _ => "/proc/self/mem".into(),
+    }
+}
+
+fn any_index<T>(rng: &mut Rng, items: &[T]) -> Option<usize> {
+    (!items.is_empty()).then(|| rng.index(items.len()))
+}
+
+/// Applies mutation number `which` (mod [`MUTATIONS`]).
+pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, which: u64) {
+    match which % MUTATIONS {
+        0 => image.vdso.mappings.reverse(),
+        1 => {
+            if let Some(index) = any_index(rng, &image.vdso.mappings) {
+                let mapping = &mut image.vdso.mappings[index];
+                std::mem::swap(&mut mapping.start, &mut mapping.end);
+            }
+        }
+        2 => {
+            let start = rng.hostile_u64();
+            let end = rng.hostile_u64();
+            let name = rng.pick(&["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "", "[heap]"]).into();
+            let at = rng.index(image.vdso.mappings.len() + 1);
+            image.vdso.mappings.insert(at, SpecialMapping { name, start, end });
+        }
+        3 => {
+            if let Some(index) = any_index(rng, &image.vdso.mappings) {
+                let copy = image.vdso.mappings[index].clone();
+                image.vdso.mappings.insert(index, copy);
+            }
+        }
+        4 => image.vdso.mappings.clear(),
+        5 => {
+            if let Some(index) = any_index(rng, &image.vmas) {
+                let vma = &mut image.vmas[index];
+                std::mem::swap(&mut vma.start, &mut vma.end);
+            }
+        }
+        6 => {
+            if let Some(index) = any_index(rng, &image.vmas) {
+                image.vmas[index].start = rng.hostile_u64() & !0xfff;
+                image.vmas[index].end = rng.hostile_u64() & !0xfff;
+            }
+        }
+        7 => image.vmas.reverse(),
+        8 => {
+            if let Some(index) = any_index(rng, &image.vmas) {
+                let mut copy = image.vmas[index].clone();
+                copy.start += 0x1000;
+                copy.end += 0x1000;
+                image.vmas.push(copy);
+            }
+        }
+        9 => {
+            let template = image.vmas[0].clone();
+            let count = rng.below(3000);
+            image.vmas.extend((0..count).map(|index| {
+                let mut vma = template.clone();
+                vma.start = 0x1000_0000 + index * 0x2000;
+                vma.end = vma.start + 0x1000;
+                vma
+            }));
+        }
+        10 => {
+            if let Some(index) = any_index(rng, &image.vmas) {
+                let offset = rng.hostile_u64();
+                image.vmas[index].backing = Backing::File(MappedFile {
+                    path: if rng.chance(2) { "/usr/bin/true".into() } else { hostile_string(rng) },
+                    offset,
+                    size: rng.hostile_u64(),
+                    mtime_ns: rng.next_u64().cast_signed(),
+                });
+            }
+        }
+        11 => {
+            if let Some(index) = any_index(rng, &image.vmas) {
+                image.vmas[index].protection = rng.next_u32();
+                image.vmas[index].flags = rng.next_u32();
+            }
+        }
+        12 => {
+            if let Some(index) = any_index(rng, &image.vmas) {
+                image.vmas[index].shared = true;
+            }
+        }
+        13 => {
+            if let Some(index) = any_index(rng, &image.signals.actions) {
+                image.signals.actions[index].signal = rng.hostile_i32();
+            }
+        }
+        14 => {
+            let action = SignalAction {
+                signal: rng.hostile_i32(),
+                handler: rng.hostile_u64(),
+                flags: rng.hostile_u64(),
+                restorer: 0,
+                mask: u64::MAX,
+            };
+            let count = rng.below(5000);
+            image.signals.actions.extend(std::iter::repeat_n(action, usize::try_from(count).unwrap_or(0)));
+        }
+        15 => {
+            let limit = Limit {
+                resource: rng.pick(&[16, 17, u32::MAX, 7, 0]),
+                soft: rng.hostile_u64(),
+                hard: rng.hostile_u64(),
+            };
+            image.rlimits.push(limit);
+        }
+        16 => {
+            if let Some(index) = any_index(rng, &image.files) {
+                image.files[index].fd = rng.hostile_i32();
+            }
+        }
+        17 => {
+            let target = match rng.below(3) {
+                0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
+                1 => FdTarget::File { path: hostile_string(rng) },
+                _ => FdTarget::CharDevice { path: hostile_string(rng) },
+            };
+            let fd = if rng.chance(2) { rng.hostile_i32() } else { 7 };
+            image.files.push(FdRecord { fd, flags: rng.hostile_i32(), offset: rng.hostile_u64(), target });
+        }
+        18 => {
+            if let Some(index) = any_index(rng, &image.files) {
+                let copy = image.files[index].clone();
+                image.files.push(copy);
+            }
+        }
+        19 => image.mm.exe_path = hostile_string(rng),
+        20 => image.task.cwd = hostile_string(rng),
+        21 => image.task.comm = hostile_string(rng),
+        22 => {
+            let length = rng.pick(&[0usize, 1, 3, 55, 56, 57, 64, 65, 1000]);
+            image.mm.auxv = (0..length).map(|_| rng.hostile_u64()).collect();
+        }
+        23 => {
+            let mut bounds = image.mm.bounds();
+            let index = rng.index(bounds.len());
+            bounds[index] = rng.hostile_u64();
+            let (auxv, exe) = (std::mem::take(&mut image.mm.auxv), std::mem::take(&mut image.mm.exe_path));
+            image.mm = crp_compound::mm::MmFields::from_bounds(bounds, auxv, exe);
+        }
+        24 => {
+            let count = rng.pick(&[0usize, 1, 26, 28, 1000]);
+            image.cpu.registers.values.resize(count, 0);
+        }
+        25 => {
+            let index =
+                rng.pick(&[reg::RIP, reg::CS, reg::SS, reg::FS_BASE, reg::RSP, reg::EFLAGS, 22, 23, 24, 25, 26]);
+            if let Some(value) = image.cpu.registers.values.get_mut(index) {
+                *value = rng.hostile_u64();
+            }
+        }
+        26 => {
+            // Frozen in a syscall that must be re-executed, at the lowest
+            // addresses: the rewind steps back over the syscall instruction.
+            let values = &mut image.cpu.registers.values;
+            values.resize(values.len().max(reg::COUNT), 0);
+            values[reg::RIP] = rng.below(3);
+            values[reg::ORIG_RAX] = rng.below(400);
+            values[reg::RAX] = rng.pick(&[-512i64, -513, -514, -516]).cast_unsigned();
+        }
+        27 => {
+            let length = rng.pick(&[0usize, 100, 511, 519, 575, 577, 1 << 20]);
+            image.cpu.xsave.bytes.resize(length, 0xff);
+        }
+        28 => {
+            image.cpu.xsave.xcr0 = rng.hostile_u64();
+            let at = rng.pick(&[24usize, 512, 520, 540]);
+            let value = rng.hostile_u64().to_le_bytes();
+            if let Some(word) = image.cpu.xsave.bytes.get_mut(at..at + 8) {
+                word.copy_from_slice(&value);
+            }
+        }
+        29 => {
+            let count = rng.pick(&[0usize, 1, 4, 100]);
+            image.timers.timers = (0..count).map(|_| std::array::from_fn(|_| rng.next_u8())).collect();
+        }
+        30 => match rng.below(4) {
+            0 => image.credentials.ids.groups = vec![7; 70_000],
+            1 => image.credentials.dumpable = rng.hostile_u64(),
+            2 => image.credentials.ids.cap_ambient = rng.hostile_u64(),
+            _ => image.credentials.ids.uids = [u32::MAX; 4],
+        },
+        31 => match rng.below(3) {
+            0 => image.task.personality = rng.hostile_u64(),
+            1 => image.task.cpu_affinity = vec![u32::MAX, 0, 5000],
+            _ => image.task.umask = u32::MAX,
+        },
+        32 => match rng.below(3) {
+            0 => {
+                image.locks.rseq = Some(RseqRegistration {
+                    address: rng.hostile_u64(),
+                    length: u32::try_from(rng.hostile_u64() >> 32).unwrap_or(u32::MAX),
+                    signature: 0,
+                })
+            }
+            1 => image.locks.robust_list_length = rng.hostile_u64(),
+            _ => image.pid = rng.hostile_i32(),
+        },
+        _ => {
+            let vaddr = rng.hostile_u64() & !0xfff;
+            runs.push((vaddr, 1 + rng.below(2), 0x5a));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Images with valid checksums and a valid archive but hostile decoded
+//! values: unsorted or overlapping mappings, addresses near `u64::MAX`,
+//! signal numbers like `i32::MIN`, out-of-range resources, odd auxv
+//! lengths, registers and XSAVE areas of the wrong size, NUL bytes in
+//! paths... Each is refused by `load_image` with an error naming the field,
+//! or accepted and then restorable without any step failing after the
+//! child exists; none panics, overflows or allocates by an unchecked length.
+
+mod fuzz_support;
+
+use fuzz_support::images::{self, valid_image};
+use fuzz_support::mutate::{MUTATIONS, mutate_value};
+use fuzz_support::rng::Rng;
+use fuzz_support::{Outcome, pipeline_without_panic};
+
+/// Writes `image` to a fresh file and runs the pipeline on it.
+fn outcome_of(image: &crp_cli::model::ProcessImage, runs: &images::Runs) -> Result<Outcome, String> {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("hostile.crp");
+    images::write_image(&path, image, runs).unwrap();
+    pipeline_without_panic(&path)
+}
+
+fn refusal_of(image: &crp_cli::model::ProcessImage) -> String {
+    match outcome_of(image, &Vec::new()) {
+        Ok(Outcome::Refused(message)) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_valid_base_images_are_accepted() {
+    for with_pages in [false, true] {
+        let (image, runs) = valid_image(with_pages);
+        assert_eq!(outcome_of(&image, &runs), Ok(Outcome::Accepted), "with pages: {with_pages}");
+    }
+}
+
+#[test]
+fn every_kind_of_hostile_value_is_refused_or_restorable_without_panic() {
+    let mut failures = Vec::new();
+    let mut refused = 0;
+    for which in 0..MUTATIONS {
+        for seed in 0..12u64 {
+            let mut rng = Rng::new(which * 1000 + seed);
+            let (mut image, mut runs) = valid_image(seed % 2 == 0);
+            mutate_value(&mut image, &mut runs, &mut rng, which);
+            // Every third case stacks two more random mutations on top.
+            if seed % 3 == 2 {
+                for _ in 0..2 {
+                    let other = rng.below(MUTATIONS);
+                    mutate_value(&mut image, &mut runs, &mut rng, other);
+                }
+            }
+            match outcome_of(&image, &runs) {
+                Ok(Outcome::Refused(_)) => refused += 1,
+                Ok(Outcome::Accepted) => {}
+                Err(failure) => failures.push(format!("mutation {which}, seed {seed}: {failure}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(refused > 0, "no hostile value was refused: the mutations do nothing");
+}
+
+/// One hostile value in an otherwise valid image, and the words its
+/// refusal must contain.
+fn assert_refused(change: impl FnOnce(&mut crp_cli::model::ProcessImage), expected: &[&str]) {
+    let (mut image, _) = valid_image(false);
+    change(&mut image);
+    let message = refusal_of(&image);
+    assert!(message.starts_with("the image is invalid"), "{message}");
+    for word in expected {
+        assert!(message.contains(word), "{message:?} does not say {word:?}");
+    }
+}
+
+#[test]
+fn an_unsorted_vdso_list_is_refused_naming_the_mapping() {
+    assert_refused(|image| image.vdso.mappings.reverse(), &["vDSO mapping 1", "starts before the block"]);
+}
+
+#[test]
+fn a_vdso_mapping_that_ends_before_it_starts_is_refused() {
+    assert_refused(
+        |image| {
+            let mapping = &mut image.vdso.mappings[0];
+            std::mem::swap(&mut mapping.start, &mut mapping.end);
+        },
+        &["vDSO mapping 0", "reversed"],
+    );
+}
+
+#[test]
+fn vmas_out_of_address_order_are_refused() {
+    assert_refused(|image| image.vmas.swap(0, 1), &["VMA 1", "out of address order"]);
+}
+
+#[test]
+fn a_vma_near_the_top_of_the_address_space_is_refused() {
+    assert_refused(
+        |image| {
+            image.vmas[2].start = u64::MAX - 0x1fff;
+            image.vmas[2].end = u64::MAX - 0xfff;
+        },
+        &["VMA 2", "outside user space"],
+    );
+}
+
+#[test]
+fn signal_numbers_outside_one_to_64_are_refused_naming_the_action() {
+    for signal in [i32::MIN, 0, 65, libc::SIGKILL] {
+        assert_refused(|image| image.signals.actions[3].signal = signal, &["signal action 3", &signal.to_string()]);
+    }
+}
+
+#[test]
+fn an_out_of_range_resource_limit_is_refused() {
+    assert_refused(
+        |image| image.rlimits.push(crp_compound::rlimits::Limit { resource: u32::MAX, soft: 0, hard: 0 }),
+        &["resource limit 2", "4294967295"],
+    );
+}
+
+#[test]
+fn descriptors_that_cannot_exist_are_refused() {
+    assert_refused(|image| image.files[4].fd = i32::MAX, &["descriptor 4", "not a descriptor number"]);
+    assert_refused(
+        |image| image.files[0].target = crp_compound::files::FdTarget::Inherited { stream: 3 },
+        &["descriptor 0", "stream 3"],
+    );
+}
+
+#[test]
+fn paths_with_nul_bytes_or_empty_are_refused() {
+    assert_refused(|image| image.mm.exe_path = "/usr/bin/\0true".into(), &["executable path", "NUL"]);
+    assert_refused(|image| image.task.cwd = String::new(), &["cwd", "absolute"]);
+}
+
+#[test]
+fn an_auxv_of_odd_length_is_refused() {
+    assert_refused(|image| image.mm.auxv.push(7), &["auxv", "7 words"]);
+}
+
+#[test]
+fn a_register_file_of_the_wrong_size_is_refused_as_an_invalid_image() {
+    assert_refused(
+        |image| {
+            image.cpu.registers.values.pop();
+        },
+        &["registers", "26 entries"],
+    );
+}
+
+#[test]
+fn a_syscall_rewind_at_address_zero_is_refused() {
+    assert_refused(
+        |image| {
+            let values = &mut image.cpu.registers.values;
+            values[images::reg::RIP] = 0;
+            values[images::reg::ORIG_RAX] = 0;
+            values[images::reg::RAX] = (-512i64).cast_unsigned();
+        },
+        &["register rip"],
+    );
+}
+
+#[test]
+fn xsave_areas_of_the_wrong_size_are_refused() {
+    assert_refused(|image| image.cpu.xsave.bytes.truncate(100), &["XSAVE", "100 bytes"]);
+    assert_refused(|image| image.cpu.xsave.bytes.resize(1 << 20, 0), &["XSAVE", "1048576 bytes"]);
+}
+
+#[test]
+fn timers_that_are_not_timevals_are_refused() {
+    assert_refused(|image| image.timers.timers[1][15] = 0x80, &["ITIMER_VIRTUAL"]);
+}
