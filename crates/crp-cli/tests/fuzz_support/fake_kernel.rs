@@ -173,4 +173,11 @@ impl Tracee for FakeKernel {
     fn scratch_area(&self) -> (u64, usize) {
         (SCRATCH, SCRATCH_BYTES)
     }
+
+    /// The scratch area is fixed in this fake.
+    fn set_scratch_area(&mut self, _address: u64, _length: usize) {}
+
+    fn blocked_signals(&self) -> Result<u64, EngineError> {
+        Ok(0)
+    }
 }
