@@ -43,7 +43,7 @@ pub enum ImageError {
     #[error("page run {index} (address {vaddr:#x}, {page_count} pages) is malformed: {reason}")]
     MalformedPageRun { index: usize, vaddr: u64, page_count: u64, reason: &'static str },
     #[error(
-        "page run {index} data starts at {data_offset:#x}, but must start at {expected:#x}, where the previous run ends: runs tile the page data section in order"
+        "page run {index} data starts at {data_offset:#x}, not at {expected:#x}: runs tile the page data section in order, back to back"
     )]
     MisplacedPageRun { index: usize, data_offset: u64, expected: u64 },
     #[error("page run {index} (address {vaddr:#x}) checksum mismatch: the page data is corrupted")]
