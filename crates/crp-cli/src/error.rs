@@ -49,11 +49,16 @@ impl CrpError {
             Self::Unsupported { .. }
             | Self::Compound(crp_compound::CompoundError::Unsupported(_))
             | Self::Locks(crp_locks::LockError::FileLock { .. }) => 3,
+            // Writing failed (or the output path is a directory, a FIFO...):
+            // nothing is wrong with any image.
             Self::Image(
                 crp_image::ImageError::Io { .. }
+                | crp_image::ImageError::OutputNotRegularFile { .. }
                 | crp_image::ImageError::PageSource { .. }
                 | crp_image::ImageError::Serialize { .. },
             ) => 1,
+            // Everything else, a FIFO or directory given as the image
+            // (`ImageError::NotRegularFile`) included, is an invalid image.
             Self::Image(_) | Self::InvalidImage { .. } => 4,
             Self::Arch(
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
@@ -81,5 +86,23 @@ fn cancel_outcome(operation: &str) -> &'static str {
     match operation {
         "dump" => "the process was left running and untraced, and no image was written",
         _ => "nothing was restored and no process was left behind",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_regular_image_is_an_invalid_image() {
+        let error = CrpError::from(crp_image::ImageError::NotRegularFile { path: "/tmp/fifo".into(), kind: "a FIFO" });
+        assert_eq!(error.exit_code(), 4);
+    }
+
+    #[test]
+    fn a_non_regular_output_is_an_operational_failure() {
+        let error =
+            CrpError::from(crp_image::ImageError::OutputNotRegularFile { path: "/tmp".into(), kind: "a directory" });
+        assert_eq!(error.exit_code(), 1);
     }
 }

@@ -208,6 +208,44 @@ fn unwritable_destination_leaves_the_process_untouched() {
     assert!(subject.child.try_wait().unwrap().is_none(), "still running");
 }
 
+/// A directory or FIFO as the output is refused before the process is
+/// frozen, and nothing is written.
+#[test]
+fn a_directory_or_fifo_destination_leaves_the_process_untouched() {
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "30"]);
+    let mut subject = Subject::spawn(command);
+    let directory = tempfile::tempdir().unwrap();
+    let fifo = directory.path().join("fifo.crp");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (output, kind) in [(directory.path().to_owned(), "is a directory"), (fifo, "is a FIFO")] {
+        let result = dump(subject.pid, &output, &[]);
+        let stderr = stderr_of(&result);
+        assert_eq!(result.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(kind), "{stderr}");
+        assert_eq!(status_field(subject.pid, "TracerPid"), "0");
+        assert!(subject.child.try_wait().unwrap().is_none(), "still running");
+    }
+    assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 1, "only the FIFO");
+}
+
+/// A FIFO given as the image is refused at once (it used to block forever),
+/// a directory named as one; both are invalid images (exit code 4).
+#[test]
+fn a_fifo_or_directory_image_is_refused_at_once() {
+    let directory = tempfile::tempdir().unwrap();
+    let fifo = directory.path().join("fifo.crp");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (image, kind) in [(fifo.as_path(), "is a FIFO"), (directory.path(), "is a directory")] {
+        let output = restore(image, &[], "");
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(4), "{stderr}");
+        assert!(stderr.contains(kind), "{stderr}");
+        let output = crp().arg("inspect").arg(image).output().unwrap();
+        assert_eq!(output.status.code(), Some(4), "{}", stderr_of(&output));
+    }
+}
+
 #[test]
 fn privileges_crp_lacks_are_refused_before_anything_is_created() {
     let directory = tempfile::tempdir().unwrap();

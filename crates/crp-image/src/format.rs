@@ -32,6 +32,8 @@ pub enum SectionKind {
 }
 
 impl SectionKind {
+    /// Every section, in the order of the section table (slots 0, 1, 2):
+    /// the writer writes this order and the reader accepts no other.
     pub const ALL: [SectionKind; 3] = [Self::Metadata, Self::PageRuns, Self::PageData];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +50,7 @@ impl SectionKind {
 #[repr(C)]
 pub struct SectionEntry {
     pub kind: u32,
+    /// Always 0.
     pub reserved: u32,
     pub offset: u64,
     pub length: u64,
@@ -55,14 +58,17 @@ pub struct SectionEntry {
     pub checksum: u64,
 }
 
-/// The fixed header at offset 0.
+/// The fixed header at offset 0. The rest of the first [`HEADER_BLOCK`]
+/// bytes is zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct Header {
     pub magic: [u8; 8],
     pub format_version: u32,
     pub rkyv_layout: u32,
+    /// No flags are defined: always 0.
     pub flags: u32,
+    /// Always 3; the unused slot is all zero.
     pub section_count: u32,
     pub file_length: u64,
     pub sections: [SectionEntry; MAX_SECTIONS],

@@ -1,9 +1,9 @@
 //! Writing an image: page runs are streamed first, metadata and the header
-//! last; the file is built under a temporary name, fsynced, then renamed, so a
-//! reader never sees a half-written image.
+//! last; the file is built unnamed (see [`crate::staging`]), fsynced, then
+//! given its name atomically, so a reader never sees a half-written image
+//! and a dump that dies leaves nothing behind.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,61 +15,37 @@ use crate::format::{
     SectionKind, checksum, page_align_up,
 };
 use crate::pipeline::WritePipeline;
+use crate::staging::StagedFile;
 
 /// Bytes copied per call of a page source; also the largest page run.
 const CHUNK_BYTES: usize = 8 << 20;
 
-/// Builds one image file. Dropping it without [`ImageWriter::finish`] removes
-/// the temporary file.
+/// Builds one image file. Dropping it without [`ImageWriter::finish`] leaves
+/// nothing behind (and the destination untouched).
 #[derive(Debug)]
 pub struct ImageWriter {
-    file: Arc<File>,
-    temp_path: PathBuf,
-    final_path: PathBuf,
+    /// Dropped first: its thread is joined before the file goes.
+    pipeline: WritePipeline,
+    staged: StagedFile,
     runs: Vec<PageRunEntry>,
     next_data_offset: u64,
-    pipeline: WritePipeline,
-    finished: bool,
 }
 
 impl ImageWriter {
-    /// Starts an image that will appear at `path` once finished. The file is
-    /// created with mode 0600: it holds the process's memory.
+    /// Starts an image that will appear at `path` once finished, mode 0600
+    /// (it holds the process's memory). An existing directory, FIFO, socket
+    /// or device at `path`, or a directory that cannot be written, is
+    /// refused here, before any process is touched.
     pub fn create(path: &Path) -> Result<Self, ImageError> {
-        let file_name = path.file_name().ok_or_else(|| ImageError::Io {
-            action: "create image",
-            path: path.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        let staged = StagedFile::create(path)?;
+        let pipeline = WritePipeline::start(Arc::clone(staged.file()), CHUNK_BYTES).map_err(|source| {
+            ImageError::Io { action: "start the image writer thread for", path: path.to_owned(), source }
         })?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(file_name);
-        temp_name.push(format!(".tmp-{}", std::process::id()));
-        let temp_path = path.with_file_name(temp_name);
-        let file =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp_path).map_err(|source| {
-                ImageError::Io { action: "create temporary image", path: temp_path.clone(), source }
-            })?;
-        let file = Arc::new(file);
-        let pipeline = match WritePipeline::start(Arc::clone(&file), CHUNK_BYTES) {
-            Ok(pipeline) => pipeline,
-            Err(source) => {
-                let _ = std::fs::remove_file(&temp_path);
-                return Err(ImageError::Io { action: "start the image writer thread", path: temp_path, source });
-            }
-        };
-        Ok(Self {
-            pipeline,
-            file,
-            temp_path,
-            final_path: path.to_owned(),
-            runs: Vec::new(),
-            next_data_offset: HEADER_BLOCK,
-            finished: false,
-        })
+        Ok(Self { staged, pipeline, runs: Vec::new(), next_data_offset: HEADER_BLOCK })
     }
 
     fn io_error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
-        move |source| ImageError::Io { action, path: self.temp_path.clone(), source }
+        move |source| ImageError::Io { action, path: self.staged.final_path().to_owned(), source }
     }
 
     /// Appends `page_count` pages that lived at `vaddr`, stored as runs of
@@ -141,6 +117,8 @@ impl ImageWriter {
         };
         let file_length = metadata_offset + metadata.len() as u64;
 
+        // In the order of `SectionKind::ALL`, the only one the reader accepts;
+        // the spare slot stays zero.
         let mut sections = [SectionEntry::default(); MAX_SECTIONS];
         sections[0] = metadata_section;
         sections[1] = runs_section;
@@ -157,34 +135,20 @@ impl ImageWriter {
         };
         header.header_checksum = header.compute_checksum();
 
-        self.file.write_all_at(&runs_bytes, runs_section.offset).map_err(self.io_error("write page run table"))?;
-        self.file.write_all_at(metadata, metadata_offset).map_err(self.io_error("write metadata"))?;
-        self.file.write_all_at(header.as_bytes(), 0).map_err(self.io_error("write header"))?;
+        // Every byte not written below (the header block after the header,
+        // the gap before the metadata) is a hole and reads as zero, which
+        // is what the reader requires there.
+        let file = self.staged.file();
+        file.write_all_at(&runs_bytes, runs_section.offset).map_err(self.io_error("write page run table"))?;
+        file.write_all_at(metadata, metadata_offset).map_err(self.io_error("write metadata"))?;
+        file.write_all_at(header.as_bytes(), 0).map_err(self.io_error("write header"))?;
         // With no pages and no metadata nothing was written past the header.
-        self.file.set_len(file_length).map_err(self.io_error("extend image"))?;
-        self.file.sync_all().map_err(self.io_error("fsync image"))?;
-        std::fs::rename(&self.temp_path, &self.final_path).map_err(self.io_error("rename image"))?;
-        self.finished = true;
-        if let Some(directory) = self.final_path.parent() {
-            let directory = if directory.as_os_str().is_empty() { Path::new(".") } else { directory };
-            // Make the rename itself durable.
-            if let Ok(dir) = File::open(directory) {
-                let _ = dir.sync_all();
-            }
-        }
-        Ok(self.final_path.clone())
+        file.set_len(file_length).map_err(self.io_error("extend image"))?;
+        self.staged.publish()
     }
 
     /// Runs written so far.
     pub fn runs(&self) -> &[PageRunEntry] {
         &self.runs
-    }
-}
-
-impl Drop for ImageWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = std::fs::remove_file(&self.temp_path);
-        }
     }
 }
