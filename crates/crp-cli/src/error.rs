@@ -30,6 +30,10 @@ pub enum CrpError {
     PidTaken { pid: i32 },
     #[error("{operation} cancelled by signal {signal} ({}); {}", signal_name(*signal), cancel_outcome(operation))]
     Cancelled { operation: &'static str, signal: i32 },
+    #[error(
+        "the image is owned by {owner} but describes {what}: restore it as that user, or pass --trust-image if you trust what it holds"
+    )]
+    UntrustedImage { owner: String, what: String },
     #[error("{action}: {source}")]
     Io {
         action: String,

@@ -65,6 +65,12 @@ enum Command {
         /// reads images written by either.
         #[arg(long, value_enum, default_value = "userspace")]
         backend: Backend,
+        /// Restore an image file owned by another user with crp's own
+        /// credentials. Without it, such an image is restored only if it
+        /// describes a process of that user, and every file it opens is
+        /// opened as that user.
+        #[arg(long)]
+        trust_image: bool,
     },
     /// Show what an image holds.
     Inspect {
@@ -91,11 +97,11 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { image, detach, pid_must_match, backend } => {
+        Command::Restore { image, detach, pid_must_match, backend, trust_image } => {
             // Without --detach, SIGINT goes to the process instead (restore
             // ignores it once the image is validated, as system(3) does).
             cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
-            match restore(&RestorePlan { image, detach, pid_must_match, backend })? {
+            match restore(&RestorePlan { image, detach, pid_must_match, backend, trust_image })? {
                 RestoreOutcome::Detached { pid } => {
                     println!("{pid}");
                     Ok(ExitCode::SUCCESS)

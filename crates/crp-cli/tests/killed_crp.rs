@@ -42,8 +42,7 @@ fn assert_no_leftovers(directory: &Path, expected: &[&str], after: &str) {
     let mut names: Vec<String> = std::fs::read_dir(directory)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into())
-        .filter(|name: &String| !name.contains(".tmp-"))
-        .collect(); // TEMPORARY
+        .collect();
     names.sort();
     let mut expected: Vec<String> = expected.iter().map(|name| (*name).to_owned()).collect();
     expected.sort();

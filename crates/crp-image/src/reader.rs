@@ -18,6 +18,8 @@ pub struct ImageReader {
     map: Mmap,
     header: Header,
     runs: Vec<PageRunEntry>,
+    /// uid and gid of the file.
+    owner: (u32, u32),
 }
 
 impl ImageReader {
@@ -26,7 +28,9 @@ impl ImageReader {
     pub fn open(path: &Path) -> Result<Self, ImageError> {
         let io_error = |action| move |source| ImageError::Io { action, path: path.to_owned(), source };
         let file = open_regular(path)?;
-        let file_length = file.metadata().map_err(io_error("stat image"))?.len();
+        let metadata = file.metadata().map_err(io_error("stat image"))?;
+        let file_length = metadata.len();
+        let owner = (std::os::unix::fs::MetadataExt::uid(&metadata), std::os::unix::fs::MetadataExt::gid(&metadata));
         let header_length = std::mem::size_of::<Header>() as u64;
         if file_length < header_length {
             return Err(ImageError::Truncated { what: "the header", needed: header_length, available: file_length });
@@ -39,11 +43,17 @@ impl ImageReader {
         // A restored child is forked from crp: it must not inherit the map.
         let _ = map.advise(memmap2::Advice::DontFork);
         let Validated { header, runs } = validate(&map)?;
-        Ok(Self { path: path.to_owned(), map, header, runs })
+        Ok(Self { path: path.to_owned(), map, header, runs, owner })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The user and group owning the image file (of the descriptor read,
+    /// so a file swapped in under the same name cannot lie about it).
+    pub fn owner(&self) -> (u32, u32) {
+        self.owner
     }
 
     pub fn header(&self) -> &Header {

@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod memory;
+pub mod trust;
 pub mod validate;
 
 use std::os::fd::AsRawFd;
@@ -31,6 +32,8 @@ pub struct RestorePlan {
     pub detach: bool,
     pub pid_must_match: bool,
     pub backend: Backend,
+    /// Restore another user's image with crp's own credentials.
+    pub trust_image: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,13 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let reader = ImageReader::open(&plan.image)?;
     let image = validate::load_image(&reader)?;
     validate::check_host(&image)?;
+    let owner = reader.owner();
+    let open_as = trust::decide(
+        trust::Owner { uid: owner.0, gid: owner.1 },
+        nix::unistd::geteuid().as_raw(),
+        &image.credentials.ids,
+        plan.trust_image,
+    )?;
     if !plan.detach {
         ignore_terminal_interrupts();
     }
@@ -65,7 +75,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         .as_ref()
         .map(|(device, image_file)| InheritedFds { device: device.raw_fd(), image: image_file.as_raw_fd() });
     cancel::check("restore")?;
-    build(&child, &image, &reader, fds)?;
+    build(&child, &image, &reader, fds, open_as.as_ref())?;
     drop(kmod);
     let pid = child.disarm();
     if plan.detach {
@@ -96,6 +106,7 @@ fn build(
     image: &ProcessImage,
     reader: &ImageReader,
     kmod: Option<InheritedFds>,
+    open_as: Option<&trust::OpenAs>,
 ) -> Result<(), CrpError> {
     let pid = child.pid();
     let raw = pid.as_raw();
@@ -116,6 +127,10 @@ fn build(
     // With the module, crp's own mappings stay until the ioctl removes them
     // with everything else; the vDSO moves over them if it must.
     bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
+    // Everything opened from here on is opened as the image's owner.
+    if let Some(identity) = open_as {
+        trust::open_as(&mut injector, identity)?;
+    }
     match kmod {
         None => rebuild_by_injection(&mut injector, pid, image, reader, gadget)?,
         Some(fds) => crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address)?,
