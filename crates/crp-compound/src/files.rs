@@ -161,6 +161,7 @@ fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64])
 /// checkpointed one. crp's own fds 0-2 are parked above every target fd
 /// first, so they can be handed to the streams that inherit them.
 pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), EngineError> {
+    // Above every target fd (and above 2); an empty table needs none of its own.
     let park_at = arg(table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2) + 1));
     let mut parked: [Option<u64>; 3] = [None; 3];
     for (stream, slot) in parked.iter_mut().enumerate() {

@@ -104,6 +104,7 @@ fn parse_comm(pid: i32, text: &str) -> Result<String, CompoundError> {
 
 /// /proc/PID/personality: one hexadecimal number.
 fn parse_personality(pid: i32, text: &str) -> Result<u64, CompoundError> {
+    // The final newline is not part of the number.
     let value = text.strip_suffix('\n').unwrap_or(text);
     u64::from_str_radix(value, 16).map_err(|_| malformed(pid, "personality", text, "not a hexadecimal number"))
 }

@@ -16,6 +16,7 @@ impl Stat {
     /// Parses `text`, the contents of `path`.
     pub fn parse(path: impl Into<PathBuf>, text: &str) -> Result<Self, ProcError> {
         let path = path.into();
+        // The final newline is not part of any field; a sample may lack it.
         let line = text.strip_suffix('\n').unwrap_or(text);
         // The command name may hold spaces and `)`: it ends at the last `)`.
         let Some((_, rest)) = line.rsplit_once(')').filter(|(head, _)| head.contains(" (")) else {
