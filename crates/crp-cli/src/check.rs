@@ -88,15 +88,7 @@ pub fn run() -> Vec<Probe> {
             .map(|()| "available (for lazy restore)".to_owned())
             .map_err(|errno| format!("{errno}: lazy restore impossible")),
     });
-    probes.push(Probe {
-        name: "soft-dirty tracking",
-        required: false,
-        result: std::fs::metadata("/proc/self/clear_refs")
-            .ok()
-            .filter(|_| std::fs::read_to_string("/proc/self/smaps").is_ok_and(|text| text.contains(" sd")))
-            .map(|_| "available (for incremental dumps)".to_owned())
-            .ok_or_else(|| "not available: incremental dumps impossible".to_owned()),
-    });
+    probes.push(Probe { name: "soft-dirty tracking", required: false, result: probe_soft_dirty() });
     probes.push(Probe {
         name: "vDSO layout",
         required: true,
@@ -125,6 +117,20 @@ pub fn run() -> Vec<Probe> {
         },
     });
     probes
+}
+
+/// Soft-dirty tracking: /proc/PID/clear_refs exists and this kernel marks
+/// VMAs soft-dirty (`sd` in smaps VmFlags, CONFIG_MEM_SOFT_DIRTY).
+fn probe_soft_dirty() -> Result<String, String> {
+    let unavailable = |why: String| format!("not available ({why}): incremental dumps impossible");
+    std::fs::metadata("/proc/self/clear_refs")
+        .map_err(|error| unavailable(format!("/proc/self/clear_refs: {error}")))?;
+    let maps = crp_ptrace::procfs::smaps(std::process::id().cast_signed()).map_err(|error| error.to_string())?;
+    if maps.iter().any(|entry| entry.has_flag("sd")) {
+        Ok("available (for incremental dumps)".to_owned())
+    } else {
+        Err(unavailable("no mapping has the `sd` VmFlag".to_owned()))
+    }
 }
 
 fn xsave_feature_names(features: u64) -> String {

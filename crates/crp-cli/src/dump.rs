@@ -67,8 +67,8 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // An unwritable destination fails here too.
     let mut writer = ImageWriter::create(&plan.output)?;
     cancel::check("dump")?;
-    let stopped = procfs::stat_fields(pid).is_ok_and(|fields| fields.first().is_some_and(|state| state == "T"));
-    let mut frozen = Frozen::seize(pid)?;
+    let stopped = procfs::Stat::read(pid)?.field(3)? == "T";
+    let mut frozen = Frozen::seize(pid).map_err(|error| preflight::explain_seize_failure(pid, error))?;
     frozen.set_checkpoint(faults::reached);
     faults::reached("frozen", 0);
     let started = Instant::now();
@@ -141,7 +141,7 @@ struct Captured {
 /// The userspace back end: /proc, ptrace and injected syscalls.
 fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, CrpError> {
     let pid = frozen.pid().as_raw();
-    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
+    let maps = procfs::smaps(pid)?;
     let registers = *frozen.registers();
     let cpu = CpuState::capture(frozen.pid(), &registers)?;
     let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
@@ -203,7 +203,7 @@ fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Capture
     };
     // Which VMAs hold any page at all is in smaps (no exported walk gives
     // it); matching by range, a VMA smaps does not show is walked in full.
-    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
+    let maps = procfs::smaps(pid)?;
     let populated_kb = state
         .vmas
         .iter()

@@ -22,6 +22,18 @@ pub enum CrpError {
     Unsupported { pid: i32, what: String, location: String },
     #[error("no process {pid}: {reason}")]
     NoProcess { pid: i32, reason: String },
+    #[error(
+        "crp lacks permission to read and trace pid {pid} ({owner}, crp runs as uid {crp_uid}): {reason}; \
+         crp must run as root, or with CAP_SYS_PTRACE (and CAP_CHECKPOINT_RESTORE to restore)"
+    )]
+    NoPermission { pid: i32, owner: String, crp_uid: u32, reason: String },
+    #[error(
+        "cannot dump pid {pid}: it is already being traced by pid {tracer} ({tracer_name}), a debugger or another \
+         crp; a process has one tracer at a time: let that one finish or detach, then try again"
+    )]
+    AlreadyTraced { pid: i32, tracer: i32, tracer_name: String },
+    #[error("{0}")]
+    Proc(#[from] crp_ptrace::procfs::ProcError),
     #[error("the image is invalid: {reason}")]
     InvalidImage { reason: String },
     #[error("this host cannot restore the image: {reason}")]
@@ -72,6 +84,7 @@ impl CrpError {
             | Self::Kmod(crate::kmod::KmodError::NotLoaded) => 5,
             Self::PidTaken { .. } => 6,
             Self::Cancelled { signal, .. } => 128 + signal,
+            Self::NoPermission { .. } | Self::AlreadyTraced { .. } | Self::Proc(_) => 1,
             _ => 1,
         }
     }

@@ -102,6 +102,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         path: reader.path().display().to_string(),
         format_version: reader.header().format_version,
         rkyv_layout: format!("{:#x}", reader.header().rkyv_layout),
+        // Listed: the sections this image has (the header says which).
         sections: crp_image::SectionKind::ALL
             .iter()
             .filter_map(|kind| {

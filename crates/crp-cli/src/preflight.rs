@@ -1,10 +1,21 @@
 //! Everything a dump refuses, checked from /proc before the process is
-//! touched, so that a refusal leaves it exactly as it was.
+//! touched, so that a refusal leaves it exactly as it was. Every value read
+//! must be there and parse; a /proc file that cannot be read says whether
+//! the process is gone ([`CrpError::NoProcess`]) or crp may not look at it
+//! ([`CrpError::NoPermission`]).
+
+mod access;
 
 use crp_compound::{CompoundError, Unsupported};
-use crp_ptrace::procfs;
+use crp_ptrace::procfs::{self, Fields, Stat};
 
+pub use self::access::explain_seize_failure;
 use crate::error::CrpError;
+
+/// `PF_KTHREAD` in the flags of /proc/PID/stat (field 9).
+const PF_KTHREAD: u64 = 0x0020_0000;
+/// Field 9 of /proc/PID/stat: the task's flags.
+const STAT_FLAGS: usize = 9;
 
 fn unsupported(pid: i32, what: &str, location: String) -> CrpError {
     CrpError::Unsupported { pid, what: what.to_owned(), location }
@@ -13,6 +24,10 @@ fn unsupported(pid: i32, what: &str, location: String) -> CrpError {
 fn lift(pid: i32) -> impl Fn(CompoundError) -> CrpError {
     move |error| match error {
         CompoundError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),
+        CompoundError::Proc(error) => access::proc_error(pid, error),
+        CompoundError::Io { action, path, source } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            access::denied(pid, format!("cannot {action} {}: {source}", path.display()))
+        }
         other => other.into(),
     }
 }
@@ -25,44 +40,43 @@ pub enum Phase {
     Frozen,
 }
 
-/// Task-level checks: it exists, is not traced by anyone else, has one
-/// thread, no children and no seccomp filter.
+/// Task-level checks: it exists, crp may read it, it is not traced by
+/// anyone else, has one thread, no children and no seccomp filter.
 pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
-    let status_path = format!("/proc/{pid}/status");
-    let field = |key: &str| -> Result<String, CrpError> {
-        procfs::status_field(pid, key)
-            .map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?
-            .ok_or_else(|| CrpError::NoProcess { pid, reason: format!("{status_path} has no {key} field") })
-    };
-    if pid == std::process::id() as i32 {
+    if pid == std::process::id().cast_signed() {
         return Err(unsupported(pid, "dumping crp itself", "own pid".into()));
     }
-    let state = field("State")?;
+    let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
+    let state = status.field("State")?;
     if state.starts_with('Z') || state.starts_with('X') {
         return Err(CrpError::NoProcess { pid, reason: format!("it has exited ({state})") });
     }
-    if field("Tgid")? != pid.to_string() {
-        return Err(unsupported(pid, "a thread that is not a thread-group leader", format!("Tgid {}", field("Tgid")?)));
+    let tgid: i32 = status.decimal("Tgid")?;
+    if tgid != pid {
+        return Err(unsupported(pid, "a thread that is not a thread-group leader", format!("Tgid {tgid}")));
     }
-    if field("PPid")? == "0" || field("Kthread").is_ok_and(|kthread| kthread == "1") {
+    let flags: u64 = Stat::read(pid).map_err(|error| access::proc_error(pid, error))?.number(STAT_FLAGS)?;
+    if status.decimal::<i32>("PPid")? == 0 || flags & PF_KTHREAD != 0 {
         return Err(unsupported(pid, "a kernel thread or the init process", format!("pid {pid}")));
     }
-    let tracer = field("TracerPid")?;
-    if tracer != "0" && (phase == Phase::BeforeFreeze || tracer != std::process::id().to_string()) {
-        return Err(unsupported(pid, "a process already being traced", format!("TracerPid {tracer}")));
+    let tracer: i32 = status.decimal("TracerPid")?;
+    if tracer != 0 && (phase == Phase::BeforeFreeze || tracer != std::process::id().cast_signed()) {
+        return Err(access::already_traced(pid, tracer));
     }
-    let threads = field("Threads")?;
-    if threads != "1" {
+    let threads: u32 = status.decimal("Threads")?;
+    if threads != 1 {
         return Err(unsupported(pid, "a process with more than one thread", format!("{threads} threads")));
     }
-    // A kernel without CONFIG_SECCOMP has no such field, and no filters.
-    let seccomp = field("Seccomp").unwrap_or_else(|_| "0".to_owned());
-    if seccomp != "0" {
-        return Err(unsupported(pid, "a seccomp filter or strict mode", format!("Seccomp {seccomp}")));
+    // A kernel without CONFIG_SECCOMP has no Seccomp line, and no filters.
+    if status.optional("Seccomp").is_some() {
+        let seccomp: u32 = status.decimal("Seccomp")?;
+        if seccomp != 0 {
+            return Err(unsupported(pid, "a seccomp filter or strict mode", format!("Seccomp {seccomp}")));
+        }
     }
     let children_path = format!("/proc/{pid}/task/{pid}/children");
     let children = std::fs::read_to_string(&children_path)
-        .map_err(|source| CrpError::Io { action: format!("read {children_path}"), source })?;
+        .map_err(|source| access::proc_error(pid, procfs::ProcError::Read { path: children_path.into(), source }))?;
     if !children.trim().is_empty() {
         return Err(unsupported(pid, "a process with child processes", format!("children {}", children.trim())));
     }
@@ -71,7 +85,7 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
 
 /// Memory, descriptor, lock and signal checks.
 pub fn check_state(pid: i32) -> Result<(), CrpError> {
-    let maps = procfs::read_smaps(pid).map_err(|error| CrpError::NoProcess { pid, reason: error.to_string() })?;
+    let maps = procfs::smaps(pid).map_err(|error| access::proc_error(pid, error))?;
     for entry in &maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
@@ -82,7 +96,10 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
     }
     crp_compound::files::preflight(pid).map_err(lift(pid))?;
     crp_compound::timers::preflight(pid).map_err(lift(pid))?;
-    crp_locks::preflight(pid)?;
+    crp_locks::preflight(pid).map_err(|error| match error {
+        crp_locks::LockError::Proc(error) => access::proc_error(pid, error),
+        other => other.into(),
+    })?;
     if let Some(pending) = crp_compound::signals::pending_signals(pid).map_err(lift(pid))? {
         return Err(CrpError::unsupported(pid, Unsupported { what: "pending signals".into(), location: pending }));
     }

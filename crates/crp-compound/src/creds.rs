@@ -7,6 +7,7 @@
 //! keep-caps, so capabilities can then be set exactly); dumpable and
 //! no_new_privs come last.
 
+use crp_ptrace::procfs::{Fields, ProcError};
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::CompoundError;
@@ -52,39 +53,35 @@ pub struct Credentials {
     pub dumpable: u64,
 }
 
-/// Parses the credential fields of a /proc/PID/status text.
-pub fn parse_status(text: &str) -> Result<IdsAndCapabilities, String> {
-    let field = |key: &str| -> Result<&str, String> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-            .map(str::trim)
-            .ok_or_else(|| format!("no {key} field"))
+/// The credential fields of a /proc/PID/status text; each must be there
+/// and parse.
+pub fn parse_status(status: &Fields) -> Result<IdsAndCapabilities, ProcError> {
+    let ids = |key: &str| -> Result<[u32; 4], ProcError> {
+        let value = status.field(key)?;
+        let values: Vec<u32> = status.decimals(key)?;
+        values.try_into().map_err(|_| status.malformed(key, value, "not four ids"))
     };
-    let ids = |key: &str| -> Result<[u32; 4], String> {
-        let values: Vec<u32> = field(key)?.split_whitespace().filter_map(|value| value.parse().ok()).collect();
-        values.try_into().map_err(|_| format!("{key} does not hold four ids"))
-    };
-    let mask = |key: &str| -> Result<u64, String> {
-        u64::from_str_radix(field(key)?, 16).map_err(|_| format!("{key} is not a hex mask"))
+    let no_new_privs = match status.field("NoNewPrivs")? {
+        "0" => false,
+        "1" => true,
+        other => return Err(status.malformed("NoNewPrivs", other, "neither 0 nor 1")),
     };
     Ok(IdsAndCapabilities {
         uids: ids("Uid")?,
         gids: ids("Gid")?,
-        groups: field("Groups")?.split_whitespace().filter_map(|group| group.parse().ok()).collect(),
-        cap_inheritable: mask("CapInh")?,
-        cap_permitted: mask("CapPrm")?,
-        cap_effective: mask("CapEff")?,
-        cap_bounding: mask("CapBnd")?,
-        cap_ambient: mask("CapAmb")?,
-        no_new_privs: field("NoNewPrivs")? == "1",
+        groups: status.decimals("Groups")?,
+        cap_inheritable: status.hex("CapInh")?,
+        cap_permitted: status.hex("CapPrm")?,
+        cap_effective: status.hex("CapEff")?,
+        cap_bounding: status.hex("CapBnd")?,
+        cap_ambient: status.hex("CapAmb")?,
+        no_new_privs,
     })
 }
 
 /// Ids and capability sets of `pid`, from /proc/PID/status.
 pub fn read_status(pid: i32) -> Result<IdsAndCapabilities, CompoundError> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
-    parse_status(&text).map_err(|reason| CompoundError::Malformed { path: path.into(), reason })
+    Ok(parse_status(&Fields::status(pid)?)?)
 }
 
 /// The restorer's own credentials, to check an image needs nothing more.
@@ -185,16 +182,42 @@ mod tests {
         CapInh:\t0000000000000000\nCapPrm:\t0000000000000400\nCapEff:\t0000000000000400\n\
         CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n";
 
+    fn parse(text: &str) -> Result<IdsAndCapabilities, ProcError> {
+        parse_status(&Fields::parse("/proc/5/status", text).unwrap())
+    }
+
     #[test]
     fn status_credentials_parse() {
-        let parsed = parse_status(STATUS).unwrap();
+        let parsed = parse(STATUS).unwrap();
         assert_eq!(parsed.uids, [1000, 1001, 1002, 1003]);
         assert_eq!(parsed.gids, [50, 51, 52, 53]);
         assert_eq!(parsed.groups, vec![4, 24, 27]);
         assert_eq!(parsed.cap_permitted, 0x400);
         assert_eq!(parsed.cap_bounding, 0x1ff_ffff_ffff);
         assert!(parsed.no_new_privs);
-        assert!(parse_status("Uid:\t1 2\n").is_err());
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused_and_named() {
+        let refusal = |from: &str, to: &str| parse(&STATUS.replace(from, to)).unwrap_err().to_string();
+        assert_eq!(
+            refusal("1000\t1001", "1000"),
+            "cannot parse /proc/5/status field Uid `1000\t1002\t1003`: not four ids"
+        );
+        assert_eq!(
+            refusal("4 24 27", "4 x 27"),
+            "cannot parse /proc/5/status field Groups `4 x 27`: `x` is not a decimal number"
+        );
+        assert_eq!(
+            refusal("CapEff:\t0000000000000400", "CapEff:\t-"),
+            "cannot parse /proc/5/status field CapEff `-`: not a hexadecimal mask"
+        );
+        assert_eq!(
+            refusal("NoNewPrivs:\t1", "NoNewPrivs:\t2"),
+            "cannot parse /proc/5/status field NoNewPrivs `2`: neither 0 nor 1"
+        );
+        assert_eq!(refusal("CapAmb", "CapXyz"), "/proc/5/status has no field CapAmb");
+        assert_eq!(refusal("Gid:", "Gidd:"), "/proc/5/status has no field Gid");
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub enum CompoundError {
     Engine(#[from] crp_ptrace::EngineError),
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
+    /// A /proc file that cannot be read, or a line or field in it that is
+    /// missing or does not parse.
+    #[error(transparent)]
+    Proc(#[from] crp_ptrace::procfs::ProcError),
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,

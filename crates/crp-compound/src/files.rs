@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use crp_ptrace::procfs::{Fields, ProcError};
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
@@ -37,13 +38,20 @@ pub struct FdRecord {
     pub target: FdTarget,
 }
 
-/// The open descriptors of `pid`, in ascending order.
+/// The open descriptors of `pid`, in ascending order. An entry that cannot
+/// be read or is not a number is an error: a descriptor left out would be
+/// silently missing after the restore.
 fn open_fds(pid: i32) -> Result<Vec<i32>, CompoundError> {
     let directory = format!("/proc/{pid}/fd");
-    let mut fds: Vec<i32> = std::fs::read_dir(&directory)
-        .map_err(CompoundError::io("list", &directory))?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir(&directory).map_err(CompoundError::io("list", &directory))? {
+        let name = entry.map_err(CompoundError::io("list", &directory))?.file_name();
+        let fd = name.to_str().and_then(|name| name.parse().ok()).ok_or_else(|| CompoundError::Malformed {
+            path: directory.clone().into(),
+            reason: format!("entry {name:?} is not a descriptor number"),
+        })?;
+        fds.push(fd);
+    }
     fds.sort_unstable();
     Ok(fds)
 }
@@ -67,6 +75,7 @@ fn classify(pid: i32, fd: i32) -> Result<FdTarget, CompoundError> {
     }
     let metadata = std::fs::metadata(&link).map_err(CompoundError::io("stat", &link))?;
     let file_type = metadata.file_type();
+    // An fd that does not fit in a u8 is simply not a standard stream.
     let standard_stream = u8::try_from(fd).ok().filter(|stream| *stream <= 2);
     if file_type.is_fifo() {
         return match standard_stream {
@@ -105,13 +114,15 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
 }
 
 fn fdinfo(pid: i32, fd: i32) -> Result<(i32, u64), CompoundError> {
-    let path = format!("/proc/{pid}/fdinfo/{fd}");
-    let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
-    let value = |key: &str| text.lines().find_map(|line| line.strip_prefix(key)).map(str::trim);
-    let malformed = |reason: &str| CompoundError::Malformed { path: path.clone().into(), reason: reason.to_owned() };
-    let offset = value("pos:").and_then(|pos| pos.parse().ok()).ok_or_else(|| malformed("no pos"))?;
+    Ok(parse_fdinfo(&Fields::read(format!("/proc/{pid}/fdinfo/{fd}"))?)?)
+}
+
+/// `(flags, offset)` of a /proc/PID/fdinfo/FD text.
+fn parse_fdinfo(fdinfo: &Fields) -> Result<(i32, u64), ProcError> {
+    let offset = fdinfo.decimal("pos")?;
+    let flags_text = fdinfo.field("flags")?;
     let flags =
-        value("flags:").and_then(|flags| i32::from_str_radix(flags, 8).ok()).ok_or_else(|| malformed("no flags"))?;
+        i32::try_from(fdinfo.octal("flags")?).map_err(|_| fdinfo.malformed("flags", flags_text, "out of range"))?;
     Ok((flags, offset))
 }
 
@@ -181,9 +192,12 @@ fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64])
 /// first, so they can be handed to the streams that inherit them. The
 /// table must have passed [`check_table`].
 pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), EngineError> {
+    // Above every target fd (and above 2); an empty table needs none of its own.
     let park_at = arg(table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2).saturating_add(1)));
     let mut parked: [Option<u64>; 3] = [None; 3];
     for (stream, slot) in parked.iter_mut().enumerate() {
+        // A stream crp restore itself lacks is simply not handed over; a
+        // record that needs it fails below, naming it.
         *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[stream as u64, arg(libc::F_DUPFD), park_at]).ok();
     }
     // Close everything else crp's child still holds.
@@ -233,6 +247,41 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), Engine
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fdinfo_text(text: &str) -> Result<(i32, u64), ProcError> {
+        parse_fdinfo(&Fields::parse("/proc/4/fdinfo/3", text).unwrap())
+    }
+
+    #[test]
+    fn fdinfo_gives_flags_and_offset() {
+        let text = "pos:\t4096\nflags:\t02100002\nmnt_id:\t21\nino:\t1234\n";
+        assert_eq!(fdinfo_text(text).unwrap(), (0o2100002, 4096));
+    }
+
+    #[test]
+    fn malformed_fdinfo_is_refused_and_named() {
+        assert_eq!(fdinfo_text("flags:\t02\n").unwrap_err().to_string(), "/proc/4/fdinfo/3 has no field pos");
+        assert_eq!(
+            fdinfo_text("pos:\tx\nflags:\t02\n").unwrap_err().to_string(),
+            "cannot parse /proc/4/fdinfo/3 field pos `x`: not a decimal number"
+        );
+        assert_eq!(
+            fdinfo_text("pos:\t0\nflags:\t9\n").unwrap_err().to_string(),
+            "cannot parse /proc/4/fdinfo/3 field flags `9`: not an octal number"
+        );
+        assert!(fdinfo_text("pos:\t0\nflags:\t777777777777\n").unwrap_err().to_string().contains("out of range"));
+        assert!(fdinfo_text("pos:\t0\n").is_err());
+    }
+
+    #[test]
+    fn own_descriptors_list_and_capture() {
+        let pid = std::process::id() as i32;
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        use std::os::fd::AsRawFd;
+        assert!(open_fds(pid).unwrap().contains(&file.as_raw_fd()));
+        let (flags, offset) = fdinfo(pid, file.as_raw_fd()).unwrap();
+        assert_eq!((flags & libc::O_ACCMODE, offset), (libc::O_RDONLY, 0));
+    }
 
     #[test]
     fn own_descriptors_classify() {

@@ -2,6 +2,7 @@
 //! stack bounds, the argument and environment areas, the auxiliary vector
 //! and the executable link. Restored in one `prctl(PR_SET_MM_MAP)`.
 
+use crp_ptrace::procfs::Stat;
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
@@ -32,11 +33,31 @@ pub struct MmFields {
     pub exe_path: String,
 }
 
-/// Indices into `procfs::stat_fields` (field N of proc(5) is index N - 3).
-const STAT_START_CODE: usize = 26 - 3;
-const STAT_END_CODE: usize = 27 - 3;
-const STAT_START_STACK: usize = 28 - 3;
-const STAT_START_DATA: usize = 45 - 3;
+/// Fields of /proc/PID/stat, numbered as in proc(5).
+const STAT_START_CODE: usize = 26;
+const STAT_END_CODE: usize = 27;
+const STAT_START_STACK: usize = 28;
+/// start_data, then end_data, start_brk, arg_start, arg_end, env_start, env_end.
+const STAT_START_DATA: usize = 45;
+
+/// /proc/PID/auxv: whole `(type, value)` pairs ending with AT_NULL, no more
+/// than PR_SET_MM_MAP takes.
+fn parse_auxv(path: &str, bytes: &[u8]) -> Result<Vec<u64>, CompoundError> {
+    let malformed = |reason: String| CompoundError::Malformed { path: path.into(), reason };
+    let (pairs, rest) = bytes.as_chunks::<16>();
+    if !rest.is_empty() {
+        return Err(malformed(format!("{} bytes is not a whole number of (type, value) pairs", bytes.len())));
+    }
+    if bytes.len() > MAX_AUXV_BYTES {
+        return Err(malformed(format!("{} bytes, more than the {MAX_AUXV_BYTES} the kernel keeps", bytes.len())));
+    }
+    // The last pair's type must be AT_NULL (0).
+    if pairs.last().is_none_or(|pair| pair[..8] != [0; 8]) {
+        return Err(malformed("does not end with AT_NULL".into()));
+    }
+    let (words, _) = bytes.as_chunks::<8>();
+    Ok(words.iter().map(|word| u64::from_le_bytes(*word)).collect())
+}
 
 /// The executable `pid` runs; a deleted one is refused.
 pub fn exe_path_of(pid: i32) -> Result<String, CompoundError> {
@@ -56,32 +77,31 @@ impl MmFields {
     /// read with an injected `brk(0)`.
     pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
         let pid = tracee.pid();
-        let stat_path = format!("/proc/{pid}/stat");
-        let fields = crp_ptrace::procfs::stat_fields(pid).map_err(CompoundError::io("read", &stat_path))?;
-        let field = |index: usize| -> Result<u64, CompoundError> {
-            fields.get(index).and_then(|value| value.parse().ok()).ok_or_else(|| CompoundError::Malformed {
-                path: stat_path.clone().into(),
-                reason: format!("field {} missing or not a number", index + 3),
-            })
-        };
+        let stat = Stat::read(pid)?;
         let auxv_path = format!("/proc/{pid}/auxv");
-        let auxv_bytes = std::fs::read(&auxv_path).map_err(CompoundError::io("read", &auxv_path))?;
-        let auxv: Vec<u64> =
-            auxv_bytes.chunks_exact(8).map(|word| u64::from_le_bytes(word.try_into().unwrap_or([0; 8]))).collect();
+        let auxv = parse_auxv(&auxv_path, &std::fs::read(&auxv_path).map_err(CompoundError::io("read", &auxv_path))?)?;
         let exe_path = exe_path_of(pid)?;
         let brk = tracee.syscall("brk", libc::SYS_brk, [0; 6])?;
+        let (start_code, end_code) = (stat.number(STAT_START_CODE)?, stat.number(STAT_END_CODE)?);
+        if (start_code, end_code) == (1, 1) {
+            // What the kernel shows a reader without ptrace access instead.
+            return Err(CompoundError::Malformed {
+                path: stat.path().to_owned(),
+                reason: "start_code and end_code are hidden (shown as 1): crp may not read this process".into(),
+            });
+        }
         Ok(Self {
-            start_code: field(STAT_START_CODE)?,
-            end_code: field(STAT_END_CODE)?,
-            start_stack: field(STAT_START_STACK)?,
-            start_data: field(STAT_START_DATA)?,
-            end_data: field(STAT_START_DATA + 1)?,
-            start_brk: field(STAT_START_DATA + 2)?,
+            start_code,
+            end_code,
+            start_stack: stat.number(STAT_START_STACK)?,
+            start_data: stat.number(STAT_START_DATA)?,
+            end_data: stat.number(STAT_START_DATA + 1)?,
+            start_brk: stat.number(STAT_START_DATA + 2)?,
             brk,
-            arg_start: field(STAT_START_DATA + 3)?,
-            arg_end: field(STAT_START_DATA + 4)?,
-            env_start: field(STAT_START_DATA + 5)?,
-            env_end: field(STAT_START_DATA + 6)?,
+            arg_start: stat.number(STAT_START_DATA + 3)?,
+            arg_end: stat.number(STAT_START_DATA + 4)?,
+            env_start: stat.number(STAT_START_DATA + 5)?,
+            env_end: stat.number(STAT_START_DATA + 6)?,
             auxv,
             exe_path,
         })
@@ -244,6 +264,27 @@ impl MmFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn auxv_bytes(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|word| word.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn auxv_parses_into_words() {
+        let words = [6, 4096, 25, 0x7ffd_0000, 0, 0];
+        assert_eq!(parse_auxv("/proc/2/auxv", &auxv_bytes(&words)).unwrap(), words);
+    }
+
+    #[test]
+    fn malformed_auxv_is_refused_and_named() {
+        let refusal = |bytes: &[u8]| parse_auxv("/proc/2/auxv", bytes).unwrap_err().to_string();
+        let mut bytes = auxv_bytes(&[6, 4096, 0, 0]);
+        bytes.pop();
+        assert!(refusal(&bytes).starts_with("/proc/2/auxv is malformed: 31 bytes is not a whole number"));
+        assert_eq!(refusal(&auxv_bytes(&[6, 4096])), "/proc/2/auxv is malformed: does not end with AT_NULL");
+        assert_eq!(refusal(&[]), "/proc/2/auxv is malformed: does not end with AT_NULL");
+        assert!(refusal(&auxv_bytes(&[1; 58])).contains("more than the 448"));
+    }
 
     #[test]
     fn bounds_round_trip() {

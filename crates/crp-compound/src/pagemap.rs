@@ -14,7 +14,7 @@ const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
 const FILE_OR_SHARED: u64 = 1 << 61;
 /// Entries read per pread.
-const BATCH_ENTRIES: u64 = 64 * 1024;
+const BATCH_ENTRIES: usize = 64 * 1024;
 
 /// Decides from one pagemap entry whether the page is stored.
 pub fn page_is_stored(entry: u64, file_backed: bool) -> bool {
@@ -62,19 +62,20 @@ impl PageMap {
         }
         let file_backed = matches!(vma.backing, Backing::File(_));
         let page_count = vma.length() / PAGE_SIZE;
-        let mut decisions = Vec::with_capacity(usize::try_from(page_count).unwrap_or(0));
-        let mut buffer = vec![0u8; usize::try_from(BATCH_ENTRIES * 8).unwrap_or(0)];
+        let mut decisions = Vec::new();
+        // One 8-byte entry per page: every entry is read whole.
+        let mut buffer = vec![[0u8; 8]; BATCH_ENTRIES];
         let mut done = 0u64;
         while done < page_count {
-            let batch = (page_count - done).min(BATCH_ENTRIES);
-            let bytes = &mut buffer[..usize::try_from(batch * 8).unwrap_or(0)];
+            // What does not fit in a usize is more than a batch.
+            let batch = usize::try_from(page_count - done).map_or(BATCH_ENTRIES, |left| left.min(BATCH_ENTRIES));
+            let entries = &mut buffer[..batch];
             let offset = (vma.start / PAGE_SIZE + done) * 8;
-            self.file.read_exact_at(bytes, offset).map_err(CompoundError::io("read", &self.path))?;
-            decisions.extend(bytes.chunks_exact(8).map(|word| {
-                let entry = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                page_is_stored(entry, file_backed)
-            }));
-            done += batch;
+            self.file
+                .read_exact_at(entries.as_flattened_mut(), offset)
+                .map_err(CompoundError::io("read", &self.path))?;
+            decisions.extend(entries.iter().map(|entry| page_is_stored(u64::from_le_bytes(*entry), file_backed)));
+            done += batch as u64;
         }
         Ok(runs_from_pages(vma.start, decisions))
     }

@@ -36,13 +36,10 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// For messages only: a resource number no kernel has shows as `RLIMIT_?`.
     pub fn name(&self) -> &'static str {
         usize::try_from(self.resource).ok().and_then(|index| RLIMIT_NAMES.get(index)).copied().unwrap_or("RLIMIT_?")
     }
-}
-
-fn word(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
 
 /// Every limit of the tracee.
@@ -54,12 +51,16 @@ pub fn capture(tracee: &mut dyn Tracee) -> Result<Vec<Limit>, EngineError> {
         let slot = buffer + (resource * RLIMIT64_SIZE) as u64;
         tracee.syscall("prlimit64", libc::SYS_prlimit64, [0, resource as u64, 0, slot, 0, 0])?;
     }
-    let mut raw = vec![0u8; RLIMIT64_SIZE * RESOURCE_COUNT];
-    tracee.read_memory(buffer, &mut raw)?;
+    // `struct rlimit64` as two whole 8-byte words: no conversion can fail.
+    let mut raw = [[[0u8; 8]; 2]; RESOURCE_COUNT];
+    tracee.read_memory(buffer, raw.as_flattened_mut().as_flattened_mut())?;
     Ok(raw
-        .chunks_exact(RLIMIT64_SIZE)
+        .iter()
         .zip(0u32..)
-        .map(|(pair, resource)| Limit { resource, soft: word(&pair[..8]), hard: word(&pair[8..]) })
+        .map(|(pair, resource)| {
+            let [soft, hard] = pair.map(u64::from_le_bytes);
+            Limit { resource, soft, hard }
+        })
         .collect())
 }
 

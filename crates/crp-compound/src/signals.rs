@@ -2,6 +2,7 @@
 //! `rt_sigaction` with no new action), the alternate stack and the blocked
 //! mask. Pending signals are refused by the dump's preflight.
 
+use crp_ptrace::procfs::Fields;
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use crate::error::CompoundError;
@@ -38,10 +39,6 @@ fn catchable_signals() -> impl Iterator<Item = (i32, usize)> {
     (1..=64i32).zip(0..SIGNAL_COUNT).filter(|&(signal, _)| signal != libc::SIGKILL && signal != libc::SIGSTOP)
 }
 
-fn word(bytes: &[u8], index: usize) -> u64 {
-    u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap_or([0; 8]))
-}
-
 impl SignalState {
     pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
         // The process's own mask: crp blocks every signal while it works.
@@ -55,28 +52,29 @@ impl SignalState {
             tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [arg(signal), 0, slot, SIGSET_SIZE, 0, 0])?;
         }
         tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [0, stack_address, 0, 0, 0, 0])?;
-        let mut raw_actions = vec![0u8; KERNEL_SIGACTION_SIZE * SIGNAL_COUNT];
-        tracee.read_memory(actions_address, &mut raw_actions)?;
-        let mut raw_stack = [0u8; STACK_T_SIZE];
-        tracee.read_memory(stack_address, &mut raw_stack)?;
-        let actions = catchable_signals()
-            .map(|(signal, index)| {
-                let raw = &raw_actions[index * KERNEL_SIGACTION_SIZE..][..KERNEL_SIGACTION_SIZE];
-                SignalAction {
-                    signal,
-                    handler: word(raw, 0),
-                    flags: word(raw, 1),
-                    restorer: word(raw, 2),
-                    mask: word(raw, 3),
-                }
+        // Buffers of 8-byte words: every value is read whole, no conversion can fail.
+        let mut raw_actions = [[0u8; 8]; KERNEL_SIGACTION_SIZE / 8 * SIGNAL_COUNT];
+        tracee.read_memory(actions_address, raw_actions.as_flattened_mut())?;
+        let mut raw_stack = [[0u8; 8]; STACK_T_SIZE / 8];
+        tracee.read_memory(stack_address, raw_stack.as_flattened_mut())?;
+        let (raw_actions, _) = raw_actions.as_chunks::<{ KERNEL_SIGACTION_SIZE / 8 }>();
+        // Slot N - 1 holds signal N's action; SIGKILL's and SIGSTOP's are skipped.
+        let actions = (1..=64i32)
+            .zip(raw_actions)
+            .filter(|(signal, _)| catchable_signals().any(|(catchable, _)| catchable == *signal))
+            .map(|(signal, raw)| {
+                let [handler, flags, restorer, mask] = raw.map(u64::from_le_bytes);
+                SignalAction { signal, handler, flags, restorer, mask }
             })
             .collect();
+        let [altstack_sp, flags_word, altstack_size] = raw_stack;
+        let [flags_0, flags_1, flags_2, flags_3, ..] = flags_word;
         Ok(Self {
             actions,
             blocked,
-            altstack_sp: word(&raw_stack, 0),
-            altstack_flags: i32::from_le_bytes(raw_stack[8..12].try_into().unwrap_or([0; 4])),
-            altstack_size: word(&raw_stack, 2),
+            altstack_sp: u64::from_le_bytes(altstack_sp),
+            altstack_flags: i32::from_le_bytes([flags_0, flags_1, flags_2, flags_3]),
+            altstack_size: u64::from_le_bytes(altstack_size),
         })
     }
 
@@ -133,13 +131,47 @@ impl SignalState {
 
 /// Says which signals are pending for `pid` (thread or process-wide), if any.
 pub fn pending_signals(pid: i32) -> Result<Option<String>, CompoundError> {
-    let path = format!("/proc/{pid}/status");
+    pending_in(&Fields::status(pid)?)
+}
+
+/// The first of SigPnd and ShdPnd that is not empty in a status text; both
+/// must be there and parse.
+pub fn pending_in(status: &Fields) -> Result<Option<String>, CompoundError> {
     for key in ["SigPnd", "ShdPnd"] {
-        let value =
-            crp_ptrace::procfs::status_field(pid, key).map_err(CompoundError::io("read", &path))?.unwrap_or_default();
-        if u64::from_str_radix(&value, 16).unwrap_or(0) != 0 {
-            return Ok(Some(format!("{key} {value}")));
+        if status.hex(key)? != 0 {
+            return Ok(Some(format!("{key} {}", status.field(key)?)));
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(text: &str) -> Fields {
+        Fields::parse("/proc/9/status", text).unwrap()
+    }
+
+    #[test]
+    fn pending_signals_are_found_in_either_set() {
+        assert_eq!(pending_in(&status("SigPnd:	0000000000000000\nShdPnd:	0000000000000000\n")).unwrap(), None);
+        let found = pending_in(&status("SigPnd:	0000000000000000\nShdPnd:	0000000000004000\n")).unwrap();
+        assert_eq!(found.as_deref(), Some("ShdPnd 0000000000004000"));
+        let found = pending_in(&status("SigPnd:	0000000000000100\nShdPnd:	0000000000000000\n")).unwrap();
+        assert_eq!(found.as_deref(), Some("SigPnd 0000000000000100"));
+    }
+
+    #[test]
+    fn missing_or_malformed_pending_sets_are_refused() {
+        let error = pending_in(&status("SigPnd:	0000000000000000\n")).unwrap_err().to_string();
+        assert_eq!(error, "/proc/9/status has no field ShdPnd");
+        let error = pending_in(&status("SigPnd:	zz\nShdPnd:	0\n")).unwrap_err().to_string();
+        assert_eq!(error, "cannot parse /proc/9/status field SigPnd `zz`: not a hexadecimal mask");
+    }
+
+    #[test]
+    fn own_process_has_no_pending_signals() {
+        assert_eq!(pending_signals(std::process::id().cast_signed()).unwrap(), None);
+    }
 }

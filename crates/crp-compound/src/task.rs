@@ -1,6 +1,7 @@
 //! The task's identity and context: comm, working directory, umask,
 //! personality, CPU affinity, and whether it was stopped.
 
+use crp_ptrace::procfs::{Fields, ProcError};
 use crp_ptrace::{EngineError, Tracee, TraceeExt};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
@@ -33,25 +34,16 @@ impl TaskIdentity {
             let path = format!("/proc/{pid}/{name}");
             std::fs::read_to_string(&path).map_err(CompoundError::io("read", path))
         };
-        let malformed = |what: &str, value: &str| CompoundError::Malformed {
-            path: format!("/proc/{pid}/{what}").into(),
-            reason: format!("unexpected value {value:?}"),
-        };
         let cwd_link = format!("/proc/{pid}/cwd");
         let cwd = std::fs::read_link(&cwd_link)
             .map_err(CompoundError::io("read link", &cwd_link))?
             .to_string_lossy()
             .into_owned();
-        let umask_text = crp_ptrace::procfs::status_field(pid, "Umask")
-            .map_err(CompoundError::io("read", format!("/proc/{pid}/status")))?
-            .unwrap_or_default();
-        let personality_text = read("personality")?;
         Ok(Self {
-            comm: read("comm")?.trim_end_matches('\n').to_owned(),
+            comm: parse_comm(pid, &read("comm")?)?,
             cwd,
-            umask: u32::from_str_radix(&umask_text, 8).map_err(|_| malformed("status", &umask_text))?,
-            personality: u64::from_str_radix(personality_text.trim(), 16)
-                .map_err(|_| malformed("personality", &personality_text))?,
+            umask: parse_umask(&Fields::status(pid)?)?,
+            personality: parse_personality(pid, &read("personality")?)?,
             stopped,
             cpu_affinity: cpu_affinity(pid)?,
         })
@@ -67,7 +59,9 @@ impl TaskIdentity {
         let mut wanted = CpuSet::new();
         let mut any = false;
         for cpu in &self.cpu_affinity {
+            // A CPU number this machine cannot even represent is one it lacks.
             let index = usize::try_from(*cpu).unwrap_or(usize::MAX);
+            // is_set fails only for a CPU beyond CpuSet::count(): one crp may not use.
             if allowed.is_set(index).unwrap_or(false) {
                 any |= wanted.set(index).is_ok();
             }
@@ -110,8 +104,68 @@ fn cpu_affinity(pid: i32) -> Result<Vec<u32>, CompoundError> {
         pid,
         errno,
     })?;
+    // Every cpu below CpuSet::count() (1024) can be asked about and fits
+    // in a u32: neither default below is ever taken.
     Ok((0..CpuSet::count())
         .filter(|cpu| set.is_set(*cpu).unwrap_or(false))
         .filter_map(|cpu| u32::try_from(cpu).ok())
         .collect())
+}
+
+fn malformed(pid: i32, file: &str, text: &str, reason: &str) -> CompoundError {
+    CompoundError::Malformed { path: format!("/proc/{pid}/{file}").into(), reason: format!("{reason}: {text:?}") }
+}
+
+/// /proc/PID/comm: the name and one newline (a name may itself end in one).
+fn parse_comm(pid: i32, text: &str) -> Result<String, CompoundError> {
+    text.strip_suffix('\n').map(str::to_owned).ok_or_else(|| malformed(pid, "comm", text, "no final newline"))
+}
+
+/// /proc/PID/personality: one hexadecimal number.
+fn parse_personality(pid: i32, text: &str) -> Result<u64, CompoundError> {
+    // The final newline is not part of the number.
+    let value = text.strip_suffix('\n').unwrap_or(text);
+    u64::from_str_radix(value, 16).map_err(|_| malformed(pid, "personality", text, "not a hexadecimal number"))
+}
+
+/// The `Umask` field of a /proc/PID/status text.
+fn parse_umask(status: &Fields) -> Result<u32, ProcError> {
+    let text = status.field("Umask")?;
+    let umask = status.octal("Umask")?;
+    u32::try_from(umask)
+        .ok()
+        .filter(|umask| *umask <= 0o777)
+        .ok_or_else(|| status.malformed("Umask", text, "out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_files_parse() {
+        assert_eq!(parse_comm(3, "my prog\n").unwrap(), "my prog");
+        assert_eq!(parse_comm(3, "odd\n\n").unwrap(), "odd\n", "only the file's newline is dropped");
+        assert_eq!(parse_personality(3, "00400000\n").unwrap(), 0x40_0000);
+        assert_eq!(parse_umask(&Fields::parse("/proc/3/status", "Umask:\t0027\n").unwrap()).unwrap(), 0o27);
+    }
+
+    #[test]
+    fn malformed_identity_files_are_refused_and_named() {
+        assert_eq!(parse_comm(3, "x").unwrap_err().to_string(), "/proc/3/comm is malformed: no final newline: \"x\"");
+        let error = parse_personality(3, "zz\n").unwrap_err().to_string();
+        assert_eq!(error, "/proc/3/personality is malformed: not a hexadecimal number: \"zz\\n\"");
+        let umask = |text: &str| parse_umask(&Fields::parse("/proc/3/status", text).unwrap()).unwrap_err().to_string();
+        assert_eq!(umask("Name:\tx\n"), "/proc/3/status has no field Umask");
+        assert_eq!(umask("Umask:\t0028\n"), "cannot parse /proc/3/status field Umask `0028`: not an octal number");
+        assert_eq!(umask("Umask:\t01777\n"), "cannot parse /proc/3/status field Umask `01777`: out of range");
+    }
+
+    #[test]
+    fn own_identity_is_captured() {
+        let pid = std::process::id().cast_signed();
+        let identity = TaskIdentity::capture(pid, false).unwrap();
+        assert!(!identity.comm.is_empty() && identity.cwd.starts_with('/'));
+        assert!(!identity.cpu_affinity.is_empty());
+    }
 }

@@ -40,11 +40,9 @@ impl IntervalTimers {
             let slot = buffer + (index * ITIMERVAL_SIZE) as u64;
             tracee.syscall("getitimer", libc::SYS_getitimer, [*which, slot, 0, 0, 0, 0])?;
         }
-        let mut raw = vec![0u8; ITIMERVAL_SIZE * WHICH.len()];
-        tracee.read_memory(buffer, &mut raw)?;
-        let timers =
-            raw.chunks_exact(ITIMERVAL_SIZE).map(|chunk| chunk.try_into().unwrap_or([0; ITIMERVAL_SIZE])).collect();
-        Ok(Self { timers })
+        let mut raw = [[0u8; ITIMERVAL_SIZE]; WHICH.len()];
+        tracee.read_memory(buffer, raw.as_flattened_mut())?;
+        Ok(Self { timers: raw.to_vec() })
     }
 
     /// Builds the record from `(time left, interval)` in nanoseconds for
@@ -53,13 +51,17 @@ impl IntervalTimers {
     pub fn from_nanoseconds(times: [(u64, u64); 3]) -> Self {
         let timeval = |nanoseconds: u64, round_up: bool| {
             let microseconds = if round_up { nanoseconds.div_ceil(1000) } else { nanoseconds / 1000 };
-            [(microseconds / 1_000_000).to_le_bytes(), (microseconds % 1_000_000).to_le_bytes()].concat()
+            [microseconds / 1_000_000, microseconds % 1_000_000]
         };
         let timers = times
             .iter()
             .map(|&(left, interval)| {
-                let raw = [timeval(interval, false), timeval(left, true)].concat();
-                raw.try_into().unwrap_or([0; ITIMERVAL_SIZE])
+                let [interval_seconds, interval_micros] = timeval(interval, false);
+                let [left_seconds, left_micros] = timeval(left, true);
+                let words = [interval_seconds, interval_micros, left_seconds, left_micros].map(u64::to_le_bytes);
+                let mut raw = [0u8; ITIMERVAL_SIZE];
+                raw.copy_from_slice(words.as_flattened());
+                raw
             })
             .collect();
         Self { timers }

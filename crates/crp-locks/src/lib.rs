@@ -4,6 +4,7 @@
 //! plain memory and come back with the pages). File locks are detected and
 //! refused until they are re-acquired at restore.
 
+use crp_ptrace::procfs::ProcError;
 use crp_ptrace::{EngineError, Tracee, TraceeExt};
 use nix::unistd::Pid;
 
@@ -20,6 +21,8 @@ pub enum LockError {
     Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
     #[error("file locks (fd {fd}: {lock}) are not supported yet")]
     FileLock { fd: String, lock: String },
+    #[error(transparent)]
+    Proc(#[from] ProcError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,
@@ -48,19 +51,31 @@ pub struct LockState {
 /// /proc/PID/fdinfo.
 pub fn preflight(pid: i32) -> Result<(), LockError> {
     let directory = format!("/proc/{pid}/fdinfo");
-    let entries = std::fs::read_dir(&directory).map_err(|source| LockError::Io { path: directory.clone(), source })?;
-    for entry in entries.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue; // closed since the listing
+    let io_error = |source| LockError::Io { path: directory.clone(), source };
+    for entry in std::fs::read_dir(&directory).map_err(io_error)? {
+        let entry = entry.map_err(io_error)?;
+        let path = entry.path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // Closed since the listing (before the freeze the process still
+            // runs): a closed descriptor holds no lock.
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ProcError::Read { path, source }.into()),
         };
-        if let Some(lock) = text.lines().find_map(|line| line.strip_prefix("lock:")) {
+        if let Some(lock) = first_lock(&text) {
             return Err(LockError::FileLock {
                 fd: entry.file_name().to_string_lossy().into_owned(),
-                lock: lock.trim().to_owned(),
+                lock: lock.to_owned(),
             });
         }
     }
     Ok(())
+}
+
+/// The first `lock:` line of a /proc/PID/fdinfo/FD text, one per lock the
+/// descriptor's file holds; other lines vary with the kind of file.
+fn first_lock(fdinfo: &str) -> Option<&str> {
+    fdinfo.lines().find_map(|line| line.strip_prefix("lock:")).map(str::trim)
 }
 
 fn rseq_of(pid: i32) -> Result<Option<RseqRegistration>, LockError> {
@@ -138,6 +153,14 @@ impl LockState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_lines_are_found_in_fdinfo() {
+        let unlocked = "pos:\t0\nflags:\t02\nmnt_id:\t21\nino:\t77\n";
+        assert_eq!(first_lock(unlocked), None);
+        let locked = "pos:\t0\nflags:\t02\nlock:\t1: POSIX  ADVISORY  WRITE 42 00:15:77 0 EOF\nlock:\t2: FLOCK\n";
+        assert_eq!(first_lock(locked), Some("1: POSIX  ADVISORY  WRITE 42 00:15:77 0 EOF"));
+    }
 
     #[test]
     fn a_held_flock_is_refused_and_named() {

@@ -91,6 +91,8 @@ fn flush(pid: Pid, batch: &Batch<'_>) -> Result<(), CrpError> {
     let remote: Vec<RemoteIoVec> =
         batch.iter().map(|(bytes, base)| RemoteIoVec { base: *base, len: bytes.len() }).collect();
     let total: usize = local.iter().map(|slice| slice.len()).sum();
+    // A failed batch is not an error yet: it is redone piece by piece below,
+    // and a piece that still fails is reported.
     let written = process_vm_writev(pid, &local, &remote).unwrap_or(0);
     if written < total {
         // Finish the batch piece by piece from where the kernel stopped;

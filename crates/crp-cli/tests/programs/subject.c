@@ -7,7 +7,8 @@
  *       blocks in read(0) with patterns in every vector register (ZMM0-31
  *       and k1-k7 with AVX-512, else YMM0-15), and checks them all.
  *   subject sleep SECONDS
- *       sleeps in nanosleep and checks it slept the whole time, once.
+ *       sleeps in nanosleep and checks it slept the whole time, once;
+ *       SIGINT ends it (its default action, set whatever was inherited).
  *   subject identity
  *       lowers RLIMIT_NOFILE to 123/456, arms a 2 s ITIMER_REAL, waits for
  *       SIGALRM, then reports its ids, groups and limit.
@@ -17,7 +18,8 @@
  *       spins in user mode (never in a syscall) until an ITIMER_REAL (or,
  *       with "prof", an ITIMER_PROF: CPU time) of SECONDS fires, with 64-bit
  *       patterns in rax, rbx, rdx, rsi, rdi, r8-r15, checking them on every
- *       iteration; a dump catches it between two instructions.
+ *       iteration; a dump catches it between two instructions. With "prof"
+ *       it also reports the CPU time it used (cpu=SECONDS).
  *
  * Protocol: prints "READY <pid>" once set up; after the wait prints
  * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
@@ -319,6 +321,9 @@ static double now(void) {
 }
 
 static int run_sleep(double seconds) {
+    /* SIGINT must end it (the interrupt test), whatever was inherited: a
+     * test run from a shell's background job starts with SIGINT ignored. */
+    signal(SIGINT, SIG_DFL);
     double start = now();
     printf("READY %d\n", getpid());
     fflush(stdout);
@@ -430,6 +435,14 @@ static int run_spin(double seconds, int cpu_time) {
     printf("READY %d\n", getpid());
     fflush(stdout);
     if (spin_holding_registers() != 0) return fail("a general register lost its value");
+    if (cpu_time) {
+        /* CPU time this process (a restored one counts from its restore) used. */
+        struct timespec used;
+        if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &used) != 0) return fail("clock_gettime");
+        printf("OK pid=%d registers kept cpu=%.3f\n", getpid(), used.tv_sec + used.tv_nsec / 1e9);
+        fflush(stdout);
+        return 0;
+    }
     printf("OK pid=%d registers kept\n", getpid());
     fflush(stdout);
     return 0;
