@@ -1,5 +1,6 @@
 //! A testing hook: `CRP_TEST_FAULT=MOMENT[@COUNT]:SIGNAL` makes crp send
-//! itself SIGNAL (`KILL`, `TERM`, `INT` or `HUP`) when it reaches MOMENT
+//! itself SIGNAL (`KILL`, `TERM`, `INT`, `HUP`, or `STOP` to let a test
+//! change the world while crp waits) when it reaches MOMENT
 //! (the COUNTth time, for numbered moments), so that tests can kill or
 //! cancel crp deterministically at every phase of a dump or restore and
 //! check what it leaves behind. Unset, it costs one environment lookup.
@@ -31,6 +32,7 @@ fn parse(text: &str) -> Option<Fault> {
         "TERM" => libc::SIGTERM,
         "INT" => libc::SIGINT,
         "HUP" => libc::SIGHUP,
+        "STOP" => libc::SIGSTOP,
         _ => return None,
     };
     Some(Fault { moment: moment.to_owned(), count, signal })
@@ -60,7 +62,8 @@ mod tests {
     fn parses_moments_counts_and_signals() {
         assert_eq!(parse("injecting@3:KILL"), Some(Fault { moment: "injecting".into(), count: 3, signal: 9 }));
         assert_eq!(parse("written:TERM"), Some(Fault { moment: "written".into(), count: 0, signal: 15 }));
-        assert_eq!(parse("written:STOP"), None);
+        assert_eq!(parse("written:STOP"), Some(Fault { moment: "written".into(), count: 0, signal: 19 }));
+        assert_eq!(parse("written:USR1"), None);
         assert_eq!(parse("written"), None);
         assert_eq!(parse("injecting@x:KILL"), None);
     }

@@ -20,7 +20,9 @@ fn chown_to_nobody(path: &Path) {
 fn nobody_image(directory: &Path) -> (i32, PathBuf) {
     let mut command = Command::new(&programs().dynamic);
     command.arg("identity").uid(NOBODY).gid(NOBODY).current_dir("/");
-    let mut subject = Subject::spawn(command);
+    // Its stderr is a pipe (the outside world at restore): the test's own
+    // stderr may be a root-owned log file, which nobody could not reopen.
+    let mut subject = Subject::spawn_with_stderr(command, std::process::Stdio::piped());
     let image = directory.join("nobody.crp");
     dump_ok(subject.pid, &image, &[]);
     assert_killed(subject.wait());

@@ -110,14 +110,15 @@ pub struct Subject {
 
 impl Subject {
     /// Starts `command` with piped stdin/stdout and waits for "READY <pid>".
-    pub fn spawn(mut command: Command) -> Subject {
+    pub fn spawn(command: Command) -> Subject {
+        Self::spawn_with_stderr(command, Stdio::inherit())
+    }
+
+    /// Like [`Subject::spawn`], with `stderr` as its standard error.
+    pub fn spawn_with_stderr(mut command: Command, stderr: Stdio) -> Subject {
         close_inherited_fds(&mut command);
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn subject");
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn subject");
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let pid = read_ready(&mut stdout);
