@@ -1,7 +1,7 @@
 /* A process that sets up state, waits to be checkpointed, and after the
  * restore verifies that state itself. Used by crp's integration tests.
  *
- *   subject state FILE_PRIVATE FILE_SHARED
+ *   subject state FILE_PRIVATE FILE_SHARED [HEAP_MIB]
  *       heap pattern, TLS, a private and a shared file mapping, a PROT_NONE
  *       guard with data behind it and a 64 GiB PROT_NONE reservation; then it
  *       blocks in read(0) with patterns in every vector register (ZMM0-31
@@ -43,7 +43,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HEAP_BYTES (64u << 20)
+/* The state subject's heap: 64 MiB, or the MiB given after its files. */
+static size_t HEAP_BYTES = 64u << 20;
 #define PAGE 4096
 #define TLS_WORDS 256
 
@@ -461,6 +462,10 @@ static int run_seccomp(void) {
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "state") == 0) return run_state(argv[2], argv[3]);
+    if (argc == 5 && strcmp(argv[1], "state") == 0) {
+        HEAP_BYTES = (size_t)atoi(argv[4]) << 20;
+        return run_state(argv[2], argv[3]);
+    }
     if (argc == 3 && strcmp(argv[1], "sleep") == 0) return run_sleep(atof(argv[2]));
     if (argc == 2 && strcmp(argv[1], "seccomp") == 0) return run_seccomp();
     if (argc == 3 && strcmp(argv[1], "spin") == 0) return run_spin(atof(argv[2]), 0);
