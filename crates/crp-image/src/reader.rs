@@ -76,9 +76,9 @@ impl ImageReader {
     pub fn metadata<T>(&self) -> Result<&T, ImageError>
     where
         T: rkyv::Portable
-            + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+            + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>>,
     {
-        rkyv::access::<T, rkyv::rancor::Error>(self.metadata_bytes())
+        rkyv::access::<T, rkyv::rancor::BoxedError>(self.metadata_bytes())
             .map_err(|error| ImageError::InvalidMetadata { reason: error.to_string() })
     }
 
