@@ -408,23 +408,11 @@ impl Tracee for Frozen {
     }
 
     fn read_memory(&self, address: u64, buffer: &mut [u8]) -> Result<(), EngineError> {
-        sys::read_memory(self.pid, address, buffer).map_err(|errno| EngineError::Memory {
-            operation: "read",
-            pid: self.pid.as_raw(),
-            address,
-            length: buffer.len(),
-            errno,
-        })
+        crate::tracee::read_memory_of(self.pid, address, buffer)
     }
 
     fn write_memory(&mut self, address: u64, data: &[u8]) -> Result<(), EngineError> {
-        sys::write_memory(self.pid, address, data).map_err(|errno| EngineError::Memory {
-            operation: "write",
-            pid: self.pid.as_raw(),
-            address,
-            length: data.len(),
-            errno,
-        })
+        crate::tracee::write_memory_of(self.pid, address, data)
     }
 
     fn scratch_area(&self) -> (u64, usize) {

@@ -29,6 +29,28 @@ pub trait Tracee {
     fn blocked_signals(&self) -> Result<u64, EngineError>;
 }
 
+/// Reads memory of `pid` (see [`crate::sys::read_memory`]), naming the range on failure.
+pub(crate) fn read_memory_of(pid: nix::unistd::Pid, address: u64, buffer: &mut [u8]) -> Result<(), EngineError> {
+    crate::sys::read_memory(pid, address, buffer).map_err(|errno| EngineError::Memory {
+        operation: "read",
+        pid: pid.as_raw(),
+        address,
+        length: buffer.len(),
+        errno,
+    })
+}
+
+/// Writes memory of `pid` (see [`crate::sys::write_memory`]), naming the range on failure.
+pub(crate) fn write_memory_of(pid: nix::unistd::Pid, address: u64, data: &[u8]) -> Result<(), EngineError> {
+    crate::sys::write_memory(pid, address, data).map_err(|errno| EngineError::Memory {
+        operation: "write",
+        pid: pid.as_raw(),
+        address,
+        length: data.len(),
+        errno,
+    })
+}
+
 /// Conveniences on top of [`Tracee`].
 pub trait TraceeExt: Tracee {
     /// Runs a syscall and turns a negative result into an error naming it.
