@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use crp_cli::dump::{Backend, DumpPlan, dump};
-use crp_cli::restore::{RestoreOutcome, RestorePlan, restore};
+use crp_cli::restore::{RestoreOutcome, RestorePlan, StreamChoice, restore};
 use crp_cli::{CrpError, cancel, check, inspect};
 use nix::sys::signal::Signal;
 
@@ -71,6 +71,24 @@ enum Command {
         /// opened as that user.
         #[arg(long)]
         trust_image: bool,
+        /// The restored process's stdin: `inherit` (crp restore's own),
+        /// `null`, or a file to read. Default: as dumped (a terminal or pipe
+        /// becomes crp restore's own, a file is reopened where it was).
+        #[arg(long, value_name = "inherit|null|FILE")]
+        stdin: Option<StreamChoice>,
+        /// The restored process's stdout: `inherit`, `null`, or a file,
+        /// created or appended to. Default: as dumped. With --detach in a
+        /// script, choose one (e.g. `null` or a log file): inheriting the
+        /// script's pipe keeps `$(crp restore ...)` waiting for the process.
+        #[arg(long, value_name = "inherit|null|FILE")]
+        stdout: Option<StreamChoice>,
+        /// The restored process's stderr, like --stdout.
+        #[arg(long, value_name = "inherit|null|FILE")]
+        stderr: Option<StreamChoice>,
+        /// Write the restored process's PID (and a newline) to this file once
+        /// it runs.
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
     },
     /// Show what an image holds.
     Inspect {
@@ -97,11 +115,13 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { image, detach, pid_must_match, backend, trust_image } => {
+        Command::Restore { image, detach, pid_must_match, backend, trust_image, stdin, stdout, stderr, pidfile } => {
             // Without --detach, SIGINT goes to the process instead (restore
             // ignores it once the image is validated, as system(3) does).
             cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
-            match restore(&RestorePlan { image, detach, pid_must_match, backend, trust_image })? {
+            let streams = [stdin, stdout, stderr].map(Option::unwrap_or_default);
+            let plan = RestorePlan { image, detach, pid_must_match, backend, trust_image, streams, pidfile };
+            match restore(&plan)? {
                 RestoreOutcome::Detached { pid } => {
                     println!("{pid}");
                     Ok(ExitCode::SUCCESS)

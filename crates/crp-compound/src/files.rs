@@ -187,19 +187,54 @@ fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64])
     tracee.syscall(name, number, args)
 }
 
+/// Where the restored process's standard streams come from: for each of
+/// fds 0-2, the descriptor of crp's child that is handed over when the
+/// image says "the outside world" (crp restore's own stream by default),
+/// and whether the user chose it explicitly, in which case it replaces
+/// whatever the image recorded for that fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streams {
+    pub sources: [i32; 3],
+    pub chosen: [bool; 3],
+}
+
+impl Default for Streams {
+    /// crp restore's own stdin, stdout and stderr, for the fds the image
+    /// recorded as a terminal or a pipe.
+    fn default() -> Self {
+        Self { sources: [0, 1, 2], chosen: [false; 3] }
+    }
+}
+
 /// Replaces the descriptor table the child inherited from crp with the
-/// checkpointed one. crp's own fds 0-2 are parked above every target fd
+/// checkpointed one. The stream sources are parked above every target fd
 /// first, so they can be handed to the streams that inherit them. The
 /// table must have passed [`check_table`].
-pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), EngineError> {
-    // Above every target fd (and above 2); an empty table needs none of its own.
-    let park_at = arg(table.iter().map(|record| record.fd).max().map_or(3, |fd| fd.max(2).saturating_add(1)));
+pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord], streams: &Streams) -> Result<(), EngineError> {
+    // Above every target fd, stream source and 2; an empty table needs none of its own.
+    let highest = table.iter().map(|record| record.fd).chain(streams.sources).max().unwrap_or(2);
+    let park_at = arg(highest.max(2).saturating_add(1));
     let mut parked: [Option<u64>; 3] = [None; 3];
-    for (stream, slot) in parked.iter_mut().enumerate() {
+    for (source, slot) in streams.sources.iter().zip(parked.iter_mut()) {
         // A stream crp restore itself lacks is simply not handed over; a
         // record that needs it fails below, naming it.
-        *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[stream as u64, arg(libc::F_DUPFD), park_at]).ok();
+        *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[arg(*source), arg(libc::F_DUPFD), park_at]).ok();
     }
+    // A stream the user chose replaces what the image recorded for it.
+    let chosen = (0u8..3).filter(|stream| streams.chosen[usize::from(*stream)]).map(|stream| FdRecord {
+        fd: i32::from(stream),
+        flags: table.iter().find(|record| record.fd == i32::from(stream)).map_or(0, |record| record.flags),
+        offset: 0,
+        target: FdTarget::Inherited { stream },
+    });
+    let table: Vec<FdRecord> = table
+        .iter()
+        .filter(|record| {
+            !usize::try_from(record.fd).ok().and_then(|fd| streams.chosen.get(fd)).copied().unwrap_or(false)
+        })
+        .cloned()
+        .chain(chosen)
+        .collect();
     // Close everything else crp's child still holds.
     let mut keep: Vec<u64> = parked.iter().flatten().copied().collect();
     keep.sort_unstable();
@@ -210,7 +245,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord]) -> Result<(), Engine
         }
         next = kept + 1;
     }
-    for record in table {
+    for record in &table {
         let fd = arg(record.fd);
         let cloexec = arg(record.flags & libc::O_CLOEXEC);
         match &record.target {

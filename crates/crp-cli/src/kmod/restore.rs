@@ -38,6 +38,7 @@ pub fn rebuild(
     reader: &ImageReader,
     fds: InheritedFds,
     gadget_ip: u64,
+    choices: &crate::restore::Choices,
 ) -> Result<(), CrpError> {
     let file_fds = open_mapped_files(injector, &image.vmas)?;
     let frozen = image.cpu.registers.to_registers()?;
@@ -60,7 +61,7 @@ pub fn rebuild(
     }
     check_registers(&after, &resumed)?;
 
-    finish_from_outside(injector, pid, image, &resumed)
+    finish_from_outside(injector, pid, image, &resumed, choices)
 }
 
 /// Opens every distinct mapped file in the child; the module maps them by
@@ -266,6 +267,7 @@ fn finish_from_outside(
     pid: Pid,
     image: &ProcessImage,
     resumed: &Registers,
+    choices: &crate::restore::Choices,
 ) -> Result<(), CrpError> {
     let raw = pid.as_raw();
     let (vdso_start, vdso_end) = image
@@ -279,7 +281,7 @@ fn finish_from_outside(
     injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
         image.mm.restore_exe_link(injector)?;
         image.locks.register_rseq(injector)?;
-        crate::restore::restore_attributes(injector, pid, image)
+        crate::restore::restore_attributes(injector, pid, image, choices)
     })?;
 
     // Back to exactly what the module left (the syscalls above used the

@@ -34,7 +34,82 @@ pub struct RestorePlan {
     pub backend: Backend,
     /// Restore another user's image with crp's own credentials.
     pub trust_image: bool,
+    /// What the restored process's fds 0, 1 and 2 become.
+    pub streams: [StreamChoice; 3],
+    /// A file to write the restored process's PID into once it runs.
+    pub pidfile: Option<PathBuf>,
 }
+
+/// What one standard stream of the restored process becomes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StreamChoice {
+    /// As the image says: a terminal or pipe becomes crp restore's own
+    /// stream, a regular file is reopened at its offset.
+    #[default]
+    AsDumped,
+    /// crp restore's own stream, whatever the image recorded.
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// This file (read for stdin; created or appended to for the others).
+    File(PathBuf),
+}
+
+impl std::str::FromStr for StreamChoice {
+    type Err = std::convert::Infallible;
+
+    /// `inherit`, `null`, or a file path.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "inherit" => Self::Inherit,
+            "null" => Self::Null,
+            path => Self::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// What the user asked of this restore beyond the image: the identity files
+/// are opened as, and where the standard streams come from.
+#[derive(Debug, Default)]
+pub struct Choices {
+    pub open_as: Option<trust::OpenAs>,
+    pub streams: crp_compound::files::Streams,
+}
+
+/// The files the chosen streams come from, opened by crp (on its user's
+/// request, with its credentials) before the child exists, so that a bad
+/// path fails first; the child inherits them and hands them over.
+fn open_streams(choices: &[StreamChoice; 3]) -> Result<(Vec<std::fs::File>, crp_compound::files::Streams), CrpError> {
+    let mut streams = crp_compound::files::Streams::default();
+    let mut files = Vec::new();
+    for (stream, choice) in choices.iter().enumerate() {
+        let path = match choice {
+            StreamChoice::AsDumped => continue,
+            StreamChoice::Inherit => {
+                streams.chosen[stream] = true;
+                continue;
+            }
+            StreamChoice::Null => std::path::Path::new("/dev/null"),
+            StreamChoice::File(path) => path.as_path(),
+        };
+        let mut options = std::fs::OpenOptions::new();
+        if stream == 0 {
+            options.read(true);
+        } else {
+            options.append(true).create(true);
+        }
+        let file = options.open(path).map_err(|source| CrpError::Io {
+            action: format!("open {} for the restored process's {}", path.display(), STREAM_NAMES[stream]),
+            source,
+        })?;
+        streams.sources[stream] = file.as_raw_fd();
+        streams.chosen[stream] = true;
+        files.push(file);
+    }
+    Ok((files, streams))
+}
+
+const STREAM_NAMES: [&str; 3] = ["stdin", "stdout", "stderr"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreOutcome {
@@ -55,6 +130,10 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         &image.credentials.ids,
         plan.trust_image,
     )?;
+    let (_stream_files, streams) = open_streams(&plan.streams)?;
+    let choices = Choices { open_as, streams };
+    // Created (empty) now, so that an unwritable pid file fails first.
+    let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;
     if !plan.detach {
         ignore_terminal_interrupts();
     }
@@ -75,9 +154,13 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         .as_ref()
         .map(|(device, image_file)| InheritedFds { device: device.raw_fd(), image: image_file.as_raw_fd() });
     cancel::check("restore")?;
-    build(&child, &image, &reader, fds, open_as.as_ref())?;
+    build(&child, &image, &reader, fds, &choices)?;
     drop(kmod);
     let pid = child.disarm();
+    if let Some(pidfile) = pidfile {
+        // The process runs already: a failure here is reported, not undone.
+        pidfile.write(pid.as_raw())?;
+    }
     if plan.detach {
         return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });
     }
@@ -91,8 +174,40 @@ fn create_child(pid: i32, pid_must_match: bool) -> Result<ChildGuard, CrpError> 
     match spawn_stopped_child(Some(pid), Some(faults::reached)) {
         Ok(child) => Ok(child),
         Err(EngineError::Spawn { .. }) if pid_must_match && pid_in_use(pid) => Err(CrpError::PidTaken { pid }),
-        Err(EngineError::Spawn { .. }) if pid_in_use(pid) => Ok(spawn_stopped_child(None, Some(faults::reached))?),
+        Err(EngineError::Spawn { .. }) if pid_in_use(pid) => {
+            let child = spawn_stopped_child(None, Some(faults::reached))?;
+            eprintln!(
+                "crp: warning: pid {pid} is in use; the process is restored as pid {} (--pid-must-match refuses instead)",
+                child.pid()
+            );
+            Ok(child)
+        }
         Err(other) => Err(other.into()),
+    }
+}
+
+/// `--pidfile`: created before the child exists, written once it runs.
+struct PidFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> Result<Self, CrpError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|source| CrpError::Io { action: format!("create pid file {}", path.display()), source })?;
+        Ok(Self { path: path.to_owned(), file })
+    }
+
+    fn write(mut self, pid: i32) -> Result<(), CrpError> {
+        use std::io::Write;
+        writeln!(self.file, "{pid}")
+            .and_then(|()| self.file.sync_all())
+            .map_err(|source| CrpError::Io { action: format!("write pid file {}", self.path.display()), source })
     }
 }
 
@@ -106,7 +221,7 @@ fn build(
     image: &ProcessImage,
     reader: &ImageReader,
     kmod: Option<InheritedFds>,
-    open_as: Option<&trust::OpenAs>,
+    choices: &Choices,
 ) -> Result<(), CrpError> {
     let pid = child.pid();
     let raw = pid.as_raw();
@@ -128,12 +243,12 @@ fn build(
     // with everything else; the vDSO moves over them if it must.
     bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
     // Everything opened from here on is opened as the image's owner.
-    if let Some(identity) = open_as {
+    if let Some(identity) = &choices.open_as {
         trust::open_as(&mut injector, identity)?;
     }
     match kmod {
-        None => rebuild_by_injection(&mut injector, pid, image, reader, gadget)?,
-        Some(fds) => crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address)?,
+        None => rebuild_by_injection(&mut injector, pid, image, reader, gadget, choices)?,
+        Some(fds) => crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address, choices)?,
     }
     let mut pending = injector.take_deferred_signals();
     if image.task.stopped {
@@ -159,13 +274,14 @@ fn rebuild_by_injection(
     image: &ProcessImage,
     reader: &ImageReader,
     gadget: bootstrap::Gadget,
+    choices: &Choices,
 ) -> Result<(), CrpError> {
     let raw = pid.as_raw();
     memory::map_and_fill(injector, pid, &image.vmas, reader)?;
     image.mm.restore(injector)?;
     image.signals.restore(injector)?;
     image.locks.restore(injector)?;
-    restore_attributes(injector, pid, image)?;
+    restore_attributes(injector, pid, image, choices)?;
     // The gadget unmaps itself; the step stops at the syscall's exit,
     // before the next instruction would be fetched from the gone page.
     injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
@@ -184,10 +300,15 @@ fn rebuild_by_injection(
 /// are in place: comm, cwd, umask, personality, CPU affinity, descriptors,
 /// resource limits, interval timers, and last the credentials (the last
 /// privileged step: from then on the process is its own user).
-pub(crate) fn restore_attributes(injector: &mut Injector, pid: Pid, image: &ProcessImage) -> Result<(), CrpError> {
+pub(crate) fn restore_attributes(
+    injector: &mut Injector,
+    pid: Pid,
+    image: &ProcessImage,
+    choices: &Choices,
+) -> Result<(), CrpError> {
     image.task.restore(injector)?;
     image.task.restore_affinity(pid.as_raw())?;
-    crp_compound::files::restore(injector, &image.files)?;
+    crp_compound::files::restore(injector, &image.files, &choices.streams)?;
     crp_compound::rlimits::restore(injector, &image.rlimits)?;
     image.timers.restore(injector)?;
     // The death signal that tied the child to crp until now (the

@@ -92,7 +92,7 @@ fn after_acceptance(image: &ProcessImage, reader: &ImageReader) -> Result<(), St
     image.signals.restore(&mut kernel).map_err(engine("signals"))?;
     image.locks.restore(&mut kernel).map_err(|error| format!("locks failed after the child exists: {error}"))?;
     image.task.restore(&mut kernel).map_err(engine("task"))?;
-    crp_compound::files::restore(&mut kernel, &image.files).map_err(engine("files"))?;
+    crp_compound::files::restore(&mut kernel, &image.files, &Default::default()).map_err(engine("files"))?;
     crp_compound::rlimits::restore(&mut kernel, &image.rlimits).map_err(engine("rlimits"))?;
     image.timers.restore(&mut kernel).map_err(engine("timers"))?;
     let restorer = crp_compound::creds::IdsAndCapabilities { cap_bounding: u64::MAX, ..Default::default() };
