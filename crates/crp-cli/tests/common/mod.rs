@@ -317,3 +317,53 @@ pub fn slept_seconds(stdout: &str) -> f64 {
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or_else(|| panic!("no slept= in {stdout:?}"))
 }
+
+/// CPU seconds (user + system) `pid` has used, from /proc/PID/stat; also
+/// readable while it is a zombie.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, after_comm) = stat.rsplit_once(") ").unwrap();
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of proc(5); index 0 is field 3.
+    let ticks: u64 = fields[14 - 3].parse::<u64>().unwrap() + fields[15 - 3].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the C library.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / ticks_per_second as f64
+}
+
+/// The spin subject with a 4 CPU-second ITIMER_PROF, dumped (with
+/// `dump_arguments`) after about 2 CPU-seconds and restored (with
+/// `restore_arguments`): the restored process must use what was left, not
+/// 4 again (and not forever, as with the timer lost). Time is CPU time
+/// throughout, so a loaded machine or a slow VM changes nothing.
+pub fn cpu_itimer_round_trip(dump_arguments: &[&str], restore_arguments: &[&str]) {
+    const TIMER_SECONDS: f64 = 4.0;
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["spin", "4", "prof"]);
+    let mut subject = Subject::spawn(command);
+    while cpu_seconds(subject.pid) < TIMER_SECONDS / 2.0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let image = directory.path().join("spin.crp");
+    dump_ok(subject.pid, &image, dump_arguments);
+    // The dump killed it; until reaped its CPU time is still shown.
+    while !status_field(subject.pid, "State").starts_with('Z') {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let used_before = cpu_seconds(subject.pid);
+    assert_killed(subject.wait());
+    let output = restore(&image, restore_arguments, "");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    let prefix = format!("OK pid={} registers kept cpu=", subject.pid);
+    let used_after: f64 = stdout
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("expected {prefix}SECONDS, got {stdout:?}"));
+    let left = TIMER_SECONDS - used_before;
+    assert!(
+        (left - 0.25..left + 0.5).contains(&used_after),
+        "used {used_before:.2} s before the dump, so {left:.2} s were left; the restored process used {used_after:.2} s"
+    );
+}
