@@ -8,7 +8,7 @@ use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping, resume_registers};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::pagemap::PageMap;
-use crp_compound::rlimits::Limit;
+use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::SignalState;
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
@@ -16,7 +16,7 @@ use crp_compound::vma::{VmaRecord, capture_vma};
 use crp_image::ImageWriter;
 use crp_locks::LockState;
 use crp_ptrace::procfs::{self, MapsEntry};
-use crp_ptrace::{Frozen, TraceeExt};
+use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 
 use crate::error::CrpError;
 use crate::kmod::Device;
@@ -155,7 +155,7 @@ fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, C
     // Parked, the process survives crp's death at any moment: it resumes
     // where it was frozen (see crp_ptrace::Frozen).
     frozen.park(&maps, syscall_ip, resume_registers(&registers))?;
-    let Injected { mm, signals, locks, credentials, rlimits, timers } = capture_by_injection(frozen)?;
+    let Injected { mm, signals, locks, credentials, rlimits, timers, task } = capture_by_injection(frozen, stopped)?;
     frozen.unpark()?;
     let state = ProcessImage {
         pid,
@@ -167,7 +167,7 @@ fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, C
         mm,
         files: crp_compound::files::capture(pid)?,
         signals,
-        task: TaskIdentity::capture(pid, stopped)?,
+        task,
         credentials,
         rlimits,
         timers,
@@ -183,7 +183,7 @@ fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Capture
     let dump = device.dump_task(pid)?;
     device.attach(pid)?;
     let vmas = capture::vma_records(pid, &dump)?;
-    let mut task = TaskIdentity::capture(pid, stopped)?;
+    let mut task = TaskIdentity::read(pid, stopped)?;
     task.personality = u64::from(dump.state.personality);
     let state = ProcessImage {
         pid,
@@ -197,7 +197,7 @@ fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Capture
         signals: capture::signal_state(&dump),
         task,
         credentials: capture::credentials(pid, &dump)?,
-        rlimits: capture::rlimits(&dump),
+        rlimits: capture::rlimits(&dump).into(),
         timers: capture::interval_timers(&dump),
         locks: capture::lock_state(&dump),
     };
@@ -222,19 +222,24 @@ struct Injected {
     signals: SignalState,
     locks: LockState,
     credentials: Credentials,
-    rlimits: Vec<Limit>,
+    rlimits: ResourceLimits,
+    task: TaskIdentity,
     timers: IntervalTimers,
 }
 
-fn capture_by_injection(frozen: &mut Frozen) -> Result<Injected, CrpError> {
+/// Each kind read by injection, through its [`Persist`] impl; they are
+/// independent of each other, so their order is free.
+fn capture_by_injection(frozen: &mut Frozen, stopped: bool) -> Result<Injected, CrpError> {
     frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let context = &mut Capture { tracee, stopped_before_freeze: stopped };
         Ok(Injected {
-            mm: MmFields::capture(tracee)?,
-            signals: SignalState::capture(tracee)?,
-            locks: LockState::capture(tracee)?,
-            credentials: Credentials::capture(tracee)?,
-            rlimits: crp_compound::rlimits::capture(tracee)?,
-            timers: IntervalTimers::capture(tracee)?,
+            mm: MmFields::capture(context)?,
+            signals: SignalState::capture(context)?,
+            locks: LockState::capture(context)?,
+            credentials: Credentials::capture(context)?,
+            rlimits: ResourceLimits::capture(context)?,
+            timers: IntervalTimers::capture(context)?,
+            task: TaskIdentity::capture(context)?,
         })
     })
 }

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod inspect;
 pub mod kmod;
 pub mod model;
+pub mod plan;
 pub mod preflight;
 pub mod restore;
 

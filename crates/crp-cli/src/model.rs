@@ -5,7 +5,7 @@ use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::files::FdRecord;
 use crp_compound::mm::MmFields;
-use crp_compound::rlimits::Limit;
+use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::SignalState;
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
@@ -28,7 +28,7 @@ pub struct ProcessImage {
     pub signals: SignalState,
     pub task: TaskIdentity,
     pub credentials: Credentials,
-    pub rlimits: Vec<Limit>,
+    pub rlimits: ResourceLimits,
     pub timers: IntervalTimers,
     /// Locks and registrations.
     pub locks: LockState,

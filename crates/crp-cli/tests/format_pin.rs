@@ -102,7 +102,7 @@ fn reference_image() -> ProcessImage {
             keep_caps: false,
             dumpable: 1,
         },
-        rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }],
+        rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32], [1; 32], [0; 32]] },
         locks: LockState {
             robust_list_head: 0x7f00_0000_1000,

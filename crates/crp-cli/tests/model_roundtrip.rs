@@ -195,7 +195,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     signals,
                     task,
                     credentials,
-                    rlimits,
+                    rlimits: rlimits.into(),
                     timers,
                     locks,
                 }

@@ -272,7 +272,7 @@ fn privileges_crp_lacks_are_refused_before_anything_is_created() {
     let lacks_sys_resource = crp_compound::creds::own_status().unwrap().cap_effective & (1 << 24) == 0;
     if lacks_sys_resource && own_hard != u64::MAX {
         let higher_limit = rewritten_image(&image, |image| {
-            for limit in &mut image.rlimits {
+            for limit in image.rlimits.iter_mut() {
                 if limit.resource == libc::RLIMIT_NOFILE {
                     limit.hard = own_hard + 1;
                 }

@@ -8,7 +8,7 @@
 //! no_new_privs come last.
 
 use crp_ptrace::procfs::{Fields, ProcError};
-use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
 
 use crate::error::CompoundError;
 use crate::valid::Invalid;
@@ -92,7 +92,7 @@ pub fn own_status() -> Result<IdsAndCapabilities, CompoundError> {
 impl Credentials {
     /// Reads ids and capability sets from /proc, keep-caps and dumpable by
     /// injected prctl.
-    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
+    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
         let ids = read_status(tracee.pid())?;
         let keep_caps = tracee.syscall("prctl(PR_GET_KEEPCAPS)", libc::SYS_prctl, [PR_GET_KEEPCAPS, 0, 0, 0, 0, 0])?;
         let dumpable = tracee.syscall("prctl(PR_GET_DUMPABLE)", libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])?;
@@ -119,7 +119,7 @@ impl Credentials {
 
     /// Makes the tracee's credentials the image's. Must be the last
     /// privileged step of a restore.
-    pub fn restore(&self, tracee: &mut dyn Tracee, restorer: &IdsAndCapabilities) -> Result<(), EngineError> {
+    pub fn restore_as(&self, tracee: &mut dyn Tracee, restorer: &IdsAndCapabilities) -> Result<(), EngineError> {
         for capability in 0..CAPABILITY_BITS {
             let bit = 1u64 << capability;
             if restorer.cap_bounding & bit != 0 && self.ids.cap_bounding & bit == 0 {
@@ -171,6 +171,21 @@ impl Credentials {
             tracee.syscall("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, [PR_SET_NO_NEW_PRIVS, arg(1), 0, 0, 0, 0])?;
         }
         Ok(())
+    }
+}
+
+impl Persist for Credentials {
+    const KIND: &'static str = "credentials";
+    type Error = CompoundError;
+
+    fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
+        Self::capture_from(context.tracee)
+    }
+
+    /// From crp's own credentials to the image's: the last privileged step.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
+        let restorer = own_status()?;
+        Ok(self.restore_as(context.tracee, &restorer)?)
     }
 }
 

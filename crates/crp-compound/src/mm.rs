@@ -3,7 +3,7 @@
 //! and the executable link. Restored in one `prctl(PR_SET_MM_MAP)`.
 
 use crp_ptrace::procfs::Stat;
-use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
 use crate::valid::{Invalid, check_path};
@@ -75,7 +75,7 @@ pub fn exe_path_of(pid: i32) -> Result<String, CompoundError> {
 impl MmFields {
     /// Reads the fields of a stopped tracee; brk is not in /proc, so it is
     /// read with an injected `brk(0)`.
-    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
+    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
         let pid = tracee.pid();
         let stat = Stat::read(pid)?;
         let auxv_path = format!("/proc/{pid}/auxv");
@@ -217,7 +217,7 @@ impl MmFields {
 
     /// Sets every field with `PR_SET_MM_MAP`, the executable link included.
     /// Must run after the restorer's own executable is unmapped.
-    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+    fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         let auxv: Vec<u8> = self.auxv.iter().flat_map(|word| word.to_le_bytes()).take(MAX_AUXV_BYTES).collect();
         let mut scratch = tracee.scratch();
         let exe_path = scratch.push_c_string(self.exe_path.as_bytes());
@@ -258,6 +258,21 @@ impl MmFields {
         );
         tracee.syscall("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
         result.map(drop)
+    }
+}
+
+impl Persist for MmFields {
+    const KIND: &'static str = "mm fields";
+    type Error = CompoundError;
+
+    fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
+        Self::capture_from(context.tracee)
+    }
+
+    /// `PR_SET_MM_MAP`, the executable link included: after the memory is
+    /// in place and crp's own executable is unmapped.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
+        Ok(self.restore_into(context.tracee)?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Resource limits (RLIMIT_*), read and set with injected `prlimit64` so
 //! that they apply to the process itself.
 
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
 
 use crate::valid::Invalid;
 
@@ -42,8 +42,47 @@ impl Limit {
     }
 }
 
+/// Every resource limit of a process, as one kind of state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ResourceLimits(pub Vec<Limit>);
+
+impl From<Vec<Limit>> for ResourceLimits {
+    fn from(limits: Vec<Limit>) -> Self {
+        Self(limits)
+    }
+}
+
+impl std::ops::Deref for ResourceLimits {
+    type Target = Vec<Limit>;
+
+    fn deref(&self) -> &Vec<Limit> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ResourceLimits {
+    fn deref_mut(&mut self) -> &mut Vec<Limit> {
+        &mut self.0
+    }
+}
+
+impl Persist for ResourceLimits {
+    const KIND: &'static str = "resource limits";
+    type Error = EngineError;
+
+    /// prlimit64 of every resource, injected.
+    fn capture(context: &mut Capture<'_>) -> Result<Self, EngineError> {
+        capture(context.tracee).map(Self)
+    }
+
+    /// Raising a hard limit needs crp's privileges: before the credentials.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), EngineError> {
+        restore(context.tracee, &self.0)
+    }
+}
+
 /// Every limit of the tracee.
-pub fn capture(tracee: &mut dyn Tracee) -> Result<Vec<Limit>, EngineError> {
+fn capture(tracee: &mut dyn Tracee) -> Result<Vec<Limit>, EngineError> {
     let mut scratch = tracee.scratch();
     let buffer = scratch.reserve(RLIMIT64_SIZE * RESOURCE_COUNT);
     scratch.commit(tracee)?;
@@ -65,7 +104,7 @@ pub fn capture(tracee: &mut dyn Tracee) -> Result<Vec<Limit>, EngineError> {
 }
 
 /// Sets every limit in the tracee.
-pub fn restore(tracee: &mut dyn Tracee, limits: &[Limit]) -> Result<(), EngineError> {
+fn restore(tracee: &mut dyn Tracee, limits: &[Limit]) -> Result<(), EngineError> {
     let mut scratch = tracee.scratch();
     let addresses: Vec<(u32, u64)> = limits
         .iter()
@@ -107,6 +146,31 @@ pub fn first_above(limits: &[Limit], own: impl Fn(u32) -> Option<u64>) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+    use crp_ptrace::{Capture, Restore};
+
+    #[test]
+    fn every_limit_is_read_and_set_back_by_prlimit64() {
+        let mut process = FakeTracee::answering(|call, memory| {
+            if call.number == libc::SYS_prlimit64 && call.args[3] != 0 {
+                let resource = call.args[1];
+                memory.write(call.args[3], &[resource.to_le_bytes(), (resource + 100).to_le_bytes()].concat());
+            }
+            0
+        });
+        let limits =
+            ResourceLimits::capture(&mut Capture { tracee: &mut process, stopped_before_freeze: false }).unwrap();
+        assert_eq!(limits.len(), RESOURCE_COUNT);
+        assert_eq!(limits[7], Limit { resource: 7, soft: 7, hard: 107 });
+
+        let mut restored = FakeTracee::default();
+        limits.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        let calls = restored.calls_of(libc::SYS_prlimit64);
+        assert_eq!(calls.len(), RESOURCE_COUNT);
+        let nofile = calls.iter().find(|call| call.args[1] == 7).unwrap();
+        assert_eq!(restored.memory.read(nofile.args[2], 16), [7u64.to_le_bytes(), 107u64.to_le_bytes()].concat());
+    }
+
 
     #[test]
     fn limits_above_the_restorer_are_found() {

@@ -3,7 +3,7 @@
 //! mask. Pending signals are refused by the dump's preflight.
 
 use crp_ptrace::procfs::Fields;
-use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
 
 use crate::error::CompoundError;
 use crate::valid::Invalid;
@@ -40,7 +40,7 @@ fn catchable_signals() -> impl Iterator<Item = (i32, usize)> {
 }
 
 impl SignalState {
-    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
+    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
         // The process's own mask: crp blocks every signal while it works.
         let blocked = tracee.blocked_signals()?;
         let mut scratch = tracee.scratch();
@@ -102,7 +102,7 @@ impl SignalState {
 
     /// Installs every disposition and the alternate stack. The blocked mask
     /// is set last, by the engine, right before the process runs.
-    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+    fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         let mut scratch = tracee.scratch();
         let mut addresses = Vec::with_capacity(self.actions.len());
         for action in &self.actions {
@@ -145,9 +145,55 @@ pub fn pending_in(status: &Fields) -> Result<Option<String>, CompoundError> {
     Ok(None)
 }
 
+impl Persist for SignalState {
+    const KIND: &'static str = "signal dispositions and alternate stack";
+    type Error = CompoundError;
+
+    fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
+        Self::capture_from(context.tracee)
+    }
+
+    /// Dispositions and altstack; the blocked mask is set by the engine
+    /// with the registers, right before the process runs.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
+        Ok(self.restore_into(context.tracee)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn dispositions_altstack_and_mask_round_trip_through_injected_calls() {
+        let mut process = FakeTracee::answering(|call, memory| {
+            if call.number == libc::SYS_rt_sigaction && call.args[0] == libc::SIGUSR1 as u64 {
+                let action = [0x1234u64, 0x0400_0000, 0x5678, 1 << 1];
+                memory.write(call.args[2], &action.map(u64::to_le_bytes).concat());
+            }
+            if call.number == libc::SYS_sigaltstack {
+                memory.write(call.args[1], &[0x9000u64, 0, 0x4000].map(u64::to_le_bytes).concat());
+            }
+            0
+        });
+        process.blocked = 1 << (libc::SIGUSR2 - 1);
+        let state = SignalState::capture(&mut Capture { tracee: &mut process, stopped_before_freeze: false }).unwrap();
+        assert_eq!(state.blocked, 1 << (libc::SIGUSR2 - 1));
+        let usr1 = state.actions.iter().find(|action| action.signal == libc::SIGUSR1).unwrap();
+        assert_eq!((usr1.handler, usr1.restorer), (0x1234, 0x5678));
+        assert_eq!((state.altstack_sp, state.altstack_size), (0x9000, 0x4000));
+        assert_eq!(state.actions.len(), 62, "every signal but SIGKILL and SIGSTOP");
+
+        let mut restored = FakeTracee::default();
+        state.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        assert_eq!(restored.calls_of(libc::SYS_rt_sigaction).len(), 62);
+        let usr1_call = restored.calls_of(libc::SYS_rt_sigaction).into_iter().find(|call| call.args[0] == 10).unwrap();
+        assert_eq!(restored.memory.read(usr1_call.args[1], 8), 0x1234u64.to_le_bytes());
+        let altstack = restored.calls_of(libc::SYS_sigaltstack)[0].args[0];
+        assert_eq!(restored.memory.read(altstack, 8), 0x9000u64.to_le_bytes());
+    }
+
 
     fn status(text: &str) -> Fields {
         Fields::parse("/proc/9/status", text).unwrap()

@@ -2,8 +2,8 @@
 //! personality, CPU affinity, and whether it was stopped.
 
 use crp_ptrace::procfs::{Fields, ProcError};
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
-use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
+use nix::sched::{CpuSet, sched_getaffinity};
 use nix::unistd::Pid;
 
 use crate::error::CompoundError;
@@ -27,9 +27,10 @@ pub struct TaskIdentity {
 }
 
 impl TaskIdentity {
-    /// `stopped` is whether the process was in a group stop before crp
-    /// froze it (afterwards /proc shows crp's own tracing stop).
-    pub fn capture(pid: i32, stopped: bool) -> Result<Self, CompoundError> {
+    /// Reads it from /proc (nothing is injected). `stopped` is whether the
+    /// process was in a group stop before crp froze it (afterwards /proc
+    /// shows crp's own tracing stop).
+    pub fn read(pid: i32, stopped: bool) -> Result<Self, CompoundError> {
         let read = |name: &str| {
             let path = format!("/proc/{pid}/{name}");
             std::fs::read_to_string(&path).map_err(CompoundError::io("read", path))
@@ -49,24 +50,35 @@ impl TaskIdentity {
         })
     }
 
-    /// Sets the CPU affinity of `pid` (from outside: crp's own permission
-    /// suffices). CPUs this machine lacks are dropped; when none is left the
-    /// process may run anywhere crp may.
-    pub fn restore_affinity(&self, pid: i32) -> Result<(), CompoundError> {
-        let pid = Pid::from_raw(pid);
-        let ptrace_error = |operation| move |errno| CompoundError::Ptrace { operation, pid: pid.as_raw(), errno };
-        let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(ptrace_error("sched_getaffinity"))?;
-        let mut wanted = CpuSet::new();
-        let mut any = false;
-        for cpu in &self.cpu_affinity {
+    /// Sets the CPU affinity (an injected sched_setaffinity). CPUs crp may
+    /// not use are dropped; when none is left the process may run anywhere
+    /// crp may.
+    fn restore_affinity(&self, tracee: &mut dyn Tracee) -> Result<(), CompoundError> {
+        let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(|errno| CompoundError::Ptrace {
+            operation: "sched_getaffinity",
+            pid: std::process::id().cast_signed(),
+            errno,
+        })?;
+        // is_set fails only for a CPU beyond CpuSet::count(): one crp may not use.
+        let may_use = |cpu: usize| allowed.is_set(cpu).unwrap_or(false);
+        let wanted: Vec<usize> = self
+            .cpu_affinity
+            .iter()
             // A CPU number this machine cannot even represent is one it lacks.
-            let index = usize::try_from(*cpu).unwrap_or(usize::MAX);
-            // is_set fails only for a CPU beyond CpuSet::count(): one crp may not use.
-            if allowed.is_set(index).unwrap_or(false) {
-                any |= wanted.set(index).is_ok();
-            }
+            .filter_map(|cpu| usize::try_from(*cpu).ok())
+            .filter(|cpu| may_use(*cpu))
+            .collect();
+        let cpus: Vec<usize> =
+            if wanted.is_empty() { (0..CpuSet::count()).filter(|cpu| may_use(*cpu)).collect() } else { wanted };
+        let mut mask = vec![0u8; CpuSet::count().div_ceil(8)];
+        for cpu in cpus {
+            mask[cpu / 8] |= 1 << (cpu % 8);
         }
-        sched_setaffinity(pid, if any { &wanted } else { &allowed }).map_err(ptrace_error("sched_setaffinity"))
+        let mut scratch = tracee.scratch();
+        let address = scratch.push(&mask);
+        scratch.commit(tracee)?;
+        tracee.syscall("sched_setaffinity", libc::SYS_sched_setaffinity, [0, mask.len() as u64, address, 0, 0, 0])?;
+        Ok(())
     }
 
     /// Refuses what the restore would set wrongly or not at all: a comm
@@ -84,7 +96,7 @@ impl TaskIdentity {
     }
 
     /// Sets comm, cwd, umask and personality in the process being restored.
-    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+    fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         let mut scratch = tracee.scratch();
         let comm = scratch.push_c_string(self.comm.as_bytes());
         let cwd = scratch.push_c_string(self.cwd.as_bytes());
@@ -94,6 +106,22 @@ impl TaskIdentity {
         tracee.syscall("umask", libc::SYS_umask, [u64::from(self.umask), 0, 0, 0, 0, 0])?;
         tracee.syscall("personality", libc::SYS_personality, [self.personality, 0, 0, 0, 0, 0])?;
         Ok(())
+    }
+}
+
+impl Persist for TaskIdentity {
+    const KIND: &'static str = "comm, cwd, umask, personality and CPU affinity";
+    type Error = CompoundError;
+
+    fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
+        Self::read(context.tracee.pid(), context.stopped_before_freeze)
+    }
+
+    /// The cwd is entered with the file-system credentials the process has
+    /// at that moment: before its own credentials are restored.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
+        self.restore_into(context.tracee)?;
+        self.restore_affinity(context.tracee)
     }
 }
 
@@ -141,6 +169,40 @@ fn parse_umask(status: &Fields) -> Result<u32, ProcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn name_cwd_umask_personality_and_affinity_are_set_by_injected_calls() {
+        let identity = TaskIdentity {
+            comm: "worker".into(),
+            cwd: "/srv".into(),
+            umask: 0o027,
+            personality: 0x0040_0000,
+            stopped: false,
+            cpu_affinity: vec![0],
+        };
+        // The scratch area is reused from call to call: read what a call
+        // points to when it is made.
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let record = std::rc::Rc::clone(&seen);
+        let mut restored = FakeTracee::answering(move |call, memory| {
+            if call.number == libc::SYS_chdir {
+                record.borrow_mut().push(memory.read(call.args[0], 5));
+            }
+            0
+        });
+        identity.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        let numbers: Vec<i64> = restored.calls.iter().map(|call| call.number).collect();
+        assert_eq!(
+            numbers,
+            [libc::SYS_prctl, libc::SYS_chdir, libc::SYS_umask, libc::SYS_personality, libc::SYS_sched_setaffinity]
+        );
+        assert_eq!(seen.borrow().as_slice(), [b"/srv\0".to_vec()]);
+        assert_eq!(restored.calls_of(libc::SYS_umask)[0].args[0], 0o027);
+        let affinity = restored.calls_of(libc::SYS_sched_setaffinity)[0];
+        assert_eq!(restored.memory.read(affinity.args[2], 1)[0] & 1, 1, "CPU 0 kept");
+    }
+
 
     #[test]
     fn identity_files_parse() {
@@ -164,7 +226,7 @@ mod tests {
     #[test]
     fn own_identity_is_captured() {
         let pid = std::process::id().cast_signed();
-        let identity = TaskIdentity::capture(pid, false).unwrap();
+        let identity = TaskIdentity::read(pid, false).unwrap();
         assert!(!identity.comm.is_empty() && identity.cwd.starts_with('/'));
         assert!(!identity.cpu_affinity.is_empty());
     }

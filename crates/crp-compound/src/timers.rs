@@ -2,7 +2,7 @@
 //! ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF, re-armed at restore. POSIX
 //! timers (timer_create) are refused until they are supported.
 
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
 
 use crate::error::{CompoundError, Unsupported};
 use crate::valid::Invalid;
@@ -32,7 +32,7 @@ fn is_armed(raw: &[u8; ITIMERVAL_SIZE]) -> bool {
 }
 
 impl IntervalTimers {
-    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, EngineError> {
+    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, EngineError> {
         let mut scratch = tracee.scratch();
         let buffer = scratch.reserve(ITIMERVAL_SIZE * WHICH.len());
         scratch.commit(tracee)?;
@@ -85,7 +85,7 @@ impl IntervalTimers {
     }
 
     /// Re-arms every timer that was running.
-    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+    fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         for ((which, _), raw) in WHICH.iter().zip(&self.timers) {
             if !is_armed(raw) {
                 continue;
@@ -104,9 +104,48 @@ impl IntervalTimers {
     }
 }
 
+impl Persist for IntervalTimers {
+    const KIND: &'static str = "interval timers";
+    type Error = EngineError;
+
+    /// getitimer of each timer, injected.
+    fn capture(context: &mut Capture<'_>) -> Result<Self, EngineError> {
+        Self::capture_from(context.tracee)
+    }
+
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), EngineError> {
+        self.restore_into(context.tracee)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn timers_are_read_by_getitimer_and_only_running_ones_rearmed() {
+        let mut process = FakeTracee::answering(|call, memory| {
+            if call.number == libc::SYS_getitimer && call.args[0] == 0 {
+                let mut real = [0u8; ITIMERVAL_SIZE];
+                real[16..24].copy_from_slice(&2u64.to_le_bytes()); // 2 s left
+                memory.write(call.args[1], &real);
+            }
+            0
+        });
+        let timers =
+            IntervalTimers::capture(&mut Capture { tracee: &mut process, stopped_before_freeze: false }).unwrap();
+        assert_eq!(process.calls_of(libc::SYS_getitimer).len(), 3);
+        assert_eq!(timers.armed().collect::<Vec<_>>(), vec!["ITIMER_REAL"]);
+
+        let mut restored = FakeTracee::default();
+        timers.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        let calls = restored.calls_of(libc::SYS_setitimer);
+        assert_eq!(calls.len(), 1, "only ITIMER_REAL runs");
+        assert_eq!(calls[0].args[0], 0);
+        assert_eq!(restored.memory.read(calls[0].args[1], ITIMERVAL_SIZE), timers.timers[0]);
+    }
+
 
     #[test]
     fn nanoseconds_become_itimervals() {

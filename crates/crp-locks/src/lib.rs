@@ -5,7 +5,7 @@
 //! refused until they are re-acquired at restore.
 
 use crp_ptrace::procfs::ProcError;
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
 use nix::unistd::Pid;
 
 /// `RSEQ_FLAG_UNREGISTER`.
@@ -89,7 +89,7 @@ fn rseq_of(pid: i32) -> Result<Option<RseqRegistration>, LockError> {
 }
 
 impl LockState {
-    pub fn capture(tracee: &mut dyn Tracee) -> Result<Self, LockError> {
+    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, LockError> {
         let rseq = rseq_of(tracee.pid())?;
         let mut scratch = tracee.scratch();
         let head_address = scratch.reserve(8);
@@ -130,7 +130,7 @@ impl LockState {
 
     /// Re-registers robust list, clear_child_tid and rseq; the memory they
     /// point to must already be in place.
-    pub fn restore(&self, tracee: &mut dyn Tracee) -> Result<(), LockError> {
+    fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), LockError> {
         tracee.syscall(
             "set_robust_list",
             libc::SYS_set_robust_list,
@@ -150,9 +150,41 @@ impl LockState {
     }
 }
 
+impl Persist for LockState {
+    const KIND: &'static str = "robust list, rseq and clear_child_tid";
+    type Error = LockError;
+
+    fn capture(context: &mut Capture<'_>) -> Result<Self, LockError> {
+        Self::capture_from(context.tracee)
+    }
+
+    /// The memory these registrations point into must be in place.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), LockError> {
+        self.restore_into(context.tracee)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn robust_list_clear_child_tid_and_rseq_are_registered_again() {
+        let state = LockState {
+            robust_list_head: 0x7f00_0010,
+            robust_list_length: 24,
+            rseq: Some(RseqRegistration { address: 0x7f00_1000, length: 32, signature: 0x5305_3053 }),
+            clear_child_tid: 0x7f00_0020,
+        };
+        let mut restored = FakeTracee::default();
+        state.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        assert_eq!(restored.calls_of(libc::SYS_set_robust_list)[0].args[..2], [0x7f00_0010, 24]);
+        assert_eq!(restored.calls_of(libc::SYS_set_tid_address)[0].args[0], 0x7f00_0020);
+        let rseq = restored.calls_of(libc::SYS_rseq)[0];
+        assert_eq!((rseq.args[0], rseq.args[1], rseq.args[3]), (0x7f00_1000, 32, 0x5305_3053));
+    }
+
 
     #[test]
     fn lock_lines_are_found_in_fdinfo() {

@@ -61,7 +61,7 @@ pub fn rebuild(
     }
     check_registers(&after, &resumed)?;
 
-    finish_from_outside(injector, pid, image, &resumed, choices)
+    finish_from_outside(injector, pid, image, reader, &resumed, choices)
 }
 
 /// Opens every distinct mapped file in the child; the module maps them by
@@ -266,6 +266,7 @@ fn finish_from_outside(
     injector: &mut Injector,
     pid: Pid,
     image: &ProcessImage,
+    reader: &ImageReader,
     resumed: &Registers,
     choices: &crate::restore::Choices,
 ) -> Result<(), CrpError> {
@@ -281,7 +282,8 @@ fn finish_from_outside(
     injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
         image.mm.restore_exe_link(injector)?;
         image.locks.register_rseq(injector)?;
-        crate::restore::restore_attributes(injector, pid, image, choices)
+        let mut rebuild = crate::plan::Rebuild { injector, pid, image, reader, choices };
+        crate::plan::run(crate::plan::FINISH, &mut rebuild)
     })?;
 
     // Back to exactly what the module left (the syscalls above used the

@@ -3,7 +3,7 @@
 //! load its registers and let it run.
 
 mod bootstrap;
-mod memory;
+pub(crate) mod memory;
 pub mod trust;
 pub mod validate;
 
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crp_arch_x86::{VdsoLayout, resume_registers};
 use crp_image::ImageReader;
 use crp_locks::LockState;
-use crp_ptrace::{ChildGuard, EngineError, Injector, TraceeExt, arg, spawn_stopped_child};
+use crp_ptrace::{ChildGuard, EngineError, Injector, TraceeExt, spawn_stopped_child};
 use nix::sys::ptrace;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -24,6 +24,7 @@ use crate::error::CrpError;
 use crate::kmod::Device;
 use crate::kmod::restore::InheritedFds;
 use crate::model::ProcessImage;
+use crate::plan;
 use crate::{cancel, faults};
 
 #[derive(Debug, Clone)]
@@ -277,11 +278,9 @@ fn rebuild_by_injection(
     choices: &Choices,
 ) -> Result<(), CrpError> {
     let raw = pid.as_raw();
-    memory::map_and_fill(injector, pid, &image.vmas, reader)?;
-    image.mm.restore(injector)?;
-    image.signals.restore(injector)?;
-    image.locks.restore(injector)?;
-    restore_attributes(injector, pid, image, choices)?;
+    let mut rebuild = plan::Rebuild { injector: &mut *injector, pid, image, reader, choices };
+    plan::run(plan::BY_INJECTION, &mut rebuild)?;
+    plan::run(plan::FINISH, &mut rebuild)?;
     // The gadget unmaps itself; the step stops at the syscall's exit,
     // before the next instruction would be fetched from the gone page.
     injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
@@ -293,29 +292,6 @@ fn rebuild_by_injection(
         pid: raw,
         errno,
     })?;
-    Ok(())
-}
-
-/// What both back ends set from outside once the process's memory and mm
-/// are in place: comm, cwd, umask, personality, CPU affinity, descriptors,
-/// resource limits, interval timers, and last the credentials (the last
-/// privileged step: from then on the process is its own user).
-pub(crate) fn restore_attributes(
-    injector: &mut Injector,
-    pid: Pid,
-    image: &ProcessImage,
-    choices: &Choices,
-) -> Result<(), CrpError> {
-    image.task.restore(injector)?;
-    image.task.restore_affinity(pid.as_raw())?;
-    crp_compound::files::restore(injector, &image.files, &choices.streams)?;
-    crp_compound::rlimits::restore(injector, &image.rlimits)?;
-    image.timers.restore(injector)?;
-    // The death signal that tied the child to crp until now (the
-    // checkpointed process's own is not recorded yet: it had none).
-    injector.syscall("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, [arg(libc::PR_SET_PDEATHSIG), 0, 0, 0, 0, 0])?;
-    let restorer = crp_compound::creds::own_status()?;
-    image.credentials.restore(injector, &restorer)?;
     Ok(())
 }
 

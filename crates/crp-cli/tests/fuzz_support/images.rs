@@ -163,7 +163,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             keep_caps: false,
             dumpable: 1,
         },
-        rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 4, soft: 0, hard: 0 }],
+        rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 4, soft: 0, hard: 0 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32]; 3] },
         locks: LockState {
             robust_list_head: STACK + 0x1_e000,

@@ -11,6 +11,7 @@ pub mod images;
 pub mod mutate;
 pub mod rng;
 
+use crp_ptrace::{Persist, Restore};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -87,16 +88,18 @@ fn after_acceptance(image: &ProcessImage, reader: &ImageReader) -> Result<(), St
         crp_compound::vma::map_vma(&mut kernel, vma, true).map_err(engine("map_vma"))?;
         crp_compound::vma::finish_vma(&mut kernel, vma, true).map_err(engine("finish_vma"))?;
     }
-    image.mm.restore(&mut kernel).map_err(engine("mm"))?;
-    image.mm.restore_exe_link(&mut kernel).map_err(engine("exe link"))?;
-    image.signals.restore(&mut kernel).map_err(engine("signals"))?;
-    image.locks.restore(&mut kernel).map_err(|error| format!("locks failed after the child exists: {error}"))?;
-    image.task.restore(&mut kernel).map_err(engine("task"))?;
-    crp_compound::files::restore(&mut kernel, &image.files, &Default::default()).map_err(engine("files"))?;
-    crp_compound::rlimits::restore(&mut kernel, &image.rlimits).map_err(engine("rlimits"))?;
-    image.timers.restore(&mut kernel).map_err(engine("timers"))?;
+    let after = |name: &'static str| move |error: String| format!("{name} failed after the child exists: {error}");
+    let mut context = Restore { tracee: &mut kernel };
+    image.mm.restore(&mut context).map_err(|error| after("mm")(error.to_string()))?;
+    image.mm.restore_exe_link(context.tracee).map_err(engine("exe link"))?;
+    image.signals.restore(&mut context).map_err(|error| after("signals")(error.to_string()))?;
+    image.locks.restore(&mut context).map_err(|error| after("locks")(error.to_string()))?;
+    image.task.restore(&mut context).map_err(|error| after("task")(error.to_string()))?;
+    crp_compound::files::restore(context.tracee, &image.files, &Default::default()).map_err(engine("files"))?;
+    image.rlimits.restore(&mut context).map_err(engine("rlimits"))?;
+    image.timers.restore(&mut context).map_err(engine("timers"))?;
     let restorer = crp_compound::creds::IdsAndCapabilities { cap_bounding: u64::MAX, ..Default::default() };
-    image.credentials.restore(&mut kernel, &restorer).map_err(engine("credentials"))?;
+    image.credentials.restore_as(context.tracee, &restorer).map_err(engine("credentials"))?;
     if !kernel.refusals.is_empty() {
         return Err(format!("the kernel would refuse, after the child exists: {}", kernel.refusals.join("; ")));
     }

@@ -1,0 +1,190 @@
+//! The order in which a restore re-establishes each kind of state, as
+//! tables, and the rules that order must keep, each written once with its
+//! reason and checked against the tables by a test.
+//!
+//! The userspace back end runs [`BY_INJECTION`] then [`FINISH`]; the kmod
+//! back end's module does what `BY_INJECTION` does itself, then crp runs
+//! [`FINISH`] from outside. The registers and the blocked mask are loaded
+//! by the engine after the last step, right before release.
+
+use crp_ptrace::{Injector, Persist, Restore, TraceeExt, arg};
+use nix::unistd::Pid;
+
+use crate::error::CrpError;
+use crate::model::ProcessImage;
+use crate::restore::Choices;
+
+/// What a step may use.
+#[derive(Debug)]
+pub struct Rebuild<'a> {
+    pub injector: &'a mut Injector,
+    pub pid: Pid,
+    pub image: &'a ProcessImage,
+    pub reader: &'a crp_image::ImageReader,
+    pub choices: &'a Choices,
+}
+
+/// One line of a plan: a kind of state and how it is re-established.
+#[derive(Clone, Copy)]
+pub struct Step {
+    pub kind: &'static str,
+    pub run: fn(&mut Rebuild<'_>) -> Result<(), CrpError>,
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.kind)
+    }
+}
+
+/// A kind restored by its [`Persist`] impl, from the image field `field`.
+macro_rules! persisted {
+    ($kind:ty, $field:ident) => {
+        Step {
+            kind: <$kind as Persist>::KIND,
+            run: |rebuild| {
+                let image = rebuild.image;
+                Ok(image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector })?)
+            },
+        }
+    };
+}
+
+const MEMORY: &str = "memory";
+const DESCRIPTORS: &str = "descriptors";
+const PARENT_DEATH_SIGNAL: &str = "parent-death signal";
+
+/// What the userspace back end rebuilds by injection before [`FINISH`].
+pub const BY_INJECTION: &[Step] = &[
+    Step {
+        kind: MEMORY,
+        run: |rebuild| {
+            crate::restore::memory::map_and_fill(rebuild.injector, rebuild.pid, &rebuild.image.vmas, rebuild.reader)
+        },
+    },
+    persisted!(crp_compound::mm::MmFields, mm),
+    persisted!(crp_compound::signals::SignalState, signals),
+    persisted!(crp_locks::LockState, locks),
+];
+
+/// What both back ends set from outside once memory and mm are in place.
+pub const FINISH: &[Step] = &[
+    persisted!(crp_compound::task::TaskIdentity, task),
+    Step {
+        kind: DESCRIPTORS,
+        run: |rebuild| {
+            let streams = &rebuild.choices.streams;
+            Ok(crp_compound::files::restore(rebuild.injector, &rebuild.image.files, streams)?)
+        },
+    },
+    persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
+    persisted!(crp_compound::timers::IntervalTimers, timers),
+    Step {
+        kind: PARENT_DEATH_SIGNAL,
+        // The death signal that tied the child to crp until now (the
+        // checkpointed process's own is not recorded yet: it had none).
+        run: |rebuild| {
+            let args = [arg(libc::PR_SET_PDEATHSIG), 0, 0, 0, 0, 0];
+            rebuild.injector.syscall("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, args)?;
+            Ok(())
+        },
+    },
+    persisted!(crp_compound::creds::Credentials, credentials),
+];
+
+/// `(earlier, later, why)`: `earlier` must run before `later`.
+pub const ORDER: &[(&str, &str, &str)] = &[
+    (MEMORY, <crp_compound::mm::MmFields as Persist>::KIND, "PR_SET_MM_MAP checks its addresses against the mappings"),
+    (MEMORY, <crp_locks::LockState as Persist>::KIND, "rseq and the robust list point into the process's memory"),
+    (
+        DESCRIPTORS,
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        "files are opened with crp's credentials (or the image owner's file-system ids), not the process's",
+    ),
+    (
+        <crp_compound::task::TaskIdentity as Persist>::KIND,
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        "the cwd is entered, and the affinity set, with crp's privileges",
+    ),
+    (
+        <crp_compound::rlimits::ResourceLimits as Persist>::KIND,
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        "raising a hard limit needs crp's privileges",
+    ),
+    (
+        PARENT_DEATH_SIGNAL,
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        "once the process is its own user crp may no longer change it",
+    ),
+];
+
+/// The kind that must be last of all: from then on the process is its own
+/// user and crp's privileges are gone from it.
+pub const LAST: &str = <crp_compound::creds::Credentials as Persist>::KIND;
+
+/// Checks a sequence of kinds against [`ORDER`] and [`LAST`].
+pub fn check_order(kinds: &[&str]) -> Result<(), String> {
+    let position = |kind: &str| kinds.iter().position(|candidate| *candidate == kind);
+    for (earlier, later, why) in ORDER {
+        if let (Some(first), Some(second)) = (position(earlier), position(later))
+            && first > second
+        {
+            return Err(format!("{earlier} must come before {later}: {why}"));
+        }
+    }
+    match kinds.last() {
+        Some(last) if *last != LAST && kinds.contains(&LAST) => {
+            Err(format!("{LAST} must come last, not before {last}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs `steps` in order.
+pub fn run(steps: &[Step], rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
+    for step in steps {
+        (step.run)(rebuild)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(steps: &[&[Step]]) -> Vec<&'static str> {
+        steps.iter().flat_map(|steps| steps.iter().map(|step| step.kind)).collect()
+    }
+
+    #[test]
+    fn both_back_ends_plans_keep_every_order_rule() {
+        check_order(&kinds(&[BY_INJECTION, FINISH])).unwrap();
+        check_order(&kinds(&[FINISH])).unwrap();
+    }
+
+    #[test]
+    fn a_plan_that_moves_credentials_before_descriptors_is_refused() {
+        let mut moved = kinds(&[BY_INJECTION, FINISH]);
+        let credentials = moved.iter().position(|kind| *kind == LAST).unwrap();
+        let kind = moved.remove(credentials);
+        let descriptors = moved.iter().position(|kind| *kind == DESCRIPTORS).unwrap();
+        moved.insert(descriptors, kind);
+        let refusal = check_order(&moved).unwrap_err();
+        assert!(refusal.contains("descriptors must come before credentials"), "{refusal}");
+    }
+
+    #[test]
+    fn a_plan_that_sets_mm_fields_before_memory_is_refused() {
+        let mut swapped = kinds(&[BY_INJECTION, FINISH]);
+        swapped.swap(0, 1);
+        assert!(check_order(&swapped).unwrap_err().contains("PR_SET_MM_MAP"));
+    }
+
+    #[test]
+    fn every_kind_appears_once() {
+        let all = kinds(&[BY_INJECTION, FINISH]);
+        for kind in &all {
+            assert_eq!(all.iter().filter(|other| *other == kind).count(), 1, "{kind}");
+        }
+    }
+}
