@@ -252,6 +252,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord], streams: &Streams) -
             FdTarget::Inherited { stream } => {
                 let source = parked.get(usize::from(*stream)).copied().flatten().ok_or(EngineError::Syscall {
                     syscall: "dup3 (crp restore has no such standard stream to hand over)",
+                    args: vec![u64::from(*stream), fd],
                     pid: tracee.pid(),
                     errno: nix::errno::Errno::EBADF,
                 })?;

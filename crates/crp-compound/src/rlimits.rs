@@ -171,7 +171,6 @@ mod tests {
         assert_eq!(restored.memory.read(nofile.args[2], 16), [7u64.to_le_bytes(), 107u64.to_le_bytes()].concat());
     }
 
-
     #[test]
     fn limits_above_the_restorer_are_found() {
         let limits = [Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 3, soft: 8, hard: 16 }];

@@ -194,7 +194,6 @@ mod tests {
         assert_eq!(restored.memory.read(altstack, 8), 0x9000u64.to_le_bytes());
     }
 
-
     fn status(text: &str) -> Fields {
         Fields::parse("/proc/9/status", text).unwrap()
     }

@@ -203,7 +203,6 @@ mod tests {
         assert_eq!(restored.memory.read(affinity.args[2], 1)[0] & 1, 1, "CPU 0 kept");
     }
 
-
     #[test]
     fn identity_files_parse() {
         assert_eq!(parse_comm(3, "my prog\n").unwrap(), "my prog");

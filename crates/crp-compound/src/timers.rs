@@ -146,7 +146,6 @@ mod tests {
         assert_eq!(restored.memory.read(calls[0].args[1], ITIMERVAL_SIZE), timers.timers[0]);
     }
 
-
     #[test]
     fn nanoseconds_become_itimervals() {
         let timers = IntervalTimers::from_nanoseconds([(1_500_000_001, 2_000_000_000), (0, 0), (0, 0)]);

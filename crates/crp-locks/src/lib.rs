@@ -185,7 +185,6 @@ mod tests {
         assert_eq!((rseq.args[0], rseq.args[1], rseq.args[3]), (0x7f00_1000, 32, 0x5305_3053));
     }
 
-
     #[test]
     fn lock_lines_are_found_in_fdinfo() {
         let unlocked = "pos:\t0\nflags:\t02\nmnt_id:\t21\nino:\t77\n";

@@ -8,8 +8,8 @@ pub enum EngineError {
     Ptrace { operation: &'static str, pid: i32, errno: Errno },
     #[error("pid {pid} stopped unexpectedly during {operation}: {status}")]
     UnexpectedStop { operation: &'static str, pid: i32, status: String },
-    #[error("injected {syscall} in pid {pid} failed: {errno}")]
-    Syscall { syscall: &'static str, pid: i32, errno: Errno },
+    #[error("injected {syscall} with ({}) in pid {pid} failed: {errno}", Arguments(args))]
+    Syscall { syscall: &'static str, args: Vec<u64>, pid: i32, errno: Errno },
     #[error("{operation} of {length:#x} bytes at {address:#x} in pid {pid}: {errno}")]
     Memory { operation: &'static str, pid: i32, address: u64, length: usize, errno: Errno },
     #[error("scratch area of pid {pid} is full: {needed} bytes needed, {available} left")]
@@ -27,5 +27,43 @@ pub enum EngineError {
 impl EngineError {
     pub(crate) fn ptrace(operation: &'static str, pid: i32) -> impl FnOnce(Errno) -> Self {
         move |errno| Self::Ptrace { operation, pid, errno }
+    }
+}
+
+/// Syscall arguments as crp passed them: small values in decimal, addresses
+/// and flags in hex.
+struct Arguments<'a>(&'a [u64]);
+
+impl std::fmt::Display for Arguments<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, value) in self.0.iter().enumerate() {
+            if index > 0 {
+                formatter.write_str(", ")?;
+            }
+            match value.cast_signed() {
+                small @ -4096..=4096 => write!(formatter, "{small}")?,
+                _ => write!(formatter, "{value:#x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_injected_syscall_names_its_arguments() {
+        let error = EngineError::Syscall {
+            syscall: "mmap",
+            args: vec![0x7f00_0000_0000, 0x1000, 3, 0x22, u64::MAX, 0],
+            pid: 42,
+            errno: Errno::EEXIST,
+        };
+        assert_eq!(
+            error.to_string(),
+            "injected mmap with (0x7f0000000000, 4096, 3, 34, -1, 0) in pid 42 failed: EEXIST: File exists"
+        );
     }
 }

@@ -190,7 +190,12 @@ impl Frozen {
             (OWN_SIGRETURN.len() as u64 + build(u64::MAX)?.bytes.len() as u64 + 128).next_multiple_of(PAGE_SIZE);
         let protection = crate::arg(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
         let flags = crate::arg(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
-        let page = self.unprotected_syscall(park, libc::SYS_mmap, [0, length, protection, flags, u64::MAX, 0])?;
+        let page = self.unprotected_syscall(
+            park,
+            "mmap(crp's page)",
+            libc::SYS_mmap,
+            [0, length, protection, flags, u64::MAX, 0],
+        )?;
         park.own_page = Some((page, length));
         self.write_memory(page, &OWN_SIGRETURN)?;
         Ok((page, build(page + length)?))
@@ -198,7 +203,13 @@ impl Frozen {
 
     /// Runs one syscall through the process's own `syscall` instruction
     /// while it is not parked, then puts the frozen registers back.
-    fn unprotected_syscall(&mut self, park: &Park, number: i64, args: [u64; 6]) -> Result<u64, EngineError> {
+    fn unprotected_syscall(
+        &mut self,
+        park: &Park,
+        name: &'static str,
+        number: i64,
+        args: [u64; 6],
+    ) -> Result<u64, EngineError> {
         let raw = self.pid.as_raw();
         let mut registers = self.registers;
         registers.rip = park.syscall_ip;
@@ -214,7 +225,7 @@ impl Frozen {
         let result = after?.rax.cast_signed();
         if (-4095..0).contains(&result) {
             let errno = nix::errno::Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL));
-            return Err(EngineError::Syscall { syscall: "mmap(crp's page)", pid: raw, errno });
+            return Err(EngineError::Syscall { syscall: name, args: args.to_vec(), pid: raw, errno });
         }
         Ok(result.cast_unsigned())
     }
@@ -261,7 +272,7 @@ impl Frozen {
         }
         self.put_stack_back(&park);
         if let Some((page, length)) = park.own_page {
-            self.unprotected_syscall(&park, libc::SYS_munmap, [page, length, 0, 0, 0, 0])?;
+            self.unprotected_syscall(&park, "munmap(crp's page)", libc::SYS_munmap, [page, length, 0, 0, 0, 0])?;
         }
         self.reached("unparked", 0);
         Ok(())

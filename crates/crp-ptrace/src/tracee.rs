@@ -57,8 +57,11 @@ pub trait TraceeExt: Tracee {
     fn syscall(&mut self, name: &'static str, number: i64, args: [u64; 6]) -> Result<u64, EngineError> {
         let result = self.raw_syscall(number, args)?;
         if (-4095..0).contains(&result) {
+            // Trailing zero arguments are most often ones the syscall has not.
+            let used = args.iter().rposition(|value| *value != 0).map_or(0, |last| last + 1);
             return Err(EngineError::Syscall {
                 syscall: name,
+                args: args[..used].to_vec(),
                 pid: self.pid(),
                 errno: Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL)),
             });

@@ -57,7 +57,13 @@ pub fn rebuild(
     if after.rip == gadget_ip + 2 {
         let errno =
             nix::errno::Errno::from_raw(i32::try_from(after.rax.cast_signed().wrapping_neg()).unwrap_or(libc::EIO));
-        return Err(EngineError::Syscall { syscall: "ioctl(CRP_IOC_RESTORE)", pid: pid.as_raw(), errno }.into());
+        return Err(EngineError::Syscall {
+            syscall: "ioctl(CRP_IOC_RESTORE)",
+            args: Vec::new(),
+            pid: pid.as_raw(),
+            errno,
+        }
+        .into());
     }
     check_registers(&after, &resumed)?;
 
