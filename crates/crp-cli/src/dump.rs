@@ -75,9 +75,11 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // The process may have changed between the checks and the freeze.
     preflight::check(pid, Phase::Frozen)?;
     cancel::check("dump")?;
+    // What /proc says, once, now that the process cannot change.
+    let proc = procfs::Snapshot::read(pid)?;
     let captured = match &device {
-        None => capture_with_ptrace(&mut frozen, stopped)?,
-        Some(device) => capture_with_kmod(device, pid, stopped)?,
+        None => capture_with_ptrace(&mut frozen, &proc, stopped)?,
+        Some(device) => capture_with_kmod(device, &proc, stopped)?,
     };
     let Captured { state: mut image, populated_kb } = captured;
     faults::reached("captured", 0);
@@ -139,7 +141,7 @@ struct Captured {
 }
 
 /// The userspace back end: /proc, ptrace and injected syscalls.
-fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, CrpError> {
+fn capture_with_ptrace(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bool) -> Result<Captured, CrpError> {
     let pid = frozen.pid().as_raw();
     let maps = procfs::smaps(pid)?;
     let registers = *frozen.registers();
@@ -155,7 +157,8 @@ fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, C
     // Parked, the process survives crp's death at any moment: it resumes
     // where it was frozen (see crp_ptrace::Frozen).
     frozen.park(&maps, syscall_ip, resume_registers(&registers))?;
-    let Injected { mm, signals, locks, credentials, rlimits, timers, task } = capture_by_injection(frozen, stopped)?;
+    let Injected { mm, signals, locks, credentials, rlimits, timers, task } =
+        capture_by_injection(frozen, proc, stopped)?;
     frozen.unpark()?;
     let state = ProcessImage {
         pid,
@@ -179,11 +182,12 @@ fn capture_with_ptrace(frozen: &mut Frozen, stopped: bool) -> Result<Captured, C
 /// The kmod back end: the task's state from the kernel's own structures
 /// through `/dev/crp`; what lives outside the task (fd table, cwd, comm,
 /// affinity, ids, which VMAs have pages) from /proc. Nothing is injected.
-fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Captured, CrpError> {
+fn capture_with_kmod(device: &Device, proc: &procfs::Snapshot, stopped: bool) -> Result<Captured, CrpError> {
+    let pid = proc.pid;
     let dump = device.dump_task(pid)?;
     device.attach(pid)?;
     let vmas = capture::vma_records(pid, &dump)?;
-    let mut task = TaskIdentity::read(pid, stopped)?;
+    let mut task = TaskIdentity::from_proc(proc, stopped)?;
     task.personality = u64::from(dump.state.personality);
     let state = ProcessImage {
         pid,
@@ -192,11 +196,11 @@ fn capture_with_kmod(device: &Device, pid: i32, stopped: bool) -> Result<Capture
         cpu: capture::cpu_state(&dump)?,
         vdso: capture::vdso_layout(&dump),
         vmas,
-        mm: capture::mm_fields(pid, &dump)?,
+        mm: capture::mm_fields(proc, &dump)?,
         files: crp_compound::files::capture(pid)?,
         signals: capture::signal_state(&dump),
         task,
-        credentials: capture::credentials(pid, &dump)?,
+        credentials: capture::credentials(proc, &dump)?,
         rlimits: capture::rlimits(&dump).into(),
         timers: capture::interval_timers(&dump),
         locks: capture::lock_state(&dump),
@@ -229,9 +233,9 @@ struct Injected {
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
 /// independent of each other, so their order is free.
-fn capture_by_injection(frozen: &mut Frozen, stopped: bool) -> Result<Injected, CrpError> {
+fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bool) -> Result<Injected, CrpError> {
     frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-        let context = &mut Capture { tracee, stopped_before_freeze: stopped };
+        let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
         Ok(Injected {
             mm: MmFields::capture(context)?,
             signals: SignalState::capture(context)?,

@@ -92,8 +92,8 @@ pub fn own_status() -> Result<IdsAndCapabilities, CompoundError> {
 impl Credentials {
     /// Reads ids and capability sets from /proc, keep-caps and dumpable by
     /// injected prctl.
-    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
-        let ids = read_status(tracee.pid())?;
+    fn capture_from(tracee: &mut dyn Tracee, proc: &crp_ptrace::procfs::Snapshot) -> Result<Self, CompoundError> {
+        let ids = parse_status(&proc.status)?;
         let keep_caps = tracee.syscall("prctl(PR_GET_KEEPCAPS)", libc::SYS_prctl, [PR_GET_KEEPCAPS, 0, 0, 0, 0, 0])?;
         let dumpable = tracee.syscall("prctl(PR_GET_DUMPABLE)", libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])?;
         Ok(Self { ids, keep_caps: keep_caps != 0, dumpable })
@@ -179,7 +179,7 @@ impl Persist for Credentials {
     type Error = CompoundError;
 
     fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
-        Self::capture_from(context.tracee)
+        Self::capture_from(context.tracee, context.proc)
     }
 
     /// From crp's own credentials to the image's: the last privileged step.
@@ -192,6 +192,26 @@ impl Persist for Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn ids_come_from_the_snapshot_and_keep_caps_and_dumpable_by_injection() {
+        let mut process = FakeTracee::answering(|call, _| match call.args[0] {
+            PR_GET_KEEPCAPS => 1,
+            PR_GET_DUMPABLE => 1,
+            _ => 0,
+        });
+        let proc = crp_ptrace::fake::snapshot();
+        let credentials =
+            Credentials::capture(&mut Capture { tracee: &mut process, proc: &proc, stopped_before_freeze: false })
+                .unwrap();
+        assert_eq!(credentials.ids.uids, [0; 4]);
+        assert_eq!(credentials.ids.groups, [0, 27]);
+        assert_eq!(credentials.ids.cap_permitted, 0x1ff_ffff_ffff);
+        assert!(credentials.keep_caps);
+        assert_eq!(credentials.dumpable, 1);
+        assert_eq!(process.calls_of(libc::SYS_prctl).len(), 2);
+    }
 
     const STATUS: &str = "Name:\tsubject\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t51\t52\t53\nGroups:\t4 24 27 \n\
         CapInh:\t0000000000000000\nCapPrm:\t0000000000000400\nCapEff:\t0000000000000400\n\

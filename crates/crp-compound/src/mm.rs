@@ -2,7 +2,7 @@
 //! stack bounds, the argument and environment areas, the auxiliary vector
 //! and the executable link. Restored in one `prctl(PR_SET_MM_MAP)`.
 
-use crp_ptrace::procfs::Stat;
+use crp_ptrace::procfs::Snapshot;
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
@@ -60,12 +60,8 @@ fn parse_auxv(path: &str, bytes: &[u8]) -> Result<Vec<u64>, CompoundError> {
 }
 
 /// The executable `pid` runs; a deleted one is refused.
-pub fn exe_path_of(pid: i32) -> Result<String, CompoundError> {
-    let exe_link = format!("/proc/{pid}/exe");
-    let exe_path = std::fs::read_link(&exe_link)
-        .map_err(CompoundError::io("read link", &exe_link))?
-        .to_string_lossy()
-        .into_owned();
+pub fn exe_path_of(proc: &Snapshot) -> Result<String, CompoundError> {
+    let exe_path = proc.exe.clone();
     if exe_path.ends_with(" (deleted)") {
         return Err(Unsupported { what: "a deleted executable".into(), location: exe_path }.into());
     }
@@ -75,12 +71,10 @@ pub fn exe_path_of(pid: i32) -> Result<String, CompoundError> {
 impl MmFields {
     /// Reads the fields of a stopped tracee; brk is not in /proc, so it is
     /// read with an injected `brk(0)`.
-    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
-        let pid = tracee.pid();
-        let stat = Stat::read(pid)?;
-        let auxv_path = format!("/proc/{pid}/auxv");
-        let auxv = parse_auxv(&auxv_path, &std::fs::read(&auxv_path).map_err(CompoundError::io("read", &auxv_path))?)?;
-        let exe_path = exe_path_of(pid)?;
+    fn capture_from(tracee: &mut dyn Tracee, proc: &Snapshot) -> Result<Self, CompoundError> {
+        let stat = &proc.stat;
+        let auxv = parse_auxv(&format!("/proc/{}/auxv", proc.pid), &proc.auxv)?;
+        let exe_path = exe_path_of(proc)?;
         let brk = tracee.syscall("brk", libc::SYS_brk, [0; 6])?;
         let (start_code, end_code) = (stat.number(STAT_START_CODE)?, stat.number(STAT_END_CODE)?);
         if (start_code, end_code) == (1, 1) {
@@ -266,7 +260,7 @@ impl Persist for MmFields {
     type Error = CompoundError;
 
     fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
-        Self::capture_from(context.tracee)
+        Self::capture_from(context.tracee, context.proc)
     }
 
     /// `PR_SET_MM_MAP`, the executable link included: after the memory is
@@ -279,6 +273,34 @@ impl Persist for MmFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn mm_fields_come_from_stat_auxv_exe_and_an_injected_brk() {
+        let mut process = FakeTracee::answering(|call, _| if call.number == libc::SYS_brk { 0x60_3000 } else { 0 });
+        let proc = crp_ptrace::fake::snapshot();
+        let mm = MmFields::capture(&mut Capture { tracee: &mut process, proc: &proc, stopped_before_freeze: false })
+            .unwrap();
+        assert_eq!((mm.start_code, mm.end_code, mm.start_stack), (0x40_0000, 0x40_1000, 0x7ffd_0000));
+        assert_eq!((mm.start_brk, mm.brk), (0x60_2000, 0x60_3000));
+        assert_eq!(mm.auxv, [6, 4096, 0, 0]);
+        assert_eq!(mm.exe_path, "/usr/bin/fake");
+
+        // The restore hands the same bounds to PR_SET_MM_MAP in one struct.
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let record = std::rc::Rc::clone(&seen);
+        let mut restored = FakeTracee::answering(move |call, memory| {
+            if call.number == libc::SYS_prctl && call.args[1] == PR_SET_MM_MAP {
+                record.borrow_mut().extend(memory.read(call.args[2], PRCTL_MM_MAP_SIZE));
+            }
+            if call.number == libc::SYS_openat { 9 } else { 0 }
+        });
+        mm.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        let map = seen.borrow();
+        assert_eq!(map.len(), PRCTL_MM_MAP_SIZE);
+        assert_eq!(map[..8], 0x40_0000u64.to_le_bytes(), "start_code first");
+        assert_eq!(map[100..104], 9u32.to_le_bytes(), "the executable's fd last");
+    }
 
     fn auxv_bytes(words: &[u64]) -> Vec<u8> {
         words.iter().flat_map(|word| word.to_le_bytes()).collect()

@@ -158,8 +158,12 @@ mod tests {
             }
             0
         });
-        let limits =
-            ResourceLimits::capture(&mut Capture { tracee: &mut process, stopped_before_freeze: false }).unwrap();
+        let limits = ResourceLimits::capture(&mut Capture {
+            tracee: &mut process,
+            proc: &crp_ptrace::fake::snapshot(),
+            stopped_before_freeze: false,
+        })
+        .unwrap();
         assert_eq!(limits.len(), RESOURCE_COUNT);
         assert_eq!(limits[7], Limit { resource: 7, soft: 7, hard: 107 });
 

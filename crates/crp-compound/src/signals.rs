@@ -178,7 +178,12 @@ mod tests {
             0
         });
         process.blocked = 1 << (libc::SIGUSR2 - 1);
-        let state = SignalState::capture(&mut Capture { tracee: &mut process, stopped_before_freeze: false }).unwrap();
+        let state = SignalState::capture(&mut Capture {
+            tracee: &mut process,
+            proc: &crp_ptrace::fake::snapshot(),
+            stopped_before_freeze: false,
+        })
+        .unwrap();
         assert_eq!(state.blocked, 1 << (libc::SIGUSR2 - 1));
         let usr1 = state.actions.iter().find(|action| action.signal == libc::SIGUSR1).unwrap();
         assert_eq!((usr1.handler, usr1.restorer), (0x1234, 0x5678));

@@ -1,7 +1,7 @@
 //! The task's identity and context: comm, working directory, umask,
 //! personality, CPU affinity, and whether it was stopped.
 
-use crp_ptrace::procfs::{Fields, ProcError};
+use crp_ptrace::procfs::{Fields, ProcError, Snapshot};
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
 use nix::sched::{CpuSet, sched_getaffinity};
 use nix::unistd::Pid;
@@ -27,26 +27,18 @@ pub struct TaskIdentity {
 }
 
 impl TaskIdentity {
-    /// Reads it from /proc (nothing is injected). `stopped` is whether the
-    /// process was in a group stop before crp froze it (afterwards /proc
-    /// shows crp's own tracing stop).
-    pub fn read(pid: i32, stopped: bool) -> Result<Self, CompoundError> {
-        let read = |name: &str| {
-            let path = format!("/proc/{pid}/{name}");
-            std::fs::read_to_string(&path).map_err(CompoundError::io("read", path))
-        };
-        let cwd_link = format!("/proc/{pid}/cwd");
-        let cwd = std::fs::read_link(&cwd_link)
-            .map_err(CompoundError::io("read link", &cwd_link))?
-            .to_string_lossy()
-            .into_owned();
+    /// Reads it from what /proc said (nothing is injected). `stopped` is
+    /// whether the process was in a group stop before crp froze it
+    /// (afterwards /proc shows crp's own tracing stop).
+    pub fn from_proc(proc: &Snapshot, stopped: bool) -> Result<Self, CompoundError> {
+        let pid = proc.pid;
         Ok(Self {
-            comm: parse_comm(pid, &read("comm")?)?,
-            cwd,
-            umask: parse_umask(&Fields::status(pid)?)?,
-            personality: parse_personality(pid, &read("personality")?)?,
+            comm: parse_comm(pid, &proc.comm)?,
+            cwd: proc.cwd.clone(),
+            umask: parse_umask(&proc.status)?,
+            personality: parse_personality(pid, &proc.personality)?,
             stopped,
-            cpu_affinity: cpu_affinity(pid)?,
+            cpu_affinity: parse_cpu_mask(&proc.status)?,
         })
     }
 
@@ -114,7 +106,7 @@ impl Persist for TaskIdentity {
     type Error = CompoundError;
 
     fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
-        Self::read(context.tracee.pid(), context.stopped_before_freeze)
+        Self::from_proc(context.proc, context.stopped_before_freeze)
     }
 
     /// The cwd is entered with the file-system credentials the process has
@@ -125,18 +117,20 @@ impl Persist for TaskIdentity {
     }
 }
 
-/// The CPUs `pid` may run on.
-fn cpu_affinity(pid: i32) -> Result<Vec<u32>, CompoundError> {
-    let set = sched_getaffinity(Pid::from_raw(pid)).map_err(|errno| CompoundError::Ptrace {
-        operation: "sched_getaffinity",
-        pid,
-        errno,
-    })?;
-    // Every cpu below CpuSet::count() (1024) can be asked about and fits
-    // in a u32: neither default below is ever taken.
-    Ok((0..CpuSet::count())
-        .filter(|cpu| set.is_set(*cpu).unwrap_or(false))
-        .filter_map(|cpu| u32::try_from(cpu).ok())
+/// The CPUs of the `Cpus_allowed` mask in /proc/PID/status: hexadecimal,
+/// in comma-separated 32-bit groups, the lowest CPUs last.
+fn parse_cpu_mask(status: &Fields) -> Result<Vec<u32>, ProcError> {
+    let text = status.field("Cpus_allowed")?;
+    let digits: Vec<u32> = text
+        .chars()
+        .filter(|character| *character != ',')
+        .map(|character| {
+            character.to_digit(16).ok_or_else(|| status.malformed("Cpus_allowed", text, "not hexadecimal"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((0u32..)
+        .zip(digits.iter().rev())
+        .flat_map(|(nibble, digit)| (0..4).filter(move |bit| digit & (1 << bit) != 0).map(move |bit| nibble * 4 + bit))
         .collect())
 }
 
@@ -171,6 +165,26 @@ mod tests {
     use super::*;
     use crp_ptrace::fake::FakeTracee;
 
+    #[test]
+    fn identity_is_read_from_the_proc_snapshot() {
+        let mut process = FakeTracee::default();
+        let proc = crp_ptrace::fake::snapshot();
+        let identity =
+            TaskIdentity::capture(&mut Capture { tracee: &mut process, proc: &proc, stopped_before_freeze: true })
+                .unwrap();
+        assert_eq!((identity.comm.as_str(), identity.cwd.as_str()), ("fake", "/srv"));
+        assert_eq!((identity.umask, identity.personality, identity.stopped), (0o022, 0, true));
+        assert_eq!(identity.cpu_affinity, [0, 1]);
+        assert!(process.calls.is_empty(), "nothing injected");
+    }
+
+    #[test]
+    fn a_cpu_mask_with_groups_gives_every_cpu_it_names() {
+        let status = Fields::parse("/proc/1/status", "Cpus_allowed:\t80000000,00000005\n").unwrap();
+        assert_eq!(parse_cpu_mask(&status).unwrap(), [0, 2, 63]);
+        let bad = Fields::parse("/proc/1/status", "Cpus_allowed:\tzz\n").unwrap();
+        assert!(parse_cpu_mask(&bad).unwrap_err().to_string().contains("Cpus_allowed"));
+    }
     #[test]
     fn name_cwd_umask_personality_and_affinity_are_set_by_injected_calls() {
         let identity = TaskIdentity {
@@ -225,7 +239,7 @@ mod tests {
     #[test]
     fn own_identity_is_captured() {
         let pid = std::process::id().cast_signed();
-        let identity = TaskIdentity::read(pid, false).unwrap();
+        let identity = TaskIdentity::from_proc(&Snapshot::read(pid).unwrap(), false).unwrap();
         assert!(!identity.comm.is_empty() && identity.cwd.starts_with('/'));
         assert!(!identity.cpu_affinity.is_empty());
     }

@@ -133,8 +133,12 @@ mod tests {
             }
             0
         });
-        let timers =
-            IntervalTimers::capture(&mut Capture { tracee: &mut process, stopped_before_freeze: false }).unwrap();
+        let timers = IntervalTimers::capture(&mut Capture {
+            tracee: &mut process,
+            proc: &crp_ptrace::fake::snapshot(),
+            stopped_before_freeze: false,
+        })
+        .unwrap();
         assert_eq!(process.calls_of(libc::SYS_getitimer).len(), 3);
         assert_eq!(timers.armed().collect::<Vec<_>>(), vec!["ITIMER_REAL"]);
 

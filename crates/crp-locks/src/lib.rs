@@ -6,7 +6,6 @@
 
 use crp_ptrace::procfs::ProcError;
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
-use nix::unistd::Pid;
 
 /// `RSEQ_FLAG_UNREGISTER`.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -78,9 +77,8 @@ fn first_lock(fdinfo: &str) -> Option<&str> {
     fdinfo.lines().find_map(|line| line.strip_prefix("lock:")).map(str::trim)
 }
 
-fn rseq_of(pid: i32) -> Result<Option<RseqRegistration>, LockError> {
-    let configuration = crp_ptrace::sys::get_rseq_configuration(Pid::from_raw(pid))
-        .map_err(|errno| LockError::Ptrace { operation: "PTRACE_GET_RSEQ_CONFIGURATION", pid, errno })?;
+fn rseq_of(tracee: &dyn Tracee) -> Result<Option<RseqRegistration>, LockError> {
+    let configuration = tracee.rseq_configuration()?;
     Ok((configuration.rseq_abi_pointer != 0).then_some(RseqRegistration {
         address: configuration.rseq_abi_pointer,
         length: configuration.rseq_abi_size,
@@ -90,7 +88,7 @@ fn rseq_of(pid: i32) -> Result<Option<RseqRegistration>, LockError> {
 
 impl LockState {
     fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, LockError> {
-        let rseq = rseq_of(tracee.pid())?;
+        let rseq = rseq_of(tracee)?;
         let mut scratch = tracee.scratch();
         let head_address = scratch.reserve(8);
         let length_address = scratch.reserve(8);
@@ -114,7 +112,7 @@ impl LockState {
     /// Drops the rseq registration the restore child inherited from crp; it
     /// points into crp's TLS, which is about to be unmapped.
     pub fn unregister_inherited_rseq(tracee: &mut dyn Tracee) -> Result<(), LockError> {
-        if let Some(inherited) = rseq_of(tracee.pid())? {
+        if let Some(inherited) = rseq_of(tracee)? {
             let args = [
                 inherited.address,
                 u64::from(inherited.length),
@@ -167,6 +165,33 @@ impl Persist for LockState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrations_are_read_by_ptrace_and_injected_calls() {
+        let mut process = FakeTracee::answering(|call, memory| {
+            if call.number == libc::SYS_get_robust_list {
+                memory.write(call.args[1], &0x7f00_0010u64.to_le_bytes());
+                memory.write(call.args[2], &24u64.to_le_bytes());
+            }
+            if call.number == libc::SYS_prctl {
+                memory.write(call.args[1], &0x7f00_0020u64.to_le_bytes());
+            }
+            0
+        });
+        process.rseq = crp_ptrace::sys::RseqConfiguration {
+            rseq_abi_pointer: 0x7f00_1000,
+            rseq_abi_size: 32,
+            signature: 0x5305_3053,
+            ..Default::default()
+        };
+        let proc = crp_ptrace::fake::snapshot();
+        let state =
+            LockState::capture(&mut Capture { tracee: &mut process, proc: &proc, stopped_before_freeze: false })
+                .unwrap();
+        assert_eq!((state.robust_list_head, state.robust_list_length), (0x7f00_0010, 24));
+        assert_eq!(state.clear_child_tid, 0x7f00_0020);
+        assert_eq!(state.rseq, Some(RseqRegistration { address: 0x7f00_1000, length: 32, signature: 0x5305_3053 }));
+    }
     use crp_ptrace::fake::FakeTracee;
 
     #[test]

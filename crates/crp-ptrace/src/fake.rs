@@ -42,6 +42,7 @@ pub struct FakeTracee {
     pub calls: Vec<Call>,
     pub memory: FakeMemory,
     pub blocked: u64,
+    pub rseq: crate::sys::RseqConfiguration,
     scratch: (u64, usize),
     answer: Answer,
 }
@@ -67,6 +68,7 @@ impl FakeTracee {
             calls: Vec::new(),
             memory: FakeMemory::default(),
             blocked: 0,
+            rseq: crate::sys::RseqConfiguration::default(),
             scratch: (Self::SCRATCH, 64 << 10),
             answer: Box::new(answer),
         }
@@ -111,4 +113,43 @@ impl Tracee for FakeTracee {
     fn blocked_signals(&self) -> Result<u64, EngineError> {
         Ok(self.blocked)
     }
+
+    fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
+        Ok(self.rseq)
+    }
+}
+
+/// A /proc snapshot of the fake process: a root process named `fake` in
+/// `/srv`, umask 022, on CPUs 0 and 1, with code at 0x400000..0x401000, data
+/// at 0x600000..0x601000, the stack at 0x7ffd0000 and arguments, environment
+/// and auxv (`AT_PAGESZ` 4096) in place.
+pub fn snapshot() -> crate::procfs::Snapshot {
+    let status = "Name:\tfake\nUmask:\t0022\nState:\tt (tracing stop)\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n\
+        Groups:\t0 27\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
+        CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSigPnd:\t0000000000000000\n\
+        ShdPnd:\t0000000000000000\nCpus_allowed:\t3\n";
+    // Fields 3 onwards of proc(5); 26-28 and 45-51 are the mm bounds.
+    let mut fields: Vec<String> = ["t", "1", "4242", "4242"].iter().map(|field| (*field).to_owned()).collect();
+    fields.resize(52 - 3, "0".to_owned());
+    let mut set = |number: usize, value: u64| fields[number - 3] = value.to_string();
+    set(26, 0x40_0000);
+    set(27, 0x40_1000);
+    set(28, 0x7ffd_0000);
+    for (offset, value) in
+        [0x60_0000u64, 0x60_1000, 0x60_2000, 0x7ffd_1000, 0x7ffd_1100, 0x7ffd_1100, 0x7ffd_1200].into_iter().enumerate()
+    {
+        set(45 + offset, value);
+    }
+    let stat = format!("4242 (fake) {}\n", fields.join(" "));
+    let auxv: Vec<u8> = [6u64, 4096, 0, 0].iter().flat_map(|word| word.to_le_bytes()).collect();
+    let texts = crate::procfs::Texts {
+        status,
+        stat: &stat,
+        comm: "fake\n",
+        personality: "00000000\n",
+        auxv: &auxv,
+        cwd: "/srv",
+        exe: "/usr/bin/fake",
+    };
+    crate::procfs::Snapshot::parse(FakeTracee::PID, texts).expect("the fake's own texts parse")
 }

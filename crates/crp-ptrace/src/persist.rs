@@ -12,6 +12,8 @@ use crate::tracee::Tracee;
 #[derive(Debug)]
 pub struct Capture<'a> {
     pub tracee: &'a mut dyn Tracee,
+    /// What /proc said about it, read once after the freeze.
+    pub proc: &'a crate::procfs::Snapshot,
     /// The process was in a group stop (`State: T`) before crp froze it.
     pub stopped_before_freeze: bool,
 }

@@ -12,11 +12,13 @@
 mod error;
 mod fields;
 mod smaps;
+mod snapshot;
 mod stat;
 
 pub use error::ProcError;
 pub use fields::Fields;
 pub use smaps::{MapsEntry, MapsFormat, parse_smaps, read_smaps, smaps};
+pub use snapshot::{Snapshot, Texts};
 pub use stat::{Stat, stat_fields};
 
 /// Reads a /proc file whole, naming it on failure.

@@ -27,6 +27,13 @@ pub trait Tracee {
     /// The process's own blocked signal mask (not a mask crp may have set
     /// while it works on the process).
     fn blocked_signals(&self) -> Result<u64, EngineError>;
+
+    /// The process's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
+    fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        crate::sys::get_rseq_configuration(pid)
+            .map_err(EngineError::ptrace("PTRACE_GET_RSEQ_CONFIGURATION", self.pid()))
+    }
 }
 
 /// Reads memory of `pid` (see [`crate::sys::read_memory`]), naming the range on failure.

@@ -13,6 +13,8 @@ use crp_compound::vma::{Backing, MappedFile, VmaFlags, VmaRecord};
 use crp_kmod_abi::*;
 use crp_locks::{LockState, RseqRegistration};
 
+use crp_ptrace::procfs::Snapshot;
+
 use super::device::TaskDump;
 use crate::error::CrpError;
 
@@ -118,11 +120,11 @@ pub fn vma_records(pid: i32, dump: &TaskDump) -> Result<Vec<VmaRecord>, CrpError
     Ok(records)
 }
 
-pub fn mm_fields(pid: i32, dump: &TaskDump) -> Result<MmFields, CrpError> {
+pub fn mm_fields(proc: &Snapshot, dump: &TaskDump) -> Result<MmFields, CrpError> {
     let mm = &dump.state.mm;
     let auxv_words = usize::try_from(mm.auxv_words).unwrap_or(usize::MAX);
     let auxv = mm.auxv.get(..auxv_words).ok_or(super::KmodError::Malformed { what: "auxv length" })?;
-    Ok(MmFields::from_bounds(mm.bounds(), auxv.to_vec(), crp_compound::mm::exe_path_of(pid)?))
+    Ok(MmFields::from_bounds(mm.bounds(), auxv.to_vec(), crp_compound::mm::exe_path_of(proc)?))
 }
 
 pub fn signal_state(dump: &TaskDump) -> SignalState {
@@ -161,9 +163,9 @@ pub fn lock_state(dump: &TaskDump) -> LockState {
     }
 }
 
-pub fn credentials(pid: i32, dump: &TaskDump) -> Result<Credentials, CrpError> {
+pub fn credentials(proc: &Snapshot, dump: &TaskDump) -> Result<Credentials, CrpError> {
     Ok(Credentials {
-        ids: crp_compound::creds::read_status(pid)?,
+        ids: crp_compound::creds::parse_status(&proc.status)?,
         keep_caps: dump.state.keep_caps != 0,
         dumpable: u64::from(dump.state.dumpable),
     })

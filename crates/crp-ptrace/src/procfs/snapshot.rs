@@ -1,0 +1,72 @@
+//! What /proc says about one process, read once per dump after the freeze,
+//! so that the kinds of state read it from one place (and unit tests can
+//! hand them a snapshot made from text).
+
+use std::path::PathBuf;
+
+use super::{Fields, ProcError, Stat, read_text};
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub pid: i32,
+    pub status: Fields,
+    pub stat: Stat,
+    /// /proc/PID/comm, newline included.
+    pub comm: String,
+    /// /proc/PID/personality, newline included.
+    pub personality: String,
+    /// /proc/PID/auxv, raw.
+    pub auxv: Vec<u8>,
+    /// Where /proc/PID/cwd and /proc/PID/exe point.
+    pub cwd: String,
+    pub exe: String,
+}
+
+/// The texts a [`Snapshot`] is made of, for [`Snapshot::parse`].
+#[derive(Debug, Clone, Copy)]
+pub struct Texts<'a> {
+    pub status: &'a str,
+    pub stat: &'a str,
+    pub comm: &'a str,
+    pub personality: &'a str,
+    pub auxv: &'a [u8],
+    pub cwd: &'a str,
+    pub exe: &'a str,
+}
+
+impl Snapshot {
+    /// A snapshot of `pid` made from texts (tests, replays).
+    pub fn parse(pid: i32, texts: Texts<'_>) -> Result<Self, ProcError> {
+        Ok(Self {
+            pid,
+            status: Fields::parse(format!("/proc/{pid}/status"), texts.status)?,
+            stat: Stat::parse(format!("/proc/{pid}/stat"), texts.stat)?,
+            comm: texts.comm.to_owned(),
+            personality: texts.personality.to_owned(),
+            auxv: texts.auxv.to_vec(),
+            cwd: texts.cwd.to_owned(),
+            exe: texts.exe.to_owned(),
+        })
+    }
+
+    pub fn read(pid: i32) -> Result<Self, ProcError> {
+        let file = |name: &str| PathBuf::from(format!("/proc/{pid}/{name}"));
+        let link = |name: &str| {
+            let path = file(name);
+            std::fs::read_link(&path)
+                .map(|target| target.to_string_lossy().into_owned())
+                .map_err(|source| ProcError::Read { path, source })
+        };
+        let auxv_path = file("auxv");
+        Ok(Self {
+            pid,
+            status: Fields::status(pid)?,
+            stat: Stat::read(pid)?,
+            comm: read_text(&file("comm"))?,
+            personality: read_text(&file("personality"))?,
+            auxv: std::fs::read(&auxv_path).map_err(|source| ProcError::Read { path: auxv_path, source })?,
+            cwd: link("cwd")?,
+            exe: link("exe")?,
+        })
+    }
+}
