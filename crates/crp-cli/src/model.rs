@@ -3,7 +3,7 @@
 
 use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
-use crp_compound::files::FdRecord;
+use crp_compound::files::FdTable;
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::SignalState;
@@ -24,7 +24,7 @@ pub struct ProcessImage {
     /// Compound state.
     pub vmas: Vec<VmaRecord>,
     pub mm: MmFields,
-    pub files: Vec<FdRecord>,
+    pub files: FdTable,
     pub signals: SignalState,
     pub task: TaskIdentity,
     pub credentials: Credentials,

@@ -44,14 +44,14 @@ macro_rules! persisted {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let image = rebuild.image;
-                Ok(image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector })?)
+                let streams = rebuild.choices.streams;
+                Ok(image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
             },
         }
     };
 }
 
 const MEMORY: &str = "memory";
-const DESCRIPTORS: &str = "descriptors";
 const PARENT_DEATH_SIGNAL: &str = "parent-death signal";
 
 /// What the userspace back end rebuilds by injection before [`FINISH`].
@@ -70,13 +70,7 @@ pub const BY_INJECTION: &[Step] = &[
 /// What both back ends set from outside once memory and mm are in place.
 pub const FINISH: &[Step] = &[
     persisted!(crp_compound::task::TaskIdentity, task),
-    Step {
-        kind: DESCRIPTORS,
-        run: |rebuild| {
-            let streams = &rebuild.choices.streams;
-            Ok(crp_compound::files::restore(rebuild.injector, &rebuild.image.files, streams)?)
-        },
-    },
+    persisted!(crp_compound::files::FdTable, files),
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
     Step {
@@ -97,7 +91,7 @@ pub const ORDER: &[(&str, &str, &str)] = &[
     (MEMORY, <crp_compound::mm::MmFields as Persist>::KIND, "PR_SET_MM_MAP checks its addresses against the mappings"),
     (MEMORY, <crp_locks::LockState as Persist>::KIND, "rseq and the robust list point into the process's memory"),
     (
-        DESCRIPTORS,
+        <crp_compound::files::FdTable as Persist>::KIND,
         <crp_compound::creds::Credentials as Persist>::KIND,
         "files are opened with crp's credentials (or the image owner's file-system ids), not the process's",
     ),
@@ -167,7 +161,8 @@ mod tests {
         let mut moved = kinds(&[BY_INJECTION, FINISH]);
         let credentials = moved.iter().position(|kind| *kind == LAST).unwrap();
         let kind = moved.remove(credentials);
-        let descriptors = moved.iter().position(|kind| *kind == DESCRIPTORS).unwrap();
+        let descriptors =
+            moved.iter().position(|kind| *kind == <crp_compound::files::FdTable as Persist>::KIND).unwrap();
         moved.insert(descriptors, kind);
         let refusal = check_order(&moved).unwrap_err();
         assert!(refusal.contains("descriptors must come before credentials"), "{refusal}");

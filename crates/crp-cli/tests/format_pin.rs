@@ -71,7 +71,8 @@ fn reference_image() -> ProcessImage {
             FdRecord { fd: 0, flags: 0, offset: 0, target: FdTarget::Inherited { stream: 0 } },
             FdRecord { fd: 3, flags: 0o2, offset: 10, target: FdTarget::File { path: "/tmp/x".into() } },
             FdRecord { fd: 4, flags: 0, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
-        ],
+        ]
+        .into(),
         signals: SignalState {
             actions: vec![SignalAction { signal: 2, handler: 0x40_0100, flags: 0x0400_0000, restorer: 9, mask: 0 }],
             blocked: 1 << 9,

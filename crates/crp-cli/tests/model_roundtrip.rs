@@ -191,7 +191,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     vdso,
                     vmas,
                     mm,
-                    files,
+                    files: files.into(),
                     signals,
                     task,
                     credentials,

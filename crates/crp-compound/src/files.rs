@@ -6,7 +6,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crp_ptrace::procfs::{Fields, ProcError};
-use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
 
 use crate::error::{CompoundError, Unsupported};
 use crate::valid::{Invalid, check_path};
@@ -126,6 +126,46 @@ fn parse_fdinfo(fdinfo: &Fields) -> Result<(i32, u64), ProcError> {
     Ok((flags, offset))
 }
 
+/// The descriptor table of a process, as one kind of state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FdTable(pub Vec<FdRecord>);
+
+impl From<Vec<FdRecord>> for FdTable {
+    fn from(records: Vec<FdRecord>) -> Self {
+        Self(records)
+    }
+}
+
+impl std::ops::Deref for FdTable {
+    type Target = Vec<FdRecord>;
+
+    fn deref(&self) -> &Vec<FdRecord> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for FdTable {
+    fn deref_mut(&mut self) -> &mut Vec<FdRecord> {
+        &mut self.0
+    }
+}
+
+impl Persist for FdTable {
+    const KIND: &'static str = "descriptors";
+    type Error = CompoundError;
+
+    /// From /proc/PID/fd and fdinfo (nothing is injected).
+    fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
+        capture(context.tracee.pid()).map(Self)
+    }
+
+    /// Opened with the child's file-system credentials at that moment (the
+    /// image owner's, for another user's image): before the credentials.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
+        Ok(restore(context.tracee, &self.0, &context.streams)?)
+    }
+}
+
 /// Captures the descriptor table of a stopped process.
 pub fn capture(pid: i32) -> Result<Vec<FdRecord>, CompoundError> {
     open_fds(pid)?
@@ -187,24 +227,7 @@ fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64])
     tracee.syscall(name, number, args)
 }
 
-/// Where the restored process's standard streams come from: for each of
-/// fds 0-2, the descriptor of crp's child that is handed over when the
-/// image says "the outside world" (crp restore's own stream by default),
-/// and whether the user chose it explicitly, in which case it replaces
-/// whatever the image recorded for that fd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Streams {
-    pub sources: [i32; 3],
-    pub chosen: [bool; 3],
-}
-
-impl Default for Streams {
-    /// crp restore's own stdin, stdout and stderr, for the fds the image
-    /// recorded as a terminal or a pipe.
-    fn default() -> Self {
-        Self { sources: [0, 1, 2], chosen: [false; 3] }
-    }
-}
+pub use crp_ptrace::Streams;
 
 /// Replaces the descriptor table the child inherited from crp with the
 /// checkpointed one. The stream sources are parked above every target fd
@@ -283,6 +306,35 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord], streams: &Streams) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn streams_are_handed_over_and_files_reopened_at_their_offset() {
+        let table = FdTable(vec![
+            FdRecord { fd: 1, flags: 0o1, offset: 0, target: FdTarget::Inherited { stream: 1 } },
+            FdRecord { fd: 3, flags: 0o2, offset: 77, target: FdTarget::File { path: "/srv/data".into() } },
+        ]);
+        // fcntl(F_DUPFD) parks each source at 4, 5, 6; openat gives 7.
+        let mut next = 3;
+        let mut restored = FakeTracee::answering(move |call, _| match call.number {
+            libc::SYS_fcntl | libc::SYS_openat => {
+                next += 1;
+                next
+            }
+            _ => 0,
+        });
+        let mut context = Restore::new(&mut restored);
+        context.streams = Streams { sources: [0, 9, 2], chosen: [false, true, false] };
+        table.restore(&mut context).unwrap();
+        let parked: Vec<u64> = restored.calls_of(libc::SYS_fcntl).iter().map(|call| call.args[0]).collect();
+        assert_eq!(parked, [0, 9, 2], "the chosen stdout comes from fd 9");
+        let dups: Vec<[u64; 2]> =
+            restored.calls_of(libc::SYS_dup3).iter().map(|call| [call.args[0], call.args[1]]).collect();
+        assert_eq!(dups, [[7, 3], [5, 1]], "the file moves to fd 3, parked stdout to fd 1");
+        let seek = restored.calls_of(libc::SYS_lseek)[0];
+        assert_eq!((seek.args[0], seek.args[1]), (3, 77));
+    }
+
 
     fn fdinfo_text(text: &str) -> Result<(i32, u64), ProcError> {
         parse_fdinfo(&Fields::parse("/proc/4/fdinfo/3", text).unwrap())

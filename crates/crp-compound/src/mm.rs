@@ -295,7 +295,7 @@ mod tests {
             }
             if call.number == libc::SYS_openat { 9 } else { 0 }
         });
-        mm.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        mm.restore(&mut Restore::new(&mut restored)).unwrap();
         let map = seen.borrow();
         assert_eq!(map.len(), PRCTL_MM_MAP_SIZE);
         assert_eq!(map[..8], 0x40_0000u64.to_le_bytes(), "start_code first");

@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(limits[7], Limit { resource: 7, soft: 7, hard: 107 });
 
         let mut restored = FakeTracee::default();
-        limits.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        limits.restore(&mut Restore::new(&mut restored)).unwrap();
         let calls = restored.calls_of(libc::SYS_prlimit64);
         assert_eq!(calls.len(), RESOURCE_COUNT);
         let nofile = calls.iter().find(|call| call.args[1] == 7).unwrap();

@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(state.actions.len(), 62, "every signal but SIGKILL and SIGSTOP");
 
         let mut restored = FakeTracee::default();
-        state.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        state.restore(&mut Restore::new(&mut restored)).unwrap();
         assert_eq!(restored.calls_of(libc::SYS_rt_sigaction).len(), 62);
         let usr1_call = restored.calls_of(libc::SYS_rt_sigaction).into_iter().find(|call| call.args[0] == 10).unwrap();
         assert_eq!(restored.memory.read(usr1_call.args[1], 8), 0x1234u64.to_le_bytes());

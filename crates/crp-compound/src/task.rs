@@ -205,7 +205,7 @@ mod tests {
             }
             0
         });
-        identity.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        identity.restore(&mut Restore::new(&mut restored)).unwrap();
         let numbers: Vec<i64> = restored.calls.iter().map(|call| call.number).collect();
         assert_eq!(
             numbers,

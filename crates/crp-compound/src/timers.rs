@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(timers.armed().collect::<Vec<_>>(), vec!["ITIMER_REAL"]);
 
         let mut restored = FakeTracee::default();
-        timers.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        timers.restore(&mut Restore::new(&mut restored)).unwrap();
         let calls = restored.calls_of(libc::SYS_setitimer);
         assert_eq!(calls.len(), 1, "only ITIMER_REAL runs");
         assert_eq!(calls[0].args[0], 0);

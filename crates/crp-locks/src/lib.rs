@@ -203,7 +203,7 @@ mod tests {
             clear_child_tid: 0x7f00_0020,
         };
         let mut restored = FakeTracee::default();
-        state.restore(&mut Restore { tracee: &mut restored }).unwrap();
+        state.restore(&mut Restore::new(&mut restored)).unwrap();
         assert_eq!(restored.calls_of(libc::SYS_set_robust_list)[0].args[..2], [0x7f00_0010, 24]);
         assert_eq!(restored.calls_of(libc::SYS_set_tid_address)[0].args[0], 0x7f00_0020);
         let rseq = restored.calls_of(libc::SYS_rseq)[0];

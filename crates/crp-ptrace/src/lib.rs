@@ -20,7 +20,7 @@ pub use error::EngineError;
 pub use freeze::{Checkpoint, Frozen};
 pub use inject::Injector;
 pub use nix::libc::user_regs_struct as Registers;
-pub use persist::{Capture, Persist, Restore};
+pub use persist::{Capture, Persist, Restore, Streams};
 pub use tracee::{ScratchWriter, Tracee, TraceeExt, arg};
 
 /// The end of the user half of the address space (`TASK_SIZE` with 4-level

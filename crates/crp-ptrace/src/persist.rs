@@ -18,10 +18,38 @@ pub struct Capture<'a> {
     pub stopped_before_freeze: bool,
 }
 
-/// What a restore may use: the process being rebuilt.
+/// What a restore may use: the process being rebuilt, and the descriptors
+/// it inherits from crp for its standard streams.
 #[derive(Debug)]
 pub struct Restore<'a> {
     pub tracee: &'a mut dyn Tracee,
+    pub streams: Streams,
+}
+
+impl<'a> Restore<'a> {
+    /// A context with crp restore's own standard streams.
+    pub fn new(tracee: &'a mut dyn Tracee) -> Self {
+        Self { tracee, streams: Streams::default() }
+    }
+}
+
+/// Where the restored process's standard streams come from: for each of
+/// fds 0-2, the descriptor of crp's child that is handed over when the
+/// image says "the outside world" (crp restore's own stream by default),
+/// and whether the user chose it explicitly, in which case it replaces
+/// whatever the image recorded for that fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streams {
+    pub sources: [i32; 3],
+    pub chosen: [bool; 3],
+}
+
+impl Default for Streams {
+    /// crp restore's own stdin, stdout and stderr, for the fds the image
+    /// recorded as a terminal or a pipe.
+    fn default() -> Self {
+        Self { sources: [0, 1, 2], chosen: [false; 3] }
+    }
 }
 
 /// A kind of process state that is captured at dump and re-established at

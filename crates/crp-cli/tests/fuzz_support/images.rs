@@ -148,7 +148,8 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             FdRecord { fd: 2, flags: 0o2, offset: 0, target: FdTarget::Inherited { stream: 2 } },
             FdRecord { fd: 3, flags: 0o2_000_000, offset: 10, target: FdTarget::File { path: "/etc/passwd".into() } },
             FdRecord { fd: 5, flags: 0o2, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
-        ],
+        ]
+        .into(),
         signals: signals(),
         task: TaskIdentity {
             comm: "true".into(),

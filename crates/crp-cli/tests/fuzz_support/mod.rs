@@ -89,13 +89,13 @@ fn after_acceptance(image: &ProcessImage, reader: &ImageReader) -> Result<(), St
         crp_compound::vma::finish_vma(&mut kernel, vma, true).map_err(engine("finish_vma"))?;
     }
     let after = |name: &'static str| move |error: String| format!("{name} failed after the child exists: {error}");
-    let mut context = Restore { tracee: &mut kernel };
+    let mut context = Restore::new(&mut kernel);
     image.mm.restore(&mut context).map_err(|error| after("mm")(error.to_string()))?;
     image.mm.restore_exe_link(context.tracee).map_err(engine("exe link"))?;
     image.signals.restore(&mut context).map_err(|error| after("signals")(error.to_string()))?;
     image.locks.restore(&mut context).map_err(|error| after("locks")(error.to_string()))?;
     image.task.restore(&mut context).map_err(|error| after("task")(error.to_string()))?;
-    crp_compound::files::restore(context.tracee, &image.files, &Default::default()).map_err(engine("files"))?;
+    image.files.restore(&mut context).map_err(|error| after("files")(error.to_string()))?;
     image.rlimits.restore(&mut context).map_err(engine("rlimits"))?;
     image.timers.restore(&mut context).map_err(engine("timers"))?;
     let restorer = crp_compound::creds::IdsAndCapabilities { cap_bounding: u64::MAX, ..Default::default() };
