@@ -7,13 +7,21 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crp_cli::dump::{Backend, DumpPlan, dump};
 use crp_cli::restore::{RestoreOutcome, RestorePlan, restore};
-use crp_cli::{CrpError, cancel, check, inspect};
+use crp_cli::{CrpError, cancel, check, inspect, logging};
 use nix::sys::signal::Signal;
 
 /// Checkpoint a running Linux process into one image file, and restore it.
 #[derive(Debug, Parser)]
 #[command(name = "crp", version, about)]
 struct Arguments {
+    /// Show what crp does on stderr: -v the phases of a dump or restore,
+    /// -vv every step (each injected syscall included).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Append a debug-level log of everything crp does to FILE (created
+    /// with mode 0600), whatever -v says.
+    #[arg(long, value_name = "FILE", global = true)]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -140,9 +148,15 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
 
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
+    if let Err(error) = logging::init(arguments.verbose, arguments.log_file.as_deref()) {
+        eprintln!("crp: error: {error}");
+        return ExitCode::FAILURE;
+    }
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), command = ?arguments.command, "crp started");
     match run(arguments.command) {
         Ok(code) => code,
         Err(error) => {
+            tracing::error!(target: "crp::outcome", exit_code = error.exit_code(), "{error}");
             eprintln!("crp: error: {error}");
             ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
         }

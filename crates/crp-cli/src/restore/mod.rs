@@ -45,9 +45,13 @@ pub enum RestoreOutcome {
 }
 
 pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
+    tracing::info!(image = %plan.image.display(), backend = ?plan.backend, "restore: opening the image");
     let reader = ImageReader::open(&plan.image)?;
+    tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
+    tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
     validate::check_host(&image)?;
+    tracing::info!("host checked: CPU features, vDSO, files and privileges suffice");
     let owner = reader.owner();
     let open_as = trust::decide(
         trust::Owner { uid: owner.0, gid: owner.1 },
@@ -71,6 +75,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         }
     };
     let child = create_child(image.pid, plan.pid_must_match)?;
+    tracing::info!(pid = child.pid().as_raw(), image_pid = image.pid, "child created");
     let fds = kmod
         .as_ref()
         .map(|(device, image_file)| InheritedFds { device: device.raw_fd(), image: image_file.as_raw_fd() });
@@ -78,10 +83,12 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     build(&child, &image, &reader, fds, open_as.as_ref())?;
     drop(kmod);
     let pid = child.disarm();
+    tracing::info!(pid = pid.as_raw(), "released: the process runs");
     if plan.detach {
         return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });
     }
     let exit_code = wait_for_exit(pid)?;
+    tracing::info!(pid = pid.as_raw(), exit_code, "the process ended");
     Ok(RestoreOutcome::Finished { pid: pid.as_raw(), exit_code })
 }
 
@@ -121,12 +128,14 @@ fn build(
     let target = validate::target_space(image)?;
 
     let gadget = bootstrap::install_gadget(&mut injector, &target, &child_maps)?;
+    tracing::debug!(gadget = format_args!("{:#x}", gadget.address), "syscall gadget mapped");
     if kmod.is_none() {
         bootstrap::clear_address_space(&mut injector, gadget, &live_vdso)?;
     }
     // With the module, crp's own mappings stay until the ioctl removes them
     // with everything else; the vDSO moves over them if it must.
     bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
+    tracing::debug!("crp's own mappings cleared, vDSO placed");
     // Everything opened from here on is opened as the image's owner.
     if let Some(identity) = open_as {
         trust::open_as(&mut injector, identity)?;
@@ -146,6 +155,7 @@ fn build(
     // Until the child is released, a cancelled restore kills it (the
     // guard's drop).
     faults::reached("built", 0);
+    tracing::info!(pid = raw, stopped = image.task.stopped, "state restored");
     cancel::check("restore")?;
     ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
     Ok(())
@@ -162,10 +172,13 @@ fn rebuild_by_injection(
 ) -> Result<(), CrpError> {
     let raw = pid.as_raw();
     memory::map_and_fill(injector, pid, &image.vmas, reader)?;
+    tracing::info!(vmas = image.vmas.len(), page_bytes = reader.page_bytes(), "memory mapped and filled");
     image.mm.restore(injector)?;
     image.signals.restore(injector)?;
     image.locks.restore(injector)?;
+    tracing::debug!("mm fields, signals, robust list and rseq restored");
     restore_attributes(injector, pid, image)?;
+    tracing::debug!("descriptors, limits, timers and credentials restored");
     // The gadget unmaps itself; the step stops at the syscall's exit,
     // before the next instruction would be fetched from the gone page.
     injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
