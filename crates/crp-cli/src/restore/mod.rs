@@ -46,6 +46,11 @@ pub enum RestoreOutcome {
 
 pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     tracing::info!(image = %plan.image.display(), backend = ?plan.backend, "restore: opening the image");
+    // A missing module is said first: nothing else matters without it.
+    let device = match plan.backend {
+        Backend::Userspace => None,
+        Backend::Kmod => Some(Device::open()?),
+    };
     let reader = ImageReader::open(&plan.image)?;
     tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
@@ -65,10 +70,9 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     faults::reached("validated", 0);
     cancel::check("restore")?;
     // The kmod back end's child inherits the device and the image file.
-    let kmod = match plan.backend {
-        Backend::Userspace => None,
-        Backend::Kmod => {
-            let device = Device::open()?;
+    let kmod = match device {
+        None => None,
+        Some(device) => {
             let image_file = std::fs::File::open(&plan.image)
                 .map_err(|source| CrpError::Io { action: format!("open {}", plan.image.display()), source })?;
             Some((device, image_file))
