@@ -177,7 +177,8 @@ fn an_unprivileged_restore_names_the_capabilities_it_lacks() {
         assert!(stderr.contains(named), "{named} not named: {stderr}");
     }
     assert!(
-        stderr.contains(&format!("crp restore runs as uid {NOBODY} and needs them")) && stderr.contains("run it as root"),
+        stderr.contains(&format!("crp restore runs as uid {NOBODY} and needs them"))
+            && stderr.contains("run it as root"),
         "{stderr}"
     );
     assert!(!process_exists(pid), "a process was created");
