@@ -1,17 +1,72 @@
 //! `crp check`: does this kernel and CPU give crp what it needs? Each probe
-//! exercises the real feature (no version guessing), like `criu check`.
+//! exercises the real feature (no version guessing), like `criu check`, and
+//! says which part of crp needs it. It checks the machine, not a process.
 
 use std::io::IoSliceMut;
 
 use crp_ptrace::spawn_stopped_child;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use serde::Serialize;
 
 /// One line of the report.
 #[derive(Debug)]
 pub struct Probe {
     pub name: &'static str,
+    /// crp cannot work without it (else only the feature named in
+    /// `needed_for` is missing).
     pub required: bool,
+    /// What of crp needs it, and for what.
+    pub needed_for: &'static str,
     pub result: Result<String, String>,
+}
+
+/// The JSON form of one probe (`crp check --json` prints an array of them).
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    pub name: &'static str,
+    pub required: bool,
+    pub ok: bool,
+    pub detail: String,
+    pub needed_for: &'static str,
+}
+
+impl Probe {
+    pub fn report(&self) -> ProbeReport {
+        let (ok, detail) = match &self.result {
+            Ok(detail) => (true, detail.clone()),
+            Err(detail) => (false, detail.clone()),
+        };
+        ProbeReport { name: self.name, required: self.required, ok, detail, needed_for: self.needed_for }
+    }
+
+    /// "ok", "missing" (required and absent) or "absent" (optional).
+    pub fn verdict(&self) -> &'static str {
+        match (&self.result, self.required) {
+            (Ok(_), _) => "ok",
+            (Err(_), true) => "missing",
+            (Err(_), false) => "absent",
+        }
+    }
+}
+
+/// Every required probe passed.
+pub fn all_required_present(probes: &[Probe]) -> bool {
+    probes.iter().all(|probe| probe.result.is_ok() || !probe.required)
+}
+
+/// The text report: per probe, its verdict, name and detail, then what
+/// needs it on an indented line.
+pub fn render_text(probes: &[Probe]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for probe in probes {
+        let detail = match &probe.result {
+            Ok(detail) | Err(detail) => detail,
+        };
+        let _ = writeln!(out, "{:<8} {:<30} {detail}", probe.verdict(), probe.name);
+        let _ = writeln!(out, "{:<8} {:<30} needed for: {}", "", "", probe.needed_for);
+    }
+    out
 }
 
 /// A value in crp's own memory for the process_vm_readv probe to find in
@@ -25,11 +80,13 @@ fn probe_ptrace_and_clone3() -> Vec<Probe> {
     probes.push(Probe {
         name: "ptrace",
         required: true,
+        needed_for: "dump and restore: crp freezes a process, reads it and rebuilds it through ptrace",
         result: traced.clone().map(|pid| format!("traced a forked child (pid {pid})")),
     });
     probes.push(Probe {
         name: "process_vm_readv",
         required: true,
+        needed_for: "dump: copying the process's memory into the image",
         result: match &first {
             Ok(child) => {
                 let mut found = [0u8; 8];
@@ -48,6 +105,7 @@ fn probe_ptrace_and_clone3() -> Vec<Probe> {
     probes.push(Probe {
         name: "PTRACE_GET_RSEQ_CONFIGURATION",
         required: true,
+        needed_for: "dump: saving the rseq registration; restore: undoing the one crp's child inherits",
         result: match &first {
             Ok(child) => crp_ptrace::sys::get_rseq_configuration(child.pid())
                 .map(|configuration| match configuration.rseq_abi_pointer {
@@ -62,6 +120,7 @@ fn probe_ptrace_and_clone3() -> Vec<Probe> {
     probes.push(Probe {
         name: "clone3 set_tid",
         required: true,
+        needed_for: "restore: giving the process its old PID",
         result: match traced {
             Ok(pid) => spawn_stopped_child(Some(pid), None)
                 .map(|child| format!("created a child with chosen pid {}", child.pid()))
@@ -77,21 +136,15 @@ pub fn run() -> Vec<Probe> {
     probes.push(Probe {
         name: "PR_SET_MM_MAP",
         required: true,
+        needed_for: "restore: the memory-map fields (brk, stack, arguments, environment, auxv, exe link)",
         result: crp_ptrace::sys::prctl_mm_map_size()
             .map(|size| format!("struct prctl_mm_map is {size} bytes"))
             .map_err(|errno| format!("{errno}: kernel lacks CONFIG_CHECKPOINT_RESTORE")),
     });
     probes.push(Probe {
-        name: "userfaultfd",
-        required: false,
-        result: crp_ptrace::sys::userfaultfd_available()
-            .map(|()| "available (for lazy restore)".to_owned())
-            .map_err(|errno| format!("{errno}: lazy restore impossible")),
-    });
-    probes.push(Probe { name: "soft-dirty tracking", required: false, result: probe_soft_dirty() });
-    probes.push(Probe {
         name: "vDSO layout",
         required: true,
+        needed_for: "restore: an image is restored only where the vDSO block is laid out as when it was dumped",
         result: crate::restore::validate::host_vdso().map_err(|error| error.to_string()).and_then(|layout| {
             if layout.mappings.iter().any(|mapping| mapping.name == "[vdso]") {
                 Ok(layout
@@ -105,11 +158,17 @@ pub fn run() -> Vec<Probe> {
             }
         }),
     });
-    probes.push(Probe { name: "/dev/crp (kmod back end)", required: false, result: probe_kmod_device() });
+    probes.push(Probe {
+        name: "/dev/crp (kmod back end)",
+        required: false,
+        needed_for: "--backend kmod only (dump and restore through the crp kernel module)",
+        result: probe_kmod_device(),
+    });
     let features = crp_arch_x86::host_xsave_features();
     probes.push(Probe {
         name: "XSAVE",
         required: true,
+        needed_for: "dump and restore of the x87/SSE/AVX registers; an image needs every feature it was dumped with",
         result: if features & 0b11 == 0b11 {
             Ok(format!("XCR0 {features:#x} ({})", xsave_feature_names(features)))
         } else {
@@ -117,20 +176,6 @@ pub fn run() -> Vec<Probe> {
         },
     });
     probes
-}
-
-/// Soft-dirty tracking: /proc/PID/clear_refs exists and this kernel marks
-/// VMAs soft-dirty (`sd` in smaps VmFlags, CONFIG_MEM_SOFT_DIRTY).
-fn probe_soft_dirty() -> Result<String, String> {
-    let unavailable = |why: String| format!("not available ({why}): incremental dumps impossible");
-    std::fs::metadata("/proc/self/clear_refs")
-        .map_err(|error| unavailable(format!("/proc/self/clear_refs: {error}")))?;
-    let maps = crp_ptrace::procfs::smaps(std::process::id().cast_signed()).map_err(|error| error.to_string())?;
-    if maps.iter().any(|entry| entry.has_flag("sd")) {
-        Ok("available (for incremental dumps)".to_owned())
-    } else {
-        Err(unavailable("no mapping has the `sd` VmFlag".to_owned()))
-    }
 }
 
 fn xsave_feature_names(features: u64) -> String {

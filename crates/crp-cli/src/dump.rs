@@ -58,7 +58,9 @@ pub struct DumpReport {
 
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
+    tracing::info!(pid, output = %plan.output.display(), backend = ?plan.backend, "dump: checking the process");
     preflight::check(pid, Phase::BeforeFreeze)?;
+    tracing::info!(pid, "preflight passed: nothing crp refuses");
     // A missing module fails here, before the process is touched.
     let device = match plan.backend {
         Backend::Userspace => None,
@@ -66,14 +68,17 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     };
     // An unwritable destination fails here too.
     let mut writer = ImageWriter::create(&plan.output)?;
+    tracing::debug!(output = %plan.output.display(), "image file staged");
     cancel::check("dump")?;
     let stopped = procfs::Stat::read(pid)?.field(3)? == "T";
     let mut frozen = Frozen::seize(pid).map_err(|error| preflight::explain_seize_failure(pid, error))?;
     frozen.set_checkpoint(faults::reached);
     faults::reached("frozen", 0);
+    tracing::info!(pid, was_stopped = stopped, "frozen");
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
     preflight::check(pid, Phase::Frozen)?;
+    tracing::debug!(pid, "preflight passed again, frozen");
     cancel::check("dump")?;
     // What /proc says, once, now that the process cannot change.
     let proc = procfs::Snapshot::read(pid)?;
@@ -83,6 +88,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     };
     let Captured { state: mut image, populated_kb } = captured;
     faults::reached("captured", 0);
+    tracing::info!(pid, vmas = image.vmas.len(), files = image.files.len(), rlimits = image.rlimits.len(), "captured");
     cancel::check("dump")?;
 
     let pagemap = PageMap::open(pid)?;
@@ -103,6 +109,11 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         }
     }
     faults::reached("pages", 0);
+    tracing::info!(
+        bytes = writer.runs().iter().map(|run| run.byte_len()).sum::<u64>(),
+        runs = writer.runs().len(),
+        "pages written"
+    );
     image.dumped_at_unix_seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let vma_count = image.vmas.len();
@@ -112,7 +123,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         // can run on while the image is finished and made durable.
         let frozen_for = started.elapsed();
         frozen.release()?;
+        tracing::info!(pid, "released (--leave-running)");
         let path = writer.finish(&metadata)?;
+        tracing::info!(path = %path.display(), metadata_bytes = metadata.len(), "image finished");
         faults::reached("written", 0);
         if let Err(cancelled) = cancel::check("dump") {
             let _ = std::fs::remove_file(path);
@@ -121,6 +134,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         return Ok(DumpReport { vma_count, page_bytes, frozen_for });
     }
     let path = writer.finish(&metadata)?;
+    tracing::info!(path = %path.display(), metadata_bytes = metadata.len(), "image finished");
     faults::reached("written", 0);
     if let Err(cancelled) = cancel::check("dump") {
         // Not killed yet: the dump is undone, the process released (by
@@ -130,6 +144,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     }
     let frozen_for = started.elapsed();
     frozen.kill()?;
+    tracing::info!(pid, "killed: the image holds it now");
     Ok(DumpReport { vma_count, page_bytes, frozen_for })
 }
 
@@ -157,9 +172,11 @@ fn capture_with_ptrace(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bo
     // Parked, the process survives crp's death at any moment: it resumes
     // where it was frozen (see crp_ptrace::Frozen).
     frozen.park(&maps, syscall_ip, resume_registers(&registers))?;
+    tracing::info!(pid, syscall_ip = format_args!("{syscall_ip:#x}"), "parked");
     let Injected { mm, signals, locks, credentials, rlimits, timers, task } =
         capture_by_injection(frozen, proc, stopped)?;
     frozen.unpark()?;
+    tracing::debug!(pid, "unparked");
     let state = ProcessImage {
         pid,
         kernel_release: kernel_release(),
@@ -185,6 +202,7 @@ fn capture_with_ptrace(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bo
 fn capture_with_kmod(device: &Device, proc: &procfs::Snapshot, stopped: bool) -> Result<Captured, CrpError> {
     let pid = proc.pid;
     let dump = device.dump_task(pid)?;
+    tracing::info!(pid, "task record read from /dev/crp");
     device.attach(pid)?;
     let vmas = capture::vma_records(pid, &dump)?;
     let mut task = TaskIdentity::from_proc(proc, stopped)?;

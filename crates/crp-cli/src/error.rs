@@ -20,6 +20,12 @@ pub enum CrpError {
         "cannot dump pid {pid}: {what} ({location}) is not supported yet; the process was left running and untraced"
     )]
     Unsupported { pid: i32, what: String, location: String },
+    #[error("cannot dump pid {pid}: it is {what}; crp checkpoints user processes only, never {kind}")]
+    NotUserProcess { pid: i32, what: String, kind: &'static str },
+    #[error("this host cannot restore the image: {what} {path} {problem}")]
+    MissingOnHost { what: &'static str, path: String, problem: String },
+    #[error("crp restore lacks privileges the process had: {missing}; {advice}")]
+    LacksPrivileges { missing: String, advice: String },
     #[error("no process {pid}: {reason}")]
     NoProcess { pid: i32, reason: String },
     #[error(
@@ -63,6 +69,7 @@ impl CrpError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Unsupported { .. }
+            | Self::NotUserProcess { .. }
             | Self::Compound(crp_compound::CompoundError::Unsupported(_))
             | Self::Locks(crp_locks::LockError::FileLock { .. }) => 3,
             // Writing failed (or the output path is a directory, a FIFO...):
@@ -70,6 +77,7 @@ impl CrpError {
             Self::Image(
                 crp_image::ImageError::Io { .. }
                 | crp_image::ImageError::OutputNotRegularFile { .. }
+                | crp_image::ImageError::OutputFolderMissing { .. }
                 | crp_image::ImageError::PageSource { .. }
                 | crp_image::ImageError::Serialize { .. },
             ) => 1,
@@ -81,10 +89,11 @@ impl CrpError {
             )
             | Self::Compound(crp_compound::CompoundError::FileChanged { .. })
             | Self::Incompatible { .. }
+            | Self::MissingOnHost { .. }
             | Self::Kmod(crate::kmod::KmodError::NotLoaded) => 5,
             Self::PidTaken { .. } => 6,
             Self::Cancelled { signal, .. } => 128 + signal,
-            Self::NoPermission { .. } | Self::AlreadyTraced { .. } | Self::Proc(_) => 1,
+            Self::NoPermission { .. } | Self::AlreadyTraced { .. } | Self::LacksPrivileges { .. } | Self::Proc(_) => 1,
             _ => 1,
         }
     }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod faults;
 pub mod inspect;
 pub mod kmod;
+pub mod logging;
 pub mod model;
 pub mod plan;
 pub mod preflight;

@@ -7,13 +7,21 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crp_cli::dump::{Backend, DumpPlan, dump};
 use crp_cli::restore::{RestoreOutcome, RestorePlan, StreamChoice, restore};
-use crp_cli::{CrpError, cancel, check, inspect};
+use crp_cli::{CrpError, cancel, check, inspect, logging};
 use nix::sys::signal::Signal;
 
 /// Checkpoint a running Linux process into one image file, and restore it.
 #[derive(Debug, Parser)]
 #[command(name = "crp", version, about)]
 struct Arguments {
+    /// Show what crp does on stderr: -v the phases of a dump or restore,
+    /// -vv every step (each injected syscall included).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Append a debug-level log of everything crp does to FILE (created
+    /// with mode 0600), whatever -v says.
+    #[arg(long, value_name = "FILE", global = true)]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,7 +106,18 @@ enum Command {
         json: bool,
     },
     /// Report whether this kernel and CPU give crp what it needs.
-    Check,
+    ///
+    /// Each probe exercises the feature for real and says which part of
+    /// crp needs it. Exit 0 when every required probe passes, 1 otherwise.
+    /// It checks this machine, not a process: it does not list what stops
+    /// one process from being dumped (`crp dump PID` refuses such a process
+    /// before touching it, naming what it cannot save).
+    Check {
+        /// Machine-readable output: an array of probes with name, required,
+        /// ok, detail and needed_for.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
@@ -135,34 +154,41 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             let reader = crp_image::ImageReader::open(&image)?;
             let summary = inspect::summarize(&reader)?;
             if json {
-                let text = serde_json::to_string_pretty(&summary)
-                    .map_err(|error| CrpError::Io { action: "render JSON".into(), source: error.into() })?;
-                println!("{text}");
+                println!("{}", render_json(&summary)?);
             } else {
                 print!("{}", inspect::render_text(&summary));
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => {
-            let mut all_required = true;
-            for probe in check::run() {
-                let (word, detail) = match &probe.result {
-                    Ok(detail) => ("ok", detail.clone()),
-                    Err(detail) => (if probe.required { "missing" } else { "absent" }, detail.clone()),
-                };
-                all_required &= probe.result.is_ok() || !probe.required;
-                println!("{word:<8} {:<32} {detail}", probe.name);
+        Command::Check { json } => {
+            let probes = check::run();
+            if json {
+                let reports: Vec<check::ProbeReport> = probes.iter().map(check::Probe::report).collect();
+                println!("{}", render_json(&reports)?);
+            } else {
+                print!("{}", check::render_text(&probes));
             }
-            Ok(if all_required { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if check::all_required_present(&probes) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }
 
+fn render_json(value: &impl serde::Serialize) -> Result<String, CrpError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|error| CrpError::Io { action: "render JSON".into(), source: error.into() })
+}
+
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
+    if let Err(error) = logging::init(arguments.verbose, arguments.log_file.as_deref()) {
+        eprintln!("crp: error: {error}");
+        return ExitCode::FAILURE;
+    }
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), command = ?arguments.command, "crp started");
     match run(arguments.command) {
         Ok(code) => code,
         Err(error) => {
+            tracing::error!(target: "crp::outcome", exit_code = error.exit_code(), "{error}");
             eprintln!("crp: error: {error}");
             ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
         }

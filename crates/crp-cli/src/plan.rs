@@ -59,7 +59,10 @@ pub const BY_INJECTION: &[Step] = &[
     Step {
         kind: MEMORY,
         run: |rebuild| {
-            crate::restore::memory::map_and_fill(rebuild.injector, rebuild.pid, &rebuild.image.vmas, rebuild.reader)
+            let Rebuild { injector, pid, image, reader, .. } = rebuild;
+            crate::restore::memory::map_and_fill(injector, *pid, &image.vmas, reader)?;
+            tracing::info!(vmas = image.vmas.len(), page_bytes = reader.page_bytes(), "memory mapped and filled");
+            Ok(())
         },
     },
     persisted!(crp_compound::mm::MmFields, mm),
@@ -138,6 +141,10 @@ pub fn check_order(kinds: &[&str]) -> Result<(), String> {
 pub fn run(steps: &[Step], rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
     for step in steps {
         (step.run)(rebuild)?;
+        tracing::debug!(kind = step.kind, "restored");
+    }
+    if steps.last().is_some_and(|step| step.kind == LAST) {
+        tracing::info!("state restored, credentials last");
     }
     Ok(())
 }

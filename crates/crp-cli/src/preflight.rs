@@ -56,8 +56,13 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
         return Err(unsupported(pid, "a thread that is not a thread-group leader", format!("Tgid {tgid}")));
     }
     let flags: u64 = Stat::read(pid).map_err(|error| access::proc_error(pid, error))?.number(STAT_FLAGS)?;
-    if status.decimal::<i32>("PPid")? == 0 || flags & PF_KTHREAD != 0 {
-        return Err(unsupported(pid, "a kernel thread or the init process", format!("pid {pid}")));
+    if flags & PF_KTHREAD != 0 {
+        let what = format!("a kernel thread ({})", status.field("Name")?);
+        return Err(CrpError::NotUserProcess { pid, what, kind: "kernel threads" });
+    }
+    if status.decimal::<i32>("PPid")? == 0 {
+        let what = "the init process of its PID namespace (it has no parent)".to_owned();
+        return Err(CrpError::NotUserProcess { pid, what, kind: "an init process" });
     }
     let tracer: i32 = status.decimal("TracerPid")?;
     if tracer != 0 && (phase == Phase::BeforeFreeze || tracer != std::process::id().cast_signed()) {

@@ -280,7 +280,9 @@ fn privileges_crp_lacks_are_refused_before_anything_is_created() {
         });
         let output = restore(&higher_limit, &[], "");
         let stderr = stderr_of(&output);
-        assert_eq!(output.status.code(), Some(5), "{stderr}");
+        // A privilege crp lacks: exit 1, naming the capability.
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("lacks privileges") && stderr.contains("CAP_SYS_RESOURCE"), "{stderr}");
         assert!(stderr.contains("RLIMIT_NOFILE"), "{stderr}");
         assert!(!process_exists(pid));
     }

@@ -30,6 +30,63 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Capability numbers the kernel knows today (0..=40) fit in the 64-bit sets.
 const CAPABILITY_BITS: u32 = 64;
 
+/// The capabilities Linux knows today, by number (capability(7)).
+const CAPABILITY_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The name of each capability in `set`, lowest first; one this table
+/// does not know is `CAP_<number>`.
+pub fn capability_names(set: u64) -> Vec<String> {
+    (0..CAPABILITY_BITS)
+        .filter(|bit| set & (1u64 << bit) != 0)
+        .map(|bit| match CAPABILITY_NAMES.get(bit as usize) {
+            Some(name) => (*name).to_owned(),
+            None => format!("CAP_{bit}"),
+        })
+        .collect()
+}
+
 /// Ids and capability sets, as /proc/PID/status shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct IdsAndCapabilities {
@@ -219,6 +276,17 @@ mod tests {
 
     fn parse(text: &str) -> Result<IdsAndCapabilities, ProcError> {
         parse_status(&Fields::parse("/proc/5/status", text).unwrap())
+    }
+
+    #[test]
+    fn capabilities_are_named_by_number() {
+        assert_eq!(capability_names(0), Vec::<String>::new());
+        assert_eq!(
+            capability_names((1 << 6) | (1 << 7) | (1 << 40)),
+            ["CAP_SETGID", "CAP_SETUID", "CAP_CHECKPOINT_RESTORE"]
+        );
+        assert_eq!(capability_names(1 << 41), ["CAP_41"]);
+        assert_eq!(capability_names(0x1ff_ffff_ffff).len(), 41);
     }
 
     #[test]

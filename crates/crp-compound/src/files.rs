@@ -144,6 +144,15 @@ impl std::ops::Deref for FdTable {
     }
 }
 
+impl<'a> IntoIterator for &'a FdTable {
+    type Item = &'a FdRecord;
+    type IntoIter = std::slice::Iter<'a, FdRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 impl std::ops::DerefMut for FdTable {
     fn deref_mut(&mut self) -> &mut Vec<FdRecord> {
         &mut self.0
@@ -334,7 +343,6 @@ mod tests {
         let seek = restored.calls_of(libc::SYS_lseek)[0];
         assert_eq!((seek.args[0], seek.args[1]), (3, 77));
     }
-
 
     fn fdinfo_text(text: &str) -> Result<(i32, u64), ProcError> {
         parse_fdinfo(&Fields::parse("/proc/4/fdinfo/3", text).unwrap())

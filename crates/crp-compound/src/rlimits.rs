@@ -60,6 +60,15 @@ impl std::ops::Deref for ResourceLimits {
     }
 }
 
+impl<'a> IntoIterator for &'a ResourceLimits {
+    type Item = &'a Limit;
+    type IntoIter = std::slice::Iter<'a, Limit>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 impl std::ops::DerefMut for ResourceLimits {
     fn deref_mut(&mut self) -> &mut Vec<Limit> {
         &mut self.0

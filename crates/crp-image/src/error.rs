@@ -14,6 +14,8 @@ pub enum ImageError {
     },
     #[error("{path} is {kind}, not a regular file: a crp image is a regular file")]
     NotRegularFile { path: PathBuf, kind: &'static str },
+    #[error("cannot write the image to {path}: the folder {folder} does not exist")]
+    OutputFolderMissing { path: PathBuf, folder: PathBuf },
     #[error("cannot write the image to {path}: it is {kind}; give the path of a regular file (new or to replace)")]
     OutputNotRegularFile { path: PathBuf, kind: &'static str },
     #[error("image is truncated: {what} needs {needed} bytes but the file has {available}")]

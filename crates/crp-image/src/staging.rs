@@ -84,10 +84,11 @@ impl StagedFile {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(&directory_path)
-            .map_err(|source| ImageError::Io {
-                action: "open the image's directory",
-                path: directory_path.clone(),
-                source,
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => {
+                    ImageError::OutputFolderMissing { path: path.to_owned(), folder: directory_path.clone() }
+                }
+                _ => ImageError::Io { action: "open the image's directory", path: directory_path.clone(), source },
             })?;
         let create_error =
             |source| ImageError::Io { action: "create the image in", path: directory_path.clone(), source };
@@ -351,6 +352,15 @@ mod tests {
         let error = StagedFile::create(&subdirectory).unwrap_err();
         assert!(matches!(error, ImageError::OutputNotRegularFile { kind: "a directory", .. }), "{error}");
         assert_eq!(entries(dir.path()), [OsString::from("fifo"), OsString::from("sub")]);
+    }
+
+    #[test]
+    fn a_missing_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("missing/dir");
+        let error = StagedFile::create(&folder.join("x.crp")).unwrap_err();
+        assert!(matches!(&error, ImageError::OutputFolderMissing { folder: named, .. } if *named == folder), "{error}");
+        assert!(error.to_string().contains(&format!("the folder {} does not exist", folder.display())), "{error}");
     }
 
     #[test]

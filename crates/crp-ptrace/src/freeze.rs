@@ -223,6 +223,7 @@ impl Frozen {
         let _ = self.set_registers(&self.registers);
         let _ = sys::set_sigmask(self.pid, park.mask);
         let result = after?.rax.cast_signed();
+        tracing::debug!(pid = raw, number, args = format_args!("{args:x?}"), result, "injected syscall (unparked)");
         if (-4095..0).contains(&result) {
             let errno = nix::errno::Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL));
             return Err(EngineError::Syscall { syscall: name, args: args.to_vec(), pid: raw, errno });
@@ -412,6 +413,7 @@ impl Tracee for Frozen {
             other => return Err(self.unexpected("an injected syscall", &other)),
         }
         let result = self.get_registers()?.rax.cast_signed();
+        tracing::debug!(pid, number, args = format_args!("{args:x?}"), result, "injected syscall (parked)");
         // orig_rax = -1: no restart logic may touch the way back.
         self.set_registers(&parked)?;
         self.enter_parked_stop()?;

@@ -92,6 +92,13 @@ impl Tracee for Injector {
         ptrace::setregs(self.pid, registers).map_err(EngineError::ptrace("PTRACE_SETREGS", pid))?;
         self.step_once(number)?;
         let after = ptrace::getregs(self.pid).map_err(EngineError::ptrace("PTRACE_GETREGS", pid))?;
+        tracing::debug!(
+            pid,
+            number,
+            args = format_args!("{args:x?}"),
+            result = after.rax as i64,
+            "injected syscall (restore child)"
+        );
         Ok(after.rax as i64)
     }
 

@@ -121,9 +121,18 @@ pub enum RestoreOutcome {
 }
 
 pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
+    tracing::info!(image = %plan.image.display(), backend = ?plan.backend, "restore: opening the image");
+    // A missing module is said first: nothing else matters without it.
+    let device = match plan.backend {
+        Backend::Userspace => None,
+        Backend::Kmod => Some(Device::open()?),
+    };
     let reader = ImageReader::open(&plan.image)?;
+    tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
+    tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
     validate::check_host(&image)?;
+    tracing::info!("host checked: CPU features, vDSO, files and privileges suffice");
     let owner = reader.owner();
     let open_as = trust::decide(
         trust::Owner { uid: owner.0, gid: owner.1 },
@@ -141,16 +150,16 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     faults::reached("validated", 0);
     cancel::check("restore")?;
     // The kmod back end's child inherits the device and the image file.
-    let kmod = match plan.backend {
-        Backend::Userspace => None,
-        Backend::Kmod => {
-            let device = Device::open()?;
+    let kmod = match device {
+        None => None,
+        Some(device) => {
             let image_file = std::fs::File::open(&plan.image)
                 .map_err(|source| CrpError::Io { action: format!("open {}", plan.image.display()), source })?;
             Some((device, image_file))
         }
     };
     let child = create_child(image.pid, plan.pid_must_match)?;
+    tracing::info!(pid = child.pid().as_raw(), image_pid = image.pid, "child created");
     let fds = kmod
         .as_ref()
         .map(|(device, image_file)| InheritedFds { device: device.raw_fd(), image: image_file.as_raw_fd() });
@@ -158,6 +167,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     build(&child, &image, &reader, fds, &choices)?;
     drop(kmod);
     let pid = child.disarm();
+    tracing::info!(pid = pid.as_raw(), "released: the process runs");
     if let Some(pidfile) = pidfile {
         // The process runs already: a failure here is reported, not undone.
         pidfile.write(pid.as_raw())?;
@@ -166,6 +176,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });
     }
     let exit_code = wait_for_exit(pid)?;
+    tracing::info!(pid = pid.as_raw(), exit_code, "the process ended");
     Ok(RestoreOutcome::Finished { pid: pid.as_raw(), exit_code })
 }
 
@@ -237,12 +248,14 @@ fn build(
     let target = validate::target_space(image)?;
 
     let gadget = bootstrap::install_gadget(&mut injector, &target, &child_maps)?;
+    tracing::debug!(gadget = format_args!("{:#x}", gadget.address), "syscall gadget mapped");
     if kmod.is_none() {
         bootstrap::clear_address_space(&mut injector, gadget, &live_vdso)?;
     }
     // With the module, crp's own mappings stay until the ioctl removes them
     // with everything else; the vDSO moves over them if it must.
     bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
+    tracing::debug!("crp's own mappings cleared, vDSO placed");
     // Everything opened from here on is opened as the image's owner.
     if let Some(identity) = &choices.open_as {
         trust::open_as(&mut injector, identity)?;
@@ -262,6 +275,7 @@ fn build(
     // Until the child is released, a cancelled restore kills it (the
     // guard's drop).
     faults::reached("built", 0);
+    tracing::info!(pid = raw, stopped = image.task.stopped, "state restored");
     cancel::check("restore")?;
     ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
     Ok(())

@@ -3,6 +3,7 @@
 //! features, vDSO layout, the files it maps and opens).
 
 use crp_arch_x86::{VdsoLayout, host_xsave_features};
+use crp_compound::files::FdTarget;
 use crp_compound::vma::Backing;
 use crp_image::ImageReader;
 use crp_recursive::AddressSpace;
@@ -64,44 +65,120 @@ pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
     Ok(VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end))))
 }
 
-/// Checks this host can run the image: CPU features, vDSO shape, files.
+/// Checks this host can run the image: CPU features, vDSO shape, files
+/// (each must exist: a missing one is named, exit 5), then privileges.
 pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
     image.cpu.xsave.check_host_supports(host_xsave_features())?;
     image.vdso.check_matches(&host_vdso()?)?;
+    require_path("the executable", &image.mm.exe_path, Kind::Any)?;
+    require_path("the working directory", &image.task.cwd, Kind::Directory)?;
     for vma in &image.vmas {
         if let Backing::File(file) = &vma.backing {
+            require_path("the mapped file", &file.path, Kind::Any)?;
             crp_compound::vma::check_mapped_file(file)?;
         }
     }
+    for record in &image.files {
+        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &record.target {
+            require_path("the file of its descriptor", path, Kind::Any).map_err(|error| with_fd(error, record.fd))?;
+        }
+    }
     crp_compound::files::check_files_exist(&image.files)?;
-    check_privileges(image)?;
-    std::fs::metadata(&image.mm.exe_path)
-        .map_err(|source| CrpError::Io { action: format!("find executable {}", image.mm.exe_path), source })?;
-    Ok(())
+    check_privileges(image)
+}
+
+/// What a path the image names must be on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Any,
+    Directory,
+}
+
+/// `path` exists here (and is a directory when `kind` says so), else
+/// [`CrpError::MissingOnHost`] naming it.
+fn require_path(what: &'static str, path: &str, kind: Kind) -> Result<(), CrpError> {
+    let missing = |problem: String| CrpError::MissingOnHost { what, path: path.to_owned(), problem };
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(missing("does not exist".to_owned())),
+        Err(error) => Err(missing(format!("cannot be looked up: {error}"))),
+        Ok(metadata) if kind == Kind::Directory && !metadata.is_dir() => Err(missing("is not a directory".to_owned())),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn with_fd(error: CrpError, fd: i32) -> CrpError {
+    match error {
+        CrpError::MissingOnHost { path, problem, .. } => {
+            CrpError::MissingOnHost { what: "the file of a descriptor", path, problem: format!("(fd {fd}) {problem}") }
+        }
+        other => other,
+    }
 }
 
 /// `CAP_SYS_RESOURCE`, needed to raise a hard resource limit.
 const CAP_SYS_RESOURCE: u64 = 1 << 24;
 
 /// Refuses an image whose process had capabilities, or hard limits, that
-/// crp itself does not have: it could not give them back.
+/// crp itself does not have: it could not give them back. Capabilities
+/// this kernel does not know at all make the host unfit (exit 5); known
+/// ones crp lacks are a privilege problem of crp's (exit 1).
 fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
     let own = crp_compound::creds::own_status()?;
     let beyond = image.credentials.capabilities_beyond(&own);
-    if beyond != 0 {
+    let unknown_here = beyond & !known_capabilities();
+    if unknown_here != 0 {
         return Err(CrpError::Incompatible {
-            reason: format!("the process had capabilities {beyond:#x} that crp restore does not hold"),
+            reason: format!(
+                "the process had capabilities this kernel does not know: {}",
+                capability_list(unknown_here)
+            ),
+        });
+    }
+    if beyond != 0 {
+        return Err(CrpError::LacksPrivileges {
+            missing: format!(
+                "{} (in its permitted or bounding set: even an unprivileged process has a full bounding set)",
+                capability_list(beyond)
+            ),
+            advice: privilege_advice(),
         });
     }
     let can_raise_limits = own.cap_effective & CAP_SYS_RESOURCE != 0;
     match crp_compound::rlimits::first_above(&image.rlimits, crp_ptrace::sys::own_hard_limit) {
-        Some((limit, own_limit)) if !can_raise_limits => Err(CrpError::Incompatible {
-            reason: format!(
-                "{} hard limit {} is above crp's own {own_limit} and crp lacks CAP_SYS_RESOURCE",
+        Some((limit, own_limit)) if !can_raise_limits => Err(CrpError::LacksPrivileges {
+            missing: format!(
+                "CAP_SYS_RESOURCE, to raise the {} hard limit {} above crp's own {own_limit}",
                 limit.name(),
                 limit.hard
             ),
+            advice: privilege_advice(),
         }),
         _ => Ok(()),
     }
+}
+
+/// What to do about capabilities crp restore lacks: it needs them to give
+/// them back.
+fn privilege_advice() -> String {
+    match nix::unistd::geteuid().as_raw() {
+        0 => "crp restore runs as root but without them (whatever started it dropped them from its bounding \
+              set): run it where root holds them"
+            .to_owned(),
+        uid => format!("crp restore runs as uid {uid} and needs them to give them back: run it as root"),
+    }
+}
+
+/// "CAP_A, CAP_B (0x...)".
+fn capability_list(set: u64) -> String {
+    format!("{} ({set:#x})", crp_compound::creds::capability_names(set).join(", "))
+}
+
+/// Every capability this kernel knows (`/proc/sys/kernel/cap_last_cap`);
+/// all 64 bits when that file cannot be read.
+fn known_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|last| *last < 63)
+        .map_or(u64::MAX, |last| (1u64 << (last + 1)) - 1)
 }
