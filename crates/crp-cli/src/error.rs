@@ -16,10 +16,8 @@ pub enum CrpError {
     Locks(#[from] crp_locks::LockError),
     #[error("{0}")]
     Kmod(#[from] crate::kmod::KmodError),
-    #[error(
-        "cannot dump pid {pid}: {what} ({location}) is not supported yet; the process was left running and untraced"
-    )]
-    Unsupported { pid: i32, what: String, location: String },
+    #[error("cannot dump pid {pid}: {refusal}; the process was left running and untraced")]
+    Unsupported { pid: i32, refusal: Unsupported },
     #[error("cannot dump pid {pid}: it is {what}; crp checkpoints user processes only, never {kind}")]
     NotUserProcess { pid: i32, what: String, kind: &'static str },
     #[error("this host cannot restore the image: {what} {path} {problem}")]
@@ -62,7 +60,7 @@ pub enum CrpError {
 
 impl CrpError {
     pub fn unsupported(pid: i32, unsupported: Unsupported) -> Self {
-        Self::Unsupported { pid, what: unsupported.what, location: unsupported.location }
+        Self::Unsupported { pid, refusal: unsupported }
     }
 
     /// The documented exit code (README, "Exit codes").
@@ -71,7 +69,7 @@ impl CrpError {
             Self::Unsupported { .. }
             | Self::NotUserProcess { .. }
             | Self::Compound(crp_compound::CompoundError::Unsupported(_))
-            | Self::Locks(crp_locks::LockError::FileLock { .. }) => 3,
+            | Self::Locks(crp_locks::LockError::Unsupported(_)) => 3,
             // Writing failed (or the output path is a directory, a FIFO...):
             // nothing is wrong with any image.
             Self::Image(

@@ -18,7 +18,7 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 const STAT_FLAGS: usize = 9;
 
 fn unsupported(pid: i32, what: &str, location: String) -> CrpError {
-    CrpError::Unsupported { pid, what: what.to_owned(), location }
+    CrpError::unsupported(pid, Unsupported { what: what.to_owned(), location })
 }
 
 fn lift(pid: i32) -> impl Fn(CompoundError) -> CrpError {
@@ -103,6 +103,7 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
     crp_compound::timers::preflight(pid).map_err(lift(pid))?;
     crp_locks::preflight(pid).map_err(|error| match error {
         crp_locks::LockError::Proc(error) => access::proc_error(pid, error),
+        crp_locks::LockError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),
         other => other.into(),
     })?;
     if let Some(pending) = crp_compound::signals::pending_signals(pid).map_err(lift(pid))? {

@@ -2,13 +2,7 @@
 
 use std::path::PathBuf;
 
-/// State crp cannot checkpoint yet: what it is and where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} ({location}) is not supported yet")]
-pub struct Unsupported {
-    pub what: String,
-    pub location: String,
-}
+pub use crp_ptrace::Unsupported;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompoundError {

@@ -18,8 +18,8 @@ pub enum LockError {
     Engine(#[from] EngineError),
     #[error("{operation} on pid {pid}: {errno}")]
     Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
-    #[error("file locks (fd {fd}: {lock}) are not supported yet")]
-    FileLock { fd: String, lock: String },
+    #[error(transparent)]
+    Unsupported(#[from] crp_ptrace::Unsupported),
     #[error(transparent)]
     Proc(#[from] ProcError),
     #[error("cannot read {path}: {source}")]
@@ -62,10 +62,9 @@ pub fn preflight(pid: i32) -> Result<(), LockError> {
             Err(source) => return Err(ProcError::Read { path, source }.into()),
         };
         if let Some(lock) = first_lock(&text) {
-            return Err(LockError::FileLock {
-                fd: entry.file_name().to_string_lossy().into_owned(),
-                lock: lock.to_owned(),
-            });
+            let fd = entry.file_name().to_string_lossy().into_owned();
+            let location = format!("fd {fd}: {lock}");
+            return Err(crp_ptrace::Unsupported { what: "file locks".into(), location }.into());
         }
     }
     Ok(())

@@ -2,6 +2,15 @@
 
 use nix::errno::Errno;
 
+/// State crp cannot checkpoint yet: what it is and where. Every category
+/// crate refuses with this one type, so crp reports every refusal alike.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} ({location}) is not supported yet")]
+pub struct Unsupported {
+    pub what: String,
+    pub location: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{operation} on pid {pid}: {errno}")]

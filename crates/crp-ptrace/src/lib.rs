@@ -16,7 +16,7 @@ pub mod sys;
 mod tracee;
 
 pub use child::{ChildGuard, spawn_stopped_child};
-pub use error::EngineError;
+pub use error::{EngineError, Unsupported};
 pub use freeze::{Checkpoint, Frozen};
 pub use inject::Injector;
 pub use nix::libc::user_regs_struct as Registers;
