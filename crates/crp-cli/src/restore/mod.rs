@@ -146,7 +146,10 @@ fn build(
     }
     match kmod {
         None => rebuild_by_injection(&mut injector, pid, image, reader, gadget)?,
-        Some(fds) => crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address)?,
+        Some(fds) => {
+            crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address)?;
+            tracing::info!(vmas = image.vmas.len(), "memory mapped and state set by /dev/crp");
+        }
     }
     let mut pending = injector.take_deferred_signals();
     if image.task.stopped {
