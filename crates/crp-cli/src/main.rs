@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 /// Checkpoint a running Linux process into one image file, and restore it.
 #[derive(Debug, Parser)]
-#[command(name = "crp", version, about)]
+#[command(name = "crp", version)]
 struct Arguments {
     /// Show what crp does on stderr: -v the phases of a dump or restore,
     /// -vv every step (each injected syscall included).
@@ -118,6 +118,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print crp's manual page (roff, from these definitions): `crp help-man
+    /// | man -l -`, or `crp help-man dump` for one command's page.
+    #[command(hide = true)]
+    HelpMan {
+        /// The command whose page to print (dump, restore, inspect, check).
+        command: Option<String>,
+    },
 }
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
@@ -160,6 +167,7 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::HelpMan { command } => print_man_page(command.as_deref()),
         Command::Check { json } => {
             let probes = check::run();
             if json {
@@ -171,6 +179,36 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             Ok(if check::all_required_present(&probes) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// The commands with a page of their own, and its name.
+const PAGE_NAMES: [(&str, &str); 4] =
+    [("dump", "crp-dump"), ("restore", "crp-restore"), ("inspect", "crp-inspect"), ("check", "crp-check")];
+
+/// Renders the manual page of crp, or of one of its commands.
+fn print_man_page(name: Option<&str>) -> Result<ExitCode, CrpError> {
+    use clap::CommandFactory;
+    let crp = Arguments::command();
+    let page = match name {
+        None => crp,
+        Some(name) => match PAGE_NAMES.iter().find(|(command, _)| *command == name) {
+            Some((command, page)) => {
+                let found = crp.find_subcommand(command).cloned().unwrap_or_else(Arguments::command);
+                found.name(*page).version(env!("CARGO_PKG_VERSION"))
+            }
+            None => {
+                eprintln!("crp: error: no command {name:?}: dump, restore, inspect or check");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut roff)
+        .map_err(|source| CrpError::Io { action: "render the manual page".into(), source })?;
+    std::io::Write::write_all(&mut std::io::stdout(), &roff)
+        .map_err(|source| CrpError::Io { action: "write the manual page".into(), source })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn render_json(value: &impl serde::Serialize) -> Result<String, CrpError> {

@@ -75,6 +75,11 @@ const CAPABILITY_NAMES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// Every capability [`capability_names`] knows by name.
+pub fn known_capability_set() -> u64 {
+    (1u64 << CAPABILITY_NAMES.len()) - 1
+}
+
 /// The name of each capability in `set`, lowest first; one this table
 /// does not know is `CAP_<number>`.
 pub fn capability_names(set: u64) -> Vec<String> {

@@ -34,6 +34,88 @@ pub struct SignalState {
     pub altstack_size: u64,
 }
 
+/// Signal names by number (1..=31); 32 and up are real-time signals.
+const SIGNAL_NAMES: [&str; 31] = [
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+];
+
+/// `sa_flags` bits and their names (sigaction(2)).
+const SA_FLAG_NAMES: [(u64, &str); 8] = [
+    (0x0000_0001, "SA_NOCLDSTOP"),
+    (0x0000_0002, "SA_NOCLDWAIT"),
+    (0x0000_0004, "SA_SIGINFO"),
+    (0x0400_0000, "SA_RESTORER"),
+    (0x0800_0000, "SA_ONSTACK"),
+    (0x1000_0000, "SA_RESTART"),
+    (0x4000_0000, "SA_NODEFER"),
+    (0x8000_0000, "SA_RESETHAND"),
+];
+
+/// `SIG_DFL` and `SIG_IGN` as a handler address.
+pub const SIG_DFL: u64 = 0;
+pub const SIG_IGN: u64 = 1;
+
+/// The name of signal `signal`: `SIGTERM`, `SIGRTMIN+3` (glibc's SIGRTMIN
+/// is 34; 32 and 33 are glibc's own, shown as `SIG32`, `SIG33`).
+pub fn signal_name(signal: i32) -> String {
+    let classic = usize::try_from(signal).ok().and_then(|number| SIGNAL_NAMES.get(number.checked_sub(1)?));
+    if let Some(name) = classic {
+        return (*name).to_owned();
+    }
+    match signal {
+        34 => "SIGRTMIN".to_owned(),
+        35..=63 => format!("SIGRTMIN+{}", signal - 34),
+        64 => "SIGRTMAX".to_owned(),
+        other => format!("SIG{other}"),
+    }
+}
+
+/// The names of the signals in a 64-bit mask (bit N-1 is signal N).
+pub fn mask_names(mask: u64) -> Vec<String> {
+    (1..=64).filter(|signal| mask & (1u64 << (signal - 1)) != 0).map(signal_name).collect()
+}
+
+/// The names of the `sa_flags` set; unknown bits as one hex number.
+pub fn flag_names(flags: u64) -> Vec<String> {
+    let mut names: Vec<String> =
+        SA_FLAG_NAMES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, name)| (*name).to_owned()).collect();
+    let unknown = flags & !SA_FLAG_NAMES.iter().fold(0, |all, (bit, _)| all | bit);
+    if unknown != 0 {
+        names.push(format!("{unknown:#x}"));
+    }
+    names
+}
+
 /// `(signal number, index of its slot)` for every catchable signal.
 fn catchable_signals() -> impl Iterator<Item = (i32, usize)> {
     (1..=64i32).zip(0..SIGNAL_COUNT).filter(|&(signal, _)| signal != libc::SIGKILL && signal != libc::SIGSTOP)
@@ -197,6 +279,18 @@ mod tests {
         assert_eq!(restored.memory.read(usr1_call.args[1], 8), 0x1234u64.to_le_bytes());
         let altstack = restored.calls_of(libc::SYS_sigaltstack)[0].args[0];
         assert_eq!(restored.memory.read(altstack, 8), 0x9000u64.to_le_bytes());
+    }
+
+    #[test]
+    fn signals_masks_and_flags_are_named() {
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(signal_name(31), "SIGSYS");
+        assert_eq!(signal_name(32), "SIG32");
+        assert_eq!(signal_name(36), "SIGRTMIN+2");
+        assert_eq!(signal_name(64), "SIGRTMAX");
+        assert_eq!(mask_names((1 << (libc::SIGINT - 1)) | (1 << 63)), ["SIGINT", "SIGRTMAX"]);
+        assert_eq!(flag_names(0x1400_0004), ["SA_SIGINFO", "SA_RESTORER", "SA_RESTART"]);
+        assert_eq!(flag_names(0x20), ["0x20"]);
     }
 
     fn status(text: &str) -> Fields {

@@ -99,6 +99,20 @@ impl IntervalTimers {
     }
 
     /// `(name, armed)` for display.
+    /// Each timer recorded: its name, then time left and interval in
+    /// microseconds (0 left: disarmed). Negative fields read as 0.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, u64, u64)> + '_ {
+        let microseconds = |raw: &[u8; ITIMERVAL_SIZE], at: usize| {
+            let field = |offset: usize| {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&raw[offset..offset + 8]);
+                u64::try_from(i64::from_le_bytes(bytes)).unwrap_or(0)
+            };
+            field(at).saturating_mul(1_000_000).saturating_add(field(at + 8))
+        };
+        WHICH.iter().zip(&self.timers).map(move |((_, name), raw)| (*name, microseconds(raw, 16), microseconds(raw, 0)))
+    }
+
     pub fn armed(&self) -> impl Iterator<Item = &'static str> + '_ {
         WHICH.iter().zip(&self.timers).filter(|(_, raw)| is_armed(raw)).map(|((_, name), _)| *name)
     }
@@ -157,6 +171,9 @@ mod tests {
         let word = |index: usize| u64::from_le_bytes(real[index * 8..index * 8 + 8].try_into().unwrap());
         assert_eq!([word(0), word(1), word(2), word(3)], [2, 0, 1, 500_001]);
         assert_eq!(timers.armed().collect::<Vec<_>>(), vec!["ITIMER_REAL"]);
+        let entries: Vec<_> = timers.entries().collect();
+        assert_eq!(entries[0], ("ITIMER_REAL", 1_500_001, 2_000_000));
+        assert_eq!(entries[2], ("ITIMER_PROF", 0, 0));
     }
 
     #[test]

@@ -262,7 +262,10 @@ fn build(
     }
     match kmod {
         None => rebuild_by_injection(&mut injector, pid, image, reader, gadget, choices)?,
-        Some(fds) => crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address, choices)?,
+        Some(fds) => {
+            crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address, choices)?;
+            tracing::info!(vmas = image.vmas.len(), "memory mapped and state set by /dev/crp");
+        }
     }
     let mut pending = injector.take_deferred_signals();
     if image.task.stopped {

@@ -1,0 +1,478 @@
+//! `crp inspect`: what an image holds, read from the archive in place. The
+//! summary is one serde type: `--json` prints it (schema `crp-inspect/1`,
+//! described by docs/inspect.schema.json), the text form is rendered from it
+//! (see [`text`]).
+
+mod text;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crp_compound::creds::capability_names;
+use crp_compound::files::FdTarget;
+use crp_compound::signals::{SIG_IGN, flag_names, mask_names, signal_name};
+use crp_image::ImageReader;
+use serde::Serialize;
+
+pub use self::text::render_text;
+use crate::error::CrpError;
+use crate::model::ProcessImage;
+
+/// The `schema` field of `crp inspect --json`. A change that removes or
+/// retypes a field bumps it; fields may be added within one schema.
+pub const SCHEMA: &str = "crp-inspect/1";
+
+/// A 64-bit value that is an address or a bit set: the number, and beside
+/// it the same in hex for people.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Hex {
+    pub value: u64,
+    pub hex: HexString,
+}
+
+/// `0x...`, serialised as a string.
+#[derive(Debug, Clone, Copy)]
+pub struct HexString(pub u64);
+
+impl Serialize for HexString {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+impl Hex {
+    pub fn new(value: u64) -> Self {
+        Self { value, hex: HexString(value) }
+    }
+}
+
+/// A bit set with the names of its bits.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedSet {
+    pub value: u64,
+    pub hex: HexString,
+    pub names: Vec<String>,
+}
+
+impl NamedSet {
+    fn new(value: u64, names: Vec<String>) -> Self {
+        Self { value, hex: HexString(value), names }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SectionSummary {
+    pub kind: &'static str,
+    pub offset: u64,
+    pub length: u64,
+    /// xxh3, as a hex string (a hash, not a quantity).
+    pub checksum: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessSummary {
+    pub pid: i32,
+    pub comm: String,
+    pub exe: String,
+    pub cwd: String,
+    pub umask: u32,
+    pub personality: u64,
+    /// Stopped by a signal when dumped: it comes back stopped.
+    pub stopped: bool,
+    pub cpu_affinity: Vec<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DumpedAt {
+    pub unix_seconds: u64,
+    /// RFC 3339, UTC.
+    pub utc: String,
+    /// Seconds between the dump and this `crp inspect` (negative if the
+    /// clock says the dump is in the future).
+    pub age_seconds: i64,
+}
+
+/// Real, effective, saved and filesystem ids.
+#[derive(Debug, Serialize)]
+pub struct Ids {
+    pub real: u32,
+    pub effective: u32,
+    pub saved: u32,
+    pub fs: u32,
+}
+
+impl Ids {
+    fn new([real, effective, saved, fs]: [u32; 4]) -> Self {
+        Self { real, effective, saved, fs }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Capabilities {
+    pub effective: NamedSet,
+    pub permitted: NamedSet,
+    pub inheritable: NamedSet,
+    pub bounding: NamedSet,
+    pub ambient: NamedSet,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CredentialsSummary {
+    pub uids: Ids,
+    pub gids: Ids,
+    pub groups: Vec<u32>,
+    pub capabilities: Capabilities,
+    pub keep_caps: bool,
+    pub no_new_privs: bool,
+    pub dumpable: u64,
+}
+
+/// A signal whose disposition is not the default.
+#[derive(Debug, Serialize)]
+pub struct HandlerSummary {
+    pub signal: i32,
+    pub name: String,
+    /// `ignore` (SIG_IGN) or `handler` (a function at `handler`).
+    pub disposition: &'static str,
+    pub handler: Hex,
+    pub flags: NamedSet,
+    /// Signals blocked while the handler runs.
+    pub mask: NamedSet,
+    pub restorer: Hex,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AltStack {
+    pub sp: Hex,
+    pub size: u64,
+    pub flags: i32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SignalsSummary {
+    pub blocked: NamedSet,
+    pub handlers: Vec<HandlerSummary>,
+    pub altstack: AltStack,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimerSummary {
+    pub name: &'static str,
+    pub armed: bool,
+    pub left_microseconds: u64,
+    pub interval_microseconds: u64,
+}
+
+/// The general registers, serialised as an object keyed by name (in
+/// user_regs_struct order).
+#[derive(Debug, Clone)]
+pub struct RegisterValues(pub Vec<(&'static str, u64)>);
+
+impl Serialize for RegisterValues {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// A limit's value: a number, or `"unlimited"` (RLIM_INFINITY).
+#[derive(Debug, Clone, Copy)]
+pub struct LimitValue(pub u64);
+
+impl Serialize for LimitValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            u64::MAX => serializer.serialize_str("unlimited"),
+            value => serializer.serialize_u64(value),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LimitSummary {
+    pub name: &'static str,
+    pub resource: u32,
+    pub soft: LimitValue,
+    pub hard: LimitValue,
+}
+
+#[derive(Debug, Serialize)]
+pub struct XsaveSummary {
+    pub features: Hex,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VmaSummary {
+    pub start: Hex,
+    pub end: Hex,
+    pub permissions: String,
+    pub backing: String,
+    pub pages_stored: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpecialMapping {
+    pub name: String,
+    pub start: Hex,
+    pub end: Hex,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FdSummary {
+    pub fd: i32,
+    pub target: String,
+    /// open(2) flags.
+    pub flags: i32,
+    pub flags_octal: String,
+    pub offset: u64,
+}
+
+/// The JSON form of `crp inspect --json` (schema [`SCHEMA`]).
+#[derive(Debug, Serialize)]
+pub struct ImageSummary {
+    pub schema: &'static str,
+    pub path: String,
+    pub format_version: u32,
+    pub rkyv_layout: Hex,
+    pub sections: Vec<SectionSummary>,
+    pub file_bytes: u64,
+    pub page_bytes: u64,
+    pub metadata_bytes: u64,
+    pub page_runs: usize,
+    pub kernel_release: String,
+    pub dumped_at: DumpedAt,
+    pub process: ProcessSummary,
+    pub credentials: CredentialsSummary,
+    pub signals: SignalsSummary,
+    pub timers: Vec<TimerSummary>,
+    pub rlimits: Vec<LimitSummary>,
+    pub xsave: XsaveSummary,
+    /// Keyed by register name, in the order the kernel's user_regs_struct
+    /// has them.
+    pub registers: RegisterValues,
+    pub vmas: Vec<VmaSummary>,
+    pub vdso: Vec<SpecialMapping>,
+    pub files: Vec<FdSummary>,
+}
+
+pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
+    let archived = reader.metadata::<crate::model::ArchivedProcessImage>()?;
+    // The summary reads a handful of fields; deserialising the metadata
+    // (kilobytes) keeps this code on plain types. Pages are never copied.
+    let image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived)
+        .map_err(|error| CrpError::InvalidImage { reason: error.to_string() })?;
+    Ok(ImageSummary {
+        schema: SCHEMA,
+        path: reader.path().display().to_string(),
+        format_version: reader.header().format_version,
+        rkyv_layout: Hex::new(u64::from(reader.header().rkyv_layout)),
+        // Listed: the sections this image has (the header says which).
+        sections: crp_image::SectionKind::ALL
+            .iter()
+            .filter_map(|kind| {
+                reader.header().section(*kind).map(|entry| SectionSummary {
+                    kind: kind.name(),
+                    offset: entry.offset,
+                    length: entry.length,
+                    checksum: format!("{:#018x}", entry.checksum),
+                })
+            })
+            .collect(),
+        file_bytes: reader.file_length(),
+        page_bytes: reader.page_bytes(),
+        metadata_bytes: reader.metadata_bytes().len() as u64,
+        page_runs: reader.page_runs().len(),
+        kernel_release: image.kernel_release.clone(),
+        dumped_at: dumped_at(image.dumped_at_unix_seconds, SystemTime::now()),
+        process: ProcessSummary {
+            pid: image.pid,
+            comm: image.task.comm.clone(),
+            exe: image.mm.exe_path.clone(),
+            cwd: image.task.cwd.clone(),
+            umask: image.task.umask,
+            personality: image.task.personality,
+            stopped: image.task.stopped,
+            cpu_affinity: image.task.cpu_affinity.clone(),
+        },
+        credentials: credentials(&image),
+        signals: signals(&image),
+        timers: image
+            .timers
+            .entries()
+            .map(|(name, left, interval)| TimerSummary {
+                name,
+                armed: left != 0,
+                left_microseconds: left,
+                interval_microseconds: interval,
+            })
+            .collect(),
+        rlimits: image
+            .rlimits
+            .iter()
+            .map(|limit| LimitSummary {
+                name: limit.name(),
+                resource: limit.resource,
+                soft: LimitValue(limit.soft),
+                hard: LimitValue(limit.hard),
+            })
+            .collect(),
+        xsave: XsaveSummary {
+            features: Hex::new(image.cpu.xsave.enabled_features()),
+            bytes: image.cpu.xsave.bytes.len(),
+        },
+        registers: RegisterValues(image.cpu.registers.named().collect()),
+        vmas: vmas(&image, reader),
+        vdso: image
+            .vdso
+            .mappings
+            .iter()
+            .map(|mapping| SpecialMapping {
+                name: mapping.name.clone(),
+                start: Hex::new(mapping.start),
+                end: Hex::new(mapping.end),
+            })
+            .collect(),
+        files: image
+            .files
+            .iter()
+            .map(|record| FdSummary {
+                fd: record.fd,
+                target: match &record.target {
+                    FdTarget::File { path } | FdTarget::CharDevice { path } => path.clone(),
+                    FdTarget::Inherited { stream } => format!("standard stream {stream} of crp restore"),
+                },
+                flags: record.flags,
+                flags_octal: format!("{:#o}", record.flags),
+                offset: record.offset,
+            })
+            .collect(),
+    })
+}
+
+/// The dump time as a date, and its age at `now`.
+pub fn dumped_at(unix_seconds: u64, now: SystemTime) -> DumpedAt {
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(unix_seconds)).unwrap_or(UNIX_EPOCH);
+    let now_seconds = now.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let age_seconds =
+        i64::try_from(now_seconds).unwrap_or(i64::MAX).saturating_sub(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+    // humantime formats years 1970..=9999 only; later is clamped to its
+    // maximum rather than panicking on a hostile value.
+    let utc = if unix_seconds <= 253_402_300_799 {
+        humantime::format_rfc3339_seconds(at).to_string()
+    } else {
+        "9999-12-31T23:59:59Z (or later)".to_owned()
+    };
+    DumpedAt { unix_seconds, utc, age_seconds }
+}
+
+/// "42 s ago", "3 min ago", "5 h ago", "12 d ago", "in the future".
+pub fn describe_age(age_seconds: i64) -> String {
+    match age_seconds {
+        ..0 => format!("{} s in the future (clock skew?)", age_seconds.unsigned_abs()),
+        0..60 => format!("{age_seconds} s ago"),
+        60..3600 => format!("{} min ago", age_seconds / 60),
+        3600..86_400 => format!("{} h ago", age_seconds / 3600),
+        _ => format!("{} d ago", age_seconds / 86_400),
+    }
+}
+
+fn credentials(image: &ProcessImage) -> CredentialsSummary {
+    let ids = &image.credentials.ids;
+    let set = |value: u64| NamedSet::new(value, capability_names(value));
+    CredentialsSummary {
+        uids: Ids::new(ids.uids),
+        gids: Ids::new(ids.gids),
+        groups: ids.groups.clone(),
+        capabilities: Capabilities {
+            effective: set(ids.cap_effective),
+            permitted: set(ids.cap_permitted),
+            inheritable: set(ids.cap_inheritable),
+            bounding: set(ids.cap_bounding),
+            ambient: set(ids.cap_ambient),
+        },
+        keep_caps: image.credentials.keep_caps,
+        no_new_privs: ids.no_new_privs,
+        dumpable: image.credentials.dumpable,
+    }
+}
+
+fn signals(image: &ProcessImage) -> SignalsSummary {
+    let signals = &image.signals;
+    SignalsSummary {
+        blocked: NamedSet::new(signals.blocked, mask_names(signals.blocked)),
+        handlers: signals
+            .actions
+            .iter()
+            .filter(|action| action.handler != crp_compound::signals::SIG_DFL)
+            .map(|action| HandlerSummary {
+                signal: action.signal,
+                name: signal_name(action.signal),
+                disposition: if action.handler == SIG_IGN { "ignore" } else { "handler" },
+                handler: Hex::new(action.handler),
+                flags: NamedSet::new(action.flags, flag_names(action.flags)),
+                mask: NamedSet::new(action.mask, mask_names(action.mask)),
+                restorer: Hex::new(action.restorer),
+            })
+            .collect(),
+        altstack: AltStack {
+            sp: Hex::new(signals.altstack_sp),
+            size: signals.altstack_size,
+            flags: signals.altstack_flags,
+        },
+    }
+}
+
+fn vmas(image: &ProcessImage, reader: &ImageReader) -> Vec<VmaSummary> {
+    let runs = reader.page_runs();
+    image
+        .vmas
+        .iter()
+        .map(|vma| VmaSummary {
+            start: Hex::new(vma.start),
+            end: Hex::new(vma.end),
+            permissions: vma.protection_string(),
+            backing: vma.describe_backing(),
+            pages_stored: runs
+                .iter()
+                .filter(|run| run.vaddr >= vma.start && run.vaddr < vma.end)
+                .map(|run| run.page_count)
+                .sum(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dump_time_is_a_utc_date_and_an_age() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3 * 3600 + 5);
+        let at = dumped_at(1_700_000_000, now);
+        assert_eq!(at.utc, "2023-11-14T22:13:20Z");
+        assert_eq!(at.age_seconds, 3 * 3600 + 5);
+        assert_eq!(describe_age(at.age_seconds), "3 h ago");
+        assert_eq!(describe_age(59), "59 s ago");
+        assert_eq!(describe_age(61), "1 min ago");
+        assert_eq!(describe_age(3 * 86_400), "3 d ago");
+        assert!(describe_age(-5).contains("future"));
+    }
+
+    #[test]
+    fn a_hostile_dump_time_does_not_panic() {
+        let at = dumped_at(u64::MAX, SystemTime::now());
+        assert!(at.utc.starts_with("9999"), "{}", at.utc);
+        assert!(at.age_seconds < 0);
+    }
+
+    #[test]
+    fn unlimited_is_a_word_and_limits_are_numbers() {
+        assert_eq!(serde_json::to_string(&LimitValue(u64::MAX)).unwrap(), "\"unlimited\"");
+        assert_eq!(serde_json::to_string(&LimitValue(1024)).unwrap(), "1024");
+        assert_eq!(serde_json::to_string(&Hex::new(255)).unwrap(), r#"{"value":255,"hex":"0xff"}"#);
+    }
+}

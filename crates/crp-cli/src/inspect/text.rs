@@ -1,0 +1,222 @@
+//! The text form of `crp inspect`: one section per kind of state, rendered
+//! from the same [`ImageSummary`] `--json` prints.
+
+use std::fmt::Write;
+
+use super::{ImageSummary, LimitValue, NamedSet, describe_age};
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// "none" or the names of a set, with its hex value.
+fn names(set: &NamedSet) -> String {
+    if set.names.is_empty() { "none".to_owned() } else { format!("{} ({:#x})", set.names.join(" "), set.value) }
+}
+
+/// A capability set; one holding most known capabilities is shown as
+/// "all but" the few it lacks.
+fn capability_set(set: &NamedSet) -> String {
+    let known = crp_compound::creds::known_capability_set();
+    let held = set.value & known;
+    if held.count_ones() * 2 <= known.count_ones() {
+        return names(set);
+    }
+    let mut lacking = crp_compound::creds::capability_names(known & !set.value);
+    let beyond = crp_compound::creds::capability_names(set.value & !known);
+    let text = match lacking.is_empty() {
+        true => "all".to_owned(),
+        false => {
+            lacking.insert(0, "all but".to_owned());
+            lacking.join(" ")
+        }
+    };
+    match beyond.is_empty() {
+        true => format!("{text} ({:#x})", set.value),
+        false => format!("{text}, and {} ({:#x})", beyond.join(" "), set.value),
+    }
+}
+
+fn limit(value: LimitValue) -> String {
+    match value.0 {
+        u64::MAX => "unlimited".to_owned(),
+        value => value.to_string(),
+    }
+}
+
+fn seconds(microseconds: u64) -> String {
+    format!("{:.3} s", microseconds as f64 / 1e6)
+}
+
+pub fn render_text(summary: &ImageSummary) -> String {
+    let mut out = String::new();
+    header(&mut out, summary);
+    process(&mut out, summary);
+    credentials(&mut out, summary);
+    signals(&mut out, summary);
+    timers_and_limits(&mut out, summary);
+    registers(&mut out, summary);
+    memory(&mut out, summary);
+    let _ = writeln!(out, "\nfiles ({})", summary.files.len());
+    for file in &summary.files {
+        let _ =
+            writeln!(out, "  fd {:<3} {} (flags {}, offset {})", file.fd, file.target, file.flags_octal, file.offset);
+    }
+    out
+}
+
+fn header(out: &mut String, summary: &ImageSummary) {
+    let _ = writeln!(
+        out,
+        "image      {} (format v{}, rkyv layout {:#x})",
+        summary.path, summary.format_version, summary.rkyv_layout.value
+    );
+    for section in &summary.sections {
+        let _ = writeln!(
+            out,
+            "section    {:<15} at {:#10x}, {:>12} bytes, xxh3 {}",
+            section.kind, section.offset, section.length, section.checksum
+        );
+    }
+    let _ = writeln!(
+        out,
+        "size       {:.1} MiB total, {:.1} MiB of pages in {} runs, {} bytes of metadata",
+        mib(summary.file_bytes),
+        mib(summary.page_bytes),
+        summary.page_runs,
+        summary.metadata_bytes
+    );
+    let _ = writeln!(
+        out,
+        "dumped     {} ({}) on kernel {}",
+        summary.dumped_at.utc,
+        describe_age(summary.dumped_at.age_seconds),
+        summary.kernel_release
+    );
+}
+
+fn process(out: &mut String, summary: &ImageSummary) {
+    let process = &summary.process;
+    let _ = writeln!(
+        out,
+        "process    pid {} comm {:?}{}",
+        process.pid,
+        process.comm,
+        match process.stopped {
+            true => ", stopped (it comes back stopped)",
+            false => "",
+        }
+    );
+    let _ = writeln!(out, "exe        {}", process.exe);
+    let _ = writeln!(out, "cwd        {}", process.cwd);
+    let _ = writeln!(
+        out,
+        "task       umask {:04o}, personality {:#x}, CPUs {:?}",
+        process.umask, process.personality, process.cpu_affinity
+    );
+    let _ = writeln!(out, "xsave      features {:#x} ({} bytes)", summary.xsave.features.value, summary.xsave.bytes);
+}
+
+fn credentials(out: &mut String, summary: &ImageSummary) {
+    let credentials = &summary.credentials;
+    let ids = |ids: &super::Ids| format!("{}/{}/{}/{}", ids.real, ids.effective, ids.saved, ids.fs);
+    let _ = writeln!(out, "\ncredentials (real/effective/saved/fs)");
+    let _ = writeln!(out, "  uids        {}", ids(&credentials.uids));
+    let _ = writeln!(out, "  gids        {}", ids(&credentials.gids));
+    let groups: Vec<String> = credentials.groups.iter().map(u32::to_string).collect();
+    let _ = writeln!(out, "  groups      {}", if groups.is_empty() { "none".to_owned() } else { groups.join(" ") });
+    let capabilities = &credentials.capabilities;
+    for (name, set) in [
+        ("effective", &capabilities.effective),
+        ("permitted", &capabilities.permitted),
+        ("inheritable", &capabilities.inheritable),
+        ("bounding", &capabilities.bounding),
+        ("ambient", &capabilities.ambient),
+    ] {
+        let _ = writeln!(out, "  {name:<11} {}", capability_set(set));
+    }
+    let _ = writeln!(
+        out,
+        "  keep-caps {}, no_new_privs {}, dumpable {}",
+        credentials.keep_caps, credentials.no_new_privs, credentials.dumpable
+    );
+}
+
+fn signals(out: &mut String, summary: &ImageSummary) {
+    let signals = &summary.signals;
+    let _ = writeln!(out, "\nsignals");
+    let _ = writeln!(out, "  blocked     {}", names(&signals.blocked));
+    if signals.altstack.size != 0 {
+        let _ = writeln!(
+            out,
+            "  altstack    {:#x}, {} bytes, flags {:#x}",
+            signals.altstack.sp.value, signals.altstack.size, signals.altstack.flags
+        );
+    }
+    if signals.handlers.is_empty() {
+        let _ = writeln!(out, "  every signal has its default action");
+    }
+    for handler in &signals.handlers {
+        let what = match handler.disposition {
+            "ignore" => "ignored".to_owned(),
+            _ => format!("handler {:#x}", handler.handler.value),
+        };
+        let flags = if handler.flags.names.is_empty() { "no flags".to_owned() } else { handler.flags.names.join("|") };
+        let mask = if handler.mask.names.is_empty() {
+            String::new()
+        } else {
+            format!(", blocks {}", handler.mask.names.join(" "))
+        };
+        let _ = writeln!(out, "  {:<11} {what} ({flags}{mask})", handler.name);
+    }
+}
+
+fn timers_and_limits(out: &mut String, summary: &ImageSummary) {
+    let _ = writeln!(out, "\ntimers");
+    let armed: Vec<_> = summary.timers.iter().filter(|timer| timer.armed).collect();
+    if armed.is_empty() {
+        let _ = writeln!(out, "  none armed");
+    }
+    for timer in armed {
+        let _ = writeln!(
+            out,
+            "  {:<15} {} left, interval {}",
+            timer.name,
+            seconds(timer.left_microseconds),
+            seconds(timer.interval_microseconds)
+        );
+    }
+    let _ = writeln!(out, "\nresource limits (soft / hard)");
+    for limit_summary in &summary.rlimits {
+        let _ =
+            writeln!(out, "  {:<18} {} / {}", limit_summary.name, limit(limit_summary.soft), limit(limit_summary.hard));
+    }
+}
+
+fn registers(out: &mut String, summary: &ImageSummary) {
+    let _ = writeln!(out, "\nregisters");
+    for chunk in summary.registers.0.chunks(3) {
+        let line: Vec<String> =
+            chunk.iter().map(|(name, value)| format!("{name:>8} {:<18}", format!("{value:#x}"))).collect();
+        let _ = writeln!(out, "  {}", line.join(" "));
+    }
+}
+
+fn memory(out: &mut String, summary: &ImageSummary) {
+    let _ = writeln!(out, "\nVMAs ({})", summary.vmas.len());
+    let _ = writeln!(out, "  {:<33} {:<5} {:>8}  backing", "range", "perm", "pages");
+    for vma in &summary.vmas {
+        let _ = writeln!(
+            out,
+            "  {:<33} {:<5} {:>8}  {}",
+            format!("{:#x}-{:#x}", vma.start.value, vma.end.value),
+            vma.permissions,
+            vma.pages_stored,
+            vma.backing
+        );
+    }
+    for mapping in &summary.vdso {
+        let range = format!("{:#x}-{:#x}", mapping.start.value, mapping.end.value);
+        let _ = writeln!(out, "  {range:<33} kernel special mapping {}", mapping.name);
+    }
+}
