@@ -1,4 +1,4 @@
-//! `crp inspect`: what an image holds, read from the archive in place. The
+//! `crp inspect`: what an image holds, validated in place and decoded once. The
 //! summary is one serde type: `--json` prints it (schema `crp-inspect/1`,
 //! described by docs/inspect.schema.json), the text form is rendered from it
 //! (see [`text`]).
