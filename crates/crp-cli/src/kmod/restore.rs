@@ -130,31 +130,9 @@ impl Records {
                 .get(..CRP_USER_REGS)
                 .ok_or_else(|| CrpError::InvalidImage { reason: "the register file is short".into() })?,
         );
-        for action in &image.signals.actions {
-            // Signal N sits in slot N - 1; load_image refused numbers
-            // outside 1..=64, and none of them may reach an index here.
-            let slot = action
-                .signal
-                .checked_sub(1)
-                .and_then(|index| usize::try_from(index).ok())
-                .and_then(|index| state.actions.get_mut(index));
-            if let Some(slot) = slot {
-                *slot = CrpSigaction {
-                    handler: action.handler,
-                    flags: action.flags,
-                    restorer: action.restorer,
-                    mask: action.mask,
-                };
-            }
-        }
-        state.blocked = image.signals.blocked;
-        state.altstack_sp = image.signals.altstack_sp;
-        state.altstack_size = image.signals.altstack_size;
-        state.altstack_flags = image.signals.altstack_flags.cast_unsigned();
+        image.signals.write_abi(&mut state);
         state.personality = u32::try_from(image.task.personality).unwrap_or(0);
-        state.robust_list_head = image.locks.robust_list_head;
-        state.robust_list_length = image.locks.robust_list_length;
-        state.clear_child_tid = image.locks.clear_child_tid;
+        image.locks.write_abi(&mut state);
         state.mm = image.mm.to_abi().map_err(|invalid| CrpError::InvalidImage { reason: invalid.to_string() })?;
         let vmas = image
             .vmas
