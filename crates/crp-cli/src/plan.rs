@@ -12,7 +12,16 @@ use nix::unistd::Pid;
 
 use crate::error::CrpError;
 use crate::model::ProcessImage;
-use crate::restore::Choices;
+use crate::restore::memory::map_and_fill;
+use crate::restore::trust::OpenAs;
+
+/// What the user asked of this restore beyond the image: the identity files
+/// are opened as, and where the standard streams come from.
+#[derive(Debug, Default)]
+pub struct Choices {
+    pub open_as: Option<OpenAs>,
+    pub streams: crp_compound::files::Streams,
+}
 
 /// What a step may use.
 #[derive(Debug)]
@@ -58,9 +67,7 @@ const PARENT_DEATH_SIGNAL: &str = "parent-death signal";
 pub const BY_INJECTION: &[Step] = &[
     Step {
         kind: MEMORY,
-        run: |rebuild| {
-            crate::restore::memory::map_and_fill(rebuild.injector, rebuild.pid, &rebuild.image.vmas, rebuild.reader)
-        },
+        run: |rebuild| map_and_fill(rebuild.injector, rebuild.pid, &rebuild.image.vmas, rebuild.reader),
     },
     persisted!(crp_compound::mm::MmFields, mm),
     persisted!(crp_compound::signals::SignalState, signals),

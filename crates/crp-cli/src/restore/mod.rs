@@ -23,6 +23,7 @@ use crate::backend::{Backend, RestoreBackend};
 use crate::error::CrpError;
 use crate::model::ProcessImage;
 use crate::plan;
+pub use crate::plan::Choices;
 use crate::{cancel, faults};
 
 #[derive(Debug, Clone)]
@@ -65,14 +66,6 @@ impl std::str::FromStr for StreamChoice {
             path => Self::File(PathBuf::from(path)),
         })
     }
-}
-
-/// What the user asked of this restore beyond the image: the identity files
-/// are opened as, and where the standard streams come from.
-#[derive(Debug, Default)]
-pub struct Choices {
-    pub open_as: Option<trust::OpenAs>,
-    pub streams: crp_compound::files::Streams,
 }
 
 /// The files the chosen streams come from, opened by crp (on its user's
