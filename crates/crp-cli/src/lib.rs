@@ -1,6 +1,7 @@
 //! The `crp` command as a library: argument plans, and the dump, restore,
 //! inspect and check operations that the binary and the tests drive.
 
+pub mod backend;
 pub mod cancel;
 pub mod check;
 pub mod dump;
@@ -13,5 +14,6 @@ pub mod model;
 pub mod plan;
 pub mod preflight;
 pub mod restore;
+pub mod userspace;
 
 pub use error::CrpError;

@@ -12,7 +12,16 @@ use nix::unistd::Pid;
 
 use crate::error::CrpError;
 use crate::model::ProcessImage;
-use crate::restore::Choices;
+use crate::restore::memory::map_and_fill;
+use crate::restore::trust::OpenAs;
+
+/// What the user asked of this restore beyond the image: the identity files
+/// are opened as, and where the standard streams come from.
+#[derive(Debug, Default)]
+pub struct Choices {
+    pub open_as: Option<OpenAs>,
+    pub streams: crp_compound::files::Streams,
+}
 
 /// What a step may use.
 #[derive(Debug)]
@@ -60,7 +69,7 @@ pub const BY_INJECTION: &[Step] = &[
         kind: MEMORY,
         run: |rebuild| {
             let Rebuild { injector, pid, image, reader, .. } = rebuild;
-            crate::restore::memory::map_and_fill(injector, *pid, &image.vmas, reader)?;
+            map_and_fill(injector, *pid, &image.vmas, reader)?;
             tracing::info!(vmas = image.vmas.len(), page_bytes = reader.page_bytes(), "memory mapped and filled");
             Ok(())
         },

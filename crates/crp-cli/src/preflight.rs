@@ -95,7 +95,7 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
         }
-        if let Some(refusal) = crp_compound::vma::unsupported_mapping(entry) {
+        if let Some(refusal) = crp_compound::vma::Mapping::from_maps(entry).refusal() {
             return Err(CrpError::unsupported(pid, refusal));
         }
     }

@@ -271,5 +271,5 @@ fn general_registers_survive_a_freeze_between_two_instructions() {
 /// Time is CPU time throughout, so a loaded machine changes nothing.
 #[test]
 fn cpu_time_itimer_keeps_its_time_left() {
-    cpu_itimer_round_trip(&[], &[]);
+    cpu_itimer_round_trip(&[], &[], 0.5);
 }

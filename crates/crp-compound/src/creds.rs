@@ -251,6 +251,21 @@ impl Persist for Credentials {
     }
 }
 
+impl Credentials {
+    /// The kmod ABI: the ids from /proc (the module does not report them),
+    /// keep-caps and dumpable from the module's task record.
+    pub fn from_abi(
+        proc: &crp_ptrace::procfs::Snapshot,
+        state: &crp_kmod_abi::CrpTaskState,
+    ) -> Result<Self, CompoundError> {
+        Ok(Self {
+            ids: parse_status(&proc.status)?,
+            keep_caps: state.keep_caps != 0,
+            dumpable: u64::from(state.dumpable),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

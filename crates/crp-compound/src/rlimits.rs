@@ -152,6 +152,18 @@ pub fn first_above(limits: &[Limit], own: impl Fn(u32) -> Option<u64>) -> Option
     })
 }
 
+impl ResourceLimits {
+    /// The kmod ABI: every limit in the module's task record, by resource number.
+    pub fn from_abi(state: &crp_kmod_abi::CrpTaskState) -> Self {
+        Self(
+            (0u32..)
+                .zip(state.rlimits.iter())
+                .map(|(resource, limit)| Limit { resource, soft: limit.soft, hard: limit.hard })
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,6 +242,58 @@ impl Persist for SignalState {
     }
 }
 
+/// The kmod ABI: the dispositions, blocked mask and alternate stack in the
+/// module's task record.
+impl SignalState {
+    /// What `CRP_IOC_DUMP_TASK` reported; SIGKILL and SIGSTOP have no
+    /// disposition to restore.
+    pub fn from_abi(state: &crp_kmod_abi::CrpTaskState) -> Self {
+        let actions = (1..=64i32)
+            .zip(state.actions.iter())
+            .filter(|(signal, _)| *signal != libc::SIGKILL && *signal != libc::SIGSTOP)
+            .map(|(signal, action)| SignalAction {
+                signal,
+                handler: action.handler,
+                flags: action.flags,
+                restorer: action.restorer,
+                mask: action.mask,
+            })
+            .collect();
+        Self {
+            actions,
+            blocked: state.blocked,
+            altstack_sp: state.altstack_sp,
+            altstack_flags: state.altstack_flags.cast_signed(),
+            altstack_size: state.altstack_size,
+        }
+    }
+
+    /// Fills the record `CRP_IOC_RESTORE` reads. Signal N sits in slot
+    /// N - 1; numbers outside 1..=64 (refused by the image checks) reach no
+    /// slot.
+    pub fn write_abi(&self, state: &mut crp_kmod_abi::CrpTaskState) {
+        for action in &self.actions {
+            let slot = action
+                .signal
+                .checked_sub(1)
+                .and_then(|index| usize::try_from(index).ok())
+                .and_then(|index| state.actions.get_mut(index));
+            if let Some(slot) = slot {
+                *slot = crp_kmod_abi::CrpSigaction {
+                    handler: action.handler,
+                    flags: action.flags,
+                    restorer: action.restorer,
+                    mask: action.mask,
+                };
+            }
+        }
+        state.blocked = self.blocked;
+        state.altstack_sp = self.altstack_sp;
+        state.altstack_size = self.altstack_size;
+        state.altstack_flags = self.altstack_flags.cast_unsigned();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +369,20 @@ mod tests {
     #[test]
     fn own_process_has_no_pending_signals() {
         assert_eq!(pending_signals(std::process::id().cast_signed()).unwrap(), None);
+    }
+
+    #[test]
+    fn kmod_dispositions_skip_kill_and_stop_keep_numbers_and_go_back_to_their_slots() {
+        let mut state = crp_kmod_abi::CrpTaskState::default();
+        state.actions[1] = crp_kmod_abi::CrpSigaction { handler: 0x401000, flags: 4, restorer: 0x402000, mask: 2 };
+        state.blocked = 1 << 9;
+        let signals = SignalState::from_abi(&state);
+        assert_eq!(signals.actions.len(), 62);
+        let sigint = signals.actions.iter().find(|action| action.signal == libc::SIGINT).unwrap();
+        assert_eq!((sigint.handler, sigint.flags, sigint.restorer, sigint.mask), (0x401000, 4, 0x402000, 2));
+        assert!(signals.actions.iter().all(|action| action.signal != libc::SIGKILL && action.signal != libc::SIGSTOP));
+        let mut restored = crp_kmod_abi::CrpTaskState::default();
+        signals.write_abi(&mut restored);
+        assert_eq!((restored.actions, restored.blocked), (state.actions, state.blocked));
     }
 }

@@ -132,6 +132,18 @@ impl Persist for IntervalTimers {
     }
 }
 
+impl IntervalTimers {
+    /// The kmod ABI: the three timers in the module's task record, as
+    /// getitimer(2) would report them.
+    pub fn from_abi(state: &crp_kmod_abi::CrpTaskState) -> Self {
+        Self::from_nanoseconds([
+            (state.itimer_real_value_ns, state.itimer_real_interval_ns),
+            (state.itimer_virtual_value_ns, state.itimer_virtual_interval_ns),
+            (state.itimer_prof_value_ns, state.itimer_prof_interval_ns),
+        ])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

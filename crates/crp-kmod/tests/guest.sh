@@ -10,7 +10,7 @@ step() { printf '[guest %(%H:%M:%S)T] %s\n' -1 "$*"; }
 step "kernel $(uname -r), $(nproc) CPUs"
 insmod crates/crp-kmod/crp.ko
 test -c /dev/crp || { step "/dev/crp did not appear"; exit 1; }
-./target/debug/crp check | grep /dev/crp
+"${CRP_BINARY:-./target/debug/crp}" check | grep /dev/crp
 
 step "kmod back end tests"
 started=$SECONDS

@@ -42,6 +42,8 @@ for line in sys.stdin:
 log "booting the lab kernel (setup and builds took $((SECONDS - started)) s)"
 boot_started=$SECONDS
 status=0
-"$lab/boot.sh" -s "$repo" -t 1800 -m 2G -- "bash crates/crp-kmod/tests/guest.sh '$test_binary' $*" || status=$?
+# The guest sees the host's / read-only: a CARGO_TARGET_DIR outside the repo works too.
+crp_binary=$(readlink -f "${CARGO_TARGET_DIR:-target}/debug/crp")
+"$lab/boot.sh" -s "$repo" -t 1800 -m 2G -- "CRP_BINARY='$crp_binary' bash crates/crp-kmod/tests/guest.sh '$test_binary' $*" || status=$?
 log "guest finished with status $status after $((SECONDS - boot_started)) s (total $((SECONDS - started)) s)"
 exit "$status"

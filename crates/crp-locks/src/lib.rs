@@ -161,6 +161,31 @@ impl Persist for LockState {
     }
 }
 
+/// The kmod ABI: the robust list, rseq and clear_child_tid in the module's
+/// task record.
+impl LockState {
+    pub fn from_abi(state: &crp_kmod_abi::CrpTaskState) -> Self {
+        Self {
+            robust_list_head: state.robust_list_head,
+            robust_list_length: state.robust_list_length,
+            rseq: (state.rseq_address != 0).then_some(RseqRegistration {
+                address: state.rseq_address,
+                length: state.rseq_length,
+                signature: state.rseq_signature,
+            }),
+            clear_child_tid: state.clear_child_tid,
+        }
+    }
+
+    /// Fills what `CRP_IOC_RESTORE` sets (rseq is registered from outside
+    /// afterwards: see [`LockState::register_rseq`]).
+    pub fn write_abi(&self, state: &mut crp_kmod_abi::CrpTaskState) {
+        state.robust_list_head = self.robust_list_head;
+        state.robust_list_length = self.robust_list_length;
+        state.clear_child_tid = self.clear_child_tid;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

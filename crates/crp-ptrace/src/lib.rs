@@ -13,6 +13,7 @@ mod persist;
 pub mod procfs;
 pub mod sigframe;
 pub mod sys;
+mod syscall_site;
 mod tracee;
 
 pub use child::{ChildGuard, spawn_stopped_child};
@@ -21,6 +22,7 @@ pub use freeze::{Checkpoint, Frozen};
 pub use inject::Injector;
 pub use nix::libc::user_regs_struct as Registers;
 pub use persist::{Capture, Persist, Restore, Streams};
+pub use syscall_site::{SYSCALL_INSTRUCTION, syscall_before, syscall_in};
 pub use tracee::{ScratchWriter, Tracee, TraceeExt, arg};
 
 /// The end of the user half of the address space (`TASK_SIZE` with 4-level

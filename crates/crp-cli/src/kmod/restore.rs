@@ -5,88 +5,100 @@
 //! exported kernel symbols (see README, "The kmod back end").
 
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 
-use crp_arch_x86::resume_registers;
-use crp_compound::vma::{Backing, VmaFlags, VmaRecord};
+use crp_arch_x86::{VdsoLayout, resume_registers};
+use crp_compound::vma::{FileAccess, VmaRecord, open_mapped_file};
 use crp_image::ImageReader;
 use crp_kmod_abi::*;
 use crp_ptrace::{EngineError, Injector, Registers, Tracee, TraceeExt, arg};
-use nix::unistd::Pid;
 
-use super::capture::abi_vma_flags;
+use super::device::Device;
+use crate::backend::RestoreBackend;
 use crate::error::CrpError;
 use crate::model::ProcessImage;
+use crate::plan::{self, Rebuild};
+use crate::restore::bootstrap::Gadget;
 
 /// Size of the scratch mapping used after the ioctl.
 const SCRATCH_BYTES: usize = 16 << 10;
 
-/// Descriptors the restore child inherited from crp: the device and the
-/// image file, at the same numbers as in crp.
-#[derive(Debug, Clone, Copy)]
-pub struct InheritedFds {
-    pub device: RawFd,
-    pub image: RawFd,
+/// The kmod back end's restore side: the device and the image file, which
+/// the restore child inherits at the same numbers as in crp.
+#[derive(Debug)]
+pub struct Restore {
+    device: Device,
+    image: File,
 }
 
-/// Rebuilds the process in the prepared child (its injector points at the
-/// gadget). On return the child is ready to be detached.
-pub fn rebuild(
-    injector: &mut Injector,
-    pid: Pid,
-    image: &ProcessImage,
-    reader: &ImageReader,
-    fds: InheritedFds,
-    gadget_ip: u64,
-    choices: &crate::restore::Choices,
-) -> Result<(), CrpError> {
-    let file_fds = open_mapped_files(injector, &image.vmas)?;
-    let frozen = image.cpu.registers.to_registers()?;
-    let resumed = resume_registers(&frozen);
-    let records = Records::build(image, reader, &resumed, &file_fds, fds.image)?;
-    let request_address = records.place(injector)?;
+impl Restore {
+    pub fn open(image: &Path) -> Result<Self, CrpError> {
+        let device = Device::open()?;
+        let image =
+            File::open(image).map_err(|source| CrpError::Io { action: format!("open {}", image.display()), source })?;
+        Ok(Self { device, image })
+    }
+}
 
-    // The ioctl's return is the restored process's rax, so success shows in
-    // where the task stands afterwards, not in the result.
-    injector.raw_syscall(libc::SYS_ioctl, [arg(fds.device), u64::from(CRP_IOC_RESTORE), request_address, 0, 0, 0])?;
-    let after = nix::sys::ptrace::getregs(pid).map_err(|errno| EngineError::Ptrace {
-        operation: "PTRACE_GETREGS",
-        pid: pid.as_raw(),
-        errno,
-    })?;
-    if after.rip == gadget_ip + 2 {
-        let errno =
-            nix::errno::Errno::from_raw(i32::try_from(after.rax.cast_signed().wrapping_neg()).unwrap_or(libc::EIO));
-        return Err(EngineError::Syscall {
-            syscall: "ioctl(CRP_IOC_RESTORE)",
-            args: Vec::new(),
+impl RestoreBackend for Restore {
+    /// Nothing: crp's own mappings stay until the ioctl removes them with
+    /// everything else; the vDSO moves over them if it must.
+    fn prepare(&self, _injector: &mut Injector, _gadget: Gadget, _live_vdso: &VdsoLayout) -> Result<(), CrpError> {
+        Ok(())
+    }
+
+    /// Rebuilds the process in the prepared child (its injector points at
+    /// the gadget).
+    fn rebuild(&self, rebuild: &mut Rebuild<'_>, gadget: Gadget) -> Result<(), CrpError> {
+        let Rebuild { injector, pid, image, reader, .. } = rebuild;
+        let (pid, image, reader) = (*pid, *image, *reader);
+        let file_fds = open_mapped_files(injector, &image.vmas)?;
+        let frozen = image.cpu.registers.to_registers()?;
+        let resumed = resume_registers(&frozen);
+        let records = Records::build(image, reader, &resumed, &file_fds, self.image.as_raw_fd())?;
+        let request_address = records.place(injector)?;
+
+        // The ioctl's return is the restored process's rax, so success
+        // shows in where the task stands afterwards, not in the result.
+        let device = arg(self.device.raw_fd());
+        injector.raw_syscall(libc::SYS_ioctl, [device, u64::from(CRP_IOC_RESTORE), request_address, 0, 0, 0])?;
+        let after = nix::sys::ptrace::getregs(pid).map_err(|errno| EngineError::Ptrace {
+            operation: "PTRACE_GETREGS",
             pid: pid.as_raw(),
             errno,
+        })?;
+        if after.rip == gadget.address + 2 {
+            let errno =
+                nix::errno::Errno::from_raw(i32::try_from(after.rax.cast_signed().wrapping_neg()).unwrap_or(libc::EIO));
+            return Err(EngineError::Syscall {
+                syscall: "ioctl(CRP_IOC_RESTORE)",
+                args: Vec::new(),
+                pid: pid.as_raw(),
+                errno,
+            }
+            .into());
         }
-        .into());
-    }
-    check_registers(&after, &resumed)?;
+        check_registers(&after, &resumed)?;
 
-    finish_from_outside(injector, pid, image, reader, &resumed, choices)
+        finish_from_outside(rebuild, &resumed)
+    }
 }
 
 /// Opens every distinct mapped file in the child; the module maps them by
 /// descriptor. They are closed with the rest of crp's fds by the fd restore.
-fn open_mapped_files(injector: &mut Injector, vmas: &[VmaRecord]) -> Result<HashMap<(String, bool), i32>, CrpError> {
+fn open_mapped_files<'image>(
+    injector: &mut Injector,
+    vmas: &'image [VmaRecord],
+) -> Result<HashMap<FileAccess<'image>, i32>, CrpError> {
     let mut opened = HashMap::new();
-    for vma in vmas {
-        let Backing::File(file) = &vma.backing else { continue };
-        let writable = vma.shared && vma.flags().contains(VmaFlags::MAY_WRITE);
-        let key = (file.path.clone(), writable);
-        if opened.contains_key(&key) {
+    for access in vmas.iter().filter_map(VmaRecord::file_access) {
+        if opened.contains_key(&access) {
             continue;
         }
-        let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
-        let mut scratch = injector.scratch();
-        let path = scratch.push_c_string(file.path.as_bytes());
-        scratch.commit(injector)?;
-        let fd = injector.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path, arg(flags), 0, 0, 0])?;
-        opened.insert(key, i32::try_from(fd).unwrap_or(-1));
+        let fd = open_mapped_file(injector, access)?;
+        opened.insert(access, i32::try_from(fd).unwrap_or(-1));
     }
     Ok(opened)
 }
@@ -107,7 +119,7 @@ impl Records {
         image: &ProcessImage,
         reader: &ImageReader,
         resumed: &Registers,
-        file_fds: &HashMap<(String, bool), i32>,
+        file_fds: &HashMap<FileAccess<'_>, i32>,
         image_fd: RawFd,
     ) -> Result<Self, CrpError> {
         let mut state = CrpTaskState::default();
@@ -118,59 +130,16 @@ impl Records {
                 .get(..CRP_USER_REGS)
                 .ok_or_else(|| CrpError::InvalidImage { reason: "the register file is short".into() })?,
         );
-        for action in &image.signals.actions {
-            // Signal N sits in slot N - 1; load_image refused numbers
-            // outside 1..=64, and none of them may reach an index here.
-            let slot = action
-                .signal
-                .checked_sub(1)
-                .and_then(|index| usize::try_from(index).ok())
-                .and_then(|index| state.actions.get_mut(index));
-            if let Some(slot) = slot {
-                *slot = CrpSigaction {
-                    handler: action.handler,
-                    flags: action.flags,
-                    restorer: action.restorer,
-                    mask: action.mask,
-                };
-            }
-        }
-        state.blocked = image.signals.blocked;
-        state.altstack_sp = image.signals.altstack_sp;
-        state.altstack_size = image.signals.altstack_size;
-        state.altstack_flags = image.signals.altstack_flags.cast_unsigned();
+        image.signals.write_abi(&mut state);
         state.personality = u32::try_from(image.task.personality).unwrap_or(0);
-        state.robust_list_head = image.locks.robust_list_head;
-        state.robust_list_length = image.locks.robust_list_length;
-        state.clear_child_tid = image.locks.clear_child_tid;
-        let mm = &image.mm;
-        if mm.auxv.len() > CRP_AUXV_WORDS {
-            return Err(CrpError::InvalidImage {
-                reason: format!("{} auxv words is more than any kernel keeps", mm.auxv.len()),
-            });
-        }
-        let mut auxv = [0u64; CRP_AUXV_WORDS];
-        auxv[..mm.auxv.len()].copy_from_slice(&mm.auxv);
-        state.mm = CrpMmState::from_bounds(mm.bounds(), mm.auxv.len() as u64, auxv);
+        image.locks.write_abi(&mut state);
+        state.mm = image.mm.to_abi().map_err(|invalid| CrpError::InvalidImage { reason: invalid.to_string() })?;
         let vmas = image
             .vmas
             .iter()
             .map(|vma| {
-                let (fd, file_offset) = match &vma.backing {
-                    Backing::Anonymous { .. } => (-1, 0),
-                    Backing::File(file) => {
-                        let writable = vma.shared && vma.flags().contains(VmaFlags::MAY_WRITE);
-                        (file_fds.get(&(file.path.clone(), writable)).copied().unwrap_or(-1), file.offset)
-                    }
-                };
-                CrpRestoreVma {
-                    start: vma.start,
-                    end: vma.end,
-                    file_offset,
-                    flags: abi_vma_flags(vma),
-                    fd,
-                    _reserved: 0,
-                }
+                let fd = vma.file_access().and_then(|access| file_fds.get(&access).copied()).unwrap_or(-1);
+                vma.to_abi(fd)
             })
             .collect();
         let runs = reader
@@ -266,17 +235,10 @@ const USER_EFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x1_00
 
 /// What crp sets from outside, with syscalls injected through the
 /// restored vDSO's `syscall` instruction and a temporary scratch mapping:
-/// the executable link, comm/cwd/umask/affinity, fds, rseq, rlimits,
-/// itimers, credentials (last), then XSAVE and gs base by ptrace.
-fn finish_from_outside(
-    injector: &mut Injector,
-    pid: Pid,
-    image: &ProcessImage,
-    reader: &ImageReader,
-    resumed: &Registers,
-    choices: &crate::restore::Choices,
-) -> Result<(), CrpError> {
-    let raw = pid.as_raw();
+/// the executable link, rseq, then the [`plan::FINISH`] steps (credentials
+/// last), then XSAVE and gs base by ptrace.
+fn finish_from_outside(rebuild: &mut Rebuild<'_>, resumed: &Registers) -> Result<(), CrpError> {
+    let (pid, image) = (rebuild.pid, rebuild.image);
     let (vdso_start, vdso_end) = image
         .vdso
         .mappings
@@ -284,12 +246,13 @@ fn finish_from_outside(
         .find(|mapping| mapping.name == "[vdso]")
         .map(|mapping| (mapping.start, mapping.end))
         .ok_or_else(|| CrpError::InvalidImage { reason: "the image has no [vdso] to run syscalls through".into() })?;
-    injector.set_syscall_ip(crate::dump::syscall_in(raw, vdso_start, vdso_end)?);
+    rebuild.injector.set_syscall_ip(crp_ptrace::syscall_in(pid, vdso_start, vdso_end)?);
+    let Rebuild { injector, reader, choices, .. } = rebuild;
     injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
         image.mm.restore_exe_link(injector)?;
         image.locks.register_rseq(injector)?;
-        let mut rebuild = crate::plan::Rebuild { injector, pid, image, reader, choices };
-        crate::plan::run(crate::plan::FINISH, &mut rebuild)
+        let mut rebuild = Rebuild { injector, pid, image, reader, choices };
+        plan::run(plan::FINISH, &mut rebuild)
     })?;
 
     // Back to exactly what the module left (the syscalls above used the

@@ -2,7 +2,7 @@
 //! checkpointed PID, rebuild the process inside it by injected syscalls,
 //! load its registers and let it run.
 
-mod bootstrap;
+pub(crate) mod bootstrap;
 pub(crate) mod memory;
 pub mod trust;
 pub mod validate;
@@ -10,21 +10,20 @@ pub mod validate;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use crp_arch_x86::{VdsoLayout, resume_registers};
+use crp_arch_x86::VdsoLayout;
 use crp_image::ImageReader;
 use crp_locks::LockState;
-use crp_ptrace::{ChildGuard, EngineError, Injector, TraceeExt, spawn_stopped_child};
+use crp_ptrace::{ChildGuard, EngineError, Injector, spawn_stopped_child};
 use nix::sys::ptrace;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::dump::Backend;
+use crate::backend::{Backend, RestoreBackend};
 use crate::error::CrpError;
-use crate::kmod::Device;
-use crate::kmod::restore::InheritedFds;
 use crate::model::ProcessImage;
 use crate::plan;
+pub use crate::plan::Choices;
 use crate::{cancel, faults};
 
 #[derive(Debug, Clone)]
@@ -67,14 +66,6 @@ impl std::str::FromStr for StreamChoice {
             path => Self::File(PathBuf::from(path)),
         })
     }
-}
-
-/// What the user asked of this restore beyond the image: the identity files
-/// are opened as, and where the standard streams come from.
-#[derive(Debug, Default)]
-pub struct Choices {
-    pub open_as: Option<trust::OpenAs>,
-    pub streams: crp_compound::files::Streams,
 }
 
 /// The files the chosen streams come from, opened by crp (on its user's
@@ -123,10 +114,9 @@ pub enum RestoreOutcome {
 pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     tracing::info!(image = %plan.image.display(), backend = ?plan.backend, "restore: opening the image");
     // A missing module is said first: nothing else matters without it.
-    let device = match plan.backend {
-        Backend::Userspace => None,
-        Backend::Kmod => Some(Device::open()?),
-    };
+    if plan.backend == Backend::Kmod {
+        drop(crate::kmod::Device::open()?);
+    }
     let reader = ImageReader::open(&plan.image)?;
     tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
@@ -149,23 +139,14 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     }
     faults::reached("validated", 0);
     cancel::check("restore")?;
-    // The kmod back end's child inherits the device and the image file.
-    let kmod = match device {
-        None => None,
-        Some(device) => {
-            let image_file = std::fs::File::open(&plan.image)
-                .map_err(|source| CrpError::Io { action: format!("open {}", plan.image.display()), source })?;
-            Some((device, image_file))
-        }
-    };
+    // What the back end holds open (the kmod one's device and image file)
+    // the child inherits.
+    let backend = plan.backend.for_restore(&plan.image)?;
     let child = create_child(image.pid, plan.pid_must_match)?;
     tracing::info!(pid = child.pid().as_raw(), image_pid = image.pid, "child created");
-    let fds = kmod
-        .as_ref()
-        .map(|(device, image_file)| InheritedFds { device: device.raw_fd(), image: image_file.as_raw_fd() });
     cancel::check("restore")?;
-    build(&child, &image, &reader, fds, &choices)?;
-    drop(kmod);
+    build(&child, &image, &reader, backend.as_ref(), &choices)?;
+    drop(backend);
     let pid = child.disarm();
     tracing::info!(pid = pid.as_raw(), "released: the process runs");
     if let Some(pidfile) = pidfile {
@@ -227,12 +208,12 @@ fn pid_in_use(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Rebuilds the process in the child; with `kmod` fds, through the module.
+/// Rebuilds the process in the child through `backend`.
 fn build(
     child: &ChildGuard,
     image: &ProcessImage,
     reader: &ImageReader,
-    kmod: Option<InheritedFds>,
+    backend: &dyn RestoreBackend,
     choices: &Choices,
 ) -> Result<(), CrpError> {
     let pid = child.pid();
@@ -249,24 +230,14 @@ fn build(
 
     let gadget = bootstrap::install_gadget(&mut injector, &target, &child_maps)?;
     tracing::debug!(gadget = format_args!("{:#x}", gadget.address), "syscall gadget mapped");
-    if kmod.is_none() {
-        bootstrap::clear_address_space(&mut injector, gadget, &live_vdso)?;
-    }
-    // With the module, crp's own mappings stay until the ioctl removes them
-    // with everything else; the vDSO moves over them if it must.
+    backend.prepare(&mut injector, gadget, &live_vdso)?;
     bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
     tracing::debug!("crp's own mappings cleared, vDSO placed");
     // Everything opened from here on is opened as the image's owner.
     if let Some(identity) = &choices.open_as {
         trust::open_as(&mut injector, identity)?;
     }
-    match kmod {
-        None => rebuild_by_injection(&mut injector, pid, image, reader, gadget, choices)?,
-        Some(fds) => {
-            crate::kmod::restore::rebuild(&mut injector, pid, image, reader, fds, gadget.address, choices)?;
-            tracing::info!(vmas = image.vmas.len(), "memory mapped and state set by /dev/crp");
-        }
-    }
+    backend.rebuild(&mut plan::Rebuild { injector: &mut injector, pid, image, reader, choices }, gadget)?;
     let mut pending = injector.take_deferred_signals();
     if image.task.stopped {
         // Queued now, it stops the process before its first instruction.
@@ -281,34 +252,6 @@ fn build(
     tracing::info!(pid = raw, stopped = image.task.stopped, "state restored");
     cancel::check("restore")?;
     ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
-    Ok(())
-}
-
-/// The userspace back end: every VMA, page and piece of state set from
-/// outside by injected syscalls, ptrace and process_vm_writev.
-fn rebuild_by_injection(
-    injector: &mut Injector,
-    pid: Pid,
-    image: &ProcessImage,
-    reader: &ImageReader,
-    gadget: bootstrap::Gadget,
-    choices: &Choices,
-) -> Result<(), CrpError> {
-    let raw = pid.as_raw();
-    let mut rebuild = plan::Rebuild { injector: &mut *injector, pid, image, reader, choices };
-    plan::run(plan::BY_INJECTION, &mut rebuild)?;
-    plan::run(plan::FINISH, &mut rebuild)?;
-    // The gadget unmaps itself; the step stops at the syscall's exit,
-    // before the next instruction would be fetched from the gone page.
-    injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
-
-    let frozen = image.cpu.registers.to_registers()?;
-    image.cpu.load(pid, resume_registers(&frozen))?;
-    crp_ptrace::sys::set_sigmask(pid, image.signals.blocked).map_err(|errno| EngineError::Ptrace {
-        operation: "PTRACE_SETSIGMASK",
-        pid: raw,
-        errno,
-    })?;
     Ok(())
 }
 

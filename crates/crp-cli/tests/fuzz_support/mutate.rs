@@ -162,11 +162,21 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             image.mm.auxv = (0..length).map(|_| rng.hostile_u64()).collect();
         }
         23 => {
-            let mut bounds = image.mm.bounds();
-            let index = rng.index(bounds.len());
-            bounds[index] = rng.hostile_u64();
-            let (auxv, exe) = (std::mem::take(&mut image.mm.auxv), std::mem::take(&mut image.mm.exe_path));
-            image.mm = crp_compound::mm::MmFields::from_bounds(bounds, auxv, exe);
+            let (index, value, mm) = (rng.index(11), rng.hostile_u64(), &mut image.mm);
+            let field = match index {
+                0 => &mut mm.start_code,
+                1 => &mut mm.end_code,
+                2 => &mut mm.start_data,
+                3 => &mut mm.end_data,
+                4 => &mut mm.start_brk,
+                5 => &mut mm.brk,
+                6 => &mut mm.start_stack,
+                7 => &mut mm.arg_start,
+                8 => &mut mm.arg_end,
+                9 => &mut mm.env_start,
+                _ => &mut mm.env_end,
+            };
+            *field = value;
         }
         24 => {
             let count = rng.pick(&[0usize, 1, 26, 28, 1000]);

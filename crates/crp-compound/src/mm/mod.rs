@@ -1,6 +1,9 @@
 //! The mm_struct fields user space can see and set: code, data, brk and
 //! stack bounds, the argument and environment areas, the auxiliary vector
-//! and the executable link. Restored in one `prctl(PR_SET_MM_MAP)`.
+//! and the executable link. Restored in one `prctl(PR_SET_MM_MAP)`; the
+//! kmod ABI's `CrpMmState` translates to and from them in [`kmod`].
+
+mod kmod;
 
 use crp_ptrace::procfs::Snapshot;
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
@@ -128,38 +131,6 @@ impl MmFields {
             self.env_start,
             self.env_end,
         ]
-    }
-
-    /// The fields from [`MmFields::bounds`] order, the auxv and the exe path.
-    pub fn from_bounds(bounds: [u64; 11], auxv: Vec<u64>, exe_path: String) -> Self {
-        let [
-            start_code,
-            end_code,
-            start_data,
-            end_data,
-            start_brk,
-            brk,
-            start_stack,
-            arg_start,
-            arg_end,
-            env_start,
-            env_end,
-        ] = bounds;
-        Self {
-            start_code,
-            end_code,
-            start_data,
-            end_data,
-            start_brk,
-            brk,
-            start_stack,
-            arg_start,
-            arg_end,
-            env_start,
-            env_end,
-            auxv,
-            exe_path,
-        }
     }
 
     /// Refuses fields `PR_SET_MM_MAP` would refuse: bounds out of order or
@@ -321,13 +292,6 @@ mod tests {
         assert_eq!(refusal(&auxv_bytes(&[6, 4096])), "/proc/2/auxv is malformed: does not end with AT_NULL");
         assert_eq!(refusal(&[]), "/proc/2/auxv is malformed: does not end with AT_NULL");
         assert!(refusal(&auxv_bytes(&[1; 58])).contains("more than the 448"));
-    }
-
-    #[test]
-    fn bounds_round_trip() {
-        let fields = MmFields::from_bounds([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], vec![6, 4096, 0, 0], "/bin/x".into());
-        assert_eq!((fields.start_code, fields.brk, fields.env_end), (1, 6, 11));
-        assert_eq!(fields.bounds(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! Reading a frozen process from outside: /proc, ptrace, and the syscalls
+//! only the process itself can make, injected while it is parked.
+
+use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping, resume_registers};
+use crp_compound::creds::Credentials;
+use crp_compound::mm::MmFields;
+use crp_compound::rlimits::ResourceLimits;
+use crp_compound::signals::SignalState;
+use crp_compound::task::TaskIdentity;
+use crp_compound::timers::IntervalTimers;
+use crp_compound::vma::{Mapping, VmaRecord};
+use crp_locks::LockState;
+use crp_ptrace::procfs::{self, MapsEntry};
+use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
+use nix::unistd::Pid;
+
+use crate::backend::{Captured, DumpBackend, vma_record};
+use crate::error::CrpError;
+use crate::model::{ProcessImage, kernel_release};
+
+/// Size of the scratch mapping injected for syscall arguments at dump.
+const SCRATCH_BYTES: usize = 16 << 10;
+
+/// The userspace back end's dump side.
+#[derive(Debug)]
+pub struct Dump;
+
+impl DumpBackend for Dump {
+    fn capture(&self, frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bool) -> Result<Captured, CrpError> {
+        let pid = frozen.pid().as_raw();
+        let maps = procfs::smaps(pid)?;
+        let registers = *frozen.registers();
+        let cpu = CpuState::capture(frozen.pid(), &registers)?;
+        let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
+        let (populated_kb, vmas) = maps
+            .iter()
+            .filter(|entry| !is_special_mapping(&entry.name))
+            .map(|entry| Ok((entry.populated_kb, vma_record(pid, Mapping::from_maps(entry))?)))
+            .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
+
+        let syscall_ip = find_syscall_instruction(frozen.pid(), &registers, &maps)?;
+        // Parked, the process survives crp's death at any moment: it
+        // resumes where it was frozen (see crp_ptrace::Frozen).
+        frozen.park(&maps, syscall_ip, resume_registers(&registers))?;
+        tracing::info!(pid, syscall_ip = format_args!("{syscall_ip:#x}"), "parked");
+        let Injected { mm, signals, locks, credentials, rlimits, timers, task } =
+            capture_by_injection(frozen, proc, stopped)?;
+        frozen.unpark()?;
+        tracing::debug!(pid, "unparked");
+        let state = ProcessImage {
+            pid,
+            kernel_release: kernel_release(),
+            dumped_at_unix_seconds: 0,
+            cpu,
+            vdso,
+            vmas,
+            mm,
+            files: crp_compound::files::capture(pid)?.into(),
+            signals,
+            task,
+            credentials,
+            rlimits,
+            timers,
+            locks,
+        };
+        Ok(Captured { state, populated_kb })
+    }
+
+    fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
+        crp_ptrace::sys::read_memory(pid, address, buffer).map_err(std::io::Error::from)
+    }
+}
+
+/// What the dump reads by injected syscalls.
+struct Injected {
+    mm: MmFields,
+    signals: SignalState,
+    locks: LockState,
+    credentials: Credentials,
+    rlimits: ResourceLimits,
+    task: TaskIdentity,
+    timers: IntervalTimers,
+}
+
+/// Each kind read by injection, through its [`Persist`] impl; they are
+/// independent of each other, so their order is free.
+fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bool) -> Result<Injected, CrpError> {
+    frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+        Ok(Injected {
+            mm: MmFields::capture(context)?,
+            signals: SignalState::capture(context)?,
+            locks: LockState::capture(context)?,
+            credentials: Credentials::capture(context)?,
+            rlimits: ResourceLimits::capture(context)?,
+            timers: IntervalTimers::capture(context)?,
+            task: TaskIdentity::capture(context)?,
+        })
+    })
+}
+
+/// An address holding `syscall` to inject through: right before RIP when
+/// the process stopped in a syscall, else one inside the vDSO.
+fn find_syscall_instruction(pid: Pid, registers: &crp_ptrace::Registers, maps: &[MapsEntry]) -> Result<u64, CrpError> {
+    if let Some(address) = crp_ptrace::syscall_before(pid, registers.rip) {
+        return Ok(address);
+    }
+    match maps.iter().find(|entry| entry.name == "[vdso]") {
+        Some(vdso) => Ok(crp_ptrace::syscall_in(pid, vdso.start, vdso.end)?),
+        None => Err(crp_ptrace::EngineError::NoSyscallInstruction { pid: pid.as_raw() }.into()),
+    }
+}

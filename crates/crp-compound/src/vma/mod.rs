@@ -1,0 +1,167 @@
+//! VMAs: what each mapping is backed by, its protection and the kernel flags
+//! that must be re-applied. One set of rules serves both back ends
+//! ([`rules`]: what is refused, how a mapping becomes a record, how its
+//! file is opened again); [`kmod`] translates the module's records, and
+//! [`map`] maps a record again at restore.
+
+mod kmod;
+mod map;
+mod rules;
+
+use std::os::unix::fs::MetadataExt;
+
+use bitflags::bitflags;
+
+pub use map::{finish_vma, map_vma, open_mapped_file};
+pub use rules::{FileAccess, Mapping, label_anonymous};
+
+use crate::error::CompoundError;
+use crate::valid::{Invalid, check_path};
+
+const PAGE_SIZE: u64 = 4096;
+
+bitflags! {
+    /// Kernel VMA flags crp re-applies (from smaps `VmFlags`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct VmaFlags: u32 {
+        const GROWS_DOWN = 1 << 0;
+        const HUGEPAGE = 1 << 1;
+        const NO_HUGEPAGE = 1 << 2;
+        const DONT_FORK = 1 << 3;
+        const WIPE_ON_FORK = 1 << 4;
+        const DONT_DUMP = 1 << 5;
+        const MAY_WRITE = 1 << 6;
+        const NO_RESERVE = 1 << 7;
+    }
+}
+
+/// The file behind a file mapping, with what identifies its contents.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MappedFile {
+    pub path: String,
+    /// Offset of the mapping's first byte in the file.
+    pub offset: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Backing {
+    /// Private anonymous memory; `label` is `[heap]`, `[stack]` or empty.
+    Anonymous {
+        label: String,
+    },
+    File(MappedFile),
+}
+
+/// One VMA of the checkpointed process.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct VmaRecord {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub protection: u32,
+    pub shared: bool,
+    /// [`VmaFlags`] bits.
+    pub flags: u32,
+    pub backing: Backing,
+}
+
+impl VmaRecord {
+    pub fn flags(&self) -> VmaFlags {
+        VmaFlags::from_bits_retain(self.flags)
+    }
+
+    /// Saturating: zero for a reversed record (refused by the layout
+    /// checks before anything uses it).
+    pub fn length(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Refuses what `mmap` would refuse or map differently: protection or
+    /// flag bits crp does not know, a shared anonymous mapping (its
+    /// contents are nowhere), a file offset that is unaligned or runs past
+    /// 2^64, a path the kernel would misread. The layout itself (alignment,
+    /// order, overlaps) is checked with the whole address space.
+    pub fn check(&self, index: usize) -> Result<(), Invalid> {
+        let field = || format!("VMA {index} [{:#x}, {:#x})", self.start, self.end);
+        let known_protection = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC).cast_unsigned();
+        if self.protection & !known_protection != 0 {
+            return Err(Invalid::new(field(), format!("has unknown protection bits {:#x}", self.protection)));
+        }
+        if VmaFlags::from_bits(self.flags).is_none() {
+            return Err(Invalid::new(field(), format!("has unknown flags {:#x}", self.flags)));
+        }
+        match &self.backing {
+            Backing::Anonymous { .. } if self.shared => Err(Invalid::new(field(), "is shared anonymous memory")),
+            Backing::Anonymous { .. } => Ok(()),
+            Backing::File(file) => {
+                if file.offset % PAGE_SIZE != 0 || file.offset.checked_add(self.length()).is_none() {
+                    return Err(Invalid::new(field(), format!("has file offset {:#x}", file.offset)));
+                }
+                check_path(field(), &file.path)
+            }
+        }
+    }
+
+    /// Whether the image may hold pages for this VMA: private memory only;
+    /// a shared file mapping's contents are the file's.
+    pub fn stores_pages(&self) -> bool {
+        !self.shared
+    }
+
+    pub fn describe_backing(&self) -> String {
+        match &self.backing {
+            Backing::Anonymous { label } if label.is_empty() => "anonymous".to_owned(),
+            Backing::Anonymous { label } => label.clone(),
+            Backing::File(file) => format!("{}@{:#x}", file.path, file.offset),
+        }
+    }
+
+    pub fn protection_string(&self) -> String {
+        let bit = |mask: i32, letter: char| {
+            if self.protection & mask.cast_unsigned() != 0 { letter } else { '-' }
+        };
+        [
+            bit(libc::PROT_READ, 'r'),
+            bit(libc::PROT_WRITE, 'w'),
+            bit(libc::PROT_EXEC, 'x'),
+            if self.shared { 's' } else { 'p' },
+        ]
+        .iter()
+        .collect()
+    }
+}
+
+impl MappedFile {
+    /// The file at `path` as it is now (size and mtime identify its contents).
+    pub fn identify(path: &str, offset: u64) -> Result<Self, CompoundError> {
+        let metadata = std::fs::metadata(path).map_err(CompoundError::io("stat mapped file", path))?;
+        Ok(Self {
+            path: path.to_owned(),
+            offset,
+            size: metadata.size(),
+            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
+        })
+    }
+}
+
+/// Refuses when a mapped file is gone or differs in size or mtime from
+/// when it was dumped: its clean pages were not stored.
+pub fn check_mapped_file(file: &MappedFile) -> Result<(), CompoundError> {
+    let metadata = std::fs::metadata(&file.path).map_err(CompoundError::io("stat mapped file", &file.path))?;
+    let mtime_ns = metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec();
+    if metadata.size() != file.size {
+        return Err(CompoundError::FileChanged {
+            path: file.path.clone(),
+            what: format!("size {} is now {}", file.size, metadata.size()),
+        });
+    }
+    if mtime_ns != file.mtime_ns {
+        return Err(CompoundError::FileChanged {
+            path: file.path.clone(),
+            what: format!("mtime {}ns is now {}ns", file.mtime_ns, mtime_ns),
+        });
+    }
+    Ok(())
+}
