@@ -140,3 +140,13 @@ fn current_format_reads_its_committed_image() {
     assert_eq!(image, reference_image(), "the archived types changed: bump FORMAT_VERSION");
     assert_eq!(reader.run_data(&reader.page_runs()[0]), &[0xa5; 4096][..]);
 }
+
+#[test]
+fn an_image_of_the_previous_format_is_refused_naming_both_versions() {
+    let previous = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1.crp");
+    let error = crp_image::ImageReader::open(&previous).expect_err("a format 1 image must be refused").to_string();
+    assert_eq!(
+        error,
+        format!("image format 1; this crp reads {FORMAT_VERSION} only: re-dump the process with this crp")
+    );
+}

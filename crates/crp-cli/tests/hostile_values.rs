@@ -124,10 +124,10 @@ fn an_out_of_range_resource_limit_is_refused() {
 
 #[test]
 fn descriptors_that_cannot_exist_are_refused() {
-    assert_refused(|image| image.files[4].fd = i32::MAX, &["descriptor 4", "not a descriptor number"]);
+    assert_refused(|image| image.files.descriptors[4].fd = i32::MAX, &["descriptor 4", "not a descriptor number"]);
     assert_refused(
-        |image| image.files[0].target = crp_compound::files::FdTarget::Inherited { stream: 3 },
-        &["descriptor 0", "stream 3"],
+        |image| image.files.files[0].target = crp_compound::files::FdTarget::Inherited { stream: 3 },
+        &["open file 0", "stream 3"],
     );
 }
 

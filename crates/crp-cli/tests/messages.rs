@@ -126,7 +126,7 @@ fn a_missing_descriptor_file_is_refused_naming_it_and_its_fd() {
     let gone = directory.path().join("gone.txt");
     let gone_path = gone.to_str().unwrap().to_owned();
     let changed = rewritten_image(&image, |image| {
-        image.files.push(crp_compound::files::FdRecord {
+        image.files.push_record(crp_compound::files::FdRecord {
             fd: 7,
             flags: libc::O_RDONLY,
             offset: 0,

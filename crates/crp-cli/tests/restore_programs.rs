@@ -273,3 +273,23 @@ fn general_registers_survive_a_freeze_between_two_instructions() {
 fn cpu_time_itimer_keeps_its_time_left() {
     cpu_itimer_round_trip(&[], &[], 0.5);
 }
+
+/// Descriptors sharing one open file description (dup) still share it, and
+/// its offset, after a restore; each keeps its own close-on-exec flag.
+#[test]
+fn dup_ed_descriptors_share_their_offset_after_a_restore() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("shared-offset.txt");
+    std::fs::write(&file, vec![b'x'; 100]).unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("dup").arg(&file);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("dup.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = crp().arg("inspect").arg(&image).output().unwrap();
+    assert!(stdout_of(&inspected).contains("fd 5   the same open file as fd 3"), "{}", stdout_of(&inspected));
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} shared\n", subject.pid));
+}

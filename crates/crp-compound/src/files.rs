@@ -1,7 +1,11 @@
-//! The descriptor table: regular files, directories and memory character
-//! devices are reopened by path at their flags and offset; a terminal or a
-//! pipe on fd 0-2 is the outside world, and is re-attached to the same
-//! standard stream of `crp restore`.
+//! The descriptor table, as the kernel has it: open file descriptions
+//! ([`OpenFile`]: what is open, its status flags and offset) and the
+//! descriptors that refer to them ([`Descriptor`]: a number and its
+//! close-on-exec flag). Descriptors made by dup() share one description, and
+//! so one offset, after the restore too. Regular files, directories and
+//! memory character devices are reopened by path at their flags and offset;
+//! a terminal or a pipe on fd 0-2 is the outside world, re-attached to the
+//! same standard stream of `crp restore`.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -29,7 +33,28 @@ pub enum FdTarget {
     Inherited { stream: u8 },
 }
 
+/// One open file description.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OpenFile {
+    /// Status flags as /proc/PID/fdinfo shows them, without O_CLOEXEC
+    /// (which belongs to each descriptor).
+    pub flags: i32,
+    pub offset: u64,
+    pub target: FdTarget,
+}
+
+/// One descriptor: its number, its close-on-exec flag, and the index of its
+/// open file description in [`FdTable::files`].
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Descriptor {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub file: u32,
+}
+
+/// A descriptor and its description in one, as fdinfo shows them (flags
+/// with O_CLOEXEC): how tests and tools build or list a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdRecord {
     pub fd: i32,
     /// open(2) flags as /proc/PID/fdinfo shows them (O_CLOEXEC included).
@@ -128,34 +153,70 @@ fn parse_fdinfo(fdinfo: &Fields) -> Result<(i32, u64), ProcError> {
 
 /// The descriptor table of a process, as one kind of state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct FdTable(pub Vec<FdRecord>);
+pub struct FdTable {
+    pub files: Vec<OpenFile>,
+    /// In ascending descriptor order.
+    pub descriptors: Vec<Descriptor>,
+}
+
+impl FdTable {
+    /// How many descriptors.
+    pub fn len(&self) -> usize {
+        self.descriptors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.descriptors.is_empty()
+    }
+
+    /// Adds a descriptor with a description of its own.
+    pub fn push_record(&mut self, record: FdRecord) {
+        let file = u32::try_from(self.files.len()).unwrap_or(u32::MAX);
+        self.files.push(OpenFile {
+            flags: record.flags & !libc::O_CLOEXEC,
+            offset: record.offset,
+            target: record.target,
+        });
+        self.descriptors.push(Descriptor { fd: record.fd, cloexec: record.flags & libc::O_CLOEXEC != 0, file });
+    }
+
+    /// The description of `descriptor`, when its index is valid.
+    pub fn file_of(&self, descriptor: &Descriptor) -> Option<&OpenFile> {
+        usize::try_from(descriptor.file).ok().and_then(|index| self.files.get(index))
+    }
+
+    /// Each descriptor with its description, flattened (skipping any with
+    /// an invalid index, which [`check_table`] refuses).
+    pub fn records(&self) -> impl Iterator<Item = FdRecord> + '_ {
+        self.descriptors.iter().filter_map(|descriptor| {
+            let file = self.file_of(descriptor)?;
+            let cloexec = if descriptor.cloexec { libc::O_CLOEXEC } else { 0 };
+            Some(FdRecord {
+                fd: descriptor.fd,
+                flags: file.flags | cloexec,
+                offset: file.offset,
+                target: file.target.clone(),
+            })
+        })
+    }
+
+    /// The lowest other descriptor sharing `descriptor`'s description.
+    pub fn shared_with(&self, descriptor: &Descriptor) -> Option<i32> {
+        self.descriptors
+            .iter()
+            .find(|other| other.file == descriptor.file && other.fd < descriptor.fd)
+            .map(|other| other.fd)
+    }
+}
 
 impl From<Vec<FdRecord>> for FdTable {
+    /// Each record with a description of its own.
     fn from(records: Vec<FdRecord>) -> Self {
-        Self(records)
-    }
-}
-
-impl std::ops::Deref for FdTable {
-    type Target = Vec<FdRecord>;
-
-    fn deref(&self) -> &Vec<FdRecord> {
-        &self.0
-    }
-}
-
-impl<'a> IntoIterator for &'a FdTable {
-    type Item = &'a FdRecord;
-    type IntoIter = std::slice::Iter<'a, FdRecord>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-impl std::ops::DerefMut for FdTable {
-    fn deref_mut(&mut self) -> &mut Vec<FdRecord> {
-        &mut self.0
+        let mut table = Self::default();
+        for record in records {
+            table.push_record(record);
+        }
+        table
     }
 }
 
@@ -165,47 +226,100 @@ impl Persist for FdTable {
 
     /// From /proc/PID/fd and fdinfo (nothing is injected).
     fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
-        capture(context.tracee.pid()).map(Self)
+        capture(context.tracee.pid())
     }
 
     /// Opened with the child's file-system credentials at that moment (the
     /// image owner's, for another user's image): before the credentials.
     fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
-        Ok(restore(context.tracee, &self.0, &context.streams)?)
+        Ok(restore(context.tracee, self, &context.streams)?)
     }
 }
 
-/// Captures the descriptor table of a stopped process.
-pub fn capture(pid: i32) -> Result<Vec<FdRecord>, CompoundError> {
-    open_fds(pid)?
-        .into_iter()
-        .map(|fd| {
-            let target = classify(pid, fd)?;
-            let (flags, offset) = fdinfo(pid, fd)?;
-            Ok(FdRecord { fd, flags, offset, target })
-        })
-        .collect()
+/// Captures the descriptor table of a stopped process: descriptors that
+/// share an open file description (dup, inherited across fork) share one
+/// [`OpenFile`], as `kcmp(KCMP_FILE)` tells.
+pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
+    let mut table = FdTable::default();
+    // The link text of each description so far, to compare only likely pairs.
+    let mut seen: Vec<(String, i32, u32)> = Vec::new();
+    for fd in open_fds(pid)? {
+        let target = classify(pid, fd)?;
+        let (flags, offset) = fdinfo(pid, fd)?;
+        let link = link_text(pid, fd)?;
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        let mut shared = None;
+        for (text, first_fd, file) in &seen {
+            if *text == link && same_description(pid, *first_fd, fd)? {
+                shared = Some(*file);
+                break;
+            }
+        }
+        let file = match shared {
+            Some(file) => file,
+            None => {
+                let file = u32::try_from(table.files.len()).unwrap_or(u32::MAX);
+                table.files.push(OpenFile { flags: flags & !libc::O_CLOEXEC, offset, target });
+                seen.push((link, fd, file));
+                file
+            }
+        };
+        table.descriptors.push(Descriptor { fd, cloexec, file });
+    }
+    Ok(table)
+}
+
+fn link_text(pid: i32, fd: i32) -> Result<String, CompoundError> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    Ok(std::fs::read_link(&link).map_err(CompoundError::io("read link", &link))?.to_string_lossy().into_owned())
+}
+
+/// `kcmp(KCMP_FILE)`: whether two descriptors of `pid` are one open file
+/// description.
+fn same_description(pid: i32, first: i32, second: i32) -> Result<bool, CompoundError> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: kcmp only compares kernel objects of the given tasks; it reads
+    // and writes no memory of crp's.
+    let result = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, first, second) };
+    if result < 0 {
+        return Err(CompoundError::Ptrace { operation: "kcmp(KCMP_FILE)", pid, errno: nix::errno::Errno::last() });
+    }
+    Ok(result == 0)
 }
 
 /// `fs.nr_open`'s default: no descriptor number reaches it.
 const NR_OPEN: i32 = 1 << 20;
 
 /// Refuses a table the restore could not apply: descriptor numbers that
-/// cannot exist or appear twice, streams other than 0-2, paths the kernel
-/// would misread, offsets `lseek` refuses.
-pub fn check_table(table: &[FdRecord]) -> Result<(), Invalid> {
-    for (index, record) in table.iter().enumerate() {
-        let field = || format!("descriptor {index} (fd {})", record.fd);
-        if !(0..NR_OPEN).contains(&record.fd) {
+/// cannot exist or appear twice, descriptions no descriptor refers to or
+/// that do not exist, streams other than 0-2, paths the kernel would
+/// misread, offsets `lseek` refuses.
+pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
+    for (index, descriptor) in table.descriptors.iter().enumerate() {
+        let field = || format!("descriptor {index} (fd {})", descriptor.fd);
+        if !(0..NR_OPEN).contains(&descriptor.fd) {
             return Err(Invalid::new(field(), format!("is not a descriptor number (0..{NR_OPEN})")));
         }
-        if table[..index].iter().any(|other| other.fd == record.fd) {
+        if table.descriptors[..index].iter().any(|other| other.fd == descriptor.fd) {
             return Err(Invalid::new(field(), "appears twice"));
         }
-        if i64::try_from(record.offset).is_err() {
-            return Err(Invalid::new(field(), format!("has offset {}, beyond what lseek takes", record.offset)));
+        if table.file_of(descriptor).is_none() {
+            return Err(Invalid::new(
+                field(),
+                format!("refers to open file {}, of {}", descriptor.file, table.files.len()),
+            ));
         }
-        match &record.target {
+    }
+    for (index, file) in table.files.iter().enumerate() {
+        let field = || format!("open file {index}");
+        if !table.descriptors.iter().any(|descriptor| usize::try_from(descriptor.file).is_ok_and(|file| file == index))
+        {
+            return Err(Invalid::new(field(), "is referred to by no descriptor"));
+        }
+        if i64::try_from(file.offset).is_err() {
+            return Err(Invalid::new(field(), format!("has offset {}, beyond what lseek takes", file.offset)));
+        }
+        match &file.target {
             FdTarget::Inherited { stream } if *stream > 2 => {
                 return Err(Invalid::new(field(), format!("inherits stream {stream}, not 0-2")));
             }
@@ -217,9 +331,9 @@ pub fn check_table(table: &[FdRecord]) -> Result<(), Invalid> {
 }
 
 /// Refuses a restore whose files are gone, before anything is created.
-pub fn check_files_exist(table: &[FdRecord]) -> Result<(), CompoundError> {
-    for record in table {
-        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &record.target {
+pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
+    for file in &table.files {
+        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &file.target {
             std::fs::metadata(path).map_err(CompoundError::io("find file of fd", path))?;
         }
     }
@@ -240,33 +354,19 @@ pub use crp_ptrace::Streams;
 
 /// Replaces the descriptor table the child inherited from crp with the
 /// checkpointed one. The stream sources are parked above every target fd
-/// first, so they can be handed to the streams that inherit them. The
-/// table must have passed [`check_table`].
-pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord], streams: &Streams) -> Result<(), EngineError> {
+/// first, so they can be handed to the streams that inherit them; each open
+/// file description is opened once, at its first descriptor, and dup'ed to
+/// the others. The table must have passed [`check_table`].
+pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> Result<(), EngineError> {
     // Above every target fd, stream source and 2; an empty table needs none of its own.
-    let highest = table.iter().map(|record| record.fd).chain(streams.sources).max().unwrap_or(2);
+    let highest = table.descriptors.iter().map(|descriptor| descriptor.fd).chain(streams.sources).max().unwrap_or(2);
     let park_at = arg(highest.max(2).saturating_add(1));
     let mut parked: [Option<u64>; 3] = [None; 3];
     for (source, slot) in streams.sources.iter().zip(parked.iter_mut()) {
         // A stream crp restore itself lacks is simply not handed over; a
-        // record that needs it fails below, naming it.
+        // descriptor that needs it fails below, naming it.
         *slot = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[arg(*source), arg(libc::F_DUPFD), park_at]).ok();
     }
-    // A stream the user chose replaces what the image recorded for it.
-    let chosen = (0u8..3).filter(|stream| streams.chosen[usize::from(*stream)]).map(|stream| FdRecord {
-        fd: i32::from(stream),
-        flags: table.iter().find(|record| record.fd == i32::from(stream)).map_or(0, |record| record.flags),
-        offset: 0,
-        target: FdTarget::Inherited { stream },
-    });
-    let table: Vec<FdRecord> = table
-        .iter()
-        .filter(|record| {
-            !usize::try_from(record.fd).ok().and_then(|fd| streams.chosen.get(fd)).copied().unwrap_or(false)
-        })
-        .cloned()
-        .chain(chosen)
-        .collect();
     // Close everything else crp's child still holds.
     let mut keep: Vec<u64> = parked.iter().flatten().copied().collect();
     keep.sort_unstable();
@@ -277,33 +377,55 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord], streams: &Streams) -
         }
         next = kept + 1;
     }
-    for record in &table {
-        let fd = arg(record.fd);
-        let cloexec = arg(record.flags & libc::O_CLOEXEC);
-        match &record.target {
+    let chosen = |fd: i32| usize::try_from(fd).ok().and_then(|fd| streams.chosen.get(fd)).copied().unwrap_or(false);
+    // Where each description was first put.
+    let mut opened: Vec<Option<u64>> = vec![None; table.files.len()];
+    for descriptor in &table.descriptors {
+        let fd = arg(descriptor.fd);
+        let cloexec = if descriptor.cloexec { arg(libc::O_CLOEXEC) } else { 0 };
+        // A stream the user chose replaces what the image recorded for it.
+        if chosen(descriptor.fd) {
+            let stream = u8::try_from(descriptor.fd).unwrap_or(u8::MAX);
+            let source = hand_over(tracee, &parked, stream, fd)?;
+            call(tracee, "dup3", libc::SYS_dup3, &[source, fd, cloexec])?;
+            continue;
+        }
+        let index = usize::try_from(descriptor.file).unwrap_or(usize::MAX);
+        let (Some(file), Some(first)) = (table.files.get(index), opened.get_mut(index)) else {
+            continue; // refused by check_table
+        };
+        if let Some(first) = *first {
+            call(tracee, "dup3", libc::SYS_dup3, &[first, fd, cloexec])?;
+            continue;
+        }
+        *first = Some(fd);
+        match &file.target {
             FdTarget::Inherited { stream } => {
-                let source = parked.get(usize::from(*stream)).copied().flatten().ok_or(EngineError::Syscall {
-                    syscall: "dup3 (crp restore has no such standard stream to hand over)",
-                    args: vec![u64::from(*stream), fd],
-                    pid: tracee.pid(),
-                    errno: nix::errno::Errno::EBADF,
-                })?;
+                let source = hand_over(tracee, &parked, *stream, fd)?;
                 call(tracee, "dup3", libc::SYS_dup3, &[source, fd, cloexec])?;
             }
             FdTarget::File { path } | FdTarget::CharDevice { path } => {
                 let mut scratch = tracee.scratch();
                 let path_address = scratch.push_c_string(path.as_bytes());
                 scratch.commit(tracee)?;
-                let flags = arg(record.flags & !CREATION_FLAGS);
+                let flags = arg(file.flags & !CREATION_FLAGS) | cloexec;
                 let opened = call(tracee, "openat", libc::SYS_openat, &[arg(libc::AT_FDCWD), path_address, flags])?;
                 if opened != fd {
                     call(tracee, "dup3", libc::SYS_dup3, &[opened, fd, cloexec])?;
                     call(tracee, "close", libc::SYS_close, &[opened])?;
                 }
-                if matches!(record.target, FdTarget::File { .. }) && record.offset != 0 {
-                    call(tracee, "lseek", libc::SYS_lseek, &[fd, record.offset, libc::SEEK_SET as u64])?;
+                if matches!(file.target, FdTarget::File { .. }) && file.offset != 0 {
+                    call(tracee, "lseek", libc::SYS_lseek, &[fd, file.offset, libc::SEEK_SET as u64])?;
                 }
             }
+        }
+    }
+    // A chosen stream the process had closed is given to it all the same.
+    for stream in 0u8..3 {
+        let fd = i32::from(stream);
+        if chosen(fd) && !table.descriptors.iter().any(|descriptor| descriptor.fd == fd) {
+            let source = hand_over(tracee, &parked, stream, arg(fd))?;
+            call(tracee, "dup3", libc::SYS_dup3, &[source, arg(fd), 0])?;
         }
     }
     for parked_fd in parked.iter().flatten() {
@@ -312,14 +434,44 @@ pub fn restore(tracee: &mut dyn Tracee, table: &[FdRecord], streams: &Streams) -
     Ok(())
 }
 
+/// The parked descriptor of crp restore's standard stream `stream`.
+fn hand_over(tracee: &dyn Tracee, parked: &[Option<u64>; 3], stream: u8, fd: u64) -> Result<u64, EngineError> {
+    parked.get(usize::from(stream)).copied().flatten().ok_or(EngineError::Syscall {
+        syscall: "dup3 (crp restore has no such standard stream to hand over)",
+        args: vec![u64::from(stream), fd],
+        pid: tracee.pid(),
+        errno: nix::errno::Errno::EBADF,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crp_ptrace::fake::FakeTracee;
 
     #[test]
+    fn descriptors_sharing_a_description_are_opened_once_and_dup_ed() {
+        let table = FdTable {
+            files: vec![OpenFile { flags: 0o2, offset: 5, target: FdTarget::File { path: "/srv/log".into() } }],
+            descriptors: vec![
+                Descriptor { fd: 3, cloexec: false, file: 0 },
+                Descriptor { fd: 7, cloexec: true, file: 0 },
+            ],
+        };
+        check_table(&table).unwrap();
+        let mut restored = FakeTracee::answering(|call, _| if call.number == libc::SYS_openat { 3 } else { 9 });
+        table.restore(&mut Restore::new(&mut restored)).unwrap();
+        assert_eq!(restored.calls_of(libc::SYS_openat).len(), 1, "one open for one description");
+        assert_eq!(restored.calls_of(libc::SYS_lseek).len(), 1, "one offset for one description");
+        let dup = restored.calls_of(libc::SYS_dup3)[0];
+        assert_eq!(dup.args[..3], [3, 7, libc::O_CLOEXEC as u64]);
+        let unshared = FdTable { descriptors: vec![], ..table };
+        assert!(check_table(&unshared).unwrap_err().to_string().contains("referred to by no descriptor"));
+    }
+
+    #[test]
     fn streams_are_handed_over_and_files_reopened_at_their_offset() {
-        let table = FdTable(vec![
+        let table = FdTable::from(vec![
             FdRecord { fd: 1, flags: 0o1, offset: 0, target: FdTarget::Inherited { stream: 1 } },
             FdRecord { fd: 3, flags: 0o2, offset: 77, target: FdTarget::File { path: "/srv/data".into() } },
         ]);
@@ -339,7 +491,7 @@ mod tests {
         assert_eq!(parked, [0, 9, 2], "the chosen stdout comes from fd 9");
         let dups: Vec<[u64; 2]> =
             restored.calls_of(libc::SYS_dup3).iter().map(|call| [call.args[0], call.args[1]]).collect();
-        assert_eq!(dups, [[7, 3], [5, 1]], "the file moves to fd 3, parked stdout to fd 1");
+        assert_eq!(dups, [[5, 1], [7, 3]], "parked stdout to fd 1, the file moves to fd 3");
         let seek = restored.calls_of(libc::SYS_lseek)[0];
         assert_eq!((seek.args[0], seek.args[1]), (3, 77));
     }

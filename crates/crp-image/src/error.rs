@@ -24,7 +24,7 @@ pub enum ImageError {
     NotAnImage { found: [u8; 8] },
     #[error("image format version {found} is newer than this crp reads (up to {supported}); upgrade crp")]
     NewerVersion { found: u32, supported: u32 },
-    #[error("image format version {found} is older than this crp reads ({supported}); re-dump with this crp")]
+    #[error("image format {found}; this crp reads {supported} only: re-dump the process with this crp")]
     OlderVersion { found: u32, supported: u32 },
     #[error("image metadata was written with rkyv layout {found:#x}, this crp reads {supported:#x}")]
     RkyvVersion { found: u32, supported: u32 },

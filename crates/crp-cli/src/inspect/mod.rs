@@ -229,6 +229,8 @@ pub struct FdSummary {
     pub flags: i32,
     pub flags_octal: String,
     pub offset: u64,
+    /// The lowest other descriptor sharing this open file description.
+    pub shares_description_with: Option<i32>,
 }
 
 /// The JSON form of `crp inspect --json` (schema [`SCHEMA`]).
@@ -338,8 +340,11 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             .collect(),
         files: image
             .files
+            .descriptors
             .iter()
-            .map(|record| FdSummary {
+            .zip(image.files.records())
+            .map(|(descriptor, record)| FdSummary {
+                shares_description_with: image.files.shared_with(descriptor),
                 fd: record.fd,
                 target: match &record.target {
                     FdTarget::File { path } | FdTarget::CharDevice { path } => path.clone(),

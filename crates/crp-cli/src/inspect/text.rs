@@ -59,8 +59,15 @@ pub fn render_text(summary: &ImageSummary) -> String {
     memory(&mut out, summary);
     let _ = writeln!(out, "\nfiles ({})", summary.files.len());
     for file in &summary.files {
-        let _ =
-            writeln!(out, "  fd {:<3} {} (flags {}, offset {})", file.fd, file.target, file.flags_octal, file.offset);
+        match file.shares_description_with {
+            Some(first) => writeln!(out, "  fd {:<3} the same open file as fd {first}", file.fd),
+            None => writeln!(
+                out,
+                "  fd {:<3} {} (flags {}, offset {})",
+                file.fd, file.target, file.flags_octal, file.offset
+            ),
+        }
+        .unwrap_or_default();
     }
     out
 }

@@ -53,7 +53,7 @@ impl DumpBackend for Dump {
             vdso: vdso_layout(&dump),
             vmas,
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
-            files: crp_compound::files::capture(pid)?.into(),
+            files: crp_compound::files::capture(pid)?,
             signals: SignalState::from_abi(&dump.state),
             task,
             credentials: Credentials::from_abi(proc, &dump.state)?,

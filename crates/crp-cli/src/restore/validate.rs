@@ -78,7 +78,7 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
             crp_compound::vma::check_mapped_file(file)?;
         }
     }
-    for record in &image.files {
+    for record in image.files.records() {
         if let FdTarget::File { path } | FdTarget::CharDevice { path } = &record.target {
             require_path("the file of its descriptor", path, Kind::Any).map_err(|error| with_fd(error, record.fd))?;
         }

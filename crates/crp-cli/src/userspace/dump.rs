@@ -55,7 +55,7 @@ impl DumpBackend for Dump {
             vdso,
             vmas,
             mm,
-            files: crp_compound::files::capture(pid)?.into(),
+            files: crp_compound::files::capture(pid)?,
             signals,
             task,
             credentials,

@@ -135,8 +135,12 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             image.rlimits.push(limit);
         }
         16 => {
-            if let Some(index) = any_index(rng, &image.files) {
-                image.files[index].fd = rng.hostile_i32();
+            if let Some(index) = any_index(rng, &image.files.descriptors) {
+                if rng.chance(2) {
+                    image.files.descriptors[index].fd = rng.hostile_i32();
+                } else {
+                    image.files.descriptors[index].file = rng.pick(&[u32::MAX, 1000, 0]);
+                }
             }
         }
         17 => {
@@ -146,12 +150,12 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
                 _ => FdTarget::CharDevice { path: hostile_string(rng) },
             };
             let fd = if rng.chance(2) { rng.hostile_i32() } else { 7 };
-            image.files.push(FdRecord { fd, flags: rng.hostile_i32(), offset: rng.hostile_u64(), target });
+            image.files.push_record(FdRecord { fd, flags: rng.hostile_i32(), offset: rng.hostile_u64(), target });
         }
         18 => {
-            if let Some(index) = any_index(rng, &image.files) {
-                let copy = image.files[index].clone();
-                image.files.push(copy);
+            if let Some(index) = any_index(rng, &image.files.descriptors) {
+                let copy = image.files.descriptors[index].clone();
+                image.files.descriptors.push(copy);
             }
         }
         19 => image.mm.exe_path = hostile_string(rng),

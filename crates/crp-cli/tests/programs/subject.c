@@ -315,6 +315,25 @@ static int run_state(const char *private_path, const char *shared_path) {
     return 0;
 }
 
+/* Two descriptors on one open file description (dup3, fd 5 close-on-exec)
+ * must still share their offset after a restore. */
+static int run_dup(const char *path) {
+    int fd = open(path, O_RDWR);
+    if (fd != 3) return fail("open did not give fd 3");
+    if (dup3(3, 5, O_CLOEXEC) != 5) return fail("dup3");
+    if (lseek(3, 10, SEEK_SET) != 10) return fail("lseek");
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    char line[16];
+    if (read(0, line, sizeof line) <= 0) return fail("read from stdin");
+    if (lseek(5, 0, SEEK_CUR) != 10) return fail("fd 5 lost the shared offset");
+    if (lseek(3, 5, SEEK_CUR) != 15 || lseek(5, 0, SEEK_CUR) != 15) return fail("fd 3 and fd 5 no longer share an offset");
+    if (fcntl(3, F_GETFD) != 0 || fcntl(5, F_GETFD) != FD_CLOEXEC) return fail("close-on-exec flags changed");
+    printf("OK pid=%d shared\n", getpid());
+    fflush(stdout);
+    return 0;
+}
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -471,6 +490,7 @@ int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "spin") == 0) return run_spin(atof(argv[2]), 0);
     if (argc == 4 && strcmp(argv[1], "spin") == 0 && strcmp(argv[3], "prof") == 0) return run_spin(atof(argv[2]), 1);
     if (argc == 2 && strcmp(argv[1], "identity") == 0) return run_identity();
+    if (argc == 3 && strcmp(argv[1], "dup") == 0) return run_dup(argv[2]);
     fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS | subject identity | subject seccomp\n");
     return 2;
 }
