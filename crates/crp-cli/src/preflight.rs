@@ -79,6 +79,18 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
             return Err(unsupported(pid, "a seccomp filter or strict mode", format!("Seccomp {seccomp}")));
         }
     }
+    // User shadow stacks (CET): crp's parking frame carries no shadow-stack
+    // token, so rt_sigreturn would fail. Kernels without the feature have
+    // no such line.
+    if let Some(features) = status.optional("x86_Thread_features")
+        && features.split_whitespace().any(|feature| feature == "shstk")
+    {
+        return Err(unsupported(
+            pid,
+            "a process using user shadow stacks (CET)",
+            format!("x86_Thread_features {features}"),
+        ));
+    }
     let children_path = format!("/proc/{pid}/task/{pid}/children");
     let children = std::fs::read_to_string(&children_path)
         .map_err(|source| access::proc_error(pid, procfs::ProcError::Read { path: children_path.into(), source }))?;

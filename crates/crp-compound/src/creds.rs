@@ -158,6 +158,12 @@ impl Credentials {
         let ids = parse_status(&proc.status)?;
         let keep_caps = tracee.syscall("prctl(PR_GET_KEEPCAPS)", libc::SYS_prctl, [PR_GET_KEEPCAPS, 0, 0, 0, 0, 0])?;
         let dumpable = tracee.syscall("prctl(PR_GET_DUMPABLE)", libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])?;
+        if dumpable > 1 {
+            // SUID_DUMP_ROOT, which the kernel sets itself; PR_SET_DUMPABLE
+            // takes only 0 and 1, so no restore could give it back.
+            let location = format!("PR_GET_DUMPABLE {dumpable}");
+            return Err(crate::Unsupported { what: "dumpable mode 2 (suid_dumpable)".into(), location }.into());
+        }
         Ok(Self { ids, keep_caps: keep_caps != 0, dumpable })
     }
 
@@ -270,6 +276,17 @@ impl Credentials {
 mod tests {
     use super::*;
     use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn dumpable_mode_2_is_refused_at_dump() {
+        let mut process = FakeTracee::answering(|call, _| if call.args[0] == PR_GET_DUMPABLE { 2 } else { 0 });
+        let proc = crp_ptrace::fake::snapshot();
+        let refusal =
+            Credentials::capture(&mut Capture { tracee: &mut process, proc: &proc, stopped_before_freeze: false })
+                .unwrap_err()
+                .to_string();
+        assert!(refusal.contains("dumpable mode 2"), "{refusal}");
+    }
 
     #[test]
     fn ids_come_from_the_snapshot_and_keep_caps_and_dumpable_by_injection() {
