@@ -1,12 +1,15 @@
 //! `ProcessImage`: the metadata of one checkpointed process, composed of
 //! each category's own state. It is the rkyv archive stored in the image.
+//! What Linux keeps per thread (registers, XSAVE, fs/gs base, the blocked
+//! mask and alternate stack, the robust list, rseq and clear_child_tid) is
+//! in [`ThreadState`], one per thread; the rest is the process's.
 
 use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::files::FdTable;
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::ResourceLimits;
-use crp_compound::signals::SignalState;
+use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::VmaRecord;
@@ -18,8 +21,9 @@ pub struct ProcessImage {
     /// `uname -r` of the dumping kernel, for the record.
     pub kernel_release: String,
     pub dumped_at_unix_seconds: u64,
-    /// Arch-dependent state.
-    pub cpu: CpuState,
+    /// Every thread, the leader (tid == pid) first. One for now: crp
+    /// refuses processes with more threads.
+    pub threads: Vec<ThreadState>,
     pub vdso: VdsoLayout,
     /// Compound state.
     pub vmas: Vec<VmaRecord>,
@@ -30,8 +34,28 @@ pub struct ProcessImage {
     pub credentials: Credentials,
     pub rlimits: ResourceLimits,
     pub timers: IntervalTimers,
-    /// Locks and registrations.
+}
+
+/// What the kernel keeps for one thread.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ThreadState {
+    pub tid: i32,
+    /// Registers, XSAVE area, fs/gs base.
+    pub cpu: CpuState,
+    /// Blocked mask and alternate stack.
+    pub signals: ThreadSignals,
+    /// Robust list, rseq registration, clear_child_tid.
     pub locks: LockState,
+}
+
+impl ProcessImage {
+    /// The thread-group leader's state (first, with tid == pid); an image
+    /// without one is refused by `load_image`.
+    pub fn leader(&self) -> Result<&ThreadState, crate::CrpError> {
+        self.threads.first().filter(|thread| thread.tid == self.pid).ok_or_else(|| crate::CrpError::InvalidImage {
+            reason: format!("threads: the first is not the leader (tid {})", self.pid),
+        })
+    }
 }
 
 /// The running kernel's release string.

@@ -60,6 +60,21 @@ macro_rules! persisted {
     };
 }
 
+/// A kind of the thread-group leader's, restored by its [`Persist`] impl
+/// from the field `field` of its [`crate::model::ThreadState`].
+macro_rules! leader_persisted {
+    ($kind:ty, $field:ident) => {
+        Step {
+            kind: <$kind as Persist>::KIND,
+            run: |rebuild| {
+                let leader = rebuild.image.leader()?;
+                let streams = rebuild.choices.streams;
+                Ok(leader.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
+            },
+        }
+    };
+}
+
 const MEMORY: &str = "memory";
 const PARENT_DEATH_SIGNAL: &str = "parent-death signal";
 
@@ -76,7 +91,8 @@ pub const BY_INJECTION: &[Step] = &[
     },
     persisted!(crp_compound::mm::MmFields, mm),
     persisted!(crp_compound::signals::SignalState, signals),
-    persisted!(crp_locks::LockState, locks),
+    leader_persisted!(crp_compound::signals::ThreadSignals, signals),
+    leader_persisted!(crp_locks::LockState, locks),
 ];
 
 /// What both back ends set from outside once memory and mm are in place.

@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
-use crp_cli::model::{ArchivedProcessImage, ProcessImage};
+use crp_cli::model::{ArchivedProcessImage, ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::{FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
-use crp_compound::signals::{SignalAction, SignalState};
+use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaRecord};
@@ -27,10 +27,20 @@ fn reference_image() -> ProcessImage {
         pid: 4242,
         kernel_release: "6.18.0-test".into(),
         dumped_at_unix_seconds: 1_800_000_000,
-        cpu: CpuState {
-            registers: RegisterFile { values: (0..27).map(|index| index * 0x1111).collect() },
-            xsave: XsaveArea::new((0..832u32).map(|index| (index % 251) as u8).collect(), 0xe7).unwrap(),
-        },
+        threads: vec![ThreadState {
+            tid: 4242,
+            cpu: CpuState {
+                registers: RegisterFile { values: (0..27).map(|index| index * 0x1111).collect() },
+                xsave: XsaveArea::new((0..832u32).map(|index| (index % 251) as u8).collect(), 0xe7).unwrap(),
+            },
+            signals: ThreadSignals { blocked: 1 << 9, altstack_sp: 0, altstack_flags: 2, altstack_size: 0 },
+            locks: LockState {
+                robust_list_head: 0x7f00_0000_1000,
+                robust_list_length: 24,
+                rseq: Some(RseqRegistration { address: 0x7f00_0000_2000, length: 32, signature: 0x5305_3053 }),
+                clear_child_tid: 0x7f00_0000_3000,
+            },
+        }],
         vdso: VdsoLayout {
             mappings: vec![SpecialMapping { name: "[vdso]".into(), start: 0x7fff_0000_0000, end: 0x7fff_0000_2000 }],
         },
@@ -75,10 +85,6 @@ fn reference_image() -> ProcessImage {
         .into(),
         signals: SignalState {
             actions: vec![SignalAction { signal: 2, handler: 0x40_0100, flags: 0x0400_0000, restorer: 9, mask: 0 }],
-            blocked: 1 << 9,
-            altstack_sp: 0,
-            altstack_flags: 2,
-            altstack_size: 0,
         },
         task: TaskIdentity {
             comm: "true".into(),
@@ -105,12 +111,6 @@ fn reference_image() -> ProcessImage {
         },
         rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32], [1; 32], [0; 32]] },
-        locks: LockState {
-            robust_list_head: 0x7f00_0000_1000,
-            robust_list_length: 24,
-            rseq: Some(RseqRegistration { address: 0x7f00_0000_2000, length: 32, signature: 0x5305_3053 }),
-            clear_child_tid: 0x7f00_0000_3000,
-        },
     }
 }
 

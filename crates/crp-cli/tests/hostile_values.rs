@@ -146,7 +146,7 @@ fn an_auxv_of_odd_length_is_refused() {
 fn a_register_file_of_the_wrong_size_is_refused_as_an_invalid_image() {
     assert_refused(
         |image| {
-            image.cpu.registers.values.pop();
+            image.threads[0].cpu.registers.values.pop();
         },
         &["registers", "26 entries"],
     );
@@ -156,7 +156,7 @@ fn a_register_file_of_the_wrong_size_is_refused_as_an_invalid_image() {
 fn a_syscall_rewind_at_address_zero_is_refused() {
     assert_refused(
         |image| {
-            let values = &mut image.cpu.registers.values;
+            let values = &mut image.threads[0].cpu.registers.values;
             values[images::reg::RIP] = 0;
             values[images::reg::ORIG_RAX] = 0;
             values[images::reg::RAX] = (-512i64).cast_unsigned();
@@ -167,11 +167,24 @@ fn a_syscall_rewind_at_address_zero_is_refused() {
 
 #[test]
 fn xsave_areas_of_the_wrong_size_are_refused() {
-    assert_refused(|image| image.cpu.xsave.bytes.truncate(100), &["XSAVE", "100 bytes"]);
-    assert_refused(|image| image.cpu.xsave.bytes.resize(1 << 20, 0), &["XSAVE", "1048576 bytes"]);
+    assert_refused(|image| image.threads[0].cpu.xsave.bytes.truncate(100), &["XSAVE", "100 bytes"]);
+    assert_refused(|image| image.threads[0].cpu.xsave.bytes.resize(1 << 20, 0), &["XSAVE", "1048576 bytes"]);
 }
 
 #[test]
 fn timers_that_are_not_timevals_are_refused() {
     assert_refused(|image| image.timers.timers[1][15] = 0x80, &["ITIMER_VIRTUAL"]);
+}
+
+#[test]
+fn an_image_without_exactly_its_leader_thread_is_refused() {
+    assert_refused(|image| image.threads.clear(), &["0 threads", "exactly one"]);
+    assert_refused(|image| image.threads[0].tid += 1, &["not the leader"]);
+    assert_refused(
+        |image| {
+            let copy = image.threads[0].clone();
+            image.threads.push(copy);
+        },
+        &["2 threads", "exactly one"],
+    );
 }

@@ -3,12 +3,12 @@
 //! equal, validated by bytecheck on the way.
 
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
-use crp_cli::model::{ArchivedProcessImage, ProcessImage};
+use crp_cli::model::{ArchivedProcessImage, ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::{FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
-use crp_compound::signals::{SignalAction, SignalState};
+use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaRecord};
@@ -77,15 +77,27 @@ fn fd() -> impl Strategy<Value = FdRecord> {
 fn signals() -> impl Strategy<Value = SignalState> {
     let action = (any::<i32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
         .prop_map(|(signal, handler, flags, restorer, mask)| SignalAction { signal, handler, flags, restorer, mask });
-    (vec(action, 0..64), any::<u64>(), any::<u64>(), any::<i32>(), any::<u64>()).prop_map(
-        |(actions, blocked, altstack_sp, altstack_flags, altstack_size)| SignalState {
-            actions,
+    vec(action, 0..64).prop_map(|actions| SignalState { actions })
+}
+
+fn thread_signals() -> impl Strategy<Value = ThreadSignals> {
+    (any::<u64>(), any::<u64>(), any::<i32>(), any::<u64>()).prop_map(
+        |(blocked, altstack_sp, altstack_flags, altstack_size)| ThreadSignals {
             blocked,
             altstack_sp,
             altstack_flags,
             altstack_size,
         },
     )
+}
+
+fn thread() -> impl Strategy<Value = ThreadState> {
+    (any::<i32>(), cpu(), thread_signals(), locks()).prop_map(|(tid, cpu, signals, locks)| ThreadState {
+        tid,
+        cpu,
+        signals,
+        locks,
+    })
 }
 
 fn task() -> impl Strategy<Value = TaskIdentity> {
@@ -160,34 +172,32 @@ fn timers() -> impl Strategy<Value = IntervalTimers> {
 fn process_image() -> impl Strategy<Value = ProcessImage> {
     (
         (any::<i32>(), ".{0,20}", any::<u64>()),
-        cpu(),
+        vec(thread(), 0..3),
         vdso(),
         vec(vma(), 0..20),
         mm(),
         vec(fd(), 0..10),
         signals(),
         task(),
-        locks(),
         (credentials(), rlimits(), timers()),
     )
         .prop_map(
             |(
                 (pid, kernel_release, dumped_at_unix_seconds),
-                cpu,
+                threads,
                 vdso,
                 vmas,
                 mm,
                 files,
                 signals,
                 task,
-                locks,
                 (credentials, rlimits, timers),
             )| {
                 ProcessImage {
                     pid,
                     kernel_release,
                     dumped_at_unix_seconds,
-                    cpu,
+                    threads,
                     vdso,
                     vmas,
                     mm,
@@ -197,7 +207,6 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     credentials,
                     rlimits: rlimits.into(),
                     timers,
-                    locks,
                 }
             },
         )
@@ -274,7 +283,7 @@ fn overlapping_vmas_are_refused_by_restore() {
         backing: Backing::Anonymous { label: String::new() },
     };
     image.vmas = vec![anonymous(0x40_0000, 0x50_0000), anonymous(0x48_0000, 0x60_0000)];
-    image.cpu.registers.values = vec![0; 27];
+    image.threads[0].cpu.registers.values = vec![0; 27];
     image.pid = i32::MAX - 3;
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("overlap.crp");

@@ -1,6 +1,7 @@
-//! Signal state: the disposition of every signal (read by injecting
-//! `rt_sigaction` with no new action), the alternate stack and the blocked
-//! mask. Pending signals are refused by the dump's preflight.
+//! Signal state, as Linux divides it: the disposition of every signal is
+//! the process's ([`SignalState`], read by injecting `rt_sigaction` with no
+//! new action); the blocked mask and the alternate stack are each thread's
+//! ([`ThreadSignals`]). Pending signals are refused by the dump's preflight.
 
 use crp_ptrace::procfs::Fields;
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
@@ -24,10 +25,16 @@ pub struct SignalAction {
     pub mask: u64,
 }
 
+/// The process's signal dispositions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SignalState {
     /// Every catchable signal's disposition (SIGKILL and SIGSTOP excluded).
     pub actions: Vec<SignalAction>,
+}
+
+/// One thread's blocked mask and alternate signal stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ThreadSignals {
     pub blocked: u64,
     pub altstack_sp: u64,
     pub altstack_flags: i32,
@@ -123,22 +130,16 @@ fn catchable_signals() -> impl Iterator<Item = (i32, usize)> {
 
 impl SignalState {
     fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
-        // The process's own mask: crp blocks every signal while it works.
-        let blocked = tracee.blocked_signals()?;
         let mut scratch = tracee.scratch();
         let actions_address = scratch.reserve(KERNEL_SIGACTION_SIZE * SIGNAL_COUNT);
-        let stack_address = scratch.reserve(STACK_T_SIZE);
         scratch.commit(tracee)?;
         for (signal, index) in catchable_signals() {
             let slot = actions_address + (index * KERNEL_SIGACTION_SIZE) as u64;
             tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [arg(signal), 0, slot, SIGSET_SIZE, 0, 0])?;
         }
-        tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [0, stack_address, 0, 0, 0, 0])?;
         // Buffers of 8-byte words: every value is read whole, no conversion can fail.
         let mut raw_actions = [[0u8; 8]; KERNEL_SIGACTION_SIZE / 8 * SIGNAL_COUNT];
         tracee.read_memory(actions_address, raw_actions.as_flattened_mut())?;
-        let mut raw_stack = [[0u8; 8]; STACK_T_SIZE / 8];
-        tracee.read_memory(stack_address, raw_stack.as_flattened_mut())?;
         let (raw_actions, _) = raw_actions.as_chunks::<{ KERNEL_SIGACTION_SIZE / 8 }>();
         // Slot N - 1 holds signal N's action; SIGKILL's and SIGSTOP's are skipped.
         let actions = (1..=64i32)
@@ -149,15 +150,7 @@ impl SignalState {
                 SignalAction { signal, handler, flags, restorer, mask }
             })
             .collect();
-        let [altstack_sp, flags_word, altstack_size] = raw_stack;
-        let [flags_0, flags_1, flags_2, flags_3, ..] = flags_word;
-        Ok(Self {
-            actions,
-            blocked,
-            altstack_sp: u64::from_le_bytes(altstack_sp),
-            altstack_flags: i32::from_le_bytes([flags_0, flags_1, flags_2, flags_3]),
-            altstack_size: u64::from_le_bytes(altstack_size),
-        })
+        Ok(Self { actions })
     }
 
     /// Refuses dispositions `rt_sigaction` would refuse: a number outside
@@ -182,8 +175,7 @@ impl SignalState {
         Ok(())
     }
 
-    /// Installs every disposition and the alternate stack. The blocked mask
-    /// is set last, by the engine, right before the process runs.
+    /// Installs every disposition.
     fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         let mut scratch = tracee.scratch();
         let mut addresses = Vec::with_capacity(self.actions.len());
@@ -194,6 +186,38 @@ impl SignalState {
             }
             addresses.push((action.signal, scratch.push(&raw)));
         }
+        scratch.commit(tracee)?;
+        for (signal, address) in addresses {
+            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [arg(signal), address, 0, SIGSET_SIZE, 0, 0])?;
+        }
+        Ok(())
+    }
+}
+
+impl ThreadSignals {
+    fn capture_from(tracee: &mut dyn Tracee) -> Result<Self, CompoundError> {
+        // The process's own mask: crp blocks every signal while it works.
+        let blocked = tracee.blocked_signals()?;
+        let mut scratch = tracee.scratch();
+        let stack_address = scratch.reserve(STACK_T_SIZE);
+        scratch.commit(tracee)?;
+        tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [0, stack_address, 0, 0, 0, 0])?;
+        let mut raw_stack = [[0u8; 8]; STACK_T_SIZE / 8];
+        tracee.read_memory(stack_address, raw_stack.as_flattened_mut())?;
+        let [altstack_sp, flags_word, altstack_size] = raw_stack;
+        let [flags_0, flags_1, flags_2, flags_3, ..] = flags_word;
+        Ok(Self {
+            blocked,
+            altstack_sp: u64::from_le_bytes(altstack_sp),
+            altstack_flags: i32::from_le_bytes([flags_0, flags_1, flags_2, flags_3]),
+            altstack_size: u64::from_le_bytes(altstack_size),
+        })
+    }
+
+    /// Sets the alternate stack. The blocked mask is set last, by the
+    /// engine, right before the thread runs.
+    fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+        let mut scratch = tracee.scratch();
         let disabled = self.altstack_flags & libc::SS_DISABLE != 0;
         let mut stack = Vec::with_capacity(STACK_T_SIZE);
         stack.extend_from_slice(&self.altstack_sp.to_le_bytes());
@@ -203,9 +227,6 @@ impl SignalState {
         stack.extend_from_slice(&self.altstack_size.to_le_bytes());
         let stack_address = scratch.push(&stack);
         scratch.commit(tracee)?;
-        for (signal, address) in addresses {
-            tracee.syscall("rt_sigaction", libc::SYS_rt_sigaction, [arg(signal), address, 0, SIGSET_SIZE, 0, 0])?;
-        }
         tracee.syscall("sigaltstack", libc::SYS_sigaltstack, [stack_address, 0, 0, 0, 0, 0])?;
         Ok(())
     }
@@ -228,15 +249,28 @@ pub fn pending_in(status: &Fields) -> Result<Option<String>, CompoundError> {
 }
 
 impl Persist for SignalState {
-    const KIND: &'static str = "signal dispositions and alternate stack";
+    const KIND: &'static str = "signal dispositions";
     type Error = CompoundError;
 
     fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
         Self::capture_from(context.tracee)
     }
 
-    /// Dispositions and altstack; the blocked mask is set by the engine
-    /// with the registers, right before the process runs.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
+        Ok(self.restore_into(context.tracee)?)
+    }
+}
+
+impl Persist for ThreadSignals {
+    const KIND: &'static str = "blocked mask and alternate stack";
+    type Error = CompoundError;
+
+    fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
+        Self::capture_from(context.tracee)
+    }
+
+    /// The alternate stack; the blocked mask is set by the engine with the
+    /// registers, right before the thread runs.
     fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
         Ok(self.restore_into(context.tracee)?)
     }
@@ -259,13 +293,7 @@ impl SignalState {
                 mask: action.mask,
             })
             .collect();
-        Self {
-            actions,
-            blocked: state.blocked,
-            altstack_sp: state.altstack_sp,
-            altstack_flags: state.altstack_flags.cast_signed(),
-            altstack_size: state.altstack_size,
-        }
+        Self { actions }
     }
 
     /// Fills the record `CRP_IOC_RESTORE` reads. Signal N sits in slot
@@ -287,6 +315,22 @@ impl SignalState {
                 };
             }
         }
+    }
+}
+
+/// The kmod ABI: the blocked mask and alternate stack of the task record.
+impl ThreadSignals {
+    pub fn from_abi(state: &crp_kmod_abi::CrpTaskState) -> Self {
+        Self {
+            blocked: state.blocked,
+            altstack_sp: state.altstack_sp,
+            altstack_flags: state.altstack_flags.cast_signed(),
+            altstack_size: state.altstack_size,
+        }
+    }
+
+    /// Fills the record `CRP_IOC_RESTORE` reads.
+    pub fn write_abi(&self, state: &mut crp_kmod_abi::CrpTaskState) {
         state.blocked = self.blocked;
         state.altstack_sp = self.altstack_sp;
         state.altstack_size = self.altstack_size;
@@ -312,20 +356,19 @@ mod tests {
             0
         });
         process.blocked = 1 << (libc::SIGUSR2 - 1);
-        let state = SignalState::capture(&mut Capture {
-            tracee: &mut process,
-            proc: &crp_ptrace::fake::snapshot(),
-            stopped_before_freeze: false,
-        })
-        .unwrap();
-        assert_eq!(state.blocked, 1 << (libc::SIGUSR2 - 1));
+        let proc = crp_ptrace::fake::snapshot();
+        let mut context = Capture { tracee: &mut process, proc: &proc, stopped_before_freeze: false };
+        let state = SignalState::capture(&mut context).unwrap();
+        let thread = ThreadSignals::capture(&mut context).unwrap();
+        assert_eq!(thread.blocked, 1 << (libc::SIGUSR2 - 1));
         let usr1 = state.actions.iter().find(|action| action.signal == libc::SIGUSR1).unwrap();
         assert_eq!((usr1.handler, usr1.restorer), (0x1234, 0x5678));
-        assert_eq!((state.altstack_sp, state.altstack_size), (0x9000, 0x4000));
+        assert_eq!((thread.altstack_sp, thread.altstack_size), (0x9000, 0x4000));
         assert_eq!(state.actions.len(), 62, "every signal but SIGKILL and SIGSTOP");
 
         let mut restored = FakeTracee::default();
         state.restore(&mut Restore::new(&mut restored)).unwrap();
+        thread.restore(&mut Restore::new(&mut restored)).unwrap();
         assert_eq!(restored.calls_of(libc::SYS_rt_sigaction).len(), 62);
         let usr1_call = restored.calls_of(libc::SYS_rt_sigaction).into_iter().find(|call| call.args[0] == 10).unwrap();
         assert_eq!(restored.memory.read(usr1_call.args[1], 8), 0x1234u64.to_le_bytes());
@@ -383,6 +426,7 @@ mod tests {
         assert!(signals.actions.iter().all(|action| action.signal != libc::SIGKILL && action.signal != libc::SIGSTOP));
         let mut restored = crp_kmod_abi::CrpTaskState::default();
         signals.write_abi(&mut restored);
+        ThreadSignals::from_abi(&state).write_abi(&mut restored);
         assert_eq!((restored.actions, restored.blocked), (state.actions, state.blocked));
     }
 }

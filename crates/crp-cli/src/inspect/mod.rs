@@ -267,6 +267,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
     // (kilobytes) keeps this code on plain types. Pages are never copied.
     let image: ProcessImage = rkyv::deserialize::<ProcessImage, rkyv::rancor::Error>(archived)
         .map_err(|error| CrpError::InvalidImage { reason: error.to_string() })?;
+    let leader = image.leader()?;
     Ok(ImageSummary {
         schema: SCHEMA,
         path: reader.path().display().to_string(),
@@ -301,7 +302,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             cpu_affinity: image.task.cpu_affinity.clone(),
         },
         credentials: credentials(&image),
-        signals: signals(&image),
+        signals: signals(&image, &leader.signals),
         timers: image
             .timers
             .entries()
@@ -323,10 +324,10 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             })
             .collect(),
         xsave: XsaveSummary {
-            features: Hex::new(image.cpu.xsave.enabled_features()),
-            bytes: image.cpu.xsave.bytes.len(),
+            features: Hex::new(leader.cpu.xsave.enabled_features()),
+            bytes: leader.cpu.xsave.bytes.len(),
         },
-        registers: RegisterValues(image.cpu.registers.named().collect()),
+        registers: RegisterValues(leader.cpu.registers.named().collect()),
         vmas: vmas(&image, reader),
         vdso: image
             .vdso
@@ -405,10 +406,10 @@ fn credentials(image: &ProcessImage) -> CredentialsSummary {
     }
 }
 
-fn signals(image: &ProcessImage) -> SignalsSummary {
+fn signals(image: &ProcessImage, thread: &crp_compound::signals::ThreadSignals) -> SignalsSummary {
     let signals = &image.signals;
     SignalsSummary {
-        blocked: NamedSet::new(signals.blocked, mask_names(signals.blocked)),
+        blocked: NamedSet::new(thread.blocked, mask_names(thread.blocked)),
         handlers: signals
             .actions
             .iter()
@@ -424,9 +425,9 @@ fn signals(image: &ProcessImage) -> SignalsSummary {
             })
             .collect(),
         altstack: AltStack {
-            sp: Hex::new(signals.altstack_sp),
-            size: signals.altstack_size,
-            flags: signals.altstack_flags,
+            sp: Hex::new(thread.altstack_sp),
+            size: thread.altstack_size,
+            flags: thread.altstack_flags,
         },
     }
 }

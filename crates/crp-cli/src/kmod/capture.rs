@@ -9,7 +9,7 @@ use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_fea
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::ResourceLimits;
-use crp_compound::signals::SignalState;
+use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use super::device::{Device, TaskDump};
 use crate::backend::{Captured, DumpBackend, vma_record};
 use crate::error::CrpError;
-use crate::model::{ProcessImage, kernel_release};
+use crate::model::{ProcessImage, ThreadState, kernel_release};
 
 /// The kmod back end's dump side: an open `/dev/crp`.
 #[derive(Debug)]
@@ -49,7 +49,12 @@ impl DumpBackend for Dump {
             pid,
             kernel_release: kernel_release(),
             dumped_at_unix_seconds: 0,
-            cpu: cpu_state(&dump)?,
+            threads: vec![ThreadState {
+                tid: pid,
+                cpu: cpu_state(&dump)?,
+                signals: ThreadSignals::from_abi(&dump.state),
+                locks: LockState::from_abi(&dump.state),
+            }],
             vdso: vdso_layout(&dump),
             vmas,
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
@@ -59,7 +64,6 @@ impl DumpBackend for Dump {
             credentials: Credentials::from_abi(proc, &dump.state)?,
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
-            locks: LockState::from_abi(&dump.state),
         };
         // Which VMAs hold any page at all is in smaps (no exported walk
         // gives it); matching by range, a VMA smaps does not show is

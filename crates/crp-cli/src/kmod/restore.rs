@@ -55,7 +55,7 @@ impl RestoreBackend for Restore {
         let Rebuild { injector, pid, image, reader, .. } = rebuild;
         let (pid, image, reader) = (*pid, *image, *reader);
         let file_fds = open_mapped_files(injector, &image.vmas)?;
-        let frozen = image.cpu.registers.to_registers()?;
+        let frozen = image.leader()?.cpu.registers.to_registers()?;
         let resumed = resume_registers(&frozen);
         let records = Records::build(image, reader, &resumed, &file_fds, self.image.as_raw_fd())?;
         let request_address = records.place(injector)?;
@@ -130,9 +130,11 @@ impl Records {
                 .get(..CRP_USER_REGS)
                 .ok_or_else(|| CrpError::InvalidImage { reason: "the register file is short".into() })?,
         );
+        let leader = image.leader()?;
         image.signals.write_abi(&mut state);
+        leader.signals.write_abi(&mut state);
         state.personality = u32::try_from(image.task.personality).unwrap_or(0);
-        image.locks.write_abi(&mut state);
+        leader.locks.write_abi(&mut state);
         state.mm = image.mm.to_abi().map_err(|invalid| CrpError::InvalidImage { reason: invalid.to_string() })?;
         let vmas = image
             .vmas
@@ -250,14 +252,14 @@ fn finish_from_outside(rebuild: &mut Rebuild<'_>, resumed: &Registers) -> Result
     let Rebuild { injector, reader, choices, .. } = rebuild;
     injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
         image.mm.restore_exe_link(injector)?;
-        image.locks.register_rseq(injector)?;
+        image.leader()?.locks.register_rseq(injector)?;
         let mut rebuild = Rebuild { injector, pid, image, reader, choices };
         plan::run(plan::FINISH, &mut rebuild)
     })?;
 
     // Back to exactly what the module left (the syscalls above used the
     // registers), plus the full rax, gs base and XSAVE.
-    image.cpu.load(pid, *resumed)?;
+    image.leader()?.cpu.load(pid, *resumed)?;
     Ok(())
 }
 

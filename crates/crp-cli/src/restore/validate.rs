@@ -68,7 +68,7 @@ pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
 /// Checks this host can run the image: CPU features, vDSO shape, files
 /// (each must exist: a missing one is named, exit 5), then privileges.
 pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
-    image.cpu.xsave.check_host_supports(host_xsave_features())?;
+    image.leader()?.cpu.xsave.check_host_supports(host_xsave_features())?;
     image.vdso.check_matches(&host_vdso()?)?;
     require_path("the executable", &image.mm.exe_path, Kind::Any)?;
     require_path("the working directory", &image.task.cwd, Kind::Directory)?;

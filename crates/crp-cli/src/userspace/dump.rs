@@ -5,7 +5,7 @@ use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping, resume_registers};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::ResourceLimits;
-use crp_compound::signals::SignalState;
+use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 
 use crate::backend::{Captured, DumpBackend, vma_record};
 use crate::error::CrpError;
-use crate::model::{ProcessImage, kernel_release};
+use crate::model::{ProcessImage, ThreadState, kernel_release};
 
 /// Size of the scratch mapping injected for syscall arguments at dump.
 const SCRATCH_BYTES: usize = 16 << 10;
@@ -43,7 +43,7 @@ impl DumpBackend for Dump {
         // resumes where it was frozen (see crp_ptrace::Frozen).
         frozen.park(&maps, syscall_ip, resume_registers(&registers))?;
         tracing::info!(pid, syscall_ip = format_args!("{syscall_ip:#x}"), "parked");
-        let Injected { mm, signals, locks, credentials, rlimits, timers, task } =
+        let Injected { mm, signals, thread_signals, locks, credentials, rlimits, timers, task } =
             capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -51,7 +51,7 @@ impl DumpBackend for Dump {
             pid,
             kernel_release: kernel_release(),
             dumped_at_unix_seconds: 0,
-            cpu,
+            threads: vec![ThreadState { tid: pid, cpu, signals: thread_signals, locks }],
             vdso,
             vmas,
             mm,
@@ -61,7 +61,6 @@ impl DumpBackend for Dump {
             credentials,
             rlimits,
             timers,
-            locks,
         };
         Ok(Captured { state, populated_kb })
     }
@@ -73,6 +72,7 @@ impl DumpBackend for Dump {
 
 /// What the dump reads by injected syscalls.
 struct Injected {
+    thread_signals: ThreadSignals,
     mm: MmFields,
     signals: SignalState,
     locks: LockState,
@@ -90,6 +90,7 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
         Ok(Injected {
             mm: MmFields::capture(context)?,
             signals: SignalState::capture(context)?,
+            thread_signals: ThreadSignals::capture(context)?,
             locks: LockState::capture(context)?,
             credentials: Credentials::capture(context)?,
             rlimits: ResourceLimits::capture(context)?,

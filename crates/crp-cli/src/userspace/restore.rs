@@ -28,9 +28,10 @@ impl RestoreBackend for Restore {
         // before the next instruction would be fetched from the gone page.
         injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
 
-        let frozen = image.cpu.registers.to_registers()?;
-        image.cpu.load(*pid, resume_registers(&frozen))?;
-        crp_ptrace::sys::set_sigmask(*pid, image.signals.blocked).map_err(|errno| EngineError::Ptrace {
+        let leader = image.leader()?;
+        let frozen = leader.cpu.registers.to_registers()?;
+        leader.cpu.load(*pid, resume_registers(&frozen))?;
+        crp_ptrace::sys::set_sigmask(*pid, leader.signals.blocked).map_err(|errno| EngineError::Ptrace {
             operation: "PTRACE_SETSIGMASK",
             pid: pid.as_raw(),
             errno,

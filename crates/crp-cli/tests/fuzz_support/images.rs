@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
-use crp_cli::model::ProcessImage;
+use crp_cli::model::{ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::{FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
-use crp_compound::signals::{SignalAction, SignalState};
+use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaFlags, VmaRecord};
@@ -100,7 +100,7 @@ fn signals() -> SignalState {
             }
         })
         .collect();
-    SignalState { actions, blocked: 1 << 9, altstack_sp: 0, altstack_flags: libc::SS_DISABLE, altstack_size: 0 }
+    SignalState { actions }
 }
 
 /// A small static program's image, with one stored heap page when
@@ -113,7 +113,22 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         pid: 4242,
         kernel_release: crp_cli::model::kernel_release(),
         dumped_at_unix_seconds: 1_800_000_000,
-        cpu: CpuState { registers: registers(), xsave: xsave() },
+        threads: vec![ThreadState {
+            tid: 4242,
+            cpu: CpuState { registers: registers(), xsave: xsave() },
+            signals: ThreadSignals {
+                blocked: 1 << 9,
+                altstack_sp: 0,
+                altstack_flags: libc::SS_DISABLE,
+                altstack_size: 0,
+            },
+            locks: LockState {
+                robust_list_head: STACK + 0x1_e000,
+                robust_list_length: 24,
+                rseq: Some(RseqRegistration { address: STACK + 0x1_e100, length: 32, signature: 0x5305_3053 }),
+                clear_child_tid: STACK + 0x1_e200,
+            },
+        }],
         vdso,
         vmas: vec![
             VmaRecord {
@@ -166,12 +181,6 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         },
         rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 4, soft: 0, hard: 0 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32]; 3] },
-        locks: LockState {
-            robust_list_head: STACK + 0x1_e000,
-            robust_list_length: 24,
-            rseq: Some(RseqRegistration { address: STACK + 0x1_e100, length: 32, signature: 0x5305_3053 }),
-            clear_child_tid: STACK + 0x1_e200,
-        },
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)

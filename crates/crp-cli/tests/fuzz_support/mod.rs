@@ -72,7 +72,7 @@ fn after_acceptance(image: &ProcessImage, reader: &ImageReader) -> Result<(), St
     let step =
         |name: &'static str| move |error: crp_cli::CrpError| format!("{name} failed on an accepted image: {error}");
     let target = validate::target_space(image).map_err(step("target_space"))?;
-    let frozen = image.cpu.registers.to_registers().map_err(|error| format!("registers: {error}"))?;
+    let frozen = image.threads[0].cpu.registers.to_registers().map_err(|error| format!("registers: {error}"))?;
     let resumed = resume_registers(&frozen);
     crp_cli::kmod::restore::Records::build(image, reader, &resumed, &HashMap::new(), 3)
         .map_err(step("kmod records"))?;
@@ -93,7 +93,7 @@ fn after_acceptance(image: &ProcessImage, reader: &ImageReader) -> Result<(), St
     image.mm.restore(&mut context).map_err(|error| after("mm")(error.to_string()))?;
     image.mm.restore_exe_link(context.tracee).map_err(engine("exe link"))?;
     image.signals.restore(&mut context).map_err(|error| after("signals")(error.to_string()))?;
-    image.locks.restore(&mut context).map_err(|error| after("locks")(error.to_string()))?;
+    image.threads[0].locks.restore(&mut context).map_err(|error| after("locks")(error.to_string()))?;
     image.task.restore(&mut context).map_err(|error| after("task")(error.to_string()))?;
     image.files.restore(&mut context).map_err(|error| after("files")(error.to_string()))?;
     image.rlimits.restore(&mut context).map_err(engine("rlimits"))?;

@@ -184,19 +184,19 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         }
         24 => {
             let count = rng.pick(&[0usize, 1, 26, 28, 1000]);
-            image.cpu.registers.values.resize(count, 0);
+            image.threads[0].cpu.registers.values.resize(count, 0);
         }
         25 => {
             let index =
                 rng.pick(&[reg::RIP, reg::CS, reg::SS, reg::FS_BASE, reg::RSP, reg::EFLAGS, 22, 23, 24, 25, 26]);
-            if let Some(value) = image.cpu.registers.values.get_mut(index) {
+            if let Some(value) = image.threads[0].cpu.registers.values.get_mut(index) {
                 *value = rng.hostile_u64();
             }
         }
         26 => {
             // Frozen in a syscall that must be re-executed, at the lowest
             // addresses: the rewind steps back over the syscall instruction.
-            let values = &mut image.cpu.registers.values;
+            let values = &mut image.threads[0].cpu.registers.values;
             values.resize(values.len().max(reg::COUNT), 0);
             values[reg::RIP] = rng.below(3);
             values[reg::ORIG_RAX] = rng.below(400);
@@ -204,13 +204,13 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         }
         27 => {
             let length = rng.pick(&[0usize, 100, 511, 519, 575, 577, 1 << 20]);
-            image.cpu.xsave.bytes.resize(length, 0xff);
+            image.threads[0].cpu.xsave.bytes.resize(length, 0xff);
         }
         28 => {
-            image.cpu.xsave.xcr0 = rng.hostile_u64();
+            image.threads[0].cpu.xsave.xcr0 = rng.hostile_u64();
             let at = rng.pick(&[24usize, 512, 520, 540]);
             let value = rng.hostile_u64().to_le_bytes();
-            if let Some(word) = image.cpu.xsave.bytes.get_mut(at..at + 8) {
+            if let Some(word) = image.threads[0].cpu.xsave.bytes.get_mut(at..at + 8) {
                 word.copy_from_slice(&value);
             }
         }
@@ -231,13 +231,13 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         },
         32 => match rng.below(3) {
             0 => {
-                image.locks.rseq = Some(RseqRegistration {
+                image.threads[0].locks.rseq = Some(RseqRegistration {
                     address: rng.hostile_u64(),
                     length: u32::try_from(rng.hostile_u64() >> 32).unwrap_or(u32::MAX),
                     signature: 0,
                 })
             }
-            1 => image.locks.robust_list_length = rng.hostile_u64(),
+            1 => image.threads[0].locks.robust_list_length = rng.hostile_u64(),
             _ => image.pid = rng.hostile_i32(),
         },
         _ => {

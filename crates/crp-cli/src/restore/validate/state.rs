@@ -16,8 +16,12 @@ const ROBUST_LIST_HEAD: u64 = 24;
 const RSEQ_MINIMUM: u32 = 32;
 
 pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpError> {
-    image.cpu.registers.check().map_err(|error| invalid(format!("registers: {error}")))?;
-    image.cpu.xsave.check().map_err(invalid)?;
+    if image.threads.len() != 1 {
+        return Err(invalid(format!("has {} threads; this crp restores exactly one", image.threads.len())));
+    }
+    let leader = image.leader()?;
+    leader.cpu.registers.check().map_err(|error| invalid(format!("registers: {error}")))?;
+    leader.cpu.xsave.check().map_err(invalid)?;
     image.mm.check(user.clone()).map_err(invalid)?;
     image.signals.check().map_err(invalid)?;
     crp_compound::files::check_table(&image.files).map_err(invalid)?;
@@ -25,11 +29,10 @@ pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpEr
     image.timers.check().map_err(invalid)?;
     image.task.check().map_err(invalid)?;
     image.credentials.check().map_err(invalid)?;
-    check_locks(image, user)
+    check_locks(&leader.locks, user)
 }
 
-fn check_locks(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpError> {
-    let locks = &image.locks;
+fn check_locks(locks: &crp_locks::LockState, user: &Range<u64>) -> Result<(), CrpError> {
     if locks.robust_list_length != ROBUST_LIST_HEAD {
         return Err(invalid(format!(
             "robust list length {} is not {ROBUST_LIST_HEAD} (struct robust_list_head)",
