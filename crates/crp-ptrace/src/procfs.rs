@@ -17,9 +17,9 @@ mod stat;
 
 pub use error::ProcError;
 pub use fields::Fields;
-pub use smaps::{MapsEntry, MapsFormat, parse_smaps, read_smaps, smaps};
+pub use smaps::{MapsEntry, MapsFormat, parse_smaps, smaps};
 pub use snapshot::{Snapshot, Texts};
-pub use stat::{Stat, stat_fields};
+pub use stat::Stat;
 
 /// Reads a /proc file whole, naming it on failure.
 pub(crate) fn read_text(path: &std::path::Path) -> Result<String, ProcError> {

@@ -223,8 +223,7 @@ fn build(
     // The child stopped right after its own kill(SIGSTOP) syscall.
     let mut injector = Injector::new(pid, start.rip - 2, start);
     LockState::unregister_inherited_rseq(&mut injector)?;
-    let child_maps = crp_ptrace::procfs::read_smaps(raw)
-        .map_err(|source| CrpError::Io { action: format!("read /proc/{raw}/smaps"), source })?;
+    let child_maps = crp_ptrace::procfs::smaps(raw)?;
     let live_vdso = VdsoLayout::from_maps(child_maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
     let target = validate::target_space(image)?;
 

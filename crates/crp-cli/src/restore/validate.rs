@@ -60,8 +60,7 @@ pub fn target_space(image: &ProcessImage) -> Result<AddressSpace<()>, CrpError> 
 
 /// The vDSO layout of this kernel, as crp itself has it.
 pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
-    let maps = crp_ptrace::procfs::read_smaps(std::process::id() as i32)
-        .map_err(|source| CrpError::Io { action: "read /proc/self/smaps".into(), source })?;
+    let maps = crp_ptrace::procfs::smaps(std::process::id().cast_signed())?;
     Ok(VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end))))
 }
 

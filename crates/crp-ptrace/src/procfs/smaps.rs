@@ -217,11 +217,6 @@ pub fn smaps(pid: i32) -> Result<Vec<MapsEntry>, ProcError> {
     parse_smaps(&path, &super::read_text(&path)?, MapsFormat::Smaps)
 }
 
-/// [`smaps`] for callers that carry I/O errors (the message is the same).
-pub fn read_smaps(pid: i32) -> std::io::Result<Vec<MapsEntry>> {
-    smaps(pid).map_err(std::io::Error::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,17 +53,6 @@ impl Stat {
             reason: "not a decimal number".into(),
         })
     }
-
-    /// Fields 3 onwards, so that index 0 is field 3.
-    pub fn into_fields(self) -> Vec<String> {
-        self.after_comm
-    }
-}
-
-/// The fields of /proc/PID/stat after the command name, so that index 0 is
-/// field 3 (`state`) of proc(5).
-pub fn stat_fields(pid: i32) -> Result<Vec<String>, ProcError> {
-    Stat::read(pid).map(Stat::into_fields)
 }
 
 #[cfg(test)]
