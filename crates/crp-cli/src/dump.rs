@@ -84,32 +84,42 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let vma_count = image.vmas.len();
     let metadata = crp_image::to_archive(&image)?;
-    if plan.leave_running {
-        // Every page is copied into the writer's buffers by now: the process
-        // can run on while the image is finished and made durable.
+    // With --leave-running every page is in the writer's buffers by now:
+    // the process runs on while the image is finished and made durable.
+    let frozen = if plan.leave_running {
         let frozen_for = started.elapsed();
         frozen.release()?;
         tracing::info!(pid, "released (--leave-running)");
-        let path = writer.finish(&metadata)?;
-        tracing::info!(path = %path.display(), metadata_bytes = metadata.len(), "image finished");
-        faults::reached("written", 0);
-        if let Err(cancelled) = cancel::check("dump") {
-            let _ = std::fs::remove_file(path);
-            return Err(cancelled);
-        }
-        return Ok(DumpReport { vma_count, page_bytes, frozen_for });
-    }
+        Original::Released { frozen_for }
+    } else {
+        Original::Frozen(Box::new(frozen))
+    };
     let path = writer.finish(&metadata)?;
     tracing::info!(path = %path.display(), metadata_bytes = metadata.len(), "image finished");
     faults::reached("written", 0);
     if let Err(cancelled) = cancel::check("dump") {
-        // Not killed yet: the dump is undone, the process released (by
-        // dropping `frozen`).
+        // Not killed yet: the dump is undone, a process still frozen is
+        // released (by dropping `frozen`).
         let _ = std::fs::remove_file(path);
         return Err(cancelled);
     }
-    let frozen_for = started.elapsed();
-    frozen.kill()?;
-    tracing::info!(pid, "killed: the image holds it now");
+    let frozen_for = match frozen {
+        Original::Released { frozen_for } => frozen_for,
+        // Killed only now that the image is durable.
+        Original::Frozen(frozen) => {
+            let frozen_for = started.elapsed();
+            frozen.kill()?;
+            tracing::info!(pid, "killed: the image holds it now");
+            frozen_for
+        }
+    };
     Ok(DumpReport { vma_count, page_bytes, frozen_for })
+}
+
+/// The dumped process while its image is finished.
+enum Original {
+    /// Let run on (--leave-running) after being frozen this long.
+    Released { frozen_for: Duration },
+    /// Still frozen: killed once the image is durable, released by drop.
+    Frozen(Box<Frozen>),
 }
