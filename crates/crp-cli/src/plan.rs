@@ -53,7 +53,7 @@ macro_rules! persisted {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let image = rebuild.image;
-                let streams = rebuild.choices.streams;
+                let streams = &rebuild.choices.streams;
                 Ok(image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
             },
         }
@@ -68,7 +68,7 @@ macro_rules! leader_persisted {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let leader = rebuild.image.leader()?;
-                let streams = rebuild.choices.streams;
+                let streams = &rebuild.choices.streams;
                 Ok(leader.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
             },
         }

@@ -43,6 +43,9 @@ pub struct FakeTracee {
     pub memory: FakeMemory,
     pub blocked: u64,
     pub rseq: crate::sys::RseqConfiguration,
+    /// What [`Tracee::reopen_descriptor`] gives for each descriptor (a
+    /// duplicate of the entry); any other descriptor is EBADF.
+    pub descriptors: BTreeMap<u64, std::os::fd::OwnedFd>,
     scratch: (u64, usize),
     answer: Answer,
 }
@@ -69,6 +72,7 @@ impl FakeTracee {
             memory: FakeMemory::default(),
             blocked: 0,
             rseq: crate::sys::RseqConfiguration::default(),
+            descriptors: BTreeMap::new(),
             scratch: (Self::SCRATCH, 64 << 10),
             answer: Box::new(answer),
         }
@@ -116,6 +120,13 @@ impl Tracee for FakeTracee {
 
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         Ok(self.rseq)
+    }
+
+    fn reopen_descriptor(&self, fd: u64, _flags: i32) -> Result<std::os::fd::OwnedFd, EngineError> {
+        let missing =
+            || EngineError::Descriptor { operation: "reopen", pid: Self::PID, fd, errno: nix::errno::Errno::EBADF };
+        let descriptor = self.descriptors.get(&fd).ok_or_else(missing)?;
+        descriptor.try_clone().map_err(|_| missing())
     }
 }
 

@@ -224,6 +224,8 @@ pub struct SpecialMapping {
 #[derive(Debug, Serialize)]
 pub struct FdSummary {
     pub fd: i32,
+    /// "file", "character device", "standard stream", "pipe".
+    pub kind: &'static str,
     pub target: String,
     /// open(2) flags.
     pub flags: i32,
@@ -231,6 +233,20 @@ pub struct FdSummary {
     pub offset: u64,
     /// The lowest other descriptor sharing this open file description.
     pub shares_description_with: Option<i32>,
+    /// For an end of a pipe: the pipe.
+    pub pipe: Option<PipeSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipeSummary {
+    pub inode: u64,
+    /// "read" or "write" (or "read and write").
+    pub end: &'static str,
+    pub size: u32,
+    /// Bytes waiting in it, restored with it.
+    pub buffered_bytes: usize,
+    /// Whether its other end was outside the process.
+    pub other_end_outside: bool,
 }
 
 /// The JSON form of `crp inspect --json` (schema [`SCHEMA`]).
@@ -344,19 +360,48 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             .descriptors
             .iter()
             .zip(image.files.records())
-            .map(|(descriptor, record)| FdSummary {
-                shares_description_with: image.files.shared_with(descriptor),
-                fd: record.fd,
-                target: match &record.target {
-                    FdTarget::File { path } | FdTarget::CharDevice { path } => path.clone(),
-                    FdTarget::Inherited { stream } => format!("standard stream {stream} of crp restore"),
-                },
-                flags: record.flags,
-                flags_octal: format!("{:#o}", record.flags),
-                offset: record.offset,
-            })
+            .map(|(descriptor, record)| fd_summary(&image.files, descriptor, record))
             .collect(),
     })
+}
+
+fn fd_summary(
+    table: &crp_compound::files::FdTable,
+    descriptor: &crp_compound::files::Descriptor,
+    record: crp_compound::files::FdRecord,
+) -> FdSummary {
+    let mut pipe = None;
+    let (kind, target) = match &record.target {
+        FdTarget::File { path } => ("file", path.clone()),
+        FdTarget::CharDevice { path } => ("character device", path.clone()),
+        FdTarget::Inherited { stream } => ("standard stream", format!("standard stream {stream} of crp restore")),
+        FdTarget::Pipe { pipe: index } => {
+            let buffer = table.pipe_of(*index);
+            let inode = buffer.map_or(0, |buffer| buffer.inode);
+            pipe = buffer.map(|buffer| PipeSummary {
+                inode: buffer.inode,
+                end: match record.flags & libc::O_ACCMODE {
+                    libc::O_RDONLY => "read",
+                    libc::O_WRONLY => "write",
+                    _ => "read and write",
+                },
+                size: buffer.size,
+                buffered_bytes: buffer.data.len(),
+                other_end_outside: table.outside_ends().iter().any(|end| end.fd == record.fd),
+            });
+            ("pipe", format!("pipe:[{inode}]"))
+        }
+    };
+    FdSummary {
+        shares_description_with: table.shared_with(descriptor),
+        fd: record.fd,
+        kind,
+        target,
+        flags: record.flags,
+        flags_octal: format!("{:#o}", record.flags),
+        offset: record.offset,
+        pipe,
+    }
 }
 
 /// The dump time as a date, and its age at `now`.
