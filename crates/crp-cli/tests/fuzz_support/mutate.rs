@@ -144,9 +144,18 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             }
         }
         17 => {
-            let target = match rng.below(3) {
+            let target = match rng.below(4) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
                 1 => FdTarget::File { path: hostile_string(rng) },
+                2 => {
+                    // A pipe that may or may not exist, of any size, holding any amount.
+                    if rng.chance(2) {
+                        let size = rng.pick(&[0, 4096, 65536, 3000, u32::MAX]);
+                        let data = vec![0x5a; rng.pick(&[0, 10, 70_000])];
+                        image.files.pipes.push(crp_compound::files::PipeBuffer { inode: 1, size, data });
+                    }
+                    FdTarget::Pipe { pipe: rng.pick(&[0, 1, u32::MAX]) }
+                }
                 _ => FdTarget::CharDevice { path: hostile_string(rng) },
             };
             let fd = if rng.chance(2) { rng.hostile_i32() } else { 7 };
