@@ -652,21 +652,20 @@ mod tests {
     fn own_descriptors_classify_and_capture() {
         use std::os::fd::AsRawFd;
         let pid = std::process::id() as i32;
-        let entries = proc_fd::entries(pid).unwrap();
-        let entry = |fd: i32| entries.iter().find(|entry| entry.fd == fd).unwrap().clone();
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         let null = std::fs::File::open("/dev/null").unwrap();
         let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
         let (reader, writer) = std::io::pipe().unwrap();
-        let entries = proc_fd::entries(pid).unwrap();
+        // Only this test's own descriptors: other tests open and close theirs meanwhile.
+        let fds = [file.as_raw_fd(), null.as_raw_fd(), socket.as_raw_fd(), reader.as_raw_fd(), writer.as_raw_fd()];
+        let entries: Vec<Entry> = fds.iter().map(|fd| proc_fd::entry(pid, *fd).unwrap()).collect();
         let inside = pipes_inside(&entries);
-        let kind = |fd: i32| classify(pid, &entries.iter().find(|entry| entry.fd == fd).unwrap().clone(), &inside);
+        let kind = |fd: i32| classify(pid, entries.iter().find(|entry| entry.fd == fd).unwrap(), &inside);
         assert!(matches!(kind(file.as_raw_fd()).unwrap(), Kind::Target(FdTarget::File { .. })));
         assert!(matches!(kind(null.as_raw_fd()).unwrap(), Kind::Target(FdTarget::CharDevice { .. })));
         let error = kind(socket.as_raw_fd()).err().unwrap();
         assert!(error.to_string().contains("socket"), "{error}");
         assert!(matches!(kind(reader.as_raw_fd()).unwrap(), Kind::Pipe { .. }));
         assert!(matches!(kind(writer.as_raw_fd()).unwrap(), Kind::Pipe { .. }));
-        let _ = entry;
     }
 }

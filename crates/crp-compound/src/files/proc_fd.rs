@@ -34,14 +34,14 @@ impl Entry {
 /// flags and offset. An entry that cannot be read or is not a number is an
 /// error: a descriptor left out would be silently missing after the restore.
 pub(super) fn entries(pid: i32) -> Result<Vec<Entry>, CompoundError> {
-    open_fds(pid)?
-        .into_iter()
-        .map(|fd| {
-            let link = link_text(pid, fd)?;
-            let (flags, offset) = fdinfo(pid, fd)?;
-            Ok(Entry { fd, link, flags, offset })
-        })
-        .collect()
+    open_fds(pid)?.into_iter().map(|fd| entry(pid, fd)).collect()
+}
+
+/// Descriptor `fd` of `pid`.
+pub(super) fn entry(pid: i32, fd: i32) -> Result<Entry, CompoundError> {
+    let link = link_text(pid, fd)?;
+    let (flags, offset) = fdinfo(pid, fd)?;
+    Ok(Entry { fd, link, flags, offset })
 }
 
 /// The open descriptors of `pid`, in ascending order.
