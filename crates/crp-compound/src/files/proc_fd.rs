@@ -131,11 +131,13 @@ mod tests {
         use std::os::fd::AsRawFd;
         let pid = std::process::id() as i32;
         let file = std::fs::File::open("/proc/self/exe").unwrap();
-        let entry = entries(pid).unwrap().into_iter().find(|entry| entry.fd == file.as_raw_fd()).unwrap();
+        // Other tests open and close descriptors meanwhile: list, but read
+        // only this test's own.
+        assert!(open_fds(pid).unwrap().contains(&file.as_raw_fd()));
+        let entry = entry(pid, file.as_raw_fd()).unwrap();
         assert_eq!((entry.access_mode(), entry.offset), (libc::O_RDONLY, 0));
         let (reader, _writer) = std::io::pipe().unwrap();
-        let pipe =
-            Entry { fd: reader.as_raw_fd(), link: link_text(pid, reader.as_raw_fd()).unwrap(), flags: 0, offset: 0 };
+        let pipe = super::entry(pid, reader.as_raw_fd()).unwrap();
         assert!(pipe.bracketed_inode("pipe:").is_some(), "{}", pipe.link);
         assert_eq!(pipe.bracketed_inode("socket:"), None);
     }
