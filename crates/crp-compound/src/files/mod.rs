@@ -287,7 +287,18 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
 
 /// Checks every descriptor of `pid` is one crp can restore, touching nothing.
 pub fn preflight(pid: i32) -> Result<(), CompoundError> {
-    let entries = proc_fd::entries(pid)?;
+    // The process still runs: a descriptor it closes meanwhile is skipped
+    // (the capture, once it is frozen, reads them all again).
+    let mut entries = Vec::new();
+    for fd in proc_fd::open_fds(pid)? {
+        match proc_fd::entry(pid, fd) {
+            Ok(entry) => entries.push(entry),
+            Err(CompoundError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(CompoundError::Proc(crp_ptrace::procfs::ProcError::Read { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(other) => return Err(other),
+        }
+    }
     let inside = pipes_inside(&entries);
     for entry in &entries {
         if let Kind::Pipe { .. } = classify(pid, entry, &inside)? {
