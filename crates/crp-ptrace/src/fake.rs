@@ -43,7 +43,8 @@ pub struct FakeTracee {
     pub memory: FakeMemory,
     pub blocked: u64,
     pub rseq: crate::sys::RseqConfiguration,
-    /// What [`Tracee::reopen_descriptor`] gives for each descriptor (a
+    /// What [`Tracee::reopen_descriptor`] and
+    /// [`Tracee::duplicate_descriptor`] give for each descriptor (a
     /// duplicate of the entry); any other descriptor is EBADF.
     pub descriptors: BTreeMap<u64, std::os::fd::OwnedFd>,
     scratch: (u64, usize),
@@ -127,6 +128,10 @@ impl Tracee for FakeTracee {
             || EngineError::Descriptor { operation: "reopen", pid: Self::PID, fd, errno: nix::errno::Errno::EBADF };
         let descriptor = self.descriptors.get(&fd).ok_or_else(missing)?;
         descriptor.try_clone().map_err(|_| missing())
+    }
+
+    fn duplicate_descriptor(&self, fd: u64) -> Result<std::os::fd::OwnedFd, EngineError> {
+        self.reopen_descriptor(fd, 0)
     }
 }
 

@@ -53,6 +53,15 @@ pub trait Tracee {
         // SAFETY: open returned a new descriptor that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(opened) })
     }
+
+    /// A duplicate, in crp, of the tracee's descriptor `fd`: the same open
+    /// file description (`pidfd_getfd`), so a socket option set or a
+    /// message sent through it is the tracee's socket's.
+    fn duplicate_descriptor(&self, fd: u64) -> Result<OwnedFd, EngineError> {
+        let failed = |errno| EngineError::Descriptor { operation: "duplicate (pidfd_getfd)", pid: self.pid(), fd, errno };
+        let target = i32::try_from(fd).map_err(|_| failed(Errno::EBADF))?;
+        crate::sys::duplicate_descriptor(self.pid(), target).map_err(failed)
+    }
 }
 
 /// Reads memory of `pid` (see [`crate::sys::read_memory`]), naming the range on failure.
