@@ -85,6 +85,30 @@ fn reference_image() -> ProcessImage {
                 FdRecord { fd: 5, flags: 0o4000, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
             ]);
             table.pipes.push(crp_compound::files::PipeBuffer { inode: 77, size: 65536, data: b"queued".to_vec() });
+            table.push_record(FdRecord {
+                fd: 6,
+                flags: 0o2,
+                offset: 0,
+                target: FdTarget::UnixPair { pair: 0, end: 0 },
+            });
+            table.push_record(FdRecord {
+                fd: 7,
+                flags: 0o2,
+                offset: 0,
+                target: FdTarget::UnixPair { pair: 0, end: 1 },
+            });
+            let end = |inode: u64, queued: Vec<Vec<u8>>| crp_compound::files::PairEnd {
+                inode,
+                queued,
+                shutdown: 0,
+                pass_credentials: false,
+                send_buffer: 212_992,
+                receive_buffer: 212_992,
+            };
+            table.socket_pairs.push(crp_compound::files::SocketPair {
+                kind: libc::SOCK_DGRAM,
+                ends: [end(80, vec![b"one".to_vec()]), end(81, vec![])],
+            });
             table
         },
         signals: SignalState {

@@ -58,7 +58,8 @@ pub trait Tracee {
     /// file description (`pidfd_getfd`), so a socket option set or a
     /// message sent through it is the tracee's socket's.
     fn duplicate_descriptor(&self, fd: u64) -> Result<OwnedFd, EngineError> {
-        let failed = |errno| EngineError::Descriptor { operation: "duplicate (pidfd_getfd)", pid: self.pid(), fd, errno };
+        let failed =
+            |errno| EngineError::Descriptor { operation: "duplicate (pidfd_getfd)", pid: self.pid(), fd, errno };
         let target = i32::try_from(fd).map_err(|_| failed(Errno::EBADF))?;
         crate::sys::duplicate_descriptor(self.pid(), target).map_err(failed)
     }

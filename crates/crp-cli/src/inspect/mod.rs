@@ -235,6 +235,23 @@ pub struct FdSummary {
     pub shares_description_with: Option<i32>,
     /// For an end of a pipe: the pipe.
     pub pipe: Option<PipeSummary>,
+    /// For an end of a unix socket pair: the pair.
+    pub socket_pair: Option<SocketPairSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SocketPairSummary {
+    /// "stream", "datagram" or "seqpacket".
+    pub kind: &'static str,
+    /// This end's inode, and the descriptor of the other end.
+    pub inode: u64,
+    pub peer_fd: Option<i32>,
+    /// Messages and bytes waiting for this end to read.
+    pub queued_messages: usize,
+    pub queued_bytes: usize,
+    /// "read", "write", "both" or null.
+    pub shut_down: Option<&'static str>,
+    pub pass_credentials: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -371,6 +388,7 @@ fn fd_summary(
     record: crp_compound::files::FdRecord,
 ) -> FdSummary {
     let mut pipe = None;
+    let mut socket_pair = None;
     let (kind, target) = match &record.target {
         FdTarget::File { path } => ("file", path.clone()),
         FdTarget::CharDevice { path } => ("character device", path.clone()),
@@ -391,6 +409,28 @@ fn fd_summary(
             });
             ("pipe", format!("pipe:[{inode}]"))
         }
+        FdTarget::UnixPair { pair, end } => {
+            let ends = table.socket_pair_of(*pair).map(|found| (found, &found.ends[usize::from(*end).min(1)]));
+            socket_pair = ends.map(|(found, this)| SocketPairSummary {
+                kind: match found.kind {
+                    libc::SOCK_STREAM => "stream",
+                    libc::SOCK_DGRAM => "datagram",
+                    _ => "seqpacket",
+                },
+                inode: this.inode,
+                peer_fd: peer_descriptor(table, *pair, *end),
+                queued_messages: this.queued.len(),
+                queued_bytes: this.queued.iter().map(Vec::len).sum(),
+                shut_down: match this.shutdown & 3 {
+                    0 => None,
+                    1 => Some("read"),
+                    2 => Some("write"),
+                    _ => Some("both"),
+                },
+                pass_credentials: this.pass_credentials,
+            });
+            ("unix socket pair", format!("socket:[{}]", ends.map_or(0, |(_, this)| this.inode)))
+        }
     };
     FdSummary {
         shares_description_with: table.shared_with(descriptor),
@@ -401,7 +441,16 @@ fn fd_summary(
         flags_octal: format!("{:#o}", record.flags),
         offset: record.offset,
         pipe,
+        socket_pair,
     }
+}
+
+/// The lowest descriptor of the other end of socket pair `pair`.
+fn peer_descriptor(table: &crp_compound::files::FdTable, pair: u32, end: u8) -> Option<i32> {
+    table.descriptors.iter().find_map(|descriptor| {
+        let file = table.file_of(descriptor)?;
+        (file.target == FdTarget::UnixPair { pair, end: 1 - end.min(1) }).then_some(descriptor.fd)
+    })
 }
 
 /// The dump time as a date, and its age at `now`.

@@ -13,6 +13,8 @@
 mod path;
 pub mod pipe;
 mod proc_fd;
+mod unix_diag;
+pub mod unix_pair;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -20,6 +22,7 @@ use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg}
 
 pub use crp_ptrace::{Handed, Streams};
 pub use pipe::PipeBuffer;
+pub use unix_pair::{PairEnd, SocketPair};
 
 use crate::error::{CompoundError, Unsupported};
 use crate::valid::{Invalid, check_path};
@@ -43,6 +46,8 @@ pub enum FdTarget {
     /// An end of pipe `pipe` of [`FdTable::pipes`]; which end is the
     /// description's access mode.
     Pipe { pipe: u32 },
+    /// End `end` (0 or 1) of socket pair `pair` of [`FdTable::socket_pairs`].
+    UnixPair { pair: u32, end: u8 },
 }
 
 /// One open file description.
@@ -83,6 +88,8 @@ pub struct FdTable {
     pub descriptors: Vec<Descriptor>,
     /// The pipes [`FdTarget::Pipe`] descriptions are ends of.
     pub pipes: Vec<PipeBuffer>,
+    /// The unix socket pairs [`FdTarget::UnixPair`] descriptions are ends of.
+    pub socket_pairs: Vec<SocketPair>,
 }
 
 /// A descriptor of the process whose pipe has its other end outside the
@@ -121,6 +128,11 @@ impl FdTable {
     /// The description of `descriptor`, when its index is valid.
     pub fn file_of(&self, descriptor: &Descriptor) -> Option<&OpenFile> {
         usize::try_from(descriptor.file).ok().and_then(|index| self.files.get(index))
+    }
+
+    /// The pair of a [`FdTarget::UnixPair`] description, when its index is valid.
+    pub fn socket_pair_of(&self, pair: u32) -> Option<&SocketPair> {
+        usize::try_from(pair).ok().and_then(|index| self.socket_pairs.get(index))
     }
 
     /// The pipe of a [`FdTarget::Pipe`] description, when its index is valid.
@@ -213,6 +225,7 @@ impl Persist for FdTable {
 enum Kind {
     Target(FdTarget),
     Pipe { inode: u64 },
+    Socket { inode: u64 },
 }
 
 /// The inodes of the pipes with both a read and a write end among `entries`.
@@ -246,8 +259,8 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
             _ => Kind::Pipe { inode },
         });
     }
-    if target.starts_with("socket:") {
-        return Err(refuse("a socket"));
+    if let Some(inode) = entry.bracketed_inode("socket:") {
+        return Ok(Kind::Socket { inode });
     }
     if target.starts_with("anon_inode:") {
         return Err(refuse("an anonymous-inode descriptor (eventfd, epoll, timerfd, signalfd...)"));
@@ -300,12 +313,30 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
         }
     }
     let inside = pipes_inside(&entries);
+    let sockets = Sockets::of(&entries)?;
     for entry in &entries {
-        if let Kind::Pipe { .. } = classify(pid, entry, &inside)? {
-            pipe::check_recreatable(pid, entry.fd, &entry.link)?;
+        match classify(pid, entry, &inside)? {
+            Kind::Pipe { .. } => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
+            Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
+            Kind::Target(_) => {}
         }
     }
     Ok(())
+}
+
+/// The unix sockets sock_diag knows (read only when the process holds a
+/// socket), and the inodes of the sockets the process holds.
+struct Sockets {
+    diag: Vec<unix_diag::UnixSocket>,
+    inside: Vec<u64>,
+}
+
+impl Sockets {
+    fn of(entries: &[Entry]) -> Result<Self, CompoundError> {
+        let inside: Vec<u64> = entries.iter().filter_map(|entry| entry.bracketed_inode("socket:")).collect();
+        let diag = if inside.is_empty() { Vec::new() } else { unix_diag::unix_sockets()? };
+        Ok(Self { diag, inside })
+    }
 }
 
 /// Captures the descriptor table of a stopped process: descriptors that
@@ -315,6 +346,7 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
 pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
     let entries = proc_fd::entries(pid)?;
     let inside = pipes_inside(&entries);
+    let sockets = Sockets::of(&entries)?;
     let mut table = FdTable::default();
     // The first descriptor of each description so far, to compare only
     // likely pairs (same link text).
@@ -337,6 +369,7 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                     Kind::Pipe { inode } => {
                         FdTarget::Pipe { pipe: pipe_index(pid, &entries, entry, inode, &mut table)? }
                     }
+                    Kind::Socket { inode } => socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?,
                 };
                 let file = u32::try_from(table.files.len()).unwrap_or(u32::MAX);
                 table.files.push(OpenFile { flags: entry.flags & !libc::O_CLOEXEC, offset: entry.offset, target });
@@ -367,6 +400,40 @@ fn pipe_index(
     });
     table.pipes.push(pipe::capture(pid, entry.fd, inode, reads_here)?);
     Ok(u32::try_from(table.pipes.len() - 1).unwrap_or(u32::MAX))
+}
+
+/// The end of a socket pair that socket `inode` (descriptor `entry`) is,
+/// capturing the pair the first time one of its ends is met.
+fn socket_pair_end(
+    pid: i32,
+    entries: &[Entry],
+    entry: &Entry,
+    inode: u64,
+    sockets: &Sockets,
+    table: &mut FdTable,
+) -> Result<FdTarget, CompoundError> {
+    for (index, pair) in table.socket_pairs.iter().enumerate() {
+        if let Some(end) = pair.ends.iter().position(|end| end.inode == inode) {
+            let pair = u32::try_from(index).unwrap_or(u32::MAX);
+            return Ok(FdTarget::UnixPair { pair, end: u8::try_from(end).unwrap_or(u8::MAX) });
+        }
+    }
+    unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?;
+    let vanished = |inode: u64| CompoundError::Malformed {
+        path: "sock_diag".into(),
+        reason: format!("socket:[{inode}] has no descriptor or record any more"),
+    };
+    let find = |inode: u64| sockets.diag.iter().find(|socket| socket.inode == inode);
+    let socket = find(inode).ok_or_else(|| vanished(inode))?;
+    let peer_inode = socket.peer.ok_or_else(|| vanished(inode))?;
+    let peer = find(peer_inode).ok_or_else(|| vanished(peer_inode))?;
+    let peer_fd = entries
+        .iter()
+        .find(|other| other.bracketed_inode("socket:") == Some(peer_inode))
+        .map(|other| other.fd)
+        .ok_or_else(|| vanished(peer_inode))?;
+    table.socket_pairs.push(unix_pair::capture(pid, socket.kind, [(entry.fd, socket), (peer_fd, peer)])?);
+    Ok(FdTarget::UnixPair { pair: u32::try_from(table.socket_pairs.len() - 1).unwrap_or(u32::MAX), end: 0 })
 }
 
 /// `fs.nr_open`'s default: no descriptor number reaches it.
@@ -412,6 +479,36 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
                     return Err(Invalid::new(field(), format!("is an end of pipe {pipe}, of {}", table.pipes.len())));
                 }
             }
+            FdTarget::UnixPair { pair, end } => {
+                if table.socket_pair_of(*pair).is_none() || *end > 1 {
+                    return Err(Invalid::new(
+                        field(),
+                        format!("is end {end} of socket pair {pair}, of {}", table.socket_pairs.len()),
+                    ));
+                }
+                let twice = table.files[..index].iter().any(|other| other.target == file.target);
+                if twice {
+                    return Err(Invalid::new(
+                        field(),
+                        format!("is a second description of end {end} of socket pair {pair}"),
+                    ));
+                }
+            }
+        }
+    }
+    for (index, pair) in table.socket_pairs.iter().enumerate() {
+        let field = || format!("socket pair {index}");
+        if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&pair.kind) {
+            return Err(Invalid::new(field(), format!("has type {}, not a unix socket type", pair.kind)));
+        }
+        let referred = table.files.iter().any(|file| {
+            matches!(file.target, FdTarget::UnixPair { pair, .. } if usize::try_from(pair).is_ok_and(|pair| pair == index))
+        });
+        if !referred {
+            return Err(Invalid::new(field(), "is referred to by no open file"));
+        }
+        if pair.kind != libc::SOCK_STREAM && pair.ends.iter().any(|end| end.queued.iter().any(Vec::is_empty)) {
+            return Err(Invalid::new(field(), "holds an empty datagram"));
         }
     }
     for (index, buffer) in table.pipes.iter().enumerate() {
@@ -506,6 +603,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
     };
     // Each description, made where nothing placed below can clobber it.
     let mut made_pipes: Vec<Option<pipe::MadePipe>> = (0..table.pipes.len()).map(|_| None).collect();
+    let mut made_pairs: Vec<Option<[u64; 2]>> = vec![None; table.socket_pairs.len()];
     let mut placed: Vec<Option<u64>> = vec![None; table.files.len()];
     for (index, file) in table.files.iter().enumerate() {
         let wanted = table.descriptors.iter().any(|descriptor| {
@@ -531,6 +629,20 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
                 }
                 let Some(made) = slot.as_mut() else { continue };
                 pipe::end_for(tracee, made, file.flags, above)?
+            }
+            FdTarget::UnixPair { pair, end } => {
+                let pair_index = *pair as usize;
+                let (Some(socket_pair), Some(slot)) =
+                    (table.socket_pairs.get(pair_index), made_pairs.get_mut(pair_index))
+                else {
+                    continue; // refused by check_table
+                };
+                if slot.is_none() {
+                    *slot = Some(unix_pair::make(tracee, socket_pair, above)?);
+                }
+                let Some(fd) = slot.and_then(|ends| ends.get(usize::from(*end)).copied()) else { continue };
+                set_status_flags(tracee, fd, file.flags)?;
+                fd
             }
         });
     }
@@ -573,6 +685,7 @@ mod tests {
                 Descriptor { fd: 7, cloexec: true, file: 0 },
             ],
             pipes: vec![],
+            socket_pairs: vec![],
         };
         check_table(&table).unwrap();
         // openat gives 3, moved to 9 (F_DUPFD_CLOEXEC from 8).
@@ -645,6 +758,7 @@ mod tests {
                 PipeBuffer { inode: 10, size: pipe::DEFAULT_PIPE_SIZE, data: vec![] },
                 PipeBuffer { inode: 11, size: pipe::DEFAULT_PIPE_SIZE, data: vec![] },
             ],
+            socket_pairs: vec![],
         };
         check_table(&table).unwrap();
         assert_eq!(table.outside_ends(), [OutsideEnd { fd: 251, writes: true, inode: 11, buffered: 0 }]);
@@ -674,8 +788,7 @@ mod tests {
         let kind = |fd: i32| classify(pid, entries.iter().find(|entry| entry.fd == fd).unwrap(), &inside);
         assert!(matches!(kind(file.as_raw_fd()).unwrap(), Kind::Target(FdTarget::File { .. })));
         assert!(matches!(kind(null.as_raw_fd()).unwrap(), Kind::Target(FdTarget::CharDevice { .. })));
-        let error = kind(socket.as_raw_fd()).err().unwrap();
-        assert!(error.to_string().contains("socket"), "{error}");
+        assert!(matches!(kind(socket.as_raw_fd()).unwrap(), Kind::Socket { .. }));
         assert!(matches!(kind(reader.as_raw_fd()).unwrap(), Kind::Pipe { .. }));
         assert!(matches!(kind(writer.as_raw_fd()).unwrap(), Kind::Pipe { .. }));
     }

@@ -58,7 +58,7 @@ pub(super) fn unix_sockets() -> Result<Vec<UnixSocket>, CompoundError> {
     request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     request.extend_from_slice(&1u32.to_ne_bytes()); // seq
     request.extend_from_slice(&0u32.to_ne_bytes()); // pid
-    request.push(libc::AF_UNIX as u8); // sdiag_family
+    request.push(1); // sdiag_family: AF_UNIX
     request.push(0); // sdiag_protocol
     request.extend_from_slice(&0u16.to_ne_bytes());
     request.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
