@@ -98,7 +98,7 @@ pub(super) fn same_description(pid: i32, first: i32, second: i32) -> Result<bool
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn fdinfo_text(text: &str) -> Result<(i32, u64), ProcError> {
@@ -126,12 +126,28 @@ mod tests {
         assert!(fdinfo_text("pos:\t0\n").is_err());
     }
 
+    /// crp's own descriptors, but those closed while they are listed (the
+    /// listing's own directory descriptor, another test's files).
+    pub(in crate::files) fn own_entries() -> Vec<Entry> {
+        let pid = std::process::id() as i32;
+        open_fds(pid)
+            .unwrap()
+            .into_iter()
+            .filter_map(|fd| {
+                let link = link_text(pid, fd).ok()?;
+                let (flags, offset) = fdinfo(pid, fd).ok()?;
+                Some(Entry { fd, link, flags, offset })
+            })
+            .collect()
+    }
+
     #[test]
     fn own_descriptors_list_with_flags_and_offset() {
+        let _own = super::super::tests::OWN_DESCRIPTORS.lock();
         use std::os::fd::AsRawFd;
         let pid = std::process::id() as i32;
         let file = std::fs::File::open("/proc/self/exe").unwrap();
-        let entry = entries(pid).unwrap().into_iter().find(|entry| entry.fd == file.as_raw_fd()).unwrap();
+        let entry = own_entries().into_iter().find(|entry| entry.fd == file.as_raw_fd()).unwrap();
         assert_eq!((entry.access_mode(), entry.offset), (libc::O_RDONLY, 0));
         let (reader, _writer) = std::io::pipe().unwrap();
         let pipe =
