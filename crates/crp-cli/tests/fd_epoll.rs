@@ -98,3 +98,21 @@ fn a_dump_that_leaves_the_process_running_leaves_its_inotify_alone() {
     assert_eq!(subject.read_line(), format!("OK pid={} inotify\n", subject.pid));
     assert!(subject.wait().success());
 }
+
+#[test]
+#[ignore = "asyncio's self-pipe is a socket pair, which crp refuses until socket pairs are restored"]
+fn a_python_asyncio_loop_with_a_timer_a_pipe_and_its_self_pipe_carries_on() {
+    let directory = tempfile::tempdir().unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/asyncio_loop.py");
+    let mut command = Command::new("python3");
+    command.arg(script);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("asyncio.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(inspected.contains("anon_inode:[eventpoll]"), "{inspected}");
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} asyncio\n", subject.pid));
+}

@@ -35,7 +35,8 @@ pub struct EpollRegistration {
 }
 
 /// The flags of an event mask (fs/eventpoll.c `EP_PRIVATE_BITS`).
-pub const FLAG_BITS: u32 = (libc::EPOLLWAKEUP | libc::EPOLLONESHOT | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32;
+pub const FLAG_BITS: u32 =
+    (libc::EPOLLWAKEUP | libc::EPOLLONESHOT | libc::EPOLLET | libc::EPOLLEXCLUSIVE).cast_unsigned();
 
 /// One `tfd:` line of an epoll's fdinfo: `(tfd, events, data)`.
 fn parse_line(line: &str) -> Option<(i32, u32, u64)> {
@@ -338,11 +339,11 @@ mod tests {
         let epoll = unsafe { OwnedFd::from_raw_fd(libc::epoll_create1(libc::EPOLL_CLOEXEC)) };
         let (reader, writer) = std::io::pipe().unwrap();
         let (other, _other_writer) = std::io::pipe().unwrap();
-        epoll_ctl(epoll.as_raw_fd(), reader.as_raw_fd(), libc::EPOLLIN as u32, 7);
+        epoll_ctl(epoll.as_raw_fd(), reader.as_raw_fd(), libc::EPOLLIN.cast_unsigned(), 7);
         // The same file, registered under a number closed since.
         let copy = reader.try_clone().unwrap();
         let closed = copy.as_raw_fd();
-        epoll_ctl(epoll.as_raw_fd(), closed, (libc::EPOLLOUT | libc::EPOLLET) as u32, 9);
+        epoll_ctl(epoll.as_raw_fd(), closed, (libc::EPOLLOUT | libc::EPOLLET).cast_unsigned(), 9);
         drop(copy);
         let table = FdTable {
             files: vec![

@@ -318,7 +318,7 @@ pub(super) fn make(
             }
             tracee.syscall("inotify_rm_watch", libc::SYS_inotify_rm_watch, [fd, wd, 0, 0, 0, 0])?;
             skipped += 1;
-            if skipped % 512 == 0 {
+            if skipped.is_multiple_of(512) {
                 drain(tracee, fd)?; // below the queue's limit (max_queued_events)
             }
         }
