@@ -3,6 +3,7 @@
 //! described by docs/inspect.schema.json), the text form is rendered from it
 //! (see [`text`]).
 
+mod event;
 mod text;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -224,7 +225,8 @@ pub struct SpecialMapping {
 #[derive(Debug, Serialize)]
 pub struct FdSummary {
     pub fd: i32,
-    /// "file", "character device", "standard stream", "pipe".
+    /// "file", "character device", "standard stream", "pipe", "eventfd",
+    /// "timerfd", "signalfd".
     pub kind: &'static str,
     pub target: String,
     /// open(2) flags.
@@ -235,6 +237,10 @@ pub struct FdSummary {
     pub shares_description_with: Option<i32>,
     /// For an end of a pipe: the pipe.
     pub pipe: Option<PipeSummary>,
+    /// For an eventfd, timerfd or signalfd: its state (`eventfd`,
+    /// `timerfd`, `signalfd`, each null unless it is that kind).
+    #[serde(flatten)]
+    pub event: event::EventSummaries,
 }
 
 #[derive(Debug, Serialize)]
@@ -371,6 +377,7 @@ fn fd_summary(
     record: crp_compound::files::FdRecord,
 ) -> FdSummary {
     let mut pipe = None;
+    let mut events = event::EventSummaries::default();
     let (kind, target) = match &record.target {
         FdTarget::File { path } => ("file", path.clone()),
         FdTarget::CharDevice { path } => ("character device", path.clone()),
@@ -391,6 +398,10 @@ fn fd_summary(
             });
             ("pipe", format!("pipe:[{inode}]"))
         }
+        FdTarget::Event(event) => {
+            events = event::EventSummaries::of(event);
+            (event.kind(), event.link())
+        }
     };
     FdSummary {
         shares_description_with: table.shared_with(descriptor),
@@ -401,6 +412,7 @@ fn fd_summary(
         flags_octal: format!("{:#o}", record.flags),
         offset: record.offset,
         pipe,
+        event: events,
     }
 }
 

@@ -62,6 +62,9 @@ pub fn render_text(summary: &ImageSummary) -> String {
         match file.shares_description_with {
             Some(first) => writeln!(out, "  fd {:<3} the same open file as fd {first}", file.fd),
             None => match &file.pipe {
+                None if let Some(event) = file.event.text() => {
+                    writeln!(out, "  fd {:<3} {event} (flags {})", file.fd, file.flags_octal)
+                }
                 Some(pipe) => writeln!(
                     out,
                     "  fd {:<3} {} {} end (flags {}), {} bytes buffered of {}{}",

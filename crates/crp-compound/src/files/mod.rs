@@ -6,10 +6,12 @@
 //! share (the two ends of a pipe) are objects of their own in the table.
 //!
 //! Each kind of open file has its module: [`path`] (regular files,
-//! directories, memory devices, reopened by path), [`pipe`]. A terminal,
+//! directories, memory devices, reopened by path), [`pipe`], [`event`]
+//! (eventfd, timerfd, signalfd). A terminal,
 //! or a pipe whose other end is outside the process, on fd 0-2 is the
 //! outside world, re-attached to the same standard stream of `crp restore`.
 
+pub mod event;
 mod path;
 pub mod pipe;
 mod proc_fd;
@@ -19,6 +21,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
 
 pub use crp_ptrace::{Handed, Streams};
+pub use event::EventFile;
 pub use pipe::PipeBuffer;
 
 use crate::error::{CompoundError, Unsupported};
@@ -43,6 +46,8 @@ pub enum FdTarget {
     /// An end of pipe `pipe` of [`FdTable::pipes`]; which end is the
     /// description's access mode.
     Pipe { pipe: u32 },
+    /// An eventfd, timerfd or signalfd, with its state.
+    Event(EventFile),
 }
 
 /// One open file description.
@@ -250,7 +255,7 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         return Err(refuse("a socket"));
     }
     if target.starts_with("anon_inode:") {
-        return Err(refuse("an anonymous-inode descriptor (eventfd, epoll, timerfd, signalfd...)"));
+        return Ok(Kind::Target(FdTarget::Event(event::capture(pid, fd, target)?)));
     }
     if target.ends_with(" (deleted)") {
         return Err(refuse("a descriptor of a deleted file"));
@@ -396,6 +401,7 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
             }
             FdTarget::Inherited { .. } => {}
             FdTarget::File { path } | FdTarget::CharDevice { path } => check_path(field(), path)?,
+            FdTarget::Event(event) => event::check(field, event)?,
             FdTarget::Pipe { pipe } => {
                 if table.pipe_of(*pipe).is_none() {
                     return Err(Invalid::new(field(), format!("is an end of pipe {pipe}, of {}", table.pipes.len())));
@@ -521,6 +527,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
                 let Some(made) = slot.as_mut() else { continue };
                 pipe::end_for(tracee, made, file.flags, above)?
             }
+            FdTarget::Event(event) => event::make(tracee, event, file.flags, above)?,
         });
     }
     for descriptor in &table.descriptors {
