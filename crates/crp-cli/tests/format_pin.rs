@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ArchivedProcessImage, ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
-use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::files::event::{TimerFd, Timespec};
+use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -81,6 +82,18 @@ fn reference_image() -> ProcessImage {
             FdRecord { fd: 0, flags: 0, offset: 0, target: FdTarget::Inherited { stream: 0 } },
             FdRecord { fd: 3, flags: 0o2, offset: 10, target: FdTarget::File { path: "/tmp/x".into() } },
             FdRecord { fd: 4, flags: 0, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
+            FdRecord {
+                fd: 5,
+                flags: 0o4002,
+                offset: 0,
+                target: FdTarget::Event(EventFile::TimerFd(TimerFd {
+                    clock: 1,
+                    settime_flags: 1,
+                    value: Timespec { seconds: 30, nanoseconds: 5 },
+                    interval: Timespec { seconds: 1, nanoseconds: 0 },
+                    ticks: 2,
+                })),
+            },
         ]
         .into(),
         signals: SignalState {
