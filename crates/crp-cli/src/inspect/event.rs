@@ -93,7 +93,8 @@ impl EventSummaries {
             let interval = time(&timer.interval);
             let every = if interval.is_zero() { String::new() } else { format!(", every {interval}") };
             let cancel = if timer.cancel_on_set { ", cancelled if the clock is set" } else { "" };
-            return Some(format!("timerfd on {}, {when}{every}, {} ticks unread{cancel}", timer.clock, timer.ticks));
+            let ticks = if timer.ticks == 1 { "1 tick".to_owned() } else { format!("{} ticks", timer.ticks) };
+            return Some(format!("timerfd on {}, {when}{every}, {ticks} unread{cancel}", timer.clock));
         }
         let signalfd = self.signalfd.as_ref()?;
         let names = if signalfd.mask.names.is_empty() { "no signal".to_owned() } else { signalfd.mask.names.join(" ") };
@@ -139,6 +140,8 @@ mod tests {
         );
         let disarmed = TimerFd { value: Timespec::default(), interval: Timespec::default(), ..timer };
         assert_eq!(text(EventFile::TimerFd(disarmed)), "timerfd on CLOCK_MONOTONIC, disarmed, 2 ticks unread");
+        let fired = TimerFd { ticks: 1, ..disarmed };
+        assert_eq!(text(EventFile::TimerFd(fired)), "timerfd on CLOCK_MONOTONIC, disarmed, 1 tick unread");
         assert_eq!(text(EventFile::SignalFd { mask: 0x200 }), "signalfd for SIGUSR1 (0x200)");
         assert_eq!(EventSummaries::default().text(), None);
     }
