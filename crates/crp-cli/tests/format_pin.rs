@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ArchivedProcessImage, ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
-use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::files::event::{TimerFd, Timespec};
+use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -108,6 +109,18 @@ fn reference_image() -> ProcessImage {
             table.socket_pairs.push(crp_compound::files::SocketPair {
                 kind: libc::SOCK_DGRAM,
                 ends: [end(80, vec![b"one".to_vec()]), end(81, vec![])],
+            });
+            table.push_record(FdRecord {
+                fd: 8,
+                flags: 0o4002,
+                offset: 0,
+                target: FdTarget::Event(EventFile::TimerFd(TimerFd {
+                    clock: 1,
+                    settime_flags: 1,
+                    value: Timespec { seconds: 30, nanoseconds: 5 },
+                    interval: Timespec { seconds: 1, nanoseconds: 0 },
+                    ticks: 2,
+                })),
             });
             table
         },

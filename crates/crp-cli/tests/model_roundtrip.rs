@@ -5,7 +5,8 @@
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ArchivedProcessImage, ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
-use crp_compound::files::{EpollRegistration, FdRecord, FdTarget, InotifyWatch};
+use crp_compound::files::event::{TimerFd, Timespec};
+use crp_compound::files::{EpollRegistration, EventFile, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -77,6 +78,7 @@ fn fd() -> impl Strategy<Value = FdRecord> {
         vec((any::<i32>(), any::<u32>(), ".{0,30}"), 0..4).prop_map(|watches| FdTarget::Inotify {
             watches: watches.into_iter().map(|(wd, mask, path)| InotifyWatch { wd, mask, path }).collect()
         }),
+        event().prop_map(FdTarget::Event),
     ];
     (any::<i32>(), any::<i32>(), any::<u64>(), target).prop_map(|(fd, flags, offset, target)| FdRecord {
         fd,
@@ -84,6 +86,18 @@ fn fd() -> impl Strategy<Value = FdRecord> {
         offset,
         target,
     })
+}
+
+fn event() -> impl Strategy<Value = EventFile> {
+    let time = (any::<u64>(), any::<u32>()).prop_map(|(seconds, nanoseconds)| Timespec { seconds, nanoseconds });
+    let timer = (any::<i32>(), any::<i32>(), time.clone(), time, any::<u64>()).prop_map(
+        |(clock, settime_flags, value, interval, ticks)| TimerFd { clock, settime_flags, value, interval, ticks },
+    );
+    prop_oneof![
+        (any::<u64>(), any::<bool>()).prop_map(|(count, semaphore)| EventFile::EventFd { count, semaphore }),
+        timer.prop_map(EventFile::TimerFd),
+        any::<u64>().prop_map(|mask| EventFile::SignalFd { mask }),
+    ]
 }
 
 fn signals() -> impl Strategy<Value = SignalState> {

@@ -52,6 +52,17 @@ fn child_process_is_refused() {
 }
 
 #[test]
+fn anonymous_inode_other_than_an_event_descriptor_is_refused_by_kind() {
+    let mut subject = python(
+        "import os, time\n\
+         fd = os.pidfd_open(os.getpid())\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(&mut subject, "a pidfd");
+}
+
+#[test]
 fn socket_is_refused_and_named() {
     let mut subject = python(
         "import os, socket, time\n\

@@ -3,6 +3,7 @@
 //! described by docs/inspect.schema.json), the text form is rendered from it
 //! (see [`text`]).
 
+mod event;
 mod text;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -224,7 +225,8 @@ pub struct SpecialMapping {
 #[derive(Debug, Serialize)]
 pub struct FdSummary {
     pub fd: i32,
-    /// "file", "character device", "standard stream", "pipe".
+    /// "file", "character device", "standard stream", "pipe", "eventfd",
+    /// "timerfd", "signalfd".
     pub kind: &'static str,
     pub target: String,
     /// open(2) flags.
@@ -241,6 +243,10 @@ pub struct FdSummary {
     pub inotify: Option<Vec<WatchSummary>>,
     /// For an end of a unix socket pair: the pair.
     pub socket_pair: Option<SocketPairSummary>,
+    /// For an eventfd, timerfd or signalfd: its state (`eventfd`,
+    /// `timerfd`, `signalfd`, each null unless it is that kind).
+    #[serde(flatten)]
+    pub event: event::EventSummaries,
 }
 
 #[derive(Debug, Serialize)]
@@ -415,6 +421,7 @@ fn fd_summary(
     let mut pipe = None;
     let mut socket_pair = None;
     let (mut epoll, mut inotify) = (None, None);
+    let mut events = event::EventSummaries::default();
     let (kind, target) = match &record.target {
         FdTarget::File { path } => ("file", path.clone()),
         FdTarget::CharDevice { path } => ("character device", path.clone()),
@@ -475,6 +482,10 @@ fn fd_summary(
             );
             ("inotify", "anon_inode:inotify".to_owned())
         }
+        FdTarget::Event(event) => {
+            events = event::EventSummaries::of(event);
+            (event.kind(), event.link())
+        }
     };
     FdSummary {
         shares_description_with: table.shared_with(descriptor),
@@ -488,6 +499,7 @@ fn fd_summary(
         socket_pair,
         epoll,
         inotify,
+        event: events,
     }
 }
 

@@ -75,6 +75,9 @@ pub fn render_text(summary: &ImageSummary) -> String {
                 writeln!(out, "  fd {:<3} {} {pair} (flags {})", file.fd, file.target, file.flags_octal)
             }
             None => match &file.pipe {
+                None if let Some(event) = file.event.text() => {
+                    writeln!(out, "  fd {:<3} {event} (flags {})", file.fd, file.flags_octal)
+                }
                 Some(pipe) => writeln!(
                     out,
                     "  fd {:<3} {} {} end (flags {}), {} bytes buffered of {}{}",

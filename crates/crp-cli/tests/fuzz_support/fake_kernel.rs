@@ -135,6 +135,20 @@ impl FakeKernel {
                 self.refuse(format!("rseq({:#x}, {}): EINVAL", args[0], args[1]));
             }
             libc::SYS_close_range if args[0] > args[1] => self.refuse("close_range: EINVAL".into()),
+            libc::SYS_timerfd_create if ![0, 1, 7, 8, 9].contains(&args[0]) => {
+                self.refuse(format!("timerfd_create(clock {}): EINVAL", signed(0)));
+            }
+            libc::SYS_timerfd_settime => {
+                let words = self.words(args[2], 4);
+                let bad = |seconds: u64, nanoseconds: u64| seconds.cast_signed() < 0 || nanoseconds >= 1_000_000_000;
+                if args[1] & !3 != 0 || bad(words[0], words[1]) || bad(words[2], words[3]) {
+                    self.refuse(format!("timerfd_settime(flags {:#o}, {:?}): EINVAL", args[1], words));
+                }
+            }
+            // crp writes only an eventfd's count, which cannot be ULLONG_MAX.
+            libc::SYS_write if args[2] == 8 && self.words(args[1], 1)[0] == u64::MAX => {
+                self.refuse("write(eventfd, ULLONG_MAX): EINVAL".into());
+            }
             _ => {}
         }
     }

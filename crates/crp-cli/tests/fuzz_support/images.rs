@@ -7,7 +7,7 @@ use std::path::Path;
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
-use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -163,6 +163,12 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             FdRecord { fd: 2, flags: 0o2, offset: 0, target: FdTarget::Inherited { stream: 2 } },
             FdRecord { fd: 3, flags: 0o2_000_000, offset: 10, target: FdTarget::File { path: "/etc/passwd".into() } },
             FdRecord { fd: 5, flags: 0o2, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
+            FdRecord {
+                fd: 6,
+                flags: 0o4002,
+                offset: 0,
+                target: FdTarget::Event(EventFile::EventFd { count: 5, semaphore: true }),
+            },
         ]
         .into(),
         signals: signals(),

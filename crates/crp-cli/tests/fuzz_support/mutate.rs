@@ -3,7 +3,8 @@
 
 use crp_arch_x86::SpecialMapping;
 use crp_cli::model::ProcessImage;
-use crp_compound::files::{EpollRegistration, FdRecord, FdTarget, InotifyWatch};
+use crp_compound::files::event::{TimerFd, Timespec};
+use crp_compound::files::{EpollRegistration, EventFile, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::SignalAction;
 use crp_compound::vma::{Backing, MappedFile};
@@ -144,7 +145,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             }
         }
         17 => {
-            let target = match rng.below(6) {
+            let target = match rng.below(7) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
                 1 => FdTarget::File { path: hostile_string(rng) },
                 2 => {
@@ -171,6 +172,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
                         path: hostile_string(rng),
                     }],
                 },
+                5 => FdTarget::Event(hostile_event(rng)),
                 _ => FdTarget::CharDevice { path: hostile_string(rng) },
             };
             let fd = if rng.chance(2) { rng.hostile_i32() } else { 7 };
@@ -268,5 +270,23 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             let vaddr = rng.hostile_u64() & !0xfff;
             runs.push((vaddr, 1 + rng.below(2), 0x5a));
         }
+    }
+}
+
+/// An event descriptor with values a kernel may refuse.
+fn hostile_event(rng: &mut Rng) -> EventFile {
+    let mut time =
+        || Timespec { seconds: rng.hostile_u64(), nanoseconds: rng.pick(&[0, 999_999_999, 1_000_000_000, u32::MAX]) };
+    let (value, interval) = (time(), time());
+    match rng.below(3) {
+        0 => EventFile::EventFd { count: rng.hostile_u64(), semaphore: rng.chance(2) },
+        1 => EventFile::TimerFd(TimerFd {
+            clock: rng.pick(&[0, 1, 4, 7, 9, 10, -1]),
+            settime_flags: rng.pick(&[0, 1, 3, 4, -1]),
+            value,
+            interval,
+            ticks: rng.hostile_u64(),
+        }),
+        _ => EventFile::SignalFd { mask: rng.hostile_u64() },
     }
 }

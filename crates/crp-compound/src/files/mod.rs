@@ -6,11 +6,13 @@
 //! share (the two ends of a pipe) are objects of their own in the table.
 //!
 //! Each kind of open file has its module: [`path`] (regular files,
-//! directories, memory devices, reopened by path), [`pipe`]. A terminal,
+//! directories, memory devices, reopened by path), [`pipe`], [`event`]
+//! (eventfd, timerfd, signalfd). A terminal,
 //! or a pipe whose other end is outside the process, on fd 0-2 is the
 //! outside world, re-attached to the same standard stream of `crp restore`.
 
 pub mod epoll;
+pub mod event;
 pub mod inotify;
 mod path;
 pub mod pipe;
@@ -24,6 +26,7 @@ use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg}
 
 pub use crp_ptrace::{Handed, Streams};
 pub use epoll::EpollRegistration;
+pub use event::EventFile;
 pub use inotify::InotifyWatch;
 pub use pipe::PipeBuffer;
 pub use unix_pair::{PairEnd, SocketPair};
@@ -56,6 +59,8 @@ pub enum FdTarget {
     Epoll { registrations: Vec<EpollRegistration> },
     /// An inotify instance and its watches, in ascending wd order.
     Inotify { watches: Vec<InotifyWatch> },
+    /// An eventfd, timerfd or signalfd, with its state.
+    Event(EventFile),
 }
 
 /// One open file description.
@@ -283,7 +288,7 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         return Ok(Kind::Target(FdTarget::Inotify { watches: inotify::capture(pid, fd)? }));
     }
     if target.starts_with("anon_inode:") {
-        return Err(refuse("an anonymous-inode descriptor (eventfd, timerfd, signalfd...)"));
+        return Ok(Kind::Target(FdTarget::Event(event::capture(pid, fd, target)?)));
     }
     if target.ends_with(" (deleted)") {
         return Err(refuse("a descriptor of a deleted file"));
@@ -510,6 +515,7 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
             }
             FdTarget::Inherited { .. } => {}
             FdTarget::File { path } | FdTarget::CharDevice { path } => check_path(field(), path)?,
+            FdTarget::Event(event) => event::check(field, event)?,
             FdTarget::Pipe { pipe } => {
                 if table.pipe_of(*pipe).is_none() {
                     return Err(Invalid::new(field(), format!("is an end of pipe {pipe}, of {}", table.pipes.len())));
@@ -693,6 +699,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
             }
             FdTarget::Epoll { .. } => epoll::make(tracee, file, above)?,
             FdTarget::Inotify { watches } => inotify::make(tracee, watches, file, above)?,
+            FdTarget::Event(event) => event::make(tracee, event, file.flags, above)?,
         });
     }
     for descriptor in &table.descriptors {

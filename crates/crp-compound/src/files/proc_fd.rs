@@ -33,8 +33,23 @@ impl Entry {
 /// The descriptors of `pid`, in ascending order, each with its link text,
 /// flags and offset. An entry that cannot be read or is not a number is an
 /// error: a descriptor left out would be silently missing after the restore.
+/// Only one closed since the listing (which a process not frozen yet may
+/// do) is left out: it is not there any more.
 pub(super) fn entries(pid: i32) -> Result<Vec<Entry>, CompoundError> {
-    open_fds(pid)?.into_iter().map(|fd| entry(pid, fd)).collect()
+    let mut entries = Vec::new();
+    for fd in open_fds(pid)? {
+        let closed = |error: &CompoundError| match error {
+            CompoundError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            CompoundError::Proc(error) => error.is_not_found(),
+            _ => false,
+        };
+        match entry(pid, fd) {
+            Ok(entry) => entries.push(entry),
+            Err(error) if closed(&error) && std::fs::symlink_metadata(format!("/proc/{pid}")).is_ok() => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(entries)
 }
 
 /// Descriptor `fd` of `pid`.
