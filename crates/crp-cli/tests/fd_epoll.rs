@@ -100,7 +100,6 @@ fn a_dump_that_leaves_the_process_running_leaves_its_inotify_alone() {
 }
 
 #[test]
-#[ignore = "asyncio's self-pipe is a socket pair, which crp refuses until socket pairs are restored"]
 fn a_python_asyncio_loop_with_a_timer_a_pipe_and_its_self_pipe_carries_on() {
     let directory = tempfile::tempdir().unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/asyncio_loop.py");
