@@ -61,12 +61,16 @@ fn mm() -> impl Strategy<Value = MmFields> {
 }
 
 fn fd() -> impl Strategy<Value = FdRecord> {
-    let target = prop_oneof![
-        ".{0,30}".prop_map(|path| FdTarget::File { path }),
-        ".{0,30}".prop_map(|path| FdTarget::CharDevice { path }),
-        (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
-        any::<u32>().prop_map(|pipe| FdTarget::Pipe { pipe }),
-    ];
+    let target =
+        prop_oneof![
+            ".{0,30}".prop_map(|path| FdTarget::File { path }),
+            ".{0,30}".prop_map(|path| FdTarget::CharDevice { path }),
+            (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
+            any::<u32>().prop_map(|pipe| FdTarget::Pipe { pipe }),
+            (".{0,30}", any::<u32>(), any::<bool>(), any::<u32>())
+                .prop_map(|(path, mode, deleted, pipe)| FdTarget::Fifo { path, mode, deleted, pipe }),
+            any::<u32>().prop_map(|object| FdTarget::Object { object }),
+        ];
     (any::<i32>(), any::<i32>(), any::<u64>(), target).prop_map(|(fd, flags, offset, target)| FdRecord {
         fd,
         flags,

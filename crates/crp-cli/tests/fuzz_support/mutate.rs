@@ -144,7 +144,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             }
         }
         17 => {
-            let target = match rng.below(4) {
+            let target = match rng.below(6) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
                 1 => FdTarget::File { path: hostile_string(rng) },
                 2 => {
@@ -155,6 +155,41 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
                         image.files.pipes.push(crp_compound::files::PipeBuffer { inode: 1, size, data });
                     }
                     FdTarget::Pipe { pipe: rng.pick(&[0, 1, u32::MAX]) }
+                }
+                3 => {
+                    let pipe = rng.pick(&[0, 1, u32::MAX]);
+                    FdTarget::Fifo { path: hostile_string(rng), mode: 0o600, deleted: rng.chance(2), pipe }
+                }
+                4 => {
+                    // A deleted file or memfd with extents in or out of order, inside or beyond its size.
+                    if rng.chance(2) {
+                        use crp_compound::files::{Contents, Extent, FileObject};
+                        let offset = rng.pick(&[0, 4096, u64::MAX - 2]);
+                        let data = vec![0x5a; rng.pick(&[0, 10, 70_000])];
+                        let size = rng.pick(&[0, 4096, 1 << 20, u64::MAX]);
+                        let contents = Contents { size, extents: vec![Extent { offset, data }] };
+                        image.files.objects.push(if rng.chance(2) {
+                            FileObject::Memfd {
+                                name: hostile_string(rng),
+                                inode: 1,
+                                mode: 0o600,
+                                uid: 0,
+                                gid: 0,
+                                seals: 0,
+                                contents,
+                            }
+                        } else {
+                            FileObject::Deleted {
+                                path: hostile_string(rng),
+                                inode: 1,
+                                mode: 0o600,
+                                uid: 0,
+                                gid: 0,
+                                contents,
+                            }
+                        });
+                    }
+                    FdTarget::Object { object: rng.pick(&[0, 1, u32::MAX]) }
                 }
                 _ => FdTarget::CharDevice { path: hostile_string(rng) },
             };

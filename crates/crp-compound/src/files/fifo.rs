@@ -194,3 +194,71 @@ fn held_outside(pid: i32, fd: u64) -> bool {
             })
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::files::{Descriptor, FdTarget, check_table};
+    use crp_ptrace::Persist;
+    use crp_ptrace::fake::FakeTracee;
+
+    fn fifo_target(pipe: u32) -> FdTarget {
+        FdTarget::Fifo { path: "/nonexistent-crp-dir/fifo".into(), mode: 0o640, deleted: true, pipe }
+    }
+
+    #[test]
+    fn a_fifo_is_opened_read_write_once_filled_and_each_description_reopened() {
+        let table = FdTable {
+            files: vec![
+                OpenFile { flags: libc::O_RDONLY | libc::O_NONBLOCK, offset: 0, target: fifo_target(0) },
+                OpenFile { flags: libc::O_WRONLY, offset: 0, target: fifo_target(0) },
+            ],
+            descriptors: vec![
+                Descriptor { fd: 3, cloexec: false, file: 0 },
+                Descriptor { fd: 4, cloexec: false, file: 1 },
+            ],
+            pipes: vec![PipeBuffer { inode: 5, size: 1 << 20, data: b"queued".to_vec() }],
+            objects: vec![],
+        };
+        check_table(&table).unwrap();
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let mut next = 9;
+        let mut tracee = FakeTracee::answering(move |call, _| match call.number {
+            libc::SYS_fcntl if call.args[1] == libc::F_DUPFD_CLOEXEC as u64 => {
+                next += 1;
+                next
+            }
+            libc::SYS_openat => 5,
+            _ => 0,
+        });
+        tracee.descriptors.insert(10, writer.into());
+        table.restore(&mut crp_ptrace::Restore::new(&mut tracee)).unwrap();
+        let made = tracee.calls_of(libc::SYS_mknodat);
+        assert_eq!(made.len(), 1, "the gone FIFO is made again");
+        assert_eq!(made[0].args[2], u64::from(libc::S_IFIFO | 0o640));
+        let opens: Vec<u64> = tracee.calls_of(libc::SYS_openat).iter().map(|call| call.args[2]).collect();
+        assert_eq!(
+            opens,
+            [
+                (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                (libc::O_RDONLY | libc::O_NONBLOCK) as u64,
+                libc::O_WRONLY as u64
+            ]
+        );
+        let reopen = tracee.calls_of(libc::SYS_openat)[2];
+        assert_eq!(tracee.memory.read(reopen.args[1], 17), b"/proc/self/fd/10\0");
+        assert!(tracee.calls.iter().any(|call| call.args[1] == libc::F_SETPIPE_SZ as u64 && call.args[2] == 1 << 20));
+        let mut filled = [0u8; 6];
+        reader.read_exact(&mut filled).unwrap();
+        assert_eq!(&filled, b"queued");
+    }
+
+    #[test]
+    fn a_fifo_whose_directory_is_gone_is_refused_naming_it() {
+        let error = check_host("/nonexistent-crp-dir/fifo").unwrap_err().to_string();
+        assert!(error.contains("its directory /nonexistent-crp-dir too"), "{error}");
+        assert!(check_host("/dev/null").unwrap_err().to_string().contains("something else than a FIFO"));
+    }
+}

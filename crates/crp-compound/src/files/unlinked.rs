@@ -667,3 +667,240 @@ fn fill(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    use super::*;
+    use crate::files::{Descriptor, FdTarget, check_table, proc_fd};
+    use crp_ptrace::Persist;
+    use crp_ptrace::fake::FakeTracee;
+
+    fn own_memfd(flags: libc::c_uint) -> std::fs::File {
+        // SAFETY: the name is NUL-terminated; memfd_create returns a new descriptor.
+        let fd = unsafe { libc::memfd_create(c"crp-unit".as_ptr(), flags) };
+        assert!(fd >= 0);
+        // SAFETY: a new descriptor nothing else owns.
+        unsafe { std::fs::File::from_raw_fd(fd) }
+    }
+
+    /// Two descriptions of object 0, at offsets 0 and 9.
+    fn table_of(object: FileObject) -> FdTable {
+        FdTable {
+            files: vec![
+                OpenFile { flags: libc::O_RDWR, offset: 0, target: FdTarget::Object { object: 0 } },
+                OpenFile { flags: libc::O_RDONLY, offset: 9, target: FdTarget::Object { object: 0 } },
+            ],
+            descriptors: vec![
+                Descriptor { fd: 3, cloexec: true, file: 0 },
+                Descriptor { fd: 4, cloexec: false, file: 1 },
+            ],
+            pipes: vec![],
+            objects: vec![object],
+        }
+    }
+
+    fn contents() -> Contents {
+        Contents {
+            size: 3 << 20,
+            extents: vec![
+                Extent { offset: 0, data: b"head".to_vec() },
+                Extent { offset: 2 << 20, data: b"tail".to_vec() },
+            ],
+        }
+    }
+
+    /// A fake whose made object is `made` at fd 10 (F_DUPFD_CLOEXEC gives
+    /// 10, 11, 12...); the first string argument of each memfd_create and
+    /// openat, as it was when called, goes to `strings`.
+    fn fake_with(made: std::fs::File, strings: &std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>) -> FakeTracee {
+        let mut next = 9;
+        let strings = strings.clone();
+        let mut tracee = FakeTracee::answering(move |call, memory| match call.number {
+            libc::SYS_fcntl if call.args[1] == libc::F_DUPFD_CLOEXEC as u64 => {
+                next += 1;
+                next
+            }
+            libc::SYS_memfd_create | libc::SYS_openat => {
+                let address = if call.number == libc::SYS_openat { call.args[1] } else { call.args[0] };
+                let text = memory.read(address, 32);
+                strings.borrow_mut().push(text.split(|byte| *byte == 0).next().unwrap_or_default().to_vec());
+                5
+            }
+            _ => 0,
+        });
+        tracee.descriptors.insert(10, made.into());
+        tracee
+    }
+
+    #[test]
+    fn a_memfd_is_made_once_filled_sized_then_sealed_and_each_description_reopened() {
+        let seals = (libc::F_SEAL_WRITE | libc::F_SEAL_GROW) as u32;
+        let table = table_of(FileObject::Memfd {
+            name: "m".into(),
+            inode: 1,
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+            seals,
+            contents: contents(),
+        });
+        check_table(&table).unwrap();
+        let ours = own_memfd(libc::MFD_ALLOW_SEALING);
+        let strings = std::rc::Rc::default();
+        let mut tracee = fake_with(ours.try_clone().unwrap(), &strings);
+        table.restore(&mut crp_ptrace::Restore::new(&mut tracee)).unwrap();
+        assert_eq!(tracee.calls_of(libc::SYS_memfd_create).len(), 1, "one memfd for both descriptions");
+        let create = tracee.calls_of(libc::SYS_memfd_create)[0];
+        assert_eq!(create.args[1], u64::from(libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC));
+        let reopens = tracee.calls_of(libc::SYS_openat);
+        assert_eq!(reopens.len(), 2);
+        assert_eq!(*strings.borrow(), [&b"m"[..], b"/proc/self/fd/10", b"/proc/self/fd/10"]);
+        assert_eq!((reopens[0].args[2], reopens[1].args[2]), (libc::O_RDWR as u64, libc::O_RDONLY as u64));
+        let seeks: Vec<u64> = tracee.calls_of(libc::SYS_lseek).iter().map(|call| call.args[1]).collect();
+        assert_eq!(seeks, [9], "only the description at an offset seeks");
+        let metadata = ours.metadata().unwrap();
+        assert_eq!((metadata.len(), metadata.mode() & 0o7777), (3 << 20, 0o700));
+        assert!(metadata.blocks() * 512 < 1 << 20, "the hole stays a hole");
+        let mut tail = [0u8; 4];
+        ours.read_exact_at(&mut tail, 2 << 20).unwrap();
+        assert_eq!(&tail, b"tail");
+        assert_eq!(nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap().cast_unsigned(), seals);
+    }
+
+    #[test]
+    fn a_deleted_file_is_made_with_o_tmpfile_in_its_directory() {
+        let table = table_of(FileObject::Deleted {
+            path: "/srv/gone".into(),
+            inode: 1,
+            mode: 0o640,
+            uid: 0,
+            gid: 0,
+            contents: contents(),
+        });
+        let ours = own_memfd(0);
+        let strings = std::rc::Rc::default();
+        let mut tracee = fake_with(ours.try_clone().unwrap(), &strings);
+        table.restore(&mut crp_ptrace::Restore::new(&mut tracee)).unwrap();
+        let opens = tracee.calls_of(libc::SYS_openat);
+        assert_eq!(opens.len(), 3, "the O_TMPFILE one, then a reopening per description");
+        assert_eq!(opens[0].args[2], (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64);
+        assert_eq!(opens[0].args[3], 0o640);
+        assert_eq!(strings.borrow()[..2], [&b"/srv"[..], b"/proc/self/fd/10"]);
+        assert_eq!(ours.metadata().unwrap().mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn a_file_linked_elsewhere_is_opened_by_handle_for_each_description() {
+        let mut table = table_of(FileObject::Linked {
+            path: "/srv/a".into(),
+            inode: 1,
+            mount: "/".into(),
+            handle_type: 1,
+            handle: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        });
+        table.files[1].flags = libc::O_TMPFILE | libc::O_RDWR;
+        let mut tracee = fake_with(own_memfd(0), &std::rc::Rc::default());
+        table.restore(&mut crp_ptrace::Restore::new(&mut tracee)).unwrap();
+        let by_handle = tracee.calls_of(libc::SYS_open_by_handle_at);
+        assert_eq!(by_handle.len(), 2);
+        let handle = tracee.memory.read(by_handle[0].args[1], 16);
+        assert_eq!(handle, [8, 0, 0, 0, 1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(by_handle[1].args[2], libc::O_RDWR as u64, "O_TMPFILE's bits are not reopened");
+    }
+
+    #[test]
+    fn objects_no_restore_could_make_are_refused() {
+        let object =
+            |contents| FileObject::Memfd { name: "m".into(), inode: 1, mode: 0, uid: 0, gid: 0, seals: 0, contents };
+        let beyond = Contents { size: 4, extents: vec![Extent { offset: 2, data: vec![0; 4] }] };
+        assert!(check_table(&table_of(object(beyond))).unwrap_err().to_string().contains("beyond the size"));
+        let overlapping = Contents {
+            size: 100,
+            extents: vec![Extent { offset: 0, data: vec![0; 10] }, Extent { offset: 5, data: vec![0; 1] }],
+        };
+        assert!(check_table(&table_of(object(overlapping))).unwrap_err().to_string().contains("overlapping"));
+        let long = FileObject::Memfd {
+            name: "n".repeat(300),
+            inode: 1,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            seals: 0,
+            contents: Contents::default(),
+        };
+        assert!(check_table(&table_of(long)).unwrap_err().to_string().contains("memfd name"));
+        let mut orphan = table_of(object(Contents::default()));
+        orphan.objects.push(object(Contents::default()));
+        assert!(check_table(&orphan).unwrap_err().to_string().contains("object 1 is referred to by no open file"));
+        let mut missing = table_of(object(Contents::default()));
+        missing.files[1].target = FdTarget::Object { object: 7 };
+        assert!(check_table(&missing).unwrap_err().to_string().contains("object 7, of 1"));
+    }
+
+    #[test]
+    fn own_deleted_files_and_memfds_are_captured_with_extents_and_handles() {
+        let pid = std::process::id() as i32;
+        let directory = std::env::temp_dir().join(format!("crp-unlinked-{pid}"));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("sparse");
+        let sparse =
+            std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        sparse.write_all_at(b"head", 0).unwrap();
+        sparse.write_all_at(b"tail", 4 << 20).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let linked_path = directory.join("a");
+        let linked = std::fs::File::create(&linked_path).unwrap();
+        std::fs::hard_link(&linked_path, directory.join("b")).unwrap();
+        std::fs::remove_file(&linked_path).unwrap();
+        let memfd = own_memfd(libc::MFD_ALLOW_SEALING);
+        memfd.write_all_at(b"in memory", 0).unwrap();
+        nix::fcntl::fcntl(&memfd, nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_SHRINK)).unwrap();
+
+        let mut table = FdTable::default();
+        let mut gathered = Gathered::default();
+        let mut capture = |fd: i32| {
+            let entry = proc_fd::entry(pid, fd).unwrap();
+            let metadata = proc_fd::metadata(pid, fd).unwrap();
+            let found = classify(pid, &entry, &metadata).unwrap();
+            object_index(pid, &entry, found, &mut table, &mut gathered).unwrap()
+        };
+        assert_eq!(capture(sparse.as_raw_fd()), 0);
+        assert_eq!(capture(sparse.as_raw_fd()), 0, "one object per inode");
+        assert_eq!(capture(linked.as_raw_fd()), 1);
+        assert_eq!(capture(memfd.as_raw_fd()), 2);
+        let FileObject::Deleted { path: recorded, contents, .. } = &table.objects[0] else {
+            panic!("{:?}", table.objects[0])
+        };
+        assert_eq!(recorded, path.to_str().unwrap());
+        assert_eq!(contents.size, (4 << 20) + 4);
+        assert_eq!(contents.extents.first().map(|extent| extent.offset), Some(0));
+        assert!(contents.stored_bytes() < 1 << 20, "{} bytes stored: the hole was copied", contents.stored_bytes());
+        assert!(
+            matches!(&table.objects[1], FileObject::Linked { mount, handle, .. } if mount.starts_with('/') && !handle.is_empty())
+        );
+        check_host(&table.objects[1]).unwrap();
+        let FileObject::Memfd { name, seals, contents, .. } = &table.objects[2] else {
+            panic!("{:?}", table.objects[2])
+        };
+        assert_eq!((name.as_str(), *seals), ("crp-unit", libc::F_SEAL_SHRINK as u32));
+        assert_eq!(contents.extents[0].data, b"in memory");
+
+        set_contents_limit(4);
+        let entry = proc_fd::entry(pid, memfd.as_raw_fd()).unwrap();
+        let found = classify(pid, &entry, &proc_fd::metadata(pid, memfd.as_raw_fd()).unwrap()).unwrap();
+        let refusal = check_capturable(pid, &entry, found).unwrap_err().to_string();
+        set_contents_limit(DEFAULT_CONTENTS_LIMIT);
+        assert!(refusal.contains(CONTENTS_LIMIT_OPTION) && refusal.contains("/memfd:crp-unit"), "{refusal}");
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn mount_paths_are_unescaped() {
+        assert_eq!(unescape_mount_path(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape_mount_path(r"/a\\b"), r"/a\\b");
+        assert_eq!(directory_of("/srv/x"), "/srv");
+        assert_eq!(directory_of("/x"), "/");
+    }
+}
