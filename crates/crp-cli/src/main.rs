@@ -51,6 +51,11 @@ enum Command {
         /// everywhere) or `kmod` (the crp kernel module, /dev/crp).
         #[arg(long, value_enum, default_value = "userspace")]
         backend: Backend,
+        /// The most data a dump saves of one deleted file or memfd the
+        /// process holds open (bytes, or with K, M, G suffixes); a larger
+        /// one is refused.
+        #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+        max_file_contents: u64,
     },
     /// Recreate a process from an image; it carries on where it was frozen.
     ///
@@ -134,10 +139,26 @@ enum Command {
     },
 }
 
+/// A size in bytes, with an optional K, M or G (binary) suffix.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.trim_end_matches(['B', 'i']).char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size in bytes (such as 1048576, 512K, 64M, 2G)"))
+}
+
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump { pid, output, leave_running, backend } => {
+        Command::Dump { pid, output, leave_running, backend, max_file_contents } => {
             cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
+            crp_compound::files::unlinked::set_contents_limit(max_file_contents);
             let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend })?;
             eprintln!(
                 "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",

@@ -84,16 +84,23 @@ fn reference_image() -> ProcessImage {
                 FdRecord { fd: 3, flags: 0o2, offset: 10, target: FdTarget::File { path: "/tmp/x".into() } },
                 FdRecord { fd: 4, flags: 0, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
                 FdRecord { fd: 5, flags: 0o4000, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
+                FdRecord {
+                    fd: 6,
+                    flags: 0,
+                    offset: 0,
+                    target: FdTarget::Fifo { path: "/tmp/f".into(), mode: 0o600, deleted: false, pipe: 1 },
+                },
+                FdRecord { fd: 7, flags: 0o2, offset: 3, target: FdTarget::Object { object: 0 } },
             ]);
             table.pipes.push(crp_compound::files::PipeBuffer { inode: 77, size: 65536, data: b"queued".to_vec() });
             table.push_record(FdRecord {
-                fd: 6,
+                fd: 16,
                 flags: 0o2,
                 offset: 0,
                 target: FdTarget::UnixPair { pair: 0, end: 0 },
             });
             table.push_record(FdRecord {
-                fd: 7,
+                fd: 17,
                 flags: 0o2,
                 offset: 0,
                 target: FdTarget::UnixPair { pair: 0, end: 1 },
@@ -111,7 +118,7 @@ fn reference_image() -> ProcessImage {
                 ends: [end(80, vec![b"one".to_vec()]), end(81, vec![])],
             });
             table.push_record(FdRecord {
-                fd: 8,
+                fd: 18,
                 flags: 0o4002,
                 offset: 0,
                 target: FdTarget::Event(EventFile::TimerFd(TimerFd {
@@ -121,6 +128,19 @@ fn reference_image() -> ProcessImage {
                     interval: Timespec { seconds: 1, nanoseconds: 0 },
                     ticks: 2,
                 })),
+            });
+            table.pipes.push(crp_compound::files::PipeBuffer { inode: 78, size: 65536, data: b"fifo".to_vec() });
+            table.objects.push(crp_compound::files::FileObject::Memfd {
+                name: "m".into(),
+                inode: 9,
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                seals: 8,
+                contents: crp_compound::files::Contents {
+                    size: 8192,
+                    extents: vec![crp_compound::files::Extent { offset: 4096, data: b"memfd".to_vec() }],
+                },
             });
             table
         },

@@ -62,24 +62,28 @@ fn mm() -> impl Strategy<Value = MmFields> {
 }
 
 fn fd() -> impl Strategy<Value = FdRecord> {
-    let target = prop_oneof![
-        ".{0,30}".prop_map(|path| FdTarget::File { path }),
-        ".{0,30}".prop_map(|path| FdTarget::CharDevice { path }),
-        (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
-        any::<u32>().prop_map(|pipe| FdTarget::Pipe { pipe }),
-        (any::<u32>(), any::<u8>()).prop_map(|(pair, end)| FdTarget::UnixPair { pair, end }),
-        vec((any::<i32>(), any::<u32>(), any::<u32>(), any::<u64>()), 0..4).prop_map(|registrations| {
-            let registrations = registrations
-                .into_iter()
-                .map(|(fd, file, events, data)| EpollRegistration { fd, file, events, data })
-                .collect();
-            FdTarget::Epoll { registrations }
-        }),
-        vec((any::<i32>(), any::<u32>(), ".{0,30}"), 0..4).prop_map(|watches| FdTarget::Inotify {
-            watches: watches.into_iter().map(|(wd, mask, path)| InotifyWatch { wd, mask, path }).collect()
-        }),
-        event().prop_map(FdTarget::Event),
-    ];
+    let target =
+        prop_oneof![
+            ".{0,30}".prop_map(|path| FdTarget::File { path }),
+            ".{0,30}".prop_map(|path| FdTarget::CharDevice { path }),
+            (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
+            any::<u32>().prop_map(|pipe| FdTarget::Pipe { pipe }),
+            (any::<u32>(), any::<u8>()).prop_map(|(pair, end)| FdTarget::UnixPair { pair, end }),
+            vec((any::<i32>(), any::<u32>(), any::<u32>(), any::<u64>()), 0..4).prop_map(|registrations| {
+                let registrations = registrations
+                    .into_iter()
+                    .map(|(fd, file, events, data)| EpollRegistration { fd, file, events, data })
+                    .collect();
+                FdTarget::Epoll { registrations }
+            }),
+            vec((any::<i32>(), any::<u32>(), ".{0,30}"), 0..4).prop_map(|watches| FdTarget::Inotify {
+                watches: watches.into_iter().map(|(wd, mask, path)| InotifyWatch { wd, mask, path }).collect()
+            }),
+            event().prop_map(FdTarget::Event),
+            (".{0,30}", any::<u32>(), any::<bool>(), any::<u32>())
+                .prop_map(|(path, mode, deleted, pipe)| FdTarget::Fifo { path, mode, deleted, pipe }),
+            any::<u32>().prop_map(|object| FdTarget::Object { object }),
+        ];
     (any::<i32>(), any::<i32>(), any::<u64>(), target).prop_map(|(fd, flags, offset, target)| FdRecord {
         fd,
         flags,

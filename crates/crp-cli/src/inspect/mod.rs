@@ -247,6 +247,39 @@ pub struct FdSummary {
     /// `timerfd`, `signalfd`, each null unless it is that kind).
     #[serde(flatten)]
     pub event: event::EventSummaries,
+    /// For a FIFO: its path, mode and saved buffer.
+    pub fifo: Option<FifoSummary>,
+    /// For a deleted file or memfd: the object.
+    pub file_object: Option<FileObjectSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FifoSummary {
+    pub path: String,
+    pub mode: String,
+    /// Its path was deleted at the dump: made again at the restore.
+    pub deleted: bool,
+    pub size: u32,
+    /// Bytes saved, written back unless a process outside holds the FIFO.
+    pub buffered_bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileObjectSummary {
+    /// "deleted file", "deleted name of a linked file", "memfd".
+    pub kind: &'static str,
+    /// The deleted path, or the memfd's name.
+    pub name: String,
+    pub inode: u64,
+    /// Octal, or null for a file reopened by handle.
+    pub mode: Option<String>,
+    pub size: Option<u64>,
+    /// Whether its contents are in the image (else it is reopened by handle).
+    pub contents_stored: bool,
+    pub stored_bytes: u64,
+    pub extents: usize,
+    /// F_GET_SEALS of a memfd, else null.
+    pub seals: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -422,7 +455,10 @@ fn fd_summary(
     let mut socket_pair = None;
     let (mut epoll, mut inotify) = (None, None);
     let mut events = event::EventSummaries::default();
+    let mut fifo = None;
+    let mut file_object = None;
     let (kind, target) = match &record.target {
+        FdTarget::File { path } if record.flags & libc::O_PATH != 0 => ("O_PATH", path.clone()),
         FdTarget::File { path } => ("file", path.clone()),
         FdTarget::CharDevice { path } => ("character device", path.clone()),
         FdTarget::Inherited { stream } => ("standard stream", format!("standard stream {stream} of crp restore")),
@@ -486,6 +522,29 @@ fn fd_summary(
             events = event::EventSummaries::of(event);
             (event.kind(), event.link())
         }
+        FdTarget::Fifo { path, mode, deleted, pipe } => {
+            let buffer = table.pipe_of(*pipe);
+            fifo = Some(FifoSummary {
+                path: path.clone(),
+                mode: format!("{mode:#o}"),
+                deleted: *deleted,
+                size: buffer.map_or(0, |buffer| buffer.size),
+                buffered_bytes: buffer.map_or(0, |buffer| buffer.data.len()),
+            });
+            ("fifo", path.clone())
+        }
+        FdTarget::Object { object } => {
+            let object = table.objects.get(*object as usize);
+            file_object = object.map(object_summary);
+            match object {
+                Some(crp_compound::files::FileObject::Memfd { name, .. }) => ("memfd", format!("/memfd:{name}")),
+                Some(
+                    crp_compound::files::FileObject::Deleted { path, .. }
+                    | crp_compound::files::FileObject::Linked { path, .. },
+                ) => ("deleted file", format!("{path} (deleted)")),
+                None => ("deleted file", String::new()),
+            }
+        }
     };
     FdSummary {
         shares_description_with: table.shared_with(descriptor),
@@ -500,6 +559,38 @@ fn fd_summary(
         epoll,
         inotify,
         event: events,
+        fifo,
+        file_object,
+    }
+}
+
+fn object_summary(object: &crp_compound::files::FileObject) -> FileObjectSummary {
+    use crp_compound::files::FileObject;
+    let stored = |kind, name: &str, mode: u32, contents: &crp_compound::files::Contents, seals| FileObjectSummary {
+        kind,
+        name: name.to_owned(),
+        inode: object.inode(),
+        mode: Some(format!("{mode:#o}")),
+        size: Some(contents.size),
+        contents_stored: true,
+        stored_bytes: contents.stored_bytes(),
+        extents: contents.extents.len(),
+        seals,
+    };
+    match object {
+        FileObject::Deleted { path, mode, contents, .. } => stored("deleted file", path, *mode, contents, None),
+        FileObject::Memfd { name, mode, contents, seals, .. } => stored("memfd", name, *mode, contents, Some(*seals)),
+        FileObject::Linked { path, .. } => FileObjectSummary {
+            kind: "deleted name of a linked file",
+            name: path.clone(),
+            inode: object.inode(),
+            mode: None,
+            size: None,
+            contents_stored: false,
+            stored_bytes: 0,
+            extents: 0,
+            seals: None,
+        },
     }
 }
 

@@ -89,11 +89,50 @@ pub fn render_text(summary: &ImageSummary) -> String {
                     pipe.size,
                     if pipe.other_end_outside { ", other end outside the process" } else { "" }
                 ),
-                None => writeln!(
-                    out,
-                    "  fd {:<3} {} (flags {}, offset {})",
-                    file.fd, file.target, file.flags_octal, file.offset
-                ),
+                None => match (&file.fifo, &file.file_object) {
+                    (Some(fifo), _) => writeln!(
+                        out,
+                        "  fd {:<3} FIFO {} (mode {}{}, flags {}), {} bytes buffered of {}",
+                        file.fd,
+                        fifo.path,
+                        fifo.mode,
+                        if fifo.deleted { ", deleted: made again" } else { "" },
+                        file.flags_octal,
+                        fifo.buffered_bytes,
+                        fifo.size
+                    ),
+                    (None, Some(object)) if object.contents_stored => writeln!(
+                        out,
+                        "  fd {:<3} {} {} (inode {}, mode {}, size {}, {} bytes stored in {} extents{}; flags {}, \
+                         offset {})",
+                        file.fd,
+                        object.kind,
+                        object.name,
+                        object.inode,
+                        object.mode.as_deref().unwrap_or("?"),
+                        object.size.unwrap_or(0),
+                        object.stored_bytes,
+                        object.extents,
+                        object.seals.map(|seals| format!(", seals {seals:#x}")).unwrap_or_default(),
+                        file.flags_octal,
+                        file.offset
+                    ),
+                    (None, Some(object)) => writeln!(
+                        out,
+                        "  fd {:<3} {} {} (inode {}, reopened by file handle, contents not stored; flags {}, \
+                         offset {})",
+                        file.fd, object.kind, object.name, object.inode, file.flags_octal, file.offset
+                    ),
+                    (None, None) => writeln!(
+                        out,
+                        "  fd {:<3} {}{} (flags {}, offset {})",
+                        file.fd,
+                        if file.kind == "O_PATH" { "O_PATH " } else { "" },
+                        file.target,
+                        file.flags_octal,
+                        file.offset
+                    ),
+                },
             },
         }
         .unwrap_or_default();

@@ -145,7 +145,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             }
         }
         17 => {
-            let target = match rng.below(7) {
+            let target = match rng.below(9) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
                 1 => FdTarget::File { path: hostile_string(rng) },
                 2 => {
@@ -173,6 +173,41 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
                     }],
                 },
                 5 => FdTarget::Event(hostile_event(rng)),
+                6 => {
+                    let pipe = rng.pick(&[0, 1, u32::MAX]);
+                    FdTarget::Fifo { path: hostile_string(rng), mode: 0o600, deleted: rng.chance(2), pipe }
+                }
+                7 => {
+                    // A deleted file or memfd with extents in or out of order, inside or beyond its size.
+                    if rng.chance(2) {
+                        use crp_compound::files::{Contents, Extent, FileObject};
+                        let offset = rng.pick(&[0, 4096, u64::MAX - 2]);
+                        let data = vec![0x5a; rng.pick(&[0, 10, 70_000])];
+                        let size = rng.pick(&[0, 4096, 1 << 20, u64::MAX]);
+                        let contents = Contents { size, extents: vec![Extent { offset, data }] };
+                        image.files.objects.push(if rng.chance(2) {
+                            FileObject::Memfd {
+                                name: hostile_string(rng),
+                                inode: 1,
+                                mode: 0o600,
+                                uid: 0,
+                                gid: 0,
+                                seals: 0,
+                                contents,
+                            }
+                        } else {
+                            FileObject::Deleted {
+                                path: hostile_string(rng),
+                                inode: 1,
+                                mode: 0o600,
+                                uid: 0,
+                                gid: 0,
+                                contents,
+                            }
+                        });
+                    }
+                    FdTarget::Object { object: rng.pick(&[0, 1, u32::MAX]) }
+                }
                 _ => FdTarget::CharDevice { path: hostile_string(rng) },
             };
             let fd = if rng.chance(2) { rng.hostile_i32() } else { 7 };

@@ -358,6 +358,7 @@ mod tests {
             ],
             pipes: vec![],
             socket_pairs: vec![],
+            objects: vec![],
         };
         let mut found = capture(pid, epoll.as_raw_fd(), &table).unwrap();
         found.sort_by_key(|registration| registration.data);
@@ -398,6 +399,7 @@ mod tests {
             ],
             pipes: vec![],
             socket_pairs: vec![],
+            objects: vec![],
         };
         check_table(&table).unwrap();
         // Temporaries from 10 up (9 is a registration's number).

@@ -6,19 +6,23 @@
 //! share (the two ends of a pipe) are objects of their own in the table.
 //!
 //! Each kind of open file has its module: [`path`] (regular files,
-//! directories, memory devices, reopened by path), [`pipe`], [`event`]
-//! (eventfd, timerfd, signalfd). A terminal,
-//! or a pipe whose other end is outside the process, on fd 0-2 is the
-//! outside world, re-attached to the same standard stream of `crp restore`.
+//! directories, memory devices, O_PATH descriptors of anything with a path,
+//! reopened by path), [`pipe`], [`fifo`], [`unlinked`] (deleted files and
+//! memfds), [`event`] (eventfd, timerfd, signalfd), [`epoll`], [`inotify`],
+//! [`unix_pair`] (socket pairs, found with [`unix_diag`]). A terminal, or a
+//! pipe whose other end is outside the process, on fd 0-2 is the outside
+//! world, re-attached to the same standard stream of `crp restore`.
 
 pub mod epoll;
 pub mod event;
+mod fifo;
 pub mod inotify;
 mod path;
 pub mod pipe;
 mod proc_fd;
 mod unix_diag;
 pub mod unix_pair;
+pub mod unlinked;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -30,6 +34,7 @@ pub use event::EventFile;
 pub use inotify::InotifyWatch;
 pub use pipe::PipeBuffer;
 pub use unix_pair::{PairEnd, SocketPair};
+pub use unlinked::{Contents, Extent, FileObject};
 
 use crate::error::{CompoundError, Unsupported};
 use crate::valid::{Invalid, check_path};
@@ -61,6 +66,11 @@ pub enum FdTarget {
     Inotify { watches: Vec<InotifyWatch> },
     /// An eventfd, timerfd or signalfd, with its state.
     Event(EventFile),
+    /// A FIFO at `path` (deleted at the dump when `deleted`, made again with
+    /// `mode`), whose buffer is pipe `pipe` of [`FdTable::pipes`].
+    Fifo { path: String, mode: u32, deleted: bool, pipe: u32 },
+    /// Object `object` of [`FdTable::objects`]: a deleted file or a memfd.
+    Object { object: u32 },
 }
 
 /// One open file description.
@@ -99,10 +109,13 @@ pub struct FdTable {
     pub files: Vec<OpenFile>,
     /// In ascending descriptor order.
     pub descriptors: Vec<Descriptor>,
-    /// The pipes [`FdTarget::Pipe`] descriptions are ends of.
+    /// The pipes [`FdTarget::Pipe`] descriptions are ends of, and the
+    /// buffers of the FIFOs of [`FdTarget::Fifo`] descriptions.
     pub pipes: Vec<PipeBuffer>,
     /// The unix socket pairs [`FdTarget::UnixPair`] descriptions are ends of.
     pub socket_pairs: Vec<SocketPair>,
+    /// The deleted files and memfds [`FdTarget::Object`] descriptions are of.
+    pub objects: Vec<FileObject>,
 }
 
 /// A descriptor of the process whose pipe has its other end outside the
@@ -245,6 +258,8 @@ enum Kind {
     },
     /// Its registrations are read once the table is complete.
     Epoll,
+    Fifo(fifo::Found),
+    Object(unlinked::Found),
 }
 
 /// The inodes of the pipes with both a read and a write end among `entries`.
@@ -290,16 +305,28 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
     if target.starts_with("anon_inode:") {
         return Ok(Kind::Target(FdTarget::Event(event::capture(pid, fd, target)?)));
     }
-    if target.ends_with(" (deleted)") {
-        return Err(refuse("a descriptor of a deleted file"));
+    if entry.flags & libc::O_PATH != 0 {
+        // Whatever it names (a symlink with O_NOFOLLOW, a FIFO, a device),
+        // an O_PATH descriptor is only a path: reopened with the same flags.
+        if target.ends_with(" (deleted)") {
+            return Err(refuse("an O_PATH descriptor of a deleted file"));
+        }
+        if !target.starts_with('/') {
+            return Err(refuse("an O_PATH descriptor outside this mount namespace"));
+        }
+        return Ok(Kind::Target(FdTarget::File { path: target.to_owned() }));
     }
     let metadata = proc_fd::metadata(pid, fd)?;
     let file_type = metadata.file_type();
     if file_type.is_fifo() {
         return match standard_stream {
-            Some(stream) => Ok(Kind::Target(FdTarget::Inherited { stream })),
-            None => Err(refuse("a FIFO on a descriptor other than 0-2")),
+            Some(stream) if !target.starts_with('/') => Ok(Kind::Target(FdTarget::Inherited { stream })),
+            None if !target.starts_with('/') => Err(refuse("a FIFO outside this mount namespace")),
+            _ => Ok(Kind::Fifo(fifo::classify(entry, &metadata))),
         };
+    }
+    if target.ends_with(" (deleted)") {
+        return Ok(Kind::Object(unlinked::classify(pid, entry, &metadata)?));
     }
     if file_type.is_char_device() {
         let major = libc::major(metadata.rdev()) as u64;
@@ -350,9 +377,10 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
     };
     for entry in &entries {
         match classify(pid, entry, &inside)? {
-            Kind::Pipe { .. } => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
             Kind::Epoll => drop(epoll::capture(pid, entry.fd, &numbered)?),
             Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
+            Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
+            Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,
             Kind::Target(_) => {}
         }
     }
@@ -387,6 +415,7 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
     // likely pairs (same link text).
     let mut firsts: Vec<(usize, u32)> = Vec::new();
     let mut epolls: Vec<(u32, i32)> = Vec::new();
+    let (mut fifos, mut objects) = (unlinked::Gathered::default(), unlinked::Gathered::default());
     for (position, entry) in entries.iter().enumerate() {
         let cloexec = entry.flags & libc::O_CLOEXEC != 0;
         let mut shared = None;
@@ -410,6 +439,13 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                         epolls.push((u32::try_from(table.files.len()).unwrap_or(u32::MAX), entry.fd));
                         FdTarget::Epoll { registrations: Vec::new() }
                     }
+                    Kind::Fifo(found) => {
+                        let pipe = fifo::pipe_index(pid, entry, &found, &mut table, &mut fifos)?;
+                        FdTarget::Fifo { path: found.path, mode: found.mode, deleted: found.deleted, pipe }
+                    }
+                    Kind::Object(found) => FdTarget::Object {
+                        object: unlinked::object_index(pid, entry, found, &mut table, &mut objects)?,
+                    },
                 };
                 let file = u32::try_from(table.files.len()).unwrap_or(u32::MAX);
                 table.files.push(OpenFile { flags: entry.flags & !libc::O_CLOEXEC, offset: entry.offset, target });
@@ -521,6 +557,17 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
                     return Err(Invalid::new(field(), format!("is an end of pipe {pipe}, of {}", table.pipes.len())));
                 }
             }
+            FdTarget::Fifo { path, pipe, .. } => {
+                check_path(field(), path)?;
+                if table.pipe_of(*pipe).is_none() {
+                    return Err(Invalid::new(field(), format!("is FIFO buffer {pipe}, of {}", table.pipes.len())));
+                }
+            }
+            FdTarget::Object { object } => {
+                if usize::try_from(*object).ok().and_then(|object| table.objects.get(object)).is_none() {
+                    return Err(Invalid::new(field(), format!("is of object {object}, of {}", table.objects.len())));
+                }
+            }
             FdTarget::Epoll { registrations } => epoll::check(table, index, registrations, &field)?,
             FdTarget::Inotify { watches } => inotify::check(watches, &field)?,
             FdTarget::UnixPair { pair, end } => {
@@ -558,7 +605,8 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
     for (index, buffer) in table.pipes.iter().enumerate() {
         let field = || format!("pipe {index}");
         let referred = table.files.iter().any(|file| {
-            matches!(file.target, FdTarget::Pipe { pipe } if usize::try_from(pipe).is_ok_and(|pipe| pipe == index))
+            matches!(file.target, FdTarget::Pipe { pipe } | FdTarget::Fifo { pipe, .. }
+                if usize::try_from(pipe).is_ok_and(|pipe| pipe == index))
         });
         if !referred {
             return Err(Invalid::new(field(), "is referred to by no open file"));
@@ -573,18 +621,42 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
             ));
         }
     }
+    for (index, object) in table.objects.iter().enumerate() {
+        let field = format!("object {index}");
+        let referred = table.files.iter().any(|file| {
+            matches!(file.target, FdTarget::Object { object } if usize::try_from(object).is_ok_and(|object| object == index))
+        });
+        if !referred {
+            return Err(Invalid::new(field, "is referred to by no open file"));
+        }
+        unlinked::check_object(&field, object)?;
+    }
     Ok(())
 }
 
 /// Refuses a restore whose files are gone, before anything is created.
 pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
     for file in &table.files {
-        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &file.target {
-            std::fs::metadata(path).map_err(CompoundError::io("find file of fd", path))?;
+        match &file.target {
+            // An O_PATH|O_NOFOLLOW descriptor names the symlink itself.
+            FdTarget::File { path } if file.flags & libc::O_NOFOLLOW != 0 => {
+                std::fs::symlink_metadata(path).map_err(CompoundError::io("find file of fd", path))?;
+            }
+            FdTarget::File { path } | FdTarget::CharDevice { path } => {
+                std::fs::metadata(path).map_err(CompoundError::io("find file of fd", path))?;
+            }
+            FdTarget::Fifo { path, .. } => fifo::check_host(path)?,
+            FdTarget::Inotify { watches } => inotify::check_paths_exist(watches)?,
+            FdTarget::Inherited { .. }
+            | FdTarget::Pipe { .. }
+            | FdTarget::Object { .. }
+            | FdTarget::UnixPair { .. }
+            | FdTarget::Epoll { .. }
+            | FdTarget::Event(_) => {}
         }
-        if let FdTarget::Inotify { watches } = &file.target {
-            inotify::check_paths_exist(watches)?;
-        }
+    }
+    for object in &table.objects {
+        unlinked::check_host(object)?;
     }
     Ok(())
 }
@@ -658,6 +730,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
     let mut made_pipes: Vec<Option<pipe::MadePipe>> = (0..table.pipes.len()).map(|_| None).collect();
     let mut made_pairs: Vec<Option<[u64; 2]>> = vec![None; table.socket_pairs.len()];
     let mut placed: Vec<Option<u64>> = vec![None; table.files.len()];
+    let (mut made_fifos, mut made_objects) = (fifo::Made::new(table), unlinked::Made::new(table));
     for (index, file) in table.files.iter().enumerate() {
         let wanted = table.descriptors.iter().any(|descriptor| {
             usize::try_from(descriptor.file).is_ok_and(|file| file == index)
@@ -700,6 +773,17 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
             FdTarget::Epoll { .. } => epoll::make(tracee, file, above)?,
             FdTarget::Inotify { watches } => inotify::make(tracee, watches, file, above)?,
             FdTarget::Event(event) => event::make(tracee, event, file.flags, above)?,
+            FdTarget::Fifo { path, mode, pipe, .. } => {
+                let fifo = (path.as_str(), *mode, *pipe);
+                let Some(at) = fifo::description(tracee, table, fifo, file, &mut made_fifos, above)? else { continue };
+                at
+            }
+            FdTarget::Object { object } => {
+                let Some(at) = unlinked::description(tracee, table, *object, file, &mut made_objects, above)? else {
+                    continue;
+                };
+                at
+            }
         });
     }
     for descriptor in &table.descriptors {
@@ -752,6 +836,7 @@ pub(crate) mod tests {
             ],
             pipes: vec![],
             socket_pairs: vec![],
+            objects: vec![],
         };
         check_table(&table).unwrap();
         // openat gives 3, moved to 9 (F_DUPFD_CLOEXEC from 8).
@@ -825,6 +910,7 @@ pub(crate) mod tests {
                 PipeBuffer { inode: 11, size: pipe::DEFAULT_PIPE_SIZE, data: vec![] },
             ],
             socket_pairs: vec![],
+            objects: vec![],
         };
         check_table(&table).unwrap();
         assert_eq!(table.outside_ends(), [OutsideEnd { fd: 251, writes: true, inode: 11, buffered: 0 }]);

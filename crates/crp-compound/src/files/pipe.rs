@@ -171,7 +171,7 @@ pub(super) fn make(tracee: &mut dyn Tracee, buffer: &PipeBuffer, above: u64) -> 
 
 /// Writes `data` into the pipe whose write end is the tracee's `write`,
 /// from crp, through a reopening of that end.
-fn fill(tracee: &mut dyn Tracee, write: u64, data: &[u8]) -> Result<(), EngineError> {
+pub(super) fn fill(tracee: &mut dyn Tracee, write: u64, data: &[u8]) -> Result<(), EngineError> {
     let end: OwnedFd = tracee.reopen_descriptor(write, libc::O_WRONLY | libc::O_NONBLOCK)?;
     std::fs::File::from(end).write_all(data).map_err(|error| EngineError::Descriptor {
         operation: "refill the pipe through",

@@ -1,0 +1,150 @@
+//! FIFOs (with their bytes, made again when deleted, not doubled when held
+//! outside), O_PATH descriptors of a file, a directory and a symlink,
+//! deleted files (holes, offsets, shared and independent descriptions, a
+//! name linked elsewhere coming back as the same inode) and memfds (name,
+//! size, contents, seals): each program checks its own state after the
+//! restore.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn files_subject(mode: &str, directory: &Path) -> Subject {
+    let mut command = Command::new(c_program("fd_files"));
+    command.arg(mode).arg(directory);
+    Subject::spawn(command)
+}
+
+/// `crp inspect --json`, checked against docs/inspect.schema.json.
+fn inspect_json(image: &Path) -> serde_json::Value {
+    let json = stdout_of(&crp().arg("inspect").arg("--json").arg(image).output().unwrap());
+    let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspect.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&summary).map(|error| error.to_string()).collect();
+    assert!(errors.is_empty(), "inspect --json does not follow its schema:\n{}", errors.join("\n"));
+    summary
+}
+
+fn file_of(json: &serde_json::Value, fd: i32) -> serde_json::Value {
+    json["files"].as_array().unwrap().iter().find(|file| file["fd"] == fd).unwrap().clone()
+}
+
+/// Dumps `mode`'s subject, checks it was killed, restores it and expects its OK.
+fn round_trip_ok(mode: &str, directory: &Path) -> std::path::PathBuf {
+    let mut subject = files_subject(mode, directory);
+    let image = directory.join(format!("{mode}.crp"));
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}\n{inspected}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} {mode}\n", subject.pid), "{inspected}");
+    image
+}
+
+#[test]
+fn fifos_come_back_by_path_with_their_bytes_and_a_deleted_one_is_made_again() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = round_trip_ok("fifo", directory.path());
+    let json = inspect_json(&image);
+    let fd3 = file_of(&json, 3);
+    assert_eq!(fd3["kind"], "fifo");
+    assert_eq!(fd3["fifo"]["buffered_bytes"], 9);
+    assert_eq!(fd3["fifo"]["deleted"], false);
+    let fd5 = file_of(&json, 5);
+    assert_eq!((fd5["fifo"]["deleted"].clone(), fd5["fifo"]["mode"].clone()), (true.into(), "0o640".into()));
+    let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(
+        text.contains("FIFO") && text.contains("deleted: made again") && text.contains("9 bytes buffered"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dump_that_leaves_the_process_running_leaves_its_fifos_full() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = files_subject("fifo-live", directory.path());
+    dump_ok(subject.pid, &directory.path().join("fifo.crp"), &["--leave-running"]);
+    subject.send("go\n");
+    assert_eq!(subject.read_line(), format!("OK pid={} fifo-live\n", subject.pid));
+    assert!(subject.wait().success());
+}
+
+#[test]
+fn a_fifo_held_open_outside_keeps_its_bytes_once() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = files_subject("fifo-outside", directory.path());
+    let helper: i32 = std::fs::read_to_string(directory.path().join("helper.pid")).unwrap().trim().parse().unwrap();
+    let image = directory.path().join("outside.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    // SAFETY: kill only sends a signal to the helper this test's subject made.
+    unsafe { libc::kill(helper, libc::SIGKILL) };
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} fifo-outside\n", subject.pid));
+}
+
+#[test]
+fn o_path_descriptors_of_a_file_a_directory_and_a_symlink_come_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = round_trip_ok("opath", directory.path());
+    let json = inspect_json(&image);
+    for fd in 3..=5 {
+        assert_eq!(file_of(&json, fd)["kind"], "O_PATH");
+    }
+    assert!(file_of(&json, 5)["target"].as_str().unwrap().ends_with("/link"));
+}
+
+#[test]
+fn deleted_files_come_back_with_holes_offsets_sharing_and_linked_inodes() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = round_trip_ok("deleted", directory.path());
+    let json = inspect_json(&image);
+    let fd3 = file_of(&json, 3);
+    assert_eq!(fd3["kind"], "deleted file");
+    assert_eq!(fd3["file_object"]["size"], (3 << 20) + 4);
+    assert_eq!(fd3["file_object"]["contents_stored"], true);
+    assert!(fd3["file_object"]["stored_bytes"].as_u64().unwrap() < 1 << 20, "{fd3}");
+    assert_eq!(file_of(&json, 4)["shares_description_with"], 3);
+    assert_eq!(file_of(&json, 5)["file_object"]["inode"], fd3["file_object"]["inode"]);
+    let fd7 = file_of(&json, 7);
+    assert_eq!(fd7["file_object"]["kind"], "deleted name of a linked file");
+    assert_eq!(fd7["file_object"]["contents_stored"], false);
+    let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(text.contains("reopened by file handle"), "{text}");
+}
+
+#[test]
+fn memfds_come_back_with_their_name_size_contents_and_seals() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = round_trip_ok("memfd", directory.path());
+    let json = inspect_json(&image);
+    let fd3 = file_of(&json, 3);
+    assert_eq!(fd3["kind"], "memfd");
+    assert_eq!(fd3["target"], "/memfd:crp-test");
+    assert_eq!(fd3["file_object"]["seals"], libc::F_SEAL_WRITE | libc::F_SEAL_GROW);
+    assert_eq!(fd3["file_object"]["size"], 3 << 20);
+    assert_eq!(file_of(&json, 4)["file_object"]["seals"], libc::F_SEAL_SEAL);
+}
+
+#[test]
+fn a_deleted_file_above_the_limit_is_refused_naming_the_flag() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = files_subject("big", directory.path());
+    let image = directory.path().join("big.crp");
+    let output = dump(subject.pid, &image, &["--max-file-contents", "1M"]);
+    assert!(!output.status.success());
+    let message = stderr_of(&output);
+    assert!(message.contains("--max-file-contents") && message.contains("/big (deleted)"), "{message}");
+    assert!(!image.exists());
+    // Untouched: it carries on, and a higher limit dumps it.
+    dump_ok(subject.pid, &image, &["--max-file-contents", "4M", "--leave-running"]);
+    subject.send("go\n");
+    assert_eq!(subject.read_line(), format!("OK pid={} big\n", subject.pid));
+}
