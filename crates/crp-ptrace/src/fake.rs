@@ -122,7 +122,7 @@ impl Tracee for FakeTracee {
 /// A /proc snapshot of the fake process: a root process named `fake` in
 /// `/srv`, umask 022, on CPUs 0 and 1, with code at 0x400000..0x401000, data
 /// at 0x600000..0x601000, the stack at 0x7ffd0000 and arguments, environment
-/// and auxv (`AT_PAGESZ` 4096) in place.
+/// and auxv (`AT_PAGESZ` 4096) in place, oom_score_adj 0.
 pub fn snapshot() -> crate::procfs::Snapshot {
     let status = "Name:\tfake\nUmask:\t0022\nState:\tt (tracing stop)\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n\
         Groups:\t0 27\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
@@ -150,6 +150,7 @@ pub fn snapshot() -> crate::procfs::Snapshot {
         auxv: &auxv,
         cwd: "/srv",
         exe: "/usr/bin/fake",
+        oom_score_adj: "0\n",
     };
     crate::procfs::Snapshot::parse(FakeTracee::PID, texts).expect("the fake's own texts parse")
 }
