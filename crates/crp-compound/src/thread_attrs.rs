@@ -264,7 +264,10 @@ impl ThreadAttributes {
         let scheduling = Scheduling::from_attr(&attr_bytes)?;
 
         let timer_slack_ns = prctl(tracee, "prctl(PR_GET_TIMERSLACK)", [PR_GET_TIMERSLACK, 0, 0, 0, 0])?;
-        let io_priority = tracee.syscall("ioprio_get", libc::SYS_ioprio_get, [IOPRIO_WHO_PROCESS, 0, 0, 0, 0, 0])?;
+        // A kernel without a block layer (CONFIG_BLOCK) has no I/O priority.
+        let io_priority =
+            unless_missing(tracee, "ioprio_get", libc::SYS_ioprio_get, [IOPRIO_WHO_PROCESS, 0, 0, 0, 0, 0])?
+                .unwrap_or(0);
         let machine_check_kill = prctl(tracee, "prctl(PR_MCE_KILL_GET)", [PR_MCE_KILL_GET, 0, 0, 0, 0])?;
         prctl(tracee, "prctl(PR_GET_TSC)", [PR_GET_TSC, word, 0, 0, 0])?;
         let tsc = read_u32(tracee, word)?;
@@ -394,7 +397,11 @@ impl ThreadAttributes {
         scratch.commit(tracee)?;
         tracee.syscall("sched_setattr", libc::SYS_sched_setattr, [0, attr, 0, 0, 0, 0])?;
         let io_priority = if self.io_priority_follows_scheduling() { 0 } else { u64::from(self.io_priority) };
-        tracee.syscall("ioprio_set", libc::SYS_ioprio_set, [IOPRIO_WHO_PROCESS, 0, io_priority, 0, 0, 0])?;
+        let args = [IOPRIO_WHO_PROCESS, 0, io_priority, 0, 0, 0];
+        // IOPRIO_CLASS_NONE needs nothing of a kernel without a block layer.
+        if unless_missing(tracee, "ioprio_set", libc::SYS_ioprio_set, args)?.is_none() && io_priority != 0 {
+            tracee.syscall("ioprio_set", libc::SYS_ioprio_set, args)?;
+        }
         let machine_check = match self.machine_check_kill {
             MCE_KILL_DEFAULT => [PR_MCE_KILL, PR_MCE_KILL_CLEAR, 0, 0, 0, 0],
             policy => [PR_MCE_KILL, PR_MCE_KILL_SET, u64::from(policy), 0, 0, 0],
@@ -462,6 +469,30 @@ pub fn own_speculation(control: u64) -> u64 {
     // the unused arguments are 0 (as unsigned longs), as prctl(2) asks.
     let result = unsafe { libc::prctl(libc::PR_GET_SPECULATION_CTRL, control, 0u64, 0u64, 0u64) };
     u64::try_from(result).unwrap_or(0)
+}
+
+/// Runs a syscall like [`TraceeExt::syscall`], but answers `None` when the
+/// kernel does not have it (ENOSYS).
+fn unless_missing(
+    tracee: &mut dyn Tracee,
+    name: &'static str,
+    number: i64,
+    args: [u64; 6],
+) -> Result<Option<u64>, EngineError> {
+    let result = tracee.raw_syscall(number, args)?;
+    if result == -i64::from(libc::ENOSYS) {
+        return Ok(None);
+    }
+    if (-4095..0).contains(&result) {
+        let used = args.iter().rposition(|value| *value != 0).map_or(0, |last| last + 1);
+        return Err(EngineError::Syscall {
+            syscall: name,
+            args: args[..used].to_vec(),
+            pid: tracee.pid(),
+            errno: nix::errno::Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL)),
+        });
+    }
+    Ok(Some(result.cast_unsigned()))
 }
 
 fn read_u32(tracee: &mut dyn Tracee, address: u64) -> Result<u32, EngineError> {
@@ -704,6 +735,28 @@ mod tests {
         assert_eq!(restored.calls_of(libc::SYS_ioprio_set)[0].args[2], 0, "IOPRIO_CLASS_NONE");
         let machine_check = restored.calls.iter().find(|call| call.args[0] == PR_MCE_KILL).unwrap();
         assert_eq!(machine_check.args[1], PR_MCE_KILL_CLEAR);
+    }
+
+    #[test]
+    fn a_kernel_without_a_block_layer_has_no_io_priority_to_keep() {
+        let mut process = FakeTracee::answering(|call, memory| match call.number {
+            libc::SYS_ioprio_get | libc::SYS_ioprio_set => -i64::from(libc::ENOSYS),
+            _ => answer(call, memory),
+        });
+        let attributes = capture(&mut process).unwrap();
+        assert_eq!(attributes.io_priority, 0);
+        let attributes = ThreadAttributes { speculation: Vec::new(), ..attributes };
+        let none = ThreadAttributes { io_priority: 0, ..attributes.clone() };
+        let mut restored =
+            FakeTracee::answering(
+                |call, _| {
+                    if call.number == libc::SYS_ioprio_set { -i64::from(libc::ENOSYS) } else { 0 }
+                },
+            );
+        none.restore(&mut Restore::new(&mut restored)).unwrap();
+        let explicit = ThreadAttributes { io_priority: (1 << 13) | 2, ..attributes };
+        let error = explicit.restore(&mut Restore::new(&mut restored)).unwrap_err().to_string();
+        assert!(error.contains("ioprio_set") && error.contains("ENOSYS"), "{error}");
     }
 
     #[test]
