@@ -135,11 +135,6 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         <crp_compound::creds::Credentials as Persist>::KIND,
         "a lower nice value, a real-time policy or I/O class need crp's CAP_SYS_NICE",
     ),
-    (
-        PROCESS_ATTRIBUTES,
-        <crp_compound::creds::Credentials as Persist>::KIND,
-        "oom_score_adj is written as crp's user, whose lower bound the restore checked it against",
-    ),
     (MEMORY, PROCESS_ATTRIBUTES, "PR_SET_MDWE refuses executable mappings made after it"),
     (
         <crp_compound::rlimits::ResourceLimits as Persist>::KIND,

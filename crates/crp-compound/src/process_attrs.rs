@@ -2,8 +2,9 @@
 //! that no other kind covers: transparent huge pages disabled
 //! (PR_SET_THP_DISABLE), membarrier registrations, oom_score_adj, the
 //! child-subreaper flag and memory-deny-write-execute (PR_SET_MDWE). The
-//! getters are injected (each answers only for the calling process);
-//! oom_score_adj comes from the /proc snapshot.
+//! getters are injected (each answers only for the calling process), and
+//! so are the setters; oom_score_adj is read from the /proc snapshot and
+//! written by crp into /proc/PID/oom_score_adj.
 //!
 //! Refused at dump: KSM merging of the whole process (PR_SET_MEMORY_MERGE
 //! needs CAP_SYS_RESOURCE), and, on a kernel without
@@ -15,7 +16,7 @@
 
 use std::io::Write;
 
-use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
 
 use crate::error::{CompoundError, Unsupported};
 use crate::valid::Invalid;
@@ -144,24 +145,13 @@ impl ProcessAttributes {
         Ok(())
     }
 
-    /// Written by the process itself into /proc/self/oom_score_adj (with
-    /// the descriptor closed again), so the kernel checks the value against
-    /// the process's own lower bound, as it would have for crp.
+    /// Written by crp into /proc/PID/oom_score_adj: the process may by then
+    /// have another user's file-system ids, for which its root-owned /proc
+    /// files are not writable. The kernel checks the value against the
+    /// writer's CAP_SYS_RESOURCE and the process's lower bound, which it
+    /// inherited from crp: what [`can_set_oom_score_adj`] checked.
     fn restore_oom_score_adj(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
-        let text = format!("{}\n", self.oom_score_adj);
-        let mut scratch = tracee.scratch();
-        let path = scratch.push_c_string(OOM_SCORE_ADJ_SELF.as_bytes());
-        let value = scratch.push(text.as_bytes());
-        scratch.commit(tracee)?;
-        let flags = arg(libc::O_WRONLY | libc::O_CLOEXEC);
-        let fd = tracee.syscall(
-            "openat(/proc/self/oom_score_adj)",
-            libc::SYS_openat,
-            [arg(libc::AT_FDCWD), path, flags, 0, 0, 0],
-        )?;
-        let written = tracee.syscall("write(oom_score_adj)", libc::SYS_write, [fd, value, text.len() as u64, 0, 0, 0]);
-        tracee.syscall("close(oom_score_adj)", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        written.map(drop)
+        tracee.write_proc_file("oom_score_adj", format!("{}\n", self.oom_score_adj).as_bytes())
     }
 }
 
@@ -233,8 +223,7 @@ impl Persist for ProcessAttributes {
         Self::capture_from(context.tracee, oom_score_adj)
     }
 
-    /// After the memory (PR_SET_MDWE refuses later executable mappings),
-    /// before the credentials (the value is written as crp's user).
+    /// After the memory (PR_SET_MDWE refuses later executable mappings).
     fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
         Ok(self.restore_into(context.tracee)?)
     }
@@ -242,9 +231,6 @@ impl Persist for ProcessAttributes {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
     use super::*;
     use crp_ptrace::fake::FakeTracee;
 
@@ -301,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn attributes_are_set_by_injected_calls() {
+    fn attributes_are_set_by_injected_calls_and_oom_score_adj_from_crp() {
         let attributes = ProcessAttributes {
             thp_disable: 3,
             membarrier_registrations: (1 << 4) | (1 << 8),
@@ -309,42 +295,29 @@ mod tests {
             child_subreaper: true,
             memory_deny_write_execute: 1,
         };
-        let written = Rc::new(RefCell::new(Vec::new()));
-        let record = Rc::clone(&written);
-        let mut restored = FakeTracee::answering(move |call, memory| match call.number {
-            libc::SYS_openat => {
-                record.borrow_mut().push(memory.read(call.args[1], OOM_SCORE_ADJ_SELF.len() + 1));
-                9
-            }
-            libc::SYS_write => {
-                record.borrow_mut().push(memory.read(call.args[1], usize::try_from(call.args[2]).unwrap()));
-                i64::try_from(call.args[2]).unwrap()
-            }
-            _ => 0,
-        });
+        let mut restored = FakeTracee::default();
         attributes.restore(&mut Restore::new(&mut restored)).unwrap();
         let thp = restored.calls.iter().find(|call| call.args[0] == PR_SET_THP_DISABLE).unwrap();
         assert_eq!(thp.args[1..3], [1, THP_DISABLE_EXCEPT_ADVISED]);
         let commands: Vec<u64> = restored.calls_of(libc::SYS_membarrier).iter().map(|call| call.args[0]).collect();
         assert_eq!(commands, [1 << 4, 1 << 8]);
-        assert_eq!(written.borrow()[0], b"/proc/self/oom_score_adj\0");
-        assert_eq!(written.borrow()[1], b"400\n");
-        assert_eq!(restored.calls_of(libc::SYS_close)[0].args[0], 9, "the descriptor is closed again");
+        let subreaper = restored.calls.iter().find(|call| call.args[0] == PR_SET_CHILD_SUBREAPER).unwrap();
+        assert_eq!(subreaper.args[1], 1);
+        assert_eq!(restored.proc_writes, [("oom_score_adj".to_owned(), b"400\n".to_vec())]);
+        assert!(restored.calls_of(libc::SYS_openat).is_empty(), "not opened by the process itself");
         let last = restored.calls.last().unwrap();
         assert_eq!(last.args[..2], [PR_SET_MDWE, 1], "MDWE last");
     }
 
     #[test]
-    fn a_failed_oom_score_adj_write_still_closes_and_names_the_call() {
-        let attributes = ProcessAttributes { oom_score_adj: -500, ..ProcessAttributes::default() };
-        let mut restored = FakeTracee::answering(|call, _| match call.number {
-            libc::SYS_openat => 9,
-            libc::SYS_write => -i64::from(libc::EACCES),
-            _ => 0,
-        });
-        let error = attributes.restore(&mut Restore::new(&mut restored)).unwrap_err().to_string();
-        assert!(error.contains("write(oom_score_adj)") && error.contains("EACCES"), "{error}");
-        assert_eq!(restored.calls_of(libc::SYS_close).len(), 1);
+    fn defaults_are_set_too_replacing_what_the_child_inherited() {
+        let mut restored = FakeTracee::default();
+        ProcessAttributes::default().restore(&mut Restore::new(&mut restored)).unwrap();
+        let thp = restored.calls.iter().find(|call| call.args[0] == PR_SET_THP_DISABLE).unwrap();
+        assert_eq!(thp.args[1..3], [0, 0]);
+        assert!(restored.calls_of(libc::SYS_membarrier).is_empty());
+        assert_eq!(restored.proc_writes, [("oom_score_adj".to_owned(), b"0\n".to_vec())]);
+        assert!(restored.calls.iter().all(|call| call.args[0] != PR_SET_MDWE), "MDWE cannot be unset, nor was set");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct FakeTracee {
     pub memory: FakeMemory,
     pub blocked: u64,
     pub rseq: crate::sys::RseqConfiguration,
+    /// What was written to the process's /proc files: `(name, data)`.
+    pub proc_writes: Vec<(String, Vec<u8>)>,
     scratch: (u64, usize),
     answer: Answer,
 }
@@ -69,6 +71,7 @@ impl FakeTracee {
             memory: FakeMemory::default(),
             blocked: 0,
             rseq: crate::sys::RseqConfiguration::default(),
+            proc_writes: Vec::new(),
             scratch: (Self::SCRATCH, 64 << 10),
             answer: Box::new(answer),
         }
@@ -116,6 +119,11 @@ impl Tracee for FakeTracee {
 
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         Ok(self.rseq)
+    }
+
+    fn write_proc_file(&mut self, name: &str, data: &[u8]) -> Result<(), EngineError> {
+        self.proc_writes.push((name.to_owned(), data.to_vec()));
+        Ok(())
     }
 }
 
