@@ -144,7 +144,7 @@ fn process(out: &mut String, summary: &ImageSummary) {
         };
         let _ = writeln!(
             out,
-            "thread {}  comm {:?}, {} {priority}{}, timer slack {} ns, I/O {} {}{}",
+            "thread     {} comm {:?}, {} {priority}{}, timer slack {} ns, I/O {} {}{}",
             thread.tid,
             thread.comm,
             scheduling.policy,
