@@ -50,6 +50,13 @@ pub enum CrpError {
         "the image is owned by {owner} but describes {what}: restore it as that user, or pass --trust-image if you trust what it holds"
     )]
     UntrustedImage { owner: String, what: String },
+    #[error(
+        "the restored process's {name} is to be crp restore's own (--fd {fd}=inherit), but crp restore has no fd \
+         {fd}: open one for it (`{fd}>FILE` or `{fd}<FILE` in a shell), or choose null or a file"
+    )]
+    NothingToHandOver { fd: i32, name: String },
+    #[error("fd {fd} is chosen twice (--stdin/--stdout/--stderr and --fd name the same descriptor)")]
+    ChosenTwice { fd: i32 },
     #[error("{action}: {source}")]
     Io {
         action: String,

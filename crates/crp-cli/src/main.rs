@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use crp_cli::dump::{Backend, DumpPlan, dump};
-use crp_cli::restore::{RestoreOutcome, RestorePlan, StreamChoice, restore};
+use crp_cli::restore::{FdChoice, RestoreOutcome, RestorePlan, StreamChoice, restore};
 use crp_cli::{CrpError, cancel, check, inspect, logging};
 use nix::sys::signal::Signal;
 
@@ -93,6 +93,13 @@ enum Command {
         /// The restored process's stderr, like --stdout.
         #[arg(long, value_name = "inherit|null|FILE")]
         stderr: Option<StreamChoice>,
+        /// Descriptor N of the restored process: `N=inherit` (crp restore's
+        /// own fd N, e.g. `--fd 5=inherit 5>>log`), `N=null`, or `N=FILE`.
+        /// For a pipe whose other end was outside the process (a job
+        /// server's, a supervisor's), which is otherwise restored with that
+        /// end closed. Repeatable.
+        #[arg(long = "fd", value_name = "N=inherit|null|FILE")]
+        fds: Vec<FdChoice>,
         /// Write the restored process's PID (and a newline) to this file once
         /// it runs.
         #[arg(long, value_name = "FILE")]
@@ -141,12 +148,27 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { image, detach, pid_must_match, backend, trust_image, stdin, stdout, stderr, pidfile } => {
+        Command::Restore {
+            image,
+            detach,
+            pid_must_match,
+            backend,
+            trust_image,
+            stdin,
+            stdout,
+            stderr,
+            fds,
+            pidfile,
+        } => {
             // Without --detach, SIGINT goes to the process instead (restore
             // ignores it once the image is validated, as system(3) does).
             cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
-            let streams = [stdin, stdout, stderr].map(Option::unwrap_or_default);
-            let plan = RestorePlan { image, detach, pid_must_match, backend, trust_image, streams, pidfile };
+            let streams = [stdin, stdout, stderr]
+                .into_iter()
+                .zip(0..)
+                .filter_map(|(choice, fd)| choice.map(|choice| FdChoice { fd, choice }));
+            let descriptors = streams.chain(fds).collect();
+            let plan = RestorePlan { image, detach, pid_must_match, backend, trust_image, descriptors, pidfile };
             match restore(&plan)? {
                 RestoreOutcome::Detached { pid } => {
                     println!("{pid}");

@@ -57,7 +57,7 @@ macro_rules! persisted {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let image = rebuild.image;
-                let streams = rebuild.choices.streams;
+                let streams = &rebuild.choices.streams;
                 Ok(image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
             },
         }
@@ -73,7 +73,7 @@ macro_rules! leader_persisted {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let leader = rebuild.image.leader()?;
-                let streams = rebuild.choices.streams;
+                let streams = &rebuild.choices.streams;
                 Ok(leader.$($field).+.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
             },
         }

@@ -97,12 +97,40 @@ fn reference_image() -> ProcessImage {
             auxv: vec![6, 4096, 0, 0],
             exe_path: "/bin/true".into(),
         },
-        files: vec![
-            FdRecord { fd: 0, flags: 0, offset: 0, target: FdTarget::Inherited { stream: 0 } },
-            FdRecord { fd: 3, flags: 0o2, offset: 10, target: FdTarget::File { path: "/tmp/x".into() } },
-            FdRecord { fd: 4, flags: 0, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
-        ]
-        .into(),
+        files: {
+            let mut table = crp_compound::files::FdTable::from(vec![
+                FdRecord { fd: 0, flags: 0, offset: 0, target: FdTarget::Inherited { stream: 0 } },
+                FdRecord { fd: 3, flags: 0o2, offset: 10, target: FdTarget::File { path: "/tmp/x".into() } },
+                FdRecord { fd: 4, flags: 0, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
+                FdRecord { fd: 5, flags: 0o4000, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
+            ]);
+            table.pipes.push(crp_compound::files::PipeBuffer { inode: 77, size: 65536, data: b"queued".to_vec() });
+            table.push_record(FdRecord {
+                fd: 6,
+                flags: 0o2,
+                offset: 0,
+                target: FdTarget::UnixPair { pair: 0, end: 0 },
+            });
+            table.push_record(FdRecord {
+                fd: 7,
+                flags: 0o2,
+                offset: 0,
+                target: FdTarget::UnixPair { pair: 0, end: 1 },
+            });
+            let end = |inode: u64, queued: Vec<Vec<u8>>| crp_compound::files::PairEnd {
+                inode,
+                queued,
+                shutdown: 0,
+                pass_credentials: false,
+                send_buffer: 212_992,
+                receive_buffer: 212_992,
+            };
+            table.socket_pairs.push(crp_compound::files::SocketPair {
+                kind: libc::SOCK_DGRAM,
+                ends: [end(80, vec![b"one".to_vec()]), end(81, vec![])],
+            });
+            table
+        },
         signals: SignalState {
             actions: vec![SignalAction { signal: 2, handler: 0x40_0100, flags: 0x0400_0000, restorer: 9, mask: 0 }],
         },
@@ -162,11 +190,13 @@ fn current_format_reads_its_committed_image() {
 }
 
 #[test]
-fn an_image_of_the_previous_format_is_refused_naming_both_versions() {
-    let previous = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1.crp");
-    let error = crp_image::ImageReader::open(&previous).expect_err("a format 1 image must be refused").to_string();
-    assert_eq!(
-        error,
-        format!("image format 1; this crp reads {FORMAT_VERSION} only: re-dump the process with this crp")
-    );
+fn images_of_previous_formats_are_refused_naming_both_versions() {
+    for previous in 1..FORMAT_VERSION {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{previous}.crp"));
+        let error = crp_image::ImageReader::open(&path).expect_err("an older image must be refused").to_string();
+        assert_eq!(
+            error,
+            format!("image format {previous}; this crp reads {FORMAT_VERSION} only: re-dump the process with this crp")
+        );
+    }
 }

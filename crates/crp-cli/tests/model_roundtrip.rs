@@ -67,6 +67,8 @@ fn fd() -> impl Strategy<Value = FdRecord> {
         ".{0,30}".prop_map(|path| FdTarget::File { path }),
         ".{0,30}".prop_map(|path| FdTarget::CharDevice { path }),
         (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
+        any::<u32>().prop_map(|pipe| FdTarget::Pipe { pipe }),
+        (any::<u32>(), any::<u8>()).prop_map(|(pair, end)| FdTarget::UnixPair { pair, end }),
     ];
     (any::<i32>(), any::<i32>(), any::<u64>(), target).prop_map(|(fd, flags, offset, target)| FdRecord {
         fd,

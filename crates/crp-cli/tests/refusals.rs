@@ -59,7 +59,7 @@ fn socket_is_refused_and_named() {
          print('READY', os.getpid(), flush=True)\n\
          time.sleep(60)",
     );
-    assert_dump_refused(&mut subject, "a socket");
+    assert_dump_refused(&mut subject, "an AF_INET SOCK_STREAM socket (only unix socket pairs are supported yet)");
 }
 
 #[test]

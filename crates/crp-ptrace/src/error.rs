@@ -23,6 +23,8 @@ pub enum EngineError {
     Memory { operation: &'static str, pid: i32, address: u64, length: usize, errno: Errno },
     #[error("scratch area of pid {pid} is full: {needed} bytes needed, {available} left")]
     ScratchFull { pid: i32, needed: usize, available: usize },
+    #[error("cannot {operation} descriptor {fd} of pid {pid}: {errno}")]
+    Descriptor { operation: &'static str, pid: i32, fd: u64, errno: Errno },
     #[error("no syscall instruction found to inject through in pid {pid}")]
     NoSyscallInstruction { pid: i32 },
     #[error("pid {pid} is not parked: crp injects syscalls only into a parked process")]

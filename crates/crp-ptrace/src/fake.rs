@@ -45,6 +45,10 @@ pub struct FakeTracee {
     pub rseq: crate::sys::RseqConfiguration,
     /// What was written to the process's /proc files: `(name, data)`.
     pub proc_writes: Vec<(String, Vec<u8>)>,
+    /// What [`Tracee::reopen_descriptor`] and
+    /// [`Tracee::duplicate_descriptor`] give for each descriptor (a
+    /// duplicate of the entry); any other descriptor is EBADF.
+    pub descriptors: BTreeMap<u64, std::os::fd::OwnedFd>,
     scratch: (u64, usize),
     answer: Answer,
 }
@@ -72,6 +76,7 @@ impl FakeTracee {
             blocked: 0,
             rseq: crate::sys::RseqConfiguration::default(),
             proc_writes: Vec::new(),
+            descriptors: BTreeMap::new(),
             scratch: (Self::SCRATCH, 64 << 10),
             answer: Box::new(answer),
         }
@@ -124,6 +129,17 @@ impl Tracee for FakeTracee {
     fn write_proc_file(&mut self, name: &str, data: &[u8]) -> Result<(), EngineError> {
         self.proc_writes.push((name.to_owned(), data.to_vec()));
         Ok(())
+    }
+
+    fn reopen_descriptor(&self, fd: u64, _flags: i32) -> Result<std::os::fd::OwnedFd, EngineError> {
+        let missing =
+            || EngineError::Descriptor { operation: "reopen", pid: Self::PID, fd, errno: nix::errno::Errno::EBADF };
+        let descriptor = self.descriptors.get(&fd).ok_or_else(missing)?;
+        descriptor.try_clone().map_err(|_| missing())
+    }
+
+    fn duplicate_descriptor(&self, fd: u64) -> Result<std::os::fd::OwnedFd, EngineError> {
+        self.reopen_descriptor(fd, 0)
     }
 }
 

@@ -21,7 +21,7 @@ pub use error::{EngineError, Unsupported};
 pub use freeze::{Checkpoint, Frozen};
 pub use inject::Injector;
 pub use nix::libc::user_regs_struct as Registers;
-pub use persist::{Capture, Persist, Restore, Streams};
+pub use persist::{Capture, Handed, Persist, Restore, Streams};
 pub use syscall_site::{SYSCALL_INSTRUCTION, syscall_before, syscall_in};
 pub use tracee::{ScratchWriter, Tracee, TraceeExt, arg};
 

@@ -19,36 +19,60 @@ pub struct Capture<'a> {
 }
 
 /// What a restore may use: the process being rebuilt, and the descriptors
-/// it inherits from crp for its standard streams.
+/// it inherits from crp for the streams and descriptors the user chose.
 #[derive(Debug)]
 pub struct Restore<'a> {
     pub tracee: &'a mut dyn Tracee,
-    pub streams: Streams,
+    pub streams: &'a Streams,
 }
+
+/// No stream chosen: the image's terminals and pipes on fds 0-2 become crp
+/// restore's own.
+const AS_DUMPED: &Streams = &Streams { chosen: Vec::new() };
 
 impl<'a> Restore<'a> {
     /// A context with crp restore's own standard streams.
     pub fn new(tracee: &'a mut dyn Tracee) -> Self {
-        Self { tracee, streams: Streams::default() }
+        Self { tracee, streams: AS_DUMPED }
     }
 }
 
-/// Where the restored process's standard streams come from: for each of
-/// fds 0-2, the descriptor of crp's child that is handed over when the
-/// image says "the outside world" (crp restore's own stream by default),
-/// and whether the user chose it explicitly, in which case it replaces
-/// whatever the image recorded for that fd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Descriptors the user chose for the restored process (`--stdout FILE`,
+/// `--fd 5=inherit`): each replaces whatever the image recorded for its
+/// number. A standard stream the image recorded as the outside world (a
+/// terminal, or a pipe whose other end was outside the process) and that
+/// the user did not choose becomes crp restore's own stream of that number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Streams {
-    pub sources: [i32; 3],
-    pub chosen: [bool; 3],
+    pub chosen: Vec<Handed>,
 }
 
-impl Default for Streams {
-    /// crp restore's own stdin, stdout and stderr, for the fds the image
-    /// recorded as a terminal or a pipe.
-    fn default() -> Self {
-        Self { sources: [0, 1, 2], chosen: [false; 3] }
+/// The restored process's descriptor `fd` becomes crp's child's descriptor
+/// `source` (inherited from `crp restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handed {
+    pub fd: i32,
+    pub source: i32,
+}
+
+impl Streams {
+    /// The child's descriptor the user chose for `fd`, if any.
+    pub fn chosen_for(&self, fd: i32) -> Option<i32> {
+        self.chosen.iter().find(|handed| handed.fd == fd).map(|handed| handed.source)
+    }
+
+    /// Where the standard stream `stream` the image recorded as the outside
+    /// world comes from: the user's choice, or crp restore's own.
+    pub fn source_of_stream(&self, stream: u8) -> i32 {
+        self.chosen_for(i32::from(stream)).unwrap_or(i32::from(stream))
+    }
+
+    /// Every descriptor of crp's child the restore may hand over.
+    pub fn sources(&self) -> Vec<i32> {
+        let mut sources: Vec<i32> = (0..3).chain(self.chosen.iter().map(|handed| handed.source)).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        sources
     }
 }
 

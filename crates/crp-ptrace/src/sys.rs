@@ -155,6 +155,28 @@ fn proc_mem(pid: Pid, read_only: bool) -> Result<std::fs::File, Errno> {
 
 /// `waitpid(pid, __WALL)`, retried when a signal handler of crp's
 /// interrupts it (crp's cancellation handlers do not restart syscalls).
+/// A duplicate, in crp, of descriptor `fd` of `pid`: the same open file
+/// description (`pidfd_open` + `pidfd_getfd`, which need ptrace access).
+pub fn duplicate_descriptor(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags and touches no memory.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = i32::try_from(pidfd).map_err(|_| Errno::EINVAL)?;
+    if pidfd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: pidfd_getfd takes descriptors and flags and touches no memory.
+    let duplicate = unsafe { libc::syscall(libc::SYS_pidfd_getfd, std::os::fd::AsRawFd::as_raw_fd(&pidfd), fd, 0) };
+    let duplicate = i32::try_from(duplicate).map_err(|_| Errno::EINVAL)?;
+    if duplicate < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: pidfd_getfd returned a new descriptor (close-on-exec) that
+    // nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(duplicate) })
+}
+
 pub fn wait_for(pid: Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
     loop {
         match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {

@@ -1,6 +1,8 @@
 //! The interface category crates use to act on a stopped process. It is small
 //! on purpose so that unit tests can supply a fake.
 
+use std::os::fd::{FromRawFd, OwnedFd};
+
 use nix::errno::Errno;
 
 use crate::error::EngineError;
@@ -41,6 +43,33 @@ pub trait Tracee {
         let pid = nix::unistd::Pid::from_raw(self.pid());
         crate::sys::get_rseq_configuration(pid)
             .map_err(EngineError::ptrace("PTRACE_GET_RSEQ_CONFIGURATION", self.pid()))
+    }
+
+    /// Opens the object behind the tracee's descriptor `fd` anew, in crp,
+    /// through `/proc/PID/fd/FD` with `flags`: a new open file description of
+    /// the same pipe, FIFO or file (how crp reads a pipe's buffer through
+    /// its write end, or fills a pipe the restore created). Descriptors of
+    /// sockets and anonymous inodes cannot be reopened this way.
+    fn reopen_descriptor(&self, fd: u64, flags: i32) -> Result<OwnedFd, EngineError> {
+        let path = format!("/proc/{}/fd/{fd}\0", self.pid());
+        // SAFETY: `path` is NUL-terminated and outlives the call; open
+        // writes no memory of crp's.
+        let opened = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) };
+        if opened < 0 {
+            return Err(EngineError::Descriptor { operation: "reopen", pid: self.pid(), fd, errno: Errno::last() });
+        }
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(opened) })
+    }
+
+    /// A duplicate, in crp, of the tracee's descriptor `fd`: the same open
+    /// file description (`pidfd_getfd`), so a socket option set or a
+    /// message sent through it is the tracee's socket's.
+    fn duplicate_descriptor(&self, fd: u64) -> Result<OwnedFd, EngineError> {
+        let failed =
+            |errno| EngineError::Descriptor { operation: "duplicate (pidfd_getfd)", pid: self.pid(), fd, errno };
+        let target = i32::try_from(fd).map_err(|_| failed(Errno::EBADF))?;
+        crate::sys::duplicate_descriptor(self.pid(), target).map_err(failed)
     }
 }
 

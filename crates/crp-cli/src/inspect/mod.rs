@@ -287,6 +287,8 @@ pub struct SpecialMapping {
 #[derive(Debug, Serialize)]
 pub struct FdSummary {
     pub fd: i32,
+    /// "file", "character device", "standard stream", "pipe".
+    pub kind: &'static str,
     pub target: String,
     /// open(2) flags.
     pub flags: i32,
@@ -294,6 +296,37 @@ pub struct FdSummary {
     pub offset: u64,
     /// The lowest other descriptor sharing this open file description.
     pub shares_description_with: Option<i32>,
+    /// For an end of a pipe: the pipe.
+    pub pipe: Option<PipeSummary>,
+    /// For an end of a unix socket pair: the pair.
+    pub socket_pair: Option<SocketPairSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SocketPairSummary {
+    /// "stream", "datagram" or "seqpacket".
+    pub kind: &'static str,
+    /// This end's inode, and the descriptor of the other end.
+    pub inode: u64,
+    pub peer_fd: Option<i32>,
+    /// Messages and bytes waiting for this end to read.
+    pub queued_messages: usize,
+    pub queued_bytes: usize,
+    /// "read", "write", "both" or null.
+    pub shut_down: Option<&'static str>,
+    pub pass_credentials: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipeSummary {
+    pub inode: u64,
+    /// "read" or "write" (or "read and write").
+    pub end: &'static str,
+    pub size: u32,
+    /// Bytes waiting in it, restored with it.
+    pub buffered_bytes: usize,
+    /// Whether its other end was outside the process.
+    pub other_end_outside: bool,
 }
 
 /// The JSON form of `crp inspect --json` (schema [`SCHEMA`]).
@@ -411,18 +444,79 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             .descriptors
             .iter()
             .zip(image.files.records())
-            .map(|(descriptor, record)| FdSummary {
-                shares_description_with: image.files.shared_with(descriptor),
-                fd: record.fd,
-                target: match &record.target {
-                    FdTarget::File { path } | FdTarget::CharDevice { path } => path.clone(),
-                    FdTarget::Inherited { stream } => format!("standard stream {stream} of crp restore"),
-                },
-                flags: record.flags,
-                flags_octal: format!("{:#o}", record.flags),
-                offset: record.offset,
-            })
+            .map(|(descriptor, record)| fd_summary(&image.files, descriptor, record))
             .collect(),
+    })
+}
+
+fn fd_summary(
+    table: &crp_compound::files::FdTable,
+    descriptor: &crp_compound::files::Descriptor,
+    record: crp_compound::files::FdRecord,
+) -> FdSummary {
+    let mut pipe = None;
+    let mut socket_pair = None;
+    let (kind, target) = match &record.target {
+        FdTarget::File { path } => ("file", path.clone()),
+        FdTarget::CharDevice { path } => ("character device", path.clone()),
+        FdTarget::Inherited { stream } => ("standard stream", format!("standard stream {stream} of crp restore")),
+        FdTarget::Pipe { pipe: index } => {
+            let buffer = table.pipe_of(*index);
+            let inode = buffer.map_or(0, |buffer| buffer.inode);
+            pipe = buffer.map(|buffer| PipeSummary {
+                inode: buffer.inode,
+                end: match record.flags & libc::O_ACCMODE {
+                    libc::O_RDONLY => "read",
+                    libc::O_WRONLY => "write",
+                    _ => "read and write",
+                },
+                size: buffer.size,
+                buffered_bytes: buffer.data.len(),
+                other_end_outside: table.outside_ends().iter().any(|end| end.fd == record.fd),
+            });
+            ("pipe", format!("pipe:[{inode}]"))
+        }
+        FdTarget::UnixPair { pair, end } => {
+            let ends = table.socket_pair_of(*pair).map(|found| (found, &found.ends[usize::from(*end).min(1)]));
+            socket_pair = ends.map(|(found, this)| SocketPairSummary {
+                kind: match found.kind {
+                    libc::SOCK_STREAM => "stream",
+                    libc::SOCK_DGRAM => "datagram",
+                    _ => "seqpacket",
+                },
+                inode: this.inode,
+                peer_fd: peer_descriptor(table, *pair, *end),
+                queued_messages: this.queued.len(),
+                queued_bytes: this.queued.iter().map(Vec::len).sum(),
+                shut_down: match this.shutdown & 3 {
+                    0 => None,
+                    1 => Some("read"),
+                    2 => Some("write"),
+                    _ => Some("both"),
+                },
+                pass_credentials: this.pass_credentials,
+            });
+            ("unix socket pair", format!("socket:[{}]", ends.map_or(0, |(_, this)| this.inode)))
+        }
+    };
+    FdSummary {
+        shares_description_with: table.shared_with(descriptor),
+        fd: record.fd,
+        kind,
+        target,
+        flags: record.flags,
+        flags_octal: format!("{:#o}", record.flags),
+        offset: record.offset,
+        pipe,
+        socket_pair,
+    }
+}
+
+/// The lowest descriptor of the other end of socket pair `pair`.
+fn peer_descriptor(table: &crp_compound::files::FdTable, pair: u32, end: u8) -> Option<i32> {
+    table.descriptors.iter().find_map(|descriptor| {
+        let file = table.file_of(descriptor)?;
+        (file.target == FdTarget::UnixPair { pair, end: 1 - end.min(1) }).then_some(descriptor.fd)
     })
 }
 

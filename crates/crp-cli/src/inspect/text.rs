@@ -61,11 +61,37 @@ pub fn render_text(summary: &ImageSummary) -> String {
     for file in &summary.files {
         match file.shares_description_with {
             Some(first) => writeln!(out, "  fd {:<3} the same open file as fd {first}", file.fd),
-            None => writeln!(
-                out,
-                "  fd {:<3} {} (flags {}, offset {})",
-                file.fd, file.target, file.flags_octal, file.offset
-            ),
+            None if file.socket_pair.is_some() => {
+                let pair = file.socket_pair.as_ref().map_or_else(String::new, |pair| {
+                    format!(
+                        "{} pair with fd {}, {} messages ({} bytes) waiting{}",
+                        pair.kind,
+                        pair.peer_fd.map_or_else(|| "?".to_owned(), |fd| fd.to_string()),
+                        pair.queued_messages,
+                        pair.queued_bytes,
+                        pair.shut_down.map_or_else(String::new, |how| format!(", {how} shut down"))
+                    )
+                });
+                writeln!(out, "  fd {:<3} {} {pair} (flags {})", file.fd, file.target, file.flags_octal)
+            }
+            None => match &file.pipe {
+                Some(pipe) => writeln!(
+                    out,
+                    "  fd {:<3} {} {} end (flags {}), {} bytes buffered of {}{}",
+                    file.fd,
+                    file.target,
+                    pipe.end,
+                    file.flags_octal,
+                    pipe.buffered_bytes,
+                    pipe.size,
+                    if pipe.other_end_outside { ", other end outside the process" } else { "" }
+                ),
+                None => writeln!(
+                    out,
+                    "  fd {:<3} {} (flags {}, offset {})",
+                    file.fd, file.target, file.flags_octal, file.offset
+                ),
+            },
         }
         .unwrap_or_default();
     }

@@ -34,24 +34,27 @@ pub struct RestorePlan {
     pub backend: Backend,
     /// Restore another user's image with crp's own credentials.
     pub trust_image: bool,
-    /// What the restored process's fds 0, 1 and 2 become.
-    pub streams: [StreamChoice; 3],
+    /// What the restored process's descriptors the user chose become
+    /// (`--stdin`, `--stdout`, `--stderr`, `--fd N=...`).
+    pub descriptors: Vec<FdChoice>,
     /// A file to write the restored process's PID into once it runs.
     pub pidfile: Option<PathBuf>,
 }
 
-/// What one standard stream of the restored process becomes.
+/// What one descriptor of the restored process becomes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum StreamChoice {
-    /// As the image says: a terminal or pipe becomes crp restore's own
-    /// stream, a regular file is reopened at its offset.
+    /// As the image says: a terminal or pipe on fds 0-2 becomes crp
+    /// restore's own stream, a regular file is reopened where it was.
     #[default]
     AsDumped,
-    /// crp restore's own stream, whatever the image recorded.
+    /// crp restore's own descriptor of that number, whatever the image
+    /// recorded.
     Inherit,
     /// /dev/null.
     Null,
-    /// This file (read for stdin; created or appended to for the others).
+    /// This file (read for stdin and for what the process read; created or
+    /// appended to for the others).
     File(PathBuf),
 }
 
@@ -68,40 +71,115 @@ impl std::str::FromStr for StreamChoice {
     }
 }
 
-/// The files the chosen streams come from, opened by crp (on its user's
-/// request, with its credentials) before the child exists, so that a bad
-/// path fails first; the child inherits them and hands them over.
-fn open_streams(choices: &[StreamChoice; 3]) -> Result<(Vec<std::fs::File>, crp_compound::files::Streams), CrpError> {
+/// `--fd N=CHOICE`: descriptor `fd` of the restored process becomes `choice`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdChoice {
+    pub fd: i32,
+    pub choice: StreamChoice,
+}
+
+impl std::str::FromStr for FdChoice {
+    type Err = String;
+
+    /// `N=inherit`, `N=null` or `N=FILE`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (number, choice) = text.split_once('=').ok_or_else(|| format!("{text:?} is not N=inherit|null|FILE"))?;
+        let fd = number.parse::<i32>().ok().filter(|fd| *fd >= 0).ok_or_else(|| {
+            format!("{number:?} is not a descriptor number (in {text:?}, which should be N=inherit|null|FILE)")
+        })?;
+        if choice.is_empty() {
+            return Err(format!("{text:?} names nothing for fd {fd}: give inherit, null or a file"));
+        }
+        Ok(Self { fd, choice: choice.parse().unwrap_or_default() })
+    }
+}
+
+/// The descriptors the user chose, opened by crp (on its user's request,
+/// with its credentials) before the child exists, so that a bad path or a
+/// descriptor crp restore lacks fails first; the child inherits them and
+/// hands them over. A file is opened the way the process used that
+/// descriptor: read for stdin or a description it only read, else created
+/// or appended to (read and written for one it read and wrote).
+fn open_streams(
+    choices: &[FdChoice],
+    table: &crp_compound::files::FdTable,
+) -> Result<(Vec<std::fs::File>, crp_compound::files::Streams), CrpError> {
     let mut streams = crp_compound::files::Streams::default();
     let mut files = Vec::new();
-    for (stream, choice) in choices.iter().enumerate() {
+    for (index, FdChoice { fd, choice }) in choices.iter().enumerate() {
+        let fd = *fd;
+        if choices[..index].iter().any(|earlier| earlier.fd == fd) {
+            return Err(CrpError::ChosenTwice { fd });
+        }
+        let name = descriptor_name(fd);
         let path = match choice {
             StreamChoice::AsDumped => continue,
             StreamChoice::Inherit => {
-                streams.chosen[stream] = true;
+                if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+                    return Err(CrpError::NothingToHandOver { fd, name });
+                }
+                streams.chosen.push(crp_compound::files::Handed { fd, source: fd });
                 continue;
             }
             StreamChoice::Null => std::path::Path::new("/dev/null"),
             StreamChoice::File(path) => path.as_path(),
         };
+        let recorded = table
+            .descriptors
+            .iter()
+            .find(|descriptor| descriptor.fd == fd)
+            .and_then(|descriptor| table.file_of(descriptor))
+            .map(|file| file.flags & libc::O_ACCMODE);
         let mut options = std::fs::OpenOptions::new();
-        if stream == 0 {
-            options.read(true);
-        } else {
-            options.append(true).create(true);
-        }
+        match (fd, recorded) {
+            (0, _) | (_, Some(libc::O_RDONLY)) => options.read(true),
+            (3.., Some(libc::O_RDWR)) => options.read(true).write(true).create(true),
+            _ => options.append(true).create(true),
+        };
         let file = options.open(path).map_err(|source| CrpError::Io {
-            action: format!("open {} for the restored process's {}", path.display(), STREAM_NAMES[stream]),
+            action: format!("open {} for the restored process's {name}", path.display()),
             source,
         })?;
-        streams.sources[stream] = file.as_raw_fd();
-        streams.chosen[stream] = true;
+        streams.chosen.push(crp_compound::files::Handed { fd, source: file.as_raw_fd() });
         files.push(file);
     }
     Ok((files, streams))
 }
 
-const STREAM_NAMES: [&str; 3] = ["stdin", "stdout", "stderr"];
+/// "stdin", "stdout", "stderr" or "fd N".
+fn descriptor_name(fd: i32) -> String {
+    match fd {
+        0 => "stdin".to_owned(),
+        1 => "stdout".to_owned(),
+        2 => "stderr".to_owned(),
+        _ => format!("fd {fd}"),
+    }
+}
+
+/// Says on stderr which pipes come back with their other end closed: the
+/// process held one end, something outside it the other, and the user
+/// handed nothing over for it.
+fn warn_of_outside_ends(table: &crp_compound::files::FdTable, streams: &crp_compound::files::Streams) {
+    for end in table.outside_ends() {
+        if streams.chosen_for(end.fd).is_some() {
+            continue;
+        }
+        let fd = end.fd;
+        if end.writes {
+            eprintln!(
+                "crp: warning: fd {fd} wrote to a pipe (pipe:[{}]) read outside the process; it is restored as a \
+                 pipe nobody reads (writes fail with EPIPE). Hand one over with --fd {fd}=inherit|null|FILE",
+                end.inode
+            );
+        } else {
+            eprintln!(
+                "crp: warning: fd {fd} read from a pipe (pipe:[{}]) written outside the process; it is restored \
+                 with the {} bytes it held, then end of file. Hand one over with --fd {fd}=inherit|null|FILE",
+                end.inode, end.buffered
+            );
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreOutcome {
@@ -130,7 +208,8 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         &image.credentials.ids,
         plan.trust_image,
     )?;
-    let (_stream_files, streams) = open_streams(&plan.streams)?;
+    let (_stream_files, streams) = open_streams(&plan.descriptors, &image.files)?;
+    warn_of_outside_ends(&image.files, &streams);
     let choices = Choices { open_as, streams };
     // Created (empty) now, so that an unwritable pid file fails first.
     let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;

@@ -65,6 +65,29 @@ pub fn programs() -> &'static Programs {
     })
 }
 
+/// The test program tests/programs/NAME.c, built once per test binary.
+pub fn c_program(name: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    built
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{name}.c"));
+            let directory = std::env::temp_dir().join(format!("crp-subjects-{}", std::process::id()));
+            std::fs::create_dir_all(&directory).unwrap();
+            let output = directory.join(name);
+            let status = Command::new("gcc")
+                .args(["-O2", "-Wall", "-o"])
+                .arg(&output)
+                .arg(&source)
+                .status()
+                .expect("gcc must be installed");
+            assert!(status.success(), "building {name} failed");
+            output
+        })
+        .clone()
+}
+
 /// The subject without a C library (tests/programs/bare.c), built once.
 pub fn bare_program() -> &'static Path {
     static BARE: OnceLock<PathBuf> = OnceLock::new();

@@ -73,8 +73,9 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         8 => {
             if let Some(index) = any_index(rng, &image.vmas) {
                 let mut copy = image.vmas[index].clone();
-                copy.start += 0x1000;
-                copy.end += 0x1000;
+                // Wrapping: an earlier mutation may have left a hostile address.
+                copy.start = copy.start.wrapping_add(0x1000);
+                copy.end = copy.end.wrapping_add(0x1000);
                 image.vmas.push(copy);
             }
         }
@@ -144,9 +145,18 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             }
         }
         17 => {
-            let target = match rng.below(3) {
+            let target = match rng.below(4) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
                 1 => FdTarget::File { path: hostile_string(rng) },
+                2 => {
+                    // A pipe that may or may not exist, of any size, holding any amount.
+                    if rng.chance(2) {
+                        let size = rng.pick(&[0, 4096, 65536, 3000, u32::MAX]);
+                        let data = vec![0x5a; rng.pick(&[0, 10, 70_000])];
+                        image.files.pipes.push(crp_compound::files::PipeBuffer { inode: 1, size, data });
+                    }
+                    FdTarget::Pipe { pipe: rng.pick(&[0, 1, u32::MAX]) }
+                }
                 _ => FdTarget::CharDevice { path: hostile_string(rng) },
             };
             let fd = if rng.chance(2) { rng.hostile_i32() } else { 7 };

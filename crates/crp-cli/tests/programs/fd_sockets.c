@@ -1,0 +1,153 @@
+/* Unix socket pairs held by a process, checked by the process itself after
+ * a restore.
+ *
+ *   fd_sockets pairs
+ *       stream pair 3/4 (4 non-blocking, 3 with SO_RCVBUF 100000) with
+ *       "stream bytes" waiting on 4 and "back" on 3; datagram pair 5/6 with
+ *       "a", "bb", "ccc" waiting on 6; seqpacket pair 7/8 with one packet
+ *       waiting on 7 and 8 shut down for writing; stream pair 9/10 with
+ *       SO_PASSCRED on 10. After the restore every queue, flag, option and
+ *       shutdown is as it was, and each pair still carries new messages.
+ *   fd_sockets inflight
+ *       a stream pair with a descriptor in flight (SCM_RIGHTS) on it.
+ *   fd_sockets outside
+ *       one end of a stream pair whose other end a helper (its grandchild)
+ *       holds.
+ *
+ * Protocol: prints "READY <pid>", waits for a line on stdin, then prints
+ * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int fail(const char *reason) {
+    printf("FAIL %s (errno %d)\n", reason, errno);
+    fflush(stdout);
+    return 1;
+}
+
+static void wait_for_go(void) {
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    char line[16];
+    if (read(0, line, sizeof line) <= 0) exit(fail("read from stdin"));
+}
+
+static int pair_at(int type, int first, int second) {
+    int ends[2];
+    if (socketpair(AF_UNIX, type, 0, ends)) return -1;
+    if (dup2(ends[0], first) != first || dup2(ends[1], second) != second) return -1;
+    if (ends[0] != first && ends[0] != second) close(ends[0]);
+    if (ends[1] != first && ends[1] != second) close(ends[1]);
+    return 0;
+}
+
+static int expect(int fd, const char *text) {
+    char buffer[64];
+    ssize_t n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+    return n == (ssize_t)strlen(text) && memcmp(buffer, text, (size_t)n) == 0;
+}
+
+static int option(int fd, int name) {
+    int value = -1;
+    socklen_t length = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, name, &value, &length)) return -1;
+    return value;
+}
+
+static int run_pairs(void) {
+    /* Above 10 first, so that the pairs can be placed at 3-10. */
+    for (int fd = 3; fd <= 10; fd++) close(fd);
+    if (pair_at(SOCK_STREAM, 3, 4) || pair_at(SOCK_DGRAM, 5, 6) || pair_at(SOCK_SEQPACKET, 7, 8) ||
+        pair_at(SOCK_STREAM, 9, 10))
+        return fail("socketpair");
+    int size = 100000;
+    if (setsockopt(3, SOL_SOCKET, SO_RCVBUF, &size, sizeof size)) return fail("SO_RCVBUF");
+    int rcvbuf = option(3, SO_RCVBUF);
+    if (fcntl(4, F_SETFL, O_NONBLOCK)) return fail("O_NONBLOCK");
+    int one = 1;
+    if (setsockopt(10, SOL_SOCKET, SO_PASSCRED, &one, sizeof one)) return fail("SO_PASSCRED");
+    if (send(3, "stream ", 7, 0) != 7 || send(3, "bytes", 5, 0) != 5 || send(4, "back", 4, 0) != 4)
+        return fail("send on the stream pair");
+    if (send(5, "a", 1, 0) != 1 || send(5, "bb", 2, 0) != 2 || send(5, "ccc", 3, 0) != 3)
+        return fail("send on the datagram pair");
+    if (send(8, "packet", 6, 0) != 6 || shutdown(8, SHUT_WR)) return fail("seqpacket");
+    wait_for_go();
+    if (!expect(4, "stream bytes")) return fail("stream bytes lost");
+    if (!expect(3, "back")) return fail("stream bytes back lost");
+    if (!(fcntl(4, F_GETFL) & O_NONBLOCK) || (fcntl(3, F_GETFL) & O_NONBLOCK)) return fail("status flags");
+    if (option(3, SO_RCVBUF) != rcvbuf) return fail("SO_RCVBUF changed");
+    if (!expect(6, "a") || !expect(6, "bb") || !expect(6, "ccc")) return fail("datagrams lost or merged");
+    if (option(6, SO_TYPE) != SOCK_DGRAM || option(7, SO_TYPE) != SOCK_SEQPACKET) return fail("socket types");
+    if (!expect(7, "packet")) return fail("packet lost");
+    char byte;
+    if (recv(7, &byte, 1, MSG_DONTWAIT) != 0) return fail("the seqpacket peer is no longer shut down");
+    if (send(8, "x", 1, MSG_NOSIGNAL) != -1 || errno != EPIPE) return fail("fd 8 can write again");
+    if (option(10, SO_PASSCRED) != 1 || option(9, SO_PASSCRED) != 0) return fail("SO_PASSCRED");
+    if (send(6, "new", 3, 0) != 3 || !expect(5, "new")) return fail("the datagram pair no longer carries");
+    if (send(9, "z", 1, 0) != 1 || !expect(10, "z")) return fail("the passcred pair no longer carries");
+    if (fcntl(11, F_GETFD) != -1) return fail("a descriptor too many");
+    printf("OK pid=%d pairs\n", getpid());
+    fflush(stdout);
+    return 0;
+}
+
+static int run_inflight(void) {
+    int ends[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, ends)) return fail("socketpair");
+    int passed = open("/dev/null", O_RDONLY);
+    char data = 'x';
+    struct iovec vector = {&data, 1};
+    char control[CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct msghdr header = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+    struct cmsghdr *message = CMSG_FIRSTHDR(&header);
+    message->cmsg_level = SOL_SOCKET;
+    message->cmsg_type = SCM_RIGHTS;
+    message->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(message), &passed, sizeof(int));
+    if (sendmsg(ends[0], &header, 0) != 1) return fail("sendmsg");
+    close(passed);
+    wait_for_go();
+    printf("OK pid=%d inflight\n", getpid());
+    fflush(stdout);
+    return 0;
+}
+
+static int run_outside(void) {
+    int ends[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, ends)) return fail("socketpair");
+    /* A grandchild holds the other end, so the process has no children. */
+    pid_t middle = fork();
+    if (middle < 0) return fail("fork");
+    if (middle == 0 && fork() != 0) _exit(0);
+    if (middle == 0) {
+        close(ends[0]);
+        char byte;
+        while (read(ends[1], &byte, 1) > 0) {
+        }
+        _exit(0);
+    }
+    if (waitpid(middle, NULL, 0) != middle) return fail("waitpid");
+    close(ends[1]);
+    wait_for_go();
+    printf("OK pid=%d outside\n", getpid());
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "outside") == 0) return run_outside();
+    if (argc == 2 && strcmp(argv[1], "pairs") == 0) return run_pairs();
+    if (argc == 2 && strcmp(argv[1], "inflight") == 0) return run_inflight();
+    fprintf(stderr, "usage: fd_sockets pairs|inflight|outside\n");
+    return 2;
+}

@@ -1,0 +1,795 @@
+//! The descriptor table, as the kernel has it: open file descriptions
+//! ([`OpenFile`]: what is open, its status flags and offset) and the
+//! descriptors that refer to them ([`Descriptor`]: a number and its
+//! close-on-exec flag). Descriptors made by dup() share one description, and
+//! so one offset, after the restore too. Objects that several descriptions
+//! share (the two ends of a pipe) are objects of their own in the table.
+//!
+//! Each kind of open file has its module: [`path`] (regular files,
+//! directories, memory devices, reopened by path), [`pipe`]. A terminal,
+//! or a pipe whose other end is outside the process, on fd 0-2 is the
+//! outside world, re-attached to the same standard stream of `crp restore`.
+
+mod path;
+pub mod pipe;
+mod proc_fd;
+mod unix_diag;
+pub mod unix_pair;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
+
+pub use crp_ptrace::{Handed, Streams};
+pub use pipe::PipeBuffer;
+pub use unix_pair::{PairEnd, SocketPair};
+
+use crate::error::{CompoundError, Unsupported};
+use crate::valid::{Invalid, check_path};
+use proc_fd::Entry;
+
+/// Open flags that would change the file when reopening it.
+pub(crate) const CREATION_FLAGS: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY;
+/// The status flags `fcntl(F_SETFL)` sets.
+const SETFL_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME | libc::O_ASYNC;
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum FdTarget {
+    /// A regular file or directory, reopened by path.
+    File { path: String },
+    /// A memory character device such as /dev/null, reopened by path.
+    CharDevice { path: String },
+    /// A terminal, or a pipe whose other end is outside the process, on a
+    /// standard stream: re-attached to `crp restore`'s own stream of that
+    /// number.
+    Inherited { stream: u8 },
+    /// An end of pipe `pipe` of [`FdTable::pipes`]; which end is the
+    /// description's access mode.
+    Pipe { pipe: u32 },
+    /// End `end` (0 or 1) of socket pair `pair` of [`FdTable::socket_pairs`].
+    UnixPair { pair: u32, end: u8 },
+}
+
+/// One open file description.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OpenFile {
+    /// Status flags as /proc/PID/fdinfo shows them, without O_CLOEXEC
+    /// (which belongs to each descriptor).
+    pub flags: i32,
+    pub offset: u64,
+    pub target: FdTarget,
+}
+
+/// One descriptor: its number, its close-on-exec flag, and the index of its
+/// open file description in [`FdTable::files`].
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Descriptor {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub file: u32,
+}
+
+/// A descriptor and its description in one, as fdinfo shows them (flags
+/// with O_CLOEXEC): how tests and tools build or list a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdRecord {
+    pub fd: i32,
+    /// open(2) flags as /proc/PID/fdinfo shows them (O_CLOEXEC included).
+    pub flags: i32,
+    pub offset: u64,
+    pub target: FdTarget,
+}
+
+/// The descriptor table of a process, as one kind of state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FdTable {
+    pub files: Vec<OpenFile>,
+    /// In ascending descriptor order.
+    pub descriptors: Vec<Descriptor>,
+    /// The pipes [`FdTarget::Pipe`] descriptions are ends of.
+    pub pipes: Vec<PipeBuffer>,
+    /// The unix socket pairs [`FdTarget::UnixPair`] descriptions are ends of.
+    pub socket_pairs: Vec<SocketPair>,
+}
+
+/// A descriptor of the process whose pipe has its other end outside the
+/// dump: at the restore that end is closed unless the user hands one over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutsideEnd {
+    pub fd: i32,
+    /// The process holds the pipe's write end (else its read end).
+    pub writes: bool,
+    pub inode: u64,
+    /// Bytes buffered for the process to read, restored before the end closes.
+    pub buffered: usize,
+}
+
+impl FdTable {
+    /// How many descriptors.
+    pub fn len(&self) -> usize {
+        self.descriptors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.descriptors.is_empty()
+    }
+
+    /// Adds a descriptor with a description of its own.
+    pub fn push_record(&mut self, record: FdRecord) {
+        let file = u32::try_from(self.files.len()).unwrap_or(u32::MAX);
+        self.files.push(OpenFile {
+            flags: record.flags & !libc::O_CLOEXEC,
+            offset: record.offset,
+            target: record.target,
+        });
+        self.descriptors.push(Descriptor { fd: record.fd, cloexec: record.flags & libc::O_CLOEXEC != 0, file });
+    }
+
+    /// The description of `descriptor`, when its index is valid.
+    pub fn file_of(&self, descriptor: &Descriptor) -> Option<&OpenFile> {
+        usize::try_from(descriptor.file).ok().and_then(|index| self.files.get(index))
+    }
+
+    /// The pair of a [`FdTarget::UnixPair`] description, when its index is valid.
+    pub fn socket_pair_of(&self, pair: u32) -> Option<&SocketPair> {
+        usize::try_from(pair).ok().and_then(|index| self.socket_pairs.get(index))
+    }
+
+    /// The pipe of a [`FdTarget::Pipe`] description, when its index is valid.
+    pub fn pipe_of(&self, pipe: u32) -> Option<&PipeBuffer> {
+        usize::try_from(pipe).ok().and_then(|index| self.pipes.get(index))
+    }
+
+    /// Each descriptor with its description, flattened (skipping any with
+    /// an invalid index, which [`check_table`] refuses).
+    pub fn records(&self) -> impl Iterator<Item = FdRecord> + '_ {
+        self.descriptors.iter().filter_map(|descriptor| {
+            let file = self.file_of(descriptor)?;
+            let cloexec = if descriptor.cloexec { libc::O_CLOEXEC } else { 0 };
+            Some(FdRecord {
+                fd: descriptor.fd,
+                flags: file.flags | cloexec,
+                offset: file.offset,
+                target: file.target.clone(),
+            })
+        })
+    }
+
+    /// The lowest other descriptor sharing `descriptor`'s description.
+    pub fn shared_with(&self, descriptor: &Descriptor) -> Option<i32> {
+        self.descriptors
+            .iter()
+            .find(|other| other.file == descriptor.file && other.fd < descriptor.fd)
+            .map(|other| other.fd)
+    }
+
+    /// Whether the table holds a description of pipe `pipe` with access
+    /// mode `mode` (or O_RDWR, which is both).
+    fn has_pipe_end(&self, pipe: u32, mode: i32) -> bool {
+        self.files.iter().any(|file| {
+            matches!(file.target, FdTarget::Pipe { pipe: other } if other == pipe)
+                && matches!(file.flags & libc::O_ACCMODE, access if access == mode || access == libc::O_RDWR)
+        })
+    }
+
+    /// The descriptors whose pipe's other end is outside the process.
+    pub fn outside_ends(&self) -> Vec<OutsideEnd> {
+        self.descriptors
+            .iter()
+            .filter_map(|descriptor| {
+                let file = self.file_of(descriptor)?;
+                let FdTarget::Pipe { pipe } = file.target else { return None };
+                let buffer = self.pipe_of(pipe)?;
+                let writes = file.flags & libc::O_ACCMODE == libc::O_WRONLY;
+                let other = if writes { libc::O_RDONLY } else { libc::O_WRONLY };
+                (!self.has_pipe_end(pipe, other)).then_some(OutsideEnd {
+                    fd: descriptor.fd,
+                    writes,
+                    inode: buffer.inode,
+                    buffered: buffer.data.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl From<Vec<FdRecord>> for FdTable {
+    /// Each record with a description of its own.
+    fn from(records: Vec<FdRecord>) -> Self {
+        let mut table = Self::default();
+        for record in records {
+            table.push_record(record);
+        }
+        table
+    }
+}
+
+impl Persist for FdTable {
+    const KIND: &'static str = "descriptors";
+    type Error = CompoundError;
+
+    /// From /proc/PID/fd and fdinfo, and pipes reopened through /proc
+    /// (nothing is injected).
+    fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
+        capture(context.tracee.pid())
+    }
+
+    /// Opened with the child's file-system credentials at that moment (the
+    /// image owner's, for another user's image): before the credentials.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
+        Ok(restore(context.tracee, self, context.streams)?)
+    }
+}
+
+/// What one description is, before the objects it shares are gathered.
+enum Kind {
+    Target(FdTarget),
+    Pipe { inode: u64 },
+    Socket { inode: u64 },
+}
+
+/// The inodes of the pipes with both a read and a write end among `entries`.
+fn pipes_inside(entries: &[Entry]) -> Vec<u64> {
+    let ends = |mode: i32| -> Vec<u64> {
+        entries
+            .iter()
+            .filter(|entry| matches!(entry.access_mode(), access if access == mode || access == libc::O_RDWR))
+            .filter_map(|entry| entry.bracketed_inode("pipe:"))
+            .collect()
+    };
+    let writers = ends(libc::O_WRONLY);
+    let mut inside: Vec<u64> = ends(libc::O_RDONLY).into_iter().filter(|inode| writers.contains(inode)).collect();
+    inside.sort_unstable();
+    inside.dedup();
+    inside
+}
+
+/// What descriptor `entry` of `pid` refers to, or why crp cannot keep it.
+fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, CompoundError> {
+    let fd = entry.fd;
+    let target = entry.link.as_str();
+    let refuse = |what: &str| -> CompoundError {
+        Unsupported { what: what.to_owned(), location: format!("fd {fd} -> {target}") }.into()
+    };
+    // An fd that does not fit in a u8 is simply not a standard stream.
+    let standard_stream = u8::try_from(fd).ok().filter(|stream| *stream <= 2);
+    if let Some(inode) = entry.bracketed_inode("pipe:") {
+        return Ok(match standard_stream {
+            Some(stream) if !pipes_inside.contains(&inode) => Kind::Target(FdTarget::Inherited { stream }),
+            _ => Kind::Pipe { inode },
+        });
+    }
+    if let Some(inode) = entry.bracketed_inode("socket:") {
+        return Ok(Kind::Socket { inode });
+    }
+    if target.starts_with("anon_inode:") {
+        return Err(refuse("an anonymous-inode descriptor (eventfd, epoll, timerfd, signalfd...)"));
+    }
+    if target.ends_with(" (deleted)") {
+        return Err(refuse("a descriptor of a deleted file"));
+    }
+    let metadata = proc_fd::metadata(pid, fd)?;
+    let file_type = metadata.file_type();
+    if file_type.is_fifo() {
+        return match standard_stream {
+            Some(stream) => Ok(Kind::Target(FdTarget::Inherited { stream })),
+            None => Err(refuse("a FIFO on a descriptor other than 0-2")),
+        };
+    }
+    if file_type.is_char_device() {
+        let major = libc::major(metadata.rdev()) as u64;
+        if path::TTY_MAJORS.contains(&major) {
+            return match standard_stream {
+                Some(stream) => Ok(Kind::Target(FdTarget::Inherited { stream })),
+                None => Err(refuse("a terminal on a descriptor other than 0-2")),
+            };
+        }
+        if major == path::MEM_DEVICE_MAJOR {
+            return Ok(Kind::Target(FdTarget::CharDevice { path: target.to_owned() }));
+        }
+        return Err(refuse("a character device"));
+    }
+    if file_type.is_file() || file_type.is_dir() {
+        if !target.starts_with('/') {
+            return Err(refuse("a file outside this mount namespace"));
+        }
+        return Ok(Kind::Target(FdTarget::File { path: target.to_owned() }));
+    }
+    Err(refuse("this kind of descriptor"))
+}
+
+/// Checks every descriptor of `pid` is one crp can restore, touching nothing.
+pub fn preflight(pid: i32) -> Result<(), CompoundError> {
+    // The process still runs: a descriptor it closes meanwhile is skipped
+    // (the capture, once it is frozen, reads them all again).
+    let mut entries = Vec::new();
+    for fd in proc_fd::open_fds(pid)? {
+        match proc_fd::entry(pid, fd) {
+            Ok(entry) => entries.push(entry),
+            Err(CompoundError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(CompoundError::Proc(crp_ptrace::procfs::ProcError::Read { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let inside = pipes_inside(&entries);
+    let sockets = Sockets::of(&entries)?;
+    for entry in &entries {
+        match classify(pid, entry, &inside)? {
+            Kind::Pipe { .. } => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
+            Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
+            Kind::Target(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The unix sockets sock_diag knows (read only when the process holds a
+/// socket), and the inodes of the sockets the process holds.
+struct Sockets {
+    diag: Vec<unix_diag::UnixSocket>,
+    inside: Vec<u64>,
+}
+
+impl Sockets {
+    fn of(entries: &[Entry]) -> Result<Self, CompoundError> {
+        let inside: Vec<u64> = entries.iter().filter_map(|entry| entry.bracketed_inode("socket:")).collect();
+        let diag = if inside.is_empty() { Vec::new() } else { unix_diag::unix_sockets()? };
+        Ok(Self { diag, inside })
+    }
+}
+
+/// Captures the descriptor table of a stopped process: descriptors that
+/// share an open file description (dup, inherited across fork) share one
+/// [`OpenFile`], as `kcmp(KCMP_FILE)` tells; the ends of one pipe share one
+/// [`PipeBuffer`].
+pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
+    let entries = proc_fd::entries(pid)?;
+    let inside = pipes_inside(&entries);
+    let sockets = Sockets::of(&entries)?;
+    let mut table = FdTable::default();
+    // The first descriptor of each description so far, to compare only
+    // likely pairs (same link text).
+    let mut firsts: Vec<(usize, u32)> = Vec::new();
+    for (position, entry) in entries.iter().enumerate() {
+        let cloexec = entry.flags & libc::O_CLOEXEC != 0;
+        let mut shared = None;
+        for (first, file) in &firsts {
+            let first = &entries[*first];
+            if first.link == entry.link && proc_fd::same_description(pid, first.fd, entry.fd)? {
+                shared = Some(*file);
+                break;
+            }
+        }
+        let file = match shared {
+            Some(file) => file,
+            None => {
+                let target = match classify(pid, entry, &inside)? {
+                    Kind::Target(target) => target,
+                    Kind::Pipe { inode } => {
+                        FdTarget::Pipe { pipe: pipe_index(pid, &entries, entry, inode, &mut table)? }
+                    }
+                    Kind::Socket { inode } => socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?,
+                };
+                let file = u32::try_from(table.files.len()).unwrap_or(u32::MAX);
+                table.files.push(OpenFile { flags: entry.flags & !libc::O_CLOEXEC, offset: entry.offset, target });
+                firsts.push((position, file));
+                file
+            }
+        };
+        table.descriptors.push(Descriptor { fd: entry.fd, cloexec, file });
+    }
+    Ok(table)
+}
+
+/// The index of pipe `inode` in the table, capturing it through `entry`
+/// the first time it is met. Only a pipe whose read end the process holds
+/// keeps its bytes (see [`pipe`]), read through whichever end comes first.
+fn pipe_index(
+    pid: i32,
+    entries: &[Entry],
+    entry: &Entry,
+    inode: u64,
+    table: &mut FdTable,
+) -> Result<u32, CompoundError> {
+    if let Some(index) = table.pipes.iter().position(|pipe| pipe.inode == inode) {
+        return Ok(u32::try_from(index).unwrap_or(u32::MAX));
+    }
+    let reads_here = entries.iter().any(|other| {
+        other.bracketed_inode("pipe:") == Some(inode) && matches!(other.access_mode(), libc::O_RDONLY | libc::O_RDWR)
+    });
+    table.pipes.push(pipe::capture(pid, entry.fd, inode, reads_here)?);
+    Ok(u32::try_from(table.pipes.len() - 1).unwrap_or(u32::MAX))
+}
+
+/// The end of a socket pair that socket `inode` (descriptor `entry`) is,
+/// capturing the pair the first time one of its ends is met.
+fn socket_pair_end(
+    pid: i32,
+    entries: &[Entry],
+    entry: &Entry,
+    inode: u64,
+    sockets: &Sockets,
+    table: &mut FdTable,
+) -> Result<FdTarget, CompoundError> {
+    for (index, pair) in table.socket_pairs.iter().enumerate() {
+        if let Some(end) = pair.ends.iter().position(|end| end.inode == inode) {
+            let pair = u32::try_from(index).unwrap_or(u32::MAX);
+            return Ok(FdTarget::UnixPair { pair, end: u8::try_from(end).unwrap_or(u8::MAX) });
+        }
+    }
+    unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?;
+    let vanished = |inode: u64| CompoundError::Malformed {
+        path: "sock_diag".into(),
+        reason: format!("socket:[{inode}] has no descriptor or record any more"),
+    };
+    let find = |inode: u64| sockets.diag.iter().find(|socket| socket.inode == inode);
+    let socket = find(inode).ok_or_else(|| vanished(inode))?;
+    let peer_inode = socket.peer.ok_or_else(|| vanished(inode))?;
+    let peer = find(peer_inode).ok_or_else(|| vanished(peer_inode))?;
+    let peer_fd = entries
+        .iter()
+        .find(|other| other.bracketed_inode("socket:") == Some(peer_inode))
+        .map(|other| other.fd)
+        .ok_or_else(|| vanished(peer_inode))?;
+    table.socket_pairs.push(unix_pair::capture(pid, socket.kind, [(entry.fd, socket), (peer_fd, peer)])?);
+    Ok(FdTarget::UnixPair { pair: u32::try_from(table.socket_pairs.len() - 1).unwrap_or(u32::MAX), end: 0 })
+}
+
+/// `fs.nr_open`'s default: no descriptor number reaches it.
+const NR_OPEN: i32 = 1 << 20;
+
+/// Refuses a table the restore could not apply: descriptor numbers that
+/// cannot exist or appear twice, descriptions or pipes nothing refers to or
+/// that do not exist, streams other than 0-2, paths the kernel would
+/// misread, offsets `lseek` refuses, pipes holding more than they can.
+pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
+    for (index, descriptor) in table.descriptors.iter().enumerate() {
+        let field = || format!("descriptor {index} (fd {})", descriptor.fd);
+        if !(0..NR_OPEN).contains(&descriptor.fd) {
+            return Err(Invalid::new(field(), format!("is not a descriptor number (0..{NR_OPEN})")));
+        }
+        if table.descriptors[..index].iter().any(|other| other.fd == descriptor.fd) {
+            return Err(Invalid::new(field(), "appears twice"));
+        }
+        if table.file_of(descriptor).is_none() {
+            return Err(Invalid::new(
+                field(),
+                format!("refers to open file {}, of {}", descriptor.file, table.files.len()),
+            ));
+        }
+    }
+    for (index, file) in table.files.iter().enumerate() {
+        let field = || format!("open file {index}");
+        if !table.descriptors.iter().any(|descriptor| usize::try_from(descriptor.file).is_ok_and(|file| file == index))
+        {
+            return Err(Invalid::new(field(), "is referred to by no descriptor"));
+        }
+        if i64::try_from(file.offset).is_err() {
+            return Err(Invalid::new(field(), format!("has offset {}, beyond what lseek takes", file.offset)));
+        }
+        match &file.target {
+            FdTarget::Inherited { stream } if *stream > 2 => {
+                return Err(Invalid::new(field(), format!("inherits stream {stream}, not 0-2")));
+            }
+            FdTarget::Inherited { .. } => {}
+            FdTarget::File { path } | FdTarget::CharDevice { path } => check_path(field(), path)?,
+            FdTarget::Pipe { pipe } => {
+                if table.pipe_of(*pipe).is_none() {
+                    return Err(Invalid::new(field(), format!("is an end of pipe {pipe}, of {}", table.pipes.len())));
+                }
+            }
+            FdTarget::UnixPair { pair, end } => {
+                if table.socket_pair_of(*pair).is_none() || *end > 1 {
+                    return Err(Invalid::new(
+                        field(),
+                        format!("is end {end} of socket pair {pair}, of {}", table.socket_pairs.len()),
+                    ));
+                }
+                let twice = table.files[..index].iter().any(|other| other.target == file.target);
+                if twice {
+                    return Err(Invalid::new(
+                        field(),
+                        format!("is a second description of end {end} of socket pair {pair}"),
+                    ));
+                }
+            }
+        }
+    }
+    for (index, pair) in table.socket_pairs.iter().enumerate() {
+        let field = || format!("socket pair {index}");
+        if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&pair.kind) {
+            return Err(Invalid::new(field(), format!("has type {}, not a unix socket type", pair.kind)));
+        }
+        let referred = table.files.iter().any(|file| {
+            matches!(file.target, FdTarget::UnixPair { pair, .. } if usize::try_from(pair).is_ok_and(|pair| pair == index))
+        });
+        if !referred {
+            return Err(Invalid::new(field(), "is referred to by no open file"));
+        }
+        if pair.kind != libc::SOCK_STREAM && pair.ends.iter().any(|end| end.queued.iter().any(Vec::is_empty)) {
+            return Err(Invalid::new(field(), "holds an empty datagram"));
+        }
+    }
+    for (index, buffer) in table.pipes.iter().enumerate() {
+        let field = || format!("pipe {index}");
+        let referred = table.files.iter().any(|file| {
+            matches!(file.target, FdTarget::Pipe { pipe } if usize::try_from(pipe).is_ok_and(|pipe| pipe == index))
+        });
+        if !referred {
+            return Err(Invalid::new(field(), "is referred to by no open file"));
+        }
+        if !(4096..=1 << 31).contains(&buffer.size) || !buffer.size.is_power_of_two() {
+            return Err(Invalid::new(field(), format!("has size {}, not a pipe size", buffer.size)));
+        }
+        if buffer.data.len() > buffer.size as usize {
+            return Err(Invalid::new(
+                field(),
+                format!("holds {} bytes, more than its size {}", buffer.data.len(), buffer.size),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a restore whose files are gone, before anything is created.
+pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
+    for file in &table.files {
+        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &file.target {
+            std::fs::metadata(path).map_err(CompoundError::io("find file of fd", path))?;
+        }
+    }
+    Ok(())
+}
+
+fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64]) -> Result<u64, EngineError> {
+    let mut args = [0; 6];
+    args[..first.len()].copy_from_slice(first);
+    tracee.syscall(name, number, args)
+}
+
+/// Moves the tracee's descriptor `fd` to the lowest free number from
+/// `above` up (where nothing the table places can be), closing `fd`.
+pub(crate) fn move_above(tracee: &mut dyn Tracee, fd: u64, above: u64) -> Result<u64, EngineError> {
+    let moved = call(tracee, "fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &[fd, arg(libc::F_DUPFD_CLOEXEC), above])?;
+    call(tracee, "close", libc::SYS_close, &[fd])?;
+    Ok(moved)
+}
+
+/// Sets the status flags of `flags` that `F_SETFL` sets, when there are any.
+pub(crate) fn set_status_flags(tracee: &mut dyn Tracee, fd: u64, flags: i32) -> Result<(), EngineError> {
+    if flags & SETFL_FLAGS != 0 {
+        call(tracee, "fcntl(F_SETFL)", libc::SYS_fcntl, &[fd, arg(libc::F_SETFL), arg(flags & SETFL_FLAGS)])?;
+    }
+    Ok(())
+}
+
+/// Replaces the descriptor table the child inherited from crp with the
+/// checkpointed one. The descriptors that may be handed over are parked
+/// above every target fd first and everything else is closed; each open
+/// file description is then made once, at a temporary descriptor above the
+/// targets (pipes both ends at once), and dup'ed to each of its descriptors;
+/// the temporaries go last. The table must have passed [`check_table`].
+pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> Result<(), EngineError> {
+    let sources = streams.sources();
+    // Above every target fd and stream source; an empty table needs none of its own.
+    let highest = table.descriptors.iter().map(|descriptor| descriptor.fd).chain(sources.iter().copied()).max();
+    let above = arg(highest.unwrap_or(2).max(2).saturating_add(1));
+    let mut parked: Vec<(i32, u64)> = Vec::new();
+    for source in sources {
+        // A stream crp restore itself lacks is simply not handed over; a
+        // descriptor that needs it fails below, naming it.
+        if let Ok(at) = call(tracee, "fcntl(F_DUPFD)", libc::SYS_fcntl, &[arg(source), arg(libc::F_DUPFD), above]) {
+            parked.push((source, at));
+        }
+    }
+    // Close everything else crp's child still holds.
+    let mut keep: Vec<u64> = parked.iter().map(|(_, at)| *at).collect();
+    keep.sort_unstable();
+    let mut next = 0u64;
+    for kept in keep.iter().copied().chain([u64::from(u32::MAX) + 1]) {
+        if kept > next {
+            call(tracee, "close_range", libc::SYS_close_range, &[next, kept - 1, 0])?;
+        }
+        next = kept + 1;
+    }
+    let parked_source = |tracee: &dyn Tracee, source: i32, fd: i32| {
+        parked.iter().find(|(parked, _)| *parked == source).map(|(_, at)| *at).ok_or(EngineError::Syscall {
+            syscall: "dup3 (crp restore has no such descriptor to hand over)",
+            args: vec![arg(source), arg(fd)],
+            pid: tracee.pid(),
+            errno: nix::errno::Errno::EBADF,
+        })
+    };
+    // Each description, made where nothing placed below can clobber it.
+    let mut made_pipes: Vec<Option<pipe::MadePipe>> = (0..table.pipes.len()).map(|_| None).collect();
+    let mut made_pairs: Vec<Option<[u64; 2]>> = vec![None; table.socket_pairs.len()];
+    let mut placed: Vec<Option<u64>> = vec![None; table.files.len()];
+    for (index, file) in table.files.iter().enumerate() {
+        let wanted = table.descriptors.iter().any(|descriptor| {
+            usize::try_from(descriptor.file).is_ok_and(|file| file == index)
+                && streams.chosen_for(descriptor.fd).is_none()
+        });
+        if !wanted {
+            continue; // every descriptor of it was replaced by the user's choice
+        }
+        placed[index] = Some(match &file.target {
+            FdTarget::Inherited { stream } => {
+                let fd = table.descriptors.iter().find(|descriptor| descriptor.file as usize == index);
+                parked_source(tracee, streams.source_of_stream(*stream), fd.map_or(-1, |descriptor| descriptor.fd))?
+            }
+            FdTarget::File { path } | FdTarget::CharDevice { path } => path::open(tracee, path, file, above)?,
+            FdTarget::Pipe { pipe } => {
+                let pipe_index = *pipe as usize;
+                let (Some(buffer), Some(slot)) = (table.pipes.get(pipe_index), made_pipes.get_mut(pipe_index)) else {
+                    continue; // refused by check_table
+                };
+                if slot.is_none() {
+                    *slot = Some(pipe::make(tracee, buffer, above)?);
+                }
+                let Some(made) = slot.as_mut() else { continue };
+                pipe::end_for(tracee, made, file.flags, above)?
+            }
+            FdTarget::UnixPair { pair, end } => {
+                let pair_index = *pair as usize;
+                let (Some(socket_pair), Some(slot)) =
+                    (table.socket_pairs.get(pair_index), made_pairs.get_mut(pair_index))
+                else {
+                    continue; // refused by check_table
+                };
+                if slot.is_none() {
+                    *slot = Some(unix_pair::make(tracee, socket_pair, above)?);
+                }
+                let Some(fd) = slot.and_then(|ends| ends.get(usize::from(*end)).copied()) else { continue };
+                set_status_flags(tracee, fd, file.flags)?;
+                fd
+            }
+        });
+    }
+    for descriptor in &table.descriptors {
+        let fd = arg(descriptor.fd);
+        let cloexec = if descriptor.cloexec { arg(libc::O_CLOEXEC) } else { 0 };
+        let from = match streams.chosen_for(descriptor.fd) {
+            // A descriptor the user chose replaces what the image recorded.
+            Some(source) => parked_source(tracee, source, descriptor.fd)?,
+            None => match placed.get(descriptor.file as usize).copied().flatten() {
+                Some(at) => at,
+                None => continue, // refused by check_table
+            },
+        };
+        call(tracee, "dup3", libc::SYS_dup3, &[from, fd, cloexec])?;
+    }
+    // A descriptor the user chose that the process had closed is given to it all the same.
+    for handed in &streams.chosen {
+        if !table.descriptors.iter().any(|descriptor| descriptor.fd == handed.fd) {
+            let from = parked_source(tracee, handed.source, handed.fd)?;
+            call(tracee, "dup3", libc::SYS_dup3, &[from, arg(handed.fd), 0])?;
+        }
+    }
+    // Every temporary and parked descriptor is at `above` or higher.
+    call(tracee, "close_range", libc::SYS_close_range, &[above, u64::from(u32::MAX), 0])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crp_ptrace::fake::FakeTracee;
+
+    #[test]
+    fn descriptors_sharing_a_description_are_opened_once_and_dup_ed() {
+        let table = FdTable {
+            files: vec![OpenFile { flags: 0o2, offset: 5, target: FdTarget::File { path: "/srv/log".into() } }],
+            descriptors: vec![
+                Descriptor { fd: 3, cloexec: false, file: 0 },
+                Descriptor { fd: 7, cloexec: true, file: 0 },
+            ],
+            pipes: vec![],
+            socket_pairs: vec![],
+        };
+        check_table(&table).unwrap();
+        // openat gives 3, moved to 9 (F_DUPFD_CLOEXEC from 8).
+        let mut restored = FakeTracee::answering(|call, _| match call.number {
+            libc::SYS_openat => 3,
+            libc::SYS_fcntl => 9,
+            _ => 0,
+        });
+        table.restore(&mut Restore::new(&mut restored)).unwrap();
+        assert_eq!(restored.calls_of(libc::SYS_openat).len(), 1, "one open for one description");
+        assert_eq!(restored.calls_of(libc::SYS_lseek).len(), 1, "one offset for one description");
+        let dups: Vec<[u64; 3]> =
+            restored.calls_of(libc::SYS_dup3).iter().map(|call| [call.args[0], call.args[1], call.args[2]]).collect();
+        assert_eq!(dups, [[9, 3, 0], [9, 7, libc::O_CLOEXEC as u64]]);
+        let last = restored.calls.last().unwrap();
+        assert_eq!((last.number, last.args[0]), (libc::SYS_close_range, 8), "temporaries closed last");
+        let unshared = FdTable { descriptors: vec![], ..table };
+        assert!(check_table(&unshared).unwrap_err().to_string().contains("referred to by no descriptor"));
+    }
+
+    #[test]
+    fn streams_are_handed_over_and_files_reopened_at_their_offset() {
+        let table = FdTable::from(vec![
+            FdRecord { fd: 1, flags: 0o1, offset: 0, target: FdTarget::Inherited { stream: 1 } },
+            FdRecord { fd: 3, flags: 0o2, offset: 77, target: FdTarget::File { path: "/srv/data".into() } },
+        ]);
+        // fcntl(F_DUPFD) parks 0, 1, 2 and the chosen 9 at 10, 11, 12, 13;
+        // openat gives 4, moved to 14.
+        let mut next = 9;
+        let mut restored = FakeTracee::answering(move |call, _| match call.number {
+            libc::SYS_fcntl => {
+                next += 1;
+                next
+            }
+            libc::SYS_openat => 4,
+            _ => 0,
+        });
+        let streams = Streams { chosen: vec![Handed { fd: 1, source: 9 }] };
+        let mut context = Restore::new(&mut restored);
+        context.streams = &streams;
+        table.restore(&mut context).unwrap();
+        let parked: Vec<u64> = restored
+            .calls_of(libc::SYS_fcntl)
+            .iter()
+            .filter(|call| call.args[1] == libc::F_DUPFD as u64)
+            .map(|call| call.args[0])
+            .collect();
+        assert_eq!(parked, [0, 1, 2, 9]);
+        let dups: Vec<[u64; 2]> =
+            restored.calls_of(libc::SYS_dup3).iter().map(|call| [call.args[0], call.args[1]]).collect();
+        assert_eq!(dups, [[13, 1], [14, 3]], "the chosen fd 9 becomes stdout, the file moves to fd 3");
+        let seek = restored.calls_of(libc::SYS_lseek)[0];
+        assert_eq!((seek.args[0], seek.args[1]), (4, 77));
+    }
+
+    #[test]
+    fn both_ends_of_a_pipe_are_one_pipe_and_a_lone_end_is_outside() {
+        let table = FdTable {
+            files: vec![
+                OpenFile { flags: libc::O_RDONLY, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
+                OpenFile { flags: libc::O_WRONLY, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
+                OpenFile { flags: libc::O_WRONLY, offset: 0, target: FdTarget::Pipe { pipe: 1 } },
+            ],
+            descriptors: vec![
+                Descriptor { fd: 3, cloexec: false, file: 0 },
+                Descriptor { fd: 4, cloexec: false, file: 1 },
+                Descriptor { fd: 251, cloexec: false, file: 2 },
+            ],
+            pipes: vec![
+                PipeBuffer { inode: 10, size: pipe::DEFAULT_PIPE_SIZE, data: vec![] },
+                PipeBuffer { inode: 11, size: pipe::DEFAULT_PIPE_SIZE, data: vec![] },
+            ],
+            socket_pairs: vec![],
+        };
+        check_table(&table).unwrap();
+        assert_eq!(table.outside_ends(), [OutsideEnd { fd: 251, writes: true, inode: 11, buffered: 0 }]);
+        let mut restored = FakeTracee::default();
+        table.restore(&mut Restore::new(&mut restored)).unwrap();
+        assert_eq!(restored.calls_of(libc::SYS_pipe2).len(), 2, "one pipe each");
+        let mut full = table.clone();
+        full.pipes[0].data = vec![0; 70_000];
+        assert!(check_table(&full).unwrap_err().to_string().contains("more than its size"));
+        let mut orphan = table;
+        orphan.pipes.push(PipeBuffer { inode: 12, size: 4096, data: vec![] });
+        assert!(check_table(&orphan).unwrap_err().to_string().contains("pipe 2 is referred to by no open file"));
+    }
+
+    #[test]
+    fn own_descriptors_classify_and_capture() {
+        use std::os::fd::AsRawFd;
+        let pid = std::process::id() as i32;
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let (reader, writer) = std::io::pipe().unwrap();
+        // Only this test's own descriptors: other tests open and close theirs meanwhile.
+        let fds = [file.as_raw_fd(), null.as_raw_fd(), socket.as_raw_fd(), reader.as_raw_fd(), writer.as_raw_fd()];
+        let entries: Vec<Entry> = fds.iter().map(|fd| proc_fd::entry(pid, *fd).unwrap()).collect();
+        let inside = pipes_inside(&entries);
+        let kind = |fd: i32| classify(pid, entries.iter().find(|entry| entry.fd == fd).unwrap(), &inside);
+        assert!(matches!(kind(file.as_raw_fd()).unwrap(), Kind::Target(FdTarget::File { .. })));
+        assert!(matches!(kind(null.as_raw_fd()).unwrap(), Kind::Target(FdTarget::CharDevice { .. })));
+        assert!(matches!(kind(socket.as_raw_fd()).unwrap(), Kind::Socket { .. }));
+        assert!(matches!(kind(reader.as_raw_fd()).unwrap(), Kind::Pipe { .. }));
+        assert!(matches!(kind(writer.as_raw_fd()).unwrap(), Kind::Pipe { .. }));
+    }
+}

@@ -1,0 +1,355 @@
+//! Unix socket pairs whose both ends are in the process (socketpair(2): the
+//! wake-up channel of asyncio and many event loops): their type, each end's
+//! queued messages (read at the dump with `MSG_PEEK`, left in place), its
+//! shutdown state, SO_PASSCRED and buffer sizes. At the restore an injected
+//! socketpair makes the pair again; crp then sets each end's options and
+//! sends each end's queue from the other end, through duplicates of the
+//! new ends (`pidfd_getfd`). Descriptors in flight (SCM_RIGHTS) and
+//! credentials in a queue cannot be sent again as they were: refused.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
+use nix::errno::Errno;
+
+use super::unix_diag::UnixSocket;
+use crate::error::{CompoundError, Unsupported};
+
+const RCV_SHUTDOWN: u8 = 1;
+const SEND_SHUTDOWN: u8 = 2;
+/// The largest message crp reads back from a queue.
+const LARGEST_MESSAGE: usize = 4 << 20;
+/// The size of an int socket option.
+const INT_LENGTH: libc::socklen_t = 4;
+
+/// One end of a pair.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PairEnd {
+    /// The socket's inode at the dump (`socket:[INODE]`).
+    pub inode: u64,
+    /// What waits for this end to read, oldest first: one entry per
+    /// datagram or packet; a stream's bytes in one or more pieces.
+    pub queued: Vec<Vec<u8>>,
+    /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2), as the kernel keeps them.
+    pub shutdown: u8,
+    pub pass_credentials: bool,
+    /// SO_SNDBUF and SO_RCVBUF as getsockopt reports them (twice what was set).
+    pub send_buffer: u32,
+    pub receive_buffer: u32,
+}
+
+/// A socket pair both of whose ends the process holds.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SocketPair {
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub kind: i32,
+    pub ends: [PairEnd; 2],
+}
+
+/// What a socket is, in a refusal: "an AF_INET6 SOCK_STREAM socket".
+fn describe(pid: i32, fd: i32) -> String {
+    let Ok(socket) = crp_ptrace::sys::duplicate_descriptor(pid, fd) else { return "a socket".to_owned() };
+    let family = match int_option(&socket, libc::SO_DOMAIN) {
+        Ok(libc::AF_UNIX) => "AF_UNIX",
+        Ok(libc::AF_INET) => "AF_INET",
+        Ok(libc::AF_INET6) => "AF_INET6",
+        Ok(libc::AF_NETLINK) => "AF_NETLINK",
+        Ok(libc::AF_PACKET) => "AF_PACKET",
+        _ => "",
+    };
+    let kind = match int_option(&socket, libc::SO_TYPE) {
+        Ok(libc::SOCK_STREAM) => "SOCK_STREAM",
+        Ok(libc::SOCK_DGRAM) => "SOCK_DGRAM",
+        Ok(libc::SOCK_SEQPACKET) => "SOCK_SEQPACKET",
+        Ok(libc::SOCK_RAW) => "SOCK_RAW",
+        _ => "",
+    };
+    match (family, kind) {
+        ("", _) => "a socket".to_owned(),
+        (family, "") => format!("an {family} socket"),
+        (family, kind) => format!("an {family} {kind} socket"),
+    }
+}
+
+/// Refuses a socket that is not one end of a pair wholly inside the
+/// process: `inside` holds the inodes of every socket the process holds.
+pub(super) fn check(
+    pid: i32,
+    fd: i32,
+    inode: u64,
+    sockets: &[UnixSocket],
+    inside: &[u64],
+) -> Result<(), CompoundError> {
+    let location = format!("fd {fd} -> socket:[{inode}]");
+    let refuse = |what: String| -> CompoundError { Unsupported { what, location: location.clone() }.into() };
+    let Some(socket) = sockets.iter().find(|socket| socket.inode == inode) else {
+        return Err(refuse(format!("{} (only unix socket pairs are supported yet)", describe(pid, fd))));
+    };
+    if let Some(name) = &socket.name {
+        return Err(refuse(format!("a unix socket bound to {} (not a socket pair)", shown_name(name))));
+    }
+    match socket.peer {
+        None => Err(refuse("a unix socket that is not connected (not a socket pair)".to_owned())),
+        Some(peer) if !inside.contains(&peer) => Err(refuse(format!(
+            "a unix socket connected to socket:[{peer}], which is outside the process (only pairs wholly inside are \
+             supported yet)"
+        ))),
+        Some(peer) => match sockets.iter().find(|other| other.inode == peer) {
+            Some(other) if other.name.is_none() && other.peer == Some(inode) => Ok(()),
+            _ => Err(refuse(format!("a unix socket connected to a named or listening socket:[{peer}]"))),
+        },
+    }
+}
+
+fn shown_name(name: &[u8]) -> String {
+    match name.split_first() {
+        Some((0, abstract_name)) => format!("the abstract name @{}", String::from_utf8_lossy(abstract_name)),
+        _ => String::from_utf8_lossy(name).into_owned(),
+    }
+}
+
+fn int_option(socket: &OwnedFd, option: libc::c_int) -> Result<libc::c_int, Errno> {
+    let mut value: libc::c_int = 0;
+    let mut length = INT_LENGTH;
+    // SAFETY: value and length are valid for the int getsockopt writes.
+    let result = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&raw mut value).cast(), &raw mut length)
+    };
+    if result < 0 { Err(Errno::last()) } else { Ok(value) }
+}
+
+fn set_int_option(socket: &OwnedFd, option: libc::c_int, value: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: the value is a valid int for the length given.
+    let result = unsafe {
+        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&raw const value).cast(), INT_LENGTH)
+    };
+    if result < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Captures a pair through descriptors `fds` of `pid`, one per end, whose
+/// sock_diag records are `sockets`.
+pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Result<SocketPair, CompoundError> {
+    let capture_end = |(fd, socket): (i32, &UnixSocket)| -> Result<PairEnd, CompoundError> {
+        let location = format!("fd {fd} -> socket:[{}]", socket.inode);
+        let failed = |operation: &'static str| move |errno| CompoundError::Ptrace { operation, pid, errno };
+        let duplicate = crp_ptrace::sys::duplicate_descriptor(pid, fd).map_err(failed("pidfd_getfd"))?;
+        let pass_credentials = int_option(&duplicate, libc::SO_PASSCRED).map_err(failed("getsockopt(SO_PASSCRED)"))?;
+        let queued = queued_messages(&duplicate, i32::from(kind), socket.shutdown, &location)?;
+        if pass_credentials != 0 && !queued.is_empty() {
+            return Err(Unsupported {
+                what: "a socket with SO_PASSCRED and messages waiting (their senders' credentials cannot be sent \
+                       again)"
+                    .to_owned(),
+                location,
+            }
+            .into());
+        }
+        let buffer = |option| int_option(&duplicate, option).map(|size| size.cast_unsigned());
+        Ok(PairEnd {
+            inode: socket.inode,
+            queued,
+            shutdown: socket.shutdown,
+            pass_credentials: pass_credentials != 0,
+            send_buffer: buffer(libc::SO_SNDBUF).map_err(failed("getsockopt(SO_SNDBUF)"))?,
+            receive_buffer: buffer(libc::SO_RCVBUF).map_err(failed("getsockopt(SO_RCVBUF)"))?,
+        })
+    };
+    Ok(SocketPair { kind: i32::from(kind), ends: [capture_end(ends[0])?, capture_end(ends[1])?] })
+}
+
+/// The messages waiting on `socket`, peeked one after another with
+/// SO_PEEK_OFF (set to 0 for the walk and put back after), so nothing is
+/// taken from the queue.
+fn queued_messages(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Result<Vec<Vec<u8>>, CompoundError> {
+    let failed = |operation: &'static str| {
+        move |errno: Errno| CompoundError::Io { action: operation, path: location.into(), source: errno.into() }
+    };
+    let original = int_option(socket, libc::SO_PEEK_OFF).map_err(failed("read SO_PEEK_OFF of"))?;
+    set_int_option(socket, libc::SO_PEEK_OFF, 0).map_err(failed("set SO_PEEK_OFF of"))?;
+    let walked = walk_queue(socket, kind, shutdown, location);
+    let put_back = set_int_option(socket, libc::SO_PEEK_OFF, original).map_err(failed("put back SO_PEEK_OFF of"));
+    let messages = walked?;
+    put_back?;
+    Ok(messages)
+}
+
+fn walk_queue(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Result<Vec<Vec<u8>>, CompoundError> {
+    let refuse =
+        |what: &str| -> CompoundError { Unsupported { what: what.to_owned(), location: location.to_owned() }.into() };
+    let mut messages = Vec::new();
+    let mut buffer = vec![0u8; LARGEST_MESSAGE];
+    let mut control = [0u8; 256];
+    loop {
+        let mut vector = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
+        // SAFETY: an all-zero msghdr is valid (no name, no vectors, no control).
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &raw mut vector;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = control.len();
+        // SAFETY: the header points to the buffer and the control area,
+        // both valid and writable for the lengths it gives.
+        let received =
+            unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut header, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if received < 0 {
+            return match Errno::last() {
+                Errno::EAGAIN => Ok(messages),
+                errno => Err(CompoundError::Io {
+                    action: "peek at the queue of",
+                    path: location.into(),
+                    source: errno.into(),
+                }),
+            };
+        }
+        if header.msg_controllen > 0 {
+            close_passed_descriptors(&header);
+            return Err(refuse(
+                "a socket with descriptors (SCM_RIGHTS) or credentials in flight in its queue, which cannot be sent \
+                 again as they were",
+            ));
+        }
+        if header.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(refuse("a socket with a message of more than 4 MiB waiting"));
+        }
+        let length = usize::try_from(received).unwrap_or(0);
+        if length == 0 {
+            if kind == libc::SOCK_STREAM || shutdown & RCV_SHUTDOWN != 0 {
+                return Ok(messages); // the end: nothing more will come
+            }
+            return Err(refuse("a socket with an empty datagram waiting (it cannot be told apart from the end)"));
+        }
+        messages.push(buffer[..length].to_vec());
+    }
+}
+
+/// Closes the descriptors a peek with SCM_RIGHTS installed in crp.
+fn close_passed_descriptors(header: &libc::msghdr) {
+    // SAFETY: the header's control area was filled by recvmsg; the CMSG
+    // macros walk only within msg_controllen.
+    unsafe {
+        let mut message = libc::CMSG_FIRSTHDR(header);
+        while !message.is_null() {
+            if (*message).cmsg_level == libc::SOL_SOCKET && (*message).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(message).cast::<libc::c_int>();
+                let count =
+                    ((*message).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
+                for index in 0..count {
+                    libc::close(data.add(index).read_unaligned());
+                }
+            }
+            message = libc::CMSG_NXTHDR(header, message);
+        }
+    }
+}
+
+/// Makes the pair in the tracee at descriptors from `above` up, with each
+/// end's options, queue and shutdown state: `[first end, second end]`.
+pub(super) fn make(tracee: &mut dyn Tracee, pair: &SocketPair, above: u64) -> Result<[u64; 2], EngineError> {
+    let mut scratch = tracee.scratch();
+    let ends_address = scratch.reserve(8);
+    scratch.commit(tracee)?;
+    let kind = arg(pair.kind | libc::SOCK_CLOEXEC);
+    tracee.syscall("socketpair", libc::SYS_socketpair, [arg(libc::AF_UNIX), kind, 0, ends_address, 0, 0])?;
+    let mut ends = [0u8; 8];
+    tracee.read_memory(ends_address, &mut ends)?;
+    let [a0, a1, a2, a3, b0, b1, b2, b3] = ends;
+    let first = super::move_above(tracee, u64::from(u32::from_ne_bytes([a0, a1, a2, a3])), above)?;
+    let second = super::move_above(tracee, u64::from(u32::from_ne_bytes([b0, b1, b2, b3])), above)?;
+    let fds = [first, second];
+    let duplicates = [tracee.duplicate_descriptor(first)?, tracee.duplicate_descriptor(second)?];
+    let pid = tracee.pid();
+    let failed = |operation: &'static str, fd: u64| move |errno| EngineError::Descriptor { operation, pid, fd, errno };
+    for (index, end) in pair.ends.iter().enumerate() {
+        let (socket, fd) = (&duplicates[index], fds[index]);
+        for (option, forced, wanted) in [
+            (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, end.send_buffer),
+            (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, end.receive_buffer),
+        ] {
+            if int_option(socket, option).map_err(failed("read a buffer size of", fd))?.cast_unsigned() != wanted {
+                // The kernel doubles what is set, and reported the double.
+                let half = libc::c_int::try_from(wanted / 2).unwrap_or(libc::c_int::MAX);
+                set_int_option(socket, forced, half).map_err(failed("set a buffer size of", fd))?;
+            }
+        }
+    }
+    for (index, end) in pair.ends.iter().enumerate() {
+        // What waits for this end was sent by the other.
+        let (sender, fd) = (&duplicates[1 - index], fds[1 - index]);
+        for message in &end.queued {
+            // SAFETY: the message is valid for its length; send reads only it.
+            let sent = unsafe {
+                libc::send(
+                    sender.as_raw_fd(),
+                    message.as_ptr().cast(),
+                    message.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if usize::try_from(sent).ok() != Some(message.len()) {
+                let errno = if sent < 0 { Errno::last() } else { Errno::EAGAIN };
+                return Err(failed("queue a message again through", fd)(errno));
+            }
+        }
+    }
+    for (index, end) in pair.ends.iter().enumerate() {
+        let (socket, fd) = (&duplicates[index], fds[index]);
+        if end.pass_credentials {
+            set_int_option(socket, libc::SO_PASSCRED, 1).map_err(failed("set SO_PASSCRED of", fd))?;
+        }
+        let how = match end.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN) {
+            0 => continue,
+            RCV_SHUTDOWN => libc::SHUT_RD,
+            SEND_SHUTDOWN => libc::SHUT_WR,
+            _ => libc::SHUT_RDWR,
+        };
+        // SAFETY: shutdown takes a descriptor and a constant.
+        if unsafe { libc::shutdown(socket.as_raw_fd(), how) } < 0 {
+            return Err(failed("shut down", fd)(Errno::last()));
+        }
+    }
+    Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    fn diag_of(stream: &impl AsRawFd) -> UnixSocket {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", stream.as_raw_fd())).unwrap().ino();
+        super::super::unix_diag::unix_sockets().unwrap().into_iter().find(|socket| socket.inode == inode).unwrap()
+    }
+
+    #[test]
+    fn queued_datagrams_are_read_one_by_one_and_left_in_place() {
+        let (first, second) = UnixDatagram::pair().unwrap();
+        first.send(b"one").unwrap();
+        first.send(b"two two").unwrap();
+        let pid = std::process::id() as i32;
+        let (a, b) = (diag_of(&first), diag_of(&second));
+        let pair = capture(pid, a.kind, [(first.as_raw_fd(), &a), (second.as_raw_fd(), &b)]).unwrap();
+        assert_eq!(pair.ends[1].queued, [b"one".to_vec(), b"two two".to_vec()]);
+        assert!(pair.ends[0].queued.is_empty());
+        let mut buffer = [0u8; 16];
+        assert_eq!(second.recv(&mut buffer).unwrap(), 3, "still queued, in order");
+        assert_eq!(second.recv(&mut buffer).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_stream_s_bytes_and_shutdown_are_captured_and_descriptors_in_flight_refused() {
+        let (mut first, second) = UnixStream::pair().unwrap();
+        first.write_all(b"hello ").unwrap();
+        first.write_all(b"world").unwrap();
+        first.shutdown(std::net::Shutdown::Write).unwrap();
+        let pid = std::process::id() as i32;
+        let (a, b) = (diag_of(&first), diag_of(&second));
+        let pair = capture(pid, a.kind, [(first.as_raw_fd(), &a), (second.as_raw_fd(), &b)]).unwrap();
+        assert_eq!(pair.ends[1].queued.concat(), b"hello world");
+        assert_eq!((pair.ends[0].shutdown, pair.ends[1].shutdown), (SEND_SHUTDOWN, RCV_SHUTDOWN));
+        let mut text = String::new();
+        (&second).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hello world");
+    }
+}
