@@ -5,7 +5,7 @@
 use crp_arch_x86::{CpuState, RegisterFile, SpecialMapping, VdsoLayout, XsaveArea};
 use crp_cli::model::{ArchivedProcessImage, ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
-use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::files::{EpollRegistration, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::mm::MmFields;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
@@ -69,6 +69,16 @@ fn fd() -> impl Strategy<Value = FdRecord> {
         (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
         any::<u32>().prop_map(|pipe| FdTarget::Pipe { pipe }),
         (any::<u32>(), any::<u8>()).prop_map(|(pair, end)| FdTarget::UnixPair { pair, end }),
+        vec((any::<i32>(), any::<u32>(), any::<u32>(), any::<u64>()), 0..4).prop_map(|registrations| {
+            let registrations = registrations
+                .into_iter()
+                .map(|(fd, file, events, data)| EpollRegistration { fd, file, events, data })
+                .collect();
+            FdTarget::Epoll { registrations }
+        }),
+        vec((any::<i32>(), any::<u32>(), ".{0,30}"), 0..4).prop_map(|watches| FdTarget::Inotify {
+            watches: watches.into_iter().map(|(wd, mask, path)| InotifyWatch { wd, mask, path }).collect()
+        }),
     ];
     (any::<i32>(), any::<i32>(), any::<u64>(), target).prop_map(|(fd, flags, offset, target)| FdRecord {
         fd,

@@ -298,6 +298,10 @@ pub struct FdSummary {
     pub shares_description_with: Option<i32>,
     /// For an end of a pipe: the pipe.
     pub pipe: Option<PipeSummary>,
+    /// For an epoll instance: its registrations.
+    pub epoll: Option<Vec<EpollSummary>>,
+    /// For an inotify instance: its watches (queued events are not kept).
+    pub inotify: Option<Vec<WatchSummary>>,
     /// For an end of a unix socket pair: the pair.
     pub socket_pair: Option<SocketPairSummary>,
 }
@@ -315,6 +319,27 @@ pub struct SocketPairSummary {
     /// "read", "write", "both" or null.
     pub shut_down: Option<&'static str>,
     pub pass_credentials: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EpollSummary {
+    /// The descriptor number it is registered under.
+    pub target_fd: i32,
+    /// The lowest descriptor of the registered file, when it is not `target_fd`.
+    pub target_now_at: Option<i32>,
+    pub events: u32,
+    /// `IN|ET|ONESHOT`...
+    pub events_names: String,
+    pub data: Hex,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WatchSummary {
+    pub wd: i32,
+    pub path: String,
+    pub mask: u32,
+    /// `CREATE|DELETE|ONESHOT`...
+    pub mask_names: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -456,6 +481,7 @@ fn fd_summary(
 ) -> FdSummary {
     let mut pipe = None;
     let mut socket_pair = None;
+    let (mut epoll, mut inotify) = (None, None);
     let (kind, target) = match &record.target {
         FdTarget::File { path } => ("file", path.clone()),
         FdTarget::CharDevice { path } => ("character device", path.clone()),
@@ -498,6 +524,24 @@ fn fd_summary(
             });
             ("unix socket pair", format!("socket:[{}]", ends.map_or(0, |(_, this)| this.inode)))
         }
+        FdTarget::Epoll { registrations } => {
+            epoll = Some(registrations.iter().map(|registration| epoll_summary(table, registration)).collect());
+            ("epoll", "anon_inode:[eventpoll]".to_owned())
+        }
+        FdTarget::Inotify { watches } => {
+            inotify = Some(
+                watches
+                    .iter()
+                    .map(|watch| WatchSummary {
+                        wd: watch.wd,
+                        path: watch.path.clone(),
+                        mask: watch.mask,
+                        mask_names: crp_compound::files::inotify::describe_mask(watch.mask),
+                    })
+                    .collect(),
+            );
+            ("inotify", "anon_inode:inotify".to_owned())
+        }
     };
     FdSummary {
         shares_description_with: table.shared_with(descriptor),
@@ -509,6 +553,29 @@ fn fd_summary(
         offset: record.offset,
         pipe,
         socket_pair,
+        epoll,
+        inotify,
+    }
+}
+
+fn epoll_summary(
+    table: &crp_compound::files::FdTable,
+    registration: &crp_compound::files::EpollRegistration,
+) -> EpollSummary {
+    let holds = |fd: i32| {
+        table.descriptors.iter().any(|descriptor| descriptor.fd == fd && descriptor.file == registration.file)
+    };
+    let now_at = table
+        .descriptors
+        .iter()
+        .find(|descriptor| descriptor.file == registration.file)
+        .map(|descriptor| descriptor.fd);
+    EpollSummary {
+        target_fd: registration.fd,
+        target_now_at: if holds(registration.fd) { None } else { now_at },
+        events: registration.events,
+        events_names: crp_compound::files::epoll::describe_events(registration.events),
+        data: Hex::new(registration.data),
     }
 }
 

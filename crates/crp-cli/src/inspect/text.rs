@@ -94,8 +94,34 @@ pub fn render_text(summary: &ImageSummary) -> String {
             },
         }
         .unwrap_or_default();
+        if file.shares_description_with.is_none() {
+            instances(&mut out, file);
+        }
     }
     out
+}
+
+/// An epoll's registrations or an inotify's watches, under its descriptor.
+fn instances(out: &mut String, file: &super::FdSummary) {
+    for registration in file.epoll.iter().flatten() {
+        let now_at = match registration.target_now_at {
+            Some(fd) => format!(" (its file is now fd {fd})"),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "         registers fd {}{now_at}: events {} data {}",
+            registration.target_fd,
+            registration.events_names,
+            format_args!("{:#x}", registration.data.value)
+        );
+    }
+    if let Some(watches) = &file.inotify {
+        for watch in watches {
+            let _ = writeln!(out, "         watch {}: {} ({})", watch.wd, watch.path, watch.mask_names);
+        }
+        let _ = writeln!(out, "         events queued at the dump are not kept");
+    }
 }
 
 fn header(out: &mut String, summary: &ImageSummary) {

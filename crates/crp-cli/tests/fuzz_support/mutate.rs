@@ -3,7 +3,7 @@
 
 use crp_arch_x86::SpecialMapping;
 use crp_cli::model::ProcessImage;
-use crp_compound::files::{FdRecord, FdTarget};
+use crp_compound::files::{EpollRegistration, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::SignalAction;
 use crp_compound::vma::{Backing, MappedFile};
@@ -145,7 +145,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             }
         }
         17 => {
-            let target = match rng.below(4) {
+            let target = match rng.below(6) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
                 1 => FdTarget::File { path: hostile_string(rng) },
                 2 => {
@@ -157,6 +157,21 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
                     }
                     FdTarget::Pipe { pipe: rng.pick(&[0, 1, u32::MAX]) }
                 }
+                3 => FdTarget::Epoll {
+                    registrations: vec![EpollRegistration {
+                        fd: rng.hostile_i32(),
+                        file: rng.pick(&[u32::MAX, 1000, 0]),
+                        events: rng.hostile_i32().cast_unsigned(),
+                        data: rng.hostile_u64(),
+                    }],
+                },
+                4 => FdTarget::Inotify {
+                    watches: vec![InotifyWatch {
+                        wd: rng.hostile_i32(),
+                        mask: rng.hostile_i32().cast_unsigned(),
+                        path: hostile_string(rng),
+                    }],
+                },
                 _ => FdTarget::CharDevice { path: hostile_string(rng) },
             };
             let fd = if rng.chance(2) { rng.hostile_i32() } else { 7 };

@@ -128,6 +128,7 @@ mod tests {
 
     #[test]
     fn own_descriptors_list_with_flags_and_offset() {
+        let _own = super::super::tests::OWN_DESCRIPTORS.lock();
         use std::os::fd::AsRawFd;
         let pid = std::process::id() as i32;
         let file = std::fs::File::open("/proc/self/exe").unwrap();
