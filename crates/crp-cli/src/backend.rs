@@ -60,6 +60,36 @@ pub trait RestoreBackend: std::fmt::Debug {
     fn rebuild(&self, rebuild: &mut Rebuild<'_>, gadget: Gadget) -> Result<(), CrpError>;
 }
 
+/// Size of the scratch mapping injected for syscall arguments at dump.
+pub(crate) const SCRATCH_BYTES: usize = 16 << 10;
+
+/// Parks the frozen process for injected syscalls (both back ends read
+/// some kinds that way). Parked, the process survives crp's death at any
+/// moment: it resumes where it was frozen (see crp_ptrace::Frozen).
+pub(crate) fn park(frozen: &mut Frozen, maps: &[procfs::MapsEntry]) -> Result<(), CrpError> {
+    let registers = *frozen.registers();
+    let syscall_ip = find_syscall_instruction(frozen.pid(), &registers, maps)?;
+    frozen.park(maps, syscall_ip, crp_arch_x86::resume_registers(&registers))?;
+    tracing::info!(pid = frozen.pid().as_raw(), syscall_ip = format_args!("{syscall_ip:#x}"), "parked");
+    Ok(())
+}
+
+/// An address holding `syscall` to inject through: right before RIP when
+/// the process stopped in a syscall, else one inside the vDSO.
+fn find_syscall_instruction(
+    pid: Pid,
+    registers: &crp_ptrace::Registers,
+    maps: &[procfs::MapsEntry],
+) -> Result<u64, CrpError> {
+    if let Some(address) = crp_ptrace::syscall_before(pid, registers.rip) {
+        return Ok(address);
+    }
+    match maps.iter().find(|entry| entry.name == "[vdso]") {
+        Some(vdso) => Ok(crp_ptrace::syscall_in(pid, vdso.start, vdso.end)?),
+        None => Err(crp_ptrace::EngineError::NoSyscallInstruction { pid: pid.as_raw() }.into()),
+    }
+}
+
 /// The record of a mapping either back end read, refusing (exit code 3,
 /// naming the process) what crp cannot restore.
 pub(crate) fn vma_record(pid: i32, mapping: Mapping<'_>) -> Result<VmaRecord, CrpError> {

@@ -1,16 +1,20 @@
 //! `ProcessImage`: the metadata of one checkpointed process, composed of
 //! each category's own state. It is the rkyv archive stored in the image.
 //! What Linux keeps per thread (registers, XSAVE, fs/gs base, the blocked
-//! mask and alternate stack, the robust list, rseq and clear_child_tid) is
-//! in [`ThreadState`], one per thread; the rest is the process's.
+//! mask and alternate stack, the robust list, rseq and clear_child_tid,
+//! the name, affinity, scheduling, timer slack, I/O priority and
+//! parent-death signal) is in [`ThreadState`], one per thread; the rest is
+//! the process's.
 
 use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::files::FdTable;
 use crp_compound::mm::MmFields;
+use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
+use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::VmaRecord;
 use crp_locks::LockState;
@@ -34,6 +38,8 @@ pub struct ProcessImage {
     pub credentials: Credentials,
     pub rlimits: ResourceLimits,
     pub timers: IntervalTimers,
+    /// THP disable, membarrier registrations, oom_score_adj, subreaper, MDWE.
+    pub attributes: ProcessAttributes,
 }
 
 /// What the kernel keeps for one thread.
@@ -46,6 +52,10 @@ pub struct ThreadState {
     pub signals: ThreadSignals,
     /// Robust list, rseq registration, clear_child_tid.
     pub locks: LockState,
+    /// Name, CPU affinity, scheduling, timer slack, I/O priority,
+    /// machine-check policy, TSC mode, speculation controls, parent-death
+    /// signal.
+    pub attributes: ThreadAttributes,
 }
 
 impl ProcessImage {

@@ -6,8 +6,12 @@
 //! back end's module does what `BY_INJECTION` does itself, then crp runs
 //! [`FINISH`] from outside. The registers and the blocked mask are loaded
 //! by the engine after the last step, right before release.
+//!
+//! The credentials come last of what needs crp's privileges; after them
+//! come only the kinds of [`AFTER_CREDENTIALS`], which a credential change
+//! resets and which need no privilege.
 
-use crp_ptrace::{Injector, Persist, Restore, TraceeExt, arg};
+use crp_ptrace::{Injector, Persist, Restore};
 use nix::unistd::Pid;
 
 use crate::error::CrpError;
@@ -61,22 +65,22 @@ macro_rules! persisted {
 }
 
 /// A kind of the thread-group leader's, restored by its [`Persist`] impl
-/// from the field `field` of its [`crate::model::ThreadState`].
+/// from the field `field` (a path: `attributes.parent_death_signal`) of
+/// its [`crate::model::ThreadState`].
 macro_rules! leader_persisted {
-    ($kind:ty, $field:ident) => {
+    ($kind:ty, $($field:ident).+) => {
         Step {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let leader = rebuild.image.leader()?;
                 let streams = &rebuild.choices.streams;
-                Ok(leader.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
+                Ok(leader.$($field).+.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
             },
         }
     };
 }
 
 const MEMORY: &str = "memory";
-const PARENT_DEATH_SIGNAL: &str = "parent-death signal";
 
 /// What the userspace back end rebuilds by injection before [`FINISH`].
 pub const BY_INJECTION: &[Step] = &[
@@ -98,21 +102,19 @@ pub const BY_INJECTION: &[Step] = &[
 /// What both back ends set from outside once memory and mm are in place.
 pub const FINISH: &[Step] = &[
     persisted!(crp_compound::task::TaskIdentity, task),
+    leader_persisted!(crp_compound::thread_attrs::ThreadAttributes, attributes),
+    persisted!(crp_compound::process_attrs::ProcessAttributes, attributes),
     persisted!(crp_compound::files::FdTable, files),
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
-    Step {
-        kind: PARENT_DEATH_SIGNAL,
-        // The death signal that tied the child to crp until now (the
-        // checkpointed process's own is not recorded yet: it had none).
-        run: |rebuild| {
-            let args = [arg(libc::PR_SET_PDEATHSIG), 0, 0, 0, 0, 0];
-            rebuild.injector.syscall("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, args)?;
-            Ok(())
-        },
-    },
     persisted!(crp_compound::creds::Credentials, credentials),
+    // Replaces the death signal that tied the child to crp until now.
+    leader_persisted!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
 ];
+
+const THREAD_ATTRIBUTES: &str = <crp_compound::thread_attrs::ThreadAttributes as Persist>::KIND;
+const PROCESS_ATTRIBUTES: &str = <crp_compound::process_attrs::ProcessAttributes as Persist>::KIND;
+const PARENT_DEATH_SIGNAL: &str = <crp_compound::thread_attrs::ParentDeathSignal as Persist>::KIND;
 
 /// `(earlier, later, why)`: `earlier` must run before `later`.
 pub const ORDER: &[(&str, &str, &str)] = &[
@@ -126,25 +128,42 @@ pub const ORDER: &[(&str, &str, &str)] = &[
     (
         <crp_compound::task::TaskIdentity as Persist>::KIND,
         <crp_compound::creds::Credentials as Persist>::KIND,
-        "the cwd is entered, and the affinity set, with crp's privileges",
+        "the cwd is entered with crp's privileges",
     ),
+    (
+        THREAD_ATTRIBUTES,
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        "a lower nice value, a real-time policy or I/O class need crp's CAP_SYS_NICE",
+    ),
+    (MEMORY, PROCESS_ATTRIBUTES, "PR_SET_MDWE refuses executable mappings made after it"),
     (
         <crp_compound::rlimits::ResourceLimits as Persist>::KIND,
         <crp_compound::creds::Credentials as Persist>::KIND,
         "raising a hard limit needs crp's privileges",
     ),
     (
-        PARENT_DEATH_SIGNAL,
         <crp_compound::creds::Credentials as Persist>::KIND,
-        "once the process is its own user crp may no longer change it",
+        PARENT_DEATH_SIGNAL,
+        "the kernel clears the parent-death signal when the effective or file-system ids change (commit_creds)",
     ),
 ];
 
-/// The kind that must be last of all: from then on the process is its own
-/// user and crp's privileges are gone from it.
+/// The kind that must be last of everything that needs crp's privileges:
+/// from then on the process is its own user and crp's privileges are gone
+/// from it.
 pub const LAST: &str = <crp_compound::creds::Credentials as Persist>::KIND;
 
-/// Checks a sequence of kinds against [`ORDER`] and [`LAST`].
+/// The only kinds that may follow [`LAST`], each with why: a credential
+/// change resets them, and setting them needs no privilege. (Dumpable and
+/// no_new_privs, reset or made final the same way, are the credentials'
+/// own last acts.)
+pub const AFTER_CREDENTIALS: &[(&str, &str)] = &[(
+    PARENT_DEATH_SIGNAL,
+    "commit_creds clears it when the ids change, and PR_SET_PDEATHSIG is allowed to any process for itself",
+)];
+
+/// Checks a sequence of kinds against [`ORDER`], [`LAST`] and
+/// [`AFTER_CREDENTIALS`].
 pub fn check_order(kinds: &[&str]) -> Result<(), String> {
     let position = |kind: &str| kinds.iter().position(|candidate| *candidate == kind);
     for (earlier, later, why) in ORDER {
@@ -154,11 +173,10 @@ pub fn check_order(kinds: &[&str]) -> Result<(), String> {
             return Err(format!("{earlier} must come before {later}: {why}"));
         }
     }
-    match kinds.last() {
-        Some(last) if *last != LAST && kinds.contains(&LAST) => {
-            Err(format!("{LAST} must come last, not before {last}"))
-        }
-        _ => Ok(()),
+    let after = position(LAST).map_or(&[][..], |last| &kinds[last + 1..]);
+    match after.iter().find(|kind| !AFTER_CREDENTIALS.iter().any(|(allowed, _)| allowed == *kind)) {
+        Some(kind) => Err(format!("{LAST} must come after {kind}: only what a credential change resets may follow")),
+        None => Ok(()),
     }
 }
 
@@ -168,8 +186,8 @@ pub fn run(steps: &[Step], rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
         (step.run)(rebuild)?;
         tracing::debug!(kind = step.kind, "restored");
     }
-    if steps.last().is_some_and(|step| step.kind == LAST) {
-        tracing::info!("state restored, credentials last");
+    if steps.iter().any(|step| step.kind == LAST) {
+        tracing::info!("state restored, credentials last of what needs crp's privileges");
     }
     Ok(())
 }
@@ -205,6 +223,42 @@ mod tests {
         let mut swapped = kinds(&[BY_INJECTION, FINISH]);
         swapped.swap(0, 1);
         assert!(check_order(&swapped).unwrap_err().contains("PR_SET_MM_MAP"));
+    }
+
+    #[test]
+    fn the_parent_death_signal_comes_after_the_credentials_and_nothing_else_does() {
+        let mut moved = kinds(&[BY_INJECTION, FINISH]);
+        let signal = moved.iter().position(|kind| *kind == PARENT_DEATH_SIGNAL).unwrap();
+        let credentials = moved.iter().position(|kind| *kind == LAST).unwrap();
+        assert!(signal > credentials, "{moved:?}");
+        moved.swap(signal, credentials);
+        let refusal = check_order(&moved).unwrap_err();
+        assert!(refusal.contains("commit_creds"), "{refusal}");
+
+        let mut late = kinds(&[BY_INJECTION, FINISH]);
+        let attributes = late.iter().position(|kind| *kind == PROCESS_ATTRIBUTES).unwrap();
+        let kind = late.remove(attributes);
+        late.push(kind);
+        let refusal = check_order(&late).unwrap_err();
+        assert!(refusal.contains("must come before credentials") || refusal.contains("only what"), "{refusal}");
+
+        let mut timers_last = kinds(&[FINISH]);
+        let timers =
+            timers_last.iter().position(|kind| *kind == <crp_compound::timers::IntervalTimers as Persist>::KIND);
+        let kind = timers_last.remove(timers.unwrap());
+        timers_last.push(kind);
+        let refusal = check_order(&timers_last).unwrap_err();
+        assert!(refusal.contains("only what a credential change resets may follow"), "{refusal}");
+    }
+
+    #[test]
+    fn thread_attributes_are_set_with_crp_s_privileges() {
+        let mut moved = kinds(&[FINISH]);
+        let attributes = moved.iter().position(|kind| *kind == THREAD_ATTRIBUTES).unwrap();
+        let kind = moved.remove(attributes);
+        let credentials = moved.iter().position(|kind| *kind == LAST).unwrap();
+        moved.insert(credentials + 1, kind);
+        assert!(check_order(&moved).unwrap_err().contains("CAP_SYS_NICE"));
     }
 
     #[test]

@@ -13,9 +13,11 @@ use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
+use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
+use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes};
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaRecord};
 use crp_image::format::FORMAT_VERSION;
@@ -40,6 +42,24 @@ fn reference_image() -> ProcessImage {
                 robust_list_length: 24,
                 rseq: Some(RseqRegistration { address: 0x7f00_0000_2000, length: 32, signature: 0x5305_3053 }),
                 clear_child_tid: 0x7f00_0000_3000,
+            },
+            attributes: ThreadAttributes {
+                comm: "true".into(),
+                cpu_affinity: vec![0, 1],
+                scheduling: Scheduling {
+                    policy: 3,
+                    reset_on_fork: true,
+                    nice: 7,
+                    priority: 0,
+                    util_min: 0,
+                    util_max: 1024,
+                },
+                timer_slack_ns: 123_456,
+                io_priority: (2 << 13) | 6,
+                machine_check_kill: 1,
+                tsc: 1,
+                speculation: vec![5, 0, 0],
+                parent_death_signal: ParentDeathSignal(28),
             },
         }],
         vdso: VdsoLayout {
@@ -147,14 +167,7 @@ fn reference_image() -> ProcessImage {
         signals: SignalState {
             actions: vec![SignalAction { signal: 2, handler: 0x40_0100, flags: 0x0400_0000, restorer: 9, mask: 0 }],
         },
-        task: TaskIdentity {
-            comm: "true".into(),
-            cwd: "/".into(),
-            umask: 0o22,
-            personality: 0,
-            stopped: false,
-            cpu_affinity: vec![0, 1],
-        },
+        task: TaskIdentity { cwd: "/".into(), umask: 0o22, personality: 0, stopped: false },
         credentials: Credentials {
             ids: IdsAndCapabilities {
                 uids: [1000; 4],
@@ -172,6 +185,13 @@ fn reference_image() -> ProcessImage {
         },
         rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32], [1; 32], [0; 32]] },
+        attributes: ProcessAttributes {
+            thp_disable: 1,
+            membarrier_registrations: 1 << 4,
+            oom_score_adj: 400,
+            child_subreaper: true,
+            memory_deny_write_execute: 0,
+        },
     }
 }
 

@@ -66,6 +66,32 @@ fn kmod_dump_userspace_restore() {
 
 /// A process caught in user mode between two instructions, with 64-bit
 /// patterns in every general register (high halves set), keeps them all.
+/// The attributes subject (thread name, affinity, policy and nice, timer
+/// slack, parent-death signal, THP disabled, membarrier, oom_score_adj...)
+/// dumped with one back end and restored with another: the module does not
+/// report these, the kmod dump reads them by injection.
+fn attributes_round_trip(dump_with: &str, restore_with: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("attributes");
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("attributes.crp");
+    dump_ok(subject.pid, &image, &backend(dump_with));
+    assert_killed(subject.wait());
+    let output = restore(&image, &backend(restore_with), "go\n");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{dump_with} to {restore_with}: {stdout}{}", stderr_of(&output));
+    assert!(stdout.starts_with(&format!("OK pid={} attributes kept", subject.pid)), "{stdout}");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn thread_and_process_attributes_across_back_ends() {
+    attributes_round_trip("kmod", "kmod");
+    attributes_round_trip("kmod", "userspace");
+    attributes_round_trip("userspace", "kmod");
+}
+
 fn spin_round_trip(dump_with: &str, restore_with: &str) {
     let round = round_trip(&["spin", "4"], Duration::from_millis(1000), &backend(dump_with), &backend(restore_with));
     let stdout = stdout_of(&round.output);

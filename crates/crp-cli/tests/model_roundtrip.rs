@@ -8,9 +8,11 @@ use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EpollRegistration, EventFile, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::mm::MmFields;
+use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
+use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes};
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaRecord};
 use crp_image::{ImageReader, ImageWriter};
@@ -122,25 +124,67 @@ fn thread_signals() -> impl Strategy<Value = ThreadSignals> {
 }
 
 fn thread() -> impl Strategy<Value = ThreadState> {
-    (any::<i32>(), cpu(), thread_signals(), locks()).prop_map(|(tid, cpu, signals, locks)| ThreadState {
-        tid,
-        cpu,
-        signals,
-        locks,
-    })
+    (any::<i32>(), cpu(), thread_signals(), locks(), thread_attributes())
+        .prop_map(|(tid, cpu, signals, locks, attributes)| ThreadState { tid, cpu, signals, locks, attributes })
+}
+
+fn scheduling() -> impl Strategy<Value = Scheduling> {
+    (any::<u32>(), any::<bool>(), any::<i32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+        |(policy, reset_on_fork, nice, priority, util_min, util_max)| Scheduling {
+            policy,
+            reset_on_fork,
+            nice,
+            priority,
+            util_min,
+            util_max,
+        },
+    )
+}
+
+fn thread_attributes() -> impl Strategy<Value = ThreadAttributes> {
+    (
+        (".{0,15}", vec(any::<u32>(), 0..8), scheduling()),
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), vec(any::<u64>(), 0..4), any::<u32>()),
+    )
+        .prop_map(
+            |(
+                (comm, cpu_affinity, scheduling),
+                (timer_slack_ns, io_priority, machine_check_kill, tsc, speculation, signal),
+            )| ThreadAttributes {
+                comm,
+                cpu_affinity,
+                scheduling,
+                timer_slack_ns,
+                io_priority,
+                machine_check_kill,
+                tsc,
+                speculation,
+                parent_death_signal: ParentDeathSignal(signal),
+            },
+        )
+}
+
+fn process_attributes() -> impl Strategy<Value = ProcessAttributes> {
+    (any::<u64>(), any::<u64>(), any::<i32>(), any::<bool>(), any::<u64>()).prop_map(
+        |(thp_disable, membarrier_registrations, oom_score_adj, child_subreaper, memory_deny_write_execute)| {
+            ProcessAttributes {
+                thp_disable,
+                membarrier_registrations,
+                oom_score_adj,
+                child_subreaper,
+                memory_deny_write_execute,
+            }
+        },
+    )
 }
 
 fn task() -> impl Strategy<Value = TaskIdentity> {
-    (".{0,15}", ".{0,40}", any::<u32>(), any::<u64>(), any::<bool>(), vec(any::<u32>(), 0..8)).prop_map(
-        |(comm, cwd, umask, personality, stopped, cpu_affinity)| TaskIdentity {
-            comm,
-            cwd,
-            umask,
-            personality,
-            stopped,
-            cpu_affinity,
-        },
-    )
+    (".{0,40}", any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(cwd, umask, personality, stopped)| TaskIdentity {
+        cwd,
+        umask,
+        personality,
+        stopped,
+    })
 }
 
 fn locks() -> impl Strategy<Value = LockState> {
@@ -209,7 +253,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         vec(fd(), 0..10),
         signals(),
         task(),
-        (credentials(), rlimits(), timers()),
+        (credentials(), rlimits(), timers(), process_attributes()),
     )
         .prop_map(
             |(
@@ -221,7 +265,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 files,
                 signals,
                 task,
-                (credentials, rlimits, timers),
+                (credentials, rlimits, timers, attributes),
             )| {
                 ProcessImage {
                     pid,
@@ -237,6 +281,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     credentials,
                     rlimits: rlimits.into(),
                     timers,
+                    attributes,
                 }
             },
         )

@@ -293,3 +293,70 @@ fn dup_ed_descriptors_share_their_offset_after_a_restore() {
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} shared\n", subject.pid));
 }
+
+/// Per-thread attributes (name, affinity, policy and nice, timer slack, I/O
+/// priority, parent-death signal, machine-check policy, speculation control)
+/// and process attributes (THP disabled, a membarrier registration,
+/// oom_score_adj 400, child subreaper, no_new_privs, MDWE) are shown by
+/// inspect and come back: the restored program checks each itself.
+#[test]
+fn thread_and_process_attributes_survive_a_restore() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.arg("attributes");
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("attributes.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+
+    let inspected = crp().arg("inspect").arg("--json").arg(&image).output().unwrap();
+    assert!(inspected.status.success(), "{}", stderr_of(&inspected));
+    let summary: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let thread = &summary["threads"][0];
+    assert_eq!(thread["comm"], "attr-subject");
+    assert_eq!(thread["scheduling"]["policy"], "SCHED_BATCH");
+    assert_eq!(
+        (thread["scheduling"]["nice"].as_i64(), thread["scheduling"]["reset_on_fork"].as_bool()),
+        (Some(7), Some(true))
+    );
+    assert_eq!(thread["timer_slack_ns"], 123_456);
+    assert_eq!(thread["io_priority"]["value"], (2 << 13) | 6);
+    assert_eq!(thread["parent_death_signal"], libc::SIGWINCH);
+    assert_eq!(thread["machine_check_kill"], "early");
+    let attributes = &summary["process_attributes"];
+    assert_eq!(attributes["oom_score_adj"], 400);
+    assert_eq!(attributes["thp_disable"], 1);
+    assert_eq!(attributes["child_subreaper"], true);
+    assert_eq!(attributes["memory_deny_write_execute"], 1);
+    assert_eq!(attributes["membarrier_registrations"]["names"][0], "MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED");
+    let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(text.contains("oom_score_adj 400") && text.contains("SCHED_BATCH nice 7"), "{text}");
+
+    let output = restore(&image, &[], "go\n");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert!(stdout.starts_with(&format!("OK pid={} attributes kept", subject.pid)), "{stdout}");
+}
+
+/// An oom_score_adj below what crp restore may set without CAP_SYS_RESOURCE
+/// is refused before the child exists, naming the value and the capability.
+#[test]
+fn an_oom_score_adj_crp_cannot_set_is_refused_before_the_child_exists() {
+    if crp_compound::process_attrs::can_set_oom_score_adj(-500).unwrap() {
+        eprintln!("skipped: this test process may lower oom_score_adj to -500 (CAP_SYS_RESOURCE or a low bound)");
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", "30"]);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("oom.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let changed = rewritten_image(&image, |image| image.attributes.oom_score_adj = -500);
+    let output = restore(&changed, &[], "");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_SYS_RESOURCE, to set oom_score_adj -500"), "{stderr}");
+    assert!(!process_exists(subject.pid), "no child was left");
+}

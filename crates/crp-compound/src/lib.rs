@@ -1,7 +1,9 @@
 //! Compound structures, deep-copied: the VMAs with their page contents
 //! ([`vma`], [`pagemap`]), the mm fields ([`mm`]), the descriptor table
-//! ([`files`]), signal dispositions ([`signals`]) and the task's identity
-//! (comm, cwd, umask: [`task`]). Each module captures its state from a
+//! ([`files`]), signal dispositions ([`signals`]), the task's context
+//! (cwd, umask: [`task`]), per-thread attributes (comm, affinity,
+//! scheduling...: [`thread_attrs`]) and process attributes (THP disable,
+//! membarrier, oom_score_adj...: [`process_attrs`]). Each module captures its state from a
 //! stopped process and re-establishes it in the process being restored.
 
 pub mod creds;
@@ -9,9 +11,11 @@ mod error;
 pub mod files;
 pub mod mm;
 pub mod pagemap;
+pub mod process_attrs;
 pub mod rlimits;
 pub mod signals;
 pub mod task;
+pub mod thread_attrs;
 pub mod timers;
 pub mod valid;
 pub mod vma;

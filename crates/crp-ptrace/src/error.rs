@@ -31,6 +31,12 @@ pub enum EngineError {
     NotParked { pid: i32 },
     #[error("cannot build the signal frame that keeps the process safe: {reason}")]
     SignalFrame { reason: String },
+    #[error("cannot write {path}: {source}")]
+    ProcFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create the restore child: {reason}")]
     Spawn { reason: String },
 }

@@ -43,6 +43,8 @@ pub struct FakeTracee {
     pub memory: FakeMemory,
     pub blocked: u64,
     pub rseq: crate::sys::RseqConfiguration,
+    /// What was written to the process's /proc files: `(name, data)`.
+    pub proc_writes: Vec<(String, Vec<u8>)>,
     /// What [`Tracee::reopen_descriptor`] and
     /// [`Tracee::duplicate_descriptor`] give for each descriptor (a
     /// duplicate of the entry); any other descriptor is EBADF.
@@ -73,6 +75,7 @@ impl FakeTracee {
             memory: FakeMemory::default(),
             blocked: 0,
             rseq: crate::sys::RseqConfiguration::default(),
+            proc_writes: Vec::new(),
             descriptors: BTreeMap::new(),
             scratch: (Self::SCRATCH, 64 << 10),
             answer: Box::new(answer),
@@ -123,6 +126,11 @@ impl Tracee for FakeTracee {
         Ok(self.rseq)
     }
 
+    fn write_proc_file(&mut self, name: &str, data: &[u8]) -> Result<(), EngineError> {
+        self.proc_writes.push((name.to_owned(), data.to_vec()));
+        Ok(())
+    }
+
     fn reopen_descriptor(&self, fd: u64, _flags: i32) -> Result<std::os::fd::OwnedFd, EngineError> {
         let missing =
             || EngineError::Descriptor { operation: "reopen", pid: Self::PID, fd, errno: nix::errno::Errno::EBADF };
@@ -138,7 +146,7 @@ impl Tracee for FakeTracee {
 /// A /proc snapshot of the fake process: a root process named `fake` in
 /// `/srv`, umask 022, on CPUs 0 and 1, with code at 0x400000..0x401000, data
 /// at 0x600000..0x601000, the stack at 0x7ffd0000 and arguments, environment
-/// and auxv (`AT_PAGESZ` 4096) in place.
+/// and auxv (`AT_PAGESZ` 4096) in place, oom_score_adj 0.
 pub fn snapshot() -> crate::procfs::Snapshot {
     let status = "Name:\tfake\nUmask:\t0022\nState:\tt (tracing stop)\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n\
         Groups:\t0 27\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
@@ -166,6 +174,7 @@ pub fn snapshot() -> crate::procfs::Snapshot {
         auxv: &auxv,
         cwd: "/srv",
         exe: "/usr/bin/fake",
+        oom_score_adj: "0\n",
     };
     crate::procfs::Snapshot::parse(FakeTracee::PID, texts).expect("the fake's own texts parse")
 }

@@ -30,6 +30,14 @@ pub trait Tracee {
     /// while it works on the process).
     fn blocked_signals(&self) -> Result<u64, EngineError>;
 
+    /// Writes `data` into the process's file `/proc/PID/{name}`, from crp
+    /// (with crp's credentials, not those the process has at that moment,
+    /// which may be another user's file-system ids).
+    fn write_proc_file(&mut self, name: &str, data: &[u8]) -> Result<(), EngineError> {
+        let path = format!("/proc/{}/{name}", self.pid());
+        std::fs::write(&path, data).map_err(|source| EngineError::ProcFile { path, source })
+    }
+
     /// The process's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         let pid = nix::unistd::Pid::from_raw(self.pid());

@@ -79,7 +79,70 @@ pub struct ProcessSummary {
     pub personality: u64,
     /// Stopped by a signal when dumped: it comes back stopped.
     pub stopped: bool,
+    /// The leader's (also in `threads`).
     pub cpu_affinity: Vec<u32>,
+}
+
+/// The scheduling attributes of one thread.
+#[derive(Debug, Serialize)]
+pub struct SchedulingSummary {
+    /// SCHED_OTHER, SCHED_BATCH, SCHED_IDLE, SCHED_FIFO, SCHED_RR.
+    pub policy: String,
+    pub reset_on_fork: bool,
+    pub nice: i32,
+    /// The real-time priority (0 unless FIFO or RR).
+    pub priority: u32,
+    pub util_min: u32,
+    pub util_max: u32,
+}
+
+/// An I/O priority as ioprio_get reports it.
+#[derive(Debug, Serialize)]
+pub struct IoPrioritySummary {
+    pub value: u32,
+    /// `none`, `realtime`, `best-effort` or `idle`.
+    pub class: &'static str,
+    pub level: u32,
+    /// The kernel derived it from the scheduling attributes (the thread set
+    /// none): it is left to follow them at restore.
+    pub follows_scheduling: bool,
+}
+
+/// One speculation control (PR_GET_SPECULATION_CTRL).
+#[derive(Debug, Serialize)]
+pub struct SpeculationSummary {
+    pub control: &'static str,
+    pub value: u64,
+}
+
+/// What Linux keeps per thread beyond registers and signals.
+#[derive(Debug, Serialize)]
+pub struct ThreadSummary {
+    pub tid: i32,
+    pub comm: String,
+    pub cpu_affinity: Vec<u32>,
+    pub scheduling: SchedulingSummary,
+    pub timer_slack_ns: u64,
+    pub io_priority: IoPrioritySummary,
+    /// `late`, `early` or `default` (PR_MCE_KILL_GET).
+    pub machine_check_kill: &'static str,
+    /// `enabled` or `sigsegv` (PR_GET_TSC).
+    pub tsc: &'static str,
+    pub speculation: Vec<SpeculationSummary>,
+    /// 0 when none.
+    pub parent_death_signal: u32,
+}
+
+/// Attributes of the whole process no other section shows.
+#[derive(Debug, Serialize)]
+pub struct ProcessAttributesSummary {
+    /// PR_GET_THP_DISABLE: 0, 1, or 3 (disabled except where advised).
+    pub thp_disable: u64,
+    pub membarrier_registrations: NamedSet,
+    pub oom_score_adj: i32,
+    pub child_subreaper: bool,
+    /// PR_GET_MDWE flags.
+    pub memory_deny_write_execute: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -345,6 +408,8 @@ pub struct ImageSummary {
     pub kernel_release: String,
     pub dumped_at: DumpedAt,
     pub process: ProcessSummary,
+    pub process_attributes: ProcessAttributesSummary,
+    pub threads: Vec<ThreadSummary>,
     pub credentials: CredentialsSummary,
     pub signals: SignalsSummary,
     pub timers: Vec<TimerSummary>,
@@ -390,14 +455,16 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         dumped_at: dumped_at(image.dumped_at_unix_seconds, SystemTime::now()),
         process: ProcessSummary {
             pid: image.pid,
-            comm: image.task.comm.clone(),
+            comm: leader.attributes.comm.clone(),
             exe: image.mm.exe_path.clone(),
             cwd: image.task.cwd.clone(),
             umask: image.task.umask,
             personality: image.task.personality,
             stopped: image.task.stopped,
-            cpu_affinity: image.task.cpu_affinity.clone(),
+            cpu_affinity: leader.attributes.cpu_affinity.clone(),
         },
+        process_attributes: process_attributes(&image.attributes),
+        threads: image.threads.iter().map(thread).collect(),
         credentials: credentials(&image),
         signals: signals(&image, &leader.signals),
         timers: image
@@ -647,6 +714,58 @@ pub fn describe_age(age_seconds: i64) -> String {
         60..3600 => format!("{} min ago", age_seconds / 60),
         3600..86_400 => format!("{} h ago", age_seconds / 3600),
         _ => format!("{} d ago", age_seconds / 86_400),
+    }
+}
+
+fn process_attributes(attributes: &crp_compound::process_attrs::ProcessAttributes) -> ProcessAttributesSummary {
+    let names = attributes.membarrier_names().into_iter().map(str::to_owned).collect();
+    ProcessAttributesSummary {
+        thp_disable: attributes.thp_disable,
+        membarrier_registrations: NamedSet::new(attributes.membarrier_registrations, names),
+        oom_score_adj: attributes.oom_score_adj,
+        child_subreaper: attributes.child_subreaper,
+        memory_deny_write_execute: attributes.memory_deny_write_execute,
+    }
+}
+
+fn thread(thread: &crate::model::ThreadState) -> ThreadSummary {
+    let attributes = &thread.attributes;
+    let scheduling = &attributes.scheduling;
+    ThreadSummary {
+        tid: thread.tid,
+        comm: attributes.comm.clone(),
+        cpu_affinity: attributes.cpu_affinity.clone(),
+        scheduling: SchedulingSummary {
+            policy: scheduling.policy_name(),
+            reset_on_fork: scheduling.reset_on_fork,
+            nice: scheduling.nice,
+            priority: scheduling.priority,
+            util_min: scheduling.util_min,
+            util_max: scheduling.util_max,
+        },
+        timer_slack_ns: attributes.timer_slack_ns,
+        io_priority: IoPrioritySummary {
+            value: attributes.io_priority,
+            class: match attributes.io_priority >> 13 {
+                0 => "none",
+                1 => "realtime",
+                2 => "best-effort",
+                _ => "idle",
+            },
+            level: attributes.io_priority & 0x1fff,
+            follows_scheduling: attributes.io_priority_follows_scheduling(),
+        },
+        machine_check_kill: match attributes.machine_check_kill {
+            0 => "late",
+            1 => "early",
+            _ => "default",
+        },
+        tsc: if attributes.tsc == crp_compound::thread_attrs::TSC_ENABLE { "enabled" } else { "sigsegv" },
+        speculation: attributes
+            .speculation_controls()
+            .map(|(control, value)| SpeculationSummary { control, value })
+            .collect(),
+        parent_death_signal: attributes.parent_death_signal.0,
     }
 }
 

@@ -216,6 +216,52 @@ fn process(out: &mut String, summary: &ImageSummary) {
         process.umask, process.personality, process.cpu_affinity
     );
     let _ = writeln!(out, "xsave      features {:#x} ({} bytes)", summary.xsave.features.value, summary.xsave.bytes);
+    let attributes = &summary.process_attributes;
+    let membarrier = if attributes.membarrier_registrations.names.is_empty() {
+        "none".to_owned()
+    } else {
+        attributes.membarrier_registrations.names.join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "attributes oom_score_adj {}, THP disable {}, child subreaper {}, MDWE {:#x}, membarrier {membarrier}",
+        attributes.oom_score_adj,
+        attributes.thp_disable,
+        attributes.child_subreaper,
+        attributes.memory_deny_write_execute
+    );
+    for thread in &summary.threads {
+        let scheduling = &thread.scheduling;
+        let priority = match scheduling.priority {
+            0 => format!("nice {}", scheduling.nice),
+            priority => format!("priority {priority}"),
+        };
+        let _ = writeln!(
+            out,
+            "thread     {} comm {:?}, {} {priority}{}, timer slack {} ns, I/O {} {}{}",
+            thread.tid,
+            thread.comm,
+            scheduling.policy,
+            if scheduling.reset_on_fork { " (reset on fork)" } else { "" },
+            thread.timer_slack_ns,
+            thread.io_priority.class,
+            thread.io_priority.level,
+            if thread.io_priority.follows_scheduling { " (from the scheduling)" } else { "" },
+        );
+        let speculation: Vec<String> =
+            thread.speculation.iter().map(|control| format!("{} {:#x}", control.control, control.value)).collect();
+        let _ = writeln!(
+            out,
+            "           parent-death signal {}, machine-check kill {}, TSC {}, speculation: {}",
+            match thread.parent_death_signal {
+                0 => "none".to_owned(),
+                signal => crp_compound::signals::signal_name(signal.cast_signed()),
+            },
+            thread.machine_check_kill,
+            thread.tsc,
+            if speculation.is_empty() { "none".to_owned() } else { speculation.join(", ") }
+        );
+    }
 }
 
 fn credentials(out: &mut String, summary: &ImageSummary) {

@@ -2,25 +2,30 @@
 //! structures through `/dev/crp`, translated into the image's model (so an
 //! image written with the kmod back end is the same kind of image the
 //! userspace back end writes); what lives outside the task (fd table, cwd,
-//! comm, affinity, ids, which VMAs have pages) from /proc. Nothing is
-//! injected.
+//! ids, which VMAs have pages) from /proc. What the module does not report
+//! either (the per-thread attributes: name, affinity, scheduling, timer
+//! slack, I/O priority, parent-death signal; and THP disable, membarrier
+//! registrations, oom_score_adj...) is read by the same injected getters
+//! the userspace back end uses, the process parked meanwhile.
 
 use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_features};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
+use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
+use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
 use crp_kmod_abi::*;
 use crp_locks::LockState;
-use crp_ptrace::Frozen;
 use crp_ptrace::procfs::{self, Snapshot};
+use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
 
 use super::device::{Device, TaskDump};
-use crate::backend::{Captured, DumpBackend, vma_record};
+use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record};
 use crate::error::CrpError;
 use crate::model::{ProcessImage, ThreadState, kernel_release};
 
@@ -37,10 +42,19 @@ impl Dump {
 }
 
 impl DumpBackend for Dump {
-    fn capture(&self, _frozen: &mut Frozen, proc: &Snapshot, stopped: bool) -> Result<Captured, CrpError> {
+    fn capture(&self, frozen: &mut Frozen, proc: &Snapshot, stopped: bool) -> Result<Captured, CrpError> {
         let pid = proc.pid;
         let dump = self.device.dump_task(pid)?;
         tracing::info!(pid, "task record read from /dev/crp");
+        // Which VMAs hold any page at all is in smaps (no exported walk
+        // gives it); parking needs the mappings too.
+        let maps = procfs::smaps(pid)?;
+        park(frozen, &maps)?;
+        let (thread_attributes, attributes) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+            Ok::<_, CrpError>((ThreadAttributes::capture(context)?, ProcessAttributes::capture(context)?))
+        })?;
+        frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
         let mut task = TaskIdentity::from_proc(proc, stopped)?;
@@ -54,6 +68,7 @@ impl DumpBackend for Dump {
                 cpu: cpu_state(&dump)?,
                 signals: ThreadSignals::from_abi(&dump.state),
                 locks: LockState::from_abi(&dump.state),
+                attributes: thread_attributes,
             }],
             vdso: vdso_layout(&dump),
             vmas,
@@ -64,11 +79,9 @@ impl DumpBackend for Dump {
             credentials: Credentials::from_abi(proc, &dump.state)?,
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
+            attributes,
         };
-        // Which VMAs hold any page at all is in smaps (no exported walk
-        // gives it); matching by range, a VMA smaps does not show is
-        // walked in full.
-        let maps = procfs::smaps(pid)?;
+        // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state
             .vmas
             .iter()

@@ -83,6 +83,12 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;
+    for thread in &image.threads {
+        thread
+            .attributes
+            .check_speculation(crp_compound::thread_attrs::own_speculation)
+            .map_err(|refusal| CrpError::Incompatible { reason: refusal.to_string() })?;
+    }
     check_privileges(image)
 }
 
@@ -117,8 +123,9 @@ fn with_fd(error: CrpError, fd: i32) -> CrpError {
 /// `CAP_SYS_RESOURCE`, needed to raise a hard resource limit.
 const CAP_SYS_RESOURCE: u64 = 1 << 24;
 
-/// Refuses an image whose process had capabilities, or hard limits, that
-/// crp itself does not have: it could not give them back. Capabilities
+/// Refuses an image whose process had capabilities, hard limits, or an
+/// oom_score_adj below crp's own lower bound, that crp itself does not
+/// have: it could not give them back. Capabilities
 /// this kernel does not know at all make the host unfit (exit 5); known
 /// ones crp lacks are a privilege problem of crp's (exit 1).
 fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
@@ -143,6 +150,17 @@ fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
         });
     }
     let can_raise_limits = own.cap_effective & CAP_SYS_RESOURCE != 0;
+    let oom_score_adj = image.attributes.oom_score_adj;
+    if !crp_compound::process_attrs::can_set_oom_score_adj(oom_score_adj)? {
+        return Err(CrpError::LacksPrivileges {
+            missing: format!(
+                "CAP_SYS_RESOURCE, to set oom_score_adj {oom_score_adj}, below the lowest crp restore may set (its \
+                 own is {})",
+                crp_compound::process_attrs::own_oom_score_adj()?
+            ),
+            advice: privilege_advice(),
+        });
+    }
     match crp_compound::rlimits::first_above(&image.rlimits, crp_ptrace::sys::own_hard_limit) {
         Some((limit, own_limit)) if !can_raise_limits => Err(CrpError::LacksPrivileges {
             missing: format!(

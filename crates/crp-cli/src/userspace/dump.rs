@@ -1,25 +1,24 @@
 //! Reading a frozen process from outside: /proc, ptrace, and the syscalls
 //! only the process itself can make, injected while it is parked.
 
-use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping, resume_registers};
+use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
+use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
+use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
 use crp_locks::LockState;
-use crp_ptrace::procfs::{self, MapsEntry};
+use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
 
-use crate::backend::{Captured, DumpBackend, vma_record};
+use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record};
 use crate::error::CrpError;
 use crate::model::{ProcessImage, ThreadState, kernel_release};
-
-/// Size of the scratch mapping injected for syscall arguments at dump.
-const SCRATCH_BYTES: usize = 16 << 10;
 
 /// The userspace back end's dump side.
 #[derive(Debug)]
@@ -38,20 +37,26 @@ impl DumpBackend for Dump {
             .map(|entry| Ok((entry.populated_kb, vma_record(pid, Mapping::from_maps(entry))?)))
             .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
 
-        let syscall_ip = find_syscall_instruction(frozen.pid(), &registers, &maps)?;
-        // Parked, the process survives crp's death at any moment: it
-        // resumes where it was frozen (see crp_ptrace::Frozen).
-        frozen.park(&maps, syscall_ip, resume_registers(&registers))?;
-        tracing::info!(pid, syscall_ip = format_args!("{syscall_ip:#x}"), "parked");
-        let Injected { mm, signals, thread_signals, locks, credentials, rlimits, timers, task } =
-            capture_by_injection(frozen, proc, stopped)?;
+        park(frozen, &maps)?;
+        let Injected {
+            mm,
+            signals,
+            thread_signals,
+            locks,
+            credentials,
+            rlimits,
+            timers,
+            task,
+            thread_attributes,
+            attributes,
+        } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
         let state = ProcessImage {
             pid,
             kernel_release: kernel_release(),
             dumped_at_unix_seconds: 0,
-            threads: vec![ThreadState { tid: pid, cpu, signals: thread_signals, locks }],
+            threads: vec![ThreadState { tid: pid, cpu, signals: thread_signals, locks, attributes: thread_attributes }],
             vdso,
             vmas,
             mm,
@@ -61,6 +66,7 @@ impl DumpBackend for Dump {
             credentials,
             rlimits,
             timers,
+            attributes,
         };
         Ok(Captured { state, populated_kb })
     }
@@ -80,6 +86,8 @@ struct Injected {
     rlimits: ResourceLimits,
     task: TaskIdentity,
     timers: IntervalTimers,
+    thread_attributes: ThreadAttributes,
+    attributes: ProcessAttributes,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -96,18 +104,8 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             rlimits: ResourceLimits::capture(context)?,
             timers: IntervalTimers::capture(context)?,
             task: TaskIdentity::capture(context)?,
+            thread_attributes: ThreadAttributes::capture(context)?,
+            attributes: ProcessAttributes::capture(context)?,
         })
     })
-}
-
-/// An address holding `syscall` to inject through: right before RIP when
-/// the process stopped in a syscall, else one inside the vDSO.
-fn find_syscall_instruction(pid: Pid, registers: &crp_ptrace::Registers, maps: &[MapsEntry]) -> Result<u64, CrpError> {
-    if let Some(address) = crp_ptrace::syscall_before(pid, registers.rip) {
-        return Ok(address);
-    }
-    match maps.iter().find(|entry| entry.name == "[vdso]") {
-        Some(vdso) => Ok(crp_ptrace::syscall_in(pid, vdso.start, vdso.end)?),
-        None => Err(crp_ptrace::EngineError::NoSyscallInstruction { pid: pid.as_raw() }.into()),
-    }
 }

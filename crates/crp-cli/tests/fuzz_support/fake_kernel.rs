@@ -119,8 +119,34 @@ impl FakeKernel {
                 self.check_range("mremap(old)", args[0], args[1]);
                 self.check_range("mremap(new)", args[4], args[2]);
             }
+            libc::SYS_sched_setattr => {
+                let words = self.words(args[1], 7);
+                let [size_policy, _flags, nice_priority, ..] = words[..] else { return };
+                let policy = size_policy >> 32;
+                let nice = (nice_priority & 0xffff_ffff) as u32 as i32;
+                let priority = nice_priority >> 32;
+                let fits = match policy {
+                    0 | 3 | 5 => (-20..=19).contains(&nice) && priority == 0,
+                    1 | 2 => (1..=99).contains(&priority),
+                    _ => false,
+                };
+                if !fits {
+                    self.refuse(format!("sched_setattr(policy {policy}, nice {nice}, priority {priority}): EINVAL"));
+                }
+            }
+            libc::SYS_ioprio_set if args[2] >> 13 > 3 || args[2] >= 1 << 16 => {
+                self.refuse(format!("ioprio_set({:#x}): EINVAL", args[2]));
+            }
+            libc::SYS_membarrier if ![4, 16, 64, 256].contains(&args[0]) => {
+                self.refuse(format!("membarrier({:#x}): EINVAL", args[0]));
+            }
             libc::SYS_prctl => match args[0] {
+                1 if args[1] > 64 => self.refuse(format!("prctl(PR_SET_PDEATHSIG, {}): EINVAL", args[1])),
                 4 if args[1] > 1 => self.refuse(format!("prctl(PR_SET_DUMPABLE, {}): EINVAL", args[1])),
+                26 if !(1..=2).contains(&args[1]) => self.refuse(format!("prctl(PR_SET_TSC, {}): EINVAL", args[1])),
+                41 if args[1] > 1 || args[2] & !2 != 0 => {
+                    self.refuse(format!("prctl(PR_SET_THP_DISABLE, {}, {}): EINVAL", args[1], args[2]));
+                }
                 35 if args[1] == 14 => self.check_mm_map(args[2]),
                 _ => {}
             },

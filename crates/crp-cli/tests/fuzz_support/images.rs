@@ -9,9 +9,11 @@ use crp_cli::model::{ProcessImage, ThreadState};
 use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
+use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
+use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes};
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaFlags, VmaRecord};
 use crp_image::ImageWriter;
@@ -128,6 +130,17 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
                 rseq: Some(RseqRegistration { address: STACK + 0x1_e100, length: 32, signature: 0x5305_3053 }),
                 clear_child_tid: STACK + 0x1_e200,
             },
+            attributes: ThreadAttributes {
+                comm: "true".into(),
+                cpu_affinity: vec![0],
+                scheduling: Scheduling { util_max: 1024, ..Scheduling::default() },
+                timer_slack_ns: 50_000,
+                io_priority: (2 << 13) | 4,
+                machine_check_kill: 2,
+                tsc: 1,
+                speculation: vec![0, 0, 0],
+                parent_death_signal: ParentDeathSignal(0),
+            },
         }],
         vdso,
         vmas: vec![
@@ -172,14 +185,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         ]
         .into(),
         signals: signals(),
-        task: TaskIdentity {
-            comm: "true".into(),
-            cwd: "/".into(),
-            umask: 0o22,
-            personality: 0,
-            stopped: false,
-            cpu_affinity: vec![0],
-        },
+        task: TaskIdentity { cwd: "/".into(), umask: 0o22, personality: 0, stopped: false },
         credentials: Credentials {
             ids: IdsAndCapabilities { groups: vec![0], ..IdsAndCapabilities::default() },
             keep_caps: false,
@@ -187,6 +193,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         },
         rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 4, soft: 0, hard: 0 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32]; 3] },
+        attributes: ProcessAttributes { membarrier_registrations: 1 << 4, ..ProcessAttributes::default() },
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)

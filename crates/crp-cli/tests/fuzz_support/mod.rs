@@ -95,11 +95,15 @@ fn after_acceptance(image: &ProcessImage, reader: &ImageReader) -> Result<(), St
     image.signals.restore(&mut context).map_err(|error| after("signals")(error.to_string()))?;
     image.threads[0].locks.restore(&mut context).map_err(|error| after("locks")(error.to_string()))?;
     image.task.restore(&mut context).map_err(|error| after("task")(error.to_string()))?;
+    let thread = &image.threads[0].attributes;
+    thread.restore(&mut context).map_err(|error| after("thread attributes")(error.to_string()))?;
+    image.attributes.restore(&mut context).map_err(|error| after("process attributes")(error.to_string()))?;
     image.files.restore(&mut context).map_err(|error| after("files")(error.to_string()))?;
     image.rlimits.restore(&mut context).map_err(engine("rlimits"))?;
     image.timers.restore(&mut context).map_err(engine("timers"))?;
     let restorer = crp_compound::creds::IdsAndCapabilities { cap_bounding: u64::MAX, ..Default::default() };
     image.credentials.restore_as(context.tracee, &restorer).map_err(engine("credentials"))?;
+    thread.parent_death_signal.restore(&mut context).map_err(engine("parent-death signal"))?;
     if !kernel.refusals.is_empty() {
         return Err(format!("the kernel would refuse, after the child exists: {}", kernel.refusals.join("; ")));
     }

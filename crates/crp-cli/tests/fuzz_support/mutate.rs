@@ -14,7 +14,7 @@ use super::images::{Runs, reg};
 use super::rng::Rng;
 
 /// Number of distinct mutations [`mutate_value`] chooses from.
-pub const MUTATIONS: u64 = 34;
+pub const MUTATIONS: u64 = 35;
 
 /// A path or name that breaks assumptions: empty, with NUL bytes, relative,
 /// very long, or not what it claims.
@@ -74,8 +74,9 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         8 => {
             if let Some(index) = any_index(rng, &image.vmas) {
                 let mut copy = image.vmas[index].clone();
-                copy.start += 0x1000;
-                copy.end += 0x1000;
+                // Wrapping: an earlier mutation may have left a hostile address.
+                copy.start = copy.start.wrapping_add(0x1000);
+                copy.end = copy.end.wrapping_add(0x1000);
                 image.vmas.push(copy);
             }
         }
@@ -221,7 +222,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         }
         19 => image.mm.exe_path = hostile_string(rng),
         20 => image.task.cwd = hostile_string(rng),
-        21 => image.task.comm = hostile_string(rng),
+        21 => image.threads[0].attributes.comm = hostile_string(rng),
         22 => {
             let length = rng.pick(&[0usize, 1, 3, 55, 56, 57, 64, 65, 1000]);
             image.mm.auxv = (0..length).map(|_| rng.hostile_u64()).collect();
@@ -287,7 +288,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         },
         31 => match rng.below(3) {
             0 => image.task.personality = rng.hostile_u64(),
-            1 => image.task.cpu_affinity = vec![u32::MAX, 0, 5000],
+            1 => image.threads[0].attributes.cpu_affinity = vec![u32::MAX, 0, 5000],
             _ => image.task.umask = u32::MAX,
         },
         32 => match rng.below(3) {
@@ -301,6 +302,19 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
             1 => image.threads[0].locks.robust_list_length = rng.hostile_u64(),
             _ => image.pid = rng.hostile_i32(),
         },
+        33 => {
+            let attributes = &mut image.threads[0].attributes;
+            match rng.below(8) {
+                0 => attributes.scheduling.policy = u32::try_from(rng.hostile_u64() >> 32).unwrap_or(u32::MAX),
+                1 => attributes.scheduling.nice = rng.hostile_i32(),
+                2 => attributes.scheduling.priority = 100,
+                3 => attributes.io_priority = u32::try_from(rng.hostile_u64() >> 32).unwrap_or(u32::MAX),
+                4 => attributes.parent_death_signal.0 = u32::try_from(rng.hostile_u64() >> 32).unwrap_or(u32::MAX),
+                5 => attributes.tsc = 0,
+                6 => image.attributes.membarrier_registrations = rng.hostile_u64(),
+                _ => image.attributes.thp_disable = rng.hostile_u64(),
+            }
+        }
         _ => {
             let vaddr = rng.hostile_u64() & !0xfff;
             runs.push((vaddr, 1 + rng.below(2), 0x5a));

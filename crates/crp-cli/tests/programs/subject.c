@@ -12,6 +12,14 @@
  *   subject identity
  *       lowers RLIMIT_NOFILE to 123/456, arms a 2 s ITIMER_REAL, waits for
  *       SIGALRM, then reports its ids, groups and limit.
+ *   subject attributes
+ *       sets its thread attributes (name, affinity to its last CPU,
+ *       SCHED_BATCH with reset-on-fork, nice 7, timer slack 123456 ns,
+ *       I/O priority best-effort 6, parent-death signal SIGWINCH, early
+ *       machine-check kill, store-bypass mitigation where prctl may) and
+ *       process attributes (THP disabled, membarrier private expedited
+ *       registered, oom_score_adj 400, child subreaper, no_new_privs,
+ *       MDWE refuse-exec-gain), waits on stdin, then checks every one.
  *   subject seccomp
  *       installs an allow-everything seccomp filter, then waits on stdin.
  *   subject spin SECONDS [prof]
@@ -33,6 +41,8 @@
 #include <string.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <sched.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -468,6 +478,89 @@ static int run_spin(double seconds, int cpu_time) {
     return 0;
 }
 
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#define PR_GET_MDWE 66
+#endif
+#define IOPRIO_BEST_EFFORT_6 ((2 << 13) | 6)
+
+static int read_oom_score_adj(void) {
+    char text[16] = {0};
+    int fd = open("/proc/self/oom_score_adj", O_RDONLY);
+    if (fd < 0 || read(fd, text, sizeof text - 1) <= 0) return -10000;
+    close(fd);
+    return atoi(text);
+}
+
+static int run_attributes(void) {
+    if (prctl(PR_SET_NAME, "attr-subject", 0, 0, 0) != 0) return fail("PR_SET_NAME");
+    cpu_set_t allowed, one;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return fail("sched_getaffinity");
+    int last = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &allowed)) last = cpu;
+    CPU_ZERO(&one);
+    CPU_SET(last, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return fail("sched_setaffinity");
+    if (prctl(PR_SET_TIMERSLACK, 123456, 0, 0, 0) != 0) return fail("PR_SET_TIMERSLACK");
+    struct sched_param param = {0};
+    if (sched_setscheduler(0, SCHED_BATCH | SCHED_RESET_ON_FORK, &param) != 0) return fail("sched_setscheduler");
+    if (setpriority(PRIO_PROCESS, 0, 7) != 0) return fail("setpriority");
+    /* A kernel without a block layer (the lab's) has no I/O priority. */
+    int ioprio = syscall(SYS_ioprio_set, 1, 0, IOPRIO_BEST_EFFORT_6) == 0;
+    if (!ioprio && errno != ENOSYS) return fail("ioprio_set");
+    if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0) != 0) return fail("PR_SET_PDEATHSIG");
+    if (prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0) != 0) return fail("PR_MCE_KILL");
+    int speculation = prctl(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, 0, 0, 0);
+    if (speculation > 0 && (speculation & PR_SPEC_PRCTL) && (speculation & PR_SPEC_ENABLE))
+        if (prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, PR_SPEC_DISABLE, 0, 0) != 0)
+            return fail("PR_SET_SPECULATION_CTRL");
+    speculation = prctl(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, 0, 0, 0);
+
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0) return fail("PR_SET_THP_DISABLE");
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) return fail("membarrier");
+    int oom = open("/proc/self/oom_score_adj", O_WRONLY);
+    if (oom < 0 || write(oom, "400\n", 4) != 4) return fail("write oom_score_adj");
+    close(oom);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) return fail("PR_SET_CHILD_SUBREAPER");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("PR_SET_NO_NEW_PRIVS");
+    if (prctl(PR_SET_MDWE, 1, 0, 0, 0) != 0) return fail("PR_SET_MDWE");
+
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    char line[16];
+    if (read(0, line, sizeof line) <= 0) return fail("read from stdin");
+
+    char name[16] = {0};
+    cpu_set_t now;
+    int signal = 0, subreaper = 0;
+    prctl(PR_GET_NAME, name, 0, 0, 0);
+    if (strcmp(name, "attr-subject") != 0) return fail("thread name changed");
+    if (sched_getaffinity(0, sizeof now, &now) != 0 || !CPU_EQUAL(&now, &one)) return fail("CPU affinity changed");
+    if (sched_getscheduler(0) != (SCHED_BATCH | SCHED_RESET_ON_FORK)) return fail("scheduling policy changed");
+    errno = 0;
+    if (getpriority(PRIO_PROCESS, 0) != 7 || errno != 0) return fail("nice value changed");
+    if (prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != 123456) return fail("timer slack changed");
+    if (ioprio && syscall(SYS_ioprio_get, 1, 0) != IOPRIO_BEST_EFFORT_6) return fail("I/O priority changed");
+    if (prctl(PR_GET_PDEATHSIG, &signal, 0, 0, 0) != 0 || signal != SIGWINCH) return fail("parent-death signal changed");
+    if (prctl(PR_MCE_KILL_GET, 0, 0, 0, 0) != PR_MCE_KILL_EARLY) return fail("machine-check kill policy changed");
+    if (prctl(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, 0, 0, 0) != speculation)
+        return fail("store-bypass speculation control changed");
+    if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1) return fail("THP disable lost");
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+        char reason[64];
+        snprintf(reason, sizeof reason, "membarrier registration lost: %s", strerror(errno));
+        return fail(reason);
+    }
+    if (read_oom_score_adj() != 400) return fail("oom_score_adj changed");
+    if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 || subreaper != 1) return fail("child subreaper lost");
+    if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) return fail("no_new_privs lost");
+    if (prctl(PR_GET_MDWE, 0, 0, 0, 0) != 1) return fail("MDWE lost");
+    printf("OK pid=%d attributes kept (cpu %d, speculation %#x)\n", getpid(), last, speculation);
+    fflush(stdout);
+    return 0;
+}
+
 static int run_seccomp(void) {
     struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     struct sock_fprog program = {1, &allow};
@@ -491,6 +584,7 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "spin") == 0 && strcmp(argv[3], "prof") == 0) return run_spin(atof(argv[2]), 1);
     if (argc == 2 && strcmp(argv[1], "identity") == 0) return run_identity();
     if (argc == 3 && strcmp(argv[1], "dup") == 0) return run_dup(argv[2]);
+    if (argc == 2 && strcmp(argv[1], "attributes") == 0) return run_attributes();
     fprintf(stderr, "usage: subject state PRIVATE SHARED | subject sleep SECONDS | subject identity | subject seccomp\n");
     return 2;
 }

@@ -20,6 +20,8 @@ pub struct Snapshot {
     /// Where /proc/PID/cwd and /proc/PID/exe point.
     pub cwd: String,
     pub exe: String,
+    /// /proc/PID/oom_score_adj, newline included.
+    pub oom_score_adj: String,
 }
 
 /// The texts a [`Snapshot`] is made of, for [`Snapshot::parse`].
@@ -32,6 +34,7 @@ pub struct Texts<'a> {
     pub auxv: &'a [u8],
     pub cwd: &'a str,
     pub exe: &'a str,
+    pub oom_score_adj: &'a str,
 }
 
 impl Snapshot {
@@ -46,6 +49,7 @@ impl Snapshot {
             auxv: texts.auxv.to_vec(),
             cwd: texts.cwd.to_owned(),
             exe: texts.exe.to_owned(),
+            oom_score_adj: texts.oom_score_adj.to_owned(),
         })
     }
 
@@ -67,6 +71,7 @@ impl Snapshot {
             auxv: std::fs::read(&auxv_path).map_err(|source| ProcError::Read { path: auxv_path, source })?,
             cwd: link("cwd")?,
             exe: link("exe")?,
+            oom_score_adj: read_text(&file("oom_score_adj"))?,
         })
     }
 }
