@@ -17,7 +17,7 @@
 //! re-armed at the same deadline on its clock, so a deadline that passed
 //! while the process was down fires at once.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crp_ptrace::procfs::{Fields, ProcError};
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
@@ -216,7 +216,7 @@ pub(super) fn capture(pid: i32, fd: i32, link: &str) -> Result<EventFile, Compou
             let Some(clock) = clock_name(timer.clock) else {
                 return Err(refuse(format!("a timerfd on clock {}, which timerfd_create does not take", timer.clock)));
             };
-            if clock.ends_with("_ALARM") && !has_capability(CAP_WAKE_ALARM) {
+            if clock.ends_with("_ALARM") && !super::has_capability(CAP_WAKE_ALARM) {
                 return Err(refuse(format!(
                     "a timerfd on {clock}: making it again needs CAP_WAKE_ALARM, which crp lacks"
                 )));
@@ -279,7 +279,11 @@ fn parse_timerfd(fdinfo: &Fields) -> Result<TimerFd, ProcError> {
 /// clock.
 fn capture_timer(pid: i32, fd: i32) -> Result<TimerFd, CompoundError> {
     let path = format!("/proc/{pid}/fdinfo/{fd}");
-    let borrowed = borrow_descriptor(pid, fd)?;
+    let borrowed = crp_ptrace::sys::duplicate_descriptor(pid, fd).map_err(|errno| CompoundError::Ptrace {
+        operation: "pidfd_getfd",
+        pid,
+        errno,
+    })?;
     let mut interval = Timespec::default();
     for _ in 0..TIMER_READ_ATTEMPTS {
         let armed = timer_gettime(&borrowed, pid, fd)?;
@@ -300,30 +304,6 @@ fn capture_timer(pid: i32, fd: i32) -> Result<TimerFd, CompoundError> {
         location: format!("fd {fd} -> anon_inode:[timerfd]"),
     }
     .into())
-}
-
-/// A duplicate in crp of descriptor `fd` of `pid`: the same open file
-/// description (`pidfd_open` + `pidfd_getfd`, which a tracer may do).
-fn borrow_descriptor(pid: i32, fd: i32) -> Result<OwnedFd, CompoundError> {
-    let failed = |operation| move |errno| CompoundError::Ptrace { operation, pid, errno };
-    // SAFETY: pidfd_open takes two integers and returns a new descriptor;
-    // it touches no memory of crp's.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let pidfd = owned(pidfd).map_err(failed("pidfd_open"))?;
-    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags,
-    // and returns a new descriptor; it touches no memory of crp's.
-    let borrowed = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    owned(borrowed).map_err(failed("pidfd_getfd"))
-}
-
-/// The descriptor a syscall returned, owned, or its errno.
-fn owned(result: libc::c_long) -> Result<OwnedFd, nix::errno::Errno> {
-    let fd = libc::c_int::try_from(result).map_err(|_| nix::errno::Errno::EBADF)?;
-    if fd < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `timerfd_gettime` on crp's duplicate of a timer: whether it is armed.
@@ -359,14 +339,6 @@ fn clock_now(clock: i32) -> Result<Timespec, nix::errno::Errno> {
         seconds: u64::try_from(now.tv_sec).unwrap_or(0),
         nanoseconds: u32::try_from(now.tv_nsec).unwrap_or(0),
     })
-}
-
-/// Whether crp's own effective set has capability `capability`.
-fn has_capability(capability: u32) -> bool {
-    Fields::read("/proc/self/status")
-        .ok()
-        .and_then(|status| status.field("CapEff").ok().and_then(|text| u64::from_str_radix(text, 16).ok()))
-        .is_some_and(|effective| effective & (1 << capability) != 0)
 }
 
 /// Refuses an event descriptor no restore can make: an eventfd count the
@@ -487,6 +459,17 @@ fn make_timer(tracee: &mut dyn Tracee, timer: &TimerFd, above: u64) -> Result<u6
 mod tests {
     use super::*;
     use crp_ptrace::fake::FakeTracee;
+    use std::os::fd::FromRawFd;
+
+    /// The descriptor a syscall returned, owned, or its errno.
+    fn owned(result: libc::c_long) -> Result<OwnedFd, nix::errno::Errno> {
+        let fd = libc::c_int::try_from(result).map_err(|_| nix::errno::Errno::EBADF)?;
+        if fd < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        // SAFETY: the syscall returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 
     fn fields(text: &str) -> Fields {
         Fields::parse("/proc/4/fdinfo/3", text).unwrap()

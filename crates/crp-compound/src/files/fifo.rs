@@ -22,7 +22,7 @@ use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 
 use super::proc_fd::Entry;
 use super::unlinked::{Gathered, deleted_path};
-use super::{FdTable, OpenFile, PipeBuffer};
+use super::{FdTable, OpenFile, PipeBuffer, call};
 use crate::error::{CompoundError, Unsupported};
 
 /// What `classify` found: a FIFO at a path.
@@ -94,12 +94,6 @@ impl Made {
     pub(super) fn new(table: &FdTable) -> Self {
         Self { fifos: vec![None; table.pipes.len()] }
     }
-}
-
-fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64]) -> Result<u64, EngineError> {
-    let mut args = [0; 6];
-    args[..first.len()].copy_from_slice(first);
-    tracee.syscall(name, number, args)
 }
 
 /// The descriptor, at `above` or higher, of description `file` of the FIFO

@@ -661,10 +661,24 @@ pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
     Ok(())
 }
 
-fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64]) -> Result<u64, EngineError> {
+/// An injected syscall with its first arguments (the rest zero).
+pub(super) fn call(
+    tracee: &mut dyn Tracee,
+    name: &'static str,
+    number: i64,
+    first: &[u64],
+) -> Result<u64, EngineError> {
     let mut args = [0; 6];
     args[..first.len()].copy_from_slice(first);
     tracee.syscall(name, number, args)
+}
+
+/// Whether crp's own effective set has capability `capability`.
+pub(super) fn has_capability(capability: u32) -> bool {
+    crp_ptrace::procfs::Fields::read("/proc/self/status")
+        .ok()
+        .and_then(|status| status.hex("CapEff").ok())
+        .is_some_and(|effective| effective & (1 << capability) != 0)
 }
 
 /// Moves the tracee's descriptor `fd` to the lowest free number from

@@ -41,13 +41,8 @@ fn pipe_max_size() -> Result<u64, CompoundError> {
         .map_err(|_| CompoundError::Malformed { path: PATH.into(), reason: format!("{:?} is not a size", text.trim()) })
 }
 
-fn has_cap_sys_resource() -> bool {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    crp_ptrace::procfs::Fields::read("/proc/self/status")
-        .ok()
-        .and_then(|status| status.field("CapEff").ok().and_then(|text| u64::from_str_radix(text, 16).ok()))
-        .is_some_and(|effective| effective & (1 << CAP_SYS_RESOURCE) != 0)
-}
+/// CAP_SYS_RESOURCE's bit.
+const CAP_SYS_RESOURCE: u32 = 24;
 
 /// Opens pipe descriptor `fd` of `pid` anew for reading, without blocking.
 fn reopen_for_reading(pid: i32, fd: i32) -> Result<std::fs::File, CompoundError> {
@@ -73,7 +68,7 @@ fn size_of(pipe: impl AsFd, path: &str) -> Result<u32, CompoundError> {
 pub(super) fn check_recreatable(pid: i32, fd: i32, link: &str) -> Result<(), CompoundError> {
     let size = size_of(reopen_for_reading(pid, fd)?, link)?;
     let max = pipe_max_size()?;
-    if u64::from(size) > max && !has_cap_sys_resource() {
+    if u64::from(size) > max && !super::has_capability(CAP_SYS_RESOURCE) {
         return Err(Unsupported {
             what: format!(
                 "a pipe of {size} bytes, above fs.pipe-max-size ({max}): making it again needs CAP_SYS_RESOURCE, \

@@ -34,7 +34,7 @@ use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 use nix::errno::Errno;
 
 use super::proc_fd::Entry;
-use super::{FdTable, OpenFile};
+use super::{FdTable, OpenFile, call};
 use crate::error::{CompoundError, Unsupported};
 use crate::valid::{Invalid, check_path};
 
@@ -533,12 +533,6 @@ impl Made {
     pub(super) fn new(table: &FdTable) -> Self {
         Self { objects: vec![None; table.objects.len()] }
     }
-}
-
-fn call(tracee: &mut dyn Tracee, name: &'static str, number: i64, first: &[u64]) -> Result<u64, EngineError> {
-    let mut args = [0; 6];
-    args[..first.len()].copy_from_slice(first);
-    tracee.syscall(name, number, args)
 }
 
 /// The descriptor, at `above` or higher, of description `file` of object
