@@ -66,7 +66,10 @@ fn size_of(pipe: impl AsFd, path: &str) -> Result<u32, CompoundError> {
 /// Refuses a pipe crp could not make again: one larger than
 /// `fs.pipe-max-size` when crp lacks CAP_SYS_RESOURCE.
 pub(super) fn check_recreatable(pid: i32, fd: i32, link: &str) -> Result<(), CompoundError> {
-    let size = size_of(reopen_for_reading(pid, fd)?, link)?;
+    refuse_if_too_large(size_of(reopen_for_reading(pid, fd)?, link)?, fd, link)
+}
+
+fn refuse_if_too_large(size: u32, fd: i32, link: &str) -> Result<(), CompoundError> {
     let max = pipe_max_size()?;
     if u64::from(size) > max && !super::has_capability(CAP_SYS_RESOURCE) {
         return Err(Unsupported {
@@ -85,9 +88,9 @@ pub(super) fn check_recreatable(pid: i32, fd: i32, link: &str) -> Result<(), Com
 /// when `with_data`, the bytes waiting in it (left where they are).
 pub(super) fn capture(pid: i32, fd: i32, inode: u64, with_data: bool) -> Result<PipeBuffer, CompoundError> {
     let link = format!("pipe:[{inode}]");
-    check_recreatable(pid, fd, &link)?;
     let source = reopen_for_reading(pid, fd)?;
     let size = size_of(&source, &link)?;
+    refuse_if_too_large(size, fd, &link)?;
     let mut data = Vec::new();
     let queued = if with_data { queued_bytes(&source, &link)? } else { 0 };
     if queued > 0 {
