@@ -36,25 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int fail(const char *reason) {
-    printf("FAIL %s (errno %d)\n", reason, errno);
-    fflush(stdout);
-    return 1;
-}
-
-static void wait_for_go(void) {
-    printf("READY %d\n", getpid());
-    fflush(stdout);
-    char line[16];
-    if (read(0, line, sizeof line) <= 0) exit(fail("read from stdin"));
-}
-
-static int place(int fd, int target) {
-    if (fd == target) return target;
-    if (dup2(fd, target) != target) return -1;
-    close(fd);
-    return target;
-}
+#include "subject_protocol.h"
 
 /* A pipe whose read end is at fd `at`; returns its write end (>= 30). */
 static int pipe_at(int at) {

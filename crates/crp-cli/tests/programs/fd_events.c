@@ -36,13 +36,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static int fail(const char *reason) {
-    printf("FAIL %s (errno %d)\n", reason, errno);
-    fflush(stdout);
-    return 1;
-}
+#include "subject_protocol.h"
 
-static int place(int fd, int target) {
+/* Like place(), keeping fd's close-on-exec flag. */
+static int place_keeping_cloexec(int fd, int target) {
     if (fd < 0) return -1;
     if (fd == target) return target;
     if (dup3(fd, target, fcntl(fd, F_GETFD) & FD_CLOEXEC ? O_CLOEXEC : 0) != target) return -1;
@@ -90,15 +87,15 @@ int main(void) {
     sigaddset(&usr1, SIGUSR1);
     if (sigprocmask(SIG_BLOCK, &usr1, NULL)) return fail("sigprocmask");
 
-    if (place(eventfd(5, EFD_NONBLOCK), 3) != 3) return fail("eventfd 3");
+    if (place_keeping_cloexec(eventfd(5, EFD_NONBLOCK), 3) != 3) return fail("eventfd 3");
     uint64_t add = BIG;
     if (write(3, &add, 8) != 8) return fail("write eventfd 3");
-    if (place(eventfd(3, EFD_SEMAPHORE | EFD_CLOEXEC), 4) != 4) return fail("eventfd 4");
+    if (place_keeping_cloexec(eventfd(3, EFD_SEMAPHORE | EFD_CLOEXEC), 4) != 4) return fail("eventfd 4");
 
-    if (place(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC), 5) != 5) return fail("timerfd 5");
+    if (place_keeping_cloexec(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC), 5) != 5) return fail("timerfd 5");
     if (arm(5, 0, 30000 * MS, 1000 * MS)) return fail("arm 5");
 
-    if (place(timerfd_create(CLOCK_MONOTONIC, 0), 6) != 6) return fail("timerfd 6");
+    if (place_keeping_cloexec(timerfd_create(CLOCK_MONOTONIC, 0), 6) != 6) return fail("timerfd 6");
     int64_t armed6 = now(CLOCK_MONOTONIC);
     if (arm(6, 0, 1, 20 * MS)) return fail("arm 6");
     /* Expirations at 0, 20 and 40 ms: wait for 45 ms with another timer. */
@@ -109,13 +106,13 @@ int main(void) {
     close(waiter);
     if (!readable(6)) return fail("fd 6 never fired");
 
-    if (place(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), 7) != 7) return fail("timerfd 7");
+    if (place_keeping_cloexec(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), 7) != 7) return fail("timerfd 7");
     if (arm(7, 0, 0, 5000 * MS)) return fail("arm 7");
 
-    if (place(timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK), 8) != 8) return fail("timerfd 8");
+    if (place_keeping_cloexec(timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK), 8) != 8) return fail("timerfd 8");
     if (arm(8, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, now(CLOCK_REALTIME) + 300 * MS, 0)) return fail("arm 8");
 
-    if (place(signalfd(-1, &usr1, SFD_NONBLOCK), 9) != 9) return fail("signalfd 9");
+    if (place_keeping_cloexec(signalfd(-1, &usr1, SFD_NONBLOCK), 9) != 9) return fail("signalfd 9");
 
     int64_t ready = now(CLOCK_MONOTONIC);
     int64_t left_before = left(5, NULL);

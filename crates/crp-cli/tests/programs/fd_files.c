@@ -42,28 +42,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "subject_protocol.h"
+
 static const char *dir;
-
-static int fail(const char *reason) {
-    printf("FAIL %s (errno %d)\n", reason, errno);
-    fflush(stdout);
-    return 1;
-}
-
-static void wait_for_go(void) {
-    printf("READY %d\n", getpid());
-    fflush(stdout);
-    char line[16];
-    if (read(0, line, sizeof line) <= 0) exit(fail("read from stdin"));
-}
-
-static int place(int fd, int target) {
-    if (fd < 0) return -1;
-    if (fd == target) return target;
-    if (dup2(fd, target) != target) return -1;
-    close(fd);
-    return target;
-}
 
 static const char *in_dir(const char *name) {
     static char paths[4][4096];

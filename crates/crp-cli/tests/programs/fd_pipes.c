@@ -27,25 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int fail(const char *reason) {
-    printf("FAIL %s (errno %d)\n", reason, errno);
-    fflush(stdout);
-    return 1;
-}
-
-static void wait_for_go(void) {
-    printf("READY %d\n", getpid());
-    fflush(stdout);
-    char line[16];
-    if (read(0, line, sizeof line) <= 0) exit(fail("read from stdin"));
-}
-
-static int place(int fd, int target) {
-    if (fd == target) return target;
-    if (dup2(fd, target) != target) return -1;
-    close(fd);
-    return target;
-}
+#include "subject_protocol.h"
 
 static unsigned char big(size_t i) { return (unsigned char)(i * 131 + (i >> 9)); }
 

@@ -28,18 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int fail(const char *reason) {
-    printf("FAIL %s (errno %d)\n", reason, errno);
-    fflush(stdout);
-    return 1;
-}
-
-static void wait_for_go(void) {
-    printf("READY %d\n", getpid());
-    fflush(stdout);
-    char line[16];
-    if (read(0, line, sizeof line) <= 0) exit(fail("read from stdin"));
-}
+#include "subject_protocol.h"
 
 static int pair_at(int type, int first, int second) {
     int ends[2];
