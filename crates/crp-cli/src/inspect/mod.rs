@@ -541,7 +541,7 @@ fn fd_summary(
                 },
                 size: buffer.size,
                 buffered_bytes: buffer.data.len(),
-                other_end_outside: table.outside_ends().iter().any(|end| end.fd == record.fd),
+                other_end_outside: table.other_end_outside(*index, record.flags),
             });
             ("pipe", format!("pipe:[{inode}]"))
         }

@@ -206,16 +206,21 @@ impl FdTable {
                 let file = self.file_of(descriptor)?;
                 let FdTarget::Pipe { pipe } = file.target else { return None };
                 let buffer = self.pipe_of(pipe)?;
-                let writes = file.flags & libc::O_ACCMODE == libc::O_WRONLY;
-                let other = if writes { libc::O_RDONLY } else { libc::O_WRONLY };
-                (!self.has_pipe_end(pipe, other)).then_some(OutsideEnd {
+                self.other_end_outside(pipe, file.flags).then_some(OutsideEnd {
                     fd: descriptor.fd,
-                    writes,
+                    writes: file.flags & libc::O_ACCMODE == libc::O_WRONLY,
                     inode: buffer.inode,
                     buffered: buffer.data.len(),
                 })
             })
             .collect()
+    }
+
+    /// Whether the other end of pipe `pipe`, for a description of it with
+    /// `flags`, is outside the process (no description of the table has it).
+    pub fn other_end_outside(&self, pipe: u32, flags: i32) -> bool {
+        let other = if flags & libc::O_ACCMODE == libc::O_WRONLY { libc::O_RDONLY } else { libc::O_WRONLY };
+        !self.has_pipe_end(pipe, other)
     }
 }
 
