@@ -680,10 +680,7 @@ pub(super) fn call(
 
 /// Whether crp's own effective set has capability `capability`.
 pub(super) fn has_capability(capability: u32) -> bool {
-    crp_ptrace::procfs::Fields::read("/proc/self/status")
-        .ok()
-        .and_then(|status| status.hex("CapEff").ok())
-        .is_some_and(|effective| effective & (1 << capability) != 0)
+    crate::creds::own_status().is_ok_and(|own| own.cap_effective & (1 << capability) != 0)
 }
 
 /// Moves the tracee's descriptor `fd` to the lowest free number from
