@@ -364,8 +364,9 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
     Err(refuse("this kind of descriptor"))
 }
 
-/// Checks every descriptor of `pid` is one crp can restore, touching nothing.
-pub fn preflight(pid: i32) -> Result<(), CompoundError> {
+/// Every descriptor of `pid` crp cannot restore, each with why, touching
+/// nothing; an error when the descriptors cannot be read.
+pub fn preflight(pid: i32) -> Result<Vec<Unsupported>, CompoundError> {
     // The process still runs: a descriptor it closes meanwhile is skipped
     // (the capture, once it is frozen, reads them all again).
     let mut entries = Vec::new();
@@ -389,14 +390,31 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
             .collect(),
         ..FdTable::default()
     };
+    let mut blockers = Vec::new();
     for entry in &entries {
-        match classify(pid, entry, &inside)? {
-            Kind::Epoll => drop(epoll::capture(pid, entry.fd, &numbered)?),
-            Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
-            Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
-            Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,
-            Kind::Target(_) => {}
+        match check_entry(pid, entry, &inside, &sockets, &numbered) {
+            Ok(()) => {}
+            Err(CompoundError::Unsupported(refusal)) => blockers.push(refusal),
+            Err(other) => return Err(other),
         }
+    }
+    Ok(blockers)
+}
+
+/// Refuses descriptor `entry` when crp cannot restore it.
+fn check_entry(
+    pid: i32,
+    entry: &Entry,
+    inside: &[u64],
+    sockets: &Sockets,
+    numbered: &FdTable,
+) -> Result<(), CompoundError> {
+    match classify(pid, entry, inside)? {
+        Kind::Epoll => drop(epoll::capture(pid, entry.fd, numbered)?),
+        Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
+        Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
+        Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,
+        Kind::Target(_) => {}
     }
     Ok(())
 }
