@@ -128,11 +128,11 @@ pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpErro
     Ok(blockers)
 }
 
-/// What blocks a dump in the process's memory, descriptors, timers, locks
-/// and signals: every mapping and descriptor crp refuses, and the first
-/// refusal of each other kind.
+/// What blocks a dump in the process's namespaces, memory, descriptors,
+/// timers, locks and signals: every namespace, mapping and descriptor crp
+/// refuses, and the first refusal of each other kind.
 pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
-    let mut blockers = Vec::new();
+    let mut blockers = crp_compound::namespaces::preflight(pid).map_err(lift(pid))?;
     let maps = procfs::smaps(pid).map_err(|error| access::proc_error(pid, error))?;
     for entry in &maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {

@@ -360,3 +360,22 @@ fn dump_check_of_a_process_crp_can_dump_says_so_and_writes_nothing() {
     let both = crp().args(["dump", "--check", "-o", "x.crp", &subject.pid.to_string()]).output().unwrap();
     assert_eq!(both.status.code(), Some(2), "--check writes no image: {}", stderr_of(&both));
 }
+
+#[test]
+fn a_process_in_namespaces_of_its_own_is_refused_naming_each() {
+    let mut command = Command::new("unshare");
+    command.args([
+        "--uts",
+        "--net",
+        "python3",
+        "-c",
+        "import os, time\nprint('READY', os.getpid(), flush=True)\ntime.sleep(60)",
+    ]);
+    let mut subject = Subject::spawn(command);
+    let output = crp().args(["dump", "--check", &subject.pid.to_string()]).output().unwrap();
+    let stdout = stdout_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("a process in another UTS (hostname) namespace than crp's: ns/uts uts:["), "{stdout}");
+    assert!(stdout.contains("a process in another network namespace than crp's: ns/net net:["), "{stdout}");
+    assert_dump_refused(&mut subject, "network namespace");
+}
