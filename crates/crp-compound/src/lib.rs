@@ -8,6 +8,7 @@
 //! not restore hold other values than their defaults. Each module captures its state from a
 //! stopped process and re-establishes it in the process being restored.
 
+pub mod audit;
 pub mod creds;
 pub mod defaults;
 mod error;
