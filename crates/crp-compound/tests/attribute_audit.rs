@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crp_compound::audit::{ARCH_PRCTL_OPTIONS, PRCTL_OPTIONS, PROC_ENTRIES, STATUS_FIELDS, render};
 
-fn missing<'a>(live: impl IntoIterator<Item = String>, listed: impl Fn(&str) -> bool) -> Vec<String> {
+fn missing(live: impl IntoIterator<Item = String>, listed: impl Fn(&str) -> bool) -> Vec<String> {
     live.into_iter().filter(|name| !listed(name)).collect::<BTreeSet<_>>().into_iter().collect()
 }
 
