@@ -71,8 +71,10 @@ fn accepted(candidates: impl Iterator<Item = u64>, probe: impl Fn(u64) -> i64) -
 #[test]
 fn every_prctl_option_the_kernel_accepts_is_audited() {
     let magic = [0x4155_5856, 0x5356_4d41, 0x5961_6d61];
-    // SAFETY: prctl with zero arguments, in a child that exits right after.
-    let live = accepted((1..=128).chain(magic), |option| unsafe { libc::prctl(option as i32, 0, 0, 0, 0) }.into());
+    let live = accepted((1..=128).chain(magic), |option| {
+        // SAFETY: prctl with zero arguments, in a child that exits right after.
+        unsafe { libc::prctl(i32::try_from(option).unwrap_or(-1), 0, 0, 0, 0) }.into()
+    });
     let unaudited: Vec<u64> =
         live.into_iter().filter(|option| !PRCTL_OPTIONS.iter().any(|(listed, ..)| listed == option)).collect();
     assert!(unaudited.is_empty(), "prctl options the kernel accepts and the audit does not list: {unaudited:?}");
