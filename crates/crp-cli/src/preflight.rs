@@ -119,6 +119,17 @@ pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpErro
     {
         blockers.push(blocker("a process using user shadow stacks (CET)", format!("x86_Thread_features {features}")));
     }
+    // Readable only once crp traces the process; a kernel without the
+    // feature (EINVAL, EIO) has it off.
+    if phase == Phase::Frozen
+        && let Ok(mode) = crp_ptrace::sys::syscall_user_dispatch_mode(nix::unistd::Pid::from_raw(pid))
+        && mode != 0
+    {
+        blockers.push(blocker(
+            "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH)",
+            format!("mode {mode}, seen at the freeze"),
+        ));
+    }
     let children_path = format!("/proc/{pid}/task/{pid}/children");
     let children = std::fs::read_to_string(&children_path)
         .map_err(|source| access::proc_error(pid, procfs::ProcError::Read { path: children_path.into(), source }))?;

@@ -395,3 +395,20 @@ fn a_numa_memory_policy_of_a_mapping_is_refused() {
     );
     assert_dump_refused(&mut subject, "a NUMA memory policy of a mapping (mbind) (numa_maps ");
 }
+
+#[test]
+fn syscall_user_dispatch_is_refused_at_the_freeze_and_the_process_runs_on() {
+    let mut subject = python(
+        "import ctypes, os, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         selector = ctypes.c_char(b'\\x00')  # SYSCALL_DISPATCH_FILTER_ALLOW: syscalls run as usual\n\
+         # prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, 0, 0, &selector)\n\
+         assert libc.prctl(59, 1, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.byref(selector)) == 0, ctypes.get_errno()\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(
+        &mut subject,
+        "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH) (mode 1, seen at the freeze)",
+    );
+}

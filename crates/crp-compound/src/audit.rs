@@ -245,7 +245,7 @@ pub const PRCTL_OPTIONS: &[(u64, &str, Handling)] = &[
     (56, "PR_GET_TAGGED_ADDR_CTRL", OTHER_ARCHITECTURE),
     (57, "PR_SET_IO_FLUSHER", Refused("an I/O flusher (needs CAP_SYS_RESOURCE)")),
     (58, "PR_GET_IO_FLUSHER", GETTER),
-    (59, "PR_SET_SYSCALL_USER_DISPATCH", Lost("syscall user dispatch: ptrace can read it, crp does not yet")),
+    (59, "PR_SET_SYSCALL_USER_DISPATCH", Refused("syscall user dispatch, seen once the process is frozen")),
     (60, "PR_PAC_SET_ENABLED_KEYS", OTHER_ARCHITECTURE),
     (61, "PR_PAC_GET_ENABLED_KEYS", OTHER_ARCHITECTURE),
     (62, "PR_SCHED_CORE", Checked("the core-scheduling cookie must be 0 (defaults)")),
