@@ -264,7 +264,7 @@ pub const PRCTL_OPTIONS: &[(u64, &str, Handling)] = &[
     (75, "PR_SET_SHADOW_STACK_STATUS", OTHER_ARCHITECTURE),
     (76, "PR_LOCK_SHADOW_STACK_STATUS", OTHER_ARCHITECTURE),
     (77, "PR_TIMER_CREATE_RESTORE_IDS", NotState("a mode for restorers' own timer_create calls")),
-    (78, "PR_FUTEX_HASH", Lost("the private futex hash size: the restored process gets the default")),
+    (78, "PR_FUTEX_HASH", PROCESS_ATTRIBUTES),
     (0x4155_5856, "PR_GET_AUXV", GETTER),
     (0x5356_4d41, "PR_SET_VMA", Checked("named anonymous mappings are refused")),
     (0x5961_6d61, "PR_SET_PTRACER", Lost("the Yama ptracer exception cannot be read")),
