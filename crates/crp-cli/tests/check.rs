@@ -70,9 +70,9 @@ fn check_json_is_an_array_of_probes() {
 }
 
 #[test]
-fn check_help_says_it_does_not_list_a_processs_blockers() {
+fn check_help_says_it_checks_the_machine_and_where_a_processs_blockers_are() {
     let output = common::crp().args(["check", "--help"]).output().unwrap();
     let help = common::stdout_of(&output);
     assert!(help.contains("not a process"), "{help}");
-    assert!(help.contains("crp dump PID"), "{help}");
+    assert!(help.contains("crp dump --check PID"), "{help}");
 }

@@ -480,7 +480,8 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                     },
                 };
                 let file = u32::try_from(table.files.len()).unwrap_or(u32::MAX);
-                let owner = owner::capture(pid, entry.fd)?;
+                // An O_PATH descriptor has no owner (fcntl refuses F_GETOWN_EX on it).
+                let owner = if entry.flags & libc::O_PATH == 0 { owner::capture(pid, entry.fd)? } else { None };
                 table.files.push(OpenFile {
                     flags: entry.flags & !libc::O_CLOEXEC,
                     offset: entry.offset,
