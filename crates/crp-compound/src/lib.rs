@@ -13,6 +13,7 @@ pub mod mm;
 pub mod pagemap;
 pub mod process_attrs;
 pub mod rlimits;
+pub mod session;
 pub mod signals;
 pub mod task;
 pub mod thread_attrs;

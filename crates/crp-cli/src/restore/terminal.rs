@@ -1,0 +1,110 @@
+//! `crp restore`'s own controlling terminal, which a process that ran on a
+//! terminal is restored onto: it joins crp restore's job there (see
+//! `crp_compound::session`), the terminal takes the image's modes (echo,
+//! canonical mode, control characters...) right before the process is
+//! released, and keeps its own window size: when that differs from the
+//! image's, the process gets SIGWINCH, as after a resize. Without a
+//! controlling terminal, or with --detach, the process gets none, and this
+//! says so on stderr.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+use crp_compound::files::{FdTable, FdTarget, TerminalSettings, window_size};
+use crp_compound::session::SessionState;
+
+use crate::error::CrpError;
+
+/// crp restore's controlling terminal, when the process gets it.
+#[derive(Debug)]
+pub(super) struct Terminal {
+    attached: Option<std::fs::File>,
+}
+
+/// What [`Terminal::apply`] changed.
+#[derive(Debug, Default)]
+pub(super) struct Applied<'a> {
+    /// The terminal's window size differs from the image's.
+    pub window_changed: bool,
+    /// The terminal and the modes it had before.
+    before: Option<(&'a std::fs::File, TerminalSettings)>,
+}
+
+impl Applied<'_> {
+    /// Puts the terminal's modes back (the process is not released after all).
+    pub fn undo(&self) {
+        if let Some((tty, settings)) = &self.before {
+            let _ = settings.set_modes(tty.as_fd());
+        }
+    }
+}
+
+impl Terminal {
+    /// crp restore's controlling terminal, when the process ran on a
+    /// terminal and crp restore will wait for it.
+    pub fn of_restore(session: &SessionState, detach: bool) -> Self {
+        if detach || !session.ran_on_terminal() {
+            return Self { attached: None };
+        }
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open("/dev/tty");
+        Self { attached: tty.ok() }
+    }
+
+    pub fn attached(&self) -> bool {
+        self.attached.is_some()
+    }
+
+    /// Says on stderr what a process that ran on a terminal loses when
+    /// crp restore gives it none: its controlling terminal, its terminal's
+    /// modes, and what its descriptors of /dev/tty become.
+    pub fn warn_if_absent(&self, session: &SessionState, files: &FdTable, detach: bool) {
+        if self.attached() || !session.ran_on_terminal() {
+            return;
+        }
+        let reason = if detach { "with --detach" } else { "crp restore has no controlling terminal" };
+        let name = if session.terminal_name.is_empty() { "a terminal" } else { session.terminal_name.as_str() };
+        if session.had_controlling_terminal() {
+            eprintln!(
+                "crp: note: the process had {name} as its controlling terminal; {reason}, so it is restored in a \
+                 session of its own without a controlling terminal, and its terminal settings are not applied"
+            );
+        } else {
+            eprintln!("crp: note: the process ran on {name}; {reason}, so its terminal settings are not applied");
+        }
+        let own: Vec<String> = files
+            .records()
+            .filter(|record| matches!(record.target, FdTarget::OwnTerminal { .. }))
+            .map(|record| record.fd.to_string())
+            .collect();
+        if !own.is_empty() && session.had_controlling_terminal() {
+            eprintln!("crp: note: its terminal descriptors ({}: /dev/tty) become /dev/null", own.join(", "));
+        }
+    }
+
+    /// Sets the image's modes on the terminal (when attached) and compares
+    /// the window sizes.
+    pub fn apply(&self, session: &SessionState) -> Result<Applied<'_>, CrpError> {
+        let (Some(tty), Some(settings)) = (&self.attached, &session.terminal) else {
+            return Ok(Applied::default());
+        };
+        let failed = |action: &str| {
+            let action = format!("{action} crp restore's terminal");
+            move |errno: nix::errno::Errno| CrpError::Io { action, source: errno.into() }
+        };
+        let before = TerminalSettings::read(tty.as_fd()).map_err(failed("read the settings of"))?;
+        settings.set_modes(tty.as_fd()).map_err(failed("set the process's terminal modes on"))?;
+        let window = window_size(tty.as_fd()).map_err(failed("read the window size of"))?;
+        tracing::info!(
+            echo = settings.echoes(),
+            canonical = settings.canonical(),
+            rows = window.rows,
+            columns = window.columns,
+            "terminal modes set"
+        );
+        Ok(Applied { window_changed: window != settings.window, before: Some((tty, before)) })
+    }
+}
