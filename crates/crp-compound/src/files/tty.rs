@@ -340,13 +340,11 @@ pub(super) fn check(table: &FdTable, index: usize, file: &OpenFile, field: &dyn 
                 return Err(Invalid::new(field(), format!("is a second master of pseudo-terminal {}", master.number)));
             }
         }
-        FdTarget::PtySlave { number } => {
-            if master_of(table, *number).is_none() {
-                return Err(Invalid::new(
-                    field(),
-                    format!("is a slave of pseudo-terminal {number}, whose master the table lacks"),
-                ));
-            }
+        FdTarget::PtySlave { number } if master_of(table, *number).is_none() => {
+            return Err(Invalid::new(
+                field(),
+                format!("is a slave of pseudo-terminal {number}, whose master the table lacks"),
+            ));
         }
         FdTarget::OwnTerminal { path } => crate::valid::check_path(field(), path)?,
         _ => {}
