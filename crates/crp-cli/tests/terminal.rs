@@ -236,6 +236,21 @@ fn a_python_repl_is_restored_onto_a_new_terminal_with_its_modes() {
     second.expect("os.terminal_size(columns=120, lines=40) True");
     second.type_keys("exit()\r");
     assert_eq!(last_status(&mut second), 0);
+
+    // Again, its streams all given files: the terminal keeps its own modes.
+    let (input, output) = (directory.path().join("in.py"), directory.path().join("out.txt"));
+    std::fs::write(&input, "print(x * 2)\n").unwrap();
+    second.type_keys(&format!(
+        "{} restore {} --stdin {} --stdout {} --stderr {3}\r",
+        env!("CARGO_BIN_EXE_crp"),
+        image.display(),
+        input.display(),
+        output.display()
+    ));
+    second.expect("none of the process's standard streams is crp restore's terminal");
+    assert_eq!(last_status(&mut second), 0);
+    assert!(second.settings().echoes(), "the shell's terminal modes are left alone");
+    assert!(std::fs::read_to_string(&output).unwrap().contains("84"));
     second.type_keys("exit\r");
     assert!(shell.wait().unwrap().success());
 }

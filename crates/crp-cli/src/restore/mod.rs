@@ -211,7 +211,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     )?;
     let (_stream_files, streams) = open_streams(&plan.descriptors, &image.files)?;
     warn_of_outside_ends(&image.files, &streams);
-    let terminal = terminal::Terminal::of_restore(&image.session, plan.detach);
+    let terminal = terminal::Terminal::of_restore(&image.session, &image.files, &streams, plan.detach);
     terminal.warn_if_absent(&image.session, &image.files, plan.detach);
     let choices = Choices { open_as, streams, attach_terminal: terminal.attached() };
     // Created (empty) now, so that an unwritable pid file fails first.

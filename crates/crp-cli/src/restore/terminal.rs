@@ -8,9 +8,10 @@
 //! says so on stderr.
 
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::OpenOptionsExt;
 
-use crp_compound::files::{FdTable, FdTarget, TerminalSettings, window_size};
+use crp_compound::files::{FdTable, FdTarget, Streams, TerminalSettings, window_size};
 use crp_compound::session::SessionState;
 
 use crate::error::CrpError;
@@ -19,6 +20,10 @@ use crate::error::CrpError;
 #[derive(Debug)]
 pub(super) struct Terminal {
     attached: Option<std::fs::File>,
+    /// A standard stream of the process is that terminal (else its modes
+    /// are left alone: `--stdin FILE --stdout FILE ...`, or crp restore's
+    /// own streams redirected).
+    streams_on_it: bool,
 }
 
 /// What [`Terminal::apply`] changed.
@@ -42,16 +47,24 @@ impl Applied<'_> {
 impl Terminal {
     /// crp restore's controlling terminal, when the process ran on a
     /// terminal and crp restore will wait for it.
-    pub fn of_restore(session: &SessionState, detach: bool) -> Self {
+    pub fn of_restore(session: &SessionState, files: &FdTable, streams: &Streams, detach: bool) -> Self {
         if detach || !session.ran_on_terminal() {
-            return Self { attached: None };
+            return Self { attached: None, streams_on_it: false };
         }
         let tty = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-            .open("/dev/tty");
-        Self { attached: tty.ok() }
+            .open("/dev/tty")
+            .ok();
+        let streams_on_it = tty.is_some() && streams_on(files, streams);
+        if tty.is_some() && !streams_on_it {
+            eprintln!(
+                "crp: note: none of the process's standard streams is crp restore's terminal: its terminal \
+                 settings are not applied (the terminal is still its controlling terminal)"
+            );
+        }
+        Self { attached: tty, streams_on_it }
     }
 
     pub fn attached(&self) -> bool {
@@ -88,7 +101,7 @@ impl Terminal {
     /// Sets the image's modes on the terminal (when attached) and compares
     /// the window sizes.
     pub fn apply(&self, session: &SessionState) -> Result<Applied<'_>, CrpError> {
-        let (Some(tty), Some(settings)) = (&self.attached, &session.terminal) else {
+        let (Some(tty), Some(settings), true) = (&self.attached, &session.terminal, self.streams_on_it) else {
             return Ok(Applied::default());
         };
         let failed = |action: &str| {
@@ -107,4 +120,26 @@ impl Terminal {
         );
         Ok(Applied { window_changed: window != settings.window, before: Some((tty, before)) })
     }
+}
+
+/// Whether a standard stream the image recorded as the outside world,
+/// and that the user did not choose, is crp restore's controlling terminal
+/// (crp restore's own stream of that number is a descriptor of it).
+fn streams_on(files: &FdTable, streams: &Streams) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // Not the descriptor's own stat: one of /dev/tty is of /dev/tty (5:0).
+    let Ok(controlling) = crp_ptrace::procfs::Stat::read(std::process::id().cast_signed())
+        .and_then(|stat| stat.number::<i64>(7))
+        .map(|device| device.cast_unsigned() & 0xffff_ffff)
+    else {
+        return false;
+    };
+    files.records().any(|record| {
+        let FdTarget::Inherited { stream } = record.target else { return false };
+        if streams.chosen_for(record.fd).is_some() {
+            return false;
+        }
+        std::fs::metadata(format!("/proc/self/fd/{}", streams.source_of_stream(stream)))
+            .is_ok_and(|own| own.file_type().is_char_device() && own.rdev() == controlling)
+    })
 }
