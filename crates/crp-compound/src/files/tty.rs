@@ -587,6 +587,76 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_is_made_again_with_its_settings_and_its_slave_opened_by_its_new_number() {
+        let _own = super::super::tests::OWN_DESCRIPTORS.lock();
+        use crp_ptrace::fake::FakeTracee;
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        // The master the fake process "opens" is one of crp's own.
+        let (master, _slave) = own_pair();
+        let number: libc::c_int = read_struct(master.as_fd(), libc::TIOCGPTN).unwrap();
+        let number = u32::try_from(number).unwrap();
+        let mut settings = TerminalSettings::read(master.as_fd()).unwrap();
+        settings.local_flags &= !libc::ECHO;
+        settings.window = WindowSize { rows: 12, columns: 34, x_pixels: 0, y_pixels: 0 };
+        let pair = PtyMaster { number, settings, packet: true, locked: true };
+        let table = FdTable::from(vec![
+            super::super::FdRecord { fd: 3, flags: libc::O_RDWR, offset: 0, target: FdTarget::PtySlave { number } },
+            super::super::FdRecord { fd: 4, flags: libc::O_RDWR, offset: 0, target: FdTarget::PtyMaster(pair) },
+        ]);
+        super::super::check_table(&table).unwrap();
+        let opened = Rc::new(RefCell::new(Vec::new()));
+        let record = Rc::clone(&opened);
+        // fcntl(F_DUPFD) parks fds 0-2 at 30-32; each openat gives 20,
+        // moved to 33, 34...
+        let mut next = 29;
+        let mut restored = FakeTracee::answering(move |call, memory| match call.number {
+            libc::SYS_openat => {
+                let path = memory.read(call.args[1], 16);
+                let end = path.iter().position(|byte| *byte == 0).unwrap_or(path.len());
+                record.borrow_mut().push((String::from_utf8_lossy(&path[..end]).into_owned(), call.args[2]));
+                20
+            }
+            libc::SYS_fcntl => {
+                next += 1;
+                next
+            }
+            _ => 0,
+        });
+        restored.descriptors.insert(33, master.try_clone().unwrap());
+        super::super::restore(&mut restored, &table, &super::super::Streams::default()).unwrap();
+        let opened = opened.borrow();
+        assert_eq!(opened[0].0, "/dev/ptmx", "the master first, though its slave's descriptor comes first");
+        assert_eq!(opened[1].0, format!("/dev/pts/{number}"));
+        assert!(opened.iter().all(|(_, flags)| *flags & libc::O_NOCTTY as u64 != 0), "never a controlling terminal");
+        let made = PtyMaster::read(master.as_fd()).unwrap();
+        assert!(!made.settings.echoes() && made.packet && made.locked, "{made:?}");
+        assert_eq!(made.settings.window, WindowSize { rows: 12, columns: 34, x_pixels: 0, y_pixels: 0 });
+        let dups: Vec<[u64; 2]> =
+            restored.calls_of(libc::SYS_dup3).iter().map(|call| [call.args[0], call.args[1]]).collect();
+        assert_eq!(dups, [[34, 3], [33, 4]]);
+    }
+
+    #[test]
+    fn own_terminal_is_dev_tty_or_dev_null_without_a_controlling_terminal() {
+        use crp_ptrace::fake::FakeTracee;
+        let file =
+            OpenFile { flags: libc::O_RDWR, offset: 0, target: FdTarget::OwnTerminal { path: "/dev/tty".into() } };
+        let paths = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let record = std::rc::Rc::clone(&paths);
+        let mut restored = FakeTracee::answering(move |call, memory| match call.number {
+            libc::SYS_openat => {
+                record.borrow_mut().push(memory.read(call.args[1], 10));
+                if record.borrow().len() == 1 { -i64::from(libc::ENXIO) } else { 7 }
+            }
+            libc::SYS_fcntl => 9,
+            _ => 0,
+        });
+        assert_eq!(own_terminal(&mut restored, &file, 8).unwrap(), 9);
+        assert_eq!(paths.borrow().as_slice(), [b"/dev/tty\0\0".to_vec(), b"/dev/null\0".to_vec()]);
+    }
+
+    #[test]
     fn a_slave_without_its_master_is_refused_by_the_table_check() {
         let table = FdTable::from(vec![super::super::FdRecord {
             fd: 4,
