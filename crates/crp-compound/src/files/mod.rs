@@ -666,6 +666,10 @@ pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
             }
             FdTarget::Fifo { path, .. } => fifo::check_host(path)?,
             FdTarget::Inotify { watches } => inotify::check_paths_exist(watches)?,
+            FdTarget::PtyMaster(_) => {
+                std::fs::metadata("/dev/ptmx")
+                    .map_err(CompoundError::io("find the pseudo-terminal multiplexer", "/dev/ptmx"))?;
+            }
             FdTarget::Inherited { .. }
             | FdTarget::Pipe { .. }
             | FdTarget::Object { .. }
@@ -673,7 +677,6 @@ pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
             | FdTarget::Epoll { .. }
             | FdTarget::Event(_)
             | FdTarget::OwnTerminal { .. }
-            | FdTarget::PtyMaster(_)
             | FdTarget::PtySlave { .. } => {}
         }
     }
