@@ -345,7 +345,7 @@ fn pseudo_terminal_pairs_the_process_opened_are_made_again() {
     let summary: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_matches_schema(&summary);
     let slaves = summary["files"].as_array().unwrap().iter().filter(|file| file["pty"]["end"] == "slave").count();
-    assert_eq!(slaves, 2);
+    assert_eq!(slaves, 3, "fds 2, 4 and 6");
 
     let output = restore(&image, &[], "go\n");
     let stdout = stdout_of(&output);

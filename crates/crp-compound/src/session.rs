@@ -13,6 +13,12 @@
 //! decided from the image and what `crp restore` can offer
 //! ([`SessionState::placement`]); crp-cli then sets the terminal's modes
 //! and compares its window size.
+//!
+//! It is not a `crp_ptrace::Persist` kind: its restore depends on the
+//! restore's circumstances (is there a terminal, does crp restore wait,
+//! did the process get its pid back), which a `Restore` context does not
+//! hold; crp-cli's plan runs [`SessionState::place`] with the placement it
+//! decided.
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -1,7 +1,7 @@
 /* A program that opens pseudo-terminal pairs and talks to itself through
  * them: pair A (master fd 3, slave fd 4; the slave raw without echo,
  * window 10x20, packet mode on the master, the slave also on fd 6 by
- * another open) and pair B (master fd 5 only, left locked, canonical with
+ * another open, and on fd 2 as a dup of fd 4) and pair B (master fd 5 only, left locked, canonical with
  * echo, window 50x132). Both talk before the dump, each side read to the
  * end. After the restore it checks every setting, that fd 4 and 6 are the
  * slave of the master on fd 3 (ptsname), and talks again both ways. */
@@ -44,6 +44,8 @@ int main(void) {
     int slave = place(open(ptsname(master), O_RDWR | O_NOCTTY), 4);
     if (slave < 0) return fail("open the slave of pair A");
     if (place(open(ptsname(master), O_RDWR | O_NOCTTY | O_NONBLOCK), 6) != 6) return fail("open it again");
+    /* Its stderr too: a standard stream that is not the outside world. */
+    if (dup2(slave, 2) != 2) return fail("dup2 the slave to stderr");
     struct termios modes;
     if (tcgetattr(slave, &modes) != 0) return fail("tcgetattr");
     cfmakeraw(&modes);
@@ -72,7 +74,7 @@ int main(void) {
     if (ioctl(master, TIOCGPKT, &packet) != 0 || packet != 1) return fail("packet mode lost");
     int lock = -1;
     if (ioctl(master, TIOCGPTLCK, &lock) != 0 || lock != 0) return fail("pair A is locked");
-    if (same_slave(master, slave) != 0 || same_slave(master, 6) != 0) return 1;
+    if (same_slave(master, slave) != 0 || same_slave(master, 6) != 0 || same_slave(master, 2) != 0) return 1;
     if (!(fcntl(6, F_GETFL) & O_NONBLOCK) || (fcntl(4, F_GETFL) & O_NONBLOCK)) return fail("slave flags");
     if (talk(master, slave) != 0) return 1;
 

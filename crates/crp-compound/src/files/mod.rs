@@ -348,8 +348,10 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         let major = libc::major(metadata.rdev()) as u64;
         if path::TTY_MAJORS.contains(&major) {
             return match standard_stream {
-                Some(stream) => Ok(Kind::Target(FdTarget::Inherited { stream })),
-                None => Ok(Kind::Target(tty::classify(pid, entry, metadata.rdev())?)),
+                Some(stream) if !tty::is_own_pair(pid, entry, metadata.rdev())? => {
+                    Ok(Kind::Target(FdTarget::Inherited { stream }))
+                }
+                _ => Ok(Kind::Target(tty::classify(pid, entry, metadata.rdev())?)),
             };
         }
         if major == path::MEM_DEVICE_MAJOR {

@@ -1,5 +1,6 @@
 //! Terminals on descriptors other than the standard streams (those are
-//! the outside world, [`super::FdTarget::Inherited`]):
+//! the outside world, [`super::FdTarget::Inherited`], unless they are ends
+//! of a pair the process opened):
 //!
 //! - **The process's own terminal** (`/dev/tty`, or its controlling
 //!   terminal or the terminal of its standard streams by name, such as
@@ -240,8 +241,9 @@ fn slave_number(link: &str) -> Option<u32> {
     link.strip_prefix("/dev/pts/")?.parse().ok()
 }
 
-/// What terminal descriptor `entry` (of device `rdev`, on a descriptor
-/// other than 0-2) of `pid` is, read in full, or why crp refuses it.
+/// What terminal descriptor `entry` (of device `rdev`: on fds 0-2, only an
+/// end of a pair the process opened, see [`is_own_pair`]) of `pid` is,
+/// read in full, or why crp refuses it.
 pub(super) fn classify(pid: i32, entry: &Entry, rdev: u64) -> Result<FdTarget, CompoundError> {
     let fd = entry.fd;
     let location = || format!("fd {fd} -> {}", entry.link);
@@ -293,6 +295,21 @@ pub(super) fn classify(pid: i32, entry: &Entry, rdev: u64) -> Result<FdTarget, C
          streams) nor a pseudo-terminal whose master it holds"
             .to_owned(),
     ))
+}
+
+/// Whether terminal descriptor `entry` (of device `rdev`) is an end of a
+/// pseudo-terminal pair the process opened (a master, or a slave whose
+/// master it holds): on a standard stream too, such a terminal is the
+/// process's own, not the outside world.
+pub(super) fn is_own_pair(pid: i32, entry: &Entry, rdev: u64) -> Result<bool, CompoundError> {
+    let (major, minor) = (u64::from(libc::major(rdev)), u64::from(libc::minor(rdev)));
+    if (major, minor) == (TTYAUX_MAJOR, PTMX_MINOR) {
+        return Ok(true);
+    }
+    match slave_number(&entry.link) {
+        Some(number) if PTY_SLAVE_MAJORS.contains(&major) => holds_master(pid, number),
+        _ => Ok(false),
+    }
 }
 
 /// Whether `pid` holds the master of pseudo-terminal pair `number`.
