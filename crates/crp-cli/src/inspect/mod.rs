@@ -314,8 +314,25 @@ pub struct FdSummary {
     pub fifo: Option<FifoSummary>,
     /// For a deleted file or memfd: the object.
     pub file_object: Option<FileObjectSummary>,
+    /// Who its SIGIO and SIGURG go to (F_SETOWN_EX, F_SETSIG), when set.
+    pub owner: Option<OwnerSummary>,
     /// For a pseudo-terminal master or slave the process opened: the pair.
     pub pty: Option<PtySummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OwnerSummary {
+    /// "thread", "process" or "process group".
+    pub kind: &'static str,
+    /// The dumped process itself (or the group it leads): the restored
+    /// process, whatever its PID.
+    pub itself: bool,
+    /// Another thread, process or group, by id; null for itself or nobody.
+    pub id: Option<i32>,
+    /// The F_SETSIG signal; 0 is SIGIO.
+    pub signal: i32,
+    /// What `crp inspect` prints.
+    pub description: String,
 }
 
 /// A pseudo-terminal pair the process opened, seen from one of its ends.
@@ -732,6 +749,25 @@ fn fd_summary(
         fifo,
         file_object,
         pty,
+        owner: table.file_of(descriptor).and_then(|file| file.owner).map(|owner| owner_summary(&owner)),
+    }
+}
+
+fn owner_summary(owner: &crp_compound::files::FileOwner) -> OwnerSummary {
+    use crp_compound::files::{OwnerId, OwnerKind};
+    OwnerSummary {
+        kind: match owner.kind {
+            OwnerKind::Thread => "thread",
+            OwnerKind::Process => "process",
+            OwnerKind::Group => "process group",
+        },
+        itself: owner.id == OwnerId::Itself,
+        id: match owner.id {
+            OwnerId::Other(id) => Some(id),
+            OwnerId::Nobody | OwnerId::Itself => None,
+        },
+        signal: owner.signal,
+        description: owner.describe(),
     }
 }
 

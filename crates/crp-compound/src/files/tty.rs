@@ -409,7 +409,7 @@ fn open_terminal(tracee: &mut dyn Tracee, path: &str, flags: i32) -> Result<i64,
     let mut scratch = tracee.scratch();
     let address = scratch.push_c_string(path.as_bytes());
     scratch.commit(tracee)?;
-    let flags = arg((flags & !super::CREATION_FLAGS) | libc::O_NOCTTY);
+    let flags = arg((flags & !super::REOPEN_EXCLUDED_FLAGS) | libc::O_NOCTTY);
     tracee.raw_syscall(libc::SYS_openat, [arg(libc::AT_FDCWD), address, flags, 0, 0, 0])
 }
 
@@ -657,8 +657,12 @@ mod tests {
     #[test]
     fn own_terminal_is_dev_tty_or_dev_null_without_a_controlling_terminal() {
         use crp_ptrace::fake::FakeTracee;
-        let file =
-            OpenFile { flags: libc::O_RDWR, offset: 0, target: FdTarget::OwnTerminal { path: "/dev/tty".into() } };
+        let file = OpenFile {
+            flags: libc::O_RDWR,
+            offset: 0,
+            target: FdTarget::OwnTerminal { path: "/dev/tty".into() },
+            owner: None,
+        };
         let paths = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let record = std::rc::Rc::clone(&paths);
         let mut restored = FakeTracee::answering(move |call, memory| match call.number {
