@@ -84,8 +84,6 @@ int main(void) {
     if (tcgetattr(locked, &modes) != 0 || !(modes.c_lflag & ECHO) || !(modes.c_lflag & ICANON))
         return fail("pair B is not canonical with echo");
     if (!(fcntl(locked, F_GETFL) & O_NONBLOCK)) return fail("pair B's master lost O_NONBLOCK");
-    char name[64];
-    if (ptsname_r(master, name, sizeof name) != 0) return fail("ptsname");
-    printf("OK pid=%d pair A %s\n", getpid(), name);
+    printf("OK pid=%d pseudo-terminals\n", getpid());
     return 0;
 }
