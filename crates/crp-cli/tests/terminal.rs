@@ -247,7 +247,6 @@ fn a_python_repl_is_restored_onto_a_new_terminal_with_its_modes() {
         input.display(),
         output.display()
     ));
-    second.expect("none of the process's standard streams is crp restore's terminal");
     assert_eq!(last_status(&mut second), 0);
     assert!(second.settings().echoes(), "the shell's terminal modes are left alone");
     assert!(std::fs::read_to_string(&output).unwrap().contains("84"));
@@ -384,4 +383,98 @@ fn unread_bytes_in_a_pair_and_a_terminal_of_someone_else_are_refused() {
     subject.send("done\n");
     subject.wait();
     drop(other);
+}
+
+/// A python3 subject started by `leader` (setsid or setpgid in the child)
+/// that prints its session and group ids after the restore.
+fn ids_after_restore(leader: fn() -> std::io::Result<()>) -> (i32, i32, i32) {
+    let script = "import os, sys\n\
+        print('READY', os.getpid(), flush=True)\n\
+        sys.stdin.readline()\n\
+        print('IDS', os.getsid(0), os.getpgrp(), flush=True)\n";
+    let mut command = Command::new("python3");
+    command.args(["-c", script]);
+    // SAFETY: `leader` makes one async-signal-safe syscall.
+    unsafe { command.pre_exec(leader) };
+    let mut subject = Subject::spawn(command);
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("ids.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    let ids: Vec<i32> = stdout.trim().strip_prefix("IDS ").unwrap().split(' ').map(|id| id.parse().unwrap()).collect();
+    (subject.pid, ids[0], ids[1])
+}
+
+#[test]
+fn a_session_or_group_leader_without_a_terminal_leads_the_same_ids_again() {
+    let (pid, session, group) = ids_after_restore(|| {
+        // SAFETY: setsid takes no arguments and touches no memory.
+        unsafe { libc::setsid() };
+        Ok(())
+    });
+    assert_eq!((session, group), (pid, pid), "its own session and group, with the old ids");
+    let (pid, session, group) = ids_after_restore(|| {
+        // SAFETY: setpgid takes two ids and touches no memory.
+        unsafe { libc::setpgid(0, 0) };
+        Ok(())
+    });
+    assert_ne!(session, pid, "in crp restore's session");
+    // A test run from a terminal gives the subject that controlling
+    // terminal: it then joins crp restore's job there instead.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let controlling: i64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(4).unwrap().parse().unwrap();
+    if controlling == 0 {
+        assert_eq!(group, pid, "its own group, with the old id");
+    }
+}
+
+#[test]
+fn a_job_dumped_in_the_background_leaves_the_terminal_modes_alone_and_gets_sigwinch() {
+    let directory = tempfile::tempdir().unwrap();
+    // A shell with line editing: at its prompt, readline has the terminal
+    // without echo; the background job never set any modes.
+    let mut first = Terminal::open(24, 80);
+    let mut command = Command::new("bash");
+    command.args(["--norc", "--noprofile", "-i"]).env("PS1", "$ ").env("TERM", "dumb");
+    let mut shell = first.spawn(command);
+    first.expect("$ ");
+    // Not signal.pause(): see the README on SIGWINCH and interrupted calls.
+    let script = "import os, signal, time\n\
+        signal.signal(signal.SIGWINCH, lambda *_: print('WINCH', os.get_terminal_size(1).lines, flush=True))\n\
+        print('READY', os.getpid(), flush=True)\n\
+        while True: time.sleep(0.05)\n";
+    let path = directory.path().join("background.py");
+    std::fs::write(&path, script).unwrap();
+    first.type_keys(&format!("python3 {} &\r", path.display()));
+    first.expect("READY ");
+    let pid: i32 = first.expect("\n").trim().parse().unwrap();
+    // The shell's readline at its prompt again, echo off.
+    let started = Instant::now();
+    while first.settings().echoes() {
+        assert!(started.elapsed() < DEADLINE, "the shell never prompted again");
+        std::thread::yield_now();
+    }
+    let image = directory.path().join("background.crp");
+    dump_ok(pid, &image, &[]);
+    let inspect = crp().arg("inspect").arg(&image).output().unwrap();
+    assert!(stdout_of(&inspect).contains("in the background"), "{}", stdout_of(&inspect));
+    first.type_keys("exit\r");
+    let _ = shell.wait();
+
+    let mut second = Terminal::open(40, 100);
+    let before = second.settings();
+    let mut shell = shell_on(&mut second);
+    second.type_keys(&format!("{} restore {}\r", env!("CARGO_BIN_EXE_crp"), image.display()));
+    // A window of another size: SIGWINCH, as after a resize.
+    second.expect("WINCH 40");
+    let after = second.settings();
+    assert_eq!((after.local_flags, after.input_flags), (before.local_flags, before.input_flags), "modes left alone");
+    assert!(after.echoes() && after.canonical());
+    second.type_keys("\x03");
+    assert_eq!(last_status(&mut second), 130, "^C ends it (python's KeyboardInterrupt)");
+    second.type_keys("exit\r");
+    assert!(shell.wait().unwrap().success());
 }

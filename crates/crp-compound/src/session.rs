@@ -107,6 +107,13 @@ impl SessionState {
         self.terminal_device != 0
     }
 
+    /// Whether its group was the foreground job of its controlling
+    /// terminal: the terminal's modes were then its own (a job in the
+    /// background finds the shell's modes there, readline's at a prompt).
+    pub fn was_in_foreground(&self) -> bool {
+        self.had_controlling_terminal() && self.foreground_group == self.group
+    }
+
     /// Whether it ran on a terminal: a controlling one, or one on its
     /// standard streams.
     pub fn ran_on_terminal(&self) -> bool {

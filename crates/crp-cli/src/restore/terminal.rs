@@ -58,10 +58,10 @@ impl Terminal {
             .open("/dev/tty")
             .ok();
         let streams_on_it = tty.is_some() && streams_on(files, streams);
-        if tty.is_some() && !streams_on_it {
-            eprintln!(
-                "crp: note: none of the process's standard streams is crp restore's terminal: its terminal \
-                 settings are not applied (the terminal is still its controlling terminal)"
+        if tty.is_some() && !streams_on_it && session.was_in_foreground() {
+            tracing::info!(
+                "none of the process's standard streams is crp restore's terminal: its terminal settings are not \
+                 applied (the terminal is still its controlling terminal)"
             );
         }
         Self { attached: tty, streams_on_it }
@@ -71,46 +71,49 @@ impl Terminal {
         self.attached.is_some()
     }
 
-    /// Says on stderr what a process that ran on a terminal loses when
-    /// crp restore gives it none: its controlling terminal, its terminal's
-    /// modes, and what its descriptors of /dev/tty become.
+    /// Says on stderr what a process that had a controlling terminal loses
+    /// when crp restore gives it none: that terminal, its modes (when they
+    /// were its own), and what its descriptors of /dev/tty become.
     pub fn warn_if_absent(&self, session: &SessionState, files: &FdTable, detach: bool) {
-        if self.attached() || !session.ran_on_terminal() {
+        // Without one before, it has lost none.
+        if self.attached() || !session.had_controlling_terminal() {
             return;
         }
         let reason = if detach { "with --detach" } else { "crp restore has no controlling terminal" };
-        let name = if session.terminal_name.is_empty() { "a terminal" } else { session.terminal_name.as_str() };
-        if session.had_controlling_terminal() {
-            eprintln!(
-                "crp: note: the process had {name} as its controlling terminal; {reason}, so it is restored in a \
-                 session of its own without a controlling terminal, and its terminal settings are not applied"
-            );
-        } else {
-            eprintln!("crp: note: the process ran on {name}; {reason}, so its terminal settings are not applied");
-        }
+        let name = session.terminal_name.as_str();
+        let settings = if session.was_in_foreground() { ", and its terminal settings are not applied" } else { "" };
+        eprintln!(
+            "crp: note: the process had {name} as its controlling terminal; {reason}, so it is restored in a \
+             session of its own without a controlling terminal{settings}"
+        );
         let own: Vec<String> = files
             .records()
             .filter(|record| matches!(record.target, FdTarget::OwnTerminal { .. }))
             .map(|record| record.fd.to_string())
             .collect();
-        if !own.is_empty() && session.had_controlling_terminal() {
+        if !own.is_empty() {
             eprintln!("crp: note: its terminal descriptors ({}: /dev/tty) become /dev/null", own.join(", "));
         }
     }
 
-    /// Sets the image's modes on the terminal (when attached) and compares
-    /// the window sizes.
+    /// Compares the terminal's window size with the image's, and sets the
+    /// image's modes on it when they were the process's own (it was the
+    /// foreground job) and one of its standard streams is this terminal.
     pub fn apply(&self, session: &SessionState) -> Result<Applied<'_>, CrpError> {
-        let (Some(tty), Some(settings), true) = (&self.attached, &session.terminal, self.streams_on_it) else {
+        let (Some(tty), Some(settings)) = (&self.attached, &session.terminal) else {
             return Ok(Applied::default());
         };
         let failed = |action: &str| {
             let action = format!("{action} crp restore's terminal");
             move |errno: nix::errno::Errno| CrpError::Io { action, source: errno.into() }
         };
+        let window = window_size(tty.as_fd()).map_err(failed("read the window size of"))?;
+        let window_changed = window != settings.window;
+        if !(self.streams_on_it && session.was_in_foreground()) {
+            return Ok(Applied { window_changed, before: None });
+        }
         let before = TerminalSettings::read(tty.as_fd()).map_err(failed("read the settings of"))?;
         settings.set_modes(tty.as_fd()).map_err(failed("set the process's terminal modes on"))?;
-        let window = window_size(tty.as_fd()).map_err(failed("read the window size of"))?;
         tracing::info!(
             echo = settings.echoes(),
             canonical = settings.canonical(),
@@ -118,7 +121,7 @@ impl Terminal {
             columns = window.columns,
             "terminal modes set"
         );
-        Ok(Applied { window_changed: window != settings.window, before: Some((tty, before)) })
+        Ok(Applied { window_changed, before: Some((tty, before)) })
     }
 }
 
