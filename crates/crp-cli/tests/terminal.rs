@@ -478,3 +478,35 @@ fn a_job_dumped_in_the_background_leaves_the_terminal_modes_alone_and_gets_sigwi
     second.type_keys("exit\r");
     assert!(shell.wait().unwrap().success());
 }
+
+#[test]
+fn a_process_whose_terminal_hung_up_is_dumped_and_restored_on_crp_restore_s_streams() {
+    let first = Terminal::open(24, 80);
+    let script = "import os, signal, time\n\
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
+        print('READY', os.getpid(), flush=True)\n\
+        while True:\n\
+        \x20   time.sleep(0.02)\n\
+        \x20   try: data = os.read(0, 100)\n\
+        \x20   except OSError: continue\n\
+        \x20   if data: os.write(1, b'OK ' + data); break\n";
+    let mut command = Command::new("python3");
+    command.args(["-c", script]);
+    let mut first = first;
+    let mut python = first.spawn(command);
+    first.expect("READY ");
+    let pid: i32 = first.expect("\n").trim().parse().unwrap();
+    // As when its terminal emulator closes (vhangup, which root may do).
+    let slave = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(&first.slave_path);
+    let slave = slave.unwrap();
+    // SAFETY: TIOCVHANGUP takes no argument.
+    assert_eq!(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCVHANGUP) }, 0);
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("hung-up.crp");
+    dump_ok(pid, &image, &[]);
+    assert_killed(python.wait().unwrap());
+    let output = restore(&image, &[], "go\n");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert_eq!(stdout, "OK go\n");
+}

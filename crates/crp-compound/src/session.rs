@@ -86,11 +86,22 @@ impl SessionState {
         let terminal = match &found {
             Some((fd, _)) => {
                 let duplicate = context.tracee.duplicate_descriptor(u64::from(fd.cast_unsigned()))?;
-                Some(TerminalSettings::read(duplicate.as_fd()).map_err(|errno| CompoundError::Ptrace {
-                    operation: "read the terminal's settings (TCGETS2, TIOCGWINSZ)",
-                    pid,
-                    errno,
-                })?)
+                match TerminalSettings::read(duplicate.as_fd()) {
+                    Ok(settings) => Some(settings),
+                    // A terminal hung up since (its emulator closed): it has
+                    // no settings left to keep.
+                    Err(nix::errno::Errno::EIO) => {
+                        tracing::info!(pid, fd, "the process's terminal is hung up: no settings kept");
+                        None
+                    }
+                    Err(errno) => {
+                        return Err(CompoundError::Ptrace {
+                            operation: "read the terminal's settings (TCGETS2, TIOCGWINSZ)",
+                            pid,
+                            errno,
+                        });
+                    }
+                }
             }
             None => None,
         };
