@@ -12,6 +12,7 @@ use crp_compound::files::FdTable;
 use crp_compound::mm::MmFields;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
+use crp_compound::session::SessionState;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
@@ -40,6 +41,8 @@ pub struct ProcessImage {
     pub timers: IntervalTimers,
     /// THP disable, membarrier registrations, oom_score_adj, subreaper, MDWE.
     pub attributes: ProcessAttributes,
+    /// Session, process group, controlling terminal and its settings.
+    pub session: SessionState,
 }
 
 /// What the kernel keeps for one thread.

@@ -25,6 +25,9 @@ use crate::restore::trust::OpenAs;
 pub struct Choices {
     pub open_as: Option<OpenAs>,
     pub streams: crp_compound::files::Streams,
+    /// crp restore waits for the process on a controlling terminal it can
+    /// give it (see [`crp_compound::session::SessionState::placement`]).
+    pub attach_terminal: bool,
 }
 
 /// What a step may use.
@@ -101,6 +104,7 @@ pub const BY_INJECTION: &[Step] = &[
 
 /// What both back ends set from outside once memory and mm are in place.
 pub const FINISH: &[Step] = &[
+    Step { kind: SESSION, run: place_in_session },
     persisted!(crp_compound::task::TaskIdentity, task),
     leader_persisted!(crp_compound::thread_attrs::ThreadAttributes, attributes),
     persisted!(crp_compound::process_attrs::ProcessAttributes, attributes),
@@ -119,6 +123,25 @@ pub const FINISH: &[Step] = &[
     },
 ];
 
+const SESSION: &str = crp_compound::session::SessionState::KIND;
+
+/// Places the process in a session and process group (it is in crp's
+/// until now), saying so on stderr when that is not what was decided.
+fn place_in_session(rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
+    let session = &rebuild.image.session;
+    let decided = session.placement(rebuild.image.pid, rebuild.pid.as_raw(), rebuild.choices.attach_terminal);
+    let placed = crp_compound::session::SessionState::place(&mut *rebuild.injector, decided)?;
+    if placed != decided {
+        eprintln!(
+            "crp: warning: the process could not be placed {} (a process group with its id exists); it is {}",
+            decided.describe(),
+            placed.describe()
+        );
+    }
+    tracing::debug!(placement = placed.describe(), "session and process group");
+    Ok(())
+}
+
 /// The O_ASYNC flags and owners of descriptions (`files::owner`), set
 /// apart from the descriptors they belong to, after the credentials.
 const DESCRIPTOR_OWNERS: &str = "descriptor owners";
@@ -129,6 +152,12 @@ const PARENT_DEATH_SIGNAL: &str = <crp_compound::thread_attrs::ParentDeathSignal
 
 /// `(earlier, later, why)`: `earlier` must run before `later`.
 pub const ORDER: &[(&str, &str, &str)] = &[
+    (
+        SESSION,
+        <crp_compound::files::FdTable as Persist>::KIND,
+        "/dev/tty is the controlling terminal of the session the process ends up in, and a terminal opened \
+         before setsid would stay tied to crp restore's session",
+    ),
     (MEMORY, <crp_compound::mm::MmFields as Persist>::KIND, "PR_SET_MM_MAP checks its addresses against the mappings"),
     (MEMORY, <crp_locks::LockState as Persist>::KIND, "rseq and the robust list point into the process's memory"),
     (

@@ -112,6 +112,19 @@ fn reference_image() -> ProcessImage {
                     target: FdTarget::Fifo { path: "/tmp/f".into(), mode: 0o600, deleted: false, pipe: 1 },
                 },
                 FdRecord { fd: 7, flags: 0o2, offset: 3, target: FdTarget::Object { object: 0 } },
+                FdRecord { fd: 8, flags: 0o2, offset: 0, target: FdTarget::OwnTerminal { path: "/dev/tty".into() } },
+                FdRecord {
+                    fd: 9,
+                    flags: 0o2,
+                    offset: 0,
+                    target: FdTarget::PtyMaster(crp_compound::files::PtyMaster {
+                        number: 5,
+                        settings: terminal_settings(),
+                        packet: true,
+                        locked: false,
+                    }),
+                },
+                FdRecord { fd: 10, flags: 0o2, offset: 0, target: FdTarget::PtySlave { number: 5 } },
             ]);
             table.pipes.push(crp_compound::files::PipeBuffer { inode: 77, size: 65536, data: b"queued".to_vec() });
             table.push_record(FdRecord {
@@ -212,6 +225,29 @@ fn reference_image() -> ProcessImage {
             login_uid: Some(1000),
             futex_hash_slots: 16,
         },
+        session: crp_compound::session::SessionState {
+            session: 4000,
+            group: 4242,
+            terminal_device: 0x8803,
+            terminal_name: "/dev/pts/3".into(),
+            foreground_group: 4242,
+            terminal: Some(terminal_settings()),
+        },
+    }
+}
+
+/// Settings of a terminal in canonical mode with echo.
+fn terminal_settings() -> crp_compound::files::TerminalSettings {
+    crp_compound::files::TerminalSettings {
+        input_flags: 0o2400,
+        output_flags: 0o5,
+        control_flags: 0o277,
+        local_flags: 0o105073,
+        line_discipline: 0,
+        control_characters: (0..19).collect(),
+        input_speed: 38400,
+        output_speed: 38400,
+        window: crp_compound::files::WindowSize { rows: 24, columns: 80, x_pixels: 0, y_pixels: 0 },
     }
 }
 

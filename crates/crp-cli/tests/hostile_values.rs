@@ -188,3 +188,27 @@ fn an_image_without_exactly_its_leader_thread_is_refused() {
         &["2 threads", "exactly one"],
     );
 }
+
+#[test]
+fn terminal_settings_and_pseudo_terminals_that_cannot_be_set_are_refused() {
+    let settings = crp_compound::files::TerminalSettings { control_characters: vec![3; 5], ..Default::default() };
+    let short = settings.clone();
+    assert_refused(|image| image.session.terminal = Some(short), &["terminal settings", "5 control characters"]);
+    let master = crp_compound::files::PtyMaster { number: 3, settings, packet: false, locked: false };
+    assert_refused(
+        |image| {
+            let fd = image.files.descriptors.iter().map(|descriptor| descriptor.fd).max().unwrap_or(2) + 1;
+            let target = crp_compound::files::FdTarget::PtyMaster(master);
+            image.files.push_record(crp_compound::files::FdRecord { fd, flags: libc::O_RDWR, offset: 0, target });
+        },
+        &["5 control characters"],
+    );
+    assert_refused(
+        |image| {
+            let fd = image.files.descriptors.iter().map(|descriptor| descriptor.fd).max().unwrap_or(2) + 1;
+            let target = crp_compound::files::FdTarget::PtySlave { number: 9 };
+            image.files.push_record(crp_compound::files::FdRecord { fd, flags: libc::O_RDWR, offset: 0, target });
+        },
+        &["slave of pseudo-terminal 9", "master the table lacks"],
+    );
+}

@@ -85,6 +85,16 @@ fn fd() -> impl Strategy<Value = FdRecord> {
             (".{0,30}", any::<u32>(), any::<bool>(), any::<u32>())
                 .prop_map(|(path, mode, deleted, pipe)| FdTarget::Fifo { path, mode, deleted, pipe }),
             any::<u32>().prop_map(|object| FdTarget::Object { object }),
+            ".{0,30}".prop_map(|path| FdTarget::OwnTerminal { path }),
+            (any::<u32>(), terminal_settings(), any::<bool>(), any::<bool>()).prop_map(
+                |(number, settings, packet, locked)| FdTarget::PtyMaster(crp_compound::files::PtyMaster {
+                    number,
+                    settings,
+                    packet,
+                    locked
+                })
+            ),
+            any::<u32>().prop_map(|number| FdTarget::PtySlave { number }),
         ];
     (any::<i32>(), any::<i32>(), any::<u64>(), target).prop_map(|(fd, flags, offset, target)| FdRecord {
         fd,
@@ -244,6 +254,40 @@ fn credentials() -> impl Strategy<Value = Credentials> {
         })
 }
 
+fn terminal_settings() -> impl Strategy<Value = crp_compound::files::TerminalSettings> {
+    (any::<[u32; 4]>(), any::<u8>(), vec(any::<u8>(), 0..20), any::<[u32; 2]>(), any::<[u16; 4]>()).prop_map(
+        |(flags, line_discipline, control_characters, speeds, window)| crp_compound::files::TerminalSettings {
+            input_flags: flags[0],
+            output_flags: flags[1],
+            control_flags: flags[2],
+            local_flags: flags[3],
+            line_discipline,
+            control_characters,
+            input_speed: speeds[0],
+            output_speed: speeds[1],
+            window: crp_compound::files::WindowSize {
+                rows: window[0],
+                columns: window[1],
+                x_pixels: window[2],
+                y_pixels: window[3],
+            },
+        },
+    )
+}
+
+fn session() -> impl Strategy<Value = crp_compound::session::SessionState> {
+    (any::<[i32; 3]>(), any::<u64>(), ".{0,20}", proptest::option::of(terminal_settings())).prop_map(
+        |(ids, terminal_device, terminal_name, terminal)| crp_compound::session::SessionState {
+            session: ids[0],
+            group: ids[1],
+            terminal_device,
+            terminal_name,
+            foreground_group: ids[2],
+            terminal,
+        },
+    )
+}
+
 fn rlimits() -> impl Strategy<Value = Vec<Limit>> {
     vec(
         (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(resource, soft, hard)| Limit { resource, soft, hard }),
@@ -265,7 +309,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         vec(fd(), 0..10),
         signals(),
         task(),
-        (credentials(), rlimits(), timers(), process_attributes()),
+        (credentials(), rlimits(), timers(), process_attributes(), session()),
     )
         .prop_map(
             |(
@@ -277,7 +321,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 files,
                 signals,
                 task,
-                (credentials, rlimits, timers, attributes),
+                (credentials, rlimits, timers, attributes, session),
             )| {
                 ProcessImage {
                     pid,
@@ -294,6 +338,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     rlimits: rlimits.into(),
                     timers,
                     attributes,
+                    session,
                 }
             },
         )

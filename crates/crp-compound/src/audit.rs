@@ -140,8 +140,18 @@ pub const STATUS_FIELDS: &[(&str, Handling)] = &[
     ("Groups", CREDENTIALS),
     ("NStgid", Restored("the PID (one PID namespace: crp's)")),
     ("NSpid", Restored("the PID (one PID namespace: crp's)")),
-    ("NSpgid", Lost("the process group: crp restore's job, or its own when it led one")),
-    ("NSsid", Lost("the session: crp restore's")),
+    (
+        "NSpgid",
+        Lost(
+            "the process group: crp restore's job, or its own (the same id) when it led one, got its pid back and is not attached to crp restore's terminal (README: terminals, sessions)",
+        ),
+    ),
+    (
+        "NSsid",
+        Lost(
+            "the session: its own when it led one with its pid back or had a terminal crp restore cannot give it (the same id when it led it), else crp restore's (README: terminals, sessions)",
+        ),
+    ),
     ("Kthread", Refused("kernel threads")),
     ("VmPeak", STATISTIC),
     ("VmSize", MEMORY_VIEW),

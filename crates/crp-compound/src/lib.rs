@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod pagemap;
 pub mod process_attrs;
 pub mod rlimits;
+pub mod session;
 pub mod signals;
 pub mod task;
 pub mod thread_attrs;

@@ -328,6 +328,8 @@ pub struct FdSummary {
     pub file_object: Option<FileObjectSummary>,
     /// Who its SIGIO and SIGURG go to (F_SETOWN_EX, F_SETSIG), when set.
     pub owner: Option<OwnerSummary>,
+    /// For a pseudo-terminal master or slave the process opened: the pair.
+    pub pty: Option<PtySummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -343,6 +345,101 @@ pub struct OwnerSummary {
     pub signal: i32,
     /// What `crp inspect` prints.
     pub description: String,
+}
+
+/// A pseudo-terminal pair the process opened, seen from one of its ends.
+#[derive(Debug, Serialize)]
+pub struct PtySummary {
+    /// `master` or `slave`.
+    pub end: &'static str,
+    /// The slave is /dev/pts/`number` (made again with it when it is free).
+    pub number: u32,
+    pub packet_mode: bool,
+    pub locked: bool,
+    pub terminal: Option<TerminalSummary>,
+}
+
+/// A terminal's modes and window size.
+#[derive(Debug, Serialize)]
+pub struct TerminalSummary {
+    pub echo: bool,
+    pub canonical: bool,
+    pub rows: u16,
+    pub columns: u16,
+    pub input_flags: Hex,
+    pub output_flags: Hex,
+    pub control_flags: Hex,
+    pub local_flags: Hex,
+}
+
+impl TerminalSummary {
+    fn of(settings: &crp_compound::files::TerminalSettings) -> Self {
+        Self {
+            echo: settings.echoes(),
+            canonical: settings.canonical(),
+            rows: settings.window.rows,
+            columns: settings.window.columns,
+            input_flags: Hex::new(settings.input_flags.into()),
+            output_flags: Hex::new(settings.output_flags.into()),
+            control_flags: Hex::new(settings.control_flags.into()),
+            local_flags: Hex::new(settings.local_flags.into()),
+        }
+    }
+}
+
+/// The process's session, process group and terminal at the dump (the
+/// restore places it anew: see the README).
+#[derive(Debug, Serialize)]
+pub struct SessionSummary {
+    pub session: i32,
+    pub process_group: i32,
+    /// It led its session / its process group.
+    pub led_session: bool,
+    pub led_group: bool,
+    /// Its controlling terminal's name, null without one.
+    pub controlling_terminal: Option<String>,
+    /// That terminal's foreground process group (-1 without one), and
+    /// whether the process's group was it.
+    pub foreground_group: i32,
+    pub in_foreground: bool,
+    /// The settings of the terminal it ran on, when a descriptor of it was open.
+    pub terminal: Option<TerminalSummary>,
+}
+
+fn session_summary(image: &ProcessImage) -> SessionSummary {
+    let session = &image.session;
+    SessionSummary {
+        session: session.session,
+        process_group: session.group,
+        led_session: session.session == image.pid,
+        led_group: session.group == image.pid,
+        controlling_terminal: session.had_controlling_terminal().then(|| session.terminal_name.clone()),
+        foreground_group: session.foreground_group,
+        in_foreground: session.had_controlling_terminal() && session.foreground_group == session.group,
+        terminal: session.terminal.as_ref().map(TerminalSummary::of),
+    }
+}
+
+fn pty_summary(table: &crp_compound::files::FdTable, target: &FdTarget) -> Option<PtySummary> {
+    let master_of = |number: u32| {
+        table.files.iter().find_map(|file| match &file.target {
+            FdTarget::PtyMaster(master) if master.number == number => Some(master),
+            _ => None,
+        })
+    };
+    let (end, number) = match target {
+        FdTarget::PtyMaster(master) => ("master", master.number),
+        FdTarget::PtySlave { number } => ("slave", *number),
+        _ => return None,
+    };
+    let master = master_of(number);
+    Some(PtySummary {
+        end,
+        number,
+        packet_mode: master.is_some_and(|master| master.packet),
+        locked: master.is_some_and(|master| master.locked),
+        terminal: master.map(|master| TerminalSummary::of(&master.settings)),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -450,6 +547,7 @@ pub struct ImageSummary {
     pub vmas: Vec<VmaSummary>,
     pub vdso: Vec<SpecialMapping>,
     pub files: Vec<FdSummary>,
+    pub session: SessionSummary,
 }
 
 pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
@@ -539,6 +637,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             .zip(image.files.records())
             .map(|(descriptor, record)| fd_summary(&image.files, descriptor, record))
             .collect(),
+        session: session_summary(&image),
     })
 }
 
@@ -553,6 +652,7 @@ fn fd_summary(
     let mut events = event::EventSummaries::default();
     let mut fifo = None;
     let mut file_object = None;
+    let pty = pty_summary(table, &record.target);
     let (kind, target) = match &record.target {
         FdTarget::File { path } if record.flags & libc::O_PATH != 0 => ("O_PATH", path.clone()),
         FdTarget::File { path } => ("file", path.clone()),
@@ -641,6 +741,9 @@ fn fd_summary(
                 None => ("deleted file", String::new()),
             }
         }
+        FdTarget::OwnTerminal { path } => ("own terminal", path.clone()),
+        FdTarget::PtyMaster(master) => ("pseudo-terminal master", format!("/dev/ptmx (/dev/pts/{})", master.number)),
+        FdTarget::PtySlave { number } => ("pseudo-terminal slave", format!("/dev/pts/{number}")),
     };
     FdSummary {
         shares_description_with: table.shared_with(descriptor),
@@ -657,6 +760,7 @@ fn fd_summary(
         event: events,
         fifo,
         file_object,
+        pty,
         owner: table.file_of(descriptor).and_then(|file| file.owner).map(|owner| owner_summary(&owner)),
     }
 }

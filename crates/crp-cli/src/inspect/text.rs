@@ -44,6 +44,17 @@ fn limit(value: LimitValue) -> String {
     }
 }
 
+/// ", echo, canonical, 24x80": a terminal's main modes and window size.
+fn terminal(summary: &super::TerminalSummary) -> String {
+    format!(
+        ", {}, {}, {}x{}",
+        if summary.echo { "echo" } else { "no echo" },
+        if summary.canonical { "canonical" } else { "raw" },
+        summary.rows,
+        summary.columns
+    )
+}
+
 fn seconds(microseconds: u64) -> String {
     format!("{:.3} s", microseconds as f64 / 1e6)
 }
@@ -74,6 +85,22 @@ pub fn render_text(summary: &ImageSummary) -> String {
                 });
                 writeln!(out, "  fd {:<3} {} {pair} (flags {})", file.fd, file.target, file.flags_octal)
             }
+            None if let Some(pty) = &file.pty => writeln!(
+                out,
+                "  fd {:<3} pseudo-terminal {} of /dev/pts/{}{}{}{} (flags {})",
+                file.fd,
+                pty.end,
+                pty.number,
+                pty.terminal.as_ref().map(terminal).unwrap_or_default(),
+                if pty.packet_mode { ", packet mode" } else { "" },
+                if pty.locked { ", locked" } else { "" },
+                file.flags_octal
+            ),
+            None if file.kind == "own terminal" => writeln!(
+                out,
+                "  fd {:<3} {}: its own terminal, reopened as /dev/tty (flags {})",
+                file.fd, file.target, file.flags_octal
+            ),
             None => match &file.pipe {
                 None if let Some(event) = file.event.text() => {
                     writeln!(out, "  fd {:<3} {event} (flags {})", file.fd, file.flags_octal)
@@ -217,6 +244,22 @@ fn process(out: &mut String, summary: &ImageSummary) {
         out,
         "task       umask {:04o}, personality {:#x}, CPUs {:?}",
         process.umask, process.personality, process.cpu_affinity
+    );
+    let session = &summary.session;
+    let _ = writeln!(
+        out,
+        "session    sid {}{}, pgid {}{}, {}{}",
+        session.session,
+        if session.led_session { " (its own)" } else { "" },
+        session.process_group,
+        if session.led_group { " (its own)" } else { "" },
+        match &session.controlling_terminal {
+            Some(name) if session.in_foreground => format!("controlling terminal {name}, in the foreground"),
+            Some(name) =>
+                format!("controlling terminal {name}, in the background (foreground pgid {})", session.foreground_group),
+            None => "no controlling terminal".to_owned(),
+        },
+        session.terminal.as_ref().map(terminal).unwrap_or_default()
     );
     let _ = writeln!(out, "xsave      features {:#x} ({} bytes)", summary.xsave.features.value, summary.xsave.bytes);
     let attributes = &summary.process_attributes;

@@ -50,9 +50,13 @@ impl DumpBackend for Dump {
         // gives it); parking needs the mappings too.
         let maps = procfs::smaps(pid)?;
         park(frozen, &maps)?;
-        let (thread_attributes, attributes) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let (thread_attributes, attributes, session) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
             let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-            Ok::<_, CrpError>((ThreadAttributes::capture(context)?, ProcessAttributes::capture(context)?))
+            Ok::<_, CrpError>((
+                ThreadAttributes::capture(context)?,
+                ProcessAttributes::capture(context)?,
+                crp_compound::session::SessionState::capture(context)?,
+            ))
         })?;
         frozen.unpark()?;
         self.device.attach(pid)?;
@@ -80,6 +84,7 @@ impl DumpBackend for Dump {
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
             attributes,
+            session,
         };
         // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state

@@ -4,6 +4,7 @@
 
 pub(crate) mod bootstrap;
 pub(crate) mod memory;
+mod terminal;
 pub mod trust;
 pub mod validate;
 
@@ -228,12 +229,11 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let (_stream_files, streams) = open_streams(&plan.descriptors, &image.files)?;
     warn_of_outside_ends(&image.files, &streams);
     warn_of_gone_owners(&image.files);
-    let choices = Choices { open_as, streams };
+    let terminal = terminal::Terminal::of_restore(&image.session, &image.files, &streams, plan.detach);
+    terminal.warn_if_absent(&image.session, &image.files, plan.detach);
+    let choices = Choices { open_as, streams, attach_terminal: terminal.attached() };
     // Created (empty) now, so that an unwritable pid file fails first.
     let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;
-    if !plan.detach {
-        ignore_terminal_interrupts();
-    }
     faults::reached("validated", 0);
     cancel::check("restore")?;
     // What the back end holds open (the kmod one's device and image file)
@@ -241,8 +241,13 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let backend = plan.backend.for_restore(&plan.image)?;
     let child = create_child(image.pid, plan.pid_must_match)?;
     tracing::info!(pid = child.pid().as_raw(), image_pid = image.pid, "child created");
+    let placement = image.session.placement(image.pid, child.pid().as_raw(), choices.attach_terminal);
+    if !plan.detach && placement == crp_compound::session::Placement::JoinRestorer {
+        // It shares crp's process group: the terminal's Ctrl-C reaches it.
+        ignore_terminal_interrupts();
+    }
     cancel::check("restore")?;
-    build(&child, &image, &reader, backend.as_ref(), &choices)?;
+    build(&child, &image, &reader, backend.as_ref(), &choices, &terminal)?;
     drop(backend);
     let pid = child.disarm();
     tracing::info!(pid = pid.as_raw(), "released: the process runs");
@@ -312,6 +317,7 @@ fn build(
     reader: &ImageReader,
     backend: &dyn RestoreBackend,
     choices: &Choices,
+    terminal: &terminal::Terminal,
 ) -> Result<(), CrpError> {
     let pid = child.pid();
     let raw = pid.as_raw();
@@ -347,13 +353,24 @@ fn build(
     faults::reached("built", 0);
     tracing::info!(pid = raw, stopped = image.task.stopped, "state restored");
     cancel::check("restore")?;
-    ptrace::detach(pid, None).map_err(|errno| EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno })?;
+    // Last, so that a failed restore leaves crp's terminal as it was.
+    let applied = terminal.apply(&image.session)?;
+    if applied.window_changed {
+        // Queued before the release, like the signals above.
+        let _ = kill(pid, Signal::SIGWINCH);
+    }
+    ptrace::detach(pid, None).map_err(|errno| {
+        applied.undo();
+        EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno }
+    })?;
     Ok(())
 }
 
 /// Like system(3), a crp that will wait for the process ignores SIGINT and
-/// SIGQUIT: a Ctrl-C reaches the restored process (it shares crp's process
-/// group), which decides what it means, and crp still reports how it ended.
+/// SIGQUIT when the process shares its process group: a Ctrl-C reaches the
+/// restored process, which decides what it means, and crp still reports
+/// how it ended. (A process in a group of its own gets them from crp's
+/// wait, which passes on what crp receives.)
 /// The child's own dispositions are all set from the image.
 fn ignore_terminal_interrupts() {
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());

@@ -6,6 +6,7 @@ use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
+use crp_compound::session::SessionState;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
@@ -49,6 +50,7 @@ impl DumpBackend for Dump {
             task,
             thread_attributes,
             attributes,
+            session,
         } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -67,6 +69,7 @@ impl DumpBackend for Dump {
             rlimits,
             timers,
             attributes,
+            session,
         };
         Ok(Captured { state, populated_kb })
     }
@@ -88,6 +91,7 @@ struct Injected {
     timers: IntervalTimers,
     thread_attributes: ThreadAttributes,
     attributes: ProcessAttributes,
+    session: SessionState,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -106,6 +110,7 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             task: TaskIdentity::capture(context)?,
             thread_attributes: ThreadAttributes::capture(context)?,
             attributes: ProcessAttributes::capture(context)?,
+            session: SessionState::capture(context)?,
         })
     })
 }

@@ -200,6 +200,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             login_uid: Some(crp_compound::process_attrs::LOGIN_UID_UNSET),
             ..ProcessAttributes::default()
         },
+        session: crp_compound::session::SessionState::default(),
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)

@@ -21,6 +21,7 @@ pub mod owner;
 mod path;
 pub mod pipe;
 mod proc_fd;
+pub mod tty;
 mod unix_diag;
 pub mod unix_pair;
 pub mod unlinked;
@@ -35,6 +36,7 @@ pub use event::EventFile;
 pub use inotify::InotifyWatch;
 pub use owner::{FileOwner, OwnerId, OwnerKind};
 pub use pipe::PipeBuffer;
+pub use tty::{PtyMaster, TerminalSettings, WindowSize, set_window_size, window_size};
 pub use unix_pair::{PairEnd, SocketPair};
 pub use unlinked::{Contents, Extent, FileObject};
 
@@ -77,6 +79,15 @@ pub enum FdTarget {
     Fifo { path: String, mode: u32, deleted: bool, pipe: u32 },
     /// Object `object` of [`FdTable::objects`]: a deleted file or a memfd.
     Object { object: u32 },
+    /// The process's own terminal on a descriptor other than 0-2 (`path`:
+    /// /dev/tty, or its controlling terminal's name): the restored
+    /// process's controlling terminal, /dev/tty ([`tty`]).
+    OwnTerminal { path: String },
+    /// The master of a pseudo-terminal pair the process opened, with the
+    /// pair's settings.
+    PtyMaster(PtyMaster),
+    /// The slave of pair `number`, whose [`FdTarget::PtyMaster`] is in the table.
+    PtySlave { number: u32 },
 }
 
 /// One open file description.
@@ -346,8 +357,10 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         let major = libc::major(metadata.rdev()) as u64;
         if path::TTY_MAJORS.contains(&major) {
             return match standard_stream {
-                Some(stream) => Ok(Kind::Target(FdTarget::Inherited { stream })),
-                None => Err(refuse("a terminal on a descriptor other than 0-2")),
+                Some(stream) if !tty::is_own_pair(pid, entry, metadata.rdev())? => {
+                    Ok(Kind::Target(FdTarget::Inherited { stream }))
+                }
+                _ => Ok(Kind::Target(tty::classify(pid, entry, metadata.rdev())?)),
             };
         }
         if major == path::MEM_DEVICE_MAJOR {
@@ -612,6 +625,9 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
             }
             FdTarget::Epoll { registrations } => epoll::check(table, index, registrations, &field)?,
             FdTarget::Inotify { watches } => inotify::check(watches, &field)?,
+            FdTarget::OwnTerminal { .. } | FdTarget::PtyMaster(_) | FdTarget::PtySlave { .. } => {
+                tty::check(table, index, file, &field)?;
+            }
             FdTarget::UnixPair { pair, end } => {
                 if table.socket_pair_of(*pair).is_none() || *end > 1 {
                     return Err(Invalid::new(
@@ -689,12 +705,18 @@ pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
             }
             FdTarget::Fifo { path, .. } => fifo::check_host(path)?,
             FdTarget::Inotify { watches } => inotify::check_paths_exist(watches)?,
+            FdTarget::PtyMaster(_) => {
+                std::fs::metadata("/dev/ptmx")
+                    .map_err(CompoundError::io("find the pseudo-terminal multiplexer", "/dev/ptmx"))?;
+            }
             FdTarget::Inherited { .. }
             | FdTarget::Pipe { .. }
             | FdTarget::Object { .. }
             | FdTarget::UnixPair { .. }
             | FdTarget::Epoll { .. }
-            | FdTarget::Event(_) => {}
+            | FdTarget::Event(_)
+            | FdTarget::OwnTerminal { .. }
+            | FdTarget::PtySlave { .. } => {}
         }
     }
     for object in &table.objects {
@@ -787,6 +809,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
     let mut made_pairs: Vec<Option<[u64; 2]>> = vec![None; table.socket_pairs.len()];
     let mut placed: Vec<Option<u64>> = vec![None; table.files.len()];
     let (mut made_fifos, mut made_objects) = (fifo::Made::new(table), unlinked::Made::new(table));
+    let mut made_ptys = tty::Made::default();
     for (index, file) in table.files.iter().enumerate() {
         let wanted = table.descriptors.iter().any(|descriptor| {
             usize::try_from(descriptor.file).is_ok_and(|file| file == index)
@@ -840,8 +863,16 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
                 };
                 at
             }
+            FdTarget::OwnTerminal { .. } => tty::own_terminal(tracee, file, above)?,
+            FdTarget::PtyMaster(PtyMaster { number, .. }) | FdTarget::PtySlave { number } => {
+                let Some(at) = tty::description(tracee, table, *number, file, &mut made_ptys, above)? else {
+                    continue;
+                };
+                at
+            }
         });
     }
+    tty::finish(tracee, &made_ptys)?;
     for descriptor in &table.descriptors {
         let fd = arg(descriptor.fd);
         let cloexec = if descriptor.cloexec { arg(libc::O_CLOEXEC) } else { 0 };

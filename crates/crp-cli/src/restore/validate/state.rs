@@ -28,6 +28,7 @@ pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpEr
     crp_compound::rlimits::check(&image.rlimits).map_err(invalid)?;
     image.timers.check().map_err(invalid)?;
     image.task.check().map_err(invalid)?;
+    image.session.check().map_err(invalid)?;
     leader.attributes.check().map_err(invalid)?;
     image.attributes.check().map_err(invalid)?;
     image.credentials.check().map_err(invalid)?;
