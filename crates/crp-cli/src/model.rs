@@ -16,7 +16,7 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::VmaRecord;
+use crp_compound::vma::{SharedMemory, VmaRecord};
 use crp_locks::LockState;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -31,6 +31,8 @@ pub struct ProcessImage {
     pub vdso: VdsoLayout,
     /// Compound state.
     pub vmas: Vec<VmaRecord>,
+    /// The shared memory objects `vmas` map (`Backing::Shared`).
+    pub shared_memory: SharedMemory,
     pub mm: MmFields,
     pub files: FdTable,
     pub signals: SignalState,

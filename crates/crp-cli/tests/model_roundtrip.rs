@@ -14,7 +14,7 @@ use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes};
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{Backing, MappedFile, VmaRecord};
+use crp_compound::vma::{Backing, MappedFile, SharedKind, SharedMemory, SharedObject, VmaRecord};
 use crp_image::{ImageReader, ImageWriter};
 use crp_locks::{LockState, RseqRegistration};
 use proptest::collection::vec;
@@ -39,10 +39,24 @@ fn vma() -> impl Strategy<Value = VmaRecord> {
         ".{0,10}".prop_map(|label| Backing::Anonymous { label }),
         (".{0,40}", any::<u64>(), any::<u64>(), any::<i64>())
             .prop_map(|(path, offset, size, mtime_ns)| Backing::File(MappedFile { path, offset, size, mtime_ns })),
+        (any::<u32>(), any::<u64>()).prop_map(|(object, offset)| Backing::Shared { object, offset }),
+        (any::<u32>(), any::<u64>()).prop_map(|(object, offset)| Backing::Descriptor { object, offset }),
     ];
     (any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), any::<u32>(), backing).prop_map(
         |(start, end, protection, shared, flags, backing)| VmaRecord { start, end, protection, shared, flags, backing },
     )
+}
+
+fn shared_memory() -> impl Strategy<Value = SharedMemory> {
+    let kind = prop_oneof![Just(SharedKind::Anonymous), ".{0,20}".prop_map(|name| SharedKind::Memfd { name })];
+    vec((kind, any::<u64>(), any::<u64>(), any::<u64>(), vec(any::<i32>(), 0..3)), 0..4).prop_map(|objects| {
+        SharedMemory {
+            objects: objects
+                .into_iter()
+                .map(|(kind, device, inode, size, outside)| SharedObject { kind, device, inode, size, outside })
+                .collect(),
+        }
+    })
 }
 
 fn mm() -> impl Strategy<Value = MmFields> {
@@ -248,7 +262,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         (any::<i32>(), ".{0,20}", any::<u64>()),
         vec(thread(), 0..3),
         vdso(),
-        vec(vma(), 0..20),
+        (vec(vma(), 0..20), shared_memory()),
         mm(),
         vec(fd(), 0..10),
         signals(),
@@ -260,7 +274,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 (pid, kernel_release, dumped_at_unix_seconds),
                 threads,
                 vdso,
-                vmas,
+                (vmas, shared_memory),
                 mm,
                 files,
                 signals,
@@ -274,6 +288,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     threads,
                     vdso,
                     vmas,
+                    shared_memory,
                     mm,
                     files: files.into(),
                     signals,

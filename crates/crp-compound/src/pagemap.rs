@@ -57,10 +57,11 @@ impl PageMap {
     /// (from smaps) lets a VMA with nothing resident or swapped skip the
     /// pagemap walk: large reservations cost nothing.
     pub fn stored_runs(&self, vma: &VmaRecord, populated_kb: Option<u64>) -> Result<Vec<(u64, u64)>, CompoundError> {
-        if !vma.stores_pages() || populated_kb == Some(0) {
+        // A shared object's pages are found by `vma::shared::page_runs`.
+        if !vma.stores_pages() || vma.shared || populated_kb == Some(0) {
             return Ok(Vec::new());
         }
-        let file_backed = matches!(vma.backing, Backing::File(_));
+        let file_backed = matches!(vma.backing, Backing::File(_) | Backing::Descriptor { .. });
         let page_count = vma.length() / PAGE_SIZE;
         let mut decisions = Vec::new();
         // One 8-byte entry per page: every entry is read whole.

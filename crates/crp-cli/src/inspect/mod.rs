@@ -278,6 +278,25 @@ pub struct VmaSummary {
     pub pages_stored: u64,
 }
 
+/// One shared memory object (anonymous shared memory, or a memfd only
+/// mappings hold) and what of it the image has.
+#[derive(Debug, Serialize)]
+pub struct SharedMemorySummary {
+    /// Its index, as VMAs name it (`shared memory #N@OFFSET`).
+    pub object: u32,
+    /// `MAP_SHARED|MAP_ANONYMOUS` or `memfd:NAME`.
+    pub kind: String,
+    pub inode: u64,
+    pub size: u64,
+    /// VMAs that map it.
+    pub mappings: usize,
+    /// Pages stored, each once whatever the number of mappings.
+    pub pages_stored: u64,
+    /// Processes outside the dump that mapped or held it: restored with
+    /// its contents, but no longer shared with them.
+    pub shared_outside_with: Vec<i32>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct SpecialMapping {
     pub name: String,
@@ -419,6 +438,7 @@ pub struct ImageSummary {
     /// has them.
     pub registers: RegisterValues,
     pub vmas: Vec<VmaSummary>,
+    pub shared_memory: Vec<SharedMemorySummary>,
     pub vdso: Vec<SpecialMapping>,
     pub files: Vec<FdSummary>,
 }
@@ -493,6 +513,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         },
         registers: RegisterValues(leader.cpu.registers.named().collect()),
         vmas: vmas(&image, reader),
+        shared_memory: shared_memory(&image, reader),
         vdso: image
             .vdso
             .mappings
@@ -830,6 +851,35 @@ fn vmas(image: &ProcessImage, reader: &ImageReader) -> Vec<VmaSummary> {
                 .filter(|run| run.vaddr >= vma.start && run.vaddr < vma.end)
                 .map(|run| run.page_count)
                 .sum(),
+        })
+        .collect()
+}
+
+fn shared_memory(image: &ProcessImage, reader: &ImageReader) -> Vec<SharedMemorySummary> {
+    let runs = reader.page_runs();
+    (0u32..)
+        .zip(&image.shared_memory.objects)
+        .map(|(index, object)| {
+            let mappings: Vec<_> = image
+                .vmas
+                .iter()
+                .filter(
+                    |vma| matches!(vma.backing, crp_compound::vma::Backing::Shared { object, .. } if object == index),
+                )
+                .collect();
+            SharedMemorySummary {
+                object: index,
+                kind: object.describe(),
+                inode: object.inode,
+                size: object.size,
+                mappings: mappings.len(),
+                pages_stored: runs
+                    .iter()
+                    .filter(|run| mappings.iter().any(|vma| run.vaddr >= vma.start && run.vaddr < vma.end))
+                    .map(|run| run.page_count)
+                    .sum(),
+                shared_outside_with: object.outside.clone(),
+            }
         })
         .collect()
 }

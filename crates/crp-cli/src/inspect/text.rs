@@ -366,4 +366,21 @@ fn memory(out: &mut String, summary: &ImageSummary) {
         let range = format!("{:#x}-{:#x}", mapping.start.value, mapping.end.value);
         let _ = writeln!(out, "  {range:<33} kernel special mapping {}", mapping.name);
     }
+    if summary.shared_memory.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nshared memory objects ({})", summary.shared_memory.len());
+    for object in &summary.shared_memory {
+        let _ = writeln!(
+            out,
+            "  #{} {} inode {}, {} bytes, {} mapping(s), {} page(s) stored once",
+            object.object, object.kind, object.inode, object.size, object.mappings, object.pages_stored
+        );
+        for pid in &object.shared_outside_with {
+            let _ = writeln!(
+                out,
+                "    shared with pid {pid} outside the dump: restored with its contents, but no longer shared"
+            );
+        }
+    }
 }

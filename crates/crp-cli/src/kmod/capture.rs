@@ -72,6 +72,8 @@ impl DumpBackend for Dump {
             }],
             vdso: vdso_layout(&dump),
             vmas,
+            // Refused by `kmod_refusal` for this back end.
+            shared_memory: crp_compound::vma::SharedMemory::default(),
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
             files: crp_compound::files::capture(pid)?,
             signals: SignalState::from_abi(&dump.state),

@@ -1,12 +1,16 @@
 //! Mapping every VMA of the image and filling its stored pages straight
-//! from the mapped image file with `process_vm_writev`.
+//! from the mapped image file with `process_vm_writev`. Shared memory
+//! objects are made first, once each, and every mapping of one is mapped
+//! from its one descriptor; mappings of the descriptor table's objects
+//! wait for the descriptors ([`map_descriptor_objects`]).
 
 use std::collections::BTreeSet;
 use std::io::IoSlice;
 
-use crp_compound::vma::{VmaRecord, finish_vma, map_vma};
-use crp_image::ImageReader;
-use crp_ptrace::Injector;
+use crp_compound::files::{FdTable, FdTarget};
+use crp_compound::vma::{Backing, SharedMemory, VmaRecord, finish_vma, map_vma_from};
+use crp_image::{ImageReader, PageRunEntry};
+use crp_ptrace::{Injector, TraceeExt, arg};
 use crp_recursive::AddressSpace;
 use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 use nix::unistd::Pid;
@@ -24,21 +28,99 @@ pub fn map_and_fill(
     injector: &mut Injector,
     pid: Pid,
     vmas: &[VmaRecord],
+    shared: &SharedMemory,
     reader: &ImageReader,
 ) -> Result<(), CrpError> {
-    let space = AddressSpace::from_ranges(vmas.iter().map(|vma| (vma.start, vma.end, vma)))
-        .map_err(|error| CrpError::InvalidImage { reason: format!("address space: {error}") })?;
+    let space = AddressSpace::from_ranges(
+        vmas.iter().filter(|vma| !vma.is_descriptor_mapping()).map(|vma| (vma.start, vma.end, vma)),
+    )
+    .map_err(|error| CrpError::InvalidImage { reason: format!("address space: {error}") })?;
     // VMAs the image holds pages for start writable, to be filled.
     let filled: BTreeSet<u64> =
         reader.page_runs().iter().filter_map(|run| space.find(run.vaddr)).map(|(start, _, _)| start).collect();
-    for (start, _, vma) in space.ranges() {
-        map_vma(injector, vma, filled.contains(&start))?;
+    let mut object_fds = Vec::with_capacity(shared.objects.len());
+    for object in &shared.objects {
+        object_fds.push(crp_compound::vma::shared::create_object(injector, object)?);
     }
-    write_pages(pid, reader)?;
+    for (start, _, vma) in space.ranges() {
+        let object_fd = match vma.backing {
+            Backing::Shared { object, .. } => object_fds.get(object as usize).copied(),
+            _ => None,
+        };
+        map_vma_from(injector, vma, filled.contains(&start), object_fd)?;
+    }
+    for fd in object_fds {
+        injector.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    }
+    let runs = reader.page_runs().iter().filter(|run| space.find(run.vaddr).is_some());
+    write_pages(pid, reader, runs)?;
     for (start, _, vma) in space.ranges() {
         finish_vma(injector, vma, filled.contains(&start))?;
     }
     Ok(())
+}
+
+/// Maps every mapping of a memfd or deleted file a descriptor held, from a
+/// reopening of that descriptor (`/proc/self/fd/N`, read-write for a
+/// writable shared mapping), and fills its private pages. Runs once the
+/// descriptors are restored.
+pub fn map_descriptor_objects(
+    injector: &mut Injector,
+    pid: Pid,
+    vmas: &[VmaRecord],
+    files: &FdTable,
+    reader: &ImageReader,
+) -> Result<(), CrpError> {
+    for vma in vmas.iter().filter(|vma| vma.is_descriptor_mapping()) {
+        let Backing::Descriptor { object, .. } = vma.backing else { continue };
+        let fd = descriptor_of_object(files, object).ok_or_else(|| CrpError::InvalidImage {
+            reason: format!(
+                "VMA [{:#x}, {:#x}) maps descriptor object {object}, which no descriptor holds",
+                vma.start, vma.end
+            ),
+        })?;
+        let writable = vma.shared && vma.flags().contains(crp_compound::vma::VmaFlags::MAY_WRITE);
+        let mut scratch = injector.scratch();
+        let path = scratch.push_c_string(format!("/proc/self/fd/{fd}").as_bytes());
+        scratch.commit(injector)?;
+        let flags = (if writable { libc::O_RDWR } else { libc::O_RDONLY }) | libc::O_CLOEXEC;
+        let opened = injector.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path, arg(flags), 0, 0, 0])?;
+        let runs: Vec<&PageRunEntry> =
+            reader.page_runs().iter().filter(|run| run.vaddr >= vma.start && run.vaddr < vma.end).collect();
+        // A private mapping's own pages are written through PROT_WRITE.
+        let fill = !runs.is_empty();
+        let mapped = map_vma_from(injector, vma, fill, Some(opened));
+        injector.syscall("close", libc::SYS_close, [opened, 0, 0, 0, 0, 0])?;
+        mapped?;
+        write_pages(pid, reader, runs.into_iter())?;
+        finish_vma(injector, vma, fill)?;
+    }
+    Ok(())
+}
+
+/// The lowest descriptor whose description is of descriptor object `object`.
+fn descriptor_of_object(files: &FdTable, object: u32) -> Option<i32> {
+    files.descriptors.iter().find_map(|descriptor| match files.file_of(descriptor)?.target {
+        FdTarget::Object { object: found } if found == object => Some(descriptor.fd),
+        _ => None,
+    })
+}
+
+/// Says on stderr which shared memory was shared with processes outside the
+/// dump: restored with its contents, but no longer shared with them.
+pub fn warn_of_outside_sharing(shared: &SharedMemory) {
+    for object in shared.shared_outside() {
+        let pids: Vec<String> = object.outside.iter().map(i32::to_string).collect();
+        eprintln!(
+            "crp: warning: shared memory {} (inode {}, {} bytes) was shared with process {} outside the dump; it is \
+             restored with its contents as of the dump, but that sharing cannot be rebuilt: writes no longer reach \
+             the other process",
+            object.describe(),
+            object.inode,
+            object.size,
+            pids.join(", ")
+        );
+    }
 }
 
 /// One `process_vm_writev`'s worth of pieces: (image bytes, target address).
@@ -47,11 +129,15 @@ type Batch<'image> = Vec<(&'image [u8], usize)>;
 /// Copies every page run into the process, many runs per syscall, with one
 /// thread per CPU: most of the time goes to faulting in the target's fresh
 /// pages, which the kernel does in parallel.
-fn write_pages(pid: Pid, reader: &ImageReader) -> Result<(), CrpError> {
+fn write_pages<'image>(
+    pid: Pid,
+    reader: &'image ImageReader,
+    runs: impl Iterator<Item = &'image PageRunEntry>,
+) -> Result<(), CrpError> {
     let mut batches: Vec<Batch<'_>> = Vec::new();
     let mut current: Batch<'_> = Vec::new();
     let mut current_bytes = 0usize;
-    for run in reader.page_runs() {
+    for run in runs {
         let base = usize::try_from(run.vaddr)
             .map_err(|_| CrpError::InvalidImage { reason: format!("page run address {:#x}", run.vaddr) })?;
         for (index, piece) in reader.run_data(run).chunks(MAX_BATCH_BYTES).enumerate() {

@@ -200,6 +200,9 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let image = validate::load_image(&reader)?;
     tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
     validate::check_host(&image)?;
+    if plan.backend == Backend::Kmod {
+        crate::kmod::memory::check_image(&image)?;
+    }
     tracing::info!("host checked: CPU features, vDSO, files and privileges suffice");
     let owner = reader.owner();
     let open_as = trust::decide(
@@ -210,6 +213,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     )?;
     let (_stream_files, streams) = open_streams(&plan.descriptors, &image.files)?;
     warn_of_outside_ends(&image.files, &streams);
+    memory::warn_of_outside_sharing(&image.shared_memory);
     let choices = Choices { open_as, streams };
     // Created (empty) now, so that an unwritable pid file fails first.
     let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;

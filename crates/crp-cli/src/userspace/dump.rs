@@ -10,13 +10,14 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{Mapping, VmaRecord};
+use crp_compound::vma::shared::Gathering;
+use crp_compound::vma::{DescriptorObjects, Mapping, VmaRecord};
 use crp_locks::LockState;
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
 
-use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record};
+use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record_with};
 use crate::error::CrpError;
 use crate::model::{ProcessImage, ThreadState, kernel_release};
 
@@ -31,11 +32,19 @@ impl DumpBackend for Dump {
         let registers = *frozen.registers();
         let cpu = CpuState::capture(frozen.pid(), &registers)?;
         let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
+        // Read before the mappings: a mapping of a memfd or deleted file a
+        // descriptor holds is a mapping of that descriptor's object.
+        let files = crp_compound::files::capture(pid)?;
+        let mut gathering = Gathering::new(pid);
+        let objects = DescriptorObjects(&files.objects);
         let (populated_kb, vmas) = maps
             .iter()
             .filter(|entry| !is_special_mapping(&entry.name))
-            .map(|entry| Ok((entry.populated_kb, vma_record(pid, Mapping::from_maps(entry))?)))
+            .map(|entry| {
+                Ok((entry.populated_kb, vma_record_with(pid, Mapping::from_maps(entry), &mut gathering, objects)?))
+            })
             .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
+        let shared_memory = gathering.finish();
 
         park(frozen, &maps)?;
         let Injected {
@@ -59,8 +68,9 @@ impl DumpBackend for Dump {
             threads: vec![ThreadState { tid: pid, cpu, signals: thread_signals, locks, attributes: thread_attributes }],
             vdso,
             vmas,
+            shared_memory,
             mm,
-            files: crp_compound::files::capture(pid)?,
+            files,
             signals,
             task,
             credentials,

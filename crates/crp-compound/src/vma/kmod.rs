@@ -39,6 +39,10 @@ impl<'a> Mapping<'a> {
             file_offset: vma.file_offset,
             locked: vma.flags & CRP_VMA_LOCKED != 0,
             device: vma.flags & CRP_VMA_DEVICE != 0,
+            // The module reports neither; its back end refuses what needs them.
+            hugetlb: false,
+            object_device: 0,
+            inode: 0,
         })
     }
 }
@@ -64,7 +68,9 @@ impl VmaRecord {
     /// process being restored.
     pub fn to_abi(&self, fd: i32) -> CrpRestoreVma {
         let (fd, file_offset) = match &self.backing {
-            Backing::Anonymous { .. } => (-1, 0),
+            // Refused before the kmod back end starts (`kmod_refusal`, and
+            // the image check of its restore).
+            Backing::Anonymous { .. } | Backing::Shared { .. } | Backing::Descriptor { .. } => (-1, 0),
             Backing::File(file) => (fd, file.offset),
         };
         CrpRestoreVma { start: self.start, end: self.end, file_offset, flags: self.abi_flags(), fd, _reserved: 0 }

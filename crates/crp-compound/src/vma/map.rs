@@ -19,6 +19,18 @@ pub fn open_mapped_file(tracee: &mut dyn Tracee, access: FileAccess<'_>) -> Resu
 /// mapping starts writable so its pages can be filled; call [`finish_vma`]
 /// afterwards.
 pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool) -> Result<(), EngineError> {
+    map_vma_from(tracee, vma, writable_for_fill, None)
+}
+
+/// [`map_vma`], a shared memory object's or descriptor object's mapping
+/// mapped from `object_fd` (a descriptor of the object in the tracee) at
+/// the record's offset.
+pub fn map_vma_from(
+    tracee: &mut dyn Tracee,
+    vma: &VmaRecord,
+    writable_for_fill: bool,
+    object_fd: Option<u64>,
+) -> Result<(), EngineError> {
     let mut protection = u64::from(vma.protection);
     if writable_for_fill {
         protection |= arg(libc::PROT_WRITE);
@@ -42,6 +54,16 @@ pub fn map_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, writable_for_fill: bool
             let mapped = tracee.syscall("mmap", libc::SYS_mmap, args);
             tracee.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
             mapped?;
+        }
+        Backing::Shared { offset, .. } | Backing::Descriptor { offset, .. } => {
+            let fd = object_fd.ok_or(EngineError::Syscall {
+                syscall: "mmap",
+                args: vec![vma.start, vma.length()],
+                pid: 0,
+                errno: nix::errno::Errno::EBADF,
+            })?;
+            let args = [vma.start, vma.length(), protection, arg(map_flags), fd, *offset];
+            tracee.syscall("mmap", libc::SYS_mmap, args)?;
         }
     }
     for (flag, advice) in [

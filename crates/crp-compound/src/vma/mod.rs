@@ -7,13 +7,15 @@
 mod kmod;
 mod map;
 mod rules;
+pub mod shared;
 
 use std::os::unix::fs::MetadataExt;
 
 use bitflags::bitflags;
 
-pub use map::{finish_vma, map_vma, open_mapped_file};
-pub use rules::{FileAccess, Mapping, label_anonymous};
+pub use map::{finish_vma, map_vma, map_vma_from, open_mapped_file};
+pub use rules::{DescriptorObjects, FileAccess, Mapping, label_anonymous};
+pub use shared::{SharedKind, SharedMemory, SharedObject};
 
 use crate::error::CompoundError;
 use crate::valid::{Invalid, check_path};
@@ -52,6 +54,21 @@ pub enum Backing {
         label: String,
     },
     File(MappedFile),
+    /// A shared mapping of object `object` of [`SharedMemory::objects`]
+    /// (anonymous shared memory, or a memfd only mappings hold), from byte
+    /// `offset` of it.
+    Shared {
+        object: u32,
+        offset: u64,
+    },
+    /// A mapping (shared or private) of object `object` of the descriptor
+    /// table's objects (a memfd or deleted file a descriptor holds), from
+    /// byte `offset` of it: mapped again from that object once the
+    /// descriptors are restored.
+    Descriptor {
+        object: u32,
+        offset: u64,
+    },
 }
 
 /// One VMA of the checkpointed process.
@@ -95,6 +112,13 @@ impl VmaRecord {
         match &self.backing {
             Backing::Anonymous { .. } if self.shared => Err(Invalid::new(field(), "is shared anonymous memory")),
             Backing::Anonymous { .. } => Ok(()),
+            Backing::Shared { offset, .. } | Backing::Descriptor { offset, .. } => {
+                if offset % PAGE_SIZE != 0 || offset.checked_add(self.length()).is_none_or(|end| end > i64::MAX as u64)
+                {
+                    return Err(Invalid::new(field(), format!("has object offset {offset:#x}")));
+                }
+                Ok(())
+            }
             Backing::File(file) => {
                 if file.offset % PAGE_SIZE != 0 || file.offset.checked_add(self.length()).is_none() {
                     return Err(Invalid::new(field(), format!("has file offset {:#x}", file.offset)));
@@ -104,10 +128,17 @@ impl VmaRecord {
         }
     }
 
-    /// Whether the image may hold pages for this VMA: private memory only;
-    /// a shared file mapping's contents are the file's.
+    /// Whether the image may hold pages for this VMA: private memory, and
+    /// the pages of a shared memory object (each stored once, through the
+    /// first mapping of it that covers it); a shared file mapping's or
+    /// descriptor object's contents are the file's.
     pub fn stores_pages(&self) -> bool {
-        !self.shared
+        !self.shared || matches!(self.backing, Backing::Shared { .. })
+    }
+
+    /// Mapped only after the descriptors (from a descriptor's object).
+    pub fn is_descriptor_mapping(&self) -> bool {
+        matches!(self.backing, Backing::Descriptor { .. })
     }
 
     pub fn describe_backing(&self) -> String {
@@ -115,6 +146,8 @@ impl VmaRecord {
             Backing::Anonymous { label } if label.is_empty() => "anonymous".to_owned(),
             Backing::Anonymous { label } => label.clone(),
             Backing::File(file) => format!("{}@{:#x}", file.path, file.offset),
+            Backing::Shared { object, offset } => format!("shared memory #{object}@{offset:#x}"),
+            Backing::Descriptor { object, offset } => format!("descriptor object #{object}@{offset:#x}"),
         }
     }
 

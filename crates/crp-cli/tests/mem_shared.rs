@@ -1,0 +1,106 @@
+//! Shared memory: MAP_SHARED|MAP_ANONYMOUS and /dev/zero mappings (split,
+//! mapped twice: one object after the restore), memfds mapped with and
+//! without a descriptor, deleted files mapped shared and privately, and
+//! memory shared with a process outside the dump (restored with its
+//! contents, with a warning and a line in `crp inspect`). Each program
+//! checks its own memory after the restore.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn shared_subject(mode: &str, directory: &Path) -> Subject {
+    let mut command = Command::new(c_program("mem_shared"));
+    command.arg(mode).arg(directory);
+    Subject::spawn(command)
+}
+
+/// `crp inspect --json`, checked against docs/inspect.schema.json.
+fn inspect_json(image: &Path) -> serde_json::Value {
+    let json = stdout_of(&crp().arg("inspect").arg("--json").arg(image).output().unwrap());
+    let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspect.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&summary).map(|error| error.to_string()).collect();
+    assert!(errors.is_empty(), "inspect --json does not follow its schema:\n{}", errors.join("\n"));
+    summary
+}
+
+/// Dumps `mode`'s subject, checks it was killed, restores it and expects its
+/// OK; returns the image and the restore's stderr.
+fn round_trip_ok(mode: &str, directory: &Path) -> (PathBuf, String) {
+    let mut subject = shared_subject(mode, directory);
+    let image = directory.join(format!("{mode}.crp"));
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}\n{inspected}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} {mode}\n", subject.pid), "{}\n{inspected}", stderr_of(&output));
+    (image, stderr_of(&output))
+}
+
+#[test]
+fn anonymous_shared_memory_comes_back_as_one_object_per_original_object() {
+    let directory = tempfile::tempdir().unwrap();
+    let (image, stderr) = round_trip_ok("anon", directory.path());
+    assert!(!stderr.contains("warning"), "nothing was shared outside: {stderr}");
+    let json = inspect_json(&image);
+    let objects = json["shared_memory"].as_array().unwrap();
+    assert_eq!(objects.len(), 2, "the split and aliased object, and /dev/zero's: {objects:?}");
+    assert!(objects.iter().all(|object| object["kind"] == "MAP_SHARED|MAP_ANONYMOUS"), "{objects:?}");
+    let split = objects.iter().find(|object| object["size"] == 4 * 4096).unwrap();
+    assert_eq!(split["mappings"], 4, "three VMAs of the split and the alias: {objects:?}");
+    assert_eq!(split["pages_stored"], 3, "each page once, not once per mapping: {objects:?}");
+    let zero = objects.iter().find(|object| object["size"] == 2 * 4096).unwrap();
+    assert_eq!((zero["mappings"].clone(), zero["pages_stored"].clone()), (1.into(), 1.into()), "{objects:?}");
+    assert!(objects.iter().all(|object| object["shared_outside_with"].as_array().unwrap().is_empty()));
+}
+
+#[test]
+fn memfds_come_back_mapped_and_one_object_with_their_descriptor() {
+    let directory = tempfile::tempdir().unwrap();
+    let (image, _) = round_trip_ok("memfd", directory.path());
+    let json = inspect_json(&image);
+    let objects = json["shared_memory"].as_array().unwrap();
+    assert_eq!(objects.len(), 1, "only the memfd no descriptor holds: {objects:?}");
+    assert_eq!(objects[0]["kind"], "memfd:crp-mapped");
+    let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(text.contains("descriptor object #0"), "{text}");
+}
+
+#[test]
+fn deleted_files_come_back_mapped_shared_and_privately() {
+    let directory = tempfile::tempdir().unwrap();
+    round_trip_ok("deleted", directory.path());
+}
+
+#[test]
+fn memory_shared_outside_the_dump_is_restored_with_a_warning() {
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = shared_subject("outside", directory.path());
+    let helper: i32 = std::fs::read_to_string(directory.path().join("helper.pid")).unwrap().trim().parse().unwrap();
+    let image = directory.path().join("outside.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let json = inspect_json(&image);
+    assert_eq!(json["shared_memory"][0]["shared_outside_with"], serde_json::json!([helper]));
+    let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(text.contains(&format!("shared with pid {helper} outside the dump")), "{text}");
+    let output = restore(&image, &[], "go\n");
+    // SAFETY: kill only sends a signal to the helper this test's subject made.
+    unsafe { libc::kill(helper, libc::SIGKILL) };
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(helper), None);
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} outside\n", subject.pid));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("warning") && stderr.contains(&helper.to_string()) && stderr.contains("cannot be rebuilt"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,215 @@
+/* Shared memory held by a process, checked by the process itself after a
+ * restore. DIR is a directory of the test's own.
+ *
+ *   mem_shared anon DIR
+ *       4 pages of MAP_SHARED|MAP_ANONYMOUS memory, split in three VMAs by
+ *       an mprotect of page 1, page 3 never touched; page 0 mapped a second
+ *       time through /proc/self/map_files; 2 pages of /dev/zero mapped
+ *       MAP_SHARED. After the restore: the contents, a write through one
+ *       mapping seen through the other, the untouched page still zero, one
+ *       object (same inode) behind every mapping of it.
+ *   mem_shared memfd DIR
+ *       a memfd "crp-mapped" mapped shared (3 pages) and closed; a memfd
+ *       "crp-held" on fd 3 mapped shared and privately (a private page
+ *       written). After the restore: contents; fd 3 and the shared mapping
+ *       are one object (a pwrite through fd 3 is seen in the mapping); the
+ *       private page kept its own bytes and the other private page shows the
+ *       file's.
+ *   mem_shared deleted DIR
+ *       DIR/data (2 pages) mapped shared and privately, held on fd 3, then
+ *       deleted; the same after the restore.
+ *   mem_shared outside DIR
+ *       one page of MAP_SHARED|MAP_ANONYMOUS memory that a helper (a
+ *       grandchild, its pid in DIR/helper.pid, killed by the test) maps too.
+ *       After the restore: the contents as of the dump.
+ *
+ * Protocol: prints "READY <pid>", waits for a line on stdin, then prints
+ * "OK pid=<pid> <mode>" and exits 0, or "FAIL <reason>" and exits 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "subject_protocol.h"
+
+#define PAGE 4096
+
+static const char *dir;
+
+static const char *in_dir(const char *name) {
+    static char paths[4][4096];
+    static int next;
+    char *path = paths[next++ % 4];
+    snprintf(path, 4096, "%s/%s", dir, name);
+    return path;
+}
+
+static int ok(const char *mode) {
+    printf("OK pid=%d %s\n", getpid(), mode);
+    fflush(stdout);
+    return 0;
+}
+
+/* The inode behind the mapping at `address`, via /proc/self/map_files. */
+static long inode_at(const void *address, size_t length) {
+    char path[128];
+    snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)address,
+             (unsigned long)address + length);
+    struct stat st;
+    return stat(path, &st) ? -1 : (long)st.st_ino;
+}
+
+static void fill(char *page, char seed) {
+    for (int i = 0; i < PAGE; i++) page[i] = (char)(seed + i % 7);
+}
+
+static int filled(const char *page, char seed) {
+    for (int i = 0; i < PAGE; i++)
+        if (page[i] != (char)(seed + i % 7)) return 0;
+    return 1;
+}
+
+static int run_anon(void) {
+    char *shared = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) return fail("mmap shared");
+    fill(shared, 'a');
+    fill(shared + PAGE, 'b');
+    fill(shared + 2 * PAGE, 'c');
+    if (mprotect(shared + PAGE, PAGE, PROT_READ)) return fail("mprotect");
+    char path[128];
+    snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)shared, (unsigned long)shared + PAGE);
+    int object = open(path, O_RDWR);
+    if (object < 0) return fail("open map_files");
+    char *alias = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, object, 0);
+    close(object);
+    if (alias == MAP_FAILED) return fail("mmap alias");
+    int zero = open("/dev/zero", O_RDWR);
+    char *zeroes = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, zero, 0);
+    close(zero);
+    if (zeroes == MAP_FAILED) return fail("mmap /dev/zero");
+    fill(zeroes + PAGE, 'z');
+    long inode = inode_at(shared, PAGE);
+
+    wait_for_go();
+    if (!filled(shared, 'a') || !filled(alias, 'a')) return fail("page 0 lost its contents");
+    if (!filled(shared + PAGE, 'b') || !filled(shared + 2 * PAGE, 'c')) return fail("pages 1-2 lost their contents");
+    for (int i = 0; i < PAGE; i++)
+        if (shared[3 * PAGE + i] || zeroes[i]) return fail("an untouched page is not zero");
+    if (!filled(zeroes + PAGE, 'z')) return fail("/dev/zero page lost its contents");
+    alias[10] = 'X';
+    if (shared[10] != 'X') return fail("a write through the alias is not seen through the first mapping");
+    shared[20] = 'Y';
+    if (alias[20] != 'Y') return fail("a write through the first mapping is not seen through the alias");
+    long now = inode_at(shared, PAGE);
+    if (now < 0 || now != inode_at(alias, PAGE) || now != inode_at(shared + 2 * PAGE, 2 * PAGE))
+        return fail("the mappings are not one object");
+    if (now == inode_at(zeroes, 2 * PAGE)) return fail("/dev/zero's object is the other object");
+    (void)inode;
+    return ok("anon");
+}
+
+static int run_memfd(void) {
+    int closed = memfd_create("crp-mapped", 0);
+    if (closed < 0 || ftruncate(closed, 3 * PAGE)) return fail("memfd crp-mapped");
+    char *mapped = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, closed, 0);
+    close(closed);
+    if (mapped == MAP_FAILED) return fail("mmap crp-mapped");
+    fill(mapped + 2 * PAGE, 'm');
+    int held = place(memfd_create("crp-held", MFD_CLOEXEC), 3);
+    if (held != 3 || ftruncate(3, 2 * PAGE)) return fail("memfd crp-held");
+    char *view = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, 3, 0);
+    char *own = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, 3, 0);
+    if (view == MAP_FAILED || own == MAP_FAILED) return fail("mmap crp-held");
+    fill(view, 'h');
+    fill(view + PAGE, 'i');
+    if (own[0] != 'h') return fail("private mapping does not show the file");
+    fill(own, 'p');
+
+    wait_for_go();
+    if (!filled(mapped + 2 * PAGE, 'm') || mapped[0] || mapped[PAGE]) return fail("crp-mapped lost its contents");
+    if (!filled(view, 'h') || !filled(view + PAGE, 'i')) return fail("crp-held's shared mapping lost its contents");
+    if (!filled(own, 'p')) return fail("the private page lost its own bytes");
+    if (!filled(own + PAGE, 'i')) return fail("the untouched private page does not show the file");
+    if (pwrite(3, "W", 1, 5) != 1) return fail("pwrite fd 3");
+    if (view[5] != 'W') return fail("fd 3 and its shared mapping are not one object");
+    char byte;
+    view[6] = 'V';
+    if (pread(3, &byte, 1, 6) != 1 || byte != 'V') return fail("a write through the mapping is not in fd 3");
+    if (own[5] != (char)('p' + 5)) return fail("the private page changed with the file");
+    struct stat st;
+    if (fstat(3, &st) || st.st_ino != (ino_t)inode_at(view, 2 * PAGE)) return fail("fd 3 is not the mapped object");
+    if (fcntl(3, F_GETFD) != FD_CLOEXEC) return fail("fd 3 lost close-on-exec");
+    return ok("memfd");
+}
+
+static int run_deleted(void) {
+    const char *data = in_dir("data");
+    int fd = place(open(data, O_RDWR | O_CREAT, 0600), 3);
+    if (fd != 3 || ftruncate(3, 2 * PAGE)) return fail("create DIR/data");
+    char *view = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, 3, 0);
+    char *own = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE, 3, 0);
+    if (view == MAP_FAILED || own == MAP_FAILED) return fail("mmap DIR/data");
+    fill(view, 'd');
+    fill(view + PAGE, 'e');
+    if (unlink(data)) return fail("unlink");
+
+    wait_for_go();
+    if (!filled(view, 'd') || !filled(view + PAGE, 'e')) return fail("the shared mapping lost its contents");
+    if (!filled(own + PAGE, 'e')) return fail("the private mapping does not show the file");
+    view[PAGE + 1] = 'Q';
+    char byte;
+    if (pread(3, &byte, 1, PAGE + 1) != 1 || byte != 'Q') return fail("fd 3 and the mapping are not one file");
+    if (access(data, F_OK) == 0) return fail("DIR/data came back with a name");
+    return ok("deleted");
+}
+
+static int run_outside(void) {
+    char *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) return fail("mmap shared");
+    fill(shared, 'o');
+    int ready[2];
+    if (pipe(ready)) return fail("pipe");
+    pid_t middle = fork();
+    if (middle < 0) return fail("fork");
+    if (middle == 0 && fork() != 0) _exit(0);
+    if (middle == 0) {
+        /* The helper: keeps the mapping until the test kills it. */
+        FILE *pid_file = fopen(in_dir("helper.pid"), "w");
+        if (!pid_file) _exit(2);
+        fprintf(pid_file, "%d\n", getpid());
+        fclose(pid_file);
+        if (write(ready[1], "r", 1) != 1) _exit(2);
+        close(ready[1]);
+        close(ready[0]);
+        for (int fd = 0; fd <= 2; fd++) close(fd);
+        for (;;) pause();
+    }
+    int status;
+    if (waitpid(middle, &status, 0) != middle) return fail("waitpid");
+    close(ready[1]);
+    char byte;
+    if (read(ready[0], &byte, 1) != 1) return fail("helper not ready");
+    close(ready[0]);
+
+    wait_for_go();
+    if (!filled(shared, 'o')) return fail("the page shared with the helper lost its contents");
+    return ok("outside");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) return fail("usage: mem_shared MODE DIR");
+    dir = argv[2];
+    const char *mode = argv[1];
+    if (!strcmp(mode, "anon")) return run_anon();
+    if (!strcmp(mode, "memfd")) return run_memfd();
+    if (!strcmp(mode, "deleted")) return run_deleted();
+    if (!strcmp(mode, "outside")) return run_outside();
+    return fail("unknown mode");
+}

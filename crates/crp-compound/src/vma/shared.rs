@@ -1,0 +1,460 @@
+//! Shared memory objects: the shmem file behind `MAP_SHARED|MAP_ANONYMOUS`
+//! and `/dev/zero` shared mappings (the kernel names both `/dev/zero
+//! (deleted)`), and memfds only mappings hold. Several mappings of one
+//! object (split or mremap'd VMAs, a page mapped twice) are one object,
+//! identified by the device and inode /proc/PID/maps shows, and stay one
+//! object after the restore.
+//!
+//! - **Dump**: each object is recorded once ([`SharedObject`]: kind, size,
+//!   inode); its pages (found with SEEK_DATA/SEEK_HOLE on
+//!   /proc/PID/map_files, so pages only other processes touched are found
+//!   too) are stored once, through the first mapping (in address order)
+//!   that covers each page ([`page_runs`]). Other processes that map or
+//!   hold the object are named in [`SharedObject::outside`].
+//! - **Restore**: the object is made again in the restored process
+//!   ([`create_object`]: an anonymous shared mapping reopened through
+//!   /proc/self/map_files, or `memfd_create` with its name), truncated to
+//!   its size, and every mapping of it is mapped from that one descriptor
+//!   at its offset.
+//!
+//! Mappings of a memfd or deleted file a descriptor holds are not objects
+//! of this module: they refer to the descriptor table's object
+//! ([`super::Backing::Descriptor`]) and are mapped from it once the
+//! descriptors are restored. SysV segments are refused.
+//!
+//! Written by hand: no crate reads another process's shmem objects.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+
+use crp_ptrace::procfs::MapsEntry;
+use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
+use nix::errno::Errno;
+
+use super::{Backing, PAGE_SIZE, VmaRecord};
+use crate::error::CompoundError;
+use crate::valid::Invalid;
+
+/// The longest memfd name (`MFD_NAME_MAX_LEN`).
+const MEMFD_NAME_MAX: usize = 249;
+
+/// What a shared memory object is, as the restore makes it again.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum SharedKind {
+    /// `MAP_SHARED|MAP_ANONYMOUS` or a shared mapping of `/dev/zero`.
+    Anonymous,
+    /// A memfd no descriptor of the process holds any more.
+    Memfd { name: String },
+}
+
+/// One shared memory object, however many mappings it has.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SharedObject {
+    pub kind: SharedKind,
+    /// `st_dev` and `st_ino` of the object at the dump.
+    pub device: u64,
+    pub inode: u64,
+    /// Its size (`st_size`): a mapping past it faults with SIGBUS, as before.
+    pub size: u64,
+    /// Processes outside the dump that mapped or held it at the dump: the
+    /// restored copy is no longer shared with them.
+    pub outside: Vec<i32>,
+}
+
+/// Every shared memory object of the process, referred to by index from
+/// [`Backing::Shared`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SharedMemory {
+    pub objects: Vec<SharedObject>,
+}
+
+impl SharedObject {
+    /// `MAP_SHARED|MAP_ANONYMOUS` or `memfd:NAME`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            SharedKind::Anonymous => "MAP_SHARED|MAP_ANONYMOUS".to_owned(),
+            SharedKind::Memfd { name } => format!("memfd:{name}"),
+        }
+    }
+}
+
+impl SharedMemory {
+    /// Refuses an object no restore could make, and a mapping that refers
+    /// to an object that is not there or that maps past 2^64.
+    pub fn check(&self, vmas: &[VmaRecord], descriptor_objects: usize) -> Result<(), Invalid> {
+        for (index, object) in self.objects.iter().enumerate() {
+            let field = || format!("shared memory object {index}");
+            if i64::try_from(object.size).is_err() {
+                return Err(Invalid::new(field(), format!("has size {}, beyond what ftruncate takes", object.size)));
+            }
+            if let SharedKind::Memfd { name } = &object.kind
+                && (name.len() > MEMFD_NAME_MAX || name.contains('\0'))
+            {
+                return Err(Invalid::new(field(), format!("has memfd name {name:.80?}, not one memfd_create takes")));
+            }
+            if object.kind == SharedKind::Anonymous && (object.size == 0 || object.size % PAGE_SIZE != 0) {
+                return Err(Invalid::new(field(), format!("is anonymous shared memory of {} bytes", object.size)));
+            }
+        }
+        for (index, vma) in vmas.iter().enumerate() {
+            let field = || format!("VMA {index} [{:#x}, {:#x})", vma.start, vma.end);
+            match vma.backing {
+                Backing::Shared { object, .. } if object as usize >= self.objects.len() => {
+                    return Err(Invalid::new(
+                        field(),
+                        format!("maps shared memory object {object}, which is not there"),
+                    ));
+                }
+                Backing::Shared { .. } if !vma.shared => {
+                    return Err(Invalid::new(field(), "is a private mapping of a shared memory object"));
+                }
+                Backing::Descriptor { object, .. } if object as usize >= descriptor_objects => {
+                    return Err(Invalid::new(field(), format!("maps descriptor object {object}, which is not there")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The objects other processes map or hold too.
+    pub fn shared_outside(&self) -> impl Iterator<Item = &SharedObject> {
+        self.objects.iter().filter(|object| !object.outside.is_empty())
+    }
+}
+
+/// Collects the shared memory objects of one process while its mappings
+/// are recorded.
+#[derive(Debug)]
+pub struct Gathering {
+    pid: i32,
+    objects: Vec<SharedObject>,
+}
+
+impl Gathering {
+    pub fn new(pid: i32) -> Self {
+        Self { pid, objects: Vec::new() }
+    }
+
+    /// The index of the object `entry` maps, recorded the first time.
+    pub(super) fn object_of(
+        &mut self,
+        start: u64,
+        end: u64,
+        device: u64,
+        inode: u64,
+        kind: SharedKind,
+    ) -> Result<u32, CompoundError> {
+        if let Some(index) = self.objects.iter().position(|object| object.device == device && object.inode == inode) {
+            return Ok(u32::try_from(index).unwrap_or(u32::MAX));
+        }
+        let path = map_files_path(self.pid, start, end);
+        let metadata = std::fs::metadata(&path).map_err(CompoundError::io("stat the shared memory object", &path))?;
+        self.objects.push(SharedObject { kind, device, inode, size: metadata.size(), outside: Vec::new() });
+        Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    /// The objects, each with the other processes that map or hold it.
+    pub fn finish(mut self) -> SharedMemory {
+        if !self.objects.is_empty() {
+            let wanted: Vec<(u64, u64)> = self.objects.iter().map(|object| (object.device, object.inode)).collect();
+            let holders = holders_outside(self.pid, &wanted);
+            for (object, holders) in self.objects.iter_mut().zip(holders) {
+                object.outside = holders;
+            }
+        }
+        SharedMemory { objects: self.objects }
+    }
+}
+
+/// `makedev` of a maps line's `major:minor`.
+pub(super) fn device_number((major, minor): (u32, u32)) -> u64 {
+    libc::makedev(major, minor)
+}
+
+fn map_files_path(pid: i32, start: u64, end: u64) -> String {
+    format!("/proc/{pid}/map_files/{start:x}-{end:x}")
+}
+
+/// For each `(device, inode)`, the processes other than `pid` (and crp)
+/// that map it (their /proc/P/maps) or hold a descriptor of it. A process
+/// that vanishes or cannot be read meanwhile is skipped.
+fn holders_outside(pid: i32, wanted: &[(u64, u64)]) -> Vec<Vec<i32>> {
+    let mut holders = vec![Vec::new(); wanted.len()];
+    let own = std::process::id().cast_signed();
+    let Ok(processes) = std::fs::read_dir("/proc") else { return holders };
+    for process in processes.flatten() {
+        let Some(other) = process.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        if other == pid || other == own {
+            continue;
+        }
+        let mut found = vec![false; wanted.len()];
+        if let Ok(maps) = std::fs::read_to_string(format!("/proc/{other}/maps")) {
+            for line in maps.lines() {
+                if let Some(key) = maps_line_key(line)
+                    && let Some(index) = wanted.iter().position(|candidate| *candidate == key)
+                {
+                    found[index] = true;
+                }
+            }
+        }
+        if let Ok(descriptors) = std::fs::read_dir(format!("/proc/{other}/fd")) {
+            for descriptor in descriptors.flatten() {
+                let Ok(link) = std::fs::read_link(descriptor.path()) else { continue };
+                let link = link.to_string_lossy();
+                if !link.starts_with("/memfd:") && !link.starts_with("/dev/zero") {
+                    continue;
+                }
+                let Ok(metadata) = std::fs::metadata(descriptor.path()) else { continue };
+                if let Some(index) = wanted.iter().position(|key| *key == (metadata.dev(), metadata.ino())) {
+                    found[index] = true;
+                }
+            }
+        }
+        for (index, _) in found.iter().enumerate().filter(|(_, found)| **found) {
+            holders[index].push(other);
+        }
+    }
+    holders
+}
+
+/// `(device, inode)` of a /proc/P/maps line with an inode.
+fn maps_line_key(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_ascii_whitespace();
+    let device = fields.nth(3)?;
+    let inode: u64 = fields.next()?.parse().ok()?;
+    if inode == 0 {
+        return None;
+    }
+    let (major, minor) = device.split_once(':')?;
+    let major = u32::from_str_radix(major, 16).ok()?;
+    let minor = u32::from_str_radix(minor, 16).ok()?;
+    Some((device_number((major, minor)), inode))
+}
+
+/// Which object (if any) a maps entry refers to is decided by
+/// [`super::Mapping`]; this only says whether an entry's name is shmem's.
+pub(super) fn is_anonymous_shared_name(name: &str) -> bool {
+    name.starts_with("/dev/zero") && name.ends_with(" (deleted)")
+}
+
+/// The runs `(vaddr, page_count)` to store for each VMA of a shared object
+/// (by the VMA's start): every page of the object that holds data, once,
+/// through the first VMA in address order that maps it.
+pub fn page_runs(
+    pid: i32,
+    vmas: &[VmaRecord],
+    shared: &SharedMemory,
+) -> Result<BTreeMap<u64, Vec<(u64, u64)>>, CompoundError> {
+    let mut runs: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for (index, object) in shared.objects.iter().enumerate() {
+        let mappings: Vec<(&VmaRecord, u64)> = vmas
+            .iter()
+            .filter_map(|vma| match vma.backing {
+                Backing::Shared { object, offset } if object as usize == index => Some((vma, offset)),
+                _ => None,
+            })
+            .collect();
+        let Some((first, _)) = mappings.first() else { continue };
+        let path = map_files_path(pid, first.start, first.end);
+        let file = std::fs::File::open(&path).map_err(CompoundError::io("open the shared memory object", &path))?;
+        let mut remaining = page_ranges(&file, object.size, &path)?;
+        for (vma, offset) in mappings {
+            let covered = (offset, offset.saturating_add(vma.length()));
+            let (inside, outside) = split_ranges(&remaining, covered);
+            remaining = outside;
+            let vma_runs = runs.entry(vma.start).or_default();
+            for (start, end) in inside {
+                vma_runs.push((vma.start + (start - offset), (end - start) / PAGE_SIZE));
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// Splits `ranges` into the parts inside `[low, high)` and the rest.
+fn split_ranges(ranges: &[(u64, u64)], (low, high): (u64, u64)) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let mut inside = Vec::new();
+    let mut outside = Vec::new();
+    for &(start, end) in ranges {
+        let (cut_start, cut_end) = (start.max(low), end.min(high));
+        if cut_start >= cut_end {
+            outside.push((start, end));
+            continue;
+        }
+        inside.push((cut_start, cut_end));
+        if start < cut_start {
+            outside.push((start, cut_start));
+        }
+        if cut_end < end {
+            outside.push((cut_end, end));
+        }
+    }
+    (inside, outside)
+}
+
+/// The page-aligned data ranges `[start, end)` of a shmem file of `size`
+/// bytes (SEEK_DATA/SEEK_HOLE; a swapped-out page is data too).
+fn page_ranges(file: &std::fs::File, size: u64, path: &str) -> Result<Vec<(u64, u64)>, CompoundError> {
+    let limit = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let seek = |offset: u64, whence: libc::c_int| -> Result<Option<u64>, CompoundError> {
+        // SAFETY: lseek on a descriptor crp owns; it touches no memory.
+        let result = unsafe { libc::lseek(file.as_raw_fd(), offset.cast_signed(), whence) };
+        if result < 0 {
+            return match Errno::last() {
+                Errno::ENXIO => Ok(None),
+                errno => {
+                    Err(CompoundError::Io { action: "seek data or hole in", path: path.into(), source: errno.into() })
+                }
+            };
+        }
+        Ok(Some(result.cast_unsigned()))
+    };
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let Some(start) = seek(at, libc::SEEK_DATA)? else { break };
+        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
+        if end <= start {
+            break;
+        }
+        let (start, end) =
+            (start / PAGE_SIZE * PAGE_SIZE, end.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE).min(limit));
+        match ranges.last_mut() {
+            Some((_, last_end)) if *last_end >= start => *last_end = (*last_end).max(end),
+            _ => ranges.push((start, end)),
+        }
+        at = end;
+    }
+    Ok(ranges)
+}
+
+/// Makes `object` again in the process being restored; returns the
+/// descriptor (close-on-exec) its mappings are mapped from.
+pub fn create_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<u64, EngineError> {
+    match &object.kind {
+        SharedKind::Anonymous => {
+            // The kernel's own shmem object for anonymous shared memory
+            // (named `/dev/zero (deleted)` like the original), reached
+            // through the temporary mapping's map_files link. Nothing of
+            // the image is mapped yet, so wherever it lands is free.
+            let protection = arg(libc::PROT_READ | libc::PROT_WRITE);
+            let flags = arg(libc::MAP_SHARED | libc::MAP_ANONYMOUS);
+            let address = tracee.syscall("mmap", libc::SYS_mmap, [0, object.size, protection, flags, arg(-1), 0])?;
+            let mut scratch = tracee.scratch();
+            let path = scratch
+                .push_c_string(format!("/proc/self/map_files/{address:x}-{:x}", address + object.size).as_bytes());
+            scratch.commit(tracee)?;
+            let open_flags = arg(libc::O_RDWR | libc::O_CLOEXEC);
+            let opened = tracee.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path, open_flags, 0, 0, 0]);
+            tracee.syscall("munmap", libc::SYS_munmap, [address, object.size, 0, 0, 0, 0])?;
+            opened
+        }
+        SharedKind::Memfd { name } => {
+            let mut scratch = tracee.scratch();
+            let name = scratch.push_c_string(name.as_bytes());
+            scratch.commit(tracee)?;
+            let fd =
+                tracee.syscall("memfd_create", libc::SYS_memfd_create, [name, arg(libc::MFD_CLOEXEC), 0, 0, 0, 0])?;
+            tracee.syscall("ftruncate", libc::SYS_ftruncate, [fd, object.size, 0, 0, 0, 0])?;
+            Ok(fd)
+        }
+    }
+}
+
+/// How a maps entry names what it maps, for [`super::Mapping`].
+pub(super) fn entry_device(entry: &MapsEntry) -> u64 {
+    device_number(entry.device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(start: u64, end: u64, object: u32, offset: u64) -> VmaRecord {
+        VmaRecord { start, end, protection: 3, shared: true, flags: 0, backing: Backing::Shared { object, offset } }
+    }
+
+    #[test]
+    fn ranges_split_at_a_mapping() {
+        let (inside, outside) = split_ranges(&[(0, 0x4000), (0x6000, 0x8000)], (0x1000, 0x7000));
+        assert_eq!(inside, [(0x1000, 0x4000), (0x6000, 0x7000)]);
+        assert_eq!(outside, [(0, 0x1000), (0x7000, 0x8000)]);
+    }
+
+    #[test]
+    fn a_maps_line_gives_device_and_inode() {
+        let line = "7f0000000000-7f0000001000 rw-s 00000000 00:01 4242                       /dev/zero (deleted)";
+        assert_eq!(maps_line_key(line), Some((device_number((0, 1)), 4242)));
+        assert_eq!(maps_line_key("7f0000000000-7f0000001000 rw-p 00000000 00:00 0"), None);
+    }
+
+    #[test]
+    fn references_to_missing_objects_are_refused() {
+        let memory = SharedMemory {
+            objects: vec![SharedObject {
+                kind: SharedKind::Anonymous,
+                device: 1,
+                inode: 2,
+                size: 0x2000,
+                outside: vec![],
+            }],
+        };
+        memory.check(&[shared(0x1000, 0x3000, 0, 0)], 0).unwrap();
+        assert!(memory.check(&[shared(0x1000, 0x3000, 1, 0)], 0).unwrap_err().reason.contains("not there"));
+        let mut private = shared(0x1000, 0x3000, 0, 0);
+        private.shared = false;
+        assert!(memory.check(&[private], 0).is_err());
+        let odd = SharedMemory {
+            objects: vec![SharedObject { kind: SharedKind::Anonymous, device: 1, inode: 2, size: 10, outside: vec![] }],
+        };
+        assert!(odd.check(&[], 0).is_err());
+    }
+
+    #[test]
+    fn a_real_object_is_found_once_with_its_pages() {
+        // SAFETY: an anonymous shared mapping of crp's test process, unmapped below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: pages 1 and 3 are inside the mapping just made.
+        unsafe {
+            base.cast::<u8>().add(4096).write(1);
+            base.cast::<u8>().add(3 * 4096).write(3);
+        }
+        // SAFETY: the second half of the mapping just made; splits it in two VMAs.
+        assert_eq!(unsafe { libc::mprotect(base.cast::<u8>().add(2 * 4096).cast(), 2 * 4096, libc::PROT_READ) }, 0);
+        let start = base as u64;
+        let pid = std::process::id().cast_signed();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps.lines().find(|line| line.starts_with(&format!("{start:x}-"))).unwrap();
+        let (device, inode) = maps_line_key(line).unwrap();
+        let mut gathering = Gathering::new(pid);
+        let first = gathering.object_of(start, start + 0x2000, device, inode, SharedKind::Anonymous).unwrap();
+        let again = gathering.object_of(start + 0x2000, start + 0x4000, device, inode, SharedKind::Anonymous).unwrap();
+        assert_eq!(first, again, "one object however many mappings");
+        let memory = gathering.finish();
+        assert_eq!(memory.objects[0].size, 0x4000);
+        // Two records of the same object: pages are stored once, through the first.
+        let vmas = [shared(start, start + 0x2000, 0, 0), shared(start + 0x2000, start + 0x4000, 0, 0x2000)];
+        let runs = page_runs(pid, &vmas, &memory).unwrap();
+        assert_eq!(runs[&start], [(start + 0x1000, 1)]);
+        assert_eq!(runs[&(start + 0x2000)], [(start + 0x3000, 1)]);
+        // Two mappings of the same pages: only the first stores them.
+        let overlapping = [shared(start, start + 0x2000, 0, 0), shared(start + 0x2000, start + 0x4000, 0, 0)];
+        let runs = page_runs(pid, &overlapping, &memory).unwrap();
+        assert_eq!(runs[&start], [(start + 0x1000, 1)]);
+        assert!(runs[&(start + 0x2000)].is_empty(), "the second mapping stores nothing");
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(base, 4 * 4096) };
+    }
+}
