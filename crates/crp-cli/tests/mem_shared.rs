@@ -80,6 +80,18 @@ fn deleted_files_come_back_mapped_shared_and_privately() {
 }
 
 #[test]
+fn deleted_files_no_descriptor_holds_come_back_with_their_contents() {
+    let directory = tempfile::tempdir().unwrap();
+    let (image, _) = round_trip_ok("unheld", directory.path());
+    let json = inspect_json(&image);
+    let objects = json["shared_memory"].as_array().unwrap();
+    assert_eq!(objects.len(), 2, "DIR/shm once for its two mappings, and DIR/lib: {objects:?}");
+    assert!(objects.iter().all(|object| object["kind"].as_str().unwrap().starts_with("deleted file ")), "{objects:?}");
+    let shm = objects.iter().find(|object| object["kind"].as_str().unwrap().ends_with("/shm")).unwrap();
+    assert_eq!(shm["mappings"], 2, "{objects:?}");
+}
+
+#[test]
 fn memory_shared_outside_the_dump_is_restored_with_a_warning() {
     become_subreaper();
     let directory = tempfile::tempdir().unwrap();

@@ -48,7 +48,20 @@ fn vma() -> impl Strategy<Value = VmaRecord> {
 }
 
 fn shared_memory() -> impl Strategy<Value = SharedMemory> {
-    let kind = prop_oneof![Just(SharedKind::Anonymous), ".{0,20}".prop_map(|name| SharedKind::Memfd { name })];
+    let kind = prop_oneof![
+        Just(SharedKind::Anonymous),
+        ".{0,20}".prop_map(|name| SharedKind::Memfd { name }),
+        (".{0,20}", any::<u32>(), any::<u64>(), vec(any::<u8>(), 0..8)).prop_map(|(path, mode, offset, data)| {
+            SharedKind::DeletedFile {
+                path,
+                mode,
+                contents: crp_compound::files::Contents {
+                    size: offset,
+                    extents: vec![crp_compound::files::Extent { offset, data }],
+                },
+            }
+        }),
+    ];
     vec((kind, any::<u64>(), any::<u64>(), any::<u64>(), vec(any::<i32>(), 0..3)), 0..4).prop_map(|objects| {
         SharedMemory {
             objects: objects

@@ -61,7 +61,7 @@ impl PageMap {
         if !vma.stores_pages() || vma.shared || populated_kb == Some(0) {
             return Ok(Vec::new());
         }
-        let file_backed = matches!(vma.backing, Backing::File(_) | Backing::Descriptor { .. });
+        let file_backed = matches!(vma.backing, Backing::File(_) | Backing::Descriptor { .. } | Backing::Shared { .. });
         let page_count = vma.length() / PAGE_SIZE;
         let mut decisions = Vec::new();
         // One 8-byte entry per page: every entry is read whole.

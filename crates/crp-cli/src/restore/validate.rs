@@ -83,6 +83,7 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;
+    crp_compound::vma::shared::check_host(&image.shared_memory)?;
     for thread in &image.threads {
         thread
             .attributes

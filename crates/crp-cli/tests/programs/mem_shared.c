@@ -18,6 +18,12 @@
  *   mem_shared deleted DIR
  *       DIR/data (2 pages) mapped shared and privately, held on fd 3, then
  *       deleted; the same after the restore.
+ *   mem_shared unheld DIR
+ *       DIR/shm (2 pages) mapped shared, DIR/lib (2 pages) mapped
+ *       privately with page 0 written, both closed and deleted (no
+ *       descriptor holds them: a POSIX shm object after shm_unlink, a
+ *       library replaced on disk). After the restore: the contents, and
+ *       DIR/shm's two mappings are still one object.
  *   mem_shared outside DIR
  *       one page of MAP_SHARED|MAP_ANONYMOUS memory that a helper (a
  *       grandchild, its pid in DIR/helper.pid, killed by the test) maps too.
@@ -170,6 +176,33 @@ static int run_deleted(void) {
     return ok("deleted");
 }
 
+static int run_unheld(void) {
+    int shm = open(in_dir("shm"), O_RDWR | O_CREAT, 0640);
+    int lib = open(in_dir("lib"), O_RDWR | O_CREAT, 0600);
+    if (shm < 0 || lib < 0 || ftruncate(shm, 2 * PAGE) || ftruncate(lib, 2 * PAGE)) return fail("create files");
+    char *view = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
+    char *again = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, shm, PAGE);
+    char *code = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, lib, 0);
+    if (view == MAP_FAILED || again == MAP_FAILED || code == MAP_FAILED) return fail("mmap");
+    char page[PAGE];
+    fill(page, 'l');
+    if (pwrite(lib, page, PAGE, PAGE) != PAGE) return fail("pwrite lib");
+    close(shm);
+    close(lib);
+    fill(view, 's');
+    fill(view + PAGE, 't');
+    fill(code, 'c');
+    if (unlink(in_dir("shm")) || unlink(in_dir("lib"))) return fail("unlink");
+
+    wait_for_go();
+    if (!filled(view, 's') || !filled(view + PAGE, 't') || !filled(again, 't')) return fail("DIR/shm lost its contents");
+    view[PAGE + 3] = 'Z';
+    if (again[3] != 'Z') return fail("DIR/shm's mappings are not one object");
+    if (!filled(code, 'c')) return fail("the private page of DIR/lib lost its bytes");
+    if (!filled(code + PAGE, 'l')) return fail("DIR/lib's file page lost its contents");
+    return ok("unheld");
+}
+
 static int run_outside(void) {
     char *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) return fail("mmap shared");
@@ -211,5 +244,6 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "memfd")) return run_memfd();
     if (!strcmp(mode, "deleted")) return run_deleted();
     if (!strcmp(mode, "outside")) return run_outside();
+    if (!strcmp(mode, "unheld")) return run_unheld();
     return fail("unknown mode");
 }

@@ -243,7 +243,9 @@ impl<'a> Mapping<'a> {
                 return Err(self.unsupported("a private mapping of a memfd no descriptor holds any more").into());
             }
             (MemoryObject::Deleted, None) => {
-                return Err(self.unsupported("a mapping of a deleted file no descriptor holds open").into());
+                let path = self.name.strip_suffix(" (deleted)").unwrap_or(self.name);
+                let object = gathering.deleted_file_of(self.start, self.end, self.object_device, self.inode, path)?;
+                Backing::Shared { object, offset: self.file_offset }
             }
         };
         Ok(VmaRecord {
@@ -391,10 +393,6 @@ mod tests {
             .record_with(&mut gathering, DescriptorObjects(&objects))
             .unwrap();
         assert_eq!(held.backing, Backing::Descriptor { object: 0, offset: 0 });
-        let gone = Mapping::from_maps(&entry("/tmp/gone (deleted)", false, 9))
-            .record_with(&mut gathering, DescriptorObjects(&objects))
-            .unwrap_err();
-        assert!(gone.to_string().contains("no descriptor holds"), "{gone}");
         let private = Mapping::from_maps(&entry("/memfd:other (deleted)", false, 6))
             .record_with(&mut gathering, DescriptorObjects(&objects))
             .unwrap_err();

@@ -26,15 +26,17 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use crp_ptrace::procfs::MapsEntry;
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 use nix::errno::Errno;
 
 use super::{Backing, PAGE_SIZE, VmaRecord};
-use crate::error::CompoundError;
-use crate::valid::Invalid;
+use crate::error::{CompoundError, Unsupported};
+use crate::files::unlinked::{CONTENTS_LIMIT_OPTION, contents_limit};
+use crate::files::{Contents, Extent};
+use crate::valid::{Invalid, check_path};
 
 /// The longest memfd name (`MFD_NAME_MAX_LEN`).
 const MEMFD_NAME_MAX: usize = 249;
@@ -46,6 +48,12 @@ pub enum SharedKind {
     Anonymous,
     /// A memfd no descriptor of the process holds any more.
     Memfd { name: String },
+    /// A deleted file no descriptor holds (a POSIX semaphore or shm object
+    /// after `shm_unlink`, a library replaced on disk...), mapped shared or
+    /// privately: its contents are stored here (up to the dump's file
+    /// contents limit) and it is made again unlinked in its directory
+    /// (`O_TMPFILE`, so `/proc/PID/maps` names it `DIR/#INODE (deleted)`).
+    DeletedFile { path: String, mode: u32, contents: Contents },
 }
 
 /// One shared memory object, however many mappings it has.
@@ -75,7 +83,14 @@ impl SharedObject {
         match &self.kind {
             SharedKind::Anonymous => "MAP_SHARED|MAP_ANONYMOUS".to_owned(),
             SharedKind::Memfd { name } => format!("memfd:{name}"),
+            SharedKind::DeletedFile { path, .. } => format!("deleted file {path}"),
         }
+    }
+
+    /// Whether its contents are in the metadata (a deleted file) rather
+    /// than in page runs.
+    pub fn contents_in_metadata(&self) -> bool {
+        matches!(self.kind, SharedKind::DeletedFile { .. })
     }
 }
 
@@ -96,6 +111,20 @@ impl SharedMemory {
             if object.kind == SharedKind::Anonymous && (object.size == 0 || object.size % PAGE_SIZE != 0) {
                 return Err(Invalid::new(field(), format!("is anonymous shared memory of {} bytes", object.size)));
             }
+            if let SharedKind::DeletedFile { path, contents, .. } = &object.kind {
+                check_path(field(), path)?;
+                let mut end = 0u64;
+                for extent in &contents.extents {
+                    let extent_end = extent.offset.checked_add(extent.data.len() as u64);
+                    if extent.offset < end || extent_end.is_none_or(|extent_end| extent_end > object.size) {
+                        return Err(Invalid::new(
+                            field(),
+                            format!("has an extent at {} out of order or beyond its size", extent.offset),
+                        ));
+                    }
+                    end = extent_end.unwrap_or(u64::MAX);
+                }
+            }
         }
         for (index, vma) in vmas.iter().enumerate() {
             let field = || format!("VMA {index} [{:#x}, {:#x})", vma.start, vma.end);
@@ -106,7 +135,9 @@ impl SharedMemory {
                         format!("maps shared memory object {object}, which is not there"),
                     ));
                 }
-                Backing::Shared { .. } if !vma.shared => {
+                Backing::Shared { object, .. }
+                    if !vma.shared && !self.objects[object as usize].contents_in_metadata() =>
+                {
                     return Err(Invalid::new(field(), "is a private mapping of a shared memory object"));
                 }
                 Backing::Descriptor { object, .. } if object as usize >= descriptor_objects => {
@@ -152,6 +183,53 @@ impl Gathering {
         let path = map_files_path(self.pid, start, end);
         let metadata = std::fs::metadata(&path).map_err(CompoundError::io("stat the shared memory object", &path))?;
         self.objects.push(SharedObject { kind, device, inode, size: metadata.size(), outside: Vec::new() });
+        Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    /// The index of the deleted file `entry` maps, recorded (with its
+    /// contents, read through /proc/PID/map_files) the first time.
+    pub(super) fn deleted_file_of(
+        &mut self,
+        start: u64,
+        end: u64,
+        device: u64,
+        inode: u64,
+        path: &str,
+    ) -> Result<u32, CompoundError> {
+        if let Some(index) = self.objects.iter().position(|object| object.device == device && object.inode == inode) {
+            return Ok(u32::try_from(index).unwrap_or(u32::MAX));
+        }
+        let link = map_files_path(self.pid, start, end);
+        let file = std::fs::File::open(&link).map_err(CompoundError::io("open the deleted mapped file", &link))?;
+        let metadata = file.metadata().map_err(CompoundError::io("stat", &link))?;
+        let size = metadata.size();
+        let ranges = page_ranges(&file, size, &link)?;
+        let stored: u64 = ranges.iter().map(|(start, end)| end.min(&size) - start).sum();
+        let limit = contents_limit();
+        if stored > limit {
+            return Err(Unsupported {
+                what: format!(
+                    "a mapped deleted file holding {stored} bytes of data, above the {limit} bytes a dump saves of \
+                     one file (raise it with crp dump {CONTENTS_LIMIT_OPTION} BYTES)"
+                ),
+                location: format!("[{start:#x}, {end:#x}) {path} (deleted)"),
+            }
+            .into());
+        }
+        let mut extents = Vec::with_capacity(ranges.len());
+        for (from, to) in ranges {
+            let to = to.min(size);
+            let mut data = vec![0u8; usize::try_from(to - from).unwrap_or(0)];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, from)
+                .map_err(CompoundError::io("read the deleted mapped file", &link))?;
+            extents.push(Extent { offset: from, data });
+        }
+        let kind = SharedKind::DeletedFile {
+            path: path.to_owned(),
+            mode: metadata.mode() & 0o7777,
+            contents: Contents { size, extents },
+        };
+        self.objects.push(SharedObject { kind, device, inode, size, outside: Vec::new() });
         Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
     }
 
@@ -202,8 +280,7 @@ fn holders_outside(pid: i32, wanted: &[(u64, u64)]) -> Vec<Vec<i32>> {
         if let Ok(descriptors) = std::fs::read_dir(format!("/proc/{other}/fd")) {
             for descriptor in descriptors.flatten() {
                 let Ok(link) = std::fs::read_link(descriptor.path()) else { continue };
-                let link = link.to_string_lossy();
-                if !link.starts_with("/memfd:") && !link.starts_with("/dev/zero") {
+                if !link.to_string_lossy().ends_with(" (deleted)") {
                     continue;
                 }
                 let Ok(metadata) = std::fs::metadata(descriptor.path()) else { continue };
@@ -249,6 +326,9 @@ pub fn page_runs(
 ) -> Result<BTreeMap<u64, Vec<(u64, u64)>>, CompoundError> {
     let mut runs: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
     for (index, object) in shared.objects.iter().enumerate() {
+        if object.contents_in_metadata() {
+            continue;
+        }
         let mappings: Vec<(&VmaRecord, u64)> = vmas
             .iter()
             .filter_map(|vma| match vma.backing {
@@ -360,7 +440,72 @@ pub fn create_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<u
             tracee.syscall("ftruncate", libc::SYS_ftruncate, [fd, object.size, 0, 0, 0, 0])?;
             Ok(fd)
         }
+        SharedKind::DeletedFile { path, mode, contents } => {
+            let directory = match path.rfind('/') {
+                Some(0) | None => "/",
+                Some(slash) => &path[..slash],
+            };
+            let mut scratch = tracee.scratch();
+            let directory = scratch.push_c_string(directory.as_bytes());
+            scratch.commit(tracee)?;
+            let flags = arg(libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC);
+            let fd = tracee.syscall(
+                "openat",
+                libc::SYS_openat,
+                [arg(libc::AT_FDCWD), directory, flags, u64::from(*mode), 0, 0],
+            )?;
+            fill_from_crp(tracee, fd, contents)?;
+            tracee.syscall("ftruncate", libc::SYS_ftruncate, [fd, object.size, 0, 0, 0, 0])?;
+            tracee.syscall("fchmod", libc::SYS_fchmod, [fd, u64::from(*mode), 0, 0, 0, 0])?;
+            Ok(fd)
+        }
     }
+}
+
+/// Writes `contents` into descriptor `fd` of the tracee, from crp through
+/// /proc/PID/fd/FD.
+fn fill_from_crp(tracee: &mut dyn Tracee, fd: u64, contents: &Contents) -> Result<(), EngineError> {
+    if contents.extents.is_empty() {
+        return Ok(());
+    }
+    let file = std::fs::File::from(tracee.reopen_descriptor(fd, libc::O_WRONLY)?);
+    for extent in &contents.extents {
+        std::os::unix::fs::FileExt::write_all_at(&file, &extent.data, extent.offset).map_err(|error| {
+            EngineError::Descriptor {
+                operation: "fill the recreated deleted file of",
+                pid: tracee.pid(),
+                fd,
+                errno: Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Refuses, before the child exists, a deleted file this host cannot make
+/// again: its directory must take O_TMPFILE.
+pub fn check_host(shared: &SharedMemory) -> Result<(), CompoundError> {
+    for object in &shared.objects {
+        let SharedKind::DeletedFile { path, .. } = &object.kind else { continue };
+        let directory = match path.rfind('/') {
+            Some(0) | None => "/",
+            Some(slash) => &path[..slash],
+        };
+        let made = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(directory);
+        if let Err(error) = made {
+            return Err(Unsupported {
+                what: format!("recreating a mapped deleted file needs O_TMPFILE in its directory {directory}: {error}"),
+                location: path.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// How a maps entry names what it maps, for [`super::Mapping`].
