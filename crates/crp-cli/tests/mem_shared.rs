@@ -116,3 +116,23 @@ fn memory_shared_outside_the_dump_is_restored_with_a_warning() {
         "{stderr}"
     );
 }
+
+#[test]
+fn python_shared_values_and_an_anonymous_mmap_come_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/shared_values.py");
+    let mut command = Command::new("python3");
+    command.arg(script);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("python.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let json = inspect_json(&image);
+    let kinds: Vec<String> =
+        json["shared_memory"].as_array().unwrap().iter().map(|object| object["kind"].to_string()).collect();
+    assert!(kinds.iter().any(|kind| kind.contains("MAP_SHARED|MAP_ANONYMOUS")), "{kinds:?}");
+    assert!(kinds.iter().any(|kind| kind.contains("/dev/shm/sem.")), "the Value's semaphore: {kinds:?}");
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} python\n", subject.pid), "{}", stderr_of(&output));
+}
