@@ -136,3 +136,64 @@ fn python_shared_values_and_an_anonymous_mmap_come_back() {
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} python\n", subject.pid), "{}", stderr_of(&output));
 }
+
+/// The keyed segment the sysv subject made for `directory`, if it exists.
+fn keyed_segment(directory: &Path) -> Option<i32> {
+    let path = std::ffi::CString::new(directory.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: ftok and shmget read only the NUL-terminated path.
+    let id = unsafe { libc::shmget(libc::ftok(path.as_ptr(), i32::from(b's')), 0, 0) };
+    (id >= 0).then_some(id)
+}
+
+fn remove_segment(id: i32) {
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+}
+
+/// Dumps the sysv subject; `change` runs while it is gone; the restore says
+/// what the segment should hold.
+fn sysv_round_trip(change: impl FnOnce(&Path, i32), expect: &str) -> serde_json::Value {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(c_program("mem_shared"));
+    command.arg("sysv").arg(directory.path());
+    let mut subject = Subject::spawn(command);
+    let id = keyed_segment(directory.path()).unwrap();
+    let image = directory.path().join("sysv.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let json = inspect_json(&image);
+    change(directory.path(), id);
+    let output = restore(&image, &[], &format!("{expect}\n"));
+    if let Some(left) = keyed_segment(directory.path()) {
+        remove_segment(left);
+    }
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} sysv {expect}\n", subject.pid), "{}", stderr_of(&output));
+    json
+}
+
+#[test]
+fn a_sysv_segment_that_still_exists_is_attached_again_with_what_others_wrote() {
+    let json = sysv_round_trip(
+        |_, id| {
+            // SAFETY: attaches the subject's segment in this test process, writes one byte, detaches.
+            unsafe {
+                let address = libc::shmat(id, std::ptr::null(), 0);
+                assert_ne!(address as isize, -1);
+                address.cast::<u8>().add(100).write(b'T');
+                libc::shmdt(address);
+            }
+        },
+        "kept",
+    );
+    let objects = json["shared_memory"].as_array().unwrap();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let keyed = objects.iter().find(|object| object["size"] == 3 * 4096).unwrap();
+    assert!(keyed["kind"].as_str().unwrap().starts_with("SysV shm key"), "{keyed}");
+    assert_eq!((keyed["mappings"].clone(), keyed["pages_stored"].clone()), (3.into(), 2.into()), "{keyed}");
+}
+
+#[test]
+fn a_sysv_segment_removed_meanwhile_is_made_again_with_its_contents() {
+    sysv_round_trip(|_, id| remove_segment(id), "made");
+}

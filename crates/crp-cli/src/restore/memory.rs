@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::io::IoSlice;
 
 use crp_compound::files::{FdTable, FdTarget};
-use crp_compound::vma::{Backing, SharedMemory, VmaRecord, finish_vma, map_vma_from};
+use crp_compound::vma::shared::{self, Made};
+use crp_compound::vma::{Backing, SharedKind, SharedMemory, VmaRecord, finish_vma, map_vma_from};
 use crp_image::{ImageReader, PageRunEntry};
 use crp_ptrace::{Injector, TraceeExt, arg};
 use crp_recursive::AddressSpace;
@@ -38,26 +39,64 @@ pub fn map_and_fill(
     // VMAs the image holds pages for start writable, to be filled.
     let filled: BTreeSet<u64> =
         reader.page_runs().iter().filter_map(|run| space.find(run.vaddr)).map(|(start, _, _)| start).collect();
-    let mut object_fds = Vec::with_capacity(shared.objects.len());
+    let mut made = Vec::with_capacity(shared.objects.len());
     for object in &shared.objects {
-        object_fds.push(crp_compound::vma::shared::create_object(injector, object)?);
+        made.push(shared::create_object(injector, object)?);
     }
+    // SysV attachments made so far, by (object, base address).
+    let mut attached: BTreeSet<(u32, u64)> = BTreeSet::new();
+    // VMAs of SysV segments that existed already: their contents are theirs.
+    let mut kept: BTreeSet<u64> = BTreeSet::new();
     for (start, _, vma) in space.ranges() {
-        let object_fd = match vma.backing {
-            Backing::Shared { object, .. } => object_fds.get(object as usize).copied(),
-            _ => None,
-        };
-        map_vma_from(injector, vma, filled.contains(&start), object_fd)?;
+        let fill = filled.contains(&start);
+        match (vma.backing.clone(), made_for(&vma.backing, &made)) {
+            (Backing::Shared { object, offset }, Some(Made::SysV { id, reused })) => {
+                let base = vma.start - offset;
+                let read_only = !vma.flags().contains(crp_compound::vma::VmaFlags::MAY_WRITE);
+                if attached.insert((object, base)) {
+                    shared::attach(injector, id, base, read_only)?;
+                }
+                if reused {
+                    kept.insert(start);
+                }
+                let mut protection = u64::from(vma.protection);
+                if fill && !reused {
+                    protection |= arg(libc::PROT_WRITE);
+                }
+                injector.syscall("mprotect", libc::SYS_mprotect, [vma.start, vma.length(), protection, 0, 0, 0])?;
+            }
+            (_, Some(Made::Descriptor(fd))) => map_vma_from(injector, vma, fill, Some(fd))?,
+            _ => map_vma_from(injector, vma, fill, None)?,
+        }
     }
-    for fd in object_fds {
-        injector.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    for (object, handle) in shared.objects.iter().zip(&made) {
+        match *handle {
+            Made::Descriptor(fd) => {
+                injector.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+            }
+            Made::SysV { id, reused: false } if matches!(object.kind, SharedKind::SysV { removed: true, .. }) => {
+                shared::remove_segment(injector, id)?;
+            }
+            Made::SysV { .. } => {}
+        }
     }
-    let runs = reader.page_runs().iter().filter(|run| space.find(run.vaddr).is_some());
+    let runs = reader
+        .page_runs()
+        .iter()
+        .filter(|run| space.find(run.vaddr).is_some_and(|(start, _, _)| !kept.contains(&start)));
     write_pages(pid, reader, runs)?;
     for (start, _, vma) in space.ranges() {
-        finish_vma(injector, vma, filled.contains(&start))?;
+        finish_vma(injector, vma, filled.contains(&start) && !kept.contains(&start))?;
     }
     Ok(())
+}
+
+/// What `backing`'s shared memory object was made again as.
+fn made_for(backing: &Backing, made: &[Made]) -> Option<Made> {
+    match backing {
+        Backing::Shared { object, .. } => made.get(*object as usize).copied(),
+        _ => None,
+    }
 }
 
 /// Maps every mapping of a memfd or deleted file a descriptor held, from a

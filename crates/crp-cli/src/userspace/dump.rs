@@ -45,6 +45,8 @@ impl DumpBackend for Dump {
             })
             .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
         let shared_memory = gathering.finish();
+        crp_compound::vma::shared::check_attachments(&vmas, &shared_memory)
+            .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
 
         park(frozen, &maps)?;
         let Injected {

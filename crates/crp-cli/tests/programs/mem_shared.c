@@ -24,6 +24,14 @@
  *       descriptor holds them: a POSIX shm object after shm_unlink, a
  *       library replaced on disk). After the restore: the contents, and
  *       DIR/shm's two mappings are still one object.
+ *   mem_shared sysv DIR
+ *       a SysV segment of key ftok(DIR, 's') (3 pages, mode 0640) attached
+ *       read-write and split by an mprotect of its page 1, with data on
+ *       pages 0 and 2; an IPC_PRIVATE segment (1 page) removed (IPC_RMID)
+ *       while attached. The line the test
+ *       sends says what to expect of the keyed segment: "kept" (it still
+ *       existed: reattached, byte 100 of page 0 as the test wrote it) or
+ *       "made" (the test removed it: made again with the image's contents).
  *   mem_shared outside DIR
  *       one page of MAP_SHARED|MAP_ANONYMOUS memory that a helper (a
  *       grandchild, its pid in DIR/helper.pid, killed by the test) maps too.
@@ -38,7 +46,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -203,6 +213,49 @@ static int run_unheld(void) {
     return ok("unheld");
 }
 
+static int run_sysv(void) {
+    key_t key = ftok(dir, 's');
+    int keyed = shmget(key, 3 * PAGE, IPC_CREAT | IPC_EXCL | 0640);
+    int lone = shmget(IPC_PRIVATE, PAGE, IPC_CREAT | 0600);
+    if (keyed < 0 || lone < 0) return fail("shmget");
+    char *segment = shmat(keyed, NULL, 0);
+    char *private = shmat(lone, NULL, 0);
+    if (segment == (void *)-1 || private == (void *)-1) return fail("shmat");
+    if (shmctl(lone, IPC_RMID, NULL)) return fail("IPC_RMID");
+    fill(segment, 'k');
+    fill(segment + 2 * PAGE, 'K');
+    fill(private, 'r');
+    if (mprotect(segment + PAGE, PAGE, PROT_READ)) return fail("mprotect");
+    struct shmid_ds before;
+    if (shmctl(keyed, IPC_STAT, &before)) return fail("IPC_STAT");
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    char line[32] = {0};
+    if (read(0, line, sizeof line - 1) <= 0) return fail("read from stdin");
+    int kept = !strncmp(line, "kept", 4);
+
+    if (segment[100] != (kept ? 'T' : (char)('k' + 100 % 7))) return fail("byte 100 of the keyed segment");
+    segment[100] = (char)('k' + 100 % 7);
+    if (!filled(segment, 'k') || !filled(segment + 2 * PAGE, 'K')) return fail("the keyed segment lost its contents");
+    for (int i = 0; i < PAGE; i++)
+        if (segment[PAGE + i]) return fail("the keyed segment's page 1 is not zero");
+    if (!filled(private, 'r')) return fail("the removed segment lost its contents");
+    struct shmid_ds status;
+    int now = shmget(key, 0, 0);
+    if (now < 0 || shmctl(now, IPC_STAT, &status)) return fail("the keyed segment is not there");
+    if (status.shm_segsz != 3 * PAGE || (status.shm_perm.mode & 0777) != 0640) return fail("the keyed segment's size or mode");
+    /* One per VMA of the attachment, as before. */
+    if (status.shm_nattch != before.shm_nattch) return fail("the keyed segment's attach count changed");
+    if (kept && now != keyed) return fail("an existing segment was not attached again");
+    /* The attachment is the segment: a write shows through another attachment. */
+    char *other = shmat(now, NULL, SHM_RDONLY);
+    if (other == (void *)-1) return fail("shmat again");
+    segment[5] = 'Q';
+    if (other[5] != 'Q') return fail("the attachment is not of the keyed segment");
+    segment[5] = (char)('k' + 5);
+    return ok(kept ? "sysv kept" : "sysv made");
+}
+
 static int run_outside(void) {
     char *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) return fail("mmap shared");
@@ -245,5 +298,6 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "deleted")) return run_deleted();
     if (!strcmp(mode, "outside")) return run_outside();
     if (!strcmp(mode, "unheld")) return run_unheld();
+    if (!strcmp(mode, "sysv")) return run_sysv();
     return fail("unknown mode");
 }

@@ -46,6 +46,8 @@ enum MemoryObject<'a> {
     Memfd { name: &'a str },
     /// `PATH (deleted)`.
     Deleted,
+    /// `/SYSVKKKKKKKK (deleted)`: a SysV segment, its id the inode.
+    SysV,
 }
 
 /// The objects of the descriptor table (deleted files and memfds) a
@@ -116,6 +118,9 @@ impl<'a> Mapping<'a> {
     /// The memory object this mapping maps, when it has no name crp could
     /// reopen: anonymous shared memory, a memfd or a deleted file.
     fn memory_object(&self) -> Option<MemoryObject<'a>> {
+        if self.shared && self.name.starts_with("/SYSV") && self.name.ends_with(" (deleted)") {
+            return Some(MemoryObject::SysV);
+        }
         if !self.has_inode {
             return None;
         }
@@ -141,8 +146,6 @@ impl<'a> Mapping<'a> {
     pub fn refusal(&self) -> Option<Unsupported> {
         let what = if self.hugetlb {
             "a hugetlbfs mapping (MAP_HUGETLB, MFD_HUGETLB or a hugetlbfs file)"
-        } else if self.name.starts_with("/SYSV") {
-            "SysV shared memory (shmat)"
         } else if self.memory_object().is_some() && !self.device {
             return None;
         } else if self.shared && self.name.is_empty() {
@@ -241,6 +244,10 @@ impl<'a> Mapping<'a> {
             }
             (MemoryObject::Memfd { .. }, None) => {
                 return Err(self.unsupported("a private mapping of a memfd no descriptor holds any more").into());
+            }
+            (MemoryObject::SysV, _) => {
+                let object = gathering.sysv_of(self.start, self.end, self.object_device, self.inode)?;
+                Backing::Shared { object, offset: self.file_offset }
             }
             (MemoryObject::Deleted, None) => {
                 let path = self.name.strip_suffix(" (deleted)").unwrap_or(self.name);
@@ -363,7 +370,8 @@ mod tests {
             let kmod = Mapping::from_maps(&entry(name, shared, 5)).kmod_refusal().unwrap();
             assert!(kmod.what.contains("kmod back end") && kmod.location.contains("0x1000"), "{kmod}");
         }
-        assert!(refusal(&entry("/SYSV00001234 (deleted)", true, 5)).unwrap().what.contains("SysV"));
+        assert!(refusal(&entry("/SYSV00001234 (deleted)", true, 0)).is_none(), "restored by the userspace back end");
+        assert!(Mapping::from_maps(&entry("/SYSV00001234 (deleted)", true, 0)).kmod_refusal().is_some());
         let mut huge = entry("/memfd:h (deleted)", true, 5);
         huge.vm_flags.push("ht".into());
         assert!(refusal(&huge).unwrap().what.contains("hugetlbfs"));

@@ -54,6 +54,12 @@ pub enum SharedKind {
     /// contents limit) and it is made again unlinked in its directory
     /// (`O_TMPFILE`, so `/proc/PID/maps` names it `DIR/#INODE (deleted)`).
     DeletedFile { path: String, mode: u32, contents: Contents },
+    /// A SysV shared memory segment (`shmat`): attached again to the
+    /// segment of the same key when one exists with the same size and mode
+    /// (its contents, which its other users may have written since, are
+    /// kept), else created (a new id) and filled; `removed` (IPC_RMID while
+    /// attached, key IPC_PRIVATE) is removed again once attached.
+    SysV { key: i32, id: i32, mode: u32, removed: bool },
 }
 
 /// One shared memory object, however many mappings it has.
@@ -84,6 +90,7 @@ impl SharedObject {
             SharedKind::Anonymous => "MAP_SHARED|MAP_ANONYMOUS".to_owned(),
             SharedKind::Memfd { name } => format!("memfd:{name}"),
             SharedKind::DeletedFile { path, .. } => format!("deleted file {path}"),
+            SharedKind::SysV { key, id, .. } => format!("SysV shm key {key:#x} id {id}"),
         }
     }
 
@@ -107,6 +114,11 @@ impl SharedMemory {
                 && (name.len() > MEMFD_NAME_MAX || name.contains('\0'))
             {
                 return Err(Invalid::new(field(), format!("has memfd name {name:.80?}, not one memfd_create takes")));
+            }
+            if matches!(object.kind, SharedKind::SysV { .. })
+                && (object.size == 0 || i32::try_from(object.size).is_err())
+            {
+                return Err(Invalid::new(field(), format!("is a SysV segment of {} bytes", object.size)));
             }
             if object.kind == SharedKind::Anonymous && (object.size == 0 || object.size % PAGE_SIZE != 0) {
                 return Err(Invalid::new(field(), format!("is anonymous shared memory of {} bytes", object.size)));
@@ -146,7 +158,7 @@ impl SharedMemory {
                 _ => {}
             }
         }
-        Ok(())
+        check_attachments(vmas, self).map_err(|refusal| Invalid::new(refusal.location, refusal.what))
     }
 
     /// The objects other processes map or hold too.
@@ -233,6 +245,41 @@ impl Gathering {
         Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
     }
 
+    /// The index of SysV segment `id` (key `key`) attached at `[start, end)`,
+    /// recorded (from /proc/sysvipc/shm) the first time.
+    pub(super) fn sysv_of(&mut self, start: u64, end: u64, device: u64, id: u64) -> Result<u32, CompoundError> {
+        let known = self.objects.iter().position(
+            |object| matches!(object.kind, SharedKind::SysV { id: known, .. } if u64::try_from(known).ok() == Some(id)),
+        );
+        if let Some(index) = known {
+            return Ok(u32::try_from(index).unwrap_or(u32::MAX));
+        }
+        let location = || format!("[{start:#x}, {end:#x}) SysV segment id {id}");
+        let Some(segment) = sysv_segments()?.into_iter().find(|segment| u64::try_from(segment.id).ok() == Some(id))
+        else {
+            return Err(Unsupported {
+                what: "a SysV segment /proc/sysvipc/shm does not list".into(),
+                location: location(),
+            }
+            .into());
+        };
+        if segment.mode & SHM_LOCKED != 0 {
+            return Err(Unsupported {
+                what: "a SysV segment locked in memory (shmctl SHM_LOCK)".into(),
+                location: location(),
+            }
+            .into());
+        }
+        let kind = SharedKind::SysV {
+            key: segment.key,
+            id: segment.id,
+            mode: segment.mode & 0o777,
+            removed: segment.mode & SHM_DEST != 0,
+        };
+        self.objects.push(SharedObject { kind, device, inode: id, size: segment.size, outside: Vec::new() });
+        Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
+    }
+
     /// The objects, each with the other processes that map or hold it.
     pub fn finish(mut self) -> SharedMemory {
         if !self.objects.is_empty() {
@@ -244,6 +291,90 @@ impl Gathering {
         }
         SharedMemory { objects: self.objects }
     }
+}
+
+/// `SHM_DEST`: removed (IPC_RMID), destroyed at the last detach.
+const SHM_DEST: u32 = 0o1000;
+/// `SHM_LOCKED`: locked with shmctl(SHM_LOCK).
+const SHM_LOCKED: u32 = 0o2000;
+
+/// One line of /proc/sysvipc/shm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SysvSegment {
+    pub key: i32,
+    pub id: i32,
+    /// Permission bits with SHM_DEST and SHM_LOCKED.
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// The SysV segments of crp's IPC namespace (the restored process's too).
+pub fn sysv_segments() -> Result<Vec<SysvSegment>, CompoundError> {
+    const PATH: &str = "/proc/sysvipc/shm";
+    let text = std::fs::read_to_string(PATH).map_err(CompoundError::io("read", PATH))?;
+    Ok(parse_sysv(&text))
+}
+
+fn parse_sysv(text: &str) -> Vec<SysvSegment> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else { return Vec::new() };
+    let columns: Vec<&str> = header.split_ascii_whitespace().collect();
+    let column = |name: &str| columns.iter().position(|column| *column == name);
+    let (Some(key), Some(id), Some(perms), Some(size)) =
+        (column("key"), column("shmid"), column("perms"), column("size"))
+    else {
+        return Vec::new();
+    };
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            Some(SysvSegment {
+                key: fields.get(key)?.parse().ok()?,
+                id: fields.get(id)?.parse().ok()?,
+                mode: u32::from_str_radix(fields.get(perms)?, 8).ok()?,
+                size: fields.get(size)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Refuses a SysV attachment the restore cannot make again with one
+/// `shmat`: its VMAs (split by mprotect) must cover the whole segment from
+/// one base address.
+pub fn check_attachments(vmas: &[VmaRecord], shared: &SharedMemory) -> Result<(), Unsupported> {
+    for (base, object, end) in attachments(vmas, shared) {
+        let size = shared.objects[object as usize].size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if end != base.saturating_add(size) {
+            return Err(Unsupported {
+                what: format!(
+                    "a SysV attachment only partly mapped (munmap'd or mremap'd: {:#x} of {size:#x} bytes)",
+                    end.saturating_sub(base)
+                ),
+                location: format!("[{base:#x}, {end:#x}) {}", shared.objects[object as usize].describe()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each SysV attachment: its base address, its object, and where the run of
+/// VMAs mapping it contiguously from the base ends.
+fn attachments(vmas: &[VmaRecord], shared: &SharedMemory) -> Vec<(u64, u32, u64)> {
+    let mut found: Vec<(u64, u32, u64)> = Vec::new();
+    for vma in vmas {
+        let Backing::Shared { object, offset } = vma.backing else { continue };
+        if !matches!(shared.objects.get(object as usize).map(|object| &object.kind), Some(SharedKind::SysV { .. })) {
+            continue;
+        }
+        let base = vma.start.wrapping_sub(offset);
+        match found.iter_mut().find(|(known, known_object, _)| *known == base && *known_object == object) {
+            Some((_, _, end)) if *end == vma.start => *end = vma.end,
+            Some(_) => {}
+            None if offset == 0 => found.push((base, object, vma.end)),
+            None => found.push((base, object, base)),
+        }
+    }
+    found
 }
 
 /// `makedev` of a maps line's `major:minor`.
@@ -410,10 +541,45 @@ fn page_ranges(file: &std::fs::File, size: u64, path: &str) -> Result<Vec<(u64, 
     Ok(ranges)
 }
 
-/// Makes `object` again in the process being restored; returns the
-/// descriptor (close-on-exec) its mappings are mapped from.
-pub fn create_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<u64, EngineError> {
+/// A shared memory object made again in the process being restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// A descriptor (close-on-exec) its mappings are mapped from.
+    Descriptor(u64),
+    /// A SysV segment to attach; `reused` when it existed already (its
+    /// contents are its own: the image's are not written over them).
+    SysV { id: u64, reused: bool },
+}
+
+/// Makes `object` again in the process being restored.
+pub fn create_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<Made, EngineError> {
+    if let SharedKind::SysV { key, mode, removed, .. } = object.kind {
+        if key != libc::IPC_PRIVATE
+            && !removed
+            && let Some(existing) = matching_segment(key, object.size, mode)
+        {
+            return Ok(Made::SysV { id: u64::try_from(existing.id).unwrap_or(0), reused: true });
+        }
+        let key = if removed { libc::IPC_PRIVATE } else { key };
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777).cast_signed();
+        let id = tracee.syscall("shmget", libc::SYS_shmget, [arg(key), object.size, arg(flags), 0, 0, 0])?;
+        return Ok(Made::SysV { id, reused: false });
+    }
+    create_file_object(tracee, object).map(Made::Descriptor)
+}
+
+/// The segment of `key` on this host, when it has `size` and `mode`.
+fn matching_segment(key: i32, size: u64, mode: u32) -> Option<SysvSegment> {
+    let segment =
+        sysv_segments().ok()?.into_iter().find(|segment| segment.key == key && segment.mode & SHM_DEST == 0)?;
+    (segment.size == size && segment.mode & 0o777 == mode & 0o777).then_some(segment)
+}
+
+fn create_file_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<u64, EngineError> {
     match &object.kind {
+        SharedKind::SysV { .. } => {
+            Err(EngineError::Syscall { syscall: "shmget", args: Vec::new(), pid: tracee.pid(), errno: Errno::EINVAL })
+        }
         SharedKind::Anonymous => {
             // The kernel's own shmem object for anonymous shared memory
             // (named `/dev/zero (deleted)` like the original), reached
@@ -482,10 +648,56 @@ fn fill_from_crp(tracee: &mut dyn Tracee, fd: u64, contents: &Contents) -> Resul
     Ok(())
 }
 
-/// Refuses, before the child exists, a deleted file this host cannot make
-/// again: its directory must take O_TMPFILE.
+/// Attaches SysV segment `id` at `base` (as the original attachment:
+/// read-only without VM_MAYWRITE), replacing what is there.
+pub fn attach(tracee: &mut dyn Tracee, id: u64, base: u64, read_only: bool) -> Result<(), EngineError> {
+    let flags = libc::SHM_REMAP | if read_only { libc::SHM_RDONLY } else { 0 };
+    let attached = tracee.syscall("shmat", libc::SYS_shmat, [id, base, arg(flags), 0, 0, 0])?;
+    if attached != base {
+        return Err(EngineError::Syscall {
+            syscall: "shmat",
+            args: vec![id, base],
+            pid: tracee.pid(),
+            errno: Errno::EADDRNOTAVAIL,
+        });
+    }
+    Ok(())
+}
+
+/// Removes (IPC_RMID) a recreated segment the original had removed.
+pub fn remove_segment(tracee: &mut dyn Tracee, id: u64) -> Result<(), EngineError> {
+    tracee.syscall("shmctl", libc::SYS_shmctl, [id, arg(libc::IPC_RMID), 0, 0, 0, 0]).map(drop)
+}
+
+/// Refuses, before the child exists, an object this host cannot give
+/// back: a deleted file whose directory takes no O_TMPFILE, a SysV key
+/// that exists here with another size or mode (crp neither attaches to it
+/// nor replaces it).
 pub fn check_host(shared: &SharedMemory) -> Result<(), CompoundError> {
     for object in &shared.objects {
+        if let SharedKind::SysV { key, mode, removed, .. } = object.kind {
+            if key == libc::IPC_PRIVATE || removed {
+                continue;
+            }
+            let existing =
+                sysv_segments()?.into_iter().find(|segment| segment.key == key && segment.mode & SHM_DEST == 0);
+            if let Some(existing) = existing
+                && matching_segment(key, object.size, mode).is_none()
+            {
+                return Err(Unsupported {
+                    what: format!(
+                        "a SysV segment of key {key:#x} exists on this host with {} bytes and mode {:#o}, not {} bytes \
+                         and mode {mode:#o}: crp neither attaches to it nor replaces it",
+                        existing.size,
+                        existing.mode & 0o777,
+                        object.size
+                    ),
+                    location: object.describe(),
+                }
+                .into());
+            }
+            continue;
+        }
         let SharedKind::DeletedFile { path, .. } = &object.kind else { continue };
         let directory = match path.rfind('/') {
             Some(0) | None => "/",
