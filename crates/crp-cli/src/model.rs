@@ -16,7 +16,7 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{SharedMemory, VmaRecord};
+use crp_compound::vma::{FutureLocking, SharedMemory, VmaRecord};
 use crp_locks::LockState;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -33,6 +33,8 @@ pub struct ProcessImage {
     pub vmas: Vec<VmaRecord>,
     /// The shared memory objects `vmas` map (`Backing::Shared`).
     pub shared_memory: SharedMemory,
+    /// mlockall(MCL_FUTURE): mappings made from now on are locked.
+    pub future_locking: FutureLocking,
     pub mm: MmFields,
     pub files: FdTable,
     pub signals: SignalState,

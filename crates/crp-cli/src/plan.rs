@@ -83,6 +83,8 @@ macro_rules! leader_persisted {
 const MEMORY: &str = "memory";
 /// Mappings of the memfds and deleted files descriptors hold.
 const DESCRIPTOR_MAPPINGS: &str = "mappings of descriptor objects";
+/// mlockall(MCL_FUTURE).
+const FUTURE_LOCKING: &str = "locking of future mappings";
 
 /// What the userspace back end rebuilds by injection before [`FINISH`].
 pub const BY_INJECTION: &[Step] = &[
@@ -114,6 +116,7 @@ pub const FINISH: &[Step] = &[
             map_descriptor_objects(injector, *pid, &image.vmas, &image.files, reader)
         },
     },
+    Step { kind: FUTURE_LOCKING, run: |rebuild| Ok(rebuild.image.future_locking.restore(&mut *rebuild.injector)?) },
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
     persisted!(crp_compound::creds::Credentials, credentials),
@@ -151,6 +154,11 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         "a memfd's or deleted file's mappings are mapped from its restored descriptor",
     ),
     (MEMORY, DESCRIPTOR_MAPPINGS, "the page runs of the other mappings are written by the memory step alone"),
+    (
+        DESCRIPTOR_MAPPINGS,
+        FUTURE_LOCKING,
+        "after mlockall(MCL_FUTURE) every mapping made is locked: the process's own last",
+    ),
     (
         <crp_compound::rlimits::ResourceLimits as Persist>::KIND,
         <crp_compound::creds::Credentials as Persist>::KIND,

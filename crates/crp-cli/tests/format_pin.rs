@@ -92,6 +92,7 @@ fn reference_image() -> ProcessImage {
                 outside: vec![7],
             }],
         },
+        future_locking: crp_compound::vma::FutureLocking::default(),
         mm: MmFields {
             start_code: 0x40_0000,
             end_code: 0x40_1000,

@@ -197,3 +197,15 @@ fn a_sysv_segment_that_still_exists_is_attached_again_with_what_others_wrote() {
 fn a_sysv_segment_removed_meanwhile_is_made_again_with_its_contents() {
     sysv_round_trip(|_, id| remove_segment(id), "made");
 }
+
+#[test]
+fn locked_memory_and_mlockall_future_are_locked_again() {
+    let directory = tempfile::tempdir().unwrap();
+    let (image, _) = round_trip_ok("mlock", directory.path());
+    let json = inspect_json(&image);
+    assert_eq!(json["future_locking"], "mlockall(MCL_FUTURE)");
+    let locked: Vec<&serde_json::Value> =
+        json["vmas"].as_array().unwrap().iter().filter(|vma| vma["locked"] != "no").collect();
+    assert!(locked.iter().any(|vma| vma["locked"] == "on fault"), "{locked:?}");
+    assert!(locked.iter().any(|vma| vma["locked"] == "yes"), "{locked:?}");
+}

@@ -302,6 +302,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     vdso,
                     vmas,
                     shared_memory,
+                    future_locking: crp_compound::vma::FutureLocking { future: pid % 2 == 0, on_fault: pid % 3 == 0 },
                     mm,
                     files: files.into(),
                     signals,

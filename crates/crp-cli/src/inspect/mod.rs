@@ -276,6 +276,8 @@ pub struct VmaSummary {
     pub permissions: String,
     pub backing: String,
     pub pages_stored: u64,
+    /// "no", "yes" (mlock) or "on fault" (MLOCK_ONFAULT): locked again.
+    pub locked: &'static str,
 }
 
 /// One shared memory object (anonymous shared memory, or a memfd only
@@ -439,6 +441,8 @@ pub struct ImageSummary {
     pub registers: RegisterValues,
     pub vmas: Vec<VmaSummary>,
     pub shared_memory: Vec<SharedMemorySummary>,
+    /// "none", "mlockall(MCL_FUTURE)" or "mlockall(MCL_FUTURE|MCL_ONFAULT)".
+    pub future_locking: &'static str,
     pub vdso: Vec<SpecialMapping>,
     pub files: Vec<FdSummary>,
 }
@@ -514,6 +518,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         registers: RegisterValues(leader.cpu.registers.named().collect()),
         vmas: vmas(&image, reader),
         shared_memory: shared_memory(&image, reader),
+        future_locking: image.future_locking.describe(),
         vdso: image
             .vdso
             .mappings
@@ -836,6 +841,8 @@ fn signals(image: &ProcessImage, thread: &crp_compound::signals::ThreadSignals) 
     }
 }
 
+use crp_compound::vma::VmaFlags;
+
 fn vmas(image: &ProcessImage, reader: &ImageReader) -> Vec<VmaSummary> {
     let runs = reader.page_runs();
     image
@@ -851,6 +858,11 @@ fn vmas(image: &ProcessImage, reader: &ImageReader) -> Vec<VmaSummary> {
                 .filter(|run| run.vaddr >= vma.start && run.vaddr < vma.end)
                 .map(|run| run.page_count)
                 .sum(),
+            locked: match (vma.flags().contains(VmaFlags::LOCKED), vma.flags().contains(VmaFlags::LOCK_ON_FAULT)) {
+                (false, _) => "no",
+                (true, false) => "yes",
+                (true, true) => "on fault",
+            },
         })
         .collect()
 }

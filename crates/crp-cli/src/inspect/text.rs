@@ -355,16 +355,23 @@ fn memory(out: &mut String, summary: &ImageSummary) {
     for vma in &summary.vmas {
         let _ = writeln!(
             out,
-            "  {:<33} {:<5} {:>8}  {}",
+            "  {:<33} {:<5} {:>8}  {}{}",
             format!("{:#x}-{:#x}", vma.start.value, vma.end.value),
             vma.permissions,
             vma.pages_stored,
-            vma.backing
+            vma.backing,
+            match vma.locked {
+                "no" => String::new(),
+                locked => format!(" (mlocked{})", if locked == "on fault" { ", on fault" } else { "" }),
+            }
         );
     }
     for mapping in &summary.vdso {
         let range = format!("{:#x}-{:#x}", mapping.start.value, mapping.end.value);
         let _ = writeln!(out, "  {range:<33} kernel special mapping {}", mapping.name);
+    }
+    if summary.future_locking != "none" {
+        let _ = writeln!(out, "  new mappings locked: {} (set again at restore)", summary.future_locking);
     }
     if summary.shared_memory.is_empty() {
         return;

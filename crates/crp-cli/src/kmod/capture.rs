@@ -50,10 +50,16 @@ impl DumpBackend for Dump {
         // gives it); parking needs the mappings too.
         let maps = procfs::smaps(pid)?;
         park(frozen, &maps)?;
-        let (thread_attributes, attributes) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-            Ok::<_, CrpError>((ThreadAttributes::capture(context)?, ProcessAttributes::capture(context)?))
-        })?;
+        let (thread_attributes, attributes, future_locking) =
+            frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+                let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+                let thread_attributes = ThreadAttributes::capture(context)?;
+                let attributes = ProcessAttributes::capture(context)?;
+                // The scratch mapping is the probe: locked iff MCL_FUTURE.
+                let probe = context.tracee.scratch_area().0;
+                let future_locking = crp_compound::vma::FutureLocking::from_probe(context.tracee.pid(), probe)?;
+                Ok::<_, CrpError>((thread_attributes, attributes, future_locking))
+            })?;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
@@ -74,6 +80,7 @@ impl DumpBackend for Dump {
             vmas,
             // Refused by `kmod_refusal` for this back end.
             shared_memory: crp_compound::vma::SharedMemory::default(),
+            future_locking,
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
             files: crp_compound::files::capture(pid)?,
             signals: SignalState::from_abi(&dump.state),

@@ -33,6 +33,7 @@ pub fn check_image(image: &ProcessImage) -> Result<(), CrpError> {
 
 fn refusal(vma: &VmaRecord) -> Option<Unsupported> {
     let what = match vma.backing {
+        _ if vma.flags().contains(crp_compound::vma::VmaFlags::LOCKED) => "mlock()ed memory",
         Backing::Shared { .. } => "shared memory (MAP_SHARED|MAP_ANONYMOUS, /dev/zero or a memfd)",
         Backing::Descriptor { .. } => "a mapping of a memfd or deleted file",
         Backing::Anonymous { .. } | Backing::File(_) => return None,

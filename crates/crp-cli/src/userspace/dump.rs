@@ -11,7 +11,7 @@ use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::shared::Gathering;
-use crp_compound::vma::{DescriptorObjects, Mapping, VmaRecord};
+use crp_compound::vma::{DescriptorObjects, FutureLocking, Mapping, VmaRecord};
 use crp_locks::LockState;
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
@@ -60,6 +60,7 @@ impl DumpBackend for Dump {
             task,
             thread_attributes,
             attributes,
+            future_locking,
         } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -71,6 +72,7 @@ impl DumpBackend for Dump {
             vdso,
             vmas,
             shared_memory,
+            future_locking,
             mm,
             files,
             signals,
@@ -100,6 +102,7 @@ struct Injected {
     timers: IntervalTimers,
     thread_attributes: ThreadAttributes,
     attributes: ProcessAttributes,
+    future_locking: FutureLocking,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -118,6 +121,8 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             task: TaskIdentity::capture(context)?,
             thread_attributes: ThreadAttributes::capture(context)?,
             attributes: ProcessAttributes::capture(context)?,
+            // The scratch mapping is the probe: locked iff MCL_FUTURE.
+            future_locking: FutureLocking::from_probe(context.tracee.pid(), context.tracee.scratch_area().0)?,
         })
     })
 }

@@ -156,6 +156,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             anonymous(STACK, STACK + 0x2_0000, "[stack]", VmaFlags::GROWS_DOWN),
         ],
         shared_memory: SharedMemory::default(),
+        future_locking: crp_compound::vma::FutureLocking::default(),
         mm: MmFields {
             start_code: CODE,
             end_code: CODE + 0x1000,

@@ -32,6 +32,10 @@
  *       sends says what to expect of the keyed segment: "kept" (it still
  *       existed: reattached, byte 100 of page 0 as the test wrote it) or
  *       "made" (the test removed it: made again with the image's contents).
+ *   mem_shared mlock DIR
+ *       2 pages mlock()ed with data, 2 pages mlock2(MLOCK_ONFAULT)ed, then
+ *       mlockall(MCL_FUTURE). After the restore: each still locked (smaps
+ *       VmFlags lo, lf), its data, and a new mapping locked too.
  *   mem_shared outside DIR
  *       one page of MAP_SHARED|MAP_ANONYMOUS memory that a helper (a
  *       grandchild, its pid in DIR/helper.pid, killed by the test) maps too.
@@ -256,6 +260,47 @@ static int run_sysv(void) {
     return ok(kept ? "sysv kept" : "sysv made");
 }
 
+/* Whether the VMA at `address` has VmFlags mnemonic `flag`. */
+static int has_vm_flag(const void *address, const char *flag) {
+    FILE *smaps = fopen("/proc/self/smaps", "r");
+    if (!smaps) return -1;
+    char line[512];
+    int inside = 0, found = 0;
+    while (fgets(line, sizeof line, smaps)) {
+        unsigned long start, end;
+        if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = (unsigned long)address >= start && (unsigned long)address < end;
+        } else if (inside && !strncmp(line, "VmFlags:", 8)) {
+            char needle[8];
+            snprintf(needle, sizeof needle, " %s", flag);
+            for (char *at = line + 8; (at = strstr(at, needle)); at++)
+                if (at[3] == ' ' || at[3] == '\n') found = 1;
+        }
+    }
+    fclose(smaps);
+    return found;
+}
+
+static int run_mlock(void) {
+    char *locked = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *on_fault = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (locked == MAP_FAILED || on_fault == MAP_FAILED) return fail("mmap");
+    fill(locked + PAGE, 'L');
+    if (mlock(locked, 2 * PAGE)) return fail("mlock");
+    if (mlock2(on_fault, 2 * PAGE, MLOCK_ONFAULT)) return fail("mlock2");
+    if (mlockall(MCL_FUTURE)) return fail("mlockall");
+    if (has_vm_flag(locked, "lo") != 1 || has_vm_flag(on_fault, "lf") != 1) return fail("not locked before the dump");
+
+    wait_for_go();
+    if (!filled(locked + PAGE, 'L')) return fail("the locked pages lost their contents");
+    if (has_vm_flag(locked, "lo") != 1 || has_vm_flag(locked, "lf") != 0) return fail("mlock()ed pages are not locked");
+    if (has_vm_flag(on_fault, "lo") != 1 || has_vm_flag(on_fault, "lf") != 1) return fail("MLOCK_ONFAULT pages lost it");
+    char *later = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (later == MAP_FAILED || has_vm_flag(later, "lo") != 1) return fail("mlockall(MCL_FUTURE) is gone");
+    if (has_vm_flag(later, "lf") != 0) return fail("a new mapping is lock-on-fault");
+    return ok("mlock");
+}
+
 static int run_outside(void) {
     char *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) return fail("mmap shared");
@@ -299,5 +344,6 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "outside")) return run_outside();
     if (!strcmp(mode, "unheld")) return run_unheld();
     if (!strcmp(mode, "sysv")) return run_sysv();
+    if (!strcmp(mode, "mlock")) return run_mlock();
     return fail("unknown mode");
 }

@@ -80,11 +80,20 @@ pub fn map_vma_from(
     Ok(())
 }
 
-/// Sets the final protection of a VMA mapped with [`map_vma`].
+/// `MLOCK_ONFAULT`.
+const MLOCK_ONFAULT: u64 = 1;
+
+/// Sets the final protection of a VMA mapped with [`map_vma`], and locks
+/// it again (mlock2) when it was locked.
 pub fn finish_vma(tracee: &mut dyn Tracee, vma: &VmaRecord, was_writable_for_fill: bool) -> Result<(), EngineError> {
     if was_writable_for_fill && vma.protection & libc::PROT_WRITE.cast_unsigned() == 0 {
         let args = [vma.start, vma.length(), u64::from(vma.protection), 0, 0, 0];
         tracee.syscall("mprotect", libc::SYS_mprotect, args)?;
+    }
+    if vma.flags().contains(VmaFlags::LOCKED) {
+        // After the fill: the pages locked are the image's.
+        let on_fault = if vma.flags().contains(VmaFlags::LOCK_ON_FAULT) { MLOCK_ONFAULT } else { 0 };
+        tracee.syscall("mlock2", libc::SYS_mlock2, [vma.start, vma.length(), on_fault, 0, 0, 0])?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! [`map`] maps a record again at restore.
 
 mod kmod;
+pub mod locking;
 mod map;
 mod rules;
 pub mod shared;
@@ -13,6 +14,7 @@ use std::os::unix::fs::MetadataExt;
 
 use bitflags::bitflags;
 
+pub use locking::FutureLocking;
 pub use map::{finish_vma, map_vma, map_vma_from, open_mapped_file};
 pub use rules::{DescriptorObjects, FileAccess, Mapping, label_anonymous};
 pub use shared::{SharedKind, SharedMemory, SharedObject};
@@ -34,6 +36,11 @@ bitflags! {
         const DONT_DUMP = 1 << 5;
         const MAY_WRITE = 1 << 6;
         const NO_RESERVE = 1 << 7;
+        /// `VM_LOCKED` (mlock, mlock2, mlockall MCL_CURRENT): locked again
+        /// at restore, after its pages are in.
+        const LOCKED = 1 << 8;
+        /// `VM_LOCKONFAULT` (mlock2 MLOCK_ONFAULT, mlockall MCL_ONFAULT).
+        const LOCK_ON_FAULT = 1 << 9;
     }
 }
 
@@ -134,6 +141,11 @@ impl VmaRecord {
     /// descriptor object's contents are the file's.
     pub fn stores_pages(&self) -> bool {
         !self.shared || matches!(self.backing, Backing::Shared { .. })
+    }
+
+    /// Bytes of this VMA mlock() keeps in memory.
+    pub fn locked_bytes(&self) -> u64 {
+        if self.flags().contains(VmaFlags::LOCKED) { self.length() } else { 0 }
     }
 
     /// Mapped only after the descriptors (from a descriptor's object).

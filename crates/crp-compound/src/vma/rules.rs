@@ -98,6 +98,13 @@ impl<'a> Mapping<'a> {
                 flags |= flag;
             }
         }
+        // Not in FLAGS: the kmod ABI has no lock-on-fault bit, and its back
+        // end refuses locked memory (`locked`).
+        for (flag, mnemonic) in [(VmaFlags::LOCKED, "lo"), (VmaFlags::LOCK_ON_FAULT, "lf")] {
+            if entry.has_flag(mnemonic) {
+                flags |= flag;
+            }
+        }
         Self {
             start: entry.start,
             end: entry.end,
@@ -158,8 +165,6 @@ impl<'a> Mapping<'a> {
             "a mapping of an unnamed kernel object"
         } else if self.device || self.name.starts_with("/dev/") {
             "a device mapping"
-        } else if self.locked {
-            "mlock()ed memory"
         } else {
             return None;
         };
@@ -176,6 +181,12 @@ impl<'a> Mapping<'a> {
     /// mappings of memfds and deleted files are refused too, before
     /// anything is touched.
     pub fn kmod_refusal(&self) -> Option<Unsupported> {
+        if self.locked && self.refusal().is_none() {
+            return Some(self.unsupported(
+                "mlock()ed memory, with the kmod back end (its module does not lock memory again; --backend \
+                 userspace does)",
+            ));
+        }
         self.refusal().or_else(|| {
             self.memory_object().map(|_| {
                 self.unsupported(
@@ -378,8 +389,11 @@ mod tests {
         assert!(refusal(&entry("", true, 0)).unwrap().what.contains("shared anonymous"));
         assert!(refusal(&entry("anon_inode:[perf_event]", false, 7)).unwrap().what.contains("unnamed kernel object"));
         let mut locked = entry("", false, 0);
-        locked.vm_flags.push("lo".into());
-        assert!(refusal(&locked).unwrap().what.contains("mlock"));
+        locked.vm_flags.extend(["lo".into(), "lf".into()]);
+        assert!(refusal(&locked).is_none(), "locked again by the userspace back end");
+        let record = Mapping::from_maps(&locked).plain_record().unwrap();
+        assert!(record.flags().contains(VmaFlags::LOCKED | VmaFlags::LOCK_ON_FAULT));
+        assert!(Mapping::from_maps(&locked).kmod_refusal().unwrap().what.contains("mlock"));
         let mut device = entry("", false, 0);
         device.vm_flags.push("io".into());
         assert!(refusal(&device).unwrap().what.contains("device mapping"));
