@@ -64,6 +64,11 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     cancel::check("dump")?;
 
     let pagemap = PageMap::open(pid)?;
+    image.guard_regions = pagemap
+        .guard_regions(0, crate::restore::validate::TASK_SIZE)?
+        .into_iter()
+        .map(|(start, end)| crp_compound::vma::GuardRegion { start, end })
+        .collect();
     // A shared memory object's pages, once per object.
     let mut shared_runs = crp_compound::vma::shared::page_runs(pid, &image.vmas, &image.shared_memory)?;
     let nix_pid = frozen.pid();

@@ -92,7 +92,7 @@ pub const BY_INJECTION: &[Step] = &[
         kind: MEMORY,
         run: |rebuild| {
             let Rebuild { injector, pid, image, reader, .. } = rebuild;
-            map_and_fill(injector, *pid, &image.vmas, &image.shared_memory, reader)?;
+            map_and_fill(injector, *pid, &image.vmas, &image.shared_memory, &image.guard_regions, reader)?;
             tracing::info!(vmas = image.vmas.len(), page_bytes = reader.page_bytes(), "memory mapped and filled");
             Ok(())
         },
@@ -113,7 +113,7 @@ pub const FINISH: &[Step] = &[
         kind: DESCRIPTOR_MAPPINGS,
         run: |rebuild| {
             let Rebuild { injector, pid, image, reader, .. } = rebuild;
-            map_descriptor_objects(injector, *pid, &image.vmas, &image.files, reader)
+            map_descriptor_objects(injector, *pid, &image.vmas, &image.files, &image.guard_regions, reader)
         },
     },
     Step { kind: FUTURE_LOCKING, run: |rebuild| Ok(rebuild.image.future_locking.restore(&mut *rebuild.injector)?) },

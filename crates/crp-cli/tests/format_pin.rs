@@ -93,6 +93,7 @@ fn reference_image() -> ProcessImage {
             }],
         },
         future_locking: crp_compound::vma::FutureLocking::default(),
+        guard_regions: vec![crp_compound::vma::GuardRegion { start: 0x60_1000, end: 0x60_2000 }],
         mm: MmFields {
             start_code: 0x40_0000,
             end_code: 0x40_1000,

@@ -209,3 +209,13 @@ fn locked_memory_and_mlockall_future_are_locked_again() {
     assert!(locked.iter().any(|vma| vma["locked"] == "on fault"), "{locked:?}");
     assert!(locked.iter().any(|vma| vma["locked"] == "yes"), "{locked:?}");
 }
+
+#[test]
+fn guard_regions_mergeable_and_droppable_mappings_come_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let (image, _) = round_trip_ok("flags", directory.path());
+    let json = inspect_json(&image);
+    let guards = json["guard_regions"].as_array().unwrap();
+    assert_eq!(guards.len(), 1, "{guards:?}");
+    assert_eq!(guards[0]["end"]["value"].as_u64().unwrap() - guards[0]["start"]["value"].as_u64().unwrap(), 2 * 4096);
+}

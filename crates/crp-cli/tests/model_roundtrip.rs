@@ -303,6 +303,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     vmas,
                     shared_memory,
                     future_locking: crp_compound::vma::FutureLocking { future: pid % 2 == 0, on_fault: pid % 3 == 0 },
+                    guard_regions: vec![crp_compound::vma::GuardRegion { start: dumped_at_unix_seconds, end: 1 }],
                     mm,
                     files: files.into(),
                     signals,

@@ -300,6 +300,12 @@ pub struct SharedMemorySummary {
 }
 
 #[derive(Debug, Serialize)]
+pub struct GuardSummary {
+    pub start: Hex,
+    pub end: Hex,
+}
+
+#[derive(Debug, Serialize)]
 pub struct SpecialMapping {
     pub name: String,
     pub start: Hex,
@@ -443,6 +449,8 @@ pub struct ImageSummary {
     pub shared_memory: Vec<SharedMemorySummary>,
     /// "none", "mlockall(MCL_FUTURE)" or "mlockall(MCL_FUTURE|MCL_ONFAULT)".
     pub future_locking: &'static str,
+    /// Guard regions (MADV_GUARD_INSTALL), installed again at restore.
+    pub guard_regions: Vec<GuardSummary>,
     pub vdso: Vec<SpecialMapping>,
     pub files: Vec<FdSummary>,
 }
@@ -519,6 +527,11 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         vmas: vmas(&image, reader),
         shared_memory: shared_memory(&image, reader),
         future_locking: image.future_locking.describe(),
+        guard_regions: image
+            .guard_regions
+            .iter()
+            .map(|guard| GuardSummary { start: Hex::new(guard.start), end: Hex::new(guard.end) })
+            .collect(),
         vdso: image
             .vdso
             .mappings

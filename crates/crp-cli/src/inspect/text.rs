@@ -370,6 +370,10 @@ fn memory(out: &mut String, summary: &ImageSummary) {
         let range = format!("{:#x}-{:#x}", mapping.start.value, mapping.end.value);
         let _ = writeln!(out, "  {range:<33} kernel special mapping {}", mapping.name);
     }
+    for guard in &summary.guard_regions {
+        let range = format!("{:#x}-{:#x}", guard.start.value, guard.end.value);
+        let _ = writeln!(out, "  {range:<33} guard region (MADV_GUARD_INSTALL), installed again");
+    }
     if summary.future_locking != "none" {
         let _ = writeln!(out, "  new mappings locked: {} (set again at restore)", summary.future_locking);
     }

@@ -81,6 +81,8 @@ impl DumpBackend for Dump {
             // Refused by `kmod_refusal` for this back end.
             shared_memory: crp_compound::vma::SharedMemory::default(),
             future_locking,
+            // Found by the dump from the page map, for both back ends.
+            guard_regions: Vec::new(),
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
             files: crp_compound::files::capture(pid)?,
             signals: SignalState::from_abi(&dump.state),

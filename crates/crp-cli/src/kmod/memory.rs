@@ -25,6 +25,17 @@ pub fn preflight(pid: i32) -> Result<(), CrpError> {
 /// Refuses, before the child exists, an image with mappings this back end
 /// cannot restore (made by the userspace back end's dump).
 pub fn check_image(image: &ProcessImage) -> Result<(), CrpError> {
+    if let Some(&crp_compound::vma::GuardRegion { start, end }) = image.guard_regions.first() {
+        return Err(CrpError::unsupported(
+            image.pid,
+            Unsupported {
+                what: "guard regions (MADV_GUARD_INSTALL), with the kmod back end (its module does not install them; \
+                       restore with --backend userspace)"
+                    .into(),
+                location: format!("[{start:#x}, {end:#x})"),
+            },
+        ));
+    }
     match image.vmas.iter().find_map(refusal) {
         Some(refusal) => Err(CrpError::unsupported(image.pid, refusal)),
         None => Ok(()),
@@ -34,6 +45,12 @@ pub fn check_image(image: &ProcessImage) -> Result<(), CrpError> {
 fn refusal(vma: &VmaRecord) -> Option<Unsupported> {
     let what = match vma.backing {
         _ if vma.flags().contains(crp_compound::vma::VmaFlags::LOCKED) => "mlock()ed memory",
+        _ if vma
+            .flags()
+            .intersects(crp_compound::vma::VmaFlags::MERGEABLE | crp_compound::vma::VmaFlags::DROPPABLE) =>
+        {
+            "a KSM-mergeable or droppable mapping"
+        }
         Backing::Shared { .. } => "shared memory (MAP_SHARED|MAP_ANONYMOUS, /dev/zero or a memfd)",
         Backing::Descriptor { .. } => "a mapping of a memfd or deleted file",
         Backing::Anonymous { .. } | Backing::File(_) => return None,

@@ -9,7 +9,9 @@ use std::io::IoSlice;
 
 use crp_compound::files::{FdTable, FdTarget};
 use crp_compound::vma::shared::{self, Made};
-use crp_compound::vma::{Backing, SharedKind, SharedMemory, VmaRecord, finish_vma, map_vma_from};
+use crp_compound::vma::{
+    Backing, GuardRegion, SharedKind, SharedMemory, VmaRecord, finish_vma, install_guards, map_vma_from,
+};
 use crp_image::{ImageReader, PageRunEntry};
 use crp_ptrace::{Injector, TraceeExt, arg};
 use crp_recursive::AddressSpace;
@@ -30,6 +32,7 @@ pub fn map_and_fill(
     pid: Pid,
     vmas: &[VmaRecord],
     shared: &SharedMemory,
+    guards: &[GuardRegion],
     reader: &ImageReader,
 ) -> Result<(), CrpError> {
     let space = AddressSpace::from_ranges(
@@ -88,6 +91,7 @@ pub fn map_and_fill(
     for (start, _, vma) in space.ranges() {
         finish_vma(injector, vma, filled.contains(&start) && !kept.contains(&start))?;
     }
+    install_guards(injector, guards.iter().filter(|guard| space.find(guard.start).is_some()))?;
     Ok(())
 }
 
@@ -108,6 +112,7 @@ pub fn map_descriptor_objects(
     pid: Pid,
     vmas: &[VmaRecord],
     files: &FdTable,
+    guards: &[GuardRegion],
     reader: &ImageReader,
 ) -> Result<(), CrpError> {
     for vma in vmas.iter().filter(|vma| vma.is_descriptor_mapping()) {
@@ -133,6 +138,7 @@ pub fn map_descriptor_objects(
         mapped?;
         write_pages(pid, reader, runs.into_iter())?;
         finish_vma(injector, vma, fill)?;
+        install_guards(injector, guards.iter().filter(|guard| vma.start <= guard.start && guard.start < vma.end))?;
     }
     Ok(())
 }

@@ -73,6 +73,8 @@ impl DumpBackend for Dump {
             vmas,
             shared_memory,
             future_locking,
+            // Found by the dump from the page map, for both back ends.
+            guard_regions: Vec::new(),
             mm,
             files,
             signals,

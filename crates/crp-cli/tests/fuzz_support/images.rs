@@ -157,6 +157,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         ],
         shared_memory: SharedMemory::default(),
         future_locking: crp_compound::vma::FutureLocking::default(),
+        guard_regions: Vec::new(),
         mm: MmFields {
             start_code: CODE,
             end_code: CODE + 0x1000,

@@ -36,6 +36,12 @@
  *       2 pages mlock()ed with data, 2 pages mlock2(MLOCK_ONFAULT)ed, then
  *       mlockall(MCL_FUTURE). After the restore: each still locked (smaps
  *       VmFlags lo, lf), its data, and a new mapping locked too.
+ *   mem_shared flags DIR
+ *       4 pages with guard regions (MADV_GUARD_INSTALL) on pages 1-2 and
+ *       data on pages 0 and 3; 2 pages MADV_MERGEABLE with data; 2 pages
+ *       MAP_DROPPABLE with data. After the restore: the guard pages are
+ *       guards again (pagemap bit 58), the others kept their contents and
+ *       flags (smaps mg, dp).
  *   mem_shared outside DIR
  *       one page of MAP_SHARED|MAP_ANONYMOUS memory that a helper (a
  *       grandchild, its pid in DIR/helper.pid, killed by the test) maps too.
@@ -301,6 +307,40 @@ static int run_mlock(void) {
     return ok("mlock");
 }
 
+/* Whether the page at `address` is a guard page (pagemap bit 58). */
+static int is_guard(const void *address) {
+    int pagemap = open("/proc/self/pagemap", O_RDONLY);
+    unsigned long long entry = 0;
+    off_t at = (off_t)((unsigned long)address / PAGE * 8);
+    int read = pagemap >= 0 && pread(pagemap, &entry, 8, at) == 8;
+    close(pagemap);
+    return read ? (int)((entry >> 58) & 1) : -1;
+}
+
+static int run_flags(void) {
+    char *guarded = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *mergeable = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *droppable = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
+    if (guarded == MAP_FAILED || mergeable == MAP_FAILED || droppable == MAP_FAILED) return fail("mmap");
+    fill(guarded, 'g');
+    fill(guarded + 3 * PAGE, 'G');
+    if (madvise(guarded + PAGE, 2 * PAGE, 102 /* MADV_GUARD_INSTALL */)) return fail("MADV_GUARD_INSTALL");
+    if (madvise(mergeable, 2 * PAGE, MADV_MERGEABLE)) return fail("MADV_MERGEABLE");
+    fill(mergeable + PAGE, 'm');
+    fill(droppable, 'd');
+    if (is_guard(guarded + PAGE) != 1 || is_guard(guarded) != 0) return fail("guard pages before the dump");
+
+    wait_for_go();
+    if (!filled(guarded, 'g') || !filled(guarded + 3 * PAGE, 'G')) return fail("the pages around the guards");
+    if (is_guard(guarded + PAGE) != 1 || is_guard(guarded + 2 * PAGE) != 1) return fail("the guard regions are gone");
+    if (is_guard(guarded) != 0 || is_guard(guarded + 3 * PAGE) != 0) return fail("a guard region grew");
+    if (!filled(mergeable + PAGE, 'm') || has_vm_flag(mergeable, "mg") != 1) return fail("MADV_MERGEABLE is gone");
+    if (has_vm_flag(droppable, "dp") != 1) return fail("MAP_DROPPABLE is gone");
+    /* Droppable pages may be dropped under memory pressure, never changed. */
+    if (droppable[1] && !filled(droppable, 'd')) return fail("the droppable page changed");
+    return ok("flags");
+}
+
 static int run_outside(void) {
     char *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) return fail("mmap shared");
@@ -345,5 +385,6 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "unheld")) return run_unheld();
     if (!strcmp(mode, "sysv")) return run_sysv();
     if (!strcmp(mode, "mlock")) return run_mlock();
+    if (!strcmp(mode, "flags")) return run_flags();
     return fail("unknown mode");
 }

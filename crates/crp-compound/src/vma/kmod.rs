@@ -41,6 +41,9 @@ impl<'a> Mapping<'a> {
             device: vma.flags & CRP_VMA_DEVICE != 0,
             // The module reports neither; its back end refuses what needs them.
             hugetlb: false,
+            sealed: false,
+            userfaultfd: false,
+            maybe_guard: false,
             object_device: 0,
             inode: 0,
         })
@@ -109,9 +112,12 @@ mod tests {
             (CRP_VMA_READ | CRP_VMA_LOCKED, "mlock"),
             (CRP_VMA_READ | CRP_VMA_SHARED, "shared anonymous"),
         ] {
-            let refusal = Mapping::from_abi(&anonymous(flags), "").unwrap().refusal().unwrap();
+            let refusal = Mapping::from_abi(&anonymous(flags), "").unwrap().kmod_refusal().unwrap();
             assert!(refusal.what.contains(what), "{refusal}");
         }
+        // A record the kmod back end takes refuses locked memory too.
+        let locked = Mapping::from_abi(&anonymous(CRP_VMA_READ | CRP_VMA_LOCKED), "").unwrap().record().unwrap_err();
+        assert!(locked.to_string().contains("kmod back end"), "{locked}");
         let special = CrpVma { kind: CRP_VMA_SPECIAL, ..anonymous(CRP_VMA_READ) };
         assert!(Mapping::from_abi(&special, "[vdso]").is_none());
     }

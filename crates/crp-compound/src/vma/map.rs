@@ -35,7 +35,14 @@ pub fn map_vma_from(
     if writable_for_fill {
         protection |= arg(libc::PROT_WRITE);
     }
-    let mut map_flags = libc::MAP_FIXED | if vma.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+    let map_type = if vma.shared {
+        libc::MAP_SHARED
+    } else if vma.flags().contains(VmaFlags::DROPPABLE) {
+        MAP_DROPPABLE
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let mut map_flags = libc::MAP_FIXED | map_type;
     if vma.flags().contains(VmaFlags::GROWS_DOWN) {
         map_flags |= libc::MAP_GROWSDOWN;
     }
@@ -72,10 +79,32 @@ pub fn map_vma_from(
         (VmaFlags::DONT_FORK, libc::MADV_DONTFORK),
         (VmaFlags::WIPE_ON_FORK, libc::MADV_WIPEONFORK),
         (VmaFlags::DONT_DUMP, libc::MADV_DONTDUMP),
+        (VmaFlags::MERGEABLE, libc::MADV_MERGEABLE),
     ] {
         if vma.flags().contains(flag) {
             tracee.syscall("madvise", libc::SYS_madvise, [vma.start, vma.length(), arg(advice), 0, 0, 0])?;
         }
+    }
+    Ok(())
+}
+
+/// `MAP_DROPPABLE` (6.11), a map type of its own beside private and shared.
+const MAP_DROPPABLE: i32 = 0x08;
+/// `MADV_GUARD_INSTALL` (6.15).
+const MADV_GUARD_INSTALL: u64 = 102;
+
+/// Installs the guard regions `[start, end)` of the image again, once the
+/// memory around them is mapped and filled.
+pub fn install_guards<'a>(
+    tracee: &mut dyn Tracee,
+    guards: impl IntoIterator<Item = &'a super::GuardRegion>,
+) -> Result<(), EngineError> {
+    for &super::GuardRegion { start, end } in guards {
+        tracee.syscall(
+            "madvise(MADV_GUARD_INSTALL)",
+            libc::SYS_madvise,
+            [start, end - start, MADV_GUARD_INSTALL, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

@@ -15,7 +15,8 @@ use std::os::unix::fs::MetadataExt;
 use bitflags::bitflags;
 
 pub use locking::FutureLocking;
-pub use map::{finish_vma, map_vma, map_vma_from, open_mapped_file};
+
+pub use map::{finish_vma, install_guards, map_vma, map_vma_from, open_mapped_file};
 pub use rules::{DescriptorObjects, FileAccess, Mapping, label_anonymous};
 pub use shared::{SharedKind, SharedMemory, SharedObject};
 
@@ -41,7 +42,33 @@ bitflags! {
         const LOCKED = 1 << 8;
         /// `VM_LOCKONFAULT` (mlock2 MLOCK_ONFAULT, mlockall MCL_ONFAULT).
         const LOCK_ON_FAULT = 1 << 9;
+        /// `VM_MERGEABLE` (MADV_MERGEABLE, KSM).
+        const MERGEABLE = 1 << 10;
+        /// `VM_DROPPABLE` (MAP_DROPPABLE).
+        const DROPPABLE = 1 << 11;
     }
+}
+
+/// A guard region (MADV_GUARD_INSTALL): touching it faults with SIGSEGV.
+/// Installed again once the memory around it is in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct GuardRegion {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Refuses guard regions that are empty, unaligned or not inside one VMA.
+pub fn check_guards(vmas: &[VmaRecord], guards: &[GuardRegion]) -> Result<(), Invalid> {
+    for (index, guard) in guards.iter().enumerate() {
+        let inside = vmas.iter().any(|vma| vma.start <= guard.start && guard.end <= vma.end);
+        if guard.start >= guard.end || guard.start % PAGE_SIZE != 0 || guard.end % PAGE_SIZE != 0 || !inside {
+            return Err(Invalid::new(
+                format!("guard region {index} [{:#x}, {:#x})", guard.start, guard.end),
+                "is empty, unaligned or not inside one VMA",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The file behind a file mapping, with what identifies its contents.

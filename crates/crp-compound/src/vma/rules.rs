@@ -78,6 +78,12 @@ pub struct Mapping<'a> {
     pub device: bool,
     /// `VM_HUGETLB` (hugetlbfs, MAP_HUGETLB, MFD_HUGETLB).
     pub hugetlb: bool,
+    /// `VM_SEALED` (mseal).
+    pub sealed: bool,
+    /// Registered with a userfaultfd (`VM_UFFD_MISSING`, `_WP`, `_MINOR`).
+    pub userfaultfd: bool,
+    /// `VM_MAYBE_GUARD`: has had guard regions (MADV_GUARD_INSTALL).
+    pub maybe_guard: bool,
     /// `st_dev` and `st_ino` of what is mapped (0 when unknown).
     pub object_device: u64,
     pub inode: u64,
@@ -100,7 +106,12 @@ impl<'a> Mapping<'a> {
         }
         // Not in FLAGS: the kmod ABI has no lock-on-fault bit, and its back
         // end refuses locked memory (`locked`).
-        for (flag, mnemonic) in [(VmaFlags::LOCKED, "lo"), (VmaFlags::LOCK_ON_FAULT, "lf")] {
+        for (flag, mnemonic) in [
+            (VmaFlags::LOCKED, "lo"),
+            (VmaFlags::LOCK_ON_FAULT, "lf"),
+            (VmaFlags::MERGEABLE, "mg"),
+            (VmaFlags::DROPPABLE, "dp"),
+        ] {
             if entry.has_flag(mnemonic) {
                 flags |= flag;
             }
@@ -117,6 +128,9 @@ impl<'a> Mapping<'a> {
             locked: entry.has_flag("lo"),
             device: entry.has_flag("io") || entry.has_flag("pf"),
             hugetlb: entry.has_flag("ht"),
+            sealed: entry.has_flag("sl"),
+            userfaultfd: entry.has_flag("um") || entry.has_flag("uw") || entry.has_flag("ui"),
+            maybe_guard: entry.has_flag("gu"),
             object_device: entry_device(entry),
             inode: entry.inode,
         }
@@ -153,6 +167,12 @@ impl<'a> Mapping<'a> {
     pub fn refusal(&self) -> Option<Unsupported> {
         let what = if self.hugetlb {
             "a hugetlbfs mapping (MAP_HUGETLB, MFD_HUGETLB or a hugetlbfs file)"
+        } else if self.sealed {
+            "a sealed mapping (mseal): the restore could not map, fill and protect it, nor seal it again in order"
+        } else if self.userfaultfd {
+            "a range registered with a userfaultfd (its faults are handled by a descriptor crp does not restore)"
+        } else if self.flags.contains(VmaFlags::DROPPABLE) && (self.has_inode || self.shared) {
+            "a droppable mapping of a file"
         } else if self.memory_object().is_some() && !self.device {
             return None;
         } else if self.shared && self.name.is_empty() {
@@ -181,11 +201,21 @@ impl<'a> Mapping<'a> {
     /// mappings of memfds and deleted files are refused too, before
     /// anything is touched.
     pub fn kmod_refusal(&self) -> Option<Unsupported> {
-        if self.locked && self.refusal().is_none() {
-            return Some(self.unsupported(
-                "mlock()ed memory, with the kmod back end (its module does not lock memory again; --backend \
-                 userspace does)",
-            ));
+        if self.refusal().is_none() {
+            let what = if self.locked {
+                Some("mlock()ed memory")
+            } else if self.maybe_guard {
+                Some("a mapping with guard regions (MADV_GUARD_INSTALL)")
+            } else if self.flags.intersects(VmaFlags::MERGEABLE | VmaFlags::DROPPABLE) {
+                Some("a KSM-mergeable (MADV_MERGEABLE) or droppable (MAP_DROPPABLE) mapping")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Some(self.unsupported(&format!(
+                    "{what}, with the kmod back end (its module does not set it again; --backend userspace does)"
+                )));
+            }
         }
         self.refusal().or_else(|| {
             self.memory_object().map(|_| {
@@ -383,6 +413,16 @@ mod tests {
         }
         assert!(refusal(&entry("/SYSV00001234 (deleted)", true, 0)).is_none(), "restored by the userspace back end");
         assert!(Mapping::from_maps(&entry("/SYSV00001234 (deleted)", true, 0)).kmod_refusal().is_some());
+        for (flag, what) in [("sl", "mseal"), ("um", "userfaultfd"), ("uw", "userfaultfd")] {
+            let mut flagged = entry("", false, 0);
+            flagged.vm_flags.push(flag.into());
+            let refused = refusal(&flagged).unwrap();
+            assert!(refused.what.contains(what) && refused.location.contains("0x1000"), "{refused}");
+        }
+        let mut guarded = entry("", false, 0);
+        guarded.vm_flags.extend(["gu".into(), "mg".into()]);
+        assert!(refusal(&guarded).is_none());
+        assert!(Mapping::from_maps(&guarded).kmod_refusal().unwrap().what.contains("guard regions"));
         let mut huge = entry("/memfd:h (deleted)", true, 5);
         huge.vm_flags.push("ht".into());
         assert!(refusal(&huge).unwrap().what.contains("hugetlbfs"));
