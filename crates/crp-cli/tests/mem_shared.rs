@@ -219,3 +219,27 @@ fn guard_regions_mergeable_and_droppable_mappings_come_back() {
     assert_eq!(guards.len(), 1, "{guards:?}");
     assert_eq!(guards[0]["end"]["value"].as_u64().unwrap() - guards[0]["start"]["value"].as_u64().unwrap(), 2 * 4096);
 }
+
+/// crp refuses `mode`'s subject (exit 3, naming `what` and its range), which
+/// runs on untouched.
+fn refused_naming_the_range(mode: &str, what: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = shared_subject(mode, directory.path());
+    let output = dump(subject.pid, &directory.path().join("refused.crp"), &[]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(what) && stderr.contains("[0x"), "{stderr}");
+    subject.send("go\n");
+    assert_eq!(subject.read_line(), format!("OK pid={} {mode}\n", subject.pid));
+    assert!(subject.wait().success());
+}
+
+#[test]
+fn a_sealed_mapping_is_refused_naming_its_range() {
+    refused_naming_the_range("sealed", "mseal");
+}
+
+#[test]
+fn a_userfaultfd_range_is_refused_naming_it() {
+    refused_naming_the_range("uffd", "userfaultfd");
+}

@@ -42,6 +42,10 @@
  *       MAP_DROPPABLE with data. After the restore: the guard pages are
  *       guards again (pagemap bit 58), the others kept their contents and
  *       flags (smaps mg, dp).
+ *   mem_shared sealed DIR / mem_shared uffd DIR
+ *       one page sealed with mseal, or registered with a userfaultfd
+ *       (missing-page mode); crp refuses the dump. After the "go" line the
+ *       process checks it still runs as before (its page readable).
  *   mem_shared outside DIR
  *       one page of MAP_SHARED|MAP_ANONYMOUS memory that a helper (a
  *       grandchild, its pid in DIR/helper.pid, killed by the test) maps too.
@@ -59,7 +63,10 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -341,6 +348,25 @@ static int run_flags(void) {
     return ok("flags");
 }
 
+static int run_refused(const char *mode) {
+    char *page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) return fail("mmap");
+    fill(page, 'x');
+    if (!strcmp(mode, "sealed")) {
+        if (syscall(462 /* mseal */, page, PAGE, 0)) return fail("mseal");
+    } else {
+        int uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+        if (uffd < 0) return fail("userfaultfd");
+        struct uffdio_api api = {.api = UFFD_API};
+        if (ioctl(uffd, UFFDIO_API, &api)) return fail("UFFDIO_API");
+        struct uffdio_register reg = {.range = {.start = (unsigned long)page, .len = PAGE}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg)) return fail("UFFDIO_REGISTER");
+    }
+    wait_for_go();
+    if (!filled(page, 'x')) return fail("the page changed");
+    return ok(mode);
+}
+
 static int run_outside(void) {
     char *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) return fail("mmap shared");
@@ -386,5 +412,6 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "sysv")) return run_sysv();
     if (!strcmp(mode, "mlock")) return run_mlock();
     if (!strcmp(mode, "flags")) return run_flags();
+    if (!strcmp(mode, "sealed") || !strcmp(mode, "uffd")) return run_refused(mode);
     return fail("unknown mode");
 }
