@@ -484,8 +484,11 @@ pub fn page_runs(
     Ok(runs)
 }
 
+/// Byte ranges `[start, end)` of an object.
+type Ranges = Vec<(u64, u64)>;
+
 /// Splits `ranges` into the parts inside `[low, high)` and the rest.
-fn split_ranges(ranges: &[(u64, u64)], (low, high): (u64, u64)) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+fn split_ranges(ranges: &[(u64, u64)], (low, high): (u64, u64)) -> (Ranges, Ranges) {
     let mut inside = Vec::new();
     let mut outside = Vec::new();
     for &(start, end) in ranges {
