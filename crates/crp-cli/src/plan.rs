@@ -112,8 +112,9 @@ pub const FINISH: &[Step] = &[
     Step {
         kind: DESCRIPTOR_MAPPINGS,
         run: |rebuild| {
-            let Rebuild { injector, pid, image, reader, .. } = rebuild;
-            map_descriptor_objects(injector, *pid, &image.vmas, &image.files, &image.guard_regions, reader)
+            let Rebuild { injector, pid, image, reader, choices } = rebuild;
+            let streams = &choices.streams;
+            map_descriptor_objects(injector, *pid, &image.vmas, &image.files, streams, &image.guard_regions, reader)
         },
     },
     Step { kind: FUTURE_LOCKING, run: |rebuild| Ok(rebuild.image.future_locking.restore(&mut *rebuild.injector)?) },

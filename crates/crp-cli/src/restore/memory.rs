@@ -54,7 +54,7 @@ pub fn map_and_fill(
         let fill = filled.contains(&start);
         match (vma.backing.clone(), made_for(&vma.backing, &made)) {
             (Backing::Shared { object, offset }, Some(Made::SysV { id, reused })) => {
-                let base = vma.start - offset;
+                let base = vma.start.wrapping_sub(offset);
                 let read_only = !vma.flags().contains(crp_compound::vma::VmaFlags::MAY_WRITE);
                 if attached.insert((object, base)) {
                     shared::attach(injector, id, base, read_only)?;
@@ -112,12 +112,13 @@ pub fn map_descriptor_objects(
     pid: Pid,
     vmas: &[VmaRecord],
     files: &FdTable,
+    streams: &crp_compound::files::Streams,
     guards: &[GuardRegion],
     reader: &ImageReader,
 ) -> Result<(), CrpError> {
     for vma in vmas.iter().filter(|vma| vma.is_descriptor_mapping()) {
         let Backing::Descriptor { object, .. } = vma.backing else { continue };
-        let fd = descriptor_of_object(files, object).ok_or_else(|| CrpError::InvalidImage {
+        let fd = descriptor_of_object(files, streams, object).ok_or_else(|| CrpError::InvalidImage {
             reason: format!(
                 "VMA [{:#x}, {:#x}) maps descriptor object {object}, which no descriptor holds",
                 vma.start, vma.end
@@ -143,11 +144,14 @@ pub fn map_descriptor_objects(
     Ok(())
 }
 
-/// The lowest descriptor whose description is of descriptor object `object`.
-fn descriptor_of_object(files: &FdTable, object: u32) -> Option<i32> {
-    files.descriptors.iter().find_map(|descriptor| match files.file_of(descriptor)?.target {
-        FdTarget::Object { object: found } if found == object => Some(descriptor.fd),
-        _ => None,
+/// The lowest descriptor whose description is of descriptor object
+/// `object` (one the user did not hand something else over for).
+fn descriptor_of_object(files: &FdTable, streams: &crp_compound::files::Streams, object: u32) -> Option<i32> {
+    files.descriptors.iter().filter(|descriptor| streams.chosen_for(descriptor.fd).is_none()).find_map(|descriptor| {
+        match files.file_of(descriptor)?.target {
+            FdTarget::Object { object: found } if found == object => Some(descriptor.fd),
+            _ => None,
+        }
     })
 }
 

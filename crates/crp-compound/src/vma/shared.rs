@@ -598,7 +598,20 @@ fn create_file_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<
             let open_flags = arg(libc::O_RDWR | libc::O_CLOEXEC);
             let opened = tracee.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path, open_flags, 0, 0, 0]);
             tracee.syscall("munmap", libc::SYS_munmap, [address, object.size, 0, 0, 0, 0])?;
-            opened
+            match opened {
+                // map_files needs CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN):
+                // without it, a memfd of the same size is the same memory
+                // (maps then names it `/memfd:dev/zero (deleted)`).
+                Err(EngineError::Syscall { errno: Errno::EPERM | Errno::EACCES, .. }) => {
+                    tracing::warn!(
+                        inode = object.inode,
+                        "no map_files access: anonymous shared memory made as a memfd"
+                    );
+                    let memfd = SharedObject { kind: SharedKind::Memfd { name: "dev/zero".into() }, ..object.clone() };
+                    create_file_object(tracee, &memfd)
+                }
+                other => other,
+            }
         }
         SharedKind::Memfd { name } => {
             let mut scratch = tracee.scratch();
