@@ -111,6 +111,7 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
             return Err(CrpError::unsupported(pid, refusal));
         }
     }
+    crp_compound::vma::shared::preflight(pid, &maps).map_err(lift(pid))?;
     crp_compound::files::preflight(pid).map_err(lift(pid))?;
     crp_compound::timers::preflight(pid).map_err(lift(pid))?;
     crp_locks::preflight(pid).map_err(|error| match error {

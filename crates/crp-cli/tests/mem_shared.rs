@@ -243,3 +243,13 @@ fn a_sealed_mapping_is_refused_naming_its_range() {
 fn a_userfaultfd_range_is_refused_naming_it() {
     refused_naming_the_range("uffd", "userfaultfd");
 }
+
+#[test]
+fn a_private_mapping_of_a_closed_memfd_is_refused_before_the_freeze() {
+    refused_naming_the_range("memfd-private", "a private mapping of a memfd no descriptor holds");
+}
+
+#[test]
+fn a_partly_unmapped_sysv_attachment_is_refused_before_the_freeze() {
+    refused_naming_the_range("sysv-partial", "a SysV attachment only partly mapped");
+}

@@ -42,9 +42,11 @@
  *       MAP_DROPPABLE with data. After the restore: the guard pages are
  *       guards again (pagemap bit 58), the others kept their contents and
  *       flags (smaps mg, dp).
- *   mem_shared sealed DIR / mem_shared uffd DIR
- *       one page sealed with mseal, or registered with a userfaultfd
- *       (missing-page mode); crp refuses the dump. After the "go" line the
+ *   mem_shared sealed|uffd|memfd-private|sysv-partial DIR
+ *       one page sealed with mseal, registered with a userfaultfd
+ *       (missing-page mode), or a private mapping of a memfd whose
+ *       descriptor is closed; or a SysV segment with one of its two pages
+ *       unmapped: crp refuses the dump. After the "go" line the
  *       process checks it still runs as before (its page readable).
  *   mem_shared outside DIR
  *       one page of MAP_SHARED|MAP_ANONYMOUS memory that a helper (a
@@ -354,6 +356,16 @@ static int run_refused(const char *mode) {
     fill(page, 'x');
     if (!strcmp(mode, "sealed")) {
         if (syscall(462 /* mseal */, page, PAGE, 0)) return fail("mseal");
+    } else if (!strcmp(mode, "memfd-private")) {
+        int fd = memfd_create("crp-private", 0);
+        if (fd < 0 || ftruncate(fd, PAGE)) return fail("memfd");
+        if (mmap(page, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) return fail("mmap");
+        close(fd);
+        fill(page, 'x');
+    } else if (!strcmp(mode, "sysv-partial")) {
+        int id = shmget(IPC_PRIVATE, 2 * PAGE, IPC_CREAT | 0600);
+        char *segment = id < 0 ? (void *)-1 : shmat(id, NULL, 0);
+        if (segment == (void *)-1 || shmctl(id, IPC_RMID, NULL) || munmap(segment + PAGE, PAGE)) return fail("shm");
     } else {
         int uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
         if (uffd < 0) return fail("userfaultfd");
@@ -412,6 +424,8 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "sysv")) return run_sysv();
     if (!strcmp(mode, "mlock")) return run_mlock();
     if (!strcmp(mode, "flags")) return run_flags();
-    if (!strcmp(mode, "sealed") || !strcmp(mode, "uffd")) return run_refused(mode);
+    if (!strcmp(mode, "sealed") || !strcmp(mode, "uffd") || !strcmp(mode, "memfd-private") ||
+        !strcmp(mode, "sysv-partial"))
+        return run_refused(mode);
     return fail("unknown mode");
 }

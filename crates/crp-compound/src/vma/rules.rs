@@ -35,7 +35,10 @@ pub(super) const PROTECTION: [(i32, u64); 3] =
     [(libc::PROT_READ, CRP_VMA_READ), (libc::PROT_WRITE, CRP_VMA_WRITE), (libc::PROT_EXEC, CRP_VMA_EXEC)];
 
 /// `F_SEAL_FUTURE_WRITE`: no new writable shared mapping.
-const F_SEAL_FUTURE_WRITE: u32 = 0x10;
+pub(super) const F_SEAL_FUTURE_WRITE: u32 = 0x10;
+pub(super) const UNHELD_PRIVATE_MEMFD: &str = "a private mapping of a memfd no descriptor holds any more";
+pub(super) const FUTURE_WRITE_SEALED: &str = "a writable shared mapping of a memfd sealed with F_SEAL_FUTURE_WRITE \
+                                              (the seal refuses the new mapping the restore would make)";
 
 /// What a mapping without a name crp could reopen maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +139,21 @@ impl<'a> Mapping<'a> {
         }
     }
 
+    /// Whether this is a mapping of a memfd (`/memfd:NAME (deleted)`).
+    pub fn is_memfd(&self) -> bool {
+        matches!(self.memory_object(), Some(MemoryObject::Memfd { .. }))
+    }
+
+    /// Whether this is a mapping of a SysV segment.
+    pub fn is_sysv(&self) -> bool {
+        matches!(self.memory_object(), Some(MemoryObject::SysV))
+    }
+
+    /// Whether this is a mapping of a deleted file.
+    pub fn is_deleted_file(&self) -> bool {
+        matches!(self.memory_object(), Some(MemoryObject::Deleted))
+    }
+
     /// The memory object this mapping maps, when it has no name crp could
     /// reopen: anonymous shared memory, a memfd or a deleted file.
     fn memory_object(&self) -> Option<MemoryObject<'a>> {
@@ -191,7 +209,7 @@ impl<'a> Mapping<'a> {
         Some(self.unsupported(what))
     }
 
-    fn unsupported(&self, what: &str) -> Unsupported {
+    pub(super) fn unsupported(&self, what: &str) -> Unsupported {
         let location = format!("[{:#x}, {:#x}) {}", self.start, self.end, self.name);
         Unsupported { what: what.to_owned(), location }
     }
@@ -264,12 +282,7 @@ impl<'a> Mapping<'a> {
                     && self.shared
                     && self.flags.contains(VmaFlags::MAY_WRITE)
                 {
-                    return Err(self
-                        .unsupported(
-                            "a writable shared mapping of a memfd sealed with F_SEAL_FUTURE_WRITE (the seal refuses \
-                             the new mapping the restore would make)",
-                        )
-                        .into());
+                    return Err(self.unsupported(FUTURE_WRITE_SEALED).into());
                 }
                 Backing::Descriptor { object: u32::try_from(index).unwrap_or(u32::MAX), offset: self.file_offset }
             }
@@ -283,9 +296,7 @@ impl<'a> Mapping<'a> {
                 let object = gathering.object_of(self.start, self.end, self.object_device, self.inode, kind)?;
                 Backing::Shared { object, offset: self.file_offset }
             }
-            (MemoryObject::Memfd { .. }, None) => {
-                return Err(self.unsupported("a private mapping of a memfd no descriptor holds any more").into());
-            }
+            (MemoryObject::Memfd { .. }, None) => return Err(self.unsupported(UNHELD_PRIVATE_MEMFD).into()),
             (MemoryObject::SysV, _) => {
                 let object = gathering.sysv_of(self.start, self.end, self.object_device, self.inode)?;
                 Backing::Shared { object, offset: self.file_offset }
