@@ -294,6 +294,11 @@ pub struct SharedMemorySummary {
     pub mappings: usize,
     /// Pages stored, each once whatever the number of mappings.
     pub pages_stored: u64,
+    /// Bytes of contents stored in the metadata instead (a deleted file no
+    /// descriptor holds); 0 otherwise.
+    pub contents_bytes: u64,
+    /// What the restore does with it, in words.
+    pub restored_as: String,
     /// Processes outside the dump that mapped or held it: restored with
     /// its contents, but no longer shared with them.
     pub shared_outside_with: Vec<i32>,
@@ -880,6 +885,20 @@ fn vmas(image: &ProcessImage, reader: &ImageReader) -> Vec<VmaSummary> {
         .collect()
 }
 
+fn restored_as(kind: &crp_compound::vma::SharedKind) -> String {
+    use crp_compound::vma::SharedKind;
+    match kind {
+        SharedKind::Anonymous => "made again as anonymous shared memory".to_owned(),
+        SharedKind::Memfd { name } => format!("made again with memfd_create({name:?})"),
+        SharedKind::DeletedFile { path, .. } => format!("made again unlinked (O_TMPFILE) beside {path}"),
+        SharedKind::SysV { removed: true, .. } => "made again (a new id) and removed once attached".to_owned(),
+        SharedKind::SysV { key, .. } => format!(
+            "attached to the segment of key {key:#x} if it still exists with this size and mode (its contents \
+             kept), else made again with a new id"
+        ),
+    }
+}
+
 fn shared_memory(image: &ProcessImage, reader: &ImageReader) -> Vec<SharedMemorySummary> {
     let runs = reader.page_runs();
     (0u32..)
@@ -903,6 +922,11 @@ fn shared_memory(image: &ProcessImage, reader: &ImageReader) -> Vec<SharedMemory
                     .filter(|run| mappings.iter().any(|vma| run.vaddr >= vma.start && run.vaddr < vma.end))
                     .map(|run| run.page_count)
                     .sum(),
+                contents_bytes: match &object.kind {
+                    crp_compound::vma::SharedKind::DeletedFile { contents, .. } => contents.stored_bytes(),
+                    _ => 0,
+                },
+                restored_as: restored_as(&object.kind),
                 shared_outside_with: object.outside.clone(),
             }
         })

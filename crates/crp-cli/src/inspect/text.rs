@@ -384,8 +384,19 @@ fn memory(out: &mut String, summary: &ImageSummary) {
     for object in &summary.shared_memory {
         let _ = writeln!(
             out,
-            "  #{} {} inode {}, {} bytes, {} mapping(s), {} page(s) stored once",
-            object.object, object.kind, object.inode, object.size, object.mappings, object.pages_stored
+            "  #{} {} inode {}, {} bytes, {} mapping(s), {} page(s) stored once{}; {}",
+            object.object,
+            object.kind,
+            object.inode,
+            object.size,
+            object.mappings,
+            object.pages_stored,
+            if object.contents_bytes > 0 {
+                format!(", {} bytes of contents", object.contents_bytes)
+            } else {
+                String::new()
+            },
+            object.restored_as
         );
         for pid in &object.shared_outside_with {
             let _ = writeln!(
