@@ -51,6 +51,15 @@ fn shared_memory() -> impl Strategy<Value = SharedMemory> {
     let kind = prop_oneof![
         Just(SharedKind::Anonymous),
         ".{0,20}".prop_map(|name| SharedKind::Memfd { name }),
+        (".{0,20}", vec(any::<u8>(), 0..8)).prop_map(|(name, data)| SharedKind::MemfdContents {
+            name,
+            contents: crp_compound::files::Contents {
+                size: data.len() as u64,
+                extents: vec![crp_compound::files::Extent { offset: 0, data }]
+            },
+        }),
+        (any::<i32>(), any::<i32>(), any::<u32>(), any::<bool>())
+            .prop_map(|(key, id, mode, removed)| SharedKind::SysV { key, id, mode, removed }),
         (".{0,20}", any::<u32>(), any::<u64>(), vec(any::<u8>(), 0..8)).prop_map(|(path, mode, offset, data)| {
             SharedKind::DeletedFile {
                 path,

@@ -889,7 +889,9 @@ fn restored_as(kind: &crp_compound::vma::SharedKind) -> String {
     use crp_compound::vma::SharedKind;
     match kind {
         SharedKind::Anonymous => "made again as anonymous shared memory".to_owned(),
-        SharedKind::Memfd { name } => format!("made again with memfd_create({name:?})"),
+        SharedKind::Memfd { name } | SharedKind::MemfdContents { name, .. } => {
+            format!("made again with memfd_create({name:?})")
+        }
         SharedKind::DeletedFile { path, .. } => format!("made again unlinked (O_TMPFILE) beside {path}"),
         SharedKind::SysV { removed: true, .. } => "made again (a new id) and removed once attached".to_owned(),
         SharedKind::SysV { key, .. } => format!(
@@ -923,7 +925,8 @@ fn shared_memory(image: &ProcessImage, reader: &ImageReader) -> Vec<SharedMemory
                     .map(|run| run.page_count)
                     .sum(),
                 contents_bytes: match &object.kind {
-                    crp_compound::vma::SharedKind::DeletedFile { contents, .. } => contents.stored_bytes(),
+                    crp_compound::vma::SharedKind::DeletedFile { contents, .. }
+                    | crp_compound::vma::SharedKind::MemfdContents { contents, .. } => contents.stored_bytes(),
                     _ => 0,
                 },
                 restored_as: restored_as(&object.kind),

@@ -9,7 +9,8 @@
  *       mapping seen through the other, the untouched page still zero, one
  *       object (same inode) behind every mapping of it.
  *   mem_shared memfd DIR
- *       a memfd "crp-mapped" mapped shared (3 pages) and closed; a memfd
+ *       a memfd "crp-mapped" mapped shared (3 pages) and privately (its
+ *       page 2 written) and closed; a memfd
  *       "crp-held" on fd 3 mapped shared and privately (a private page
  *       written). After the restore: contents; fd 3 and the shared mapping
  *       are one object (a pwrite through fd 3 is seen in the mapping); the
@@ -42,10 +43,9 @@
  *       MAP_DROPPABLE with data. After the restore: the guard pages are
  *       guards again (pagemap bit 58), the others kept their contents and
  *       flags (smaps mg, dp).
- *   mem_shared sealed|uffd|memfd-private|sysv-partial DIR
- *       one page sealed with mseal, registered with a userfaultfd
- *       (missing-page mode), or a private mapping of a memfd whose
- *       descriptor is closed; or a SysV segment with one of its two pages
+ *   mem_shared sealed|uffd|sysv-partial DIR
+ *       one page sealed with mseal or registered with a userfaultfd
+ *       (missing-page mode), or a SysV segment with one of its two pages
  *       unmapped: crp refuses the dump. After the "go" line the
  *       process checks it still runs as before (its page readable).
  *   mem_shared outside DIR
@@ -154,9 +154,14 @@ static int run_memfd(void) {
     int closed = memfd_create("crp-mapped", 0);
     if (closed < 0 || ftruncate(closed, 3 * PAGE)) return fail("memfd crp-mapped");
     char *mapped = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, closed, 0);
-    close(closed);
     if (mapped == MAP_FAILED) return fail("mmap crp-mapped");
     fill(mapped + 2 * PAGE, 'm');
+    fill(mapped + PAGE, 'n');
+    /* A private mapping of it too: its clean page 1 is the file's, page 2 its own. */
+    char *copy = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, closed, 0);
+    close(closed);
+    if (copy == MAP_FAILED) return fail("mmap crp-mapped privately");
+    fill(copy + 2 * PAGE, 'c');
     int held = place(memfd_create("crp-held", MFD_CLOEXEC), 3);
     if (held != 3 || ftruncate(3, 2 * PAGE)) return fail("memfd crp-held");
     char *view = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, 3, 0);
@@ -168,7 +173,11 @@ static int run_memfd(void) {
     fill(own, 'p');
 
     wait_for_go();
-    if (!filled(mapped + 2 * PAGE, 'm') || mapped[0] || mapped[PAGE]) return fail("crp-mapped lost its contents");
+    if (!filled(mapped + 2 * PAGE, 'm') || !filled(mapped + PAGE, 'n') || mapped[0]) return fail("crp-mapped lost its contents");
+    if (!filled(copy + PAGE, 'n') || !filled(copy + 2 * PAGE, 'c')) return fail("crp-mapped's private mapping");
+    mapped[PAGE + 1] = 'S';
+    if (copy[PAGE + 1] != 'S') return fail("crp-mapped's private clean page is not the file's");
+    if (mapped[2 * PAGE] != 'm') return fail("the private copy reached the file");
     if (!filled(view, 'h') || !filled(view + PAGE, 'i')) return fail("crp-held's shared mapping lost its contents");
     if (!filled(own, 'p')) return fail("the private page lost its own bytes");
     if (!filled(own + PAGE, 'i')) return fail("the untouched private page does not show the file");
@@ -356,12 +365,6 @@ static int run_refused(const char *mode) {
     fill(page, 'x');
     if (!strcmp(mode, "sealed")) {
         if (syscall(462 /* mseal */, page, PAGE, 0)) return fail("mseal");
-    } else if (!strcmp(mode, "memfd-private")) {
-        int fd = memfd_create("crp-private", 0);
-        if (fd < 0 || ftruncate(fd, PAGE)) return fail("memfd");
-        if (mmap(page, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) return fail("mmap");
-        close(fd);
-        fill(page, 'x');
     } else if (!strcmp(mode, "sysv-partial")) {
         int id = shmget(IPC_PRIVATE, 2 * PAGE, IPC_CREAT | 0600);
         char *segment = id < 0 ? (void *)-1 : shmat(id, NULL, 0);
@@ -424,8 +427,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "sysv")) return run_sysv();
     if (!strcmp(mode, "mlock")) return run_mlock();
     if (!strcmp(mode, "flags")) return run_flags();
-    if (!strcmp(mode, "sealed") || !strcmp(mode, "uffd") || !strcmp(mode, "memfd-private") ||
-        !strcmp(mode, "sysv-partial"))
+    if (!strcmp(mode, "sealed") || !strcmp(mode, "uffd") || !strcmp(mode, "sysv-partial"))
         return run_refused(mode);
     return fail("unknown mode");
 }

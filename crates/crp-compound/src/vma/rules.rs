@@ -36,7 +36,6 @@ pub(super) const PROTECTION: [(i32, u64); 3] =
 
 /// `F_SEAL_FUTURE_WRITE`: no new writable shared mapping.
 pub(super) const F_SEAL_FUTURE_WRITE: u32 = 0x10;
-pub(super) const UNHELD_PRIVATE_MEMFD: &str = "a private mapping of a memfd no descriptor holds any more";
 pub(super) const FUTURE_WRITE_SEALED: &str = "a writable shared mapping of a memfd sealed with F_SEAL_FUTURE_WRITE \
                                               (the seal refuses the new mapping the restore would make)";
 
@@ -296,7 +295,11 @@ impl<'a> Mapping<'a> {
                 let object = gathering.object_of(self.start, self.end, self.object_device, self.inode, kind)?;
                 Backing::Shared { object, offset: self.file_offset }
             }
-            (MemoryObject::Memfd { .. }, None) => return Err(self.unsupported(UNHELD_PRIVATE_MEMFD).into()),
+            (MemoryObject::Memfd { name }, None) => {
+                let object =
+                    gathering.memfd_with_contents(self.start, self.end, self.object_device, self.inode, name)?;
+                Backing::Shared { object, offset: self.file_offset }
+            }
             (MemoryObject::SysV, _) => {
                 let object = gathering.sysv_of(self.start, self.end, self.object_device, self.inode)?;
                 Backing::Shared { object, offset: self.file_offset }
@@ -466,10 +469,6 @@ mod tests {
             .record_with(&mut gathering, DescriptorObjects(&objects))
             .unwrap();
         assert_eq!(held.backing, Backing::Descriptor { object: 0, offset: 0 });
-        let private = Mapping::from_maps(&entry("/memfd:other (deleted)", false, 6))
-            .record_with(&mut gathering, DescriptorObjects(&objects))
-            .unwrap_err();
-        assert!(private.to_string().contains("private mapping of a memfd"), "{private}");
         let sealed = [FileObject::Memfd {
             name: "sealed".into(),
             inode: 5,

@@ -54,6 +54,9 @@ pub enum SharedKind {
     /// contents limit) and it is made again unlinked in its directory
     /// (`O_TMPFILE`, so `/proc/PID/maps` names it `DIR/#INODE (deleted)`).
     DeletedFile { path: String, mode: u32, contents: Contents },
+    /// A memfd no descriptor holds that is mapped privately (and maybe
+    /// shared too): its contents are stored here, as a deleted file's.
+    MemfdContents { name: String, contents: Contents },
     /// A SysV shared memory segment (`shmat`): attached again to the
     /// segment of the same key when one exists with the same size and mode
     /// (its contents, which its other users may have written since, are
@@ -88,7 +91,7 @@ impl SharedObject {
     pub fn describe(&self) -> String {
         match &self.kind {
             SharedKind::Anonymous => "MAP_SHARED|MAP_ANONYMOUS".to_owned(),
-            SharedKind::Memfd { name } => format!("memfd:{name}"),
+            SharedKind::Memfd { name } | SharedKind::MemfdContents { name, .. } => format!("memfd:{name}"),
             SharedKind::DeletedFile { path, .. } => format!("deleted file {path}"),
             SharedKind::SysV { key, id, .. } => format!("SysV shm key {key:#x} id {id}"),
         }
@@ -97,7 +100,7 @@ impl SharedObject {
     /// Whether its contents are in the metadata (a deleted file) rather
     /// than in page runs.
     pub fn contents_in_metadata(&self) -> bool {
-        matches!(self.kind, SharedKind::DeletedFile { .. })
+        matches!(self.kind, SharedKind::DeletedFile { .. } | SharedKind::MemfdContents { .. })
     }
 }
 
@@ -110,7 +113,7 @@ impl SharedMemory {
             if i64::try_from(object.size).is_err() {
                 return Err(Invalid::new(field(), format!("has size {}, beyond what ftruncate takes", object.size)));
             }
-            if let SharedKind::Memfd { name } = &object.kind
+            if let SharedKind::Memfd { name } | SharedKind::MemfdContents { name, .. } = &object.kind
                 && (name.len() > MEMFD_NAME_MAX || name.contains('\0'))
             {
                 return Err(Invalid::new(field(), format!("has memfd name {name:.80?}, not one memfd_create takes")));
@@ -123,8 +126,11 @@ impl SharedMemory {
             if object.kind == SharedKind::Anonymous && (object.size == 0 || object.size % PAGE_SIZE != 0) {
                 return Err(Invalid::new(field(), format!("is anonymous shared memory of {} bytes", object.size)));
             }
-            if let SharedKind::DeletedFile { path, contents, .. } = &object.kind {
+            if let SharedKind::DeletedFile { path, .. } = &object.kind {
                 check_path(field(), path)?;
+            }
+            if let SharedKind::DeletedFile { contents, .. } | SharedKind::MemfdContents { contents, .. } = &object.kind
+            {
                 let mut end = 0u64;
                 for extent in &contents.extents {
                     let extent_end = extent.offset.checked_add(extent.data.len() as u64);
@@ -211,8 +217,52 @@ impl Gathering {
         if let Some(index) = self.objects.iter().position(|object| object.device == device && object.inode == inode) {
             return Ok(u32::try_from(index).unwrap_or(u32::MAX));
         }
+        let (contents, mode) = self.contents_of(start, end, path)?;
+        let size = contents.size;
+        let kind = SharedKind::DeletedFile { path: path.to_owned(), mode, contents };
+        self.objects.push(SharedObject { kind, device, inode, size, outside: Vec::new() });
+        Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    /// The index of the memfd `name` a private mapping at `[start, end)`
+    /// maps and no descriptor holds: recorded with its contents (the
+    /// private mapping's clean pages are the file's), or given them when a
+    /// shared mapping recorded it first.
+    pub(super) fn memfd_with_contents(
+        &mut self,
+        start: u64,
+        end: u64,
+        device: u64,
+        inode: u64,
+        name: &str,
+    ) -> Result<u32, CompoundError> {
+        let known = self.objects.iter().position(|object| object.device == device && object.inode == inode);
+        if let Some(index) = known
+            && self.objects[index].contents_in_metadata()
+        {
+            return Ok(u32::try_from(index).unwrap_or(u32::MAX));
+        }
+        let (contents, _) = self.contents_of(start, end, &format!("/memfd:{name}"))?;
+        let size = contents.size;
+        let kind = SharedKind::MemfdContents { name: name.to_owned(), contents };
+        match known {
+            Some(index) => {
+                self.objects[index].kind = kind;
+                Ok(u32::try_from(index).unwrap_or(u32::MAX))
+            }
+            None => {
+                self.objects.push(SharedObject { kind, device, inode, size, outside: Vec::new() });
+                Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
+            }
+        }
+    }
+
+    /// The contents and mode of the file mapped at `[start, end)` (named
+    /// `path` in messages), read through /proc/PID/map_files, refused above
+    /// the dump's contents limit.
+    fn contents_of(&self, start: u64, end: u64, path: &str) -> Result<(Contents, u32), CompoundError> {
         let link = map_files_path(self.pid, start, end);
-        let file = std::fs::File::open(&link).map_err(CompoundError::io("open the deleted mapped file", &link))?;
+        let file = std::fs::File::open(&link).map_err(CompoundError::io("open the mapped file", &link))?;
         let metadata = file.metadata().map_err(CompoundError::io("stat", &link))?;
         let size = metadata.size();
         let ranges = page_ranges(&file, size, &link)?;
@@ -221,8 +271,8 @@ impl Gathering {
         if stored > limit {
             return Err(Unsupported {
                 what: format!(
-                    "a mapped deleted file holding {stored} bytes of data, above the {limit} bytes a dump saves of \
-                     one file (raise it with crp dump {CONTENTS_LIMIT_OPTION} BYTES)"
+                    "a mapped file no descriptor holds, with {stored} bytes of data, above the {limit} bytes a dump \
+                     saves of one file (raise it with crp dump {CONTENTS_LIMIT_OPTION} BYTES)"
                 ),
                 location: format!("[{start:#x}, {end:#x}) {path} (deleted)"),
             }
@@ -233,16 +283,10 @@ impl Gathering {
             let to = to.min(size);
             let mut data = vec![0u8; usize::try_from(to - from).unwrap_or(0)];
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, from)
-                .map_err(CompoundError::io("read the deleted mapped file", &link))?;
+                .map_err(CompoundError::io("read the mapped file", &link))?;
             extents.push(Extent { offset: from, data });
         }
-        let kind = SharedKind::DeletedFile {
-            path: path.to_owned(),
-            mode: metadata.mode() & 0o7777,
-            contents: Contents { size, extents },
-        };
-        self.objects.push(SharedObject { kind, device, inode, size, outside: Vec::new() });
-        Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
+        Ok((Contents { size, extents }, metadata.mode() & 0o7777))
     }
 
     /// The index of SysV segment `id` (key `key`) attached at `[start, end)`,
@@ -622,6 +666,16 @@ fn create_file_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<
             tracee.syscall("ftruncate", libc::SYS_ftruncate, [fd, object.size, 0, 0, 0, 0])?;
             Ok(fd)
         }
+        SharedKind::MemfdContents { name, contents } => {
+            let mut scratch = tracee.scratch();
+            let name = scratch.push_c_string(name.as_bytes());
+            scratch.commit(tracee)?;
+            let fd =
+                tracee.syscall("memfd_create", libc::SYS_memfd_create, [name, arg(libc::MFD_CLOEXEC), 0, 0, 0, 0])?;
+            fill_from_crp(tracee, fd, contents)?;
+            tracee.syscall("ftruncate", libc::SYS_ftruncate, [fd, object.size, 0, 0, 0, 0])?;
+            Ok(fd)
+        }
         SharedKind::DeletedFile { path, mode, contents } => {
             let directory = match path.rfind('/') {
                 Some(0) | None => "/",
@@ -847,7 +901,6 @@ pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<(), CompoundError> {
         let holder = held.iter().find(|(device, inode, _)| *device == mapping.object_device && *inode == entry.inode);
         if mapping.is_memfd() {
             match holder {
-                None if !entry.shared => return Err(mapping.unsupported(super::rules::UNHELD_PRIVATE_MEMFD).into()),
                 Some((_, _, seals))
                     if entry.shared && entry.has_flag("mw") && seals & super::rules::F_SEAL_FUTURE_WRITE != 0 =>
                 {
