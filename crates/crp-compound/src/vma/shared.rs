@@ -795,6 +795,93 @@ pub(super) fn entry_device(entry: &MapsEntry) -> u64 {
     device_number(entry.device)
 }
 
+/// What the dump would refuse about the process's memory objects, found
+/// before the freeze: a private mapping of a memfd no descriptor holds, a
+/// writable shared mapping of a memfd sealed with F_SEAL_FUTURE_WRITE, a
+/// SysV segment locked with SHM_LOCK or only partly attached, a deleted
+/// file no descriptor holds with more data than the contents limit.
+pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<(), CompoundError> {
+    let held = held_objects(pid);
+    let segments =
+        if maps.iter().any(|entry| super::Mapping::from_maps(entry).is_sysv()) { sysv_segments()? } else { Vec::new() };
+    let mut attachments: Vec<(u64, u64, u64)> = Vec::new();
+    for entry in maps {
+        let mapping = super::Mapping::from_maps(entry);
+        let holder = held.iter().find(|(device, inode, _)| *device == mapping.object_device && *inode == entry.inode);
+        if mapping.is_memfd() {
+            match holder {
+                Some((_, _, seals))
+                    if entry.shared && entry.has_flag("mw") && seals & super::rules::F_SEAL_FUTURE_WRITE != 0 =>
+                {
+                    return Err(mapping.unsupported(super::rules::FUTURE_WRITE_SEALED).into());
+                }
+                _ => {}
+            }
+        } else if mapping.is_deleted_file() && holder.is_none() {
+            let link = map_files_path(pid, entry.start, entry.end);
+            if let Ok(file) = std::fs::File::open(&link) {
+                let size = file.metadata().map_or(0, |metadata| metadata.size());
+                let stored: u64 =
+                    page_ranges(&file, size, &link)?.iter().map(|(start, end)| end.min(&size) - start).sum();
+                if stored > contents_limit() {
+                    return Err(mapping
+                        .unsupported(&format!(
+                            "a mapped deleted file holding {stored} bytes of data, above the {} bytes a dump saves of \
+                             one file (raise it with crp dump {CONTENTS_LIMIT_OPTION} BYTES)",
+                            contents_limit()
+                        ))
+                        .into());
+                }
+            }
+        } else if mapping.is_sysv() {
+            if let Some(segment) = segments.iter().find(|segment| u64::try_from(segment.id).ok() == Some(entry.inode))
+                && segment.mode & SHM_LOCKED != 0
+            {
+                return Err(mapping.unsupported("a SysV segment locked in memory (shmctl SHM_LOCK)").into());
+            }
+            let base = entry.start.wrapping_sub(entry.offset);
+            match attachments.iter_mut().find(|(id, known, _)| *id == entry.inode && *known == base) {
+                Some((_, _, end)) if *end == entry.start => *end = entry.end,
+                Some(_) => {}
+                None => attachments.push((entry.inode, base, if entry.offset == 0 { entry.end } else { base })),
+            }
+        }
+    }
+    for (id, base, end) in attachments {
+        let size = segments
+            .iter()
+            .find(|segment| u64::try_from(segment.id).ok() == Some(id))
+            .map_or(0, |segment| segment.size);
+        if end != base.saturating_add(size.div_ceil(PAGE_SIZE) * PAGE_SIZE) {
+            return Err(Unsupported {
+                what: "a SysV attachment only partly mapped (munmap'd or mremap'd)".into(),
+                location: format!("[{base:#x}, {end:#x}) SysV segment id {id}"),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// `(device, inode, seals)` of every deleted file and memfd the process's
+/// descriptors hold (seals 0 for a deleted file).
+fn held_objects(pid: i32) -> Vec<(u64, u64, u32)> {
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    descriptors
+        .flatten()
+        .filter(|descriptor| {
+            std::fs::read_link(descriptor.path()).is_ok_and(|link| link.to_string_lossy().ends_with(" (deleted)"))
+        })
+        .filter_map(|descriptor| {
+            let file = std::fs::File::open(descriptor.path()).ok()?;
+            let metadata = file.metadata().ok()?;
+            let seals =
+                nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS).map_or(0, |seals| seals.cast_unsigned());
+            Some((metadata.dev(), metadata.ino(), seals))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,91 +971,4 @@ mod tests {
         // SAFETY: the mapping made above.
         unsafe { libc::munmap(base, 4 * 4096) };
     }
-}
-
-/// What the dump would refuse about the process's memory objects, found
-/// before the freeze: a private mapping of a memfd no descriptor holds, a
-/// writable shared mapping of a memfd sealed with F_SEAL_FUTURE_WRITE, a
-/// SysV segment locked with SHM_LOCK or only partly attached, a deleted
-/// file no descriptor holds with more data than the contents limit.
-pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<(), CompoundError> {
-    let held = held_objects(pid);
-    let segments =
-        if maps.iter().any(|entry| super::Mapping::from_maps(entry).is_sysv()) { sysv_segments()? } else { Vec::new() };
-    let mut attachments: Vec<(u64, u64, u64)> = Vec::new();
-    for entry in maps {
-        let mapping = super::Mapping::from_maps(entry);
-        let holder = held.iter().find(|(device, inode, _)| *device == mapping.object_device && *inode == entry.inode);
-        if mapping.is_memfd() {
-            match holder {
-                Some((_, _, seals))
-                    if entry.shared && entry.has_flag("mw") && seals & super::rules::F_SEAL_FUTURE_WRITE != 0 =>
-                {
-                    return Err(mapping.unsupported(super::rules::FUTURE_WRITE_SEALED).into());
-                }
-                _ => {}
-            }
-        } else if mapping.is_deleted_file() && holder.is_none() {
-            let link = map_files_path(pid, entry.start, entry.end);
-            if let Ok(file) = std::fs::File::open(&link) {
-                let size = file.metadata().map_or(0, |metadata| metadata.size());
-                let stored: u64 =
-                    page_ranges(&file, size, &link)?.iter().map(|(start, end)| end.min(&size) - start).sum();
-                if stored > contents_limit() {
-                    return Err(mapping
-                        .unsupported(&format!(
-                            "a mapped deleted file holding {stored} bytes of data, above the {} bytes a dump saves of \
-                             one file (raise it with crp dump {CONTENTS_LIMIT_OPTION} BYTES)",
-                            contents_limit()
-                        ))
-                        .into());
-                }
-            }
-        } else if mapping.is_sysv() {
-            if let Some(segment) = segments.iter().find(|segment| u64::try_from(segment.id).ok() == Some(entry.inode))
-                && segment.mode & SHM_LOCKED != 0
-            {
-                return Err(mapping.unsupported("a SysV segment locked in memory (shmctl SHM_LOCK)").into());
-            }
-            let base = entry.start.wrapping_sub(entry.offset);
-            match attachments.iter_mut().find(|(id, known, _)| *id == entry.inode && *known == base) {
-                Some((_, _, end)) if *end == entry.start => *end = entry.end,
-                Some(_) => {}
-                None => attachments.push((entry.inode, base, if entry.offset == 0 { entry.end } else { base })),
-            }
-        }
-    }
-    for (id, base, end) in attachments {
-        let size = segments
-            .iter()
-            .find(|segment| u64::try_from(segment.id).ok() == Some(id))
-            .map_or(0, |segment| segment.size);
-        if end != base.saturating_add(size.div_ceil(PAGE_SIZE) * PAGE_SIZE) {
-            return Err(Unsupported {
-                what: "a SysV attachment only partly mapped (munmap'd or mremap'd)".into(),
-                location: format!("[{base:#x}, {end:#x}) SysV segment id {id}"),
-            }
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// `(device, inode, seals)` of every deleted file and memfd the process's
-/// descriptors hold (seals 0 for a deleted file).
-fn held_objects(pid: i32) -> Vec<(u64, u64, u32)> {
-    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
-    descriptors
-        .flatten()
-        .filter(|descriptor| {
-            std::fs::read_link(descriptor.path()).is_ok_and(|link| link.to_string_lossy().ends_with(" (deleted)"))
-        })
-        .filter_map(|descriptor| {
-            let file = std::fs::File::open(descriptor.path()).ok()?;
-            let metadata = file.metadata().ok()?;
-            let seals =
-                nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS).map_or(0, |seals| seals.cast_unsigned());
-            Some((metadata.dev(), metadata.ino(), seals))
-        })
-        .collect()
 }
