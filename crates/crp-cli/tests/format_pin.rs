@@ -59,6 +59,7 @@ fn reference_image() -> ProcessImage {
                 machine_check_kill: 1,
                 tsc: 1,
                 speculation: vec![5, 0, 0],
+                cpuid_faulting: true,
                 parent_death_signal: ParentDeathSignal(28),
             },
         }],
@@ -173,6 +174,21 @@ fn reference_image() -> ProcessImage {
                     extents: vec![crp_compound::files::Extent { offset: 4096, data: b"memfd".to_vec() }],
                 },
             });
+            table.files[1].owner = Some(crp_compound::files::FileOwner {
+                kind: crp_compound::files::OwnerKind::Thread,
+                id: crp_compound::files::OwnerId::Itself,
+                signal: 35,
+            });
+            table.files[2].owner = Some(crp_compound::files::FileOwner {
+                kind: crp_compound::files::OwnerKind::Group,
+                id: crp_compound::files::OwnerId::Other(77),
+                signal: 0,
+            });
+            table.files[3].owner = Some(crp_compound::files::FileOwner {
+                kind: crp_compound::files::OwnerKind::Process,
+                id: crp_compound::files::OwnerId::Nobody,
+                signal: 10,
+            });
             table
         },
         signals: SignalState {
@@ -202,6 +218,9 @@ fn reference_image() -> ProcessImage {
             oom_score_adj: 400,
             child_subreaper: true,
             memory_deny_write_execute: 0,
+            xsave_permissions: 0x6_02e7,
+            coredump_filter: 0x7f,
+            login_uid: Some(1000),
         },
     }
 }

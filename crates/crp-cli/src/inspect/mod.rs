@@ -129,6 +129,8 @@ pub struct ThreadSummary {
     /// `enabled` or `sigsegv` (PR_GET_TSC).
     pub tsc: &'static str,
     pub speculation: Vec<SpeculationSummary>,
+    /// cpuid faults (ARCH_SET_CPUID 0).
+    pub cpuid_faulting: bool,
     /// 0 when none.
     pub parent_death_signal: u32,
 }
@@ -143,6 +145,14 @@ pub struct ProcessAttributesSummary {
     pub child_subreaper: bool,
     /// PR_GET_MDWE flags.
     pub memory_deny_write_execute: u64,
+    /// ARCH_GET_XCOMP_PERM: the XSAVE features it may use.
+    pub xsave_permissions: u64,
+    /// It asked for AMX tile data (ARCH_REQ_XCOMP_PERM), asked again at restore.
+    pub amx_permitted: bool,
+    /// /proc/PID/coredump_filter.
+    pub coredump_filter: u32,
+    /// The audit login uid (4294967295: none); null on a kernel without audit.
+    pub login_uid: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -346,6 +356,23 @@ pub struct FdSummary {
     pub fifo: Option<FifoSummary>,
     /// For a deleted file or memfd: the object.
     pub file_object: Option<FileObjectSummary>,
+    /// Who its SIGIO and SIGURG go to (F_SETOWN_EX, F_SETSIG), when set.
+    pub owner: Option<OwnerSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OwnerSummary {
+    /// "thread", "process" or "process group".
+    pub kind: &'static str,
+    /// The dumped process itself (or the group it leads): the restored
+    /// process, whatever its PID.
+    pub itself: bool,
+    /// Another thread, process or group, by id; null for itself or nobody.
+    pub id: Option<i32>,
+    /// The F_SETSIG signal; 0 is SIGIO.
+    pub signal: i32,
+    /// What `crp inspect` prints.
+    pub description: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -672,6 +699,25 @@ fn fd_summary(
         event: events,
         fifo,
         file_object,
+        owner: table.file_of(descriptor).and_then(|file| file.owner).map(|owner| owner_summary(&owner)),
+    }
+}
+
+fn owner_summary(owner: &crp_compound::files::FileOwner) -> OwnerSummary {
+    use crp_compound::files::{OwnerId, OwnerKind};
+    OwnerSummary {
+        kind: match owner.kind {
+            OwnerKind::Thread => "thread",
+            OwnerKind::Process => "process",
+            OwnerKind::Group => "process group",
+        },
+        itself: owner.id == OwnerId::Itself,
+        id: match owner.id {
+            OwnerId::Other(id) => Some(id),
+            OwnerId::Nobody | OwnerId::Itself => None,
+        },
+        signal: owner.signal,
+        description: owner.describe(),
     }
 }
 
@@ -769,6 +815,10 @@ fn process_attributes(attributes: &crp_compound::process_attrs::ProcessAttribute
         oom_score_adj: attributes.oom_score_adj,
         child_subreaper: attributes.child_subreaper,
         memory_deny_write_execute: attributes.memory_deny_write_execute,
+        xsave_permissions: attributes.xsave_permissions,
+        amx_permitted: attributes.amx_permitted(),
+        coredump_filter: attributes.coredump_filter,
+        login_uid: attributes.login_uid,
     }
 }
 
@@ -805,6 +855,7 @@ fn thread(thread: &crate::model::ThreadState) -> ThreadSummary {
             _ => "default",
         },
         tsc: if attributes.tsc == crp_compound::thread_attrs::TSC_ENABLE { "enabled" } else { "sigsegv" },
+        cpuid_faulting: attributes.cpuid_faulting,
         speculation: attributes
             .speculation_controls()
             .map(|(control, value)| SpeculationSummary { control, value })

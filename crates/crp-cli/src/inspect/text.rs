@@ -138,6 +138,9 @@ pub fn render_text(summary: &ImageSummary) -> String {
         .unwrap_or_default();
         if file.shares_description_with.is_none() {
             instances(&mut out, file);
+            if let Some(owner) = &file.owner {
+                let _ = writeln!(out, "         signals (F_SETOWN) go to {}", owner.description);
+            }
         }
     }
     out
@@ -230,6 +233,17 @@ fn process(out: &mut String, summary: &ImageSummary) {
         attributes.child_subreaper,
         attributes.memory_deny_write_execute
     );
+    let _ = writeln!(
+        out,
+        "           coredump_filter {:#x}, login uid {}, AMX tile data {}",
+        attributes.coredump_filter,
+        match attributes.login_uid {
+            None => "(no audit)".to_owned(),
+            Some(crp_compound::process_attrs::LOGIN_UID_UNSET) => "none".to_owned(),
+            Some(uid) => uid.to_string(),
+        },
+        if attributes.amx_permitted { "permitted" } else { "not asked for" }
+    );
     for thread in &summary.threads {
         let scheduling = &thread.scheduling;
         let priority = match scheduling.priority {
@@ -252,13 +266,14 @@ fn process(out: &mut String, summary: &ImageSummary) {
             thread.speculation.iter().map(|control| format!("{} {:#x}", control.control, control.value)).collect();
         let _ = writeln!(
             out,
-            "           parent-death signal {}, machine-check kill {}, TSC {}, speculation: {}",
+            "           parent-death signal {}, machine-check kill {}, TSC {}{}, speculation: {}",
             match thread.parent_death_signal {
                 0 => "none".to_owned(),
                 signal => crp_compound::signals::signal_name(signal.cast_signed()),
             },
             thread.machine_check_kill,
             thread.tsc,
+            if thread.cpuid_faulting { ", cpuid faults" } else { "" },
             if speculation.is_empty() { "none".to_owned() } else { speculation.join(", ") }
         );
     }

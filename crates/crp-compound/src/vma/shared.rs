@@ -800,7 +800,8 @@ pub(super) fn entry_device(entry: &MapsEntry) -> u64 {
 /// writable shared mapping of a memfd sealed with F_SEAL_FUTURE_WRITE, a
 /// SysV segment locked with SHM_LOCK or only partly attached, a deleted
 /// file no descriptor holds with more data than the contents limit.
-pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<(), CompoundError> {
+pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<Vec<Unsupported>, CompoundError> {
+    let mut blockers = Vec::new();
     let held = held_objects(pid);
     let segments =
         if maps.iter().any(|entry| super::Mapping::from_maps(entry).is_sysv()) { sysv_segments()? } else { Vec::new() };
@@ -813,7 +814,7 @@ pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<(), CompoundError> {
                 Some((_, _, seals))
                     if entry.shared && entry.has_flag("mw") && seals & super::rules::F_SEAL_FUTURE_WRITE != 0 =>
                 {
-                    return Err(mapping.unsupported(super::rules::FUTURE_WRITE_SEALED).into());
+                    blockers.push(mapping.unsupported(super::rules::FUTURE_WRITE_SEALED));
                 }
                 _ => {}
             }
@@ -824,20 +825,18 @@ pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<(), CompoundError> {
                 let stored: u64 =
                     page_ranges(&file, size, &link)?.iter().map(|(start, end)| end.min(&size) - start).sum();
                 if stored > contents_limit() {
-                    return Err(mapping
-                        .unsupported(&format!(
-                            "a mapped deleted file holding {stored} bytes of data, above the {} bytes a dump saves of \
-                             one file (raise it with crp dump {CONTENTS_LIMIT_OPTION} BYTES)",
-                            contents_limit()
-                        ))
-                        .into());
+                    blockers.push(mapping.unsupported(&format!(
+                        "a mapped deleted file holding {stored} bytes of data, above the {} bytes a dump saves of one \
+                         file (raise it with crp dump {CONTENTS_LIMIT_OPTION} BYTES)",
+                        contents_limit()
+                    )));
                 }
             }
         } else if mapping.is_sysv() {
             if let Some(segment) = segments.iter().find(|segment| u64::try_from(segment.id).ok() == Some(entry.inode))
                 && segment.mode & SHM_LOCKED != 0
             {
-                return Err(mapping.unsupported("a SysV segment locked in memory (shmctl SHM_LOCK)").into());
+                blockers.push(mapping.unsupported("a SysV segment locked in memory (shmctl SHM_LOCK)"));
             }
             let base = entry.start.wrapping_sub(entry.offset);
             match attachments.iter_mut().find(|(id, known, _)| *id == entry.inode && *known == base) {
@@ -853,14 +852,13 @@ pub fn preflight(pid: i32, maps: &[MapsEntry]) -> Result<(), CompoundError> {
             .find(|segment| u64::try_from(segment.id).ok() == Some(id))
             .map_or(0, |segment| segment.size);
         if end != base.saturating_add(size.div_ceil(PAGE_SIZE) * PAGE_SIZE) {
-            return Err(Unsupported {
+            blockers.push(Unsupported {
                 what: "a SysV attachment only partly mapped (munmap'd or mremap'd)".into(),
                 location: format!("[{base:#x}, {end:#x}) SysV segment id {id}"),
-            }
-            .into());
+            });
         }
     }
-    Ok(())
+    Ok(blockers)
 }
 
 /// `(device, inode, seals)` of every deleted file and memfd the process's
