@@ -221,6 +221,7 @@ fn reference_image() -> ProcessImage {
             xsave_permissions: 0x6_02e7,
             coredump_filter: 0x7f,
             login_uid: Some(1000),
+            futex_hash_slots: 16,
         },
     }
 }

@@ -206,12 +206,12 @@ fn thread_attributes() -> impl Strategy<Value = ThreadAttributes> {
 fn process_attributes() -> impl Strategy<Value = ProcessAttributes> {
     (
         (any::<u64>(), any::<u64>(), any::<i32>(), any::<bool>(), any::<u64>()),
-        (any::<u64>(), any::<u32>(), proptest::option::of(any::<u32>())),
+        (any::<u64>(), any::<u32>(), proptest::option::of(any::<u32>()), any::<u64>()),
     )
         .prop_map(
             |(
                 (thp_disable, membarrier_registrations, oom_score_adj, child_subreaper, memory_deny_write_execute),
-                (xsave_permissions, coredump_filter, login_uid),
+                (xsave_permissions, coredump_filter, login_uid, futex_hash_slots),
             )| ProcessAttributes {
                 thp_disable,
                 membarrier_registrations,
@@ -221,6 +221,7 @@ fn process_attributes() -> impl Strategy<Value = ProcessAttributes> {
                 xsave_permissions,
                 coredump_filter,
                 login_uid,
+                futex_hash_slots,
             },
         )
 }

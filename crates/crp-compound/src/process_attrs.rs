@@ -47,6 +47,9 @@ const MEMBARRIER_REGISTRATIONS: [(u64, &str); 4] = [
     (1 << 8, "MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ"),
 ];
 
+const PR_FUTEX_HASH: u64 = 78;
+const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
 const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
 const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
 /// The XSAVE features a process must ask permission for (AMX tile data).
@@ -79,6 +82,9 @@ pub struct ProcessAttributes {
     /// /proc/PID/loginuid ([`LOGIN_UID_UNSET`] outside a login session);
     /// `None` on a kernel without audit.
     pub login_uid: Option<u32>,
+    /// PR_FUTEX_HASH_GET_SLOTS: the slots of its private futex hash set
+    /// with PR_FUTEX_HASH_SET_SLOTS; 0 for the kernel's choice.
+    pub futex_hash_slots: u64,
 }
 
 impl ProcessAttributes {
@@ -116,6 +122,9 @@ impl ProcessAttributes {
         } else {
             0
         };
+        // Kernels before 6.17 have no private futex hash (EINVAL).
+        let args = [PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0, 0];
+        let futex_hash_slots = u64::try_from(tracee.raw_syscall(libc::SYS_prctl, args)?).unwrap_or(0);
         Ok(Self {
             thp_disable,
             membarrier_registrations,
@@ -125,6 +134,7 @@ impl ProcessAttributes {
             xsave_permissions,
             coredump_filter: from_proc.coredump_filter,
             login_uid: from_proc.login_uid,
+            futex_hash_slots,
         })
     }
 
@@ -161,6 +171,10 @@ impl ProcessAttributes {
         {
             return Err(Invalid::new("login uid", format!("{uid} is not a uid")));
         }
+        if self.futex_hash_slots == 1 || !(self.futex_hash_slots == 0 || self.futex_hash_slots.is_power_of_two()) {
+            let detail = format!("{} is not a power of two the kernel takes", self.futex_hash_slots);
+            return Err(Invalid::new("futex hash slots", detail));
+        }
         if self.memory_deny_write_execute & !MDWE_FLAGS != 0 {
             let detail = format!("{:#x} holds unknown flags", self.memory_deny_write_execute);
             return Err(Invalid::new("memory-deny-write-execute", detail));
@@ -186,6 +200,10 @@ impl ProcessAttributes {
             tracee.syscall("arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)", libc::SYS_arch_prctl, args)?;
         }
         self.restore_login_uid(tracee)?;
+        if self.futex_hash_slots != 0 {
+            let args = [PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, self.futex_hash_slots, 0, 0, 0];
+            tracee.syscall("prctl(PR_FUTEX_HASH_SET_SLOTS)", libc::SYS_prctl, args)?;
+        }
         if self.memory_deny_write_execute != 0 {
             let args = [PR_SET_MDWE, self.memory_deny_write_execute, 0, 0, 0, 0];
             tracee.syscall("prctl(PR_SET_MDWE)", libc::SYS_prctl, args)?;
@@ -422,6 +440,7 @@ mod tests {
             xsave_permissions: 0x6_02e7,
             coredump_filter: 0x7f,
             login_uid: own_login_uid().unwrap(),
+            futex_hash_slots: 16,
         };
         let mut restored = FakeTracee::default();
         attributes.restore(&mut Restore::new(&mut restored)).unwrap();
@@ -436,6 +455,8 @@ mod tests {
             [("oom_score_adj".to_owned(), b"400\n".to_vec()), ("coredump_filter".to_owned(), b"0x7f\n".to_vec())]
         );
         assert!(restored.calls_of(libc::SYS_openat).is_empty(), "not opened by the process itself");
+        let futex = restored.calls.iter().find(|call| call.args[0] == PR_FUTEX_HASH).unwrap();
+        assert_eq!(futex.args[1..3], [PR_FUTEX_HASH_SET_SLOTS, 16]);
         let amx = restored.calls_of(libc::SYS_arch_prctl);
         assert_eq!(amx.iter().map(|call| call.args[..2].to_vec()).collect::<Vec<_>>(), [vec![0x1023, 18]]);
         let last = restored.calls.last().unwrap();

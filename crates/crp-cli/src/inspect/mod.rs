@@ -153,6 +153,8 @@ pub struct ProcessAttributesSummary {
     pub coredump_filter: u32,
     /// The audit login uid (4294967295: none); null on a kernel without audit.
     pub login_uid: Option<u32>,
+    /// Slots of its private futex hash it set (PR_FUTEX_HASH); 0: the kernel's choice.
+    pub futex_hash_slots: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -819,6 +821,7 @@ fn process_attributes(attributes: &crp_compound::process_attrs::ProcessAttribute
         amx_permitted: attributes.amx_permitted(),
         coredump_filter: attributes.coredump_filter,
         login_uid: attributes.login_uid,
+        futex_hash_slots: attributes.futex_hash_slots,
     }
 }
 

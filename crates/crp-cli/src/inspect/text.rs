@@ -235,14 +235,18 @@ fn process(out: &mut String, summary: &ImageSummary) {
     );
     let _ = writeln!(
         out,
-        "           coredump_filter {:#x}, login uid {}, AMX tile data {}",
+        "           coredump_filter {:#x}, login uid {}, AMX tile data {}, futex hash {}",
         attributes.coredump_filter,
         match attributes.login_uid {
             None => "(no audit)".to_owned(),
             Some(crp_compound::process_attrs::LOGIN_UID_UNSET) => "none".to_owned(),
             Some(uid) => uid.to_string(),
         },
-        if attributes.amx_permitted { "permitted" } else { "not asked for" }
+        if attributes.amx_permitted { "permitted" } else { "not asked for" },
+        match attributes.futex_hash_slots {
+            0 => "the kernel's".to_owned(),
+            slots => format!("{slots} slots"),
+        }
     );
     for thread in &summary.threads {
         let scheduling = &thread.scheduling;

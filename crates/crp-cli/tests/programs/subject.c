@@ -21,7 +21,8 @@
  *       registered, oom_score_adj 400, child subreaper, no_new_privs,
  *       MDWE refuse-exec-gain, coredump_filter 0x7f, and where the
  *       machine allows: AMX tile data permission, audit login uid 4242,
- *       cpuid faulting), waits on stdin, then checks every one.
+ *       cpuid faulting, 16 private futex hash slots), waits on stdin, then
+ *       checks every one.
  *   subject seccomp
  *       installs an allow-everything seccomp filter, then waits on stdin.
  *   subject spin SECONDS [prof]
@@ -554,6 +555,8 @@ static int run_attributes(void) {
     int amx = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
     int login = write_proc_text("/proc/self/loginuid", "4242") == 0;
     int cpuid_faults = syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0) == 0;
+    /* PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS 16 (Linux 6.17+). */
+    int futex_hash = prctl(78, 1, 16, 0, 0) == 0;
 
     printf("READY %d\n", getpid());
     fflush(stdout);
@@ -592,8 +595,10 @@ static int run_attributes(void) {
         return fail("AMX tile data permission lost");
     if (login && read_proc_number("/proc/self/loginuid", 10) != 4242) return fail("login uid changed");
     if (cpuid_faults && syscall(SYS_arch_prctl, ARCH_GET_CPUID) != 0) return fail("cpuid faulting lost");
-    printf("OK pid=%d attributes kept (cpu %d, speculation %#x, amx %d, login uid %d, cpuid faulting %d)\n",
-           getpid(), last, speculation, amx, login, cpuid_faults);
+    if (futex_hash && prctl(78, 2, 0, 0, 0) != 16) return fail("private futex hash slots changed");
+    printf("OK pid=%d attributes kept (cpu %d, speculation %#x, amx %d, login uid %d, cpuid faulting %d, futex "
+           "hash %d)\n",
+           getpid(), last, speculation, amx, login, cpuid_faults, futex_hash);
     fflush(stdout);
     return 0;
 }
