@@ -93,10 +93,25 @@ fn find_syscall_instruction(
 /// The record of a mapping either back end read, refusing (exit code 3,
 /// naming the process) what crp cannot restore.
 pub(crate) fn vma_record(pid: i32, mapping: Mapping<'_>) -> Result<VmaRecord, CrpError> {
-    mapping.record().map_err(|error| match error {
+    mapping.record().map_err(|error| lift_unsupported(pid, error))
+}
+
+/// [`vma_record`] for a back end that restores shared memory objects and
+/// mappings of the descriptor table's objects (the userspace one).
+pub(crate) fn vma_record_with(
+    pid: i32,
+    mapping: Mapping<'_>,
+    gathering: &mut crp_compound::vma::shared::Gathering,
+    objects: crp_compound::vma::DescriptorObjects<'_>,
+) -> Result<VmaRecord, CrpError> {
+    mapping.record_with(gathering, objects).map_err(|error| lift_unsupported(pid, error))
+}
+
+fn lift_unsupported(pid: i32, error: CompoundError) -> CrpError {
+    match error {
         CompoundError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),
         other => other.into(),
-    })
+    }
 }
 
 impl Backend {

@@ -159,6 +159,20 @@ pub fn run() -> Vec<Probe> {
         }),
     });
     probes.push(Probe {
+        name: "unsealed system mappings",
+        required: true,
+        needed_for: "restore: the vDSO block is moved to where the image had it (a kernel built with \
+                     CONFIG_MSEAL_SYSTEM_MAPPINGS seals it)",
+        result: probe_system_mappings_unsealed(),
+    });
+    probes.push(Probe {
+        name: "guard regions (PAGEMAP_SCAN)",
+        required: false,
+        needed_for: "dump of guard regions (MADV_GUARD_INSTALL, 6.15): without PAGEMAP_SCAN's guard category, a \
+                     kernel has none to find",
+        result: probe_guard_scan(),
+    });
+    probes.push(Probe {
         name: "/dev/crp (kmod back end)",
         required: false,
         needed_for: "--backend kmod only (dump and restore through the crp kernel module)",
@@ -199,6 +213,51 @@ fn xsave_feature_names(features: u64) -> String {
 /// Opens /dev/crp and makes one harmless ioctl: attaching to crp itself,
 /// which a working module of the same ABI refuses with EINVAL (a caller
 /// cannot dump itself); another ABI version answers EPROTO.
+/// Whether crp's own special mappings (`[vdso]`, `[vvar]`...) are sealed
+/// (smaps `sl`): then they cannot be moved, and no restore can place them.
+fn probe_system_mappings_unsealed() -> Result<String, String> {
+    let maps = crp_ptrace::procfs::smaps(std::process::id().cast_signed()).map_err(|error| error.to_string())?;
+    let sealed = sealed_special_mappings(&maps);
+    if sealed.is_empty() {
+        Ok("[vdso] and [vvar] are not sealed".to_owned())
+    } else {
+        Err(format!("{} sealed: a kernel with CONFIG_MSEAL_SYSTEM_MAPPINGS cannot be restored into", sealed.join(", ")))
+    }
+}
+
+/// The kernel's special mappings among `maps` that are sealed.
+fn sealed_special_mappings(maps: &[crp_ptrace::procfs::MapsEntry]) -> Vec<&str> {
+    maps.iter()
+        .filter(|entry| crp_arch_x86::is_special_mapping(&entry.name) && entry.has_flag("sl"))
+        .map(|entry| entry.name.as_str())
+        .collect()
+}
+
+/// Whether PAGEMAP_SCAN finds a guard region crp installs in its own memory.
+fn probe_guard_scan() -> Result<String, String> {
+    const MADV_GUARD_INSTALL: i32 = 102;
+    let pagemap = crp_compound::pagemap::PageMap::open(std::process::id().cast_signed()).map_err(|e| e.to_string())?;
+    // SAFETY: a fresh private mapping of crp's own, unmapped below.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: the second page of the mapping just made.
+    let installed = unsafe { libc::madvise(base.cast::<u8>().add(4096).cast(), 4096, MADV_GUARD_INSTALL) };
+    let start = base as u64;
+    let found = pagemap.guard_regions(start, start + 8192);
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(base, 8192) };
+    match (installed, found) {
+        (0, Ok(regions)) if regions == [(start + 4096, start + 8192)] => Ok("found by PAGEMAP_SCAN".to_owned()),
+        (0, Ok(regions)) => Err(format!("installed, but PAGEMAP_SCAN reports {regions:?}")),
+        (0, Err(error)) => Err(error.to_string()),
+        _ => Err(format!("MADV_GUARD_INSTALL: {} (kernel before 6.15)", std::io::Error::last_os_error())),
+    }
+}
+
 fn probe_kmod_device() -> Result<String, String> {
     use crate::kmod::{DEVICE_PATH, Device, KmodError};
     let device = Device::open().map_err(|error| match error {
@@ -215,5 +274,30 @@ fn probe_kmod_device() -> Result<String, String> {
         )),
         Err(other) => Err(other.to_string()),
         Ok(()) => Err(format!("{DEVICE_PATH} let crp attach to itself: not the module crp expects")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_vdso_is_reported() {
+        let entry = |name: &str, flags: &[&str]| crp_ptrace::procfs::MapsEntry {
+            start: 0x1000,
+            end: 0x2000,
+            readable: true,
+            writable: false,
+            executable: true,
+            shared: false,
+            offset: 0,
+            device: (0, 0),
+            inode: 0,
+            name: name.into(),
+            vm_flags: flags.iter().map(|flag| (*flag).to_owned()).collect(),
+            populated_kb: None,
+        };
+        let maps = [entry("[vdso]", &["rd", "ex", "sl"]), entry("[vvar]", &["rd"]), entry("", &["rd", "sl"])];
+        assert_eq!(sealed_special_mappings(&maps), ["[vdso]"], "an ordinary sealed mapping is the process's");
     }
 }

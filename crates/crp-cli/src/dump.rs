@@ -44,6 +44,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     tracing::info!(pid, "preflight passed: nothing crp refuses");
     // A missing module fails here, before the process is touched.
     let backend = plan.backend.for_dump()?;
+    if plan.backend == Backend::Kmod {
+        crate::kmod::memory::preflight(pid)?;
+    }
     // An unwritable destination fails here too.
     let mut writer = ImageWriter::create(&plan.output)?;
     tracing::debug!(output = %plan.output.display(), "image file staged");
@@ -68,9 +71,20 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     cancel::check("dump")?;
 
     let pagemap = PageMap::open(pid)?;
+    image.guard_regions = pagemap
+        .guard_regions(0, crate::restore::validate::TASK_SIZE)?
+        .into_iter()
+        .map(|(start, end)| crp_compound::vma::GuardRegion { start, end })
+        .collect();
+    // A shared memory object's pages, once per object.
+    let mut shared_runs = crp_compound::vma::shared::page_runs(pid, &image.vmas, &image.shared_memory)?;
     let nix_pid = frozen.pid();
     for (vma, populated_kb) in image.vmas.iter().zip(populated_kb) {
-        for (vaddr, page_count) in pagemap.stored_runs(vma, populated_kb)? {
+        let runs = match shared_runs.remove(&vma.start) {
+            Some(runs) => runs,
+            None => pagemap.stored_runs(vma, populated_kb)?,
+        };
+        for (vaddr, page_count) in runs {
             let added = writer.add_page_run(vaddr, page_count, |address, buffer| {
                 if cancel::requested().is_some() {
                     return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));

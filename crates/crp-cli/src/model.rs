@@ -17,7 +17,7 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::VmaRecord;
+use crp_compound::vma::{FutureLocking, GuardRegion, SharedMemory, VmaRecord};
 use crp_locks::LockState;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -32,6 +32,12 @@ pub struct ProcessImage {
     pub vdso: VdsoLayout,
     /// Compound state.
     pub vmas: Vec<VmaRecord>,
+    /// The shared memory objects `vmas` map (`Backing::Shared`).
+    pub shared_memory: SharedMemory,
+    /// mlockall(MCL_FUTURE): mappings made from now on are locked.
+    pub future_locking: FutureLocking,
+    /// Guard regions (MADV_GUARD_INSTALL), in address order.
+    pub guard_regions: Vec<GuardRegion>,
     pub mm: MmFields,
     pub files: FdTable,
     pub signals: SignalState,

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 
 use crate::error::CrpError;
 use crate::model::ProcessImage;
-use crate::restore::memory::map_and_fill;
+use crate::restore::memory::{map_and_fill, map_descriptor_objects};
 use crate::restore::trust::OpenAs;
 
 /// What the user asked of this restore beyond the image: the identity files
@@ -84,6 +84,10 @@ macro_rules! leader_persisted {
 }
 
 const MEMORY: &str = "memory";
+/// Mappings of the memfds and deleted files descriptors hold.
+const DESCRIPTOR_MAPPINGS: &str = "mappings of descriptor objects";
+/// mlockall(MCL_FUTURE).
+const FUTURE_LOCKING: &str = "locking of future mappings";
 
 /// What the userspace back end rebuilds by injection before [`FINISH`].
 pub const BY_INJECTION: &[Step] = &[
@@ -91,7 +95,7 @@ pub const BY_INJECTION: &[Step] = &[
         kind: MEMORY,
         run: |rebuild| {
             let Rebuild { injector, pid, image, reader, .. } = rebuild;
-            map_and_fill(injector, *pid, &image.vmas, reader)?;
+            map_and_fill(injector, *pid, &image.vmas, &image.shared_memory, &image.guard_regions, reader)?;
             tracing::info!(vmas = image.vmas.len(), page_bytes = reader.page_bytes(), "memory mapped and filled");
             Ok(())
         },
@@ -109,6 +113,15 @@ pub const FINISH: &[Step] = &[
     leader_persisted!(crp_compound::thread_attrs::ThreadAttributes, attributes),
     persisted!(crp_compound::process_attrs::ProcessAttributes, attributes),
     persisted!(crp_compound::files::FdTable, files),
+    Step {
+        kind: DESCRIPTOR_MAPPINGS,
+        run: |rebuild| {
+            let Rebuild { injector, pid, image, reader, choices } = rebuild;
+            let streams = &choices.streams;
+            map_descriptor_objects(injector, *pid, &image.vmas, &image.files, streams, &image.guard_regions, reader)
+        },
+    },
+    Step { kind: FUTURE_LOCKING, run: |rebuild| Ok(rebuild.image.future_locking.restore(&mut *rebuild.injector)?) },
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
     persisted!(crp_compound::creds::Credentials, credentials),
@@ -176,6 +189,17 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         "a lower nice value, a real-time policy or I/O class need crp's CAP_SYS_NICE",
     ),
     (MEMORY, PROCESS_ATTRIBUTES, "PR_SET_MDWE refuses executable mappings made after it"),
+    (
+        <crp_compound::files::FdTable as Persist>::KIND,
+        DESCRIPTOR_MAPPINGS,
+        "a memfd's or deleted file's mappings are mapped from its restored descriptor",
+    ),
+    (MEMORY, DESCRIPTOR_MAPPINGS, "the page runs of the other mappings are written by the memory step alone"),
+    (
+        DESCRIPTOR_MAPPINGS,
+        FUTURE_LOCKING,
+        "after mlockall(MCL_FUTURE) every mapping made is locked: the process's own last",
+    ),
     (
         PROCESS_ATTRIBUTES,
         <crp_compound::creds::Credentials as Persist>::KIND,

@@ -160,6 +160,7 @@ pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
             blockers.push(refusal);
         }
     }
+    blockers.extend(crp_compound::vma::shared::preflight(pid, &maps).map_err(lift(pid))?);
     blockers.extend(crp_compound::files::preflight(pid).map_err(lift(pid))?);
     collect(crp_compound::timers::preflight(pid), &mut blockers, pid)?;
     let locks = crp_locks::preflight(pid).map_err(|error| match error {

@@ -19,7 +19,7 @@ use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes};
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{Backing, MappedFile, VmaRecord};
+use crp_compound::vma::{Backing, MappedFile, SharedKind, SharedMemory, SharedObject, VmaRecord};
 use crp_image::format::FORMAT_VERSION;
 use crp_image::{ImageReader, ImageWriter};
 use crp_locks::{LockState, RseqRegistration};
@@ -84,6 +84,17 @@ fn reference_image() -> ProcessImage {
                 backing: Backing::Anonymous { label: "[heap]".into() },
             },
         ],
+        shared_memory: SharedMemory {
+            objects: vec![SharedObject {
+                kind: SharedKind::Memfd { name: "pinned".into() },
+                device: 1,
+                inode: 42,
+                size: 0x2000,
+                outside: vec![7],
+            }],
+        },
+        future_locking: crp_compound::vma::FutureLocking::default(),
+        guard_regions: vec![crp_compound::vma::GuardRegion { start: 0x60_1000, end: 0x60_2000 }],
         mm: MmFields {
             start_code: 0x40_0000,
             end_code: 0x40_1000,

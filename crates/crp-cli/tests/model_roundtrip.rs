@@ -14,7 +14,7 @@ use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes};
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{Backing, MappedFile, VmaRecord};
+use crp_compound::vma::{Backing, MappedFile, SharedKind, SharedMemory, SharedObject, VmaRecord};
 use crp_image::{ImageReader, ImageWriter};
 use crp_locks::{LockState, RseqRegistration};
 use proptest::collection::vec;
@@ -39,10 +39,46 @@ fn vma() -> impl Strategy<Value = VmaRecord> {
         ".{0,10}".prop_map(|label| Backing::Anonymous { label }),
         (".{0,40}", any::<u64>(), any::<u64>(), any::<i64>())
             .prop_map(|(path, offset, size, mtime_ns)| Backing::File(MappedFile { path, offset, size, mtime_ns })),
+        (any::<u32>(), any::<u64>()).prop_map(|(object, offset)| Backing::Shared { object, offset }),
+        (any::<u32>(), any::<u64>()).prop_map(|(object, offset)| Backing::Descriptor { object, offset }),
     ];
     (any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), any::<u32>(), backing).prop_map(
         |(start, end, protection, shared, flags, backing)| VmaRecord { start, end, protection, shared, flags, backing },
     )
+}
+
+fn shared_memory() -> impl Strategy<Value = SharedMemory> {
+    let kind = prop_oneof![
+        Just(SharedKind::Anonymous),
+        ".{0,20}".prop_map(|name| SharedKind::Memfd { name }),
+        (".{0,20}", vec(any::<u8>(), 0..8)).prop_map(|(name, data)| SharedKind::MemfdContents {
+            name,
+            contents: crp_compound::files::Contents {
+                size: data.len() as u64,
+                extents: vec![crp_compound::files::Extent { offset: 0, data }]
+            },
+        }),
+        (any::<i32>(), any::<i32>(), any::<u32>(), any::<bool>())
+            .prop_map(|(key, id, mode, removed)| SharedKind::SysV { key, id, mode, removed }),
+        (".{0,20}", any::<u32>(), any::<u64>(), vec(any::<u8>(), 0..8)).prop_map(|(path, mode, offset, data)| {
+            SharedKind::DeletedFile {
+                path,
+                mode,
+                contents: crp_compound::files::Contents {
+                    size: offset,
+                    extents: vec![crp_compound::files::Extent { offset, data }],
+                },
+            }
+        }),
+    ];
+    vec((kind, any::<u64>(), any::<u64>(), any::<u64>(), vec(any::<i32>(), 0..3)), 0..4).prop_map(|objects| {
+        SharedMemory {
+            objects: objects
+                .into_iter()
+                .map(|(kind, device, inode, size, outside)| SharedObject { kind, device, inode, size, outside })
+                .collect(),
+        }
+    })
 }
 
 fn mm() -> impl Strategy<Value = MmFields> {
@@ -304,7 +340,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         (any::<i32>(), ".{0,20}", any::<u64>()),
         vec(thread(), 0..3),
         vdso(),
-        vec(vma(), 0..20),
+        (vec(vma(), 0..20), shared_memory()),
         mm(),
         vec(fd(), 0..10),
         signals(),
@@ -316,7 +352,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 (pid, kernel_release, dumped_at_unix_seconds),
                 threads,
                 vdso,
-                vmas,
+                (vmas, shared_memory),
                 mm,
                 files,
                 signals,
@@ -330,6 +366,9 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     threads,
                     vdso,
                     vmas,
+                    shared_memory,
+                    future_locking: crp_compound::vma::FutureLocking { future: pid % 2 == 0, on_fault: pid % 3 == 0 },
+                    guard_regions: vec![crp_compound::vma::GuardRegion { start: dumped_at_unix_seconds, end: 1 }],
                     mm,
                     files: files.into(),
                     signals,

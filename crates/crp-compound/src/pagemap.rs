@@ -4,6 +4,7 @@
 //! itself still holds.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use crate::error::CompoundError;
@@ -13,12 +14,46 @@ const PAGE_SIZE: u64 = 4096;
 const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
 const FILE_OR_SHARED: u64 = 1 << 61;
+/// A guard region's page (6.15): no page, whatever the swap bit says.
+const GUARD: u64 = 1 << 58;
+/// `PAGE_IS_GUARD`, a PAGEMAP_SCAN category.
+const PAGE_IS_GUARD: u64 = 1 << 8;
+/// `PAGEMAP_SCAN`: `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+/// Regions per PAGEMAP_SCAN call.
+const SCAN_REGIONS: usize = 256;
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+struct ScanArguments {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `struct page_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
 /// Entries read per pread.
 const BATCH_ENTRIES: usize = 64 * 1024;
 
 /// Decides from one pagemap entry whether the page is stored.
 pub fn page_is_stored(entry: u64, file_backed: bool) -> bool {
-    let exists = entry & (PRESENT | SWAPPED) != 0;
+    let exists = entry & (PRESENT | SWAPPED) != 0 && entry & GUARD == 0;
     let cow_private = !file_backed || entry & FILE_OR_SHARED == 0;
     exists && cow_private
 }
@@ -53,14 +88,64 @@ impl PageMap {
         Ok(Self { file, path })
     }
 
+    /// The guard regions (MADV_GUARD_INSTALL) in `[start, end)`, from
+    /// PAGEMAP_SCAN; none on a kernel without them (before 6.15 the scan
+    /// refuses the category, before 6.7 the ioctl).
+    pub fn guard_regions(&self, start: u64, end: u64) -> Result<Vec<(u64, u64)>, CompoundError> {
+        let mut found: Vec<(u64, u64)> = Vec::new();
+        let mut at = start;
+        while at < end {
+            let mut regions = [PageRegion::default(); SCAN_REGIONS];
+            let mut arguments = ScanArguments {
+                size: std::mem::size_of::<ScanArguments>() as u64,
+                flags: 0,
+                start: at,
+                end,
+                walk_end: 0,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: SCAN_REGIONS as u64,
+                max_pages: 0,
+                category_inverted: 0,
+                category_mask: PAGE_IS_GUARD,
+                category_anyof_mask: 0,
+                return_mask: PAGE_IS_GUARD,
+            };
+            // SAFETY: PAGEMAP_SCAN reads `arguments` and writes at most
+            // `vec_len` page regions into `regions`, both alive across the call.
+            let count = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &raw mut arguments) };
+            if count < 0 {
+                return match nix::errno::Errno::last() {
+                    nix::errno::Errno::EINVAL | nix::errno::Errno::ENOTTY => Ok(Vec::new()),
+                    errno => Err(CompoundError::Io {
+                        action: "scan (PAGEMAP_SCAN)",
+                        path: self.path.clone().into(),
+                        source: errno.into(),
+                    }),
+                };
+            }
+            for region in regions.iter().take(usize::try_from(count).unwrap_or(0)) {
+                match found.last_mut() {
+                    Some((_, last_end)) if *last_end == region.start => *last_end = region.end,
+                    _ => found.push((region.start, region.end)),
+                }
+            }
+            if arguments.walk_end <= at {
+                break;
+            }
+            at = arguments.walk_end;
+        }
+        Ok(found)
+    }
+
     /// The runs of `vma` whose pages the image must store. `populated_kb`
     /// (from smaps) lets a VMA with nothing resident or swapped skip the
     /// pagemap walk: large reservations cost nothing.
     pub fn stored_runs(&self, vma: &VmaRecord, populated_kb: Option<u64>) -> Result<Vec<(u64, u64)>, CompoundError> {
-        if !vma.stores_pages() || populated_kb == Some(0) {
+        // A shared object's pages are found by `vma::shared::page_runs`.
+        if !vma.stores_pages() || vma.shared || populated_kb == Some(0) {
             return Ok(Vec::new());
         }
-        let file_backed = matches!(vma.backing, Backing::File(_));
+        let file_backed = matches!(vma.backing, Backing::File(_) | Backing::Descriptor { .. } | Backing::Shared { .. });
         let page_count = vma.length() / PAGE_SIZE;
         let mut decisions = Vec::new();
         // One 8-byte entry per page: every entry is read whole.
@@ -94,6 +179,34 @@ mod tests {
         assert!(!page_is_stored(0, false));
         assert!(!page_is_stored(PRESENT | FILE_OR_SHARED, true));
         assert!(page_is_stored(PRESENT, true));
+        assert!(!page_is_stored(SWAPPED | GUARD, false), "a guard page is a marker, not a swapped page");
+    }
+
+    #[test]
+    fn a_guard_region_is_found_by_the_scan() {
+        // SAFETY: a mapping of this test process, unmapped below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let start = base as u64;
+        // SAFETY: pages 1-2 of the mapping just made.
+        let installed = unsafe { libc::madvise(base.cast::<u8>().add(4096).cast(), 2 * 4096, 102) };
+        let pagemap = PageMap::open(std::process::id().cast_signed()).unwrap();
+        let guards = pagemap.guard_regions(start, start + 4 * 4096).unwrap();
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(base, 4 * 4096) };
+        if installed == 0 {
+            assert_eq!(guards, [(start + 4096, start + 3 * 4096)]);
+        } else {
+            assert!(guards.is_empty(), "a kernel without guard regions has none");
+        }
     }
 
     proptest! {

@@ -288,6 +288,38 @@ pub struct VmaSummary {
     pub permissions: String,
     pub backing: String,
     pub pages_stored: u64,
+    /// "no", "yes" (mlock) or "on fault" (MLOCK_ONFAULT): locked again.
+    pub locked: &'static str,
+}
+
+/// One shared memory object (anonymous shared memory, or a memfd only
+/// mappings hold) and what of it the image has.
+#[derive(Debug, Serialize)]
+pub struct SharedMemorySummary {
+    /// Its index, as VMAs name it (`shared memory #N@OFFSET`).
+    pub object: u32,
+    /// `MAP_SHARED|MAP_ANONYMOUS` or `memfd:NAME`.
+    pub kind: String,
+    pub inode: u64,
+    pub size: u64,
+    /// VMAs that map it.
+    pub mappings: usize,
+    /// Pages stored, each once whatever the number of mappings.
+    pub pages_stored: u64,
+    /// Bytes of contents stored in the metadata instead (a deleted file no
+    /// descriptor holds); 0 otherwise.
+    pub contents_bytes: u64,
+    /// What the restore does with it, in words.
+    pub restored_as: String,
+    /// Processes outside the dump that mapped or held it: restored with
+    /// its contents, but no longer shared with them.
+    pub shared_outside_with: Vec<i32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GuardSummary {
+    pub start: Hex,
+    pub end: Hex,
 }
 
 #[derive(Debug, Serialize)]
@@ -545,6 +577,11 @@ pub struct ImageSummary {
     /// has them.
     pub registers: RegisterValues,
     pub vmas: Vec<VmaSummary>,
+    pub shared_memory: Vec<SharedMemorySummary>,
+    /// "none", "mlockall(MCL_FUTURE)" or "mlockall(MCL_FUTURE|MCL_ONFAULT)".
+    pub future_locking: &'static str,
+    /// Guard regions (MADV_GUARD_INSTALL), installed again at restore.
+    pub guard_regions: Vec<GuardSummary>,
     pub vdso: Vec<SpecialMapping>,
     pub files: Vec<FdSummary>,
     pub session: SessionSummary,
@@ -620,6 +657,13 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         },
         registers: RegisterValues(leader.cpu.registers.named().collect()),
         vmas: vmas(&image, reader),
+        shared_memory: shared_memory(&image, reader),
+        future_locking: image.future_locking.describe(),
+        guard_regions: image
+            .guard_regions
+            .iter()
+            .map(|guard| GuardSummary { start: Hex::new(guard.start), end: Hex::new(guard.end) })
+            .collect(),
         vdso: image
             .vdso
             .mappings
@@ -973,6 +1017,8 @@ fn signals(image: &ProcessImage, thread: &crp_compound::signals::ThreadSignals) 
     }
 }
 
+use crp_compound::vma::VmaFlags;
+
 fn vmas(image: &ProcessImage, reader: &ImageReader) -> Vec<VmaSummary> {
     let runs = reader.page_runs();
     image
@@ -988,6 +1034,62 @@ fn vmas(image: &ProcessImage, reader: &ImageReader) -> Vec<VmaSummary> {
                 .filter(|run| run.vaddr >= vma.start && run.vaddr < vma.end)
                 .map(|run| run.page_count)
                 .sum(),
+            locked: match (vma.flags().contains(VmaFlags::LOCKED), vma.flags().contains(VmaFlags::LOCK_ON_FAULT)) {
+                (false, _) => "no",
+                (true, false) => "yes",
+                (true, true) => "on fault",
+            },
+        })
+        .collect()
+}
+
+fn restored_as(kind: &crp_compound::vma::SharedKind) -> String {
+    use crp_compound::vma::SharedKind;
+    match kind {
+        SharedKind::Anonymous => "made again as anonymous shared memory".to_owned(),
+        SharedKind::Memfd { name } | SharedKind::MemfdContents { name, .. } => {
+            format!("made again with memfd_create({name:?})")
+        }
+        SharedKind::DeletedFile { path, .. } => format!("made again unlinked (O_TMPFILE) beside {path}"),
+        SharedKind::SysV { removed: true, .. } => "made again (a new id) and removed once attached".to_owned(),
+        SharedKind::SysV { key, .. } => format!(
+            "attached to the segment of key {key:#x} if it still exists with this size and mode (its contents \
+             kept), else made again with a new id"
+        ),
+    }
+}
+
+fn shared_memory(image: &ProcessImage, reader: &ImageReader) -> Vec<SharedMemorySummary> {
+    let runs = reader.page_runs();
+    (0u32..)
+        .zip(&image.shared_memory.objects)
+        .map(|(index, object)| {
+            let mappings: Vec<_> = image
+                .vmas
+                .iter()
+                .filter(
+                    |vma| matches!(vma.backing, crp_compound::vma::Backing::Shared { object, .. } if object == index),
+                )
+                .collect();
+            SharedMemorySummary {
+                object: index,
+                kind: object.describe(),
+                inode: object.inode,
+                size: object.size,
+                mappings: mappings.len(),
+                pages_stored: runs
+                    .iter()
+                    .filter(|run| mappings.iter().any(|vma| run.vaddr >= vma.start && run.vaddr < vma.end))
+                    .map(|run| run.page_count)
+                    .sum(),
+                contents_bytes: match &object.kind {
+                    crp_compound::vma::SharedKind::DeletedFile { contents, .. }
+                    | crp_compound::vma::SharedKind::MemfdContents { contents, .. } => contents.stored_bytes(),
+                    _ => 0,
+                },
+                restored_as: restored_as(&object.kind),
+                shared_outside_with: object.outside.clone(),
+            }
         })
         .collect()
 }

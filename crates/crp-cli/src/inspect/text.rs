@@ -417,15 +417,54 @@ fn memory(out: &mut String, summary: &ImageSummary) {
     for vma in &summary.vmas {
         let _ = writeln!(
             out,
-            "  {:<33} {:<5} {:>8}  {}",
+            "  {:<33} {:<5} {:>8}  {}{}",
             format!("{:#x}-{:#x}", vma.start.value, vma.end.value),
             vma.permissions,
             vma.pages_stored,
-            vma.backing
+            vma.backing,
+            match vma.locked {
+                "no" => String::new(),
+                locked => format!(" (mlocked{})", if locked == "on fault" { ", on fault" } else { "" }),
+            }
         );
     }
     for mapping in &summary.vdso {
         let range = format!("{:#x}-{:#x}", mapping.start.value, mapping.end.value);
         let _ = writeln!(out, "  {range:<33} kernel special mapping {}", mapping.name);
+    }
+    for guard in &summary.guard_regions {
+        let range = format!("{:#x}-{:#x}", guard.start.value, guard.end.value);
+        let _ = writeln!(out, "  {range:<33} guard region (MADV_GUARD_INSTALL), installed again");
+    }
+    if summary.future_locking != "none" {
+        let _ = writeln!(out, "  new mappings locked: {} (set again at restore)", summary.future_locking);
+    }
+    if summary.shared_memory.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nshared memory objects ({})", summary.shared_memory.len());
+    for object in &summary.shared_memory {
+        let _ = writeln!(
+            out,
+            "  #{} {} inode {}, {} bytes, {} mapping(s), {} page(s) stored once{}; {}",
+            object.object,
+            object.kind,
+            object.inode,
+            object.size,
+            object.mappings,
+            object.pages_stored,
+            if object.contents_bytes > 0 {
+                format!(", {} bytes of contents", object.contents_bytes)
+            } else {
+                String::new()
+            },
+            object.restored_as
+        );
+        for pid in &object.shared_outside_with {
+            let _ = writeln!(
+                out,
+                "    shared with pid {pid} outside the dump: restored with its contents, but no longer shared"
+            );
+        }
     }
 }

@@ -50,14 +50,17 @@ impl DumpBackend for Dump {
         // gives it); parking needs the mappings too.
         let maps = procfs::smaps(pid)?;
         park(frozen, &maps)?;
-        let (thread_attributes, attributes, session) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-            Ok::<_, CrpError>((
-                ThreadAttributes::capture(context)?,
-                ProcessAttributes::capture(context)?,
-                crp_compound::session::SessionState::capture(context)?,
-            ))
-        })?;
+        let (thread_attributes, attributes, session, future_locking) =
+            frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+                let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+                let thread_attributes = ThreadAttributes::capture(context)?;
+                let attributes = ProcessAttributes::capture(context)?;
+                let session = crp_compound::session::SessionState::capture(context)?;
+                // The scratch mapping is the probe: locked iff MCL_FUTURE.
+                let probe = context.tracee.scratch_area().0;
+                let future_locking = crp_compound::vma::FutureLocking::from_probe(context.tracee.pid(), probe)?;
+                Ok::<_, CrpError>((thread_attributes, attributes, session, future_locking))
+            })?;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
@@ -76,6 +79,11 @@ impl DumpBackend for Dump {
             }],
             vdso: vdso_layout(&dump),
             vmas,
+            // Refused by `kmod_refusal` for this back end.
+            shared_memory: crp_compound::vma::SharedMemory::default(),
+            future_locking,
+            // Found by the dump from the page map, for both back ends.
+            guard_regions: Vec::new(),
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
             files: crp_compound::files::capture(pid)?,
             signals: SignalState::from_abi(&dump.state),

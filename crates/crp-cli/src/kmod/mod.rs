@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod device;
+pub mod memory;
 pub mod restore;
 
 pub use capture::Dump;

@@ -218,6 +218,9 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let image = validate::load_image(&reader)?;
     tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
     validate::check_host(&image)?;
+    if plan.backend == Backend::Kmod {
+        crate::kmod::memory::check_image(&image)?;
+    }
     tracing::info!("host checked: CPU features, vDSO, files and privileges suffice");
     let owner = reader.owner();
     let open_as = trust::decide(
@@ -231,6 +234,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     warn_of_gone_owners(&image.files);
     let terminal = terminal::Terminal::of_restore(&image.session, &image.files, &streams, plan.detach);
     terminal.warn_if_absent(&image.session, &image.files, plan.detach);
+    memory::warn_of_outside_sharing(&image.shared_memory);
     let choices = Choices { open_as, streams, attach_terminal: terminal.attached() };
     // Created (empty) now, so that an unwritable pid file fails first.
     let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;

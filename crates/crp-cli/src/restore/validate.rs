@@ -83,6 +83,7 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;
+    crp_compound::vma::shared::check_host(&image.shared_memory)?;
     for thread in &image.threads {
         thread
             .attributes
@@ -120,6 +121,36 @@ fn with_fd(error: CrpError, fd: i32) -> CrpError {
     }
 }
 
+/// `CAP_IPC_LOCK`, which lifts RLIMIT_MEMLOCK off mlock.
+const CAP_IPC_LOCK: u64 = 1 << 14;
+
+/// Refuses an image whose locked memory (mlock, mlockall MCL_CURRENT) crp
+/// could not lock again: without CAP_IPC_LOCK, mlock may lock only
+/// RLIMIT_MEMLOCK bytes (crp's own limit while it rebuilds the process).
+fn check_locked_memory(
+    vmas: &[crp_compound::vma::VmaRecord],
+    can_lock_any: bool,
+    own_limit: u64,
+) -> Result<(), CrpError> {
+    let locked: u64 = vmas.iter().map(crp_compound::vma::VmaRecord::locked_bytes).sum();
+    if locked == 0 || can_lock_any || locked <= own_limit {
+        return Ok(());
+    }
+    Err(CrpError::LacksPrivileges {
+        missing: format!(
+            "CAP_IPC_LOCK, to lock {locked} bytes of mlock()ed memory again, above crp's RLIMIT_MEMLOCK of \
+             {own_limit} bytes (raise it with ulimit -l, or run crp restore with CAP_IPC_LOCK)"
+        ),
+        advice: privilege_advice(),
+    })
+}
+
+/// crp's own soft RLIMIT_MEMLOCK (the restored process has it while crp
+/// rebuilds it).
+fn own_memlock_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK).map_or(0, |(soft, _)| soft)
+}
+
 /// `CAP_SYS_RESOURCE`, needed to raise a hard resource limit.
 const CAP_SYS_RESOURCE: u64 = 1 << 24;
 
@@ -149,6 +180,7 @@ fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
             advice: privilege_advice(),
         });
     }
+    check_locked_memory(&image.vmas, own.cap_effective & CAP_IPC_LOCK != 0, own_memlock_limit())?;
     let can_raise_limits = own.cap_effective & CAP_SYS_RESOURCE != 0;
     let oom_score_adj = image.attributes.oom_score_adj;
     if !crp_compound::process_attrs::can_set_oom_score_adj(oom_score_adj)? {
@@ -209,4 +241,26 @@ fn known_capabilities() -> u64 {
         .and_then(|text| text.trim().parse::<u32>().ok())
         .filter(|last| *last < 63)
         .map_or(u64::MAX, |last| (1u64 << (last + 1)) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locked_memory_above_crps_memlock_limit_needs_cap_ipc_lock() {
+        let vma = |flags: crp_compound::vma::VmaFlags| crp_compound::vma::VmaRecord {
+            start: 0x1000,
+            end: 0x3000,
+            protection: 3,
+            shared: false,
+            flags: flags.bits(),
+            backing: Backing::Anonymous { label: String::new() },
+        };
+        let vmas = [vma(crp_compound::vma::VmaFlags::LOCKED), vma(crp_compound::vma::VmaFlags::empty())];
+        check_locked_memory(&vmas, false, 0x2000).unwrap();
+        check_locked_memory(&vmas, true, 0).unwrap();
+        let refusal = check_locked_memory(&vmas, false, 0x1fff).unwrap_err().to_string();
+        assert!(refusal.contains("CAP_IPC_LOCK") && refusal.contains("RLIMIT_MEMLOCK"), "{refusal}");
+    }
 }

@@ -11,13 +11,14 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{Mapping, VmaRecord};
+use crp_compound::vma::shared::Gathering;
+use crp_compound::vma::{DescriptorObjects, FutureLocking, Mapping, VmaRecord};
 use crp_locks::LockState;
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
 
-use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record};
+use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record_with};
 use crate::error::CrpError;
 use crate::model::{ProcessImage, ThreadState, kernel_release};
 
@@ -32,11 +33,21 @@ impl DumpBackend for Dump {
         let registers = *frozen.registers();
         let cpu = CpuState::capture(frozen.pid(), &registers)?;
         let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
+        // Read before the mappings: a mapping of a memfd or deleted file a
+        // descriptor holds is a mapping of that descriptor's object.
+        let files = crp_compound::files::capture(pid)?;
+        let mut gathering = Gathering::new(pid);
+        let objects = DescriptorObjects(&files.objects);
         let (populated_kb, vmas) = maps
             .iter()
             .filter(|entry| !is_special_mapping(&entry.name))
-            .map(|entry| Ok((entry.populated_kb, vma_record(pid, Mapping::from_maps(entry))?)))
+            .map(|entry| {
+                Ok((entry.populated_kb, vma_record_with(pid, Mapping::from_maps(entry), &mut gathering, objects)?))
+            })
             .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
+        let shared_memory = gathering.finish();
+        crp_compound::vma::shared::check_attachments(&vmas, &shared_memory)
+            .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
 
         park(frozen, &maps)?;
         let Injected {
@@ -51,6 +62,7 @@ impl DumpBackend for Dump {
             thread_attributes,
             attributes,
             session,
+            future_locking,
         } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -61,8 +73,12 @@ impl DumpBackend for Dump {
             threads: vec![ThreadState { tid: pid, cpu, signals: thread_signals, locks, attributes: thread_attributes }],
             vdso,
             vmas,
+            shared_memory,
+            future_locking,
+            // Found by the dump from the page map, for both back ends.
+            guard_regions: Vec::new(),
             mm,
-            files: crp_compound::files::capture(pid)?,
+            files,
             signals,
             task,
             credentials,
@@ -92,6 +108,7 @@ struct Injected {
     thread_attributes: ThreadAttributes,
     attributes: ProcessAttributes,
     session: SessionState,
+    future_locking: FutureLocking,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -111,6 +128,8 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             thread_attributes: ThreadAttributes::capture(context)?,
             attributes: ProcessAttributes::capture(context)?,
             session: SessionState::capture(context)?,
+            // The scratch mapping is the probe: locked iff MCL_FUTURE.
+            future_locking: FutureLocking::from_probe(context.tracee.pid(), context.tracee.scratch_area().0)?,
         })
     })
 }

@@ -362,9 +362,11 @@ pub fn cpu_seconds(pid: i32) -> f64 {
 /// nothing. The restored process's CPU clock also counts the restore's own
 /// work done in its context before the timer is re-armed
 /// (`restore_overhead` seconds at most: the kmod module fills memory inside
-/// the process's ioctl). The kernel checks CPU timers at its ticks against a
-/// running sum that can be a tick or two ahead of the process's CPU clock,
-/// hence 50 ms below.
+/// the process's ioctl). The timer runs on the kernel's tick-sampled
+/// user+system time, the process reads its scheduler-precise CPU clock:
+/// on a loaded machine the two drift apart by a few percent (88 ms of
+/// 1.78 s was seen), hence 10% and a tick or two below. A timer started
+/// over (4 s) or lost (spinning forever) is still far outside.
 pub fn cpu_itimer_round_trip(dump_arguments: &[&str], restore_arguments: &[&str], restore_overhead: f64) {
     const TIMER_SECONDS: f64 = 4.0;
     let directory = tempfile::tempdir().unwrap();
@@ -388,7 +390,7 @@ pub fn cpu_itimer_round_trip(dump_arguments: &[&str], restore_arguments: &[&str]
         .and_then(|rest| rest.trim_end().parse().ok())
         .unwrap_or_else(|| panic!("expected {prefix}SECONDS, got {stdout:?}"));
     assert!(
-        (left - 0.05..left + restore_overhead).contains(&used_after),
+        (left * 0.9 - 0.05..left + restore_overhead).contains(&used_after),
         "the image says {left:.3} s were left; the restored process used {used_after:.3} s"
     );
 }

@@ -15,7 +15,7 @@ use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes};
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{Backing, MappedFile, VmaFlags, VmaRecord};
+use crp_compound::vma::{Backing, MappedFile, SharedMemory, VmaFlags, VmaRecord};
 use crp_image::ImageWriter;
 use crp_locks::{LockState, RseqRegistration};
 
@@ -156,6 +156,9 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             anonymous(HEAP, HEAP + 0x2000, "[heap]", VmaFlags::empty()),
             anonymous(STACK, STACK + 0x2_0000, "[stack]", VmaFlags::GROWS_DOWN),
         ],
+        shared_memory: SharedMemory::default(),
+        future_locking: crp_compound::vma::FutureLocking::default(),
+        guard_regions: Vec::new(),
         mm: MmFields {
             start_code: CODE,
             end_code: CODE + 0x1000,

@@ -584,6 +584,9 @@ pub(super) fn description(
             let mut scratch = tracee.scratch();
             let path = scratch.push_c_string(format!("/proc/self/fd/{made_at}").as_bytes());
             scratch.commit(tracee)?;
+            // /proc/self/fd/T is a (magic) link: O_NOFOLLOW, which the
+            // original open may have had (Python's mkstemp does), refuses it.
+            let flags = flags & !libc::O_NOFOLLOW;
             call(tracee, "openat(/proc/self/fd)", libc::SYS_openat, &[arg(libc::AT_FDCWD), path, arg(flags)])?
         }
     };

@@ -39,6 +39,13 @@ impl<'a> Mapping<'a> {
             file_offset: vma.file_offset,
             locked: vma.flags & CRP_VMA_LOCKED != 0,
             device: vma.flags & CRP_VMA_DEVICE != 0,
+            // The module reports neither; its back end refuses what needs them.
+            hugetlb: false,
+            sealed: false,
+            userfaultfd: false,
+            maybe_guard: false,
+            object_device: 0,
+            inode: 0,
         })
     }
 }
@@ -64,7 +71,9 @@ impl VmaRecord {
     /// process being restored.
     pub fn to_abi(&self, fd: i32) -> CrpRestoreVma {
         let (fd, file_offset) = match &self.backing {
-            Backing::Anonymous { .. } => (-1, 0),
+            // Refused before the kmod back end starts (`kmod_refusal`, and
+            // the image check of its restore).
+            Backing::Anonymous { .. } | Backing::Shared { .. } | Backing::Descriptor { .. } => (-1, 0),
             Backing::File(file) => (fd, file.offset),
         };
         CrpRestoreVma { start: self.start, end: self.end, file_offset, flags: self.abi_flags(), fd, _reserved: 0 }
@@ -103,9 +112,12 @@ mod tests {
             (CRP_VMA_READ | CRP_VMA_LOCKED, "mlock"),
             (CRP_VMA_READ | CRP_VMA_SHARED, "shared anonymous"),
         ] {
-            let refusal = Mapping::from_abi(&anonymous(flags), "").unwrap().refusal().unwrap();
+            let refusal = Mapping::from_abi(&anonymous(flags), "").unwrap().kmod_refusal().unwrap();
             assert!(refusal.what.contains(what), "{refusal}");
         }
+        // A record the kmod back end takes refuses locked memory too.
+        let locked = Mapping::from_abi(&anonymous(CRP_VMA_READ | CRP_VMA_LOCKED), "").unwrap().record().unwrap_err();
+        assert!(locked.to_string().contains("kmod back end"), "{locked}");
         let special = CrpVma { kind: CRP_VMA_SPECIAL, ..anonymous(CRP_VMA_READ) };
         assert!(Mapping::from_abi(&special, "[vdso]").is_none());
     }

@@ -5,15 +5,20 @@
 //! [`map`] maps a record again at restore.
 
 mod kmod;
+pub mod locking;
 mod map;
 mod rules;
+pub mod shared;
 
 use std::os::unix::fs::MetadataExt;
 
 use bitflags::bitflags;
 
-pub use map::{finish_vma, map_vma, open_mapped_file};
-pub use rules::{FileAccess, Mapping, label_anonymous};
+pub use locking::FutureLocking;
+
+pub use map::{finish_vma, install_guards, map_vma, map_vma_from, open_mapped_file};
+pub use rules::{DescriptorObjects, FileAccess, Mapping, label_anonymous};
+pub use shared::{SharedKind, SharedMemory, SharedObject};
 
 use crate::error::CompoundError;
 use crate::valid::{Invalid, check_path};
@@ -32,7 +37,38 @@ bitflags! {
         const DONT_DUMP = 1 << 5;
         const MAY_WRITE = 1 << 6;
         const NO_RESERVE = 1 << 7;
+        /// `VM_LOCKED` (mlock, mlock2, mlockall MCL_CURRENT): locked again
+        /// at restore, after its pages are in.
+        const LOCKED = 1 << 8;
+        /// `VM_LOCKONFAULT` (mlock2 MLOCK_ONFAULT, mlockall MCL_ONFAULT).
+        const LOCK_ON_FAULT = 1 << 9;
+        /// `VM_MERGEABLE` (MADV_MERGEABLE, KSM).
+        const MERGEABLE = 1 << 10;
+        /// `VM_DROPPABLE` (MAP_DROPPABLE).
+        const DROPPABLE = 1 << 11;
     }
+}
+
+/// A guard region (MADV_GUARD_INSTALL): touching it faults with SIGSEGV.
+/// Installed again once the memory around it is in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct GuardRegion {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Refuses guard regions that are empty, unaligned or not inside one VMA.
+pub fn check_guards(vmas: &[VmaRecord], guards: &[GuardRegion]) -> Result<(), Invalid> {
+    for (index, guard) in guards.iter().enumerate() {
+        let inside = vmas.iter().any(|vma| vma.start <= guard.start && guard.end <= vma.end);
+        if guard.start >= guard.end || guard.start % PAGE_SIZE != 0 || guard.end % PAGE_SIZE != 0 || !inside {
+            return Err(Invalid::new(
+                format!("guard region {index} [{:#x}, {:#x})", guard.start, guard.end),
+                "is empty, unaligned or not inside one VMA",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The file behind a file mapping, with what identifies its contents.
@@ -52,6 +88,21 @@ pub enum Backing {
         label: String,
     },
     File(MappedFile),
+    /// A shared mapping of object `object` of [`SharedMemory::objects`]
+    /// (anonymous shared memory, or a memfd only mappings hold), from byte
+    /// `offset` of it.
+    Shared {
+        object: u32,
+        offset: u64,
+    },
+    /// A mapping (shared or private) of object `object` of the descriptor
+    /// table's objects (a memfd or deleted file a descriptor holds), from
+    /// byte `offset` of it: mapped again from that object once the
+    /// descriptors are restored.
+    Descriptor {
+        object: u32,
+        offset: u64,
+    },
 }
 
 /// One VMA of the checkpointed process.
@@ -95,6 +146,13 @@ impl VmaRecord {
         match &self.backing {
             Backing::Anonymous { .. } if self.shared => Err(Invalid::new(field(), "is shared anonymous memory")),
             Backing::Anonymous { .. } => Ok(()),
+            Backing::Shared { offset, .. } | Backing::Descriptor { offset, .. } => {
+                if offset % PAGE_SIZE != 0 || offset.checked_add(self.length()).is_none_or(|end| end > i64::MAX as u64)
+                {
+                    return Err(Invalid::new(field(), format!("has object offset {offset:#x}")));
+                }
+                Ok(())
+            }
             Backing::File(file) => {
                 if file.offset % PAGE_SIZE != 0 || file.offset.checked_add(self.length()).is_none() {
                     return Err(Invalid::new(field(), format!("has file offset {:#x}", file.offset)));
@@ -104,10 +162,22 @@ impl VmaRecord {
         }
     }
 
-    /// Whether the image may hold pages for this VMA: private memory only;
-    /// a shared file mapping's contents are the file's.
+    /// Whether the image may hold pages for this VMA: private memory, and
+    /// the pages of a shared memory object (each stored once, through the
+    /// first mapping of it that covers it); a shared file mapping's or
+    /// descriptor object's contents are the file's.
     pub fn stores_pages(&self) -> bool {
-        !self.shared
+        !self.shared || matches!(self.backing, Backing::Shared { .. })
+    }
+
+    /// Bytes of this VMA mlock() keeps in memory.
+    pub fn locked_bytes(&self) -> u64 {
+        if self.flags().contains(VmaFlags::LOCKED) { self.length() } else { 0 }
+    }
+
+    /// Mapped only after the descriptors (from a descriptor's object).
+    pub fn is_descriptor_mapping(&self) -> bool {
+        matches!(self.backing, Backing::Descriptor { .. })
     }
 
     pub fn describe_backing(&self) -> String {
@@ -115,6 +185,8 @@ impl VmaRecord {
             Backing::Anonymous { label } if label.is_empty() => "anonymous".to_owned(),
             Backing::Anonymous { label } => label.clone(),
             Backing::File(file) => format!("{}@{:#x}", file.path, file.offset),
+            Backing::Shared { object, offset } => format!("shared memory #{object}@{offset:#x}"),
+            Backing::Descriptor { object, offset } => format!("descriptor object #{object}@{offset:#x}"),
         }
     }
 

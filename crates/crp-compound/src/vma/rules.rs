@@ -11,8 +11,10 @@ use crp_kmod_abi::{
 };
 use crp_ptrace::procfs::MapsEntry;
 
+use super::shared::{Gathering, SharedKind, entry_device, is_anonymous_shared_name};
 use super::{Backing, MappedFile, VmaFlags, VmaRecord};
 use crate::error::{CompoundError, Unsupported};
+use crate::files::FileObject;
 use crate::mm::MmFields;
 
 /// Every VMA flag crp re-applies: its smaps `VmFlags` mnemonic and its
@@ -32,8 +34,28 @@ pub(super) const FLAGS: [(VmaFlags, &str, u64); 8] = [
 pub(super) const PROTECTION: [(i32, u64); 3] =
     [(libc::PROT_READ, CRP_VMA_READ), (libc::PROT_WRITE, CRP_VMA_WRITE), (libc::PROT_EXEC, CRP_VMA_EXEC)];
 
-/// Names of shared memory that has no file behind it crp could reopen.
-const SHARED_ANONYMOUS_PREFIXES: [&str; 3] = ["/dev/zero", "/memfd:", "/SYSV"];
+/// `F_SEAL_FUTURE_WRITE`: no new writable shared mapping.
+pub(super) const F_SEAL_FUTURE_WRITE: u32 = 0x10;
+pub(super) const FUTURE_WRITE_SEALED: &str = "a writable shared mapping of a memfd sealed with F_SEAL_FUTURE_WRITE \
+                                              (the seal refuses the new mapping the restore would make)";
+
+/// What a mapping without a name crp could reopen maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemoryObject<'a> {
+    /// `MAP_SHARED|MAP_ANONYMOUS` or `/dev/zero` shared (`/dev/zero (deleted)`).
+    AnonymousShared,
+    /// `/memfd:NAME (deleted)`.
+    Memfd { name: &'a str },
+    /// `PATH (deleted)`.
+    Deleted,
+    /// `/SYSVKKKKKKKK (deleted)`: a SysV segment, its id the inode.
+    SysV,
+}
+
+/// The objects of the descriptor table (deleted files and memfds) a
+/// mapping may map: such a mapping becomes [`Backing::Descriptor`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DescriptorObjects<'a>(pub &'a [FileObject]);
 
 /// One mapping as a back end read it, before crp decides whether it can
 /// restore it. Special kernel mappings (`[vdso]`...) are not described:
@@ -56,6 +78,17 @@ pub struct Mapping<'a> {
     pub locked: bool,
     /// Device memory (`VM_IO`, `VM_PFNMAP`).
     pub device: bool,
+    /// `VM_HUGETLB` (hugetlbfs, MAP_HUGETLB, MFD_HUGETLB).
+    pub hugetlb: bool,
+    /// `VM_SEALED` (mseal).
+    pub sealed: bool,
+    /// Registered with a userfaultfd (`VM_UFFD_MISSING`, `_WP`, `_MINOR`).
+    pub userfaultfd: bool,
+    /// `VM_MAYBE_GUARD`: has had guard regions (MADV_GUARD_INSTALL).
+    pub maybe_guard: bool,
+    /// `st_dev` and `st_ino` of what is mapped (0 when unknown).
+    pub object_device: u64,
+    pub inode: u64,
 }
 
 impl<'a> Mapping<'a> {
@@ -73,6 +106,18 @@ impl<'a> Mapping<'a> {
                 flags |= flag;
             }
         }
+        // Not in FLAGS: the kmod ABI has no lock-on-fault bit, and its back
+        // end refuses locked memory (`locked`).
+        for (flag, mnemonic) in [
+            (VmaFlags::LOCKED, "lo"),
+            (VmaFlags::LOCK_ON_FAULT, "lf"),
+            (VmaFlags::MERGEABLE, "mg"),
+            (VmaFlags::DROPPABLE, "dp"),
+        ] {
+            if entry.has_flag(mnemonic) {
+                flags |= flag;
+            }
+        }
         Self {
             start: entry.start,
             end: entry.end,
@@ -84,7 +129,49 @@ impl<'a> Mapping<'a> {
             file_offset: entry.offset,
             locked: entry.has_flag("lo"),
             device: entry.has_flag("io") || entry.has_flag("pf"),
+            hugetlb: entry.has_flag("ht"),
+            sealed: entry.has_flag("sl"),
+            userfaultfd: entry.has_flag("um") || entry.has_flag("uw") || entry.has_flag("ui"),
+            maybe_guard: entry.has_flag("gu"),
+            object_device: entry_device(entry),
+            inode: entry.inode,
         }
+    }
+
+    /// Whether this is a mapping of a memfd (`/memfd:NAME (deleted)`).
+    pub fn is_memfd(&self) -> bool {
+        matches!(self.memory_object(), Some(MemoryObject::Memfd { .. }))
+    }
+
+    /// Whether this is a mapping of a SysV segment.
+    pub fn is_sysv(&self) -> bool {
+        matches!(self.memory_object(), Some(MemoryObject::SysV))
+    }
+
+    /// Whether this is a mapping of a deleted file.
+    pub fn is_deleted_file(&self) -> bool {
+        matches!(self.memory_object(), Some(MemoryObject::Deleted))
+    }
+
+    /// The memory object this mapping maps, when it has no name crp could
+    /// reopen: anonymous shared memory, a memfd or a deleted file.
+    fn memory_object(&self) -> Option<MemoryObject<'a>> {
+        if self.shared && self.name.starts_with("/SYSV") && self.name.ends_with(" (deleted)") {
+            return Some(MemoryObject::SysV);
+        }
+        if !self.has_inode {
+            return None;
+        }
+        if self.shared && is_anonymous_shared_name(self.name) {
+            return Some(MemoryObject::AnonymousShared);
+        }
+        if let Some(name) = self.name.strip_prefix("/memfd:").and_then(|rest| rest.strip_suffix(" (deleted)")) {
+            return Some(MemoryObject::Memfd { name });
+        }
+        if self.name.starts_with('/') && !self.name.starts_with("/SYSV") && self.name.ends_with(" (deleted)") {
+            return Some(MemoryObject::Deleted);
+        }
+        None
     }
 
     /// Whether this is a mapping of a named file crp can open again.
@@ -92,33 +179,150 @@ impl<'a> Mapping<'a> {
         self.has_inode && self.name.starts_with('/')
     }
 
-    /// Says why the mapping cannot be checkpointed yet, or `None` when it can.
+    /// Says why the mapping cannot be checkpointed yet, or `None` when it
+    /// can (by the userspace back end; see [`Mapping::kmod_refusal`]).
     pub fn refusal(&self) -> Option<Unsupported> {
-        let what = if self.shared
-            && (!self.name.starts_with('/') || SHARED_ANONYMOUS_PREFIXES.iter().any(|p| self.name.starts_with(p)))
-        {
-            "shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd or SysV shm)"
+        let what = if self.hugetlb {
+            "a hugetlbfs mapping (MAP_HUGETLB, MFD_HUGETLB or a hugetlbfs file)"
+        } else if self.sealed {
+            "a sealed mapping (mseal): the restore could not map, fill and protect it, nor seal it again in order"
+        } else if self.userfaultfd {
+            "a range registered with a userfaultfd (its faults are handled by a descriptor crp does not restore)"
+        } else if self.flags.contains(VmaFlags::DROPPABLE) && (self.has_inode || self.shared) {
+            "a droppable mapping of a file"
+        } else if self.memory_object().is_some() && !self.device {
+            return None;
+        } else if self.shared && self.name.is_empty() {
+            "shared anonymous memory whose object crp cannot identify"
+        } else if self.shared && !self.name.starts_with('/') {
+            "a shared mapping of an unnamed kernel object"
         } else if self.name.ends_with(" (deleted)") {
             "a mapping of a deleted file"
         } else if self.has_inode && !self.name.starts_with('/') {
             "a mapping of an unnamed kernel object"
         } else if self.device || self.name.starts_with("/dev/") {
             "a device mapping"
-        } else if self.locked {
-            "mlock()ed memory"
         } else {
             return None;
         };
-        let location = format!("[{:#x}, {:#x}) {}", self.start, self.end, self.name);
-        Some(Unsupported { what: what.to_owned(), location })
+        Some(self.unsupported(what))
     }
 
-    /// The image's record of the mapping; what [`Mapping::refusal`] names
-    /// is refused. Anonymous memory is unlabelled until
-    /// [`label_anonymous`] runs.
+    pub(super) fn unsupported(&self, what: &str) -> Unsupported {
+        let location = format!("[{:#x}, {:#x}) {}", self.start, self.end, self.name);
+        Unsupported { what: what.to_owned(), location }
+    }
+
+    /// [`Mapping::refusal`] for the kmod back end, whose module maps only
+    /// private anonymous memory and named files: shared memory objects and
+    /// mappings of memfds and deleted files are refused too, before
+    /// anything is touched.
+    pub fn kmod_refusal(&self) -> Option<Unsupported> {
+        if self.refusal().is_none() {
+            let what = if self.locked {
+                Some("mlock()ed memory")
+            } else if self.maybe_guard {
+                Some("a mapping with guard regions (MADV_GUARD_INSTALL)")
+            } else if self.flags.intersects(VmaFlags::MERGEABLE | VmaFlags::DROPPABLE) {
+                Some("a KSM-mergeable (MADV_MERGEABLE) or droppable (MAP_DROPPABLE) mapping")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Some(self.unsupported(&format!(
+                    "{what}, with the kmod back end (its module does not set it again; --backend userspace does)"
+                )));
+            }
+        }
+        self.refusal().or_else(|| {
+            self.memory_object().map(|_| {
+                self.unsupported(
+                    "shared anonymous memory or a mapping of a memfd or deleted file, with the kmod back end (its \
+                     module maps only private anonymous memory and named files; --backend userspace restores it)",
+                )
+            })
+        })
+    }
+
+    /// The image's record of the mapping as the kmod back end takes it:
+    /// what [`Mapping::kmod_refusal`] names is refused. Anonymous memory
+    /// is unlabelled until [`label_anonymous`] runs.
     pub fn record(&self) -> Result<VmaRecord, CompoundError> {
+        if let Some(refusal) = self.kmod_refusal() {
+            return Err(refusal.into());
+        }
+        self.plain_record()
+    }
+
+    /// The image's record of the mapping, its memory object (if any)
+    /// recorded in `gathering` or found among the descriptor table's
+    /// `objects`; what [`Mapping::refusal`] names is refused.
+    pub fn record_with(
+        &self,
+        gathering: &mut Gathering,
+        objects: DescriptorObjects<'_>,
+    ) -> Result<VmaRecord, CompoundError> {
         if let Some(refusal) = self.refusal() {
             return Err(refusal.into());
+        }
+        let Some(object) = self.memory_object() else { return self.plain_record() };
+        let held = objects.0.iter().position(|candidate| {
+            candidate.inode() == self.inode
+                && matches!(
+                    (object, candidate),
+                    (MemoryObject::Memfd { .. }, FileObject::Memfd { .. })
+                        | (MemoryObject::Deleted, FileObject::Deleted { .. } | FileObject::Linked { .. })
+                )
+        });
+        let backing = match (object, held) {
+            (MemoryObject::Memfd { .. } | MemoryObject::Deleted, Some(index)) => {
+                if let FileObject::Memfd { seals, .. } = &objects.0[index]
+                    && seals & F_SEAL_FUTURE_WRITE != 0
+                    && self.shared
+                    && self.flags.contains(VmaFlags::MAY_WRITE)
+                {
+                    return Err(self.unsupported(FUTURE_WRITE_SEALED).into());
+                }
+                Backing::Descriptor { object: u32::try_from(index).unwrap_or(u32::MAX), offset: self.file_offset }
+            }
+            (MemoryObject::AnonymousShared, _) => {
+                let object =
+                    gathering.object_of(self.start, self.end, self.object_device, self.inode, SharedKind::Anonymous)?;
+                Backing::Shared { object, offset: self.file_offset }
+            }
+            (MemoryObject::Memfd { name }, None) if self.shared => {
+                let kind = SharedKind::Memfd { name: name.to_owned() };
+                let object = gathering.object_of(self.start, self.end, self.object_device, self.inode, kind)?;
+                Backing::Shared { object, offset: self.file_offset }
+            }
+            (MemoryObject::Memfd { name }, None) => {
+                let object =
+                    gathering.memfd_with_contents(self.start, self.end, self.object_device, self.inode, name)?;
+                Backing::Shared { object, offset: self.file_offset }
+            }
+            (MemoryObject::SysV, _) => {
+                let object = gathering.sysv_of(self.start, self.end, self.object_device, self.inode)?;
+                Backing::Shared { object, offset: self.file_offset }
+            }
+            (MemoryObject::Deleted, None) => {
+                let path = self.name.strip_suffix(" (deleted)").unwrap_or(self.name);
+                let object = gathering.deleted_file_of(self.start, self.end, self.object_device, self.inode, path)?;
+                Backing::Shared { object, offset: self.file_offset }
+            }
+        };
+        Ok(VmaRecord {
+            start: self.start,
+            end: self.end,
+            protection: self.protection,
+            shared: self.shared,
+            flags: self.flags.bits(),
+            backing,
+        })
+    }
+
+    fn plain_record(&self) -> Result<VmaRecord, CompoundError> {
+        if self.memory_object().is_some() {
+            return Err(self.unsupported("a memory object crp cannot reopen by name").into());
         }
         let backing = if self.is_file() {
             Backing::File(MappedFile::identify(self.name, self.file_offset)?)
@@ -178,8 +382,8 @@ impl VmaRecord {
     /// The file to open to map this VMA again; `None` for anonymous memory.
     pub fn file_access(&self) -> Option<FileAccess<'_>> {
         match &self.backing {
-            Backing::Anonymous { .. } => None,
             Backing::File(file) => Some(FileAccess::new(self, file)),
+            Backing::Anonymous { .. } | Backing::Shared { .. } | Backing::Descriptor { .. } => None,
         }
     }
 }
@@ -213,20 +417,72 @@ mod tests {
     fn unsupported_mappings_are_named() {
         assert!(refusal(&entry("", false, 0)).is_none());
         assert!(refusal(&entry("[heap]", false, 0)).is_none());
-        let shared_anonymous = refusal(&entry("/dev/zero (deleted)", true, 5)).unwrap();
-        assert!(shared_anonymous.what.contains("shared anonymous"));
-        let deleted = refusal(&entry("/tmp/gone (deleted)", false, 5)).unwrap();
-        assert!(deleted.what.contains("deleted"));
-        let memfd = refusal(&entry("/memfd:x (deleted)", true, 5)).unwrap();
-        assert!(memfd.location.contains("0x1000"));
+        // Memory objects the userspace back end restores; the kmod one refuses them.
+        for (name, shared) in
+            [("/dev/zero (deleted)", true), ("/tmp/gone (deleted)", false), ("/memfd:x (deleted)", true)]
+        {
+            assert!(refusal(&entry(name, shared, 5)).is_none(), "{name}");
+            let kmod = Mapping::from_maps(&entry(name, shared, 5)).kmod_refusal().unwrap();
+            assert!(kmod.what.contains("kmod back end") && kmod.location.contains("0x1000"), "{kmod}");
+        }
+        assert!(refusal(&entry("/SYSV00001234 (deleted)", true, 0)).is_none(), "restored by the userspace back end");
+        assert!(Mapping::from_maps(&entry("/SYSV00001234 (deleted)", true, 0)).kmod_refusal().is_some());
+        for (flag, what) in [("sl", "mseal"), ("um", "userfaultfd"), ("uw", "userfaultfd")] {
+            let mut flagged = entry("", false, 0);
+            flagged.vm_flags.push(flag.into());
+            let refused = refusal(&flagged).unwrap();
+            assert!(refused.what.contains(what) && refused.location.contains("0x1000"), "{refused}");
+        }
+        let mut guarded = entry("", false, 0);
+        guarded.vm_flags.extend(["gu".into(), "mg".into()]);
+        assert!(refusal(&guarded).is_none());
+        assert!(Mapping::from_maps(&guarded).kmod_refusal().unwrap().what.contains("guard regions"));
+        let mut huge = entry("/memfd:h (deleted)", true, 5);
+        huge.vm_flags.push("ht".into());
+        assert!(refusal(&huge).unwrap().what.contains("hugetlbfs"));
         assert!(refusal(&entry("", true, 0)).unwrap().what.contains("shared anonymous"));
         assert!(refusal(&entry("anon_inode:[perf_event]", false, 7)).unwrap().what.contains("unnamed kernel object"));
         let mut locked = entry("", false, 0);
-        locked.vm_flags.push("lo".into());
-        assert!(refusal(&locked).unwrap().what.contains("mlock"));
+        locked.vm_flags.extend(["lo".into(), "lf".into()]);
+        assert!(refusal(&locked).is_none(), "locked again by the userspace back end");
+        let record = Mapping::from_maps(&locked).plain_record().unwrap();
+        assert!(record.flags().contains(VmaFlags::LOCKED | VmaFlags::LOCK_ON_FAULT));
+        assert!(Mapping::from_maps(&locked).kmod_refusal().unwrap().what.contains("mlock"));
         let mut device = entry("", false, 0);
         device.vm_flags.push("io".into());
         assert!(refusal(&device).unwrap().what.contains("device mapping"));
+    }
+
+    #[test]
+    fn memory_objects_are_recorded_once_or_matched_to_their_descriptor() {
+        let objects = [FileObject::Memfd {
+            name: "held".into(),
+            inode: 5,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            seals: 0,
+            contents: crate::files::Contents::default(),
+        }];
+        let mut gathering = Gathering::new(1);
+        let held = Mapping::from_maps(&entry("/memfd:held (deleted)", false, 5))
+            .record_with(&mut gathering, DescriptorObjects(&objects))
+            .unwrap();
+        assert_eq!(held.backing, Backing::Descriptor { object: 0, offset: 0 });
+        let sealed = [FileObject::Memfd {
+            name: "sealed".into(),
+            inode: 5,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            seals: F_SEAL_FUTURE_WRITE,
+            contents: crate::files::Contents::default(),
+        }];
+        let mut writable = entry("/memfd:sealed (deleted)", true, 5);
+        writable.vm_flags.push("mw".into());
+        let refused =
+            Mapping::from_maps(&writable).record_with(&mut gathering, DescriptorObjects(&sealed)).unwrap_err();
+        assert!(refused.to_string().contains("F_SEAL_FUTURE_WRITE"), "{refused}");
     }
 
     #[test]

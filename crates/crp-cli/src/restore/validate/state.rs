@@ -25,6 +25,8 @@ pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpEr
     image.mm.check(user.clone()).map_err(invalid)?;
     image.signals.check().map_err(invalid)?;
     crp_compound::files::check_table(&image.files).map_err(invalid)?;
+    image.shared_memory.check(&image.vmas, image.files.objects.len()).map_err(invalid)?;
+    crp_compound::vma::check_guards(&image.vmas, &image.guard_regions).map_err(invalid)?;
     crp_compound::rlimits::check(&image.rlimits).map_err(invalid)?;
     image.timers.check().map_err(invalid)?;
     image.task.check().map_err(invalid)?;
