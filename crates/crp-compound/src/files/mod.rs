@@ -20,6 +20,7 @@ pub mod inotify;
 mod path;
 pub mod pipe;
 mod proc_fd;
+pub mod socket;
 mod unix_diag;
 pub mod unix_pair;
 pub mod unlinked;
@@ -33,6 +34,7 @@ pub use epoll::EpollRegistration;
 pub use event::EventFile;
 pub use inotify::InotifyWatch;
 pub use pipe::PipeBuffer;
+pub use socket::SocketFile;
 pub use unix_pair::{PairEnd, SocketPair};
 pub use unlinked::{Contents, Extent, FileObject};
 
@@ -71,6 +73,8 @@ pub enum FdTarget {
     Fifo { path: String, mode: u32, deleted: bool, pipe: u32 },
     /// Object `object` of [`FdTable::objects`]: a deleted file or a memfd.
     Object { object: u32 },
+    /// A unix, TCP or UDP socket other than an end of a socket pair.
+    Socket(SocketFile),
 }
 
 /// One open file description.
@@ -383,7 +387,8 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
     for entry in &entries {
         match classify(pid, entry, &inside)? {
             Kind::Epoll => drop(epoll::capture(pid, entry.fd, &numbered)?),
-            Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
+            Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {}
+            Kind::Socket { inode } => drop(socket::capture(pid, entry.fd, inode, &sockets.found(), socket::Depth::Check)?),
             Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
             Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,
             Kind::Target(_) => {}
@@ -404,6 +409,10 @@ impl Sockets {
         let inside: Vec<u64> = entries.iter().filter_map(|entry| entry.bracketed_inode("socket:")).collect();
         let diag = if inside.is_empty() { Vec::new() } else { unix_diag::unix_sockets()? };
         Ok(Self { diag, inside })
+    }
+
+    fn found(&self) -> socket::Found<'_> {
+        socket::Found { diag: &self.diag, inside: &self.inside }
     }
 }
 
@@ -439,7 +448,16 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                     Kind::Pipe { inode } => {
                         FdTarget::Pipe { pipe: pipe_index(pid, &entries, entry, inode, &mut table)? }
                     }
-                    Kind::Socket { inode } => socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?,
+                    Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {
+                        socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?
+                    }
+                    Kind::Socket { inode } => FdTarget::Socket(socket::capture(
+                        pid,
+                        entry.fd,
+                        inode,
+                        &sockets.found(),
+                        socket::Depth::Capture,
+                    )?),
                     Kind::Epoll => {
                         epolls.push((u32::try_from(table.files.len()).unwrap_or(u32::MAX), entry.fd));
                         FdTarget::Epoll { registrations: Vec::new() }
@@ -500,7 +518,6 @@ fn socket_pair_end(
             return Ok(FdTarget::UnixPair { pair, end: u8::try_from(end).unwrap_or(u8::MAX) });
         }
     }
-    unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?;
     let vanished = |inode: u64| CompoundError::Malformed {
         path: "sock_diag".into(),
         reason: format!("socket:[{inode}] has no descriptor or record any more"),
@@ -574,6 +591,7 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
                 }
             }
             FdTarget::Epoll { registrations } => epoll::check(table, index, registrations, &field)?,
+            FdTarget::Socket(found) => socket::check(found, &field)?,
             FdTarget::Inotify { watches } => inotify::check(watches, &field)?,
             FdTarget::UnixPair { pair, end } => {
                 if table.socket_pair_of(*pair).is_none() || *end > 1 {
@@ -658,6 +676,14 @@ pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
             | FdTarget::UnixPair { .. }
             | FdTarget::Epoll { .. }
             | FdTarget::Event(_) => {}
+            FdTarget::Socket(found) => {
+                let fd = table
+                    .descriptors
+                    .iter()
+                    .find(|descriptor| table.file_of(descriptor).is_some_and(|other| std::ptr::eq(other, file)))
+                    .map_or(-1, |descriptor| descriptor.fd);
+                socket::check_host(table, fd, found)?;
+            }
         }
     }
     for object in &table.objects {
@@ -747,6 +773,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
     let mut made_pairs: Vec<Option<[u64; 2]>> = vec![None; table.socket_pairs.len()];
     let mut placed: Vec<Option<u64>> = vec![None; table.files.len()];
     let (mut made_fifos, mut made_objects) = (fifo::Made::new(table), unlinked::Made::new(table));
+    let mut made_sockets = Vec::new();
     for (index, file) in table.files.iter().enumerate() {
         let wanted = table.descriptors.iter().any(|descriptor| {
             usize::try_from(descriptor.file).is_ok_and(|file| file == index)
@@ -787,6 +814,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
                 fd
             }
             FdTarget::Epoll { .. } => epoll::make(tracee, file, above)?,
+            FdTarget::Socket(found) => socket::make(tracee, found, file.flags, above, &mut made_sockets)?,
             FdTarget::Inotify { watches } => inotify::make(tracee, watches, file, above)?,
             FdTarget::Event(event) => event::make(tracee, event, file.flags, above)?,
             FdTarget::Fifo { path, mode, pipe, .. } => {
@@ -828,6 +856,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
         streams.chosen_for(fd).is_none().then_some(descriptor.file)
     };
     epoll::register(tracee, table, &placed, &final_file, above)?;
+    socket::finish(tracee, &made_sockets)?;
     // Every temporary and parked descriptor is at `above` or higher.
     call(tracee, "close_range", libc::SYS_close_range, &[above, u64::from(u32::MAX), 0])?;
     Ok(())

@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use super::unix_diag::UnixSocket;
 use crate::error::{CompoundError, Unsupported};
 
+
 const RCV_SHUTDOWN: u8 = 1;
 const SEND_SHUTDOWN: u8 = 2;
 /// The largest message crp reads back from a queue.
@@ -46,66 +47,13 @@ pub struct SocketPair {
     pub ends: [PairEnd; 2],
 }
 
-/// What a socket is, in a refusal: "an AF_INET6 SOCK_STREAM socket".
-fn describe(pid: i32, fd: i32) -> String {
-    let Ok(socket) = crp_ptrace::sys::duplicate_descriptor(pid, fd) else { return "a socket".to_owned() };
-    let family = match int_option(&socket, libc::SO_DOMAIN) {
-        Ok(libc::AF_UNIX) => "AF_UNIX",
-        Ok(libc::AF_INET) => "AF_INET",
-        Ok(libc::AF_INET6) => "AF_INET6",
-        Ok(libc::AF_NETLINK) => "AF_NETLINK",
-        Ok(libc::AF_PACKET) => "AF_PACKET",
-        _ => "",
-    };
-    let kind = match int_option(&socket, libc::SO_TYPE) {
-        Ok(libc::SOCK_STREAM) => "SOCK_STREAM",
-        Ok(libc::SOCK_DGRAM) => "SOCK_DGRAM",
-        Ok(libc::SOCK_SEQPACKET) => "SOCK_SEQPACKET",
-        Ok(libc::SOCK_RAW) => "SOCK_RAW",
-        _ => "",
-    };
-    match (family, kind) {
-        ("", _) => "a socket".to_owned(),
-        (family, "") => format!("an {family} socket"),
-        (family, kind) => format!("an {family} {kind} socket"),
-    }
-}
-
-/// Refuses a socket that is not one end of a pair wholly inside the
-/// process: `inside` holds the inodes of every socket the process holds.
-pub(super) fn check(
-    pid: i32,
-    fd: i32,
-    inode: u64,
-    sockets: &[UnixSocket],
-    inside: &[u64],
-) -> Result<(), CompoundError> {
-    let location = format!("fd {fd} -> socket:[{inode}]");
-    let refuse = |what: String| -> CompoundError { Unsupported { what, location: location.clone() }.into() };
-    let Some(socket) = sockets.iter().find(|socket| socket.inode == inode) else {
-        return Err(refuse(format!("{} (only unix socket pairs are supported yet)", describe(pid, fd))));
-    };
-    if let Some(name) = &socket.name {
-        return Err(refuse(format!("a unix socket bound to {} (not a socket pair)", shown_name(name))));
-    }
-    match socket.peer {
-        None => Err(refuse("a unix socket that is not connected (not a socket pair)".to_owned())),
-        Some(peer) if !inside.contains(&peer) => Err(refuse(format!(
-            "a unix socket connected to socket:[{peer}], which is outside the process (only pairs wholly inside are \
-             supported yet)"
-        ))),
-        Some(peer) => match sockets.iter().find(|other| other.inode == peer) {
-            Some(other) if other.name.is_none() && other.peer == Some(inode) => Ok(()),
-            _ => Err(refuse(format!("a unix socket connected to a named or listening socket:[{peer}]"))),
-        },
-    }
-}
-
-fn shown_name(name: &[u8]) -> String {
-    match name.split_first() {
-        Some((0, abstract_name)) => format!("the abstract name @{}", String::from_utf8_lossy(abstract_name)),
-        _ => String::from_utf8_lossy(name).into_owned(),
-    }
+/// Whether socket `inode` is one end of a pair wholly inside the process:
+/// unnamed, connected to an unnamed socket the process holds (`inside`
+/// holds the inodes of every socket it holds) that is connected back.
+pub(super) fn is_pair(inode: u64, sockets: &[UnixSocket], inside: &[u64]) -> bool {
+    let Some(socket) = sockets.iter().find(|socket| socket.inode == inode) else { return false };
+    let Some(peer) = socket.peer.filter(|peer| socket.name.is_none() && inside.contains(peer)) else { return false };
+    sockets.iter().any(|other| other.inode == peer && other.name.is_none() && other.peer == Some(inode))
 }
 
 fn int_option(socket: &OwnedFd, option: libc::c_int) -> Result<libc::c_int, Errno> {
@@ -223,7 +171,7 @@ fn walk_queue(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Resu
 }
 
 /// Closes the descriptors a peek with SCM_RIGHTS installed in crp.
-fn close_passed_descriptors(header: &libc::msghdr) {
+pub(super) fn close_passed_descriptors(header: &libc::msghdr) {
     // SAFETY: the header's control area was filled by recvmsg; the CMSG
     // macros walk only within msg_controllen.
     unsafe {

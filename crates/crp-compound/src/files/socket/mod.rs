@@ -1,0 +1,777 @@
+//! Sockets other than the unix socket pairs of [`super::unix_pair`]: unix
+//! sockets (stream, datagram, seqpacket; unnamed, bound to a path or an
+//! abstract name, listening, a datagram socket connected to a named peer,
+//! a stream connected to a peer outside the process), TCP sockets that are
+//! listening or not connected, and UDP sockets, over IPv4 and IPv6.
+//!
+//! At the dump crp reads each socket from outside: a duplicate of it
+//! (`pidfd_getfd`) answers getsockname, getpeername, getsockopt and
+//! `MSG_PEEK`; sock_diag tells a unix socket's peer, backlog and bound
+//! file; `TCP_INFO` a TCP socket's state and backlog. At the restore an
+//! injected socket(2) makes it in the process (its network namespace and
+//! owner); crp sets its options, binds it, listens and queues its
+//! datagrams again through a duplicate, and connects it once every socket
+//! of the process exists (a datagram peer may be one of them).
+//!
+//! Not kept, and said: connections waiting in a listening socket's backlog
+//! (their clients see the connection reset when the original is killed), the
+//! name of a unix datagram's named sender. Refused: established TCP
+//! connections, netlink, packet, raw, SCTP, vsock and other families,
+//! socket filters, and a unix stream connected outside the process unless
+//! the user hands over a replacement (`crp restore --fd N=...`).
+
+pub mod address;
+pub mod options;
+pub mod queue;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
+use nix::errno::Errno;
+
+pub use address::Address;
+pub use options::SocketOption;
+pub use queue::Datagram;
+
+use super::unix_diag::UnixSocket;
+use super::{FdTable, FdTarget, Streams};
+use crate::error::{CompoundError, Unsupported};
+use crate::valid::Invalid;
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
+const RCV_SHUTDOWN: u8 = 1;
+const SEND_SHUTDOWN: u8 = 2;
+/// getsockopt(SO_GET_FILTER) answers with the length of a classic filter.
+const SO_GET_FILTER: i32 = libc::SO_ATTACH_FILTER;
+
+/// One socket, as its open file description holds it.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SocketFile {
+    /// Its inode at the dump (`socket:[INODE]`).
+    pub inode: u64,
+    /// AF_UNIX, AF_INET or AF_INET6.
+    pub family: i32,
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub kind: i32,
+    /// IPPROTO_TCP or IPPROTO_UDP (0 for unix).
+    pub protocol: i32,
+    /// Where it is bound, when it is.
+    pub local: Option<Address>,
+    /// For a unix socket bound to a path: the file bind made.
+    pub bound_file: Option<BoundFile>,
+    pub peer: Peer,
+    /// For a listening socket: its backlog.
+    pub backlog: Option<u32>,
+    /// Connections waiting in the backlog at the dump: not restored.
+    pub lost_connections: u32,
+    /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2) of a unix socket.
+    pub shutdown: u8,
+    /// The options that differ from a fresh socket's.
+    pub options: Vec<SocketOption>,
+    /// Datagrams waiting on a datagram socket, oldest first.
+    pub queued: Vec<Datagram>,
+}
+
+/// The file a unix socket bound to a path made.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BoundFile {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The path still led to the socket at the dump (else it had been
+    /// removed, and is removed again after the restore binds).
+    pub present: bool,
+}
+
+/// What a socket is connected to.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Peer {
+    None,
+    /// Connected again at the restore: a UDP peer, or the name of a unix
+    /// datagram socket's peer.
+    Address(Address),
+    /// A unix stream or seqpacket connection to socket `inode` outside the
+    /// process (bound to `name`): restored only as the descriptor the user
+    /// hands over.
+    Outside { inode: u64, name: Option<Address> },
+}
+
+impl SocketFile {
+    /// "unix stream", "TCP", "UDP over IPv6"...
+    pub fn kind_name(&self) -> String {
+        let version = if self.family == libc::AF_INET6 { "6" } else { "" };
+        match (self.family, self.kind) {
+            (libc::AF_UNIX, libc::SOCK_STREAM) => "unix stream".to_owned(),
+            (libc::AF_UNIX, libc::SOCK_DGRAM) => "unix datagram".to_owned(),
+            (libc::AF_UNIX, _) => "unix seqpacket".to_owned(),
+            (_, libc::SOCK_STREAM) => format!("TCP{version}"),
+            _ => format!("UDP{version}"),
+        }
+    }
+
+    fn options_kind(&self) -> options::Kind {
+        options::Kind { family: self.family, kind: self.kind, protocol: self.protocol }
+    }
+}
+
+fn int_option(socket: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32, Errno> {
+    let mut value: i32 = 0;
+    let mut length = 4 as libc::socklen_t;
+    // SAFETY: value and length are valid for the int getsockopt writes.
+    let result = unsafe { libc::getsockopt(socket.as_raw_fd(), level, name, (&raw mut value).cast(), &raw mut length) };
+    if result < 0 { Err(Errno::last()) } else { Ok(value) }
+}
+
+/// getsockname or getpeername of `socket`.
+fn name_of(socket: BorrowedFd<'_>, peer: bool) -> Option<Address> {
+    let mut raw = address::Raw::empty();
+    // SAFETY: the storage and its length are valid and writable.
+    let result = unsafe {
+        if peer {
+            libc::getpeername(socket.as_raw_fd(), raw.as_mut_ptr(), &raw mut raw.length)
+        } else {
+            libc::getsockname(socket.as_raw_fd(), raw.as_mut_ptr(), &raw mut raw.length)
+        }
+    };
+    if result < 0 { None } else { Address::from_raw(&raw) }
+}
+
+/// `(state, connections waiting, backlog)` of a TCP socket (`TCP_INFO`:
+/// for a listener the kernel reports the waiting connections as
+/// `tcpi_unacked` and the backlog as `tcpi_sacked`).
+fn tcp_state(socket: BorrowedFd<'_>) -> Result<(u8, u32, u32), Errno> {
+    let mut info = [0u8; 104];
+    let mut length = info.len() as libc::socklen_t;
+    // SAFETY: the buffer and its length are valid and writable.
+    let result = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &raw mut length)
+    };
+    if result < 0 {
+        return Err(Errno::last());
+    }
+    let u32_at = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+    Ok((info[0], u32_at(24), u32_at(28)))
+}
+
+/// The unix sockets sock_diag knows and the inodes of the process's sockets.
+pub(super) struct Found<'a> {
+    pub diag: &'a [UnixSocket],
+    pub inside: &'a [u64],
+}
+
+/// How far to look: a preflight (the process still runs) only classifies;
+/// a capture (frozen) reads options and queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Depth {
+    Check,
+    Capture,
+}
+
+/// Socket `inode`, descriptor `fd` of `pid`: captured, or refused naming what.
+pub(super) fn capture(
+    pid: i32,
+    fd: i32,
+    inode: u64,
+    found: &Found<'_>,
+    depth: Depth,
+) -> Result<SocketFile, CompoundError> {
+    let location = format!("fd {fd} -> socket:[{inode}]");
+    let refuse = |what: String| -> CompoundError { Unsupported { what, location: location.clone() }.into() };
+    let failed = |operation: &'static str| move |errno| CompoundError::Ptrace { operation, pid, errno };
+    let socket = crp_ptrace::sys::duplicate_descriptor(pid, fd).map_err(failed("pidfd_getfd"))?;
+    let socket = socket.as_fd();
+    let option = |name| int_option(socket, libc::SOL_SOCKET, name);
+    let family = option(libc::SO_DOMAIN).map_err(failed("getsockopt(SO_DOMAIN)"))?;
+    let kind = option(libc::SO_TYPE).map_err(failed("getsockopt(SO_TYPE)"))?;
+    let protocol = option(libc::SO_PROTOCOL).map_err(failed("getsockopt(SO_PROTOCOL)"))?;
+    let described = describe(family, kind, protocol);
+    let supported = match (family, kind, protocol) {
+        (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET, _) => true,
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_TCP) => true,
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP) => true,
+        _ => false,
+    };
+    if !supported {
+        return Err(refuse(format!("{described} (crp keeps unix, TCP and UDP sockets only)")));
+    }
+    let mut filter_length: libc::socklen_t = 0;
+    // SAFETY: a zero length asks only for the filter's length; nothing is written.
+    let filtered = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, SO_GET_FILTER, std::ptr::null_mut(), &raw mut filter_length)
+    };
+    if filtered == 0 && filter_length > 0 {
+        return Err(refuse(format!("{described} with a socket filter (SO_ATTACH_FILTER)")));
+    }
+    let mut file = SocketFile {
+        inode,
+        family,
+        kind,
+        protocol: if family == libc::AF_UNIX { 0 } else { protocol },
+        local: None,
+        bound_file: None,
+        peer: Peer::None,
+        backlog: None,
+        lost_connections: 0,
+        shutdown: 0,
+        options: Vec::new(),
+        queued: Vec::new(),
+    };
+    if family == libc::AF_UNIX {
+        unix_endpoints(&mut file, found, &refuse)?;
+    } else {
+        file.local = name_of(socket, false);
+        if kind == libc::SOCK_STREAM {
+            let (state, waiting, backlog) = tcp_state(socket).map_err(failed("getsockopt(TCP_INFO)"))?;
+            match state {
+                TCP_LISTEN => {
+                    file.backlog = Some(backlog);
+                    file.lost_connections = waiting;
+                }
+                TCP_CLOSE => {}
+                TCP_ESTABLISHED => {
+                    return Err(refuse(format!("{described} with an established connection (TCP_REPAIR is not used yet)")));
+                }
+                _ => return Err(refuse(format!("{described} in TCP state {state} (connecting or closing)"))),
+            }
+        } else if let Some(peer) = name_of(socket, true) {
+            file.peer = Peer::Address(peer);
+        }
+    }
+    if depth == Depth::Capture {
+        let fresh = file.options_kind().fresh().map_err(failed("socket (a fresh one to compare options with)"))?;
+        file.options = options::capture(socket, fresh.as_fd(), file.options_kind());
+        let outside = matches!(file.peer, Peer::Outside { .. });
+        if kind == libc::SOCK_DGRAM && !outside {
+            file.queued = queue::capture(socket).map_err(|error| match error {
+                queue::QueueError::Refused(what) => refuse(what.to_owned()),
+                queue::QueueError::Failed(action, errno) => {
+                    CompoundError::Io { action, path: location.clone().into(), source: errno.into() }
+                }
+            })?;
+        }
+    }
+    Ok(file)
+}
+
+/// A unix socket's name, bound file, backlog, peer and shutdown state,
+/// from sock_diag.
+fn unix_endpoints(
+    file: &mut SocketFile,
+    found: &Found<'_>,
+    refuse: &dyn Fn(String) -> CompoundError,
+) -> Result<(), CompoundError> {
+    let record = |inode: u64| found.diag.iter().find(|socket| socket.inode == inode);
+    let Some(socket) = record(file.inode) else {
+        return Err(refuse("a unix socket sock_diag does not know (another network namespace?)".to_owned()));
+    };
+    file.local = socket.name.as_deref().and_then(Address::unix);
+    file.shutdown = socket.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN);
+    if let Some(local) = &file.local {
+        if local.path().is_some_and(|path| path.first() != Some(&b'/')) {
+            return Err(refuse(format!("a unix socket bound to the relative path {local}")));
+        }
+        if let Some(path) = local.path() {
+            file.bound_file = Some(bound_file(path, socket.bound_file));
+        }
+    }
+    if socket.state == TCP_LISTEN {
+        file.backlog = Some(socket.backlog);
+        file.lost_connections = socket.queued;
+        return Ok(());
+    }
+    let Some(peer_inode) = socket.peer else { return Ok(()) };
+    let peer_name = record(peer_inode).and_then(|peer| peer.name.as_deref()).and_then(Address::unix);
+    let inside = found.inside.contains(&peer_inode);
+    file.peer = match (file.kind, inside, peer_name) {
+        (libc::SOCK_DGRAM, _, Some(name)) => Peer::Address(name),
+        (libc::SOCK_DGRAM, _, None) => {
+            return Err(refuse(format!(
+                "a unix datagram socket connected to the unnamed socket:[{peer_inode}] (not a socket pair)"
+            )));
+        }
+        (_, true, _) => {
+            return Err(refuse(format!(
+                "a unix stream connection to socket:[{peer_inode}] inside the process with a named end (accepted \
+                 from a listening socket)"
+            )));
+        }
+        (_, false, name) => Peer::Outside { inode: peer_inode, name },
+    };
+    Ok(())
+}
+
+/// The file at `path`, as the restore should make it again.
+fn bound_file(path: &[u8], made: Option<(u64, u32)>) -> BoundFile {
+    let path = OsStr::from_bytes(path);
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_socket() => {
+            let present = made.is_none_or(|(inode, device)| {
+                // sock_diag gives the kernel's dev_t: major above bit 20.
+                let same_device = libc::major(metadata.dev()) == device >> 20
+                    && libc::minor(metadata.dev()) == device & 0xf_ffff;
+                metadata.ino() == inode && same_device
+            });
+            BoundFile { mode: metadata.mode() & 0o7777, uid: metadata.uid(), gid: metadata.gid(), present }
+        }
+        _ => BoundFile { mode: 0o777, uid: 0, gid: 0, present: false },
+    }
+}
+
+/// "an AF_INET6 SOCK_DGRAM socket (protocol 136)".
+fn describe(family: i32, kind: i32, protocol: i32) -> String {
+    let family = match family {
+        libc::AF_UNIX => "AF_UNIX".to_owned(),
+        libc::AF_INET => "AF_INET".to_owned(),
+        libc::AF_INET6 => "AF_INET6".to_owned(),
+        libc::AF_NETLINK => "AF_NETLINK".to_owned(),
+        libc::AF_PACKET => "AF_PACKET".to_owned(),
+        libc::AF_VSOCK => "AF_VSOCK".to_owned(),
+        other => format!("family {other}"),
+    };
+    let kind = match kind {
+        libc::SOCK_STREAM => "SOCK_STREAM".to_owned(),
+        libc::SOCK_DGRAM => "SOCK_DGRAM".to_owned(),
+        libc::SOCK_SEQPACKET => "SOCK_SEQPACKET".to_owned(),
+        libc::SOCK_RAW => "SOCK_RAW".to_owned(),
+        other => format!("type {other}"),
+    };
+    let protocol = match protocol {
+        0 => String::new(),
+        libc::IPPROTO_TCP => " (TCP)".to_owned(),
+        libc::IPPROTO_UDP => " (UDP)".to_owned(),
+        libc::IPPROTO_SCTP => " (SCTP)".to_owned(),
+        libc::IPPROTO_UDPLITE => " (UDP-Lite)".to_owned(),
+        other => format!(" (protocol {other})"),
+    };
+    format!("an {family} {kind} socket{protocol}")
+}
+
+/// Refuses a socket the restore could not make as recorded.
+pub(super) fn check(socket: &SocketFile, field: &dyn Fn() -> String) -> Result<(), Invalid> {
+    let valid_kind = match socket.family {
+        libc::AF_UNIX => [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&socket.kind),
+        libc::AF_INET | libc::AF_INET6 => matches!(
+            (socket.kind, socket.protocol),
+            (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP)
+        ),
+        _ => false,
+    };
+    if !valid_kind {
+        return Err(Invalid::new(
+            field(),
+            format!("is {}, not a socket crp makes", describe(socket.family, socket.kind, socket.protocol)),
+        ));
+    }
+    let addresses = [socket.local.as_ref(), match &socket.peer {
+        Peer::Address(peer) => Some(peer),
+        _ => None,
+    }];
+    for address in addresses.into_iter().flatten() {
+        if address.family() != socket.family {
+            return Err(Invalid::new(field(), format!("has address {address} of another family")));
+        }
+        address.check(field)?;
+    }
+    if socket.bound_file.is_some() != socket.local.as_ref().is_some_and(|local| local.path().is_some()) {
+        return Err(Invalid::new(field(), "has a bound file without a path, or a path without one"));
+    }
+    if socket.backlog.is_some() && (socket.kind == libc::SOCK_DGRAM || socket.peer != Peer::None) {
+        return Err(Invalid::new(field(), "listens but is a datagram socket or connected"));
+    }
+    if !socket.queued.is_empty() && socket.kind != libc::SOCK_DGRAM {
+        return Err(Invalid::new(field(), "holds datagrams but is not a datagram socket"));
+    }
+    if !socket.queued.is_empty() && socket.local.is_none() {
+        return Err(Invalid::new(field(), "holds datagrams but has no address to send them to"));
+    }
+    if socket.queued.iter().any(|datagram| datagram.data.is_empty() || datagram.data.len() > 65_507) {
+        return Err(Invalid::new(field(), "holds an empty datagram or one larger than a datagram can be"));
+    }
+    if socket.family != libc::AF_UNIX && socket.shutdown != 0 {
+        return Err(Invalid::new(field(), "has a shutdown state, which crp keeps for unix sockets only"));
+    }
+    options::check(&socket.options, field)
+}
+
+/// Refuses, before anything is created, a socket this host cannot take
+/// back: its address in use or taken by something else, an option this
+/// kernel does not accept for it, a datagram peer that is not there.
+pub(super) fn check_host(table: &FdTable, fd: i32, socket: &SocketFile) -> Result<(), CompoundError> {
+    let at = |address: &Address| format!("{address} (fd {fd}, {} socket)", socket.kind_name());
+    let taken = |address: &Address, reason: String| CompoundError::AddressTaken { address: at(address), reason };
+    let probe = socket.options_kind().fresh().map_err(|errno| CompoundError::Io {
+        action: "make a socket like the one of",
+        path: format!("fd {fd}").into(),
+        source: errno.into(),
+    })?;
+    let probe = probe.as_fd();
+    if let Err((option, errno)) = options::apply(probe, &socket.options) {
+        return Err(CompoundError::Incompatible {
+            what: format!("fd {fd} ({} socket)", socket.kind_name()),
+            reason: format!("this kernel does not accept {option} on it: {errno}"),
+        });
+    }
+    if let Some(local) = &socket.local {
+        match local.path() {
+            Some(path) => check_path_free(path, socket.kind).map_err(|reason| taken(local, reason))?,
+            None => {
+                if let Err(errno) = bind(probe, local) {
+                    return Err(taken(local, format!("bind fails: {errno} (does the original still run?)")));
+                }
+            }
+        }
+    }
+    if let Peer::Address(Address::Unix(name)) = &socket.peer {
+        let peer = Address::Unix(name.clone());
+        let restored_here = table.files.iter().any(|file| {
+            matches!(&file.target, FdTarget::Socket(other) if other.local.as_ref() == Some(&peer))
+        });
+        if !restored_here && let Err(errno) = connect_probe(&peer, socket.kind) {
+            return Err(CompoundError::AddressTaken {
+                address: at(&peer),
+                reason: format!("the datagram peer is not there to connect to again: {errno}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a unix socket can be bound at `path` again: nothing is there,
+/// or a socket file nobody listens on any more (the original's, left when
+/// it was killed), which the restore removes. Else why not.
+fn check_path_free(path: &[u8], kind: i32) -> Result<(), String> {
+    let path_name = OsStr::from_bytes(path);
+    let parent = std::path::Path::new(path_name).parent().unwrap_or(std::path::Path::new("/"));
+    if !parent.is_dir() {
+        return Err(format!("its directory {} does not exist", parent.display()));
+    }
+    match std::fs::symlink_metadata(path_name) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(format!("cannot look at the path: {error}")),
+        Ok(metadata) if !metadata.file_type().is_socket() => {
+            Err("something else than a socket is at that path now".to_owned())
+        }
+        Ok(_) => match connect_probe(&Address::Unix(path.to_vec()), kind) {
+            Err(Errno::ECONNREFUSED) => Ok(()),
+            Ok(()) => Err("a running socket is bound there (does the original still run?)".to_owned()),
+            Err(errno) => Err(format!("a socket file is there that crp cannot tell is unused: {errno}")),
+        },
+    }
+}
+
+fn bind(socket: BorrowedFd<'_>, address: &Address) -> Result<(), Errno> {
+    let raw = address.to_raw();
+    // SAFETY: the address is valid for its length; bind only reads it.
+    if unsafe { libc::bind(socket.as_raw_fd(), raw.as_ptr(), raw.length) } < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+fn connect(socket: BorrowedFd<'_>, address: &Address) -> Result<(), Errno> {
+    let raw = address.to_raw();
+    // SAFETY: the address is valid for its length; connect only reads it.
+    if unsafe { libc::connect(socket.as_raw_fd(), raw.as_ptr(), raw.length) } < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Connects a throwaway unix socket of `kind` to `address`.
+fn connect_probe(address: &Address, kind: i32) -> Result<(), Errno> {
+    let probe = options::Kind { family: libc::AF_UNIX, kind, protocol: 0 }.fresh()?;
+    connect(probe.as_fd(), address)
+}
+
+/// The sockets of `table` connected outside the process to which the user
+/// handed nothing: refused before the restore creates anything.
+pub fn check_outside_peers(table: &FdTable, streams: &Streams) -> Result<(), CompoundError> {
+    for descriptor in &table.descriptors {
+        let Some(FdTarget::Socket(socket)) = table.file_of(descriptor).map(|file| &file.target) else { continue };
+        let Peer::Outside { inode, name } = &socket.peer else { continue };
+        if streams.chosen_for(descriptor.fd).is_some() {
+            continue;
+        }
+        let fd = descriptor.fd;
+        let named = name.as_ref().map(|name| format!(" bound to {name}")).unwrap_or_default();
+        return Err(Unsupported {
+            what: format!(
+                "a {} socket connected to socket:[{inode}]{named}, outside the process, which crp cannot connect \
+                 again as it was (hand the process a replacement with --fd {fd}=inherit|null|FILE)",
+                socket.kind_name()
+            ),
+            location: format!("fd {fd} -> socket:[{}]", socket.inode),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What the dump of `table` does not keep, one sentence each.
+pub fn warnings(table: &FdTable) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for descriptor in &table.descriptors {
+        let Some(FdTarget::Socket(socket)) = table.file_of(descriptor).map(|file| &file.target) else { continue };
+        if table.shared_with(descriptor).is_some() {
+            continue;
+        }
+        let fd = descriptor.fd;
+        if socket.lost_connections > 0 {
+            warnings.push(format!(
+                "fd {fd}: {} connections waiting in the backlog of the listening {} socket{} are not kept (their \
+                 clients see them reset)",
+                socket.lost_connections,
+                socket.kind_name(),
+                socket.local.as_ref().map(|local| format!(" {local}")).unwrap_or_default()
+            ));
+        }
+        let renamed = socket.queued.iter().filter(|datagram| {
+            socket.family == libc::AF_UNIX && datagram.source.is_some()
+        });
+        let renamed = renamed.count();
+        if renamed > 0 {
+            warnings.push(format!(
+                "fd {fd}: {renamed} datagrams waiting on the unix datagram socket come back from an unnamed sender \
+                 (their senders' names are not kept)"
+            ));
+        }
+        if let Peer::Outside { inode, .. } = socket.peer {
+            warnings.push(format!(
+                "fd {fd}: the {} socket is connected to socket:[{inode}] outside the process: restoring needs \
+                 `crp restore --fd {fd}=...`",
+                socket.kind_name()
+            ));
+        }
+    }
+    warnings
+}
+
+/// A socket made, waiting for the sockets it may connect to.
+pub(super) struct Made {
+    fd: u64,
+    duplicate: OwnedFd,
+    peer: Option<Address>,
+    shutdown: u8,
+}
+
+/// Makes `socket` in the tracee at a descriptor from `above` up: created
+/// there, its options set, bound, listening and its datagrams queued again
+/// from crp through a duplicate. Connecting and shutting down wait for
+/// [`finish`].
+pub(super) fn make(
+    tracee: &mut dyn Tracee,
+    socket: &SocketFile,
+    flags: i32,
+    above: u64,
+    made: &mut Vec<Made>,
+) -> Result<u64, EngineError> {
+    let kind = arg(socket.kind | libc::SOCK_CLOEXEC);
+    let created = tracee.syscall("socket", libc::SYS_socket, [arg(socket.family), kind, arg(socket.protocol), 0, 0, 0])?;
+    let fd = super::move_above(tracee, created, above)?;
+    let duplicate = tracee.duplicate_descriptor(fd)?;
+    let pid = tracee.pid();
+    let failed = |operation: &'static str| move |errno| EngineError::Descriptor { operation, pid, fd, errno };
+    let borrowed = duplicate.as_fd();
+    options::apply(borrowed, &socket.options).map_err(|(_, errno)| failed("set a socket option of")(errno))?;
+    if let Some(local) = &socket.local {
+        if let (Some(path), Some(file)) = (local.path(), &socket.bound_file) {
+            bind_path(borrowed, local, path, file).map_err(failed("bind (to its unix path) the socket"))?;
+        } else {
+            bind(borrowed, local).map_err(failed("bind the socket"))?;
+        }
+    }
+    if let Some(backlog) = socket.backlog {
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        // SAFETY: listen takes a descriptor and a number.
+        if unsafe { libc::listen(borrowed.as_raw_fd(), backlog) } < 0 {
+            return Err(failed("listen on")(Errno::last()));
+        }
+    }
+    if let Some(local) = &socket.local {
+        queue_again(borrowed, socket, local, fd);
+    }
+    super::set_status_flags(tracee, fd, flags)?;
+    let peer = match &socket.peer {
+        Peer::Address(peer) => Some(peer.clone()),
+        Peer::None | Peer::Outside { .. } => None,
+    };
+    made.push(Made { fd, duplicate, peer, shutdown: socket.shutdown });
+    Ok(fd)
+}
+
+/// Binds a unix socket at its path: a socket file left there by the
+/// original (which [`check_host`] found unused) is removed first; the new
+/// file gets the old one's mode and owner, and goes again if the original
+/// had removed it.
+fn bind_path(socket: BorrowedFd<'_>, local: &Address, path: &[u8], file: &BoundFile) -> Result<(), Errno> {
+    let path = OsStr::from_bytes(path);
+    if std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+    bind(socket, local)?;
+    let io = |error: std::io::Error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(file.mode)).map_err(io)?;
+    std::os::unix::fs::lchown(path, Some(file.uid), Some(file.gid)).map_err(io)?;
+    if !file.present {
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Sends the socket's datagrams to it again and waits until they are
+/// queued; says how many could not be.
+fn queue_again(socket: BorrowedFd<'_>, file: &SocketFile, local: &Address, fd: u64) {
+    if file.queued.is_empty() {
+        return;
+    }
+    let destination = local.reachable();
+    let mut exact = 0;
+    for datagram in &file.queued {
+        if queue::send_again(datagram, &destination) {
+            exact += 1;
+        }
+    }
+    // Loopback delivers from a softirq: wait (briefly) until all are in.
+    let sent = if file.family == libc::AF_UNIX { file.queued.len() } else { exact };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while queue::count(socket) < sent && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let queued = queue::count(socket);
+    if file.family != libc::AF_UNIX && queued < file.queued.len() {
+        // A library has no other channel to the user here; crp's own
+        // messages go to stderr alike.
+        eprintln!(
+            "crp: warning: fd {fd}: {} of {} datagrams waiting on the {} socket {local} could not be queued again \
+             from their senders' addresses and are dropped",
+            file.queued.len() - queued,
+            file.queued.len(),
+            file.kind_name()
+        );
+    }
+}
+
+/// Connects each socket made to its peer (every socket of the process
+/// exists by now) and shuts it down as it was.
+pub(super) fn finish(tracee: &dyn Tracee, made: &[Made]) -> Result<(), EngineError> {
+    let pid = tracee.pid();
+    for socket in made {
+        let failed = |operation: &'static str| move |errno| EngineError::Descriptor { operation, pid, fd: socket.fd, errno };
+        let borrowed = socket.duplicate.as_fd();
+        if let Some(peer) = &socket.peer {
+            connect(borrowed, peer).map_err(failed("connect again"))?;
+        }
+        let how = match socket.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN) {
+            0 => continue,
+            RCV_SHUTDOWN => libc::SHUT_RD,
+            SEND_SHUTDOWN => libc::SHUT_WR,
+            _ => libc::SHUT_RDWR,
+        };
+        // SAFETY: shutdown takes a descriptor and a constant.
+        if unsafe { libc::shutdown(borrowed.as_raw_fd(), how) } < 0 {
+            return Err(failed("shut down")(Errno::last()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+
+    fn diag() -> Vec<UnixSocket> {
+        super::super::unix_diag::unix_sockets().unwrap()
+    }
+
+    fn inode_of(fd: &impl AsRawFd) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap().ino()
+    }
+
+    fn captured(fd: &impl AsRawFd) -> Result<SocketFile, CompoundError> {
+        let inode = inode_of(fd);
+        let diag = diag();
+        let found = Found { diag: &diag, inside: &[inode] };
+        capture(std::process::id() as i32, fd.as_raw_fd(), inode, &found, Depth::Capture)
+    }
+
+    #[test]
+    fn a_listening_unix_socket_keeps_its_path_backlog_and_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("listen.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // SAFETY: listen again only changes the backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 7) }, 0);
+        let _waiting = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let socket = captured(&listener).unwrap();
+        assert_eq!(socket.local, Some(Address::Unix(path.as_os_str().as_encoded_bytes().to_vec())));
+        assert_eq!((socket.backlog, socket.lost_connections), (Some(7), 1));
+        assert!(socket.bound_file.as_ref().unwrap().present);
+        check(&socket, &|| "socket".into()).unwrap();
+        assert_eq!(warnings_of(socket).len(), 1, "the waiting connection is said to be lost");
+        std::fs::remove_file(&path).unwrap();
+        assert!(!captured(&listener).unwrap().bound_file.unwrap().present, "removed: not present");
+    }
+
+    fn warnings_of(socket: SocketFile) -> Vec<String> {
+        let table = FdTable::from(vec![super::super::FdRecord {
+            fd: 3,
+            flags: 2,
+            offset: 0,
+            target: FdTarget::Socket(socket),
+        }]);
+        warnings(&table)
+    }
+
+    #[test]
+    fn a_bound_datagram_socket_keeps_its_queue_and_peer_name() {
+        let directory = tempfile::tempdir().unwrap();
+        let (server_path, client_path) = (directory.path().join("server"), directory.path().join("client"));
+        let server = UnixDatagram::bind(&server_path).unwrap();
+        let client = UnixDatagram::bind(&client_path).unwrap();
+        client.connect(&server_path).unwrap();
+        client.send(b"one").unwrap();
+        UnixDatagram::unbound().unwrap().send_to(b"two", &server_path).unwrap();
+        let socket = captured(&server).unwrap();
+        let client_name = Some(Address::Unix(client_path.as_os_str().as_encoded_bytes().to_vec()));
+        assert_eq!(socket.queued, [
+            Datagram { source: client_name.clone(), data: b"one".to_vec() },
+            Datagram { source: None, data: b"two".to_vec() }
+        ]);
+        assert_eq!(captured(&client).unwrap().peer, Peer::Address(socket.local.clone().unwrap()));
+        let mut buffer = [0u8; 8];
+        assert_eq!(server.recv(&mut buffer).unwrap(), 3, "left in place");
+        assert_eq!(warnings_of(socket).len(), 1, "the named sender is said to be lost");
+    }
+
+    #[test]
+    fn a_tcp_listener_keeps_its_backlog_and_options() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: listen again only changes the backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 9) }, 0);
+        let one = SocketOption { level: libc::IPPROTO_TCP, name: libc::TCP_NODELAY, value: 1i32.to_ne_bytes().to_vec() };
+        options::set(listener.as_fd(), &one).unwrap();
+        let socket = captured(&listener).unwrap();
+        assert_eq!(socket.backlog, Some(9));
+        assert_eq!(socket.local, Some(Address::V4 { ip: [127, 0, 0, 1], port: listener.local_addr().unwrap().port() }));
+        assert!(socket.options.contains(&one), "{:?}", socket.options);
+        let connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let refused = captured(&accepted).unwrap_err().to_string();
+        assert!(refused.contains("an AF_INET SOCK_STREAM socket (TCP) with an established connection"), "{refused}");
+        drop(connected);
+    }
+
+    #[test]
+    fn netlink_sockets_are_refused_by_name() {
+        // SAFETY: socket takes no pointers.
+        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: a new descriptor nothing else owns.
+        let netlink = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let refused = captured(&netlink).unwrap_err().to_string();
+        assert!(refused.contains("an AF_NETLINK SOCK_RAW socket"), "{refused}");
+    }
+}
