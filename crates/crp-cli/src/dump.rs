@@ -58,6 +58,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     label_anonymous(&mut image.vmas, &image.mm);
     faults::reached("captured", 0);
     tracing::info!(pid, vmas = image.vmas.len(), files = image.files.len(), rlimits = image.rlimits.len(), "captured");
+    for warning in crp_compound::files::socket::warnings(&image.files) {
+        eprintln!("crp: warning: {warning}");
+    }
     cancel::check("dump")?;
 
     let pagemap = PageMap::open(pid)?;

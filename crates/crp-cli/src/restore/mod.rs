@@ -210,6 +210,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     )?;
     let (_stream_files, streams) = open_streams(&plan.descriptors, &image.files)?;
     warn_of_outside_ends(&image.files, &streams);
+    crp_compound::files::socket::check_outside_peers(&image.files, &streams)?;
     let choices = Choices { open_as, streams };
     // Created (empty) now, so that an unwritable pid file fails first.
     let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;

@@ -11,8 +11,9 @@
  *   fd_sockets inflight
  *       a stream pair with a descriptor in flight (SCM_RIGHTS) on it.
  *   fd_sockets outside
- *       one end of a stream pair whose other end a helper (its grandchild)
- *       holds.
+ *       one end of a stream pair (fd 3) whose other end a helper (its
+ *       grandchild) holds; after the restore it writes "hello" to fd 3,
+ *       which must be a stream socket (the one the user handed over).
  *
  * Protocol: prints "READY <pid>", waits for a line on stdin, then prints
  * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
@@ -127,7 +128,10 @@ static int run_outside(void) {
     }
     if (waitpid(middle, NULL, 0) != middle) return fail("waitpid");
     close(ends[1]);
+    if (place(ends[0], 3) != 3) return fail("dup2");
     wait_for_go();
+    if (option(3, SO_TYPE) != SOCK_STREAM) return fail("fd 3 is not a stream socket");
+    if (send(3, "hello", 5, MSG_NOSIGNAL) != 5) return fail("send on fd 3");
     printf("OK pid=%d outside\n", getpid());
     fflush(stdout);
     return 0;

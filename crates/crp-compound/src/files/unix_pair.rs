@@ -15,7 +15,6 @@ use nix::errno::Errno;
 use super::unix_diag::UnixSocket;
 use crate::error::{CompoundError, Unsupported};
 
-
 const RCV_SHUTDOWN: u8 = 1;
 const SEND_SHUTDOWN: u8 = 2;
 /// The largest message crp reads back from a queue.

@@ -14,8 +14,16 @@ pub enum Address {
     /// A unix socket's name: a path, or with a leading NUL an abstract name
     /// (an autobound socket has a five-hex-digit abstract name).
     Unix(Vec<u8>),
-    V4 { ip: [u8; 4], port: u16 },
-    V6 { ip: [u8; 16], port: u16, flowinfo: u32, scope_id: u32 },
+    V4 {
+        ip: [u8; 4],
+        port: u16,
+    },
+    V6 {
+        ip: [u8; 16],
+        port: u16,
+        flowinfo: u32,
+        scope_id: u32,
+    },
 }
 
 /// A `sockaddr_storage` and the length that matters of it.

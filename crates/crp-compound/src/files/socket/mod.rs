@@ -98,7 +98,10 @@ pub enum Peer {
     /// A unix stream or seqpacket connection to socket `inode` outside the
     /// process (bound to `name`): restored only as the descriptor the user
     /// hands over.
-    Outside { inode: u64, name: Option<Address> },
+    Outside {
+        inode: u64,
+        name: Option<Address>,
+    },
 }
 
 impl SocketFile {
@@ -149,7 +152,13 @@ fn tcp_state(socket: BorrowedFd<'_>) -> Result<(u8, u32, u32), Errno> {
     let mut length = info.len() as libc::socklen_t;
     // SAFETY: the buffer and its length are valid and writable.
     let result = unsafe {
-        libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &raw mut length)
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &raw mut length,
+        )
     };
     if result < 0 {
         return Err(Errno::last());
@@ -202,7 +211,13 @@ pub(super) fn capture(
     let mut filter_length: libc::socklen_t = 0;
     // SAFETY: a zero length asks only for the filter's length; nothing is written.
     let filtered = unsafe {
-        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, SO_GET_FILTER, std::ptr::null_mut(), &raw mut filter_length)
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_GET_FILTER,
+            std::ptr::null_mut(),
+            &raw mut filter_length,
+        )
     };
     if filtered == 0 && filter_length > 0 {
         return Err(refuse(format!("{described} with a socket filter (SO_ATTACH_FILTER)")));
@@ -234,7 +249,9 @@ pub(super) fn capture(
                 }
                 TCP_CLOSE => {}
                 TCP_ESTABLISHED => {
-                    return Err(refuse(format!("{described} with an established connection (TCP_REPAIR is not used yet)")));
+                    return Err(refuse(format!(
+                        "{described} with an established connection (TCP_REPAIR is not used yet)"
+                    )));
                 }
                 _ => return Err(refuse(format!("{described} in TCP state {state} (connecting or closing)"))),
             }
@@ -312,8 +329,8 @@ fn bound_file(path: &[u8], made: Option<(u64, u32)>) -> BoundFile {
         Ok(metadata) if metadata.file_type().is_socket() => {
             let present = made.is_none_or(|(inode, device)| {
                 // sock_diag gives the kernel's dev_t: major above bit 20.
-                let same_device = libc::major(metadata.dev()) == device >> 20
-                    && libc::minor(metadata.dev()) == device & 0xf_ffff;
+                let same_device =
+                    libc::major(metadata.dev()) == device >> 20 && libc::minor(metadata.dev()) == device & 0xf_ffff;
                 metadata.ino() == inode && same_device
             });
             BoundFile { mode: metadata.mode() & 0o7777, uid: metadata.uid(), gid: metadata.gid(), present }
@@ -367,10 +384,13 @@ pub(super) fn check(socket: &SocketFile, field: &dyn Fn() -> String) -> Result<(
             format!("is {}, not a socket crp makes", describe(socket.family, socket.kind, socket.protocol)),
         ));
     }
-    let addresses = [socket.local.as_ref(), match &socket.peer {
-        Peer::Address(peer) => Some(peer),
-        _ => None,
-    }];
+    let addresses = [
+        socket.local.as_ref(),
+        match &socket.peer {
+            Peer::Address(peer) => Some(peer),
+            _ => None,
+        },
+    ];
     for address in addresses.into_iter().flatten() {
         if address.family() != socket.family {
             return Err(Invalid::new(field(), format!("has address {address} of another family")));
@@ -428,9 +448,10 @@ pub(super) fn check_host(table: &FdTable, fd: i32, socket: &SocketFile) -> Resul
     }
     if let Peer::Address(Address::Unix(name)) = &socket.peer {
         let peer = Address::Unix(name.clone());
-        let restored_here = table.files.iter().any(|file| {
-            matches!(&file.target, FdTarget::Socket(other) if other.local.as_ref() == Some(&peer))
-        });
+        let restored_here = table
+            .files
+            .iter()
+            .any(|file| matches!(&file.target, FdTarget::Socket(other) if other.local.as_ref() == Some(&peer)));
         if !restored_here && let Err(errno) = connect_probe(&peer, socket.kind) {
             return Err(CompoundError::AddressTaken {
                 address: at(&peer),
@@ -473,11 +494,7 @@ fn bind(socket: BorrowedFd<'_>, address: &Address) -> Result<(), Errno> {
 fn connect(socket: BorrowedFd<'_>, address: &Address) -> Result<(), Errno> {
     let raw = address.to_raw();
     // SAFETY: the address is valid for its length; connect only reads it.
-    if unsafe { libc::connect(socket.as_raw_fd(), raw.as_ptr(), raw.length) } < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
+    if unsafe { libc::connect(socket.as_raw_fd(), raw.as_ptr(), raw.length) } < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
 /// Connects a throwaway unix socket of `kind` to `address`.
@@ -528,9 +545,8 @@ pub fn warnings(table: &FdTable) -> Vec<String> {
                 socket.local.as_ref().map(|local| format!(" {local}")).unwrap_or_default()
             ));
         }
-        let renamed = socket.queued.iter().filter(|datagram| {
-            socket.family == libc::AF_UNIX && datagram.source.is_some()
-        });
+        let renamed =
+            socket.queued.iter().filter(|datagram| socket.family == libc::AF_UNIX && datagram.source.is_some());
         let renamed = renamed.count();
         if renamed > 0 {
             warnings.push(format!(
@@ -569,7 +585,8 @@ pub(super) fn make(
     made: &mut Vec<Made>,
 ) -> Result<u64, EngineError> {
     let kind = arg(socket.kind | libc::SOCK_CLOEXEC);
-    let created = tracee.syscall("socket", libc::SYS_socket, [arg(socket.family), kind, arg(socket.protocol), 0, 0, 0])?;
+    let created =
+        tracee.syscall("socket", libc::SYS_socket, [arg(socket.family), kind, arg(socket.protocol), 0, 0, 0])?;
     let fd = super::move_above(tracee, created, above)?;
     let duplicate = tracee.duplicate_descriptor(fd)?;
     let pid = tracee.pid();
@@ -659,7 +676,8 @@ fn queue_again(socket: BorrowedFd<'_>, file: &SocketFile, local: &Address, fd: u
 pub(super) fn finish(tracee: &dyn Tracee, made: &[Made]) -> Result<(), EngineError> {
     let pid = tracee.pid();
     for socket in made {
-        let failed = |operation: &'static str| move |errno| EngineError::Descriptor { operation, pid, fd: socket.fd, errno };
+        let failed =
+            |operation: &'static str| move |errno| EngineError::Descriptor { operation, pid, fd: socket.fd, errno };
         let borrowed = socket.duplicate.as_fd();
         if let Some(peer) = &socket.peer {
             connect(borrowed, peer).map_err(failed("connect again"))?;
@@ -737,10 +755,13 @@ mod tests {
         UnixDatagram::unbound().unwrap().send_to(b"two", &server_path).unwrap();
         let socket = captured(&server).unwrap();
         let client_name = Some(Address::Unix(client_path.as_os_str().as_encoded_bytes().to_vec()));
-        assert_eq!(socket.queued, [
-            Datagram { source: client_name.clone(), data: b"one".to_vec() },
-            Datagram { source: None, data: b"two".to_vec() }
-        ]);
+        assert_eq!(
+            socket.queued,
+            [
+                Datagram { source: client_name.clone(), data: b"one".to_vec() },
+                Datagram { source: None, data: b"two".to_vec() }
+            ]
+        );
         assert_eq!(captured(&client).unwrap().peer, Peer::Address(socket.local.clone().unwrap()));
         let mut buffer = [0u8; 8];
         assert_eq!(server.recv(&mut buffer).unwrap(), 3, "left in place");
@@ -752,7 +773,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         // SAFETY: listen again only changes the backlog.
         assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 9) }, 0);
-        let one = SocketOption { level: libc::IPPROTO_TCP, name: libc::TCP_NODELAY, value: 1i32.to_ne_bytes().to_vec() };
+        let one =
+            SocketOption { level: libc::IPPROTO_TCP, name: libc::TCP_NODELAY, value: 1i32.to_ne_bytes().to_vec() };
         options::set(listener.as_fd(), &one).unwrap();
         let socket = captured(&listener).unwrap();
         assert_eq!(socket.backlog, Some(9));

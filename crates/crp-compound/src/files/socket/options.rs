@@ -60,7 +60,8 @@ macro_rules! known {
 }
 
 /// Ordered as they are set: IPV6_V6ONLY, SO_REUSEADDR/PORT, IP_FREEBIND and
-/// IP_TRANSPARENT matter before bind, which comes after all of them.
+/// IP_TRANSPARENT matter before bind, which comes after all of them;
+/// SO_PRIORITY comes after IP_TOS.
 const KNOWN: &[Known] = &[
     known!(libc::SOL_SOCKET, libc::SO_REUSEADDR, "SO_REUSEADDR", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_REUSEPORT, "SO_REUSEPORT", Int, Inet),
@@ -74,7 +75,6 @@ const KNOWN: &[Known] = &[
     known!(libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT", Int, Any),
-    known!(libc::SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_MARK, "SO_MARK", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_TIMESTAMP, "SO_TIMESTAMP", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_BINDTODEVICE, "SO_BINDTODEVICE", Text, Inet),
@@ -118,6 +118,8 @@ const KNOWN: &[Known] = &[
     known!(libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP", Int, Tcp),
     known!(libc::IPPROTO_TCP, libc::TCP_MAXSEG, "TCP_MAXSEG", Int, Tcp),
     known!(libc::IPPROTO_TCP, libc::TCP_CONGESTION, "TCP_CONGESTION", Text, Tcp),
+    // After IP_TOS, which sets the priority from the TOS bits.
+    known!(libc::SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY", Int, Any),
 ];
 
 /// What a socket is, for choosing its options.
@@ -166,9 +168,8 @@ pub fn label(level: i32, name: i32) -> String {
 
 /// How an option's value reads: `1`, `on 5 s`, `2.500 s`, `cubic`.
 pub fn shown_value(option: &SocketOption) -> String {
-    let int_at = |at: usize| {
-        option.value.get(at..at + 4).and_then(|bytes| bytes.try_into().ok()).map_or(0, i32::from_ne_bytes)
-    };
+    let int_at =
+        |at: usize| option.value.get(at..at + 4).and_then(|bytes| bytes.try_into().ok()).map_or(0, i32::from_ne_bytes);
     match known(option.level, option.name).map(|known| known.shape) {
         Some(Shape::Linger) if int_at(0) != 0 => format!("on {} s", int_at(4)),
         Some(Shape::Linger) => "off".to_owned(),
@@ -229,13 +230,7 @@ pub fn set(socket: BorrowedFd<'_>, option: &SocketOption) -> Result<(), Errno> {
     };
     // SAFETY: the value is valid for its length; setsockopt only reads it.
     let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            option.level,
-            name,
-            value.as_ptr().cast(),
-            value.len() as libc::socklen_t,
-        )
+        libc::setsockopt(socket.as_raw_fd(), option.level, name, value.as_ptr().cast(), value.len() as libc::socklen_t)
     };
     if result < 0 { Err(Errno::last()) } else { Ok(()) }
 }
@@ -293,7 +288,8 @@ mod tests {
     fn only_options_that_differ_from_a_fresh_socket_are_kept_and_set_again() {
         let kind = Kind { family: libc::AF_INET, kind: libc::SOCK_STREAM, protocol: 0 };
         let socket = kind.fresh().unwrap();
-        let one = SocketOption { level: libc::IPPROTO_TCP, name: libc::TCP_NODELAY, value: 1i32.to_ne_bytes().to_vec() };
+        let one =
+            SocketOption { level: libc::IPPROTO_TCP, name: libc::TCP_NODELAY, value: 1i32.to_ne_bytes().to_vec() };
         set(socket.as_fd(), &one).unwrap();
         let linger = libc::linger { l_onoff: 1, l_linger: 5 };
         // SAFETY: a linger is plain bytes.

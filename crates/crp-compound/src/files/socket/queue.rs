@@ -35,8 +35,9 @@ fn int_option(socket: BorrowedFd<'_>, name: i32) -> Result<i32, Errno> {
     let mut value: i32 = 0;
     let mut length = 4 as libc::socklen_t;
     // SAFETY: value and length are valid for the int getsockopt writes.
-    let result =
-        unsafe { libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, name, (&raw mut value).cast(), &raw mut length) };
+    let result = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, name, (&raw mut value).cast(), &raw mut length)
+    };
     if result < 0 { Err(Errno::last()) } else { Ok(value) }
 }
 
@@ -48,7 +49,8 @@ fn set_int_option(socket: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> 
 
 /// The datagrams waiting on `socket`, oldest first, left in place.
 pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
-    let original = int_option(socket, libc::SO_PEEK_OFF).map_err(|errno| QueueError::Failed("read SO_PEEK_OFF", errno))?;
+    let original =
+        int_option(socket, libc::SO_PEEK_OFF).map_err(|errno| QueueError::Failed("read SO_PEEK_OFF", errno))?;
     if let Err(errno) = set_int_option(socket, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0) {
         // Without a peek offset only the first datagram can be read back.
         return match peek(socket) {
