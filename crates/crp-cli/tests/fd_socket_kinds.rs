@@ -72,7 +72,10 @@ fn a_unix_path_taken_by_something_else_is_refused_before_anything_is_made() {
     let output = restore(&image, &[], "go\n");
     assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
     let message = stderr_of(&output);
-    assert!(message.contains(&format!("cannot bind {}", listen_path.display())), "{message}");
+    assert!(
+        message.contains(&format!("cannot bind fd 3 (unix stream socket) to {} again", listen_path.display())),
+        "{message}"
+    );
     assert!(message.contains("something else than a socket"), "{message}");
     assert!(!process_exists(subject.pid), "no process is left");
     assert_eq!(std::fs::read_to_string(&listen_path).unwrap(), "not a socket", "untouched");
@@ -117,7 +120,8 @@ fn a_port_the_original_still_holds_is_refused_and_nothing_is_left() {
     assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
     let message = stderr_of(&output);
     assert!(
-        message.contains("cannot bind 127.0.0.1:") && message.contains("does the original still run?"),
+        message.contains("cannot bind fd 3 (TCP socket) to 127.0.0.1:")
+            && message.contains("does the original still run?"),
         "{message}"
     );
     // The original, untouched, still has everything.

@@ -422,8 +422,12 @@ pub(super) fn check(socket: &SocketFile, field: &dyn Fn() -> String) -> Result<(
 /// back: its address in use or taken by something else, an option this
 /// kernel does not accept for it, a datagram peer that is not there.
 pub(super) fn check_host(table: &FdTable, fd: i32, socket: &SocketFile) -> Result<(), CompoundError> {
-    let at = |address: &Address| format!("{address} (fd {fd}, {} socket)", socket.kind_name());
-    let taken = |address: &Address, reason: String| CompoundError::AddressTaken { address: at(address), reason };
+    let described = format!("fd {fd} ({} socket)", socket.kind_name());
+    let taken = |address: &Address, reason: String| CompoundError::AddressTaken {
+        socket: described.clone(),
+        address: address.to_string(),
+        reason,
+    };
     let probe = socket.options_kind().fresh().map_err(|errno| CompoundError::Io {
         action: "make a socket like the one of",
         path: format!("fd {fd}").into(),
@@ -441,7 +445,7 @@ pub(super) fn check_host(table: &FdTable, fd: i32, socket: &SocketFile) -> Resul
             Some(path) => check_path_free(path, socket.kind).map_err(|reason| taken(local, reason))?,
             None => {
                 if let Err(errno) = bind(probe, local) {
-                    return Err(taken(local, format!("bind fails: {errno} (does the original still run?)")));
+                    return Err(taken(local, format!("{} (does the original still run?)", errno.desc())));
                 }
             }
         }
@@ -453,9 +457,9 @@ pub(super) fn check_host(table: &FdTable, fd: i32, socket: &SocketFile) -> Resul
             .iter()
             .any(|file| matches!(&file.target, FdTarget::Socket(other) if other.local.as_ref() == Some(&peer)));
         if !restored_here && let Err(errno) = connect_probe(&peer, socket.kind) {
-            return Err(CompoundError::AddressTaken {
-                address: at(&peer),
-                reason: format!("the datagram peer is not there to connect to again: {errno}"),
+            return Err(CompoundError::Incompatible {
+                what: described,
+                reason: format!("its datagram peer {peer} is not there to connect to again: {}", errno.desc()),
             });
         }
     }

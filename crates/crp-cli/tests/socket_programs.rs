@@ -1,0 +1,76 @@
+//! Real programs holding sockets: python3's http.server checkpointed and
+//! restored still answers on its port; with the original left running the
+//! restore is refused (its port is taken) and leaves nothing behind.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// `python3 -m http.server` on a free port of 127.0.0.1 serving
+/// `directory`, once it says it listens.
+fn http_server(directory: &std::path::Path) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = Command::new("python3");
+    command.args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory"]).arg(directory);
+    command.arg(port.to_string());
+    close_inherited_fds(&mut command);
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("Serving HTTP on 127.0.0.1"), "{line:?}");
+    (child, port)
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut connection = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    connection.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    write!(connection, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    connection.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn python_http_server_answers_on_its_port_after_a_restore() {
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let served = directory.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    std::fs::write(served.join("hello.txt"), "restored and serving\n").unwrap();
+    let (mut server, port) = http_server(&served);
+    let image = directory.path().join("http.crp");
+    dump_ok(server.id() as i32, &image, &[]);
+    assert_killed(server.wait().unwrap());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(inspected.contains(&format!("TCP socket 127.0.0.1:{port} listening")), "{inspected}");
+    let restored = restore_detached(&image);
+    let response = get(port, "/hello.txt");
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\nrestored and serving\n"), "{response}");
+    // SAFETY: kill takes a pid and a signal.
+    unsafe { libc::kill(restored.pid, libc::SIGKILL) };
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(restored.pid), None);
+}
+
+#[test]
+fn python_http_server_left_running_keeps_its_port_and_the_restore_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join("index.txt"), "original\n").unwrap();
+    let (mut server, port) = http_server(directory.path());
+    let image = directory.path().join("http.crp");
+    dump_ok(server.id() as i32, &image, &["--leave-running"]);
+    let output = restore(&image, &[], "");
+    assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains(&format!("to 127.0.0.1:{port} again: Address already in use")),
+        "{}",
+        stderr_of(&output)
+    );
+    // The original serves on.
+    assert!(get(port, "/index.txt").ends_with("original\n"));
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
