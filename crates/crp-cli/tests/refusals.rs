@@ -63,14 +63,27 @@ fn anonymous_inode_other_than_an_event_descriptor_is_refused_by_kind() {
 }
 
 #[test]
-fn socket_is_refused_and_named() {
+fn netlink_socket_is_refused_and_named() {
     let mut subject = python(
         "import os, socket, time\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)\n\
          print('READY', os.getpid(), flush=True)\n\
          time.sleep(60)",
     );
-    assert_dump_refused(&mut subject, "an AF_INET SOCK_STREAM socket (only unix socket pairs are supported yet)");
+    assert_dump_refused(&mut subject, "an AF_NETLINK SOCK_RAW socket (crp keeps unix, TCP and UDP sockets only)");
+}
+
+#[test]
+fn established_tcp_connection_is_refused_and_named() {
+    let mut subject = python(
+        "import os, socket, time\n\
+         server = socket.create_server(('127.0.0.1', 0))\n\
+         client = socket.create_connection(server.getsockname())\n\
+         accepted, _ = server.accept()\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(&mut subject, "with an established connection");
 }
 
 #[test]
