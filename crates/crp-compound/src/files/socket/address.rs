@@ -26,6 +26,16 @@ pub enum Address {
     },
 }
 
+/// A buffer length as the socket calls take it.
+pub fn socklen(length: usize) -> libc::socklen_t {
+    libc::socklen_t::try_from(length).unwrap_or(libc::socklen_t::MAX)
+}
+
+/// An address family as `sa_family_t`.
+fn sa_family(family: i32) -> libc::sa_family_t {
+    libc::sa_family_t::try_from(family).unwrap_or_default()
+}
+
 /// A `sockaddr_storage` and the length that matters of it.
 pub struct Raw {
     pub storage: libc::sockaddr_storage,
@@ -42,7 +52,7 @@ impl Raw {
     pub fn empty() -> Self {
         // SAFETY: an all-zero sockaddr_storage is valid (AF_UNSPEC).
         let storage = unsafe { std::mem::zeroed() };
-        Self { storage, length: size_of::<libc::sockaddr_storage>() as libc::socklen_t }
+        Self { storage, length: socklen(size_of::<libc::sockaddr_storage>()) }
     }
 
     pub fn as_ptr(&self) -> *const libc::sockaddr {
@@ -107,28 +117,28 @@ impl Address {
             match self {
                 Self::Unix(name) => {
                     let address = raw.as_mut_ptr().cast::<libc::sockaddr_un>();
-                    (*address).sun_family = libc::AF_UNIX as libc::sa_family_t;
+                    (*address).sun_family = sa_family(libc::AF_UNIX);
                     let length = name.len().min(UNIX_PATH_MAX);
                     for (index, byte) in name[..length].iter().enumerate() {
                         (*address).sun_path[index] = *byte as libc::c_char;
                     }
-                    raw.length = (2 + length) as libc::socklen_t;
+                    raw.length = socklen(2 + length);
                 }
                 Self::V4 { ip, port } => {
                     let address = raw.as_mut_ptr().cast::<libc::sockaddr_in>();
-                    (*address).sin_family = libc::AF_INET as libc::sa_family_t;
+                    (*address).sin_family = sa_family(libc::AF_INET);
                     (*address).sin_port = port.to_be();
                     (*address).sin_addr.s_addr = u32::from_ne_bytes(*ip);
-                    raw.length = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                    raw.length = socklen(size_of::<libc::sockaddr_in>());
                 }
                 Self::V6 { ip, port, flowinfo, scope_id } => {
                     let address = raw.as_mut_ptr().cast::<libc::sockaddr_in6>();
-                    (*address).sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                    (*address).sin6_family = sa_family(libc::AF_INET6);
                     (*address).sin6_port = port.to_be();
                     (*address).sin6_flowinfo = flowinfo.to_be();
                     (*address).sin6_addr.s6_addr = *ip;
                     (*address).sin6_scope_id = *scope_id;
-                    raw.length = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                    raw.length = socklen(size_of::<libc::sockaddr_in6>());
                 }
             }
         }

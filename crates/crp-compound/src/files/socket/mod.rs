@@ -149,7 +149,7 @@ fn name_of(socket: BorrowedFd<'_>, peer: bool) -> Option<Address> {
 /// `tcpi_unacked` and the backlog as `tcpi_sacked`).
 fn tcp_state(socket: BorrowedFd<'_>) -> Result<(u8, u32, u32), Errno> {
     let mut info = [0u8; 104];
-    let mut length = info.len() as libc::socklen_t;
+    let mut length = address::socklen(info.len());
     // SAFETY: the buffer and its length are valid and writable.
     let result = unsafe {
         libc::getsockopt(
@@ -199,12 +199,12 @@ pub(super) fn capture(
     let kind = option(libc::SO_TYPE).map_err(failed("getsockopt(SO_TYPE)"))?;
     let protocol = option(libc::SO_PROTOCOL).map_err(failed("getsockopt(SO_PROTOCOL)"))?;
     let described = describe(family, kind, protocol);
-    let supported = match (family, kind, protocol) {
-        (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET, _) => true,
-        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_TCP) => true,
-        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP) => true,
-        _ => false,
-    };
+    let supported = matches!(
+        (family, kind, protocol),
+        (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET, _)
+            | (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_TCP)
+            | (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP)
+    );
     if !supported {
         return Err(refuse(format!("{described} (crp keeps unix, TCP and UDP sockets only)")));
     }

@@ -198,7 +198,7 @@ fn value_length(shape: Shape) -> usize {
 /// getsockopt of `option` on `socket`, as bytes.
 fn get(socket: BorrowedFd<'_>, option: &Known) -> Result<Vec<u8>, Errno> {
     let mut value = vec![0u8; value_length(option.shape)];
-    let mut length = value.len() as libc::socklen_t;
+    let mut length = super::address::socklen(value.len());
     // SAFETY: value and length are valid and writable for the length given.
     let result = unsafe {
         libc::getsockopt(socket.as_raw_fd(), option.level, option.name, value.as_mut_ptr().cast(), &raw mut length)
@@ -230,7 +230,13 @@ pub fn set(socket: BorrowedFd<'_>, option: &SocketOption) -> Result<(), Errno> {
     };
     // SAFETY: the value is valid for its length; setsockopt only reads it.
     let result = unsafe {
-        libc::setsockopt(socket.as_raw_fd(), option.level, name, value.as_ptr().cast(), value.len() as libc::socklen_t)
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            option.level,
+            name,
+            value.as_ptr().cast(),
+            super::address::socklen(value.len()),
+        )
     };
     if result < 0 { Err(Errno::last()) } else { Ok(()) }
 }
