@@ -23,7 +23,8 @@
  *       6: UDP socket on 127.0.0.1 connected to 5;
  *       7: UDP socket on [::1] with "v6" waiting from a closed sender,
  *          IPV6_TCLASS;
- *       8: unbound TCP socket with TCP_CORK and SO_SNDBUF.
+ *       8: unbound TCP socket with TCP_CORK and SO_SNDBUF;
+ *       9: unbound UDP socket shut down for reading.
  *       After the restore: same addresses and options, 3 accepts a client
  *       that sends, the datagrams wait with their senders' addresses, 6
  *       still sends to 5.
@@ -239,6 +240,9 @@ static int run_inet(void) {
     struct name closed_name = name_of(closed_sender);
     close(closed_sender);
     if (!readable(5) || !readable(7)) return fail("datagrams not delivered");
+    /* Not connected: ENOTCONN, but the kernel keeps the bits. */
+    if (place(socket(AF_INET, SOCK_DGRAM, 0), 9) != 9 || (shutdown(9, SHUT_RD) && errno != ENOTCONN))
+        return fail("shut down fd 9");
 
     wait_for_go();
     for (int fd = 3; fd <= 8; fd++) {
@@ -284,7 +288,9 @@ static int run_inet(void) {
         return fail("\"v6\" came from another port");
     if (send(6, "three", 5, 0) != 5 || !readable(5) || !expect_datagram(5, "three", NULL, NULL))
         return fail("fd 6 no longer sends to fd 5");
-    if (fcntl(9, F_GETFD) != -1) return fail("a descriptor too many");
+    struct pollfd hangup = {.fd = 9, .events = POLLRDHUP};
+    if (poll(&hangup, 1, 0) != 1 || !(hangup.revents & POLLRDHUP)) return fail("fd 9 is no longer shut down");
+    if (fcntl(10, F_GETFD) != -1) return fail("a descriptor too many");
     printf("OK pid=%d inet\n", getpid());
     fflush(stdout);
     return 0;

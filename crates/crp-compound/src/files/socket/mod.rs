@@ -21,6 +21,7 @@
 //! the user hands over a replacement (`crp restore --fd N=...`).
 
 pub mod address;
+mod inet_diag;
 pub mod options;
 pub mod queue;
 
@@ -69,7 +70,7 @@ pub struct SocketFile {
     pub backlog: Option<u32>,
     /// Connections waiting in the backlog at the dump: not restored.
     pub lost_connections: u32,
-    /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2) of a unix socket.
+    /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2).
     pub shutdown: u8,
     /// The options that differ from a fresh socket's.
     pub options: Vec<SocketOption>,
@@ -167,6 +168,26 @@ fn tcp_state(socket: BorrowedFd<'_>) -> Result<(u8, u32, u32), Errno> {
     Ok((info[0], u32_at(24), u32_at(28)))
 }
 
+/// The shutdown bits of an unbound inet socket, as poll shows them:
+/// POLLRDHUP for a read shutdown; POLLHUP for both on a datagram socket
+/// (a TCP socket that is not connected always shows POLLHUP). A write
+/// shutdown alone shows nowhere: README says so.
+fn shutdown_by_poll(socket: BorrowedFd<'_>, kind: i32) -> u8 {
+    let mut poller = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd; a zero timeout does not block.
+    if unsafe { libc::poll(&raw mut poller, 1, 0) } < 1 {
+        return 0;
+    }
+    let mut bits = 0;
+    if poller.revents & libc::POLLRDHUP != 0 {
+        bits |= RCV_SHUTDOWN;
+    }
+    if kind == libc::SOCK_DGRAM && poller.revents & libc::POLLHUP != 0 {
+        bits |= RCV_SHUTDOWN | SEND_SHUTDOWN;
+    }
+    bits
+}
+
 /// The unix sockets sock_diag knows and the inodes of the process's sockets.
 pub(super) struct Found<'a> {
     pub diag: &'a [UnixSocket],
@@ -222,6 +243,10 @@ pub(super) fn capture(
     if filtered == 0 && filter_length > 0 {
         return Err(refuse(format!("{described} with a socket filter (SO_ATTACH_FILTER)")));
     }
+    // An eBPF filter (SO_ATTACH_BPF) cannot be read back.
+    if filtered < 0 && Errno::last() == Errno::EACCES {
+        return Err(refuse(format!("{described} with an eBPF socket filter (SO_ATTACH_BPF)")));
+    }
     let mut file = SocketFile {
         inode,
         family,
@@ -240,6 +265,12 @@ pub(super) fn capture(
         unix_endpoints(&mut file, found, &refuse)?;
     } else {
         file.local = name_of(socket, false);
+        file.shutdown = match inet_diag::shutdown_of(family, protocol, inode)? {
+            Some(bits) => bits & (RCV_SHUTDOWN | SEND_SHUTDOWN),
+            // Unbound sockets are in no table sock_diag walks: their poll
+            // mask tells a read shutdown (and both, for a datagram one).
+            None => shutdown_by_poll(socket, kind),
+        };
         if kind == libc::SOCK_STREAM {
             let (state, waiting, backlog) = tcp_state(socket).map_err(failed("getsockopt(TCP_INFO)"))?;
             match state {
@@ -412,8 +443,8 @@ pub(super) fn check(socket: &SocketFile, field: &dyn Fn() -> String) -> Result<(
     if socket.queued.iter().any(|datagram| datagram.data.is_empty() || datagram.data.len() > 65_507) {
         return Err(Invalid::new(field(), "holds an empty datagram or one larger than a datagram can be"));
     }
-    if socket.family != libc::AF_UNIX && socket.shutdown != 0 {
-        return Err(Invalid::new(field(), "has a shutdown state, which crp keeps for unix sockets only"));
+    if socket.shutdown & !(RCV_SHUTDOWN | SEND_SHUTDOWN) != 0 {
+        return Err(Invalid::new(field(), format!("has shutdown bits {:#x}", socket.shutdown)));
     }
     options::check(&socket.options, field)
 }
@@ -575,6 +606,7 @@ pub(super) struct Made {
     duplicate: OwnedFd,
     peer: Option<Address>,
     shutdown: u8,
+    inet: bool,
 }
 
 /// Makes `socket` in the tracee at a descriptor from `above` up: created
@@ -619,7 +651,7 @@ pub(super) fn make(
         Peer::Address(peer) => Some(peer.clone()),
         Peer::None | Peer::Outside { .. } => None,
     };
-    made.push(Made { fd, duplicate, peer, shutdown: socket.shutdown });
+    made.push(Made { fd, duplicate, peer, shutdown: socket.shutdown, inet: socket.family != libc::AF_UNIX });
     Ok(fd)
 }
 
@@ -694,7 +726,11 @@ pub(super) fn finish(tracee: &dyn Tracee, made: &[Made]) -> Result<(), EngineErr
         };
         // SAFETY: shutdown takes a descriptor and a constant.
         if unsafe { libc::shutdown(borrowed.as_raw_fd(), how) } < 0 {
-            return Err(failed("shut down")(Errno::last()));
+            // An unconnected inet socket answers ENOTCONN, its bits set all the same.
+            match Errno::last() {
+                Errno::ENOTCONN if socket.inet => {}
+                errno => return Err(failed("shut down")(errno)),
+            }
         }
     }
     Ok(())

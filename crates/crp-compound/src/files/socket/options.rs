@@ -77,6 +77,7 @@ const KNOWN: &[Known] = &[
     known!(libc::SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_MARK, "SO_MARK", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_TIMESTAMP, "SO_TIMESTAMP", Int, Any),
+    known!(libc::SOL_SOCKET, libc::SO_PEEK_OFF, "SO_PEEK_OFF", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_BINDTODEVICE, "SO_BINDTODEVICE", Text, Inet),
     // Kernels from 6.16 keep these for unix and netlink sockets only.
     known!(libc::SOL_SOCKET, libc::SO_PASSCRED, "SO_PASSCRED", Int, Unix),
