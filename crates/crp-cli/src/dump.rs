@@ -43,6 +43,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     cancel::check("dump")?;
     let stopped = procfs::Stat::read(pid)?.field(3)? == "T";
     let mut frozen = Frozen::seize(pid).map_err(|error| preflight::explain_seize_failure(pid, error))?;
+    // TCP connections the capture puts in repair mode leave it again if
+    // the dump fails or lets the process run on (dropped before `frozen`).
+    let repaired = crp_compound::files::socket::Repaired::guard();
     frozen.set_checkpoint(faults::reached);
     faults::reached("frozen", 0);
     tracing::info!(pid, was_stopped = stopped, "frozen");
@@ -91,6 +94,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // the process runs on while the image is finished and made durable.
     let frozen = if plan.leave_running {
         let frozen_for = started.elapsed();
+        repaired.resume();
         frozen.release()?;
         tracing::info!(pid, "released (--leave-running)");
         Original::Released { frozen_for }
@@ -112,6 +116,8 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         Original::Frozen(frozen) => {
             let frozen_for = started.elapsed();
             frozen.kill()?;
+            // Its connections close in repair mode: the peers see nothing.
+            repaired.closed_silently();
             tracing::info!(pid, "killed: the image holds it now");
             frozen_for
         }

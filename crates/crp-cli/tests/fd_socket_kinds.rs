@@ -129,3 +129,34 @@ fn a_port_the_original_still_holds_is_refused_and_nothing_is_left() {
     assert_eq!(subject.read_line(), format!("OK pid={} inet\n", subject.pid));
     assert!(subject.wait().success());
 }
+
+fn tcp_subject() -> Subject {
+    let mut command = Command::new(c_program("fd_socket_kinds"));
+    command.arg("tcp");
+    Subject::spawn(command)
+}
+
+#[test]
+fn an_established_tcp_connection_inside_the_process_carries_on_byte_exact() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = tcp_subject();
+    let image = directory.path().join("tcp.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(inspected.contains("TCP connection"), "{inspected}");
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert!(stdout_of(&output).starts_with(&format!("OK pid={} tcp ", subject.pid)), "{}", stdout_of(&output));
+}
+
+#[test]
+fn a_dump_that_leaves_the_process_running_takes_its_connections_out_of_repair() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = tcp_subject();
+    let image = directory.path().join("tcp.crp");
+    dump_ok(subject.pid, &image, &["--leave-running"]);
+    subject.send("go\n");
+    assert!(subject.read_line().starts_with(&format!("OK pid={} tcp ", subject.pid)));
+    assert!(subject.wait().success());
+}

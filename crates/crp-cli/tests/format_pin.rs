@@ -163,6 +163,7 @@ fn reference_image() -> ProcessImage {
                 shutdown: 1,
                 options: vec![SocketOption { level: 1, name: 2, value: vec![1, 0, 0, 0] }],
                 queued: vec![Datagram { source: None, data: b"dgram".to_vec() }],
+                connection: None,
             };
             let v6 = Address::V6 { ip: [1; 16], port: 53, flowinfo: 3, scope_id: 4 };
             for (fd, target) in [
@@ -172,6 +173,25 @@ fn reference_image() -> ProcessImage {
             ] {
                 table.push_record(FdRecord { fd, flags: 0o2, offset: 0, target: FdTarget::Socket(target) });
             }
+            let mut connected = socket(
+                93,
+                Address::V4 { ip: [127, 0, 0, 1], port: 81 },
+                Peer::Address(Address::V4 { ip: [127, 0, 0, 1], port: 82 }),
+            );
+            connected.connection = Some(crp_compound::files::socket::TcpConnection {
+                send_seq: 1,
+                receive_seq: 2,
+                send_queue: b"out".to_vec(),
+                unsent: 1,
+                receive_queue: b"in".to_vec(),
+                mss_clamp: 65_483,
+                options: 7,
+                send_wscale: 7,
+                receive_wscale: 7,
+                timestamp: 3,
+                window: Some([1, 2, 3, 4, 5]),
+            });
+            table.push_record(FdRecord { fd: 22, flags: 0o2, offset: 0, target: FdTarget::Socket(connected) });
             table.pipes.push(crp_compound::files::PipeBuffer { inode: 78, size: 65536, data: b"fifo".to_vec() });
             table.objects.push(crp_compound::files::FileObject::Memfd {
                 name: "m".into(),

@@ -74,16 +74,20 @@ fn netlink_socket_is_refused_and_named() {
 }
 
 #[test]
-fn established_tcp_connection_is_refused_and_named() {
-    let mut subject = python(
+fn tcp_connection_to_a_peer_outside_is_refused_and_named() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mut subject = python(&format!(
         "import os, socket, time\n\
-         server = socket.create_server(('127.0.0.1', 0))\n\
-         client = socket.create_connection(server.getsockname())\n\
-         accepted, _ = server.accept()\n\
+         client = socket.create_connection(('127.0.0.1', {port}))\n\
          print('READY', os.getpid(), flush=True)\n\
-         time.sleep(60)",
+         time.sleep(60)"
+    ));
+    let _accepted = server.accept().unwrap();
+    assert_dump_refused(
+        &mut subject,
+        &format!("with an established connection to 127.0.0.1:{port}, outside the process"),
     );
-    assert_dump_refused(&mut subject, "with an established connection");
 }
 
 #[test]

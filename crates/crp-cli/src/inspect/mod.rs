@@ -387,6 +387,18 @@ pub struct SocketSummary {
     pub options: Vec<SocketOptionSummary>,
     pub queued_datagrams: usize,
     pub queued_bytes: usize,
+    /// For an established TCP connection (restored with TCP_REPAIR).
+    pub connection: Option<ConnectionSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionSummary {
+    /// Bytes in its send queue, and how many of them were never sent.
+    pub send_queue_bytes: usize,
+    pub unsent_bytes: u32,
+    /// Bytes received that the process had not read.
+    pub receive_queue_bytes: usize,
+    pub mss: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -706,6 +718,12 @@ fn socket_summary(socket: &crp_compound::files::SocketFile) -> SocketSummary {
             .collect(),
         queued_datagrams: socket.queued.len(),
         queued_bytes: socket.queued.iter().map(|datagram| datagram.data.len()).sum(),
+        connection: socket.connection.as_ref().map(|connection| ConnectionSummary {
+            send_queue_bytes: connection.send_queue.len(),
+            unsent_bytes: connection.unsent,
+            receive_queue_bytes: connection.receive_queue.len(),
+            mss: connection.mss_clamp,
+        }),
     }
 }
 

@@ -73,6 +73,13 @@ fn socket_text(socket: &super::SocketSummary) -> String {
         }
         (None, None) => {}
     }
+    if let Some(connection) = &socket.connection {
+        let _ = write!(
+            text,
+            " (TCP connection: {} bytes to send, {} of them never sent, {} to read, MSS {})",
+            connection.send_queue_bytes, connection.unsent_bytes, connection.receive_queue_bytes, connection.mss
+        );
+    }
     if let Some(how) = socket.shut_down {
         let _ = write!(text, ", {how} shut down");
     }

@@ -29,6 +29,14 @@
  *       that sends, the datagrams wait with their senders' addresses, 6
  *       still sends to 5.
  *
+ *   fd_socket_kinds tcp
+ *       3: TCP listener on 127.0.0.1; 4: a client connected to it, with a
+ *       small receive buffer; 5: the accepted end. 4 sent "hello server",
+ *       which waits on 5; 5 sent as much as the kernel took without
+ *       blocking (a pattern), part of it waiting on 4, part still in 5's
+ *       send queue. After the restore 5 reads "hello server", 4 reads the
+ *       whole pattern, both ends carry on both ways, 3 still accepts.
+ *
  * Protocol: subject_protocol.h. Prints "READY <pid>" then waits for a line.
  */
 #define _GNU_SOURCE
@@ -296,9 +304,73 @@ static int run_inet(void) {
     return 0;
 }
 
+/* Reads exactly `length` bytes from fd (waiting up to 10 s for each piece). */
+static int read_exactly(int fd, unsigned char *buffer, size_t length) {
+    size_t done = 0;
+    while (done < length) {
+        struct pollfd poller = {.fd = fd, .events = POLLIN};
+        if (poll(&poller, 1, 10000) != 1) return 0;
+        ssize_t n = recv(fd, buffer + done, length - done, MSG_DONTWAIT);
+        if (n <= 0) return 0;
+        done += (size_t)n;
+    }
+    return 1;
+}
+
+static int run_tcp(void) {
+    for (int fd = 3; fd <= 12; fd++) close(fd);
+    if (bound_inet(AF_INET, SOCK_STREAM, 3) < 0 || bind_loopback(3, AF_INET) || listen(3, 4)) return fail("listener");
+    struct name listener = name_of(3);
+    if (bound_inet(AF_INET, SOCK_STREAM, 4) < 0 || set_option(4, SOL_SOCKET, SO_RCVBUF, 4096)) return fail("client");
+    if (connect(4, (struct sockaddr *)&listener.address, listener.length)) return fail("connect");
+    if (place(accept(3, NULL, NULL), 5) != 5) return fail("accept");
+    if (set_option(5, IPPROTO_TCP, TCP_NODELAY, 1) || set_option(5, SOL_SOCKET, SO_SNDBUF, 65536))
+        return fail("options of fd 5");
+    if (send(4, "hello server", 12, 0) != 12) return fail("send from the client");
+    static unsigned char pattern[1 << 20], received[1 << 20];
+    for (size_t index = 0; index < sizeof pattern; index++) pattern[index] = (unsigned char)(index % 251);
+    size_t total = 0;
+    for (;;) {
+        ssize_t n = send(5, pattern + total, sizeof pattern - total, MSG_DONTWAIT);
+        if (n <= 0) break;
+        total += (size_t)n;
+    }
+    if (total == 0 || total == sizeof pattern) return fail("the send queue did not fill");
+    struct pollfd poller = {.fd = 5, .events = POLLIN};
+    if (poll(&poller, 1, 10000) != 1) return fail("hello server not delivered");
+    struct name client = name_of(4), accepted = name_of(5);
+
+    wait_for_go();
+    struct name client_now = name_of(4), accepted_now = name_of(5);
+    if (client_now.length != client.length || memcmp(&client_now.address, &client.address, client.length) ||
+        accepted_now.length != accepted.length || memcmp(&accepted_now.address, &accepted.address, accepted.length))
+        return fail("an end lost its address");
+    if (option_at(5, IPPROTO_TCP, TCP_NODELAY) != 1) return fail("TCP_NODELAY of fd 5");
+    unsigned char hello[12];
+    if (!read_exactly(5, hello, sizeof hello) || memcmp(hello, "hello server", 12)) return fail("hello server lost");
+    if (!read_exactly(4, received, total)) return fail("the pattern is short");
+    if (memcmp(received, pattern, total)) return fail("the pattern changed");
+    unsigned char byte;
+    if (recv(4, &byte, 1, MSG_DONTWAIT) != -1 || errno != EAGAIN) return fail("bytes too many on fd 4");
+    unsigned char word[5];
+    if (send(4, "again", 5, 0) != 5 || !read_exactly(5, word, 5) || memcmp(word, "again", 5))
+        return fail("client to server after the restore");
+    if (send(5, "back!", 5, 0) != 5 || !read_exactly(4, word, 5) || memcmp(word, "back!", 5))
+        return fail("server to client after the restore");
+    int another = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(another, (struct sockaddr *)&listener.address, listener.length)) return fail("connect again");
+    int accepted_again = accept(3, NULL, NULL);
+    if (accepted_again < 0) return fail("accept again");
+    if (fcntl(6, F_GETFD) != -1 && 6 != another) return fail("a descriptor too many");
+    printf("OK pid=%d tcp %zu\n", getpid(), total);
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "tcp") == 0) return run_tcp();
     if (argc == 3 && strcmp(argv[1], "unix") == 0) return run_unix(argv[2]);
     if (argc == 2 && strcmp(argv[1], "inet") == 0) return run_inet();
-    fprintf(stderr, "usage: fd_socket_kinds unix DIR | inet\n");
+    fprintf(stderr, "usage: fd_socket_kinds unix DIR | inet | tcp\n");
     return 2;
 }

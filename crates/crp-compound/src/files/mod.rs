@@ -404,17 +404,22 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
 struct Sockets {
     diag: Vec<unix_diag::UnixSocket>,
     inside: Vec<u64>,
+    descriptors: Vec<(i32, u64)>,
 }
 
 impl Sockets {
     fn of(entries: &[Entry]) -> Result<Self, CompoundError> {
-        let inside: Vec<u64> = entries.iter().filter_map(|entry| entry.bracketed_inode("socket:")).collect();
+        let descriptors: Vec<(i32, u64)> = entries
+            .iter()
+            .filter_map(|entry| entry.bracketed_inode("socket:").map(|inode| (entry.fd, inode)))
+            .collect();
+        let inside: Vec<u64> = descriptors.iter().map(|(_, inode)| *inode).collect();
         let diag = if inside.is_empty() { Vec::new() } else { unix_diag::unix_sockets()? };
-        Ok(Self { diag, inside })
+        Ok(Self { diag, inside, descriptors })
     }
 
     fn found(&self) -> socket::Found<'_> {
-        socket::Found { diag: &self.diag, inside: &self.inside }
+        socket::Found { diag: &self.diag, inside: &self.inside, descriptors: &self.descriptors }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod address;
 mod inet_diag;
 pub mod options;
 pub mod queue;
+pub mod tcp;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -36,6 +37,7 @@ use nix::errno::Errno;
 pub use address::Address;
 pub use options::SocketOption;
 pub use queue::Datagram;
+pub use tcp::{Repaired, TcpConnection};
 
 use super::unix_diag::UnixSocket;
 use super::{FdTable, FdTarget, Streams};
@@ -76,6 +78,8 @@ pub struct SocketFile {
     pub options: Vec<SocketOption>,
     /// Datagrams waiting on a datagram socket, oldest first.
     pub queued: Vec<Datagram>,
+    /// For an established TCP connection (its peer is [`Peer::Address`]).
+    pub connection: Option<TcpConnection>,
 }
 
 /// The file a unix socket bound to a path made.
@@ -192,6 +196,8 @@ fn shutdown_by_poll(socket: BorrowedFd<'_>, kind: i32) -> u8 {
 pub(super) struct Found<'a> {
     pub diag: &'a [UnixSocket],
     pub inside: &'a [u64],
+    /// Each socket descriptor of the process with its inode.
+    pub descriptors: &'a [(i32, u64)],
 }
 
 /// How far to look: a preflight (the process still runs) only classifies;
@@ -260,6 +266,7 @@ pub(super) fn capture(
         shutdown: 0,
         options: Vec::new(),
         queued: Vec::new(),
+        connection: None,
     };
     if family == libc::AF_UNIX {
         unix_endpoints(&mut file, found, &refuse)?;
@@ -280,9 +287,30 @@ pub(super) fn capture(
                 }
                 TCP_CLOSE => {}
                 TCP_ESTABLISHED => {
-                    return Err(refuse(format!(
-                        "{described} with an established connection (TCP_REPAIR is not used yet)"
-                    )));
+                    let peer = name_of(socket, true);
+                    let (Some(local), Some(peer)) = (file.local.clone(), peer) else {
+                        return Err(refuse(format!("{described} established without addresses")));
+                    };
+                    let inside = found.descriptors.iter().filter(|(_, other)| *other != inode).any(|(other, _)| {
+                        crp_ptrace::sys::duplicate_descriptor(pid, *other)
+                            .is_ok_and(|other| tcp::is_other_end(other.as_fd(), &local, &peer))
+                    });
+                    if !inside {
+                        return Err(refuse(format!(
+                            "{described} with an established connection to {peer}, outside the process (crp \
+                             restores connections both of whose ends the process holds)"
+                        )));
+                    }
+                    file.peer = Peer::Address(peer);
+                    if depth == Depth::Capture {
+                        let repaired = crp_ptrace::sys::duplicate_descriptor(pid, fd).map_err(failed("pidfd_getfd"))?;
+                        let connection = tcp::capture(repaired).map_err(|(action, errno)| CompoundError::Io {
+                            action,
+                            path: location.clone().into(),
+                            source: errno.into(),
+                        })?;
+                        file.connection = Some(connection);
+                    }
                 }
                 _ => return Err(refuse(format!("{described} in TCP state {state} (connecting or closing)"))),
             }
@@ -293,6 +321,13 @@ pub(super) fn capture(
     if depth == Depth::Capture {
         let fresh = file.options_kind().fresh().map_err(failed("socket (a fresh one to compare options with)"))?;
         file.options = options::capture(socket, fresh.as_fd(), file.options_kind());
+        if file.connection.is_some() {
+            // What the connection negotiated, not what the process set:
+            // TCP_REPAIR_OPTIONS puts the MSS back.
+            file.options.retain(|option| {
+                option.level != libc::IPPROTO_TCP || ![libc::TCP_MAXSEG, libc::TCP_WINDOW_CLAMP].contains(&option.name)
+            });
+        }
         let outside = matches!(file.peer, Peer::Outside { .. });
         if kind == libc::SOCK_DGRAM && !outside {
             file.queued = queue::capture(socket).map_err(|error| match error {
@@ -442,6 +477,19 @@ pub(super) fn check(socket: &SocketFile, field: &dyn Fn() -> String) -> Result<(
     }
     if socket.queued.iter().any(|datagram| datagram.data.is_empty() || datagram.data.len() > 65_507) {
         return Err(Invalid::new(field(), "holds an empty datagram or one larger than a datagram can be"));
+    }
+    let tcp = socket.family != libc::AF_UNIX && socket.kind == libc::SOCK_STREAM;
+    match &socket.connection {
+        Some(_) if !tcp || socket.local.is_none() || !matches!(socket.peer, Peer::Address(_)) => {
+            return Err(Invalid::new(field(), "is a TCP connection without addresses, or not TCP"));
+        }
+        Some(connection) if connection.unsent as usize > connection.send_queue.len() => {
+            return Err(Invalid::new(field(), "has more unsent bytes than its send queue holds"));
+        }
+        None if tcp && socket.peer != Peer::None => {
+            return Err(Invalid::new(field(), "is a connected TCP socket without its connection"));
+        }
+        _ => {}
     }
     if socket.shutdown & !(RCV_SHUTDOWN | SEND_SHUTDOWN) != 0 {
         return Err(Invalid::new(field(), format!("has shutdown bits {:#x}", socket.shutdown)));
@@ -607,6 +655,8 @@ pub(super) struct Made {
     peer: Option<Address>,
     shutdown: u8,
     inet: bool,
+    /// A TCP connection: its local address and state, and its peer.
+    connection: Option<((Address, TcpConnection), Address)>,
 }
 
 /// Makes `socket` in the tracee at a descriptor from `above` up: created
@@ -629,6 +679,19 @@ pub(super) fn make(
     let failed = |operation: &'static str| move |errno| EngineError::Descriptor { operation, pid, fd, errno };
     let borrowed = duplicate.as_fd();
     options::apply(borrowed, &socket.options).map_err(|(_, errno)| failed("set a socket option of")(errno))?;
+    if let Some(connection) = &socket.connection {
+        // Bound and connected in [`finish`], once every listener holds its port.
+        tcp::prepare(borrowed, connection)
+            .map_err(|(_, errno)| failed("prepare (TCP_REPAIR) the connection of")(errno))?;
+        super::set_status_flags(tracee, fd, flags)?;
+        let peer = match &socket.peer {
+            Peer::Address(peer) => Some(peer.clone()),
+            _ => None,
+        };
+        let connection = socket.local.clone().zip(socket.connection.clone()).zip(peer);
+        made.push(Made { fd, duplicate, peer: None, shutdown: socket.shutdown, inet: true, connection });
+        return Ok(fd);
+    }
     if let Some(local) = &socket.local {
         if let (Some(path), Some(file)) = (local.path(), &socket.bound_file) {
             bind_path(borrowed, local, path, file).map_err(failed("bind (to its unix path) the socket"))?;
@@ -651,7 +714,14 @@ pub(super) fn make(
         Peer::Address(peer) => Some(peer.clone()),
         Peer::None | Peer::Outside { .. } => None,
     };
-    made.push(Made { fd, duplicate, peer, shutdown: socket.shutdown, inet: socket.family != libc::AF_UNIX });
+    made.push(Made {
+        fd,
+        duplicate,
+        peer,
+        shutdown: socket.shutdown,
+        inet: socket.family != libc::AF_UNIX,
+        connection: None,
+    });
     Ok(fd)
 }
 
@@ -711,6 +781,26 @@ fn queue_again(socket: BorrowedFd<'_>, file: &SocketFile, local: &Address, fd: u
 /// exists by now) and shuts it down as it was.
 pub(super) fn finish(tracee: &dyn Tracee, made: &[Made]) -> Result<(), EngineError> {
     let pid = tracee.pid();
+    // Every end of every connection in place, in repair mode, before any
+    // goes live: a live end's first packet must find its peer.
+    for socket in made {
+        let Some(((local, connection), peer)) = &socket.connection else { continue };
+        let failed =
+            |operation: &'static str| move |errno| EngineError::Descriptor { operation, pid, fd: socket.fd, errno };
+        let borrowed = socket.duplicate.as_fd();
+        bind(borrowed, local).map_err(failed("bind (TCP_REPAIR) the connection of"))?;
+        connect(borrowed, peer).map_err(failed("connect (TCP_REPAIR) the connection of"))?;
+        tcp::establish(borrowed, connection).map_err(|(_, errno)| failed("put back the TCP connection of")(errno))?;
+    }
+    for socket in made {
+        let Some(((_, connection), _)) = &socket.connection else { continue };
+        tcp::resume(socket.duplicate.as_fd(), connection).map_err(|(_, errno)| EngineError::Descriptor {
+            operation: "resume (TCP_REPAIR off) the connection of",
+            pid,
+            fd: socket.fd,
+            errno,
+        })?;
+    }
     for socket in made {
         let failed =
             |operation: &'static str| move |errno| EngineError::Descriptor { operation, pid, fd: socket.fd, errno };
@@ -752,7 +842,7 @@ mod tests {
     fn captured(fd: &impl AsRawFd) -> Result<SocketFile, CompoundError> {
         let inode = inode_of(fd);
         let diag = diag();
-        let found = Found { diag: &diag, inside: &[inode] };
+        let found = Found { diag: &diag, inside: &[inode], descriptors: &[(fd.as_raw_fd(), inode)] };
         capture(std::process::id() as i32, fd.as_raw_fd(), inode, &found, Depth::Capture)
     }
 

@@ -38,6 +38,9 @@ enum Applies {
     Udp,
     V4,
     V6,
+    /// Multicast options: the kernel refuses them on stream sockets.
+    UdpV4,
+    UdpV6,
 }
 
 struct Known {
@@ -85,8 +88,8 @@ const KNOWN: &[Known] = &[
     known!(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", Int, V6),
     known!(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS", Int, V6),
     known!(libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", Int, V6),
-    known!(libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", Int, V6),
-    known!(libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", Int, V6),
+    known!(libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", Int, UdpV6),
+    known!(libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", Int, UdpV6),
     known!(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", Int, V6),
     known!(libc::IPPROTO_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR", Int, V6),
     known!(libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, "IPV6_RECVTCLASS", Int, V6),
@@ -100,8 +103,8 @@ const KNOWN: &[Known] = &[
     known!(libc::IPPROTO_IP, libc::IP_PKTINFO, "IP_PKTINFO", Int, V4),
     known!(libc::IPPROTO_IP, libc::IP_RECVTOS, "IP_RECVTOS", Int, V4),
     known!(libc::IPPROTO_IP, libc::IP_RECVTTL, "IP_RECVTTL", Int, V4),
-    known!(libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL", Int, V4),
-    known!(libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", Int, V4),
+    known!(libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL", Int, UdpV4),
+    known!(libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", Int, UdpV4),
     known!(libc::IPPROTO_IP, libc::IP_FREEBIND, "IP_FREEBIND", Int, V4),
     known!(libc::IPPROTO_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT", Int, V4),
     known!(libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", Int, V4),
@@ -142,6 +145,8 @@ impl Kind {
             Applies::Udp => inet && self.kind == libc::SOCK_DGRAM,
             Applies::V4 => self.family == libc::AF_INET,
             Applies::V6 => self.family == libc::AF_INET6,
+            Applies::UdpV4 => self.family == libc::AF_INET && self.kind == libc::SOCK_DGRAM,
+            Applies::UdpV6 => self.family == libc::AF_INET6 && self.kind == libc::SOCK_DGRAM,
         }
     }
 
