@@ -171,7 +171,7 @@ fn reference_image() -> ProcessImage {
                 (20, socket(91, Address::V4 { ip: [127, 0, 0, 1], port: 80 }, Peer::Address(v6.clone()))),
                 (21, socket(92, v6, Peer::None)),
             ] {
-                table.push_record(FdRecord { fd, flags: 0o2, offset: 0, target: FdTarget::Socket(target) });
+                table.push_record(FdRecord { fd, flags: 0o2, offset: 0, target: FdTarget::Socket(Box::new(target)) });
             }
             let mut connected = socket(
                 93,
@@ -191,7 +191,12 @@ fn reference_image() -> ProcessImage {
                 timestamp: 3,
                 window: Some([1, 2, 3, 4, 5]),
             });
-            table.push_record(FdRecord { fd: 22, flags: 0o2, offset: 0, target: FdTarget::Socket(connected) });
+            table.push_record(FdRecord {
+                fd: 22,
+                flags: 0o2,
+                offset: 0,
+                target: FdTarget::Socket(Box::new(connected)),
+            });
             table.pipes.push(crp_compound::files::PipeBuffer { inode: 78, size: 65536, data: b"fifo".to_vec() });
             table.objects.push(crp_compound::files::FileObject::Memfd {
                 name: "m".into(),

@@ -74,7 +74,7 @@ pub enum FdTarget {
     /// Object `object` of [`FdTable::objects`]: a deleted file or a memfd.
     Object { object: u32 },
     /// A unix, TCP or UDP socket other than an end of a socket pair.
-    Socket(SocketFile),
+    Socket(Box<SocketFile>),
 }
 
 /// One open file description.
@@ -458,13 +458,13 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                     Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {
                         socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?
                     }
-                    Kind::Socket { inode } => FdTarget::Socket(socket::capture(
+                    Kind::Socket { inode } => FdTarget::Socket(Box::new(socket::capture(
                         pid,
                         entry.fd,
                         inode,
                         &sockets.found(),
                         socket::Depth::Capture,
-                    )?),
+                    )?)),
                     Kind::Epoll => {
                         epolls.push((u32::try_from(table.files.len()).unwrap_or(u32::MAX), entry.fd));
                         FdTarget::Epoll { registrations: Vec::new() }

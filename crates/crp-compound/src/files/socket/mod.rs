@@ -2,7 +2,8 @@
 //! sockets (stream, datagram, seqpacket; unnamed, bound to a path or an
 //! abstract name, listening, a datagram socket connected to a named peer,
 //! a stream connected to a peer outside the process), TCP sockets that are
-//! listening or not connected, and UDP sockets, over IPv4 and IPv6.
+//! listening or not connected, established TCP connections both of whose
+//! ends the process holds ([`tcp`]), and UDP sockets, over IPv4 and IPv6.
 //!
 //! At the dump crp reads each socket from outside: a duplicate of it
 //! (`pidfd_getfd`) answers getsockname, getpeername, getsockopt and
@@ -15,10 +16,11 @@
 //!
 //! Not kept, and said: connections waiting in a listening socket's backlog
 //! (their clients see the connection reset when the original is killed), the
-//! name of a unix datagram's named sender. Refused: established TCP
-//! connections, netlink, packet, raw, SCTP, vsock and other families,
-//! socket filters, and a unix stream connected outside the process unless
-//! the user hands over a replacement (`crp restore --fd N=...`).
+//! name of a unix datagram's named sender. Refused: TCP connections to a
+//! peer outside the process, netlink, packet, raw, SCTP, vsock and other
+//! families, socket filters, and a unix stream connected outside the
+//! process unless the user hands over a replacement (`crp restore --fd
+//! N=...`).
 
 pub mod address;
 mod inet_diag;
@@ -869,7 +871,7 @@ mod tests {
             fd: 3,
             flags: 2,
             offset: 0,
-            target: FdTarget::Socket(socket),
+            target: FdTarget::Socket(Box::new(socket)),
         }]);
         warnings(&table)
     }
