@@ -919,6 +919,101 @@ mod tests {
         drop(connected);
     }
 
+    /// A fake process whose socket() gives fd 3, moved to 10 by
+    /// F_DUPFD_CLOEXEC, descriptor 10 being `socket`.
+    fn fake_with(socket: OwnedFd) -> crp_ptrace::fake::FakeTracee {
+        let mut tracee = crp_ptrace::fake::FakeTracee::answering(|call, _| match call.number {
+            libc::SYS_socket => 3,
+            libc::SYS_fcntl => 10,
+            _ => 0,
+        });
+        tracee.descriptors.insert(10, socket);
+        tracee
+    }
+
+    #[test]
+    fn a_udp_socket_is_made_again_with_its_address_options_and_datagrams() {
+        use std::net::UdpSocket;
+        let original = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tos = SocketOption { level: libc::IPPROTO_IP, name: libc::IP_TOS, value: 0x10i32.to_ne_bytes().to_vec() };
+        options::set(original.as_fd(), &tos).unwrap();
+        sender.send_to(b"kept", original.local_addr().unwrap()).unwrap();
+        while queue::count(original.as_fd()) < 1 {
+            std::thread::yield_now();
+        }
+        let socket = captured(&original).unwrap();
+        assert_eq!(socket.queued.len(), 1);
+        assert!(socket.options.contains(&tos));
+        let address = original.local_addr().unwrap();
+        drop(original);
+        let fresh = options::Kind { family: libc::AF_INET, kind: libc::SOCK_DGRAM, protocol: libc::IPPROTO_UDP }
+            .fresh()
+            .unwrap();
+        let restored = UdpSocket::from(fresh.try_clone().unwrap());
+        let mut tracee = fake_with(fresh);
+        let mut made = Vec::new();
+        assert_eq!(make(&mut tracee, &socket, libc::O_RDWR, 8, &mut made).unwrap(), 10);
+        finish(&tracee, &made).unwrap();
+        let created = tracee.calls_of(libc::SYS_socket)[0];
+        assert_eq!(&created.args[..3], &[2, (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64, 17]);
+        assert_eq!(restored.local_addr().unwrap(), address);
+        let mut buffer = [0u8; 8];
+        let (length, from) = restored.recv_from(&mut buffer).unwrap();
+        assert_eq!((&buffer[..length], from), (&b"kept"[..], sender.local_addr().unwrap()));
+        assert_eq!(int_option(restored.as_fd(), libc::IPPROTO_IP, libc::IP_TOS).unwrap(), 0x10);
+    }
+
+    #[test]
+    fn an_established_connection_goes_through_repair_and_carries_on() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        client.write_all(b"waiting").unwrap();
+        while tcp_queued(&accepted) < 7 {
+            std::thread::yield_now();
+        }
+        let (client_inode, accepted_inode) = (inode_of(&client), inode_of(&accepted));
+        let diag = diag();
+        let descriptors = [(client.as_raw_fd(), client_inode), (accepted.as_raw_fd(), accepted_inode)];
+        let found = Found { diag: &diag, inside: &[client_inode, accepted_inode], descriptors: &descriptors };
+        let pid = std::process::id() as i32;
+        let repaired = Repaired::guard();
+        let sockets: Vec<SocketFile> =
+            descriptors.iter().map(|(fd, inode)| capture(pid, *fd, *inode, &found, Depth::Capture).unwrap()).collect();
+        assert_eq!(sockets[1].connection.as_ref().unwrap().receive_queue, b"waiting");
+        // Closed in repair mode: neither end hears of it.
+        drop((client, accepted));
+        repaired.closed_silently();
+        let kind = options::Kind { family: libc::AF_INET, kind: libc::SOCK_STREAM, protocol: libc::IPPROTO_TCP };
+        let mut made = Vec::new();
+        let mut restored = Vec::new();
+        let mut tracees = Vec::new();
+        for socket in &sockets {
+            let fresh = kind.fresh().unwrap();
+            restored.push(std::net::TcpStream::from(fresh.try_clone().unwrap()));
+            let mut tracee = fake_with(fresh);
+            make(&mut tracee, socket, libc::O_RDWR, 8, &mut made).unwrap();
+            tracees.push(tracee);
+        }
+        finish(&tracees[0], &made).unwrap();
+        let mut text = [0u8; 7];
+        restored[1].read_exact(&mut text).unwrap();
+        assert_eq!(&text, b"waiting");
+        restored[1].write_all(b"back").unwrap();
+        let mut back = [0u8; 4];
+        restored[0].read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"back");
+    }
+
+    fn tcp_queued(stream: &std::net::TcpStream) -> usize {
+        let mut value: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &raw mut value) };
+        usize::try_from(value).unwrap_or(0)
+    }
+
     #[test]
     fn netlink_sockets_are_refused_by_name() {
         // SAFETY: socket takes no pointers.
