@@ -132,6 +132,7 @@ fn reference_image() -> ProcessImage {
                 pass_credentials: false,
                 send_buffer: 212_992,
                 receive_buffer: 212_992,
+                options: vec![],
             };
             table.socket_pairs.push(crp_compound::files::SocketPair {
                 kind: libc::SOCK_DGRAM,

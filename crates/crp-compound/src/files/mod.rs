@@ -628,6 +628,9 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
         if !referred {
             return Err(Invalid::new(field(), "is referred to by no open file"));
         }
+        for end in &pair.ends {
+            socket::options::check(&end.options, field)?;
+        }
         if pair.kind != libc::SOCK_STREAM && pair.ends.iter().any(|end| end.queued.iter().any(Vec::is_empty)) {
             return Err(Invalid::new(field(), "holds an empty datagram"));
         }

@@ -7,7 +7,7 @@
 //! new ends (`pidfd_getfd`). Descriptors in flight (SCM_RIGHTS) and
 //! credentials in a queue cannot be sent again as they were: refused.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 use nix::errno::Errno;
@@ -36,6 +36,9 @@ pub struct PairEnd {
     /// SO_SNDBUF and SO_RCVBUF as getsockopt reports them (twice what was set).
     pub send_buffer: u32,
     pub receive_buffer: u32,
+    /// The other options that differ from a fresh socket's (SO_RCVTIMEO,
+    /// SO_PASSSEC, SO_PEEK_OFF...).
+    pub options: Vec<super::socket::SocketOption>,
 }
 
 /// A socket pair both of whose ends the process holds.
@@ -92,6 +95,19 @@ pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Resu
             .into());
         }
         let buffer = |option| int_option(&duplicate, option).map(|size| size.cast_unsigned());
+        let fresh = super::socket::options::Kind { family: libc::AF_UNIX, kind: i32::from(kind), protocol: 0 }
+            .fresh()
+            .map_err(failed("socket (a fresh one to compare options with)"))?;
+        let mut options = super::socket::options::capture(
+            duplicate.as_fd(),
+            fresh.as_fd(),
+            super::socket::options::Kind { family: libc::AF_UNIX, kind: i32::from(kind), protocol: 0 },
+        );
+        // Kept in fields of their own.
+        options.retain(|option| {
+            option.level != libc::SOL_SOCKET
+                || ![libc::SO_SNDBUF, libc::SO_RCVBUF, libc::SO_PASSCRED].contains(&option.name)
+        });
         Ok(PairEnd {
             inode: socket.inode,
             queued,
@@ -99,6 +115,7 @@ pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Resu
             pass_credentials: pass_credentials != 0,
             send_buffer: buffer(libc::SO_SNDBUF).map_err(failed("getsockopt(SO_SNDBUF)"))?,
             receive_buffer: buffer(libc::SO_RCVBUF).map_err(failed("getsockopt(SO_RCVBUF)"))?,
+            options,
         })
     };
     Ok(SocketPair { kind: i32::from(kind), ends: [capture_end(ends[0])?, capture_end(ends[1])?] })
@@ -240,6 +257,8 @@ pub(super) fn make(tracee: &mut dyn Tracee, pair: &SocketPair, above: u64) -> Re
     }
     for (index, end) in pair.ends.iter().enumerate() {
         let (socket, fd) = (&duplicates[index], fds[index]);
+        super::socket::options::apply(socket.as_fd(), &end.options)
+            .map_err(|(_, errno)| failed("set a socket option of", fd)(errno))?;
         if end.pass_credentials {
             set_int_option(socket, libc::SO_PASSCRED, 1).map_err(failed("set SO_PASSCRED of", fd))?;
         }
