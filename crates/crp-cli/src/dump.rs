@@ -43,8 +43,8 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     cancel::check("dump")?;
     let stopped = procfs::Stat::read(pid)?.field(3)? == "T";
     let mut frozen = Frozen::seize(pid).map_err(|error| preflight::explain_seize_failure(pid, error))?;
-    // TCP connections the capture puts in repair mode leave it again if
-    // the dump fails or lets the process run on (dropped before `frozen`).
+    // The TCP connections the capture reads, put in repair mode only for
+    // the kill (and out of it again if the kill fails; dropped before `frozen`).
     let repaired = crp_compound::files::socket::Repaired::guard();
     frozen.set_checkpoint(faults::reached);
     faults::reached("frozen", 0);
@@ -94,7 +94,6 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // the process runs on while the image is finished and made durable.
     let frozen = if plan.leave_running {
         let frozen_for = started.elapsed();
-        repaired.resume();
         frozen.release()?;
         tracing::info!(pid, "released (--leave-running)");
         Original::Released { frozen_for }
@@ -115,6 +114,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         // Killed only now that the image is durable.
         Original::Frozen(frozen) => {
             let frozen_for = started.elapsed();
+            repaired.before_kill();
             frozen.kill()?;
             // Its connections close in repair mode: the peers see nothing.
             repaired.closed_silently();

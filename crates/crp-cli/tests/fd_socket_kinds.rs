@@ -160,3 +160,27 @@ fn a_dump_that_leaves_the_process_running_takes_its_connections_out_of_repair() 
     assert!(subject.read_line().starts_with(&format!("OK pid={} tcp ", subject.pid)));
     assert!(subject.wait().success());
 }
+
+#[test]
+fn a_dump_killed_or_cancelled_after_reading_the_connection_leaves_it_working() {
+    for fault in ["captured:KILL", "written:KILL", "pages:TERM"] {
+        let directory = tempfile::tempdir().unwrap();
+        let mut subject = tcp_subject();
+        let image = directory.path().join("tcp.crp");
+        let output = crp()
+            .arg("dump")
+            .arg(subject.pid.to_string())
+            .arg("-o")
+            .arg(&image)
+            .env("CRP_TEST_FAULT", fault)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{fault}: the dump must not succeed");
+        // The original, released by the dead or cancelled crp, carries on
+        // with its connection (no end was left in repair mode).
+        subject.send("go\n");
+        let line = subject.read_line();
+        assert!(line.starts_with(&format!("OK pid={} tcp ", subject.pid)), "{fault}: {line}");
+        assert!(subject.wait().success());
+    }
+}

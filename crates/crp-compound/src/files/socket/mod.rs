@@ -984,6 +984,7 @@ mod tests {
             descriptors.iter().map(|(fd, inode)| capture(pid, *fd, *inode, &found, Depth::Capture).unwrap()).collect();
         assert_eq!(sockets[1].connection.as_ref().unwrap().receive_queue, b"waiting");
         // Closed in repair mode: neither end hears of it.
+        repaired.before_kill();
         drop((client, accepted));
         repaired.closed_silently();
         let kind = options::Kind { family: libc::AF_INET, kind: libc::SOCK_STREAM, protocol: libc::IPPROTO_TCP };

@@ -7,8 +7,15 @@
 //! back), and only once both ends exist is repair turned off and the bytes
 //! that had never been sent sent.
 //!
-//! While crp holds ends in repair mode it keeps them in [`Repaired`]: a
-//! dump that fails or leaves the process running turns repair off again.
+//! Repair mode is on only while crp reads an end (microseconds), and again
+//! for the kill: [`Repaired`] keeps a duplicate of every end read, puts
+//! them all in repair mode just before the original is killed and lets
+//! them close so, silently. A dump that fails, is cancelled or leaves the
+//! process running never leaves an end in repair mode, and neither does a
+//! crp killed anywhere but between those last two steps. Between the read
+//! and the kill the frozen process sends nothing; a late acknowledgement
+//! only makes the restored end send again bytes its peer already has,
+//! which TCP drops.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
@@ -61,40 +68,61 @@ pub struct TcpConnection {
     pub window: Option<[u32; 5]>,
 }
 
-/// Ends of the dumped process in repair mode, held by crp.
-static REPAIRED: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+/// Duplicates of the dumped process's connection ends, and whether they
+/// are in repair mode now.
+static READ: Mutex<(Vec<OwnedFd>, bool)> = Mutex::new((Vec::new(), false));
 
-/// The dump's hold on the ends it put in repair mode: dropped, it turns
-/// repair off (a failed dump, or one that lets the process run on);
-/// [`Repaired::closed_silently`] after the original is killed lets them
-/// close in repair mode, sending nothing to the peer.
+fn read_ends() -> std::sync::MutexGuard<'static, (Vec<OwnedFd>, bool)> {
+    READ.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The dump's hold on the connection ends it read. Dropped, it takes them
+/// out of repair mode if [`Repaired::before_kill`] put them in and lets
+/// them go (a failed dump, a kill that failed, a process let run on).
 #[derive(Debug)]
 pub struct Repaired(());
 
 impl Repaired {
     pub fn guard() -> Self {
+        read_ends().0.clear();
         Self(())
     }
 
-    /// Turns repair off on every end now (before the process runs on).
-    pub fn resume(&self) {
-        let mut repaired = REPAIRED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for socket in repaired.drain(..) {
-            let _ = set_int(socket.as_fd(), TCP_REPAIR, 0);
+    /// Puts every end read in repair mode, right before the kill, so that
+    /// closing them sends the peers neither FIN nor RST.
+    pub fn before_kill(&self) {
+        let mut ends = read_ends();
+        ends.1 = true;
+        for socket in &ends.0 {
+            let _ = set_int(socket.as_fd(), TCP_REPAIR, 1);
         }
     }
 
-    /// The original is dead: its ends close in repair mode with crp's
-    /// duplicates, silently.
+    /// The original is dead: its ends close, in repair mode, with crp's
+    /// duplicates.
     pub fn closed_silently(self) {
-        REPAIRED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        read_ends().0.clear();
         std::mem::forget(self);
     }
 }
 
 impl Drop for Repaired {
     fn drop(&mut self) {
-        self.resume();
+        let mut ends = read_ends();
+        if ends.1 {
+            for socket in &ends.0 {
+                repair_off(socket.as_fd());
+            }
+        }
+        ends.0.clear();
+        ends.1 = false;
+    }
+}
+
+/// Repair off, without the window probe where the kernel has that.
+fn repair_off(socket: BorrowedFd<'_>) {
+    if set_int(socket, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP).is_err() {
+        let _ = set_int(socket, TCP_REPAIR, 0);
     }
 }
 
@@ -133,15 +161,17 @@ pub fn is_other_end(other: BorrowedFd<'_>, local: &Address, peer: &Address) -> b
     super::name_of(other, false).as_ref() == Some(peer) && super::name_of(other, true).as_ref() == Some(local)
 }
 
-/// Puts `socket` in repair mode and reads the connection. The duplicate
-/// stays with crp (see [`Repaired`]).
+/// Reads the connection of `socket` in repair mode, turned off again
+/// before returning. The duplicate stays with crp (see [`Repaired`]).
 pub fn capture(socket: OwnedFd) -> Result<TcpConnection, (&'static str, Errno)> {
-    let borrowed = socket.as_fd();
-    set_int(borrowed, TCP_REPAIR, 1).map_err(|errno| ("turn TCP_REPAIR on", errno))?;
-    REPAIRED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(socket);
-    let repaired = REPAIRED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(socket) = repaired.last() else { return Err(("keep", Errno::EBADF)) };
-    let socket = socket.as_fd();
+    set_int(socket.as_fd(), TCP_REPAIR, 1).map_err(|errno| ("turn TCP_REPAIR on", errno))?;
+    let read = read_connection(socket.as_fd());
+    repair_off(socket.as_fd());
+    read_ends().0.push(socket);
+    read
+}
+
+fn read_connection(socket: BorrowedFd<'_>) -> Result<TcpConnection, (&'static str, Errno)> {
     let outq = queued_bytes(socket, libc::TIOCOUTQ).map_err(|errno| ("SIOCOUTQ", errno))?;
     let unsent = queued_bytes(socket, SIOCOUTQNSD).map_err(|errno| ("SIOCOUTQNSD", errno))?;
     let inq = queued_bytes(socket, libc::FIONREAD).map_err(|errno| ("SIOCINQ", errno))?;
