@@ -1016,6 +1016,28 @@ mod tests {
     }
 
     #[test]
+    fn an_option_this_kernel_does_not_take_for_the_socket_is_refused_before_the_restore() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut socket = captured(&udp).unwrap();
+        drop(udp);
+        let passcred =
+            SocketOption { level: libc::SOL_SOCKET, name: libc::SO_PASSCRED, value: 1i32.to_ne_bytes().to_vec() };
+        socket.options.push(passcred.clone());
+        let table = FdTable::default();
+        // Kernels from 6.16 refuse SO_PASSCRED on inet sockets: ask this one.
+        let probe = options::Kind { family: libc::AF_INET, kind: libc::SOCK_DGRAM, protocol: libc::IPPROTO_UDP }
+            .fresh()
+            .unwrap();
+        match options::set(probe.as_fd(), &passcred) {
+            Ok(()) => check_host(&table, 3, &socket).unwrap(),
+            Err(_) => {
+                let refused = check_host(&table, 3, &socket).unwrap_err().to_string();
+                assert!(refused.contains("this kernel does not accept SO_PASSCRED"), "{refused}");
+            }
+        }
+    }
+
+    #[test]
     fn netlink_sockets_are_refused_by_name() {
         // SAFETY: socket takes no pointers.
         let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };

@@ -82,9 +82,12 @@ const KNOWN: &[Known] = &[
     known!(libc::SOL_SOCKET, libc::SO_TIMESTAMP, "SO_TIMESTAMP", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_PEEK_OFF, "SO_PEEK_OFF", Int, Any),
     known!(libc::SOL_SOCKET, libc::SO_BINDTODEVICE, "SO_BINDTODEVICE", Text, Inet),
-    // Kernels from 6.16 keep these for unix and netlink sockets only.
-    known!(libc::SOL_SOCKET, libc::SO_PASSCRED, "SO_PASSCRED", Int, Unix),
-    known!(libc::SOL_SOCKET, libc::SO_PASSSEC, "SO_PASSSEC", Int, Unix),
+    // Kernels from 6.16 have these for unix and netlink sockets only (the
+    // kernel answers for an inet socket only where it has them); a restore
+    // on such a kernel of an inet socket that had one set is refused by
+    // the host check, which tries every option first.
+    known!(libc::SOL_SOCKET, libc::SO_PASSCRED, "SO_PASSCRED", Int, Any),
+    known!(libc::SOL_SOCKET, libc::SO_PASSSEC, "SO_PASSSEC", Int, Any),
     known!(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", Int, V6),
     known!(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS", Int, V6),
     known!(libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", Int, V6),
