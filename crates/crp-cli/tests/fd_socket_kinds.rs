@@ -31,7 +31,13 @@ fn unix_sockets_come_back_with_their_names_queues_and_peers() {
     std::fs::create_dir(&sockets).unwrap();
     let mut subject = unix_subject(&sockets);
     let image = directory.path().join("unix.crp");
-    dump_ok(subject.pid, &image, &[]);
+    let dumped = dump(subject.pid, &image, &[]);
+    assert!(dumped.status.success(), "{}", stderr_of(&dumped));
+    assert!(
+        stderr_of(&dumped).contains("fds 11 and 12: a unix connection both of whose ends the process holds comes back"),
+        "{}",
+        stderr_of(&dumped)
+    );
     assert_killed(subject.wait());
     let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
     let listen_path = sockets.join("listen.sock");

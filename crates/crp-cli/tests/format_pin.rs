@@ -133,6 +133,7 @@ fn reference_image() -> ProcessImage {
                 send_buffer: 212_992,
                 receive_buffer: 212_992,
                 options: vec![],
+                name: Some(crp_compound::files::socket::Address::Unix(b"/run/l".to_vec())),
             };
             table.socket_pairs.push(crp_compound::files::SocketPair {
                 kind: libc::SOCK_DGRAM,

@@ -10,7 +10,10 @@
  *       7: datagram socket connected to DIR/dgram.sock;
  *       8: unbound stream socket with SO_RCVBUF 50000;
  *       9: datagram socket bound to DIR/gone.sock, whose path was removed;
- *      10: datagram socket connected to DIR/dgram.sock, shut down for writing.
+ *      10: datagram socket connected to DIR/dgram.sock, shut down for writing;
+ *      11, 12: a client connected to fd 3 and the connection fd 3 accepted
+ *          (SO_PASSCRED, inherited from fd 3, off), with "to server"
+ *          waiting on 12.
  *       After the restore each has its name, peer, queue and options, the
  *       listeners accept, the connected one still sends to its peer.
  *   fd_socket_kinds inet
@@ -139,6 +142,10 @@ static int run_unix(const char *directory) {
     if (place(socket(AF_UNIX, SOCK_STREAM, 0), 8) < 0 || set_option(8, SOL_SOCKET, SO_RCVBUF, 50000))
         return fail("unbound stream socket");
     int rcvbuf = option_at(8, SOL_SOCKET, SO_RCVBUF);
+    if (place(socket(AF_UNIX, SOCK_STREAM, 0), 11) < 0 || connect(11, (struct sockaddr *)&listen_at, length) ||
+        place(accept(3, NULL, NULL), 12) != 12 || set_option(12, SOL_SOCKET, SO_PASSCRED, 0) ||
+        send(11, "to server", 9, 0) != 9)
+        return fail("connection accepted from fd 3");
     if (place(socket(AF_UNIX, SOCK_DGRAM, 0), 9) < 0 || bind(9, (struct sockaddr *)&gone_at, length) ||
         unlink(gone_at.sun_path))
         return fail("removed path");
@@ -177,7 +184,12 @@ static int run_unix(const char *directory) {
         return fail("fd 9 lost its name");
     struct stat status;
     if (stat(gone_at.sun_path, &status) == 0) return fail("fd 9's removed path is back");
-    if (fcntl(11, F_GETFD) != -1) return fail("a descriptor too many");
+    char to_server[16];
+    if (recv(12, to_server, sizeof to_server, MSG_DONTWAIT) != 9 || memcmp(to_server, "to server", 9))
+        return fail("\"to server\" is not waiting on fd 12");
+    if (send(12, "reply", 5, 0) != 5 || !readable(11) || recv(11, to_server, sizeof to_server, 0) != 5)
+        return fail("the accepted connection no longer carries");
+    if (fcntl(13, F_GETFD) != -1) return fail("a descriptor too many");
     printf("OK pid=%d unix\n", getpid());
     fflush(stdout);
     return 0;

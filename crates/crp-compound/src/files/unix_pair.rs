@@ -39,6 +39,10 @@ pub struct PairEnd {
     /// The other options that differ from a fresh socket's (SO_RCVTIMEO,
     /// SO_PASSSEC, SO_PEEK_OFF...).
     pub options: Vec<super::socket::SocketOption>,
+    /// The name this end had: an end accepted from a listening socket
+    /// bears the listener's. Not given back: the pair is made again with
+    /// socketpair(2), whose ends have none (the dump warns).
+    pub name: Option<super::socket::Address>,
 }
 
 /// A socket pair both of whose ends the process holds.
@@ -50,12 +54,18 @@ pub struct SocketPair {
 }
 
 /// Whether socket `inode` is one end of a pair wholly inside the process:
-/// unnamed, connected to an unnamed socket the process holds (`inside`
-/// holds the inodes of every socket it holds) that is connected back.
+/// connected to a socket the process holds (`inside` holds the inodes of
+/// every socket it holds) that is connected back. Datagram ends must be
+/// unnamed (named ones are connected again by name, see
+/// [`super::socket`]); stream and seqpacket ends may be named (a
+/// connection accepted from a listening socket of the process).
 pub(super) fn is_pair(inode: u64, sockets: &[UnixSocket], inside: &[u64]) -> bool {
     let Some(socket) = sockets.iter().find(|socket| socket.inode == inode) else { return false };
-    let Some(peer) = socket.peer.filter(|peer| socket.name.is_none() && inside.contains(peer)) else { return false };
-    sockets.iter().any(|other| other.inode == peer && other.name.is_none() && other.peer == Some(inode))
+    let unnamed_or_stream = |socket: &UnixSocket| socket.name.is_none() || i32::from(socket.kind) != libc::SOCK_DGRAM;
+    let Some(peer) = socket.peer.filter(|peer| unnamed_or_stream(socket) && inside.contains(peer)) else {
+        return false;
+    };
+    sockets.iter().any(|other| other.inode == peer && unnamed_or_stream(other) && other.peer == Some(inode))
 }
 
 fn int_option(socket: &OwnedFd, option: libc::c_int) -> Result<libc::c_int, Errno> {
@@ -116,6 +126,7 @@ pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Resu
             send_buffer: buffer(libc::SO_SNDBUF).map_err(failed("getsockopt(SO_SNDBUF)"))?,
             receive_buffer: buffer(libc::SO_RCVBUF).map_err(failed("getsockopt(SO_RCVBUF)"))?,
             options,
+            name: socket.name.as_deref().and_then(super::socket::Address::unix),
         })
     };
     Ok(SocketPair { kind: i32::from(kind), ends: [capture_end(ends[0])?, capture_end(ends[1])?] })

@@ -615,6 +615,29 @@ pub fn check_outside_peers(table: &FdTable, streams: &Streams) -> Result<(), Com
 /// What the dump of `table` does not keep, one sentence each.
 pub fn warnings(table: &FdTable) -> Vec<String> {
     let mut warnings = Vec::new();
+    for (index, pair) in table.socket_pairs.iter().enumerate() {
+        let names: Vec<String> =
+            pair.ends.iter().filter_map(|end| end.name.as_ref()).map(ToString::to_string).collect();
+        if names.is_empty() {
+            continue;
+        }
+        let fds: Vec<String> = table
+            .descriptors
+            .iter()
+            .filter(|descriptor| {
+                table.file_of(descriptor).is_some_and(|file| {
+                    matches!(file.target, FdTarget::UnixPair { pair, .. } if usize::try_from(pair).is_ok_and(|pair| pair == index))
+                })
+            })
+            .map(|descriptor| descriptor.fd.to_string())
+            .collect();
+        warnings.push(format!(
+            "fds {}: a unix connection both of whose ends the process holds comes back as a socket pair, whose ends \
+             have no names (getsockname/getpeername no longer give {})",
+            fds.join(" and "),
+            names.join(" and ")
+        ));
+    }
     for descriptor in &table.descriptors {
         let Some(FdTarget::Socket(socket)) = table.file_of(descriptor).map(|file| &file.target) else { continue };
         if table.shared_with(descriptor).is_some() {

@@ -32,7 +32,6 @@ enum Shape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Applies {
     Any,
-    Unix,
     Inet,
     Tcp,
     Udp,
@@ -142,7 +141,6 @@ impl Kind {
         let inet = matches!(self.family, libc::AF_INET | libc::AF_INET6);
         match applies {
             Applies::Any => true,
-            Applies::Unix => self.family == libc::AF_UNIX,
             Applies::Inet => inet,
             Applies::Tcp => inet && self.kind == libc::SOCK_STREAM,
             Applies::Udp => inet && self.kind == libc::SOCK_DGRAM,
