@@ -1,6 +1,7 @@
 //! Real programs holding sockets: python3's http.server checkpointed and
 //! restored still answers on its port; with the original left running the
-//! restore is refused (its port is taken) and leaves nothing behind.
+//! restore is refused (its port is taken) and leaves nothing behind; a
+//! python3 unix datagram receiver keeps the datagrams waiting for it.
 
 mod common;
 
@@ -73,4 +74,35 @@ fn python_http_server_left_running_keeps_its_port_and_the_restore_is_refused() {
     assert!(get(port, "/index.txt").ends_with("original\n"));
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// python3 holding a unix datagram socket bound to a path (a syslog-like
+/// receiver), with datagrams waiting at the dump: after the restore it
+/// reads them and what was sent after, in order.
+#[test]
+fn python_unix_datagram_receiver_reads_what_waited_and_what_came_after() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("log.sock");
+    let script = "import os, socket, sys\n\
+                  receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                  receiver.bind(sys.argv[1])\n\
+                  print('READY', os.getpid(), flush=True)\n\
+                  sys.stdin.readline()\n\
+                  lines = [receiver.recv(100).decode() for _ in range(3)]\n\
+                  print('OK', ' '.join(lines), receiver.getsockname(), flush=True)\n";
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(script).arg(&path);
+    let mut subject = Subject::spawn(command);
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender.send_to(b"first", &path).unwrap();
+    sender.send_to(b"second", &path).unwrap();
+    let image = directory.path().join("receiver.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    become_subreaper();
+    let mut restored = restore_detached(&image);
+    sender.send_to(b"third", &path).unwrap();
+    restored.stdin.write_all(b"go\n").unwrap();
+    assert_eq!(restored.read_line(), format!("OK first second third {}\n", path.display()));
+    assert_eq!(wait_pid(restored.pid), 0);
 }
