@@ -9,9 +9,10 @@
 //! directories, memory devices, O_PATH descriptors of anything with a path,
 //! reopened by path), [`pipe`], [`fifo`], [`unlinked`] (deleted files and
 //! memfds), [`event`] (eventfd, timerfd, signalfd), [`epoll`], [`inotify`],
-//! [`unix_pair`] (socket pairs, found with [`unix_diag`]). A terminal, or a
-//! pipe whose other end is outside the process, on fd 0-2 is the outside
-//! world, re-attached to the same standard stream of `crp restore`.
+//! [`unix_pair`] (socket pairs, found with [`unix_diag`]), [`socket`]
+//! (other unix sockets, TCP and UDP). A terminal, or a pipe whose other end
+//! is outside the process, on fd 0-2 is the outside world, re-attached to
+//! the same standard stream of `crp restore`.
 
 pub mod epoll;
 pub mod event;
