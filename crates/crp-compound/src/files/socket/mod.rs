@@ -526,7 +526,8 @@ pub(super) fn check_host(table: &FdTable, fd: i32, socket: &SocketFile) -> Resul
             Some(path) => check_path_free(path, socket.kind).map_err(|reason| taken(local, reason))?,
             None => {
                 if let Err(errno) = bind(probe, local) {
-                    return Err(taken(local, format!("{} (does the original still run?)", errno.desc())));
+                    let hint = if errno == Errno::EADDRINUSE { " (does the original still run?)" } else { "" };
+                    return Err(taken(local, format!("{}{hint}", errno.desc())));
                 }
             }
         }
