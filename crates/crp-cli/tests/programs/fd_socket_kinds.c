@@ -9,7 +9,8 @@
  *       6: autobound datagram socket;
  *       7: datagram socket connected to DIR/dgram.sock;
  *       8: unbound stream socket with SO_RCVBUF 50000;
- *       9: datagram socket bound to DIR/gone.sock, whose path was removed;
+ *       9: datagram socket bound to DIR/gone.sock, whose path was removed,
+ *          with "kept" waiting;
  *      10: datagram socket connected to DIR/dgram.sock, shut down for writing;
  *      11, 12: a client connected to fd 3 and the connection fd 3 accepted
  *          (SO_PASSCRED, inherited from fd 3, off), with "to server"
@@ -146,9 +147,12 @@ static int run_unix(const char *directory) {
         place(accept(3, NULL, NULL), 12) != 12 || set_option(12, SOL_SOCKET, SO_PASSCRED, 0) ||
         send(11, "to server", 9, 0) != 9)
         return fail("connection accepted from fd 3");
-    if (place(socket(AF_UNIX, SOCK_DGRAM, 0), 9) < 0 || bind(9, (struct sockaddr *)&gone_at, length) ||
-        unlink(gone_at.sun_path))
+    if (place(socket(AF_UNIX, SOCK_DGRAM, 0), 9) < 0 || bind(9, (struct sockaddr *)&gone_at, length))
+        return fail("socket 9");
+    int gone_sender = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (sendto(gone_sender, "kept", 4, 0, (struct sockaddr *)&gone_at, length) != 4 || unlink(gone_at.sun_path))
         return fail("removed path");
+    close(gone_sender);
 
     wait_for_go();
     struct sockaddr_storage expected;
@@ -184,6 +188,7 @@ static int run_unix(const char *directory) {
         return fail("fd 9 lost its name");
     struct stat status;
     if (stat(gone_at.sun_path, &status) == 0) return fail("fd 9's removed path is back");
+    if (!expect_datagram(9, "kept", NULL, NULL)) return fail("the datagram waiting on fd 9 is lost");
     char to_server[16];
     if (recv(12, to_server, sizeof to_server, MSG_DONTWAIT) != 9 || memcmp(to_server, "to server", 9))
         return fail("\"to server\" is not waiting on fd 12");

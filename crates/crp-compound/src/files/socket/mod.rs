@@ -734,6 +734,7 @@ pub(super) fn make(
     }
     if let Some(local) = &socket.local {
         queue_again(borrowed, socket, local, fd);
+        remove_path_again(local, socket.bound_file.as_ref()).map_err(failed("remove again the path of"))?;
     }
     super::set_status_flags(tracee, fd, flags)?;
     let peer = match &socket.peer {
@@ -753,8 +754,8 @@ pub(super) fn make(
 
 /// Binds a unix socket at its path: a socket file left there by the
 /// original (which [`check_host`] found unused) is removed first; the new
-/// file gets the old one's mode and owner, and goes again if the original
-/// had removed it.
+/// file gets the old one's mode and owner (and goes again, in
+/// [`remove_path_again`], if the original had removed it).
 fn bind_path(socket: BorrowedFd<'_>, local: &Address, path: &[u8], file: &BoundFile) -> Result<(), Errno> {
     let path = OsStr::from_bytes(path);
     if std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket()) {
@@ -763,11 +764,18 @@ fn bind_path(socket: BorrowedFd<'_>, local: &Address, path: &[u8], file: &BoundF
     bind(socket, local)?;
     let io = |error: std::io::Error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO));
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(file.mode)).map_err(io)?;
-    std::os::unix::fs::lchown(path, Some(file.uid), Some(file.gid)).map_err(io)?;
-    if !file.present {
-        std::fs::remove_file(path).map_err(io)?;
+    std::os::unix::fs::lchown(path, Some(file.uid), Some(file.gid)).map_err(io)
+}
+
+/// Removes again the path of a unix socket whose path the original had
+/// removed (once its datagrams, sent to that path, are queued).
+fn remove_path_again(local: &Address, file: Option<&BoundFile>) -> Result<(), Errno> {
+    let (Some(path), Some(file)) = (local.path(), file) else { return Ok(()) };
+    if file.present {
+        return Ok(());
     }
-    Ok(())
+    std::fs::remove_file(OsStr::from_bytes(path))
+        .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// Sends the socket's datagrams to it again and waits until they are
@@ -777,25 +785,19 @@ fn queue_again(socket: BorrowedFd<'_>, file: &SocketFile, local: &Address, fd: u
         return;
     }
     let destination = local.reachable();
-    let mut exact = 0;
-    for datagram in &file.queued {
-        if queue::send_again(datagram, &destination) {
-            exact += 1;
-        }
-    }
+    let sent = file.queued.iter().filter(|datagram| queue::send_again(datagram, &destination)).count();
     // Loopback delivers from a softirq: wait (briefly) until all are in.
-    let sent = if file.family == libc::AF_UNIX { file.queued.len() } else { exact };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while queue::count(socket) < sent && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let queued = queue::count(socket);
-    if file.family != libc::AF_UNIX && queued < file.queued.len() {
+    if queued < file.queued.len() {
         // A library has no other channel to the user here; crp's own
         // messages go to stderr alike.
         eprintln!(
             "crp: warning: fd {fd}: {} of {} datagrams waiting on the {} socket {local} could not be queued again \
-             from their senders' addresses and are dropped",
+             (from their senders' addresses) and are dropped",
             file.queued.len() - queued,
             file.queued.len(),
             file.kind_name()

@@ -121,8 +121,8 @@ pub fn count(socket: BorrowedFd<'_>) -> usize {
     capture(socket).map_or(0, |datagrams| datagrams.len())
 }
 
-/// Sends `datagram` to `destination` from its source address; false when
-/// crp could not send it as from its source (it is then not sent).
+/// Sends `datagram` to `destination` from its source address (a unix one
+/// from an unnamed socket); false when it could not be sent.
 pub fn send_again(datagram: &Datagram, destination: &Address) -> bool {
     match destination {
         Address::Unix(_) => send_unix(datagram, destination),
@@ -153,10 +153,10 @@ fn send_to(socket: &OwnedFd, data: &[u8], destination: &Raw) -> bool {
 }
 
 /// From an unnamed unix socket: exact only for a datagram whose sender was
-/// unnamed.
+/// unnamed (the dump warns of the others).
 fn send_unix(datagram: &Datagram, destination: &Address) -> bool {
     let Some(socket) = new_socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) else { return false };
-    send_to(&socket, &datagram.data, &destination.to_raw()) && datagram.source.is_none()
+    send_to(&socket, &datagram.data, &destination.to_raw())
 }
 
 /// Through a raw socket bound to the source address, with a UDP header
