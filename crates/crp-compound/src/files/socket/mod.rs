@@ -23,28 +23,27 @@
 //! N=...`).
 
 pub mod address;
+mod check;
 mod inet_diag;
 pub mod options;
 pub mod queue;
 pub mod tcp;
+mod unix;
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 use nix::errno::Errno;
 
 pub use address::Address;
+pub(crate) use check::{check, check_host};
+pub use check::{check_outside_peers, warnings};
 pub use options::SocketOption;
 pub use queue::Datagram;
 pub use tcp::{Repaired, TcpConnection};
 
 use super::unix_diag::UnixSocket;
-use super::{FdTable, FdTarget, Streams};
 use crate::error::{CompoundError, Unsupported};
-use crate::valid::Invalid;
 
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
@@ -271,7 +270,7 @@ pub(super) fn capture(
         connection: None,
     };
     if family == libc::AF_UNIX {
-        unix_endpoints(&mut file, found, &refuse)?;
+        unix::unix_endpoints(&mut file, found, &refuse)?;
     } else {
         file.local = name_of(socket, false);
         file.shutdown = match inet_diag::shutdown_of(family, protocol, inode)? {
@@ -343,70 +342,6 @@ pub(super) fn capture(
     Ok(file)
 }
 
-/// A unix socket's name, bound file, backlog, peer and shutdown state,
-/// from sock_diag.
-fn unix_endpoints(
-    file: &mut SocketFile,
-    found: &Found<'_>,
-    refuse: &dyn Fn(String) -> CompoundError,
-) -> Result<(), CompoundError> {
-    let record = |inode: u64| found.diag.iter().find(|socket| socket.inode == inode);
-    let Some(socket) = record(file.inode) else {
-        return Err(refuse("a unix socket sock_diag does not know (another network namespace?)".to_owned()));
-    };
-    file.local = socket.name.as_deref().and_then(Address::unix);
-    file.shutdown = socket.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN);
-    if let Some(local) = &file.local {
-        if local.path().is_some_and(|path| path.first() != Some(&b'/')) {
-            return Err(refuse(format!("a unix socket bound to the relative path {local}")));
-        }
-        if let Some(path) = local.path() {
-            file.bound_file = Some(bound_file(path, socket.bound_file));
-        }
-    }
-    if socket.state == TCP_LISTEN {
-        file.backlog = Some(socket.backlog);
-        file.lost_connections = socket.queued;
-        return Ok(());
-    }
-    let Some(peer_inode) = socket.peer else { return Ok(()) };
-    let peer_name = record(peer_inode).and_then(|peer| peer.name.as_deref()).and_then(Address::unix);
-    let inside = found.inside.contains(&peer_inode);
-    file.peer = match (file.kind, inside, peer_name) {
-        (libc::SOCK_DGRAM, _, Some(name)) => Peer::Address(name),
-        (libc::SOCK_DGRAM, _, None) => {
-            return Err(refuse(format!(
-                "a unix datagram socket connected to the unnamed socket:[{peer_inode}] (not a socket pair)"
-            )));
-        }
-        (_, true, _) => {
-            return Err(refuse(format!(
-                "a unix stream connection to socket:[{peer_inode}] inside the process with a named end (accepted \
-                 from a listening socket)"
-            )));
-        }
-        (_, false, name) => Peer::Outside { inode: peer_inode, name },
-    };
-    Ok(())
-}
-
-/// The file at `path`, as the restore should make it again.
-fn bound_file(path: &[u8], made: Option<(u64, u32)>) -> BoundFile {
-    let path = OsStr::from_bytes(path);
-    match std::fs::symlink_metadata(path) {
-        Ok(metadata) if metadata.file_type().is_socket() => {
-            let present = made.is_none_or(|(inode, device)| {
-                // sock_diag gives the kernel's dev_t: major above bit 20.
-                let same_device =
-                    libc::major(metadata.dev()) == device >> 20 && libc::minor(metadata.dev()) == device & 0xf_ffff;
-                metadata.ino() == inode && same_device
-            });
-            BoundFile { mode: metadata.mode() & 0o7777, uid: metadata.uid(), gid: metadata.gid(), present }
-        }
-        _ => BoundFile { mode: 0o777, uid: 0, gid: 0, present: false },
-    }
-}
-
 /// "an AF_INET6 SOCK_DGRAM socket (protocol 136)".
 fn describe(family: i32, kind: i32, protocol: i32) -> String {
     let family = match family {
@@ -436,141 +371,6 @@ fn describe(family: i32, kind: i32, protocol: i32) -> String {
     format!("an {family} {kind} socket{protocol}")
 }
 
-/// Refuses a socket the restore could not make as recorded.
-pub(super) fn check(socket: &SocketFile, field: &dyn Fn() -> String) -> Result<(), Invalid> {
-    let valid_kind = match socket.family {
-        libc::AF_UNIX => [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&socket.kind),
-        libc::AF_INET | libc::AF_INET6 => matches!(
-            (socket.kind, socket.protocol),
-            (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP)
-        ),
-        _ => false,
-    };
-    if !valid_kind {
-        return Err(Invalid::new(
-            field(),
-            format!("is {}, not a socket crp makes", describe(socket.family, socket.kind, socket.protocol)),
-        ));
-    }
-    let addresses = [
-        socket.local.as_ref(),
-        match &socket.peer {
-            Peer::Address(peer) => Some(peer),
-            _ => None,
-        },
-    ];
-    for address in addresses.into_iter().flatten() {
-        if address.family() != socket.family {
-            return Err(Invalid::new(field(), format!("has address {address} of another family")));
-        }
-        address.check(field)?;
-    }
-    if socket.bound_file.is_some() != socket.local.as_ref().is_some_and(|local| local.path().is_some()) {
-        return Err(Invalid::new(field(), "has a bound file without a path, or a path without one"));
-    }
-    if socket.backlog.is_some() && (socket.kind == libc::SOCK_DGRAM || socket.peer != Peer::None) {
-        return Err(Invalid::new(field(), "listens but is a datagram socket or connected"));
-    }
-    if !socket.queued.is_empty() && socket.kind != libc::SOCK_DGRAM {
-        return Err(Invalid::new(field(), "holds datagrams but is not a datagram socket"));
-    }
-    if !socket.queued.is_empty() && socket.local.is_none() {
-        return Err(Invalid::new(field(), "holds datagrams but has no address to send them to"));
-    }
-    if socket.queued.iter().any(|datagram| datagram.data.is_empty() || datagram.data.len() > 65_507) {
-        return Err(Invalid::new(field(), "holds an empty datagram or one larger than a datagram can be"));
-    }
-    let tcp = socket.family != libc::AF_UNIX && socket.kind == libc::SOCK_STREAM;
-    match &socket.connection {
-        Some(_) if !tcp || socket.local.is_none() || !matches!(socket.peer, Peer::Address(_)) => {
-            return Err(Invalid::new(field(), "is a TCP connection without addresses, or not TCP"));
-        }
-        Some(connection) if connection.unsent as usize > connection.send_queue.len() => {
-            return Err(Invalid::new(field(), "has more unsent bytes than its send queue holds"));
-        }
-        None if tcp && socket.peer != Peer::None => {
-            return Err(Invalid::new(field(), "is a connected TCP socket without its connection"));
-        }
-        _ => {}
-    }
-    if socket.shutdown & !(RCV_SHUTDOWN | SEND_SHUTDOWN) != 0 {
-        return Err(Invalid::new(field(), format!("has shutdown bits {:#x}", socket.shutdown)));
-    }
-    options::check(&socket.options, field)
-}
-
-/// Refuses, before anything is created, a socket this host cannot take
-/// back: its address in use or taken by something else, an option this
-/// kernel does not accept for it, a datagram peer that is not there.
-pub(super) fn check_host(table: &FdTable, fd: i32, socket: &SocketFile) -> Result<(), CompoundError> {
-    let described = format!("fd {fd} ({} socket)", socket.kind_name());
-    let taken = |address: &Address, reason: String| CompoundError::AddressTaken {
-        socket: described.clone(),
-        address: address.to_string(),
-        reason,
-    };
-    let probe = socket.options_kind().fresh().map_err(|errno| CompoundError::Io {
-        action: "make a socket like the one of",
-        path: format!("fd {fd}").into(),
-        source: errno.into(),
-    })?;
-    let probe = probe.as_fd();
-    if let Err((option, errno)) = options::apply(probe, &socket.options) {
-        return Err(CompoundError::Incompatible {
-            what: format!("fd {fd} ({} socket)", socket.kind_name()),
-            reason: format!("this kernel does not accept {option} on it: {errno}"),
-        });
-    }
-    if let Some(local) = &socket.local {
-        match local.path() {
-            Some(path) => check_path_free(path, socket.kind).map_err(|reason| taken(local, reason))?,
-            None => {
-                if let Err(errno) = bind(probe, local) {
-                    let hint = if errno == Errno::EADDRINUSE { " (does the original still run?)" } else { "" };
-                    return Err(taken(local, format!("{}{hint}", errno.desc())));
-                }
-            }
-        }
-    }
-    if let Peer::Address(Address::Unix(name)) = &socket.peer {
-        let peer = Address::Unix(name.clone());
-        let restored_here = table
-            .files
-            .iter()
-            .any(|file| matches!(&file.target, FdTarget::Socket(other) if other.local.as_ref() == Some(&peer)));
-        if !restored_here && let Err(errno) = connect_probe(&peer, socket.kind) {
-            return Err(CompoundError::Incompatible {
-                what: described,
-                reason: format!("its datagram peer {peer} is not there to connect to again: {}", errno.desc()),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Whether a unix socket can be bound at `path` again: nothing is there,
-/// or a socket file nobody listens on any more (the original's, left when
-/// it was killed), which the restore removes. Else why not.
-fn check_path_free(path: &[u8], kind: i32) -> Result<(), String> {
-    let path_name = OsStr::from_bytes(path);
-    let parent = std::path::Path::new(path_name).parent().unwrap_or(std::path::Path::new("/"));
-    if !parent.is_dir() {
-        return Err(format!("its directory {} does not exist", parent.display()));
-    }
-    match std::fs::symlink_metadata(path_name) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(format!("cannot look at the path: {error}")),
-        Ok(metadata) if !metadata.file_type().is_socket() => {
-            Err("something else than a socket is at that path now".to_owned())
-        }
-        Ok(_) => match connect_probe(&Address::Unix(path.to_vec()), kind) {
-            Err(Errno::ECONNREFUSED) => Ok(()),
-            Ok(()) => Err("a running socket is bound there (does the original still run?)".to_owned()),
-            Err(errno) => Err(format!("a socket file is there that crp cannot tell is unused: {errno}")),
-        },
-    }
-}
-
 fn bind(socket: BorrowedFd<'_>, address: &Address) -> Result<(), Errno> {
     let raw = address.to_raw();
     // SAFETY: the address is valid for its length; bind only reads it.
@@ -581,97 +381,6 @@ fn connect(socket: BorrowedFd<'_>, address: &Address) -> Result<(), Errno> {
     let raw = address.to_raw();
     // SAFETY: the address is valid for its length; connect only reads it.
     if unsafe { libc::connect(socket.as_raw_fd(), raw.as_ptr(), raw.length) } < 0 { Err(Errno::last()) } else { Ok(()) }
-}
-
-/// Connects a throwaway unix socket of `kind` to `address`.
-fn connect_probe(address: &Address, kind: i32) -> Result<(), Errno> {
-    let probe = options::Kind { family: libc::AF_UNIX, kind, protocol: 0 }.fresh()?;
-    connect(probe.as_fd(), address)
-}
-
-/// The sockets of `table` connected outside the process to which the user
-/// handed nothing: refused before the restore creates anything.
-pub fn check_outside_peers(table: &FdTable, streams: &Streams) -> Result<(), CompoundError> {
-    for descriptor in &table.descriptors {
-        let Some(FdTarget::Socket(socket)) = table.file_of(descriptor).map(|file| &file.target) else { continue };
-        let Peer::Outside { inode, name } = &socket.peer else { continue };
-        if streams.chosen_for(descriptor.fd).is_some() {
-            continue;
-        }
-        let fd = descriptor.fd;
-        let named = name.as_ref().map(|name| format!(" bound to {name}")).unwrap_or_default();
-        return Err(Unsupported {
-            what: format!(
-                "a {} socket connected to socket:[{inode}]{named}, outside the process, which crp cannot connect \
-                 again as it was (hand the process a replacement with --fd {fd}=inherit|null|FILE)",
-                socket.kind_name()
-            ),
-            location: format!("fd {fd} -> socket:[{}]", socket.inode),
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// What the dump of `table` does not keep, one sentence each.
-pub fn warnings(table: &FdTable) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for (index, pair) in table.socket_pairs.iter().enumerate() {
-        let names: Vec<String> =
-            pair.ends.iter().filter_map(|end| end.name.as_ref()).map(ToString::to_string).collect();
-        if names.is_empty() {
-            continue;
-        }
-        let fds: Vec<String> = table
-            .descriptors
-            .iter()
-            .filter(|descriptor| {
-                table.file_of(descriptor).is_some_and(|file| {
-                    matches!(file.target, FdTarget::UnixPair { pair, .. } if usize::try_from(pair).is_ok_and(|pair| pair == index))
-                })
-            })
-            .map(|descriptor| descriptor.fd.to_string())
-            .collect();
-        warnings.push(format!(
-            "fds {}: a unix connection both of whose ends the process holds comes back as a socket pair, whose ends \
-             have no names (getsockname/getpeername no longer give {})",
-            fds.join(" and "),
-            names.join(" and ")
-        ));
-    }
-    for descriptor in &table.descriptors {
-        let Some(FdTarget::Socket(socket)) = table.file_of(descriptor).map(|file| &file.target) else { continue };
-        if table.shared_with(descriptor).is_some() {
-            continue;
-        }
-        let fd = descriptor.fd;
-        if socket.lost_connections > 0 {
-            warnings.push(format!(
-                "fd {fd}: {} connections waiting in the backlog of the listening {} socket{} are not kept (their \
-                 clients see them reset)",
-                socket.lost_connections,
-                socket.kind_name(),
-                socket.local.as_ref().map(|local| format!(" {local}")).unwrap_or_default()
-            ));
-        }
-        let renamed =
-            socket.queued.iter().filter(|datagram| socket.family == libc::AF_UNIX && datagram.source.is_some());
-        let renamed = renamed.count();
-        if renamed > 0 {
-            warnings.push(format!(
-                "fd {fd}: {renamed} datagrams waiting on the unix datagram socket come back from an unnamed sender \
-                 (their senders' names are not kept)"
-            ));
-        }
-        if let Peer::Outside { inode, .. } = socket.peer {
-            warnings.push(format!(
-                "fd {fd}: the {} socket is connected to socket:[{inode}] outside the process: restoring needs \
-                 `crp restore --fd {fd}=...`",
-                socket.kind_name()
-            ));
-        }
-    }
-    warnings
 }
 
 /// A socket made, waiting for the sockets it may connect to.
@@ -720,7 +429,7 @@ pub(super) fn make(
     }
     if let Some(local) = &socket.local {
         if let (Some(path), Some(file)) = (local.path(), &socket.bound_file) {
-            bind_path(borrowed, local, path, file).map_err(failed("bind (to its unix path) the socket"))?;
+            unix::bind_path(borrowed, local, path, file).map_err(failed("bind (to its unix path) the socket"))?;
         } else {
             bind(borrowed, local).map_err(failed("bind the socket"))?;
         }
@@ -734,7 +443,7 @@ pub(super) fn make(
     }
     if let Some(local) = &socket.local {
         queue_again(borrowed, socket, local, fd);
-        remove_path_again(local, socket.bound_file.as_ref()).map_err(failed("remove again the path of"))?;
+        unix::remove_path_again(local, socket.bound_file.as_ref()).map_err(failed("remove again the path of"))?;
     }
     super::set_status_flags(tracee, fd, flags)?;
     let peer = match &socket.peer {
@@ -750,32 +459,6 @@ pub(super) fn make(
         connection: None,
     });
     Ok(fd)
-}
-
-/// Binds a unix socket at its path: a socket file left there by the
-/// original (which [`check_host`] found unused) is removed first; the new
-/// file gets the old one's mode and owner (and goes again, in
-/// [`remove_path_again`], if the original had removed it).
-fn bind_path(socket: BorrowedFd<'_>, local: &Address, path: &[u8], file: &BoundFile) -> Result<(), Errno> {
-    let path = OsStr::from_bytes(path);
-    if std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket()) {
-        let _ = std::fs::remove_file(path);
-    }
-    bind(socket, local)?;
-    let io = |error: std::io::Error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(file.mode)).map_err(io)?;
-    std::os::unix::fs::lchown(path, Some(file.uid), Some(file.gid)).map_err(io)
-}
-
-/// Removes again the path of a unix socket whose path the original had
-/// removed (once its datagrams, sent to that path, are queued).
-fn remove_path_again(local: &Address, file: Option<&BoundFile>) -> Result<(), Errno> {
-    let (Some(path), Some(file)) = (local.path(), file) else { return Ok(()) };
-    if file.present {
-        return Ok(());
-    }
-    std::fs::remove_file(OsStr::from_bytes(path))
-        .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// Sends the socket's datagrams to it again and waits until they are
@@ -856,6 +539,9 @@ pub(super) fn finish(tracee: &dyn Tracee, made: &[Made]) -> Result<(), EngineErr
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::super::{FdTable, FdTarget};
     use super::*;
     use std::os::unix::net::{UnixDatagram, UnixListener};
 
