@@ -1,7 +1,8 @@
 //! Real programs holding sockets: python3's http.server checkpointed and
 //! restored still answers on its port; with the original left running the
 //! restore is refused (its port is taken) and leaves nothing behind; a
-//! python3 unix datagram receiver keeps the datagrams waiting for it.
+//! python3 unix datagram receiver keeps the datagrams waiting for it; a
+//! python3 TCP transfer to itself dumped midway completes byte-exact.
 
 mod common;
 
@@ -105,4 +106,41 @@ fn python_unix_datagram_receiver_reads_what_waited_and_what_came_after() {
     restored.stdin.write_all(b"go\n").unwrap();
     assert_eq!(restored.read_line(), format!("OK first second third {}\n", path.display()));
     assert_eq!(wait_pid(restored.pid), 0);
+}
+
+/// python3 sending 4 MiB to itself over a loopback TCP connection, dumped
+/// mid-transfer: the restored process completes the transfer and the bytes
+/// received hash as the bytes sent.
+#[test]
+fn python_tcp_transfer_dumped_midway_completes_with_the_right_bytes() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/tcp_transfer.py");
+    let mut expected = Vec::new();
+    let pattern: Vec<u8> = (0..=250u8).collect();
+    while expected.len() < 4 << 20 {
+        expected.extend_from_slice(&pattern);
+    }
+    expected.truncate(4 << 20);
+    let digest = sha256_hex(&expected);
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new("python3");
+    command.arg(&script);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("transfer.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    // It really was interrupted: the original never finished.
+    assert_eq!(subject.rest_of_output(), "");
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(inspected.contains("TCP connection"), "{inspected}");
+    let output = restore(&image, &[], "");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK {} {digest}\n", 4 << 20));
+}
+
+/// The SHA-256 of `bytes` in hex, by sha256sum (coreutils).
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
 }
