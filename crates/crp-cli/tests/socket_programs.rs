@@ -113,6 +113,15 @@ fn python_unix_datagram_receiver_reads_what_waited_and_what_came_after() {
 /// received hash as the bytes sent.
 #[test]
 fn python_tcp_transfer_dumped_midway_completes_with_the_right_bytes() {
+    tcp_transfer(&[]);
+}
+
+#[test]
+fn python_tcp_transfer_over_ipv6_dumped_midway_completes_with_the_right_bytes() {
+    tcp_transfer(&["6"]);
+}
+
+fn tcp_transfer(arguments: &[&str]) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/tcp_transfer.py");
     let mut expected = Vec::new();
     let pattern: Vec<u8> = (0..=250u8).collect();
@@ -123,7 +132,7 @@ fn python_tcp_transfer_dumped_midway_completes_with_the_right_bytes() {
     let digest = sha256_hex(&expected);
     let directory = tempfile::tempdir().unwrap();
     let mut command = Command::new("python3");
-    command.arg(&script);
+    command.arg(&script).args(arguments);
     let mut subject = Subject::spawn(command);
     let image = directory.path().join("transfer.crp");
     dump_ok(subject.pid, &image, &[]);
