@@ -2,7 +2,8 @@
 //! restored still answers on its port; with the original left running the
 //! restore is refused (its port is taken) and leaves nothing behind; a
 //! python3 unix datagram receiver keeps the datagrams waiting for it; a
-//! python3 TCP transfer to itself dumped midway completes byte-exact.
+//! python3 TCP transfer to itself dumped midway completes byte-exact; an
+//! asyncio server answers after the restore.
 
 mod common;
 
@@ -152,4 +153,36 @@ fn sha256_hex(bytes: &[u8]) -> String {
     child.stdin.take().unwrap().write_all(bytes).unwrap();
     let output = child.wait_with_output().unwrap();
     String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+fn echo(port: u16, line: &str) -> String {
+    let mut connection = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    connection.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    connection.write_all(line.as_bytes()).unwrap();
+    let mut answer = String::new();
+    connection.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// An asyncio TCP server (epoll, its self-pipe socket pair, the listening
+/// socket) that served a client before the dump serves one after the
+/// restore.
+#[test]
+fn python_asyncio_server_serves_after_a_restore() {
+    become_subreaper();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/asyncio_server.py");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = Command::new("python3");
+    command.arg(&script).arg(port.to_string());
+    let mut subject = Subject::spawn(command);
+    assert_eq!(echo(port, "before\n"), "echo before\n");
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("asyncio.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let restored = restore_detached(&image);
+    assert_eq!(echo(port, "after\n"), "echo after\n");
+    // SAFETY: kill takes a pid and a signal.
+    unsafe { libc::kill(restored.pid, libc::SIGKILL) };
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(restored.pid), None);
 }
