@@ -48,6 +48,7 @@ fn unix_sockets_come_back_with_their_names_queues_and_peers() {
         format!("connected to {}", sockets.join("dgram.sock").display()),
         "write shut down".to_owned(),
         format!("{} (path removed)", sockets.join("gone.sock").display()),
+        format!("was named {} (name not kept)", listen_path.display()),
     ] {
         assert!(inspected.contains(&expected), "{expected:?} not in:\n{inspected}");
     }

@@ -25,6 +25,10 @@ fn socket_pairs_come_back_with_their_queues_options_and_shutdowns() {
     let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
     assert!(inspected.contains("datagram pair with fd 5, 3 messages (6 bytes) waiting"), "{inspected}");
     assert!(
+        inspected.contains("stream pair with fd 10, 0 messages (0 bytes) waiting, options SO_SNDTIMEO=1.500000 s"),
+        "{inspected}"
+    );
+    assert!(
         inspected.contains("seqpacket pair with fd 8, 1 messages (6 bytes) waiting, read shut down"),
         "{inspected}"
     );

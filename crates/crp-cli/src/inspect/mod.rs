@@ -361,6 +361,11 @@ pub struct SocketPairSummary {
     /// "read", "write", "both" or null.
     pub shut_down: Option<&'static str>,
     pub pass_credentials: bool,
+    /// The name this end had at the dump (an end accepted from a listening
+    /// socket bears the listener's), not given back; null if none.
+    pub lost_name: Option<String>,
+    /// Its other options kept (those that differ from a fresh socket's).
+    pub options: Vec<SocketOptionSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -612,6 +617,8 @@ fn fd_summary(
                     _ => Some("both"),
                 },
                 pass_credentials: this.pass_credentials,
+                lost_name: this.name.as_ref().map(ToString::to_string),
+                options: option_summaries(&this.options),
             });
             ("unix socket pair", format!("socket:[{}]", ends.map_or(0, |(_, this)| this.inode)))
         }
@@ -684,8 +691,18 @@ fn fd_summary(
     }
 }
 
+fn option_summaries(kept: &[crp_compound::files::socket::SocketOption]) -> Vec<SocketOptionSummary> {
+    use crp_compound::files::socket::options;
+    kept.iter()
+        .map(|option| SocketOptionSummary {
+            name: options::label(option.level, option.name),
+            value: options::shown_value(option),
+        })
+        .collect()
+}
+
 fn socket_summary(socket: &crp_compound::files::SocketFile) -> SocketSummary {
-    use crp_compound::files::socket::{Peer, options};
+    use crp_compound::files::socket::Peer;
     SocketSummary {
         kind: socket.kind_name(),
         inode: socket.inode,
@@ -708,14 +725,7 @@ fn socket_summary(socket: &crp_compound::files::SocketFile) -> SocketSummary {
             2 => Some("write"),
             _ => Some("both"),
         },
-        options: socket
-            .options
-            .iter()
-            .map(|option| SocketOptionSummary {
-                name: options::label(option.level, option.name),
-                value: options::shown_value(option),
-            })
-            .collect(),
+        options: option_summaries(&socket.options),
         queued_datagrams: socket.queued.len(),
         queued_bytes: socket.queued.iter().map(|datagram| datagram.data.len()).sum(),
         connection: socket.connection.as_ref().map(|connection| ConnectionSummary {

@@ -48,6 +48,20 @@ fn seconds(microseconds: u64) -> String {
     format!("{:.3} s", microseconds as f64 / 1e6)
 }
 
+/// ", options SO_SNDTIMEO=1.500000 s, was named /run/x (name not kept)".
+fn pair_extras(pair: &super::SocketPairSummary) -> String {
+    let mut text = String::new();
+    if !pair.options.is_empty() {
+        let options: Vec<String> =
+            pair.options.iter().map(|option| format!("{}={}", option.name, option.value)).collect();
+        let _ = write!(text, ", options {}", options.join(" "));
+    }
+    if let Some(name) = &pair.lost_name {
+        let _ = write!(text, ", was named {name} (name not kept)");
+    }
+    text
+}
+
 /// "TCP socket 127.0.0.1:8000 listening (backlog 5), options SO_REUSEADDR=1".
 fn socket_text(socket: &super::SocketSummary) -> String {
     let mut text = format!("{} socket {}", socket.kind, socket.local.as_deref().unwrap_or("(unbound)"));
@@ -116,7 +130,7 @@ pub fn render_text(summary: &ImageSummary) -> String {
                         pair.queued_messages,
                         pair.queued_bytes,
                         pair.shut_down.map_or_else(String::new, |how| format!(", {how} shut down"))
-                    )
+                    ) + &pair_extras(pair)
                 });
                 writeln!(out, "  fd {:<3} {} {pair} (flags {})", file.fd, file.target, file.flags_octal)
             }
