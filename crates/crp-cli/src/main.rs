@@ -56,6 +56,11 @@ enum Command {
         /// one is refused.
         #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
         max_file_contents: u64,
+        /// Keep established TCP connections to peers outside the process
+        /// (by TCP_REPAIR): the peer must still be there at the restore,
+        /// and must send nothing meanwhile (it would be reset).
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Recreate a process from an image; it carries on where it was frozen.
     ///
@@ -156,9 +161,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump { pid, output, leave_running, backend, max_file_contents } => {
+        Command::Dump { pid, output, leave_running, backend, max_file_contents, tcp_established } => {
             cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
             crp_compound::files::unlinked::set_contents_limit(max_file_contents);
+            crp_compound::files::socket::tcp::allow_outside_peers(tcp_established);
             let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend })?;
             eprintln!(
                 "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",

@@ -192,6 +192,7 @@ fn reference_image() -> ProcessImage {
                 receive_wscale: 7,
                 timestamp: 3,
                 window: Some([1, 2, 3, 4, 5]),
+                peer_outside: true,
             });
             table.push_record(FdRecord {
                 fd: 22,

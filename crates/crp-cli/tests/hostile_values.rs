@@ -248,6 +248,7 @@ fn sockets_that_cannot_be_made_are_refused() {
         receive_wscale: 0,
         timestamp: 0,
         window: None,
+        peer_outside: false,
     };
     let peer = Peer::Address(Address::V4 { ip: [127, 0, 0, 1], port: 10 });
     let tcp = SocketFile { kind: libc::SOCK_STREAM, protocol: libc::IPPROTO_TCP, peer, ..udp() };

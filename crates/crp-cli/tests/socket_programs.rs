@@ -186,3 +186,59 @@ fn python_asyncio_server_serves_after_a_restore() {
     unsafe { libc::kill(restored.pid, libc::SIGKILL) };
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(restored.pid), None);
 }
+
+/// A python3 client holding a TCP connection to a server outside the
+/// process (this test), dumped with --tcp-established while the server
+/// waits for its request: after the restore the request reaches the server
+/// on the same connection and the answer comes back. Without the option
+/// the dump is refused.
+#[test]
+fn python_client_connected_to_an_outside_server_carries_on_with_tcp_established() {
+    use std::io::BufRead;
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let script = format!(
+        "import os, socket, sys\n\
+         connection = socket.create_connection(('127.0.0.1', {port}))\n\
+         connection.sendall(b'hello\\n')\n\
+         print('READY', os.getpid(), flush=True)\n\
+         sys.stdin.readline()\n\
+         connection.sendall(b'request\\n')\n\
+         answer = connection.makefile().readline()\n\
+         print('OK', answer.strip(), connection.getsockname()[1], flush=True)\n"
+    );
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(&script);
+    let mut subject = Subject::spawn(command);
+    let (accepted, _) = server.accept().unwrap();
+    let client_port = accepted.peer_addr().unwrap().port();
+    let mut from_client = BufReader::new(accepted.try_clone().unwrap());
+    let mut line = String::new();
+    from_client.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello\n");
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("client.crp");
+    let refused = dump(subject.pid, &image, &[]);
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr_of(&refused));
+    assert!(stderr_of(&refused).contains("--tcp-established keeps it"), "{}", stderr_of(&refused));
+    let dumped = dump(subject.pid, &image, &["--tcp-established"]);
+    assert!(dumped.status.success(), "{}", stderr_of(&dumped));
+    assert!(stderr_of(&dumped).contains("comes back only if the peer is still there"), "{}", stderr_of(&dumped));
+    assert_killed(subject.wait());
+    let mut restorer = crp()
+        .arg("restore")
+        .arg(&image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    restorer.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    from_client.read_line(&mut line).unwrap();
+    assert_eq!(line, "request\n", "the request comes on the same connection");
+    (&accepted).write_all(b"response\n").unwrap();
+    let output = restorer.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK response {client_port}\n"));
+}

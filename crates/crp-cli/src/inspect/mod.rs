@@ -404,6 +404,8 @@ pub struct ConnectionSummary {
     /// Bytes received that the process had not read.
     pub receive_queue_bytes: usize,
     pub mss: u32,
+    /// The peer was outside the process (`crp dump --tcp-established`).
+    pub peer_outside: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -733,6 +735,7 @@ fn socket_summary(socket: &crp_compound::files::SocketFile) -> SocketSummary {
             unsent_bytes: connection.unsent,
             receive_queue_bytes: connection.receive_queue.len(),
             mss: connection.mss_clamp,
+            peer_outside: connection.peer_outside,
         }),
     }
 }

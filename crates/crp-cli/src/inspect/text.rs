@@ -90,8 +90,12 @@ fn socket_text(socket: &super::SocketSummary) -> String {
     if let Some(connection) = &socket.connection {
         let _ = write!(
             text,
-            " (TCP connection: {} bytes to send, {} of them never sent, {} to read, MSS {})",
-            connection.send_queue_bytes, connection.unsent_bytes, connection.receive_queue_bytes, connection.mss
+            " (TCP connection{}: {} bytes to send, {} of them never sent, {} to read, MSS {})",
+            if connection.peer_outside { " to a peer outside the process" } else { "" },
+            connection.send_queue_bytes,
+            connection.unsent_bytes,
+            connection.receive_queue_bytes,
+            connection.mss
         );
     }
     if let Some(how) = socket.shut_down {

@@ -197,6 +197,15 @@ pub fn warnings(table: &FdTable) -> Vec<String> {
                  (their senders' names are not kept)"
             ));
         }
+        if let (Some(connection), Peer::Address(peer)) = (&socket.connection, &socket.peer)
+            && connection.peer_outside
+        {
+            warnings.push(format!(
+                "fd {fd}: the TCP connection to {peer} outside the process comes back only if the peer is still \
+                 there at the restore; anything the peer sends until then resets it (crp does not hold the \
+                 network back)"
+            ));
+        }
         if let Peer::Outside { inode, .. } = socket.peer {
             warnings.push(format!(
                 "fd {fd}: the {} socket is connected to socket:[{inode}] outside the process: restoring needs \

@@ -296,19 +296,18 @@ pub(super) fn capture(
                         crp_ptrace::sys::duplicate_descriptor(pid, *other)
                             .is_ok_and(|other| tcp::is_other_end(other.as_fd(), &local, &peer))
                     });
-                    if !inside {
+                    if !inside && !tcp::outside_peers_allowed() {
                         return Err(refuse(format!(
-                            "{described} with an established connection to {peer}, outside the process (crp \
-                             restores connections both of whose ends the process holds)"
+                            "{described} with an established connection to {peer}, outside the process (crp dump \
+                             {} keeps it if the peer will still be there at the restore)",
+                            tcp::OUTSIDE_OPTION
                         )));
                     }
                     file.peer = Peer::Address(peer);
                     if depth == Depth::Capture {
                         let repaired = crp_ptrace::sys::duplicate_descriptor(pid, fd).map_err(failed("pidfd_getfd"))?;
-                        let connection = tcp::capture(repaired).map_err(|(action, errno)| CompoundError::Io {
-                            action,
-                            path: location.clone().into(),
-                            source: errno.into(),
+                        let connection = tcp::capture(repaired, !inside).map_err(|(action, errno)| {
+                            CompoundError::Io { action, path: location.clone().into(), source: errno.into() }
                         })?;
                         file.connection = Some(connection);
                     }

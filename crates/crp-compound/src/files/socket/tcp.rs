@@ -19,6 +19,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 
@@ -44,6 +45,22 @@ const TCPOPT_WINDOW: u32 = 3;
 const TCPOPT_SACK_PERM: u32 = 4;
 const TCPOPT_TIMESTAMP: u32 = 8;
 
+/// The dump option that lets a connection to a peer outside the process be
+/// dumped (the peer is expected to still be there at the restore).
+pub const OUTSIDE_OPTION: &str = "--tcp-established";
+
+static OUTSIDE_ALLOWED: AtomicBool = AtomicBool::new(false);
+
+/// Whether connections to peers outside the process are dumped (set once
+/// per dump from [`OUTSIDE_OPTION`]).
+pub fn allow_outside_peers(allowed: bool) {
+    OUTSIDE_ALLOWED.store(allowed, Ordering::Relaxed);
+}
+
+pub fn outside_peers_allowed() -> bool {
+    OUTSIDE_ALLOWED.load(Ordering::Relaxed)
+}
+
 /// One end of an established connection.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TcpConnection {
@@ -66,6 +83,8 @@ pub struct TcpConnection {
     pub timestamp: u32,
     /// TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     pub window: Option<[u32; 5]>,
+    /// The peer was outside the process (dumped with [`OUTSIDE_OPTION`]).
+    pub peer_outside: bool,
 }
 
 /// Duplicates of the dumped process's connection ends, and whether they
@@ -163,9 +182,9 @@ pub fn is_other_end(other: BorrowedFd<'_>, local: &Address, peer: &Address) -> b
 
 /// Reads the connection of `socket` in repair mode, turned off again
 /// before returning. The duplicate stays with crp (see [`Repaired`]).
-pub fn capture(socket: OwnedFd) -> Result<TcpConnection, (&'static str, Errno)> {
+pub fn capture(socket: OwnedFd, peer_outside: bool) -> Result<TcpConnection, (&'static str, Errno)> {
     set_int(socket.as_fd(), TCP_REPAIR, 1).map_err(|errno| ("turn TCP_REPAIR on", errno))?;
-    let read = read_connection(socket.as_fd());
+    let read = read_connection(socket.as_fd()).map(|connection| TcpConnection { peer_outside, ..connection });
     repair_off(socket.as_fd());
     read_ends().0.push(socket);
     read
@@ -207,6 +226,7 @@ fn read_connection(socket: BorrowedFd<'_>) -> Result<TcpConnection, (&'static st
         receive_wscale: info[6] >> 4,
         timestamp,
         window,
+        peer_outside: false,
     })
 }
 
