@@ -53,6 +53,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     cancel::check("dump")?;
     let stopped = procfs::Stat::read(pid)?.field(3)? == "T";
     let mut frozen = Frozen::seize(pid).map_err(|error| preflight::explain_seize_failure(pid, error))?;
+    // The TCP connections the capture reads, put in repair mode only for
+    // the kill (and out of it again if the kill fails; dropped before `frozen`).
+    let repaired = crp_compound::files::socket::Repaired::guard();
     frozen.set_checkpoint(faults::reached);
     faults::reached("frozen", 0);
     tracing::info!(pid, was_stopped = stopped, "frozen");
@@ -68,6 +71,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     label_anonymous(&mut image.vmas, &image.mm);
     faults::reached("captured", 0);
     tracing::info!(pid, vmas = image.vmas.len(), files = image.files.len(), rlimits = image.rlimits.len(), "captured");
+    for warning in crp_compound::files::socket::warnings(&image.files) {
+        eprintln!("crp: warning: {warning}");
+    }
     cancel::check("dump")?;
 
     let pagemap = PageMap::open(pid)?;
@@ -129,7 +135,10 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         // Killed only now that the image is durable.
         Original::Frozen(frozen) => {
             let frozen_for = started.elapsed();
+            repaired.before_kill();
             frozen.kill()?;
+            // Its connections close in repair mode: the peers see nothing.
+            repaired.closed_silently();
             tracing::info!(pid, "killed: the image holds it now");
             frozen_for
         }

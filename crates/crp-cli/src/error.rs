@@ -102,6 +102,8 @@ impl CrpError {
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
             )
             | Self::Compound(crp_compound::CompoundError::FileChanged { .. })
+            | Self::Compound(crp_compound::CompoundError::AddressTaken { .. })
+            | Self::Compound(crp_compound::CompoundError::Incompatible { .. })
             | Self::Incompatible { .. }
             | Self::MissingOnHost { .. }
             | Self::Kmod(crate::kmod::KmodError::NotLoaded) => 5,

@@ -61,6 +61,11 @@ enum Command {
         /// one is refused.
         #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
         max_file_contents: u64,
+        /// Keep established TCP connections to peers outside the process
+        /// (by TCP_REPAIR): the peer must still be there at the restore,
+        /// and must send nothing meanwhile (it would be reset).
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Recreate a process from an image; it carries on where it was frozen.
     ///
@@ -160,8 +165,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump { pid, output, check, leave_running, backend, max_file_contents } => {
+        Command::Dump { pid, output, check, leave_running, backend, max_file_contents, tcp_established } => {
             crp_compound::files::unlinked::set_contents_limit(max_file_contents);
+            crp_compound::files::socket::tcp::allow_outside_peers(tcp_established);
             let Some(output) = output.filter(|_| !check) else {
                 return check_dump(pid, backend);
             };

@@ -157,6 +157,8 @@ fn reference_image() -> ProcessImage {
                 pass_credentials: false,
                 send_buffer: 212_992,
                 receive_buffer: 212_992,
+                options: vec![],
+                name: Some(crp_compound::files::socket::Address::Unix(b"/run/l".to_vec())),
             };
             table.socket_pairs.push(crp_compound::files::SocketPair {
                 kind: libc::SOCK_DGRAM,
@@ -173,6 +175,55 @@ fn reference_image() -> ProcessImage {
                     interval: Timespec { seconds: 1, nanoseconds: 0 },
                     ticks: 2,
                 })),
+            });
+            use crp_compound::files::socket::{Address, BoundFile, Datagram, Peer, SocketOption};
+            let socket = |inode: u64, local: Address, peer: Peer| crp_compound::files::SocketFile {
+                inode,
+                family: local.family(),
+                kind: libc::SOCK_DGRAM,
+                protocol: if local.family() == libc::AF_UNIX { 0 } else { libc::IPPROTO_UDP },
+                bound_file: local.path().map(|_| BoundFile { mode: 0o755, uid: 1, gid: 2, present: true }),
+                local: Some(local),
+                peer,
+                backlog: None,
+                lost_connections: 0,
+                shutdown: 1,
+                options: vec![SocketOption { level: 1, name: 2, value: vec![1, 0, 0, 0] }],
+                queued: vec![Datagram { source: None, data: b"dgram".to_vec() }],
+                connection: None,
+            };
+            let v6 = Address::V6 { ip: [1; 16], port: 53, flowinfo: 3, scope_id: 4 };
+            for (fd, target) in [
+                (19, socket(90, Address::Unix(b"/run/s".to_vec()), Peer::Outside { inode: 5, name: None })),
+                (20, socket(91, Address::V4 { ip: [127, 0, 0, 1], port: 80 }, Peer::Address(v6.clone()))),
+                (21, socket(92, v6, Peer::None)),
+            ] {
+                table.push_record(FdRecord { fd, flags: 0o2, offset: 0, target: FdTarget::Socket(Box::new(target)) });
+            }
+            let mut connected = socket(
+                93,
+                Address::V4 { ip: [127, 0, 0, 1], port: 81 },
+                Peer::Address(Address::V4 { ip: [127, 0, 0, 1], port: 82 }),
+            );
+            connected.connection = Some(crp_compound::files::socket::TcpConnection {
+                send_seq: 1,
+                receive_seq: 2,
+                send_queue: b"out".to_vec(),
+                unsent: 1,
+                receive_queue: b"in".to_vec(),
+                mss_clamp: 65_483,
+                options: 7,
+                send_wscale: 7,
+                receive_wscale: 7,
+                timestamp: 3,
+                window: Some([1, 2, 3, 4, 5]),
+                peer_outside: true,
+            });
+            table.push_record(FdRecord {
+                fd: 22,
+                flags: 0o2,
+                offset: 0,
+                target: FdTarget::Socket(Box::new(connected)),
             });
             table.pipes.push(crp_compound::files::PipeBuffer { inode: 78, size: 65536, data: b"fifo".to_vec() });
             table.objects.push(crp_compound::files::FileObject::Memfd {

@@ -212,3 +212,70 @@ fn terminal_settings_and_pseudo_terminals_that_cannot_be_set_are_refused() {
         &["slave of pseudo-terminal 9", "master the table lacks"],
     );
 }
+
+/// A socket the restore could not make as recorded is refused naming it.
+#[test]
+fn sockets_that_cannot_be_made_are_refused() {
+    use crp_compound::files::socket::{Address, Datagram, Peer, SocketOption, TcpConnection};
+    use crp_compound::files::{FdTarget, SocketFile};
+    let udp = || SocketFile {
+        inode: 1,
+        family: libc::AF_INET,
+        kind: libc::SOCK_DGRAM,
+        protocol: libc::IPPROTO_UDP,
+        local: Some(Address::V4 { ip: [127, 0, 0, 1], port: 9 }),
+        bound_file: None,
+        peer: Peer::None,
+        backlog: None,
+        lost_connections: 0,
+        shutdown: 0,
+        options: vec![],
+        queued: vec![],
+        connection: None,
+    };
+    let with = |socket: SocketFile| {
+        move |image: &mut crp_cli::model::ProcessImage| {
+            image.files.files[0].target = FdTarget::Socket(Box::new(socket));
+        }
+    };
+    assert_refused(with(SocketFile { family: libc::AF_NETLINK, ..udp() }), &["open file 0", "AF_NETLINK"]);
+    assert_refused(
+        with(SocketFile {
+            family: libc::AF_UNIX,
+            protocol: 0,
+            local: Some(Address::Unix(b"/run/a\0b".to_vec())),
+            ..udp()
+        }),
+        &["open file 0", "NUL"],
+    );
+    assert_refused(
+        with(SocketFile { local: Some(Address::Unix(b"relative".to_vec())), ..udp() }),
+        &["open file 0", "another family"],
+    );
+    assert_refused(
+        with(SocketFile { queued: vec![Datagram { source: None, data: vec![0; 70_000] }], ..udp() }),
+        &["open file 0", "datagram"],
+    );
+    assert_refused(
+        with(SocketFile { options: vec![SocketOption { level: 1, name: 9999, value: vec![] }], ..udp() }),
+        &["open file 0", "unknown option"],
+    );
+    let connection = TcpConnection {
+        send_seq: 0,
+        receive_seq: 0,
+        send_queue: vec![1],
+        unsent: 5,
+        receive_queue: vec![],
+        mss_clamp: 1400,
+        options: 0,
+        send_wscale: 0,
+        receive_wscale: 0,
+        timestamp: 0,
+        window: None,
+        peer_outside: false,
+    };
+    let peer = Peer::Address(Address::V4 { ip: [127, 0, 0, 1], port: 10 });
+    let tcp = SocketFile { kind: libc::SOCK_STREAM, protocol: libc::IPPROTO_TCP, peer, ..udp() };
+    assert_refused(with(SocketFile { connection: Some(connection), ..tcp.clone() }), &["open file 0", "unsent"]);
+    assert_refused(with(tcp), &["open file 0", "without its connection"]);
+}

@@ -63,14 +63,31 @@ fn anonymous_inode_other_than_an_event_descriptor_is_refused_by_kind() {
 }
 
 #[test]
-fn socket_is_refused_and_named() {
+fn netlink_socket_is_refused_and_named() {
     let mut subject = python(
         "import os, socket, time\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)\n\
          print('READY', os.getpid(), flush=True)\n\
          time.sleep(60)",
     );
-    assert_dump_refused(&mut subject, "an AF_INET SOCK_STREAM socket (only unix socket pairs are supported yet)");
+    assert_dump_refused(&mut subject, "an AF_NETLINK SOCK_RAW socket (crp keeps unix, TCP and UDP sockets only)");
+}
+
+#[test]
+fn tcp_connection_to_a_peer_outside_is_refused_and_named() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mut subject = python(&format!(
+        "import os, socket, time\n\
+         client = socket.create_connection(('127.0.0.1', {port}))\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)"
+    ));
+    let _accepted = server.accept().unwrap();
+    assert_dump_refused(
+        &mut subject,
+        &format!("with an established connection to 127.0.0.1:{port}, outside the process"),
+    );
 }
 
 #[test]

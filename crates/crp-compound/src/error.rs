@@ -27,6 +27,12 @@ pub enum CompoundError {
     Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
     #[error("mapped file {path} changed since the dump: {what}")]
     FileChanged { path: String, what: String },
+    /// A socket's address is not free on this host.
+    #[error("cannot bind {socket} to {address} again: {reason}")]
+    AddressTaken { socket: String, address: String, reason: String },
+    /// This kernel cannot make what the image holds.
+    #[error("{what}: {reason}")]
+    Incompatible { what: String, reason: String },
 }
 
 impl CompoundError {

@@ -350,6 +350,9 @@ pub struct FdSummary {
     pub inotify: Option<Vec<WatchSummary>>,
     /// For an end of a unix socket pair: the pair.
     pub socket_pair: Option<SocketPairSummary>,
+    /// For any other socket: what it is bound and connected to, its
+    /// options and queue.
+    pub socket: Option<SocketSummary>,
     /// For an eventfd, timerfd or signalfd: its state (`eventfd`,
     /// `timerfd`, `signalfd`, each null unless it is that kind).
     #[serde(flatten)]
@@ -516,6 +519,57 @@ pub struct SocketPairSummary {
     /// "read", "write", "both" or null.
     pub shut_down: Option<&'static str>,
     pub pass_credentials: bool,
+    /// The name this end had at the dump (an end accepted from a listening
+    /// socket bears the listener's), not given back; null if none.
+    pub lost_name: Option<String>,
+    /// Its other options kept (those that differ from a fresh socket's).
+    pub options: Vec<SocketOptionSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SocketSummary {
+    /// "unix stream", "unix datagram", "unix seqpacket", "TCP", "TCP6",
+    /// "UDP", "UDP6".
+    pub kind: String,
+    pub inode: u64,
+    /// `/path`, `@abstract`, `127.0.0.1:80`, `[::1]:53`, or null.
+    pub local: Option<String>,
+    /// For a unix socket bound to a path: whether the path still led to
+    /// it at the dump (else it is removed again after the restore binds).
+    pub path_present: Option<bool>,
+    /// The address it is connected to again at the restore, or null.
+    pub peer: Option<String>,
+    /// The inode of a unix stream peer outside the process, which needs
+    /// `crp restore --fd N=...`; else null.
+    pub peer_outside: Option<u64>,
+    pub listening_backlog: Option<u32>,
+    /// Connections that waited in the backlog at the dump: not kept.
+    pub lost_connections: u32,
+    /// "read", "write", "both" or null.
+    pub shut_down: Option<&'static str>,
+    pub options: Vec<SocketOptionSummary>,
+    pub queued_datagrams: usize,
+    pub queued_bytes: usize,
+    /// For an established TCP connection (restored with TCP_REPAIR).
+    pub connection: Option<ConnectionSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionSummary {
+    /// Bytes in its send queue, and how many of them were never sent.
+    pub send_queue_bytes: usize,
+    pub unsent_bytes: u32,
+    /// Bytes received that the process had not read.
+    pub receive_queue_bytes: usize,
+    pub mss: u32,
+    /// The peer was outside the process (`crp dump --tcp-established`).
+    pub peer_outside: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SocketOptionSummary {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -692,6 +746,7 @@ fn fd_summary(
 ) -> FdSummary {
     let mut pipe = None;
     let mut socket_pair = None;
+    let mut socket = None;
     let (mut epoll, mut inotify) = (None, None);
     let mut events = event::EventSummaries::default();
     let mut fifo = None;
@@ -737,8 +792,14 @@ fn fd_summary(
                     _ => Some("both"),
                 },
                 pass_credentials: this.pass_credentials,
+                lost_name: this.name.as_ref().map(ToString::to_string),
+                options: option_summaries(&this.options),
             });
             ("unix socket pair", format!("socket:[{}]", ends.map_or(0, |(_, this)| this.inode)))
+        }
+        FdTarget::Socket(found) => {
+            socket = Some(socket_summary(found));
+            ("socket", format!("socket:[{}]", found.inode))
         }
         FdTarget::Epoll { registrations } => {
             epoll = Some(registrations.iter().map(|registration| epoll_summary(table, registration)).collect());
@@ -799,6 +860,7 @@ fn fd_summary(
         offset: record.offset,
         pipe,
         socket_pair,
+        socket,
         epoll,
         inotify,
         event: events,
@@ -824,6 +886,53 @@ fn owner_summary(owner: &crp_compound::files::FileOwner) -> OwnerSummary {
         },
         signal: owner.signal,
         description: owner.describe(),
+    }
+}
+
+fn option_summaries(kept: &[crp_compound::files::socket::SocketOption]) -> Vec<SocketOptionSummary> {
+    use crp_compound::files::socket::options;
+    kept.iter()
+        .map(|option| SocketOptionSummary {
+            name: options::label(option.level, option.name),
+            value: options::shown_value(option),
+        })
+        .collect()
+}
+
+fn socket_summary(socket: &crp_compound::files::SocketFile) -> SocketSummary {
+    use crp_compound::files::socket::Peer;
+    SocketSummary {
+        kind: socket.kind_name(),
+        inode: socket.inode,
+        local: socket.local.as_ref().map(ToString::to_string),
+        path_present: socket.bound_file.as_ref().map(|file| file.present),
+        peer: match &socket.peer {
+            Peer::Address(peer) => Some(peer.to_string()),
+            Peer::Outside { name: Some(name), .. } => Some(name.to_string()),
+            _ => None,
+        },
+        peer_outside: match socket.peer {
+            Peer::Outside { inode, .. } => Some(inode),
+            _ => None,
+        },
+        listening_backlog: socket.backlog,
+        lost_connections: socket.lost_connections,
+        shut_down: match socket.shutdown & 3 {
+            0 => None,
+            1 => Some("read"),
+            2 => Some("write"),
+            _ => Some("both"),
+        },
+        options: option_summaries(&socket.options),
+        queued_datagrams: socket.queued.len(),
+        queued_bytes: socket.queued.iter().map(|datagram| datagram.data.len()).sum(),
+        connection: socket.connection.as_ref().map(|connection| ConnectionSummary {
+            send_queue_bytes: connection.send_queue.len(),
+            unsent_bytes: connection.unsent,
+            receive_queue_bytes: connection.receive_queue.len(),
+            mss: connection.mss_clamp,
+            peer_outside: connection.peer_outside,
+        }),
     }
 }
 

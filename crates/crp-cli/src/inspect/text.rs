@@ -59,6 +59,70 @@ fn seconds(microseconds: u64) -> String {
     format!("{:.3} s", microseconds as f64 / 1e6)
 }
 
+/// ", options SO_SNDTIMEO=1.500000 s, was named /run/x (name not kept)".
+fn pair_extras(pair: &super::SocketPairSummary) -> String {
+    let mut text = String::new();
+    if !pair.options.is_empty() {
+        let options: Vec<String> =
+            pair.options.iter().map(|option| format!("{}={}", option.name, option.value)).collect();
+        let _ = write!(text, ", options {}", options.join(" "));
+    }
+    if let Some(name) = &pair.lost_name {
+        let _ = write!(text, ", was named {name} (name not kept)");
+    }
+    text
+}
+
+/// "TCP socket 127.0.0.1:8000 listening (backlog 5), options SO_REUSEADDR=1".
+fn socket_text(socket: &super::SocketSummary) -> String {
+    let mut text = format!("{} socket {}", socket.kind, socket.local.as_deref().unwrap_or("(unbound)"));
+    if socket.path_present == Some(false) {
+        text.push_str(" (path removed)");
+    }
+    if let Some(backlog) = socket.listening_backlog {
+        let _ = write!(text, " listening (backlog {backlog})");
+    }
+    if socket.lost_connections > 0 {
+        let _ = write!(text, ", {} waiting connections lost", socket.lost_connections);
+    }
+    match (socket.peer_outside, &socket.peer) {
+        (Some(inode), peer) => {
+            let _ = write!(text, " connected to socket:[{inode}]");
+            if let Some(peer) = peer {
+                let _ = write!(text, " ({peer})");
+            }
+            text.push_str(" outside the process");
+        }
+        (None, Some(peer)) => {
+            let _ = write!(text, " connected to {peer}");
+        }
+        (None, None) => {}
+    }
+    if let Some(connection) = &socket.connection {
+        let _ = write!(
+            text,
+            " (TCP connection{}: {} bytes to send, {} of them never sent, {} to read, MSS {})",
+            if connection.peer_outside { " to a peer outside the process" } else { "" },
+            connection.send_queue_bytes,
+            connection.unsent_bytes,
+            connection.receive_queue_bytes,
+            connection.mss
+        );
+    }
+    if let Some(how) = socket.shut_down {
+        let _ = write!(text, ", {how} shut down");
+    }
+    if socket.queued_datagrams > 0 {
+        let _ = write!(text, ", {} datagrams ({} bytes) waiting", socket.queued_datagrams, socket.queued_bytes);
+    }
+    if !socket.options.is_empty() {
+        let options: Vec<String> =
+            socket.options.iter().map(|option| format!("{}={}", option.name, option.value)).collect();
+        let _ = write!(text, ", options {}", options.join(" "));
+    }
+    text
+}
+
 pub fn render_text(summary: &ImageSummary) -> String {
     let mut out = String::new();
     header(&mut out, summary);
@@ -81,9 +145,12 @@ pub fn render_text(summary: &ImageSummary) -> String {
                         pair.queued_messages,
                         pair.queued_bytes,
                         pair.shut_down.map_or_else(String::new, |how| format!(", {how} shut down"))
-                    )
+                    ) + &pair_extras(pair)
                 });
                 writeln!(out, "  fd {:<3} {} {pair} (flags {})", file.fd, file.target, file.flags_octal)
+            }
+            None if let Some(socket) = &file.socket => {
+                writeln!(out, "  fd {:<3} {} (flags {})", file.fd, socket_text(socket), file.flags_octal)
             }
             None if let Some(pty) = &file.pty => writeln!(
                 out,

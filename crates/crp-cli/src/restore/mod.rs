@@ -232,6 +232,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let (_stream_files, streams) = open_streams(&plan.descriptors, &image.files)?;
     warn_of_outside_ends(&image.files, &streams);
     warn_of_gone_owners(&image.files);
+    crp_compound::files::socket::check_outside_peers(&image.files, &streams)?;
     let terminal = terminal::Terminal::of_restore(&image.session, &image.files, &streams, plan.detach);
     terminal.warn_if_absent(&image.session, &image.files, plan.detach);
     memory::warn_of_outside_sharing(&image.shared_memory);

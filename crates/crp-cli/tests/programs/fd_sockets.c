@@ -6,13 +6,15 @@
  *       "stream bytes" waiting on 4 and "back" on 3; datagram pair 5/6 with
  *       "a", "bb", "ccc" waiting on 6; seqpacket pair 7/8 with one packet
  *       waiting on 7 and 8 shut down for writing; stream pair 9/10 with
- *       SO_PASSCRED on 10. After the restore every queue, flag, option and
- *       shutdown is as it was, and each pair still carries new messages.
+ *       SO_PASSCRED on 10 and SO_SNDTIMEO 1.5 s on 9. After the restore
+ *       every queue, flag, option and shutdown is as it was, and each pair
+ *       still carries new messages.
  *   fd_sockets inflight
  *       a stream pair with a descriptor in flight (SCM_RIGHTS) on it.
  *   fd_sockets outside
- *       one end of a stream pair whose other end a helper (its grandchild)
- *       holds.
+ *       one end of a stream pair (fd 3) whose other end a helper (its
+ *       grandchild) holds; after the restore it writes "hello" to fd 3,
+ *       which must be a stream socket (the one the user handed over).
  *
  * Protocol: prints "READY <pid>", waits for a line on stdin, then prints
  * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,6 +67,8 @@ static int run_pairs(void) {
     if (fcntl(4, F_SETFL, O_NONBLOCK)) return fail("O_NONBLOCK");
     int one = 1;
     if (setsockopt(10, SOL_SOCKET, SO_PASSCRED, &one, sizeof one)) return fail("SO_PASSCRED");
+    struct timeval timeout = {1, 500000};
+    if (setsockopt(9, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout)) return fail("SO_SNDTIMEO");
     if (send(3, "stream ", 7, 0) != 7 || send(3, "bytes", 5, 0) != 5 || send(4, "back", 4, 0) != 4)
         return fail("send on the stream pair");
     if (send(5, "a", 1, 0) != 1 || send(5, "bb", 2, 0) != 2 || send(5, "ccc", 3, 0) != 3)
@@ -81,6 +86,11 @@ static int run_pairs(void) {
     if (recv(7, &byte, 1, MSG_DONTWAIT) != 0) return fail("the seqpacket peer is no longer shut down");
     if (send(8, "x", 1, MSG_NOSIGNAL) != -1 || errno != EPIPE) return fail("fd 8 can write again");
     if (option(10, SO_PASSCRED) != 1 || option(9, SO_PASSCRED) != 0) return fail("SO_PASSCRED");
+    struct timeval timeout_now;
+    socklen_t timeout_length = sizeof timeout_now;
+    if (getsockopt(9, SOL_SOCKET, SO_SNDTIMEO, &timeout_now, &timeout_length) || timeout_now.tv_sec != 1 ||
+        timeout_now.tv_usec != 500000)
+        return fail("SO_SNDTIMEO of fd 9");
     if (send(6, "new", 3, 0) != 3 || !expect(5, "new")) return fail("the datagram pair no longer carries");
     if (send(9, "z", 1, 0) != 1 || !expect(10, "z")) return fail("the passcred pair no longer carries");
     if (fcntl(11, F_GETFD) != -1) return fail("a descriptor too many");
@@ -127,7 +137,10 @@ static int run_outside(void) {
     }
     if (waitpid(middle, NULL, 0) != middle) return fail("waitpid");
     close(ends[1]);
+    if (place(ends[0], 3) != 3) return fail("dup2");
     wait_for_go();
+    if (option(3, SO_TYPE) != SOCK_STREAM) return fail("fd 3 is not a stream socket");
+    if (send(3, "hello", 5, MSG_NOSIGNAL) != 5) return fail("send on fd 3");
     printf("OK pid=%d outside\n", getpid());
     fflush(stdout);
     return 0;

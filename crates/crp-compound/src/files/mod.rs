@@ -9,9 +9,10 @@
 //! directories, memory devices, O_PATH descriptors of anything with a path,
 //! reopened by path), [`pipe`], [`fifo`], [`unlinked`] (deleted files and
 //! memfds), [`event`] (eventfd, timerfd, signalfd), [`epoll`], [`inotify`],
-//! [`unix_pair`] (socket pairs, found with [`unix_diag`]). A terminal, or a
-//! pipe whose other end is outside the process, on fd 0-2 is the outside
-//! world, re-attached to the same standard stream of `crp restore`.
+//! [`unix_pair`] (socket pairs, found with [`unix_diag`]), [`socket`]
+//! (other unix sockets, TCP and UDP). A terminal, or a pipe whose other end
+//! is outside the process, on fd 0-2 is the outside world, re-attached to
+//! the same standard stream of `crp restore`.
 
 pub mod epoll;
 pub mod event;
@@ -21,6 +22,7 @@ pub mod owner;
 mod path;
 pub mod pipe;
 mod proc_fd;
+pub mod socket;
 pub mod tty;
 mod unix_diag;
 pub mod unix_pair;
@@ -36,6 +38,7 @@ pub use event::EventFile;
 pub use inotify::InotifyWatch;
 pub use owner::{FileOwner, OwnerId, OwnerKind};
 pub use pipe::PipeBuffer;
+pub use socket::SocketFile;
 pub use tty::{PtyMaster, TerminalSettings, WindowSize, set_window_size, window_size};
 pub use unix_pair::{PairEnd, SocketPair};
 pub use unlinked::{Contents, Extent, FileObject};
@@ -88,6 +91,8 @@ pub enum FdTarget {
     PtyMaster(PtyMaster),
     /// The slave of pair `number`, whose [`FdTarget::PtyMaster`] is in the table.
     PtySlave { number: u32 },
+    /// A unix, TCP or UDP socket other than an end of a socket pair.
+    Socket(Box<SocketFile>),
 }
 
 /// One open file description.
@@ -424,7 +429,8 @@ fn check_entry(
 ) -> Result<(), CompoundError> {
     match classify(pid, entry, inside)? {
         Kind::Epoll => drop(epoll::capture(pid, entry.fd, numbered)?),
-        Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
+        Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {}
+        Kind::Socket { inode } => drop(socket::capture(pid, entry.fd, inode, &sockets.found(), socket::Depth::Check)?),
         Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
         Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,
         Kind::Target(_) => {}
@@ -437,13 +443,22 @@ fn check_entry(
 struct Sockets {
     diag: Vec<unix_diag::UnixSocket>,
     inside: Vec<u64>,
+    descriptors: Vec<(i32, u64)>,
 }
 
 impl Sockets {
     fn of(entries: &[Entry]) -> Result<Self, CompoundError> {
-        let inside: Vec<u64> = entries.iter().filter_map(|entry| entry.bracketed_inode("socket:")).collect();
+        let descriptors: Vec<(i32, u64)> = entries
+            .iter()
+            .filter_map(|entry| entry.bracketed_inode("socket:").map(|inode| (entry.fd, inode)))
+            .collect();
+        let inside: Vec<u64> = descriptors.iter().map(|(_, inode)| *inode).collect();
         let diag = if inside.is_empty() { Vec::new() } else { unix_diag::unix_sockets()? };
-        Ok(Self { diag, inside })
+        Ok(Self { diag, inside, descriptors })
+    }
+
+    fn found(&self) -> socket::Found<'_> {
+        socket::Found { diag: &self.diag, inside: &self.inside, descriptors: &self.descriptors }
     }
 }
 
@@ -479,7 +494,16 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                     Kind::Pipe { inode } => {
                         FdTarget::Pipe { pipe: pipe_index(pid, &entries, entry, inode, &mut table)? }
                     }
-                    Kind::Socket { inode } => socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?,
+                    Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {
+                        socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?
+                    }
+                    Kind::Socket { inode } => FdTarget::Socket(Box::new(socket::capture(
+                        pid,
+                        entry.fd,
+                        inode,
+                        &sockets.found(),
+                        socket::Depth::Capture,
+                    )?)),
                     Kind::Epoll => {
                         epolls.push((u32::try_from(table.files.len()).unwrap_or(u32::MAX), entry.fd));
                         FdTarget::Epoll { registrations: Vec::new() }
@@ -547,7 +571,6 @@ fn socket_pair_end(
             return Ok(FdTarget::UnixPair { pair, end: u8::try_from(end).unwrap_or(u8::MAX) });
         }
     }
-    unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?;
     let vanished = |inode: u64| CompoundError::Malformed {
         path: "sock_diag".into(),
         reason: format!("socket:[{inode}] has no descriptor or record any more"),
@@ -624,6 +647,7 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
                 }
             }
             FdTarget::Epoll { registrations } => epoll::check(table, index, registrations, &field)?,
+            FdTarget::Socket(found) => socket::check(found, &field)?,
             FdTarget::Inotify { watches } => inotify::check(watches, &field)?,
             FdTarget::OwnTerminal { .. } | FdTarget::PtyMaster(_) | FdTarget::PtySlave { .. } => {
                 tty::check(table, index, file, &field)?;
@@ -655,6 +679,9 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
         });
         if !referred {
             return Err(Invalid::new(field(), "is referred to by no open file"));
+        }
+        for end in &pair.ends {
+            socket::options::check(&end.options, field)?;
         }
         if pair.kind != libc::SOCK_STREAM && pair.ends.iter().any(|end| end.queued.iter().any(Vec::is_empty)) {
             return Err(Invalid::new(field(), "holds an empty datagram"));
@@ -717,6 +744,14 @@ pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
             | FdTarget::Event(_)
             | FdTarget::OwnTerminal { .. }
             | FdTarget::PtySlave { .. } => {}
+            FdTarget::Socket(found) => {
+                let fd = table
+                    .descriptors
+                    .iter()
+                    .find(|descriptor| table.file_of(descriptor).is_some_and(|other| std::ptr::eq(other, file)))
+                    .map_or(-1, |descriptor| descriptor.fd);
+                socket::check_host(table, fd, found)?;
+            }
         }
     }
     for object in &table.objects {
@@ -810,6 +845,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
     let mut placed: Vec<Option<u64>> = vec![None; table.files.len()];
     let (mut made_fifos, mut made_objects) = (fifo::Made::new(table), unlinked::Made::new(table));
     let mut made_ptys = tty::Made::default();
+    let mut made_sockets = Vec::new();
     for (index, file) in table.files.iter().enumerate() {
         let wanted = table.descriptors.iter().any(|descriptor| {
             usize::try_from(descriptor.file).is_ok_and(|file| file == index)
@@ -850,6 +886,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
                 fd
             }
             FdTarget::Epoll { .. } => epoll::make(tracee, file, above)?,
+            FdTarget::Socket(found) => socket::make(tracee, found, file.flags, above, &mut made_sockets)?,
             FdTarget::Inotify { watches } => inotify::make(tracee, watches, file, above)?,
             FdTarget::Event(event) => event::make(tracee, event, file.flags, above)?,
             FdTarget::Fifo { path, mode, pipe, .. } => {
@@ -899,6 +936,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
         streams.chosen_for(fd).is_none().then_some(descriptor.file)
     };
     epoll::register(tracee, table, &placed, &final_file, above)?;
+    socket::finish(tracee, &made_sockets)?;
     // Every temporary and parked descriptor is at `above` or higher.
     call(tracee, "close_range", libc::SYS_close_range, &[above, u64::from(u32::MAX), 0])?;
     Ok(())

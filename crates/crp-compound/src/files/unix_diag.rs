@@ -14,9 +14,11 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_VFS: u32 = 0x02;
 const UDIAG_SHOW_PEER: u32 = 0x04;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
@@ -35,8 +37,14 @@ pub(super) struct UnixSocket {
     /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2).
     pub shutdown: u8,
     /// Bytes waiting in its receive queue (for a datagram socket: the first
-    /// datagram's).
+    /// datagram's); for a listening socket, the connections waiting to be
+    /// accepted.
     pub queued: u32,
+    /// For a listening socket, its backlog (what listen(2) was given,
+    /// capped by `net.core.somaxconn`).
+    pub backlog: u32,
+    /// The inode and device of the file a socket bound to a path made.
+    pub bound_file: Option<(u64, u32)>,
 }
 
 fn failed(action: &'static str) -> impl FnOnce(std::io::Error) -> CompoundError {
@@ -63,7 +71,7 @@ pub(super) fn unix_sockets() -> Result<Vec<UnixSocket>, CompoundError> {
     request.extend_from_slice(&0u16.to_ne_bytes());
     request.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     request.extend_from_slice(&0u32.to_ne_bytes()); // any inode
-    request.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    request.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
     request.extend_from_slice(&[0xff; 8]); // no cookie
     // SAFETY: the buffer is valid for its length; send reads only it.
     let sent = unsafe { libc::send(netlink.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
@@ -141,7 +149,11 @@ fn parse_socket(payload: &[u8]) -> Option<UnixSocket> {
         match kind {
             UNIX_DIAG_NAME => socket.name = Some(value.to_vec()),
             UNIX_DIAG_PEER => socket.peer = Some(u64::from(u32_at(value, 0)?)).filter(|peer| *peer != 0),
-            UNIX_DIAG_RQLEN => socket.queued = u32_at(value, 0)?,
+            UNIX_DIAG_VFS => socket.bound_file = Some((u64::from(u32_at(value, 0)?), u32_at(value, 4)?)),
+            UNIX_DIAG_RQLEN => {
+                socket.queued = u32_at(value, 0)?;
+                socket.backlog = u32_at(value, 4)?;
+            }
             UNIX_DIAG_SHUTDOWN => socket.shutdown = *value.first()?,
             _ => {}
         }

@@ -7,7 +7,7 @@
 //! new ends (`pidfd_getfd`). Descriptors in flight (SCM_RIGHTS) and
 //! credentials in a queue cannot be sent again as they were: refused.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 use nix::errno::Errno;
@@ -36,6 +36,13 @@ pub struct PairEnd {
     /// SO_SNDBUF and SO_RCVBUF as getsockopt reports them (twice what was set).
     pub send_buffer: u32,
     pub receive_buffer: u32,
+    /// The other options that differ from a fresh socket's (SO_RCVTIMEO,
+    /// SO_PASSSEC, SO_PEEK_OFF...).
+    pub options: Vec<super::socket::SocketOption>,
+    /// The name this end had: an end accepted from a listening socket
+    /// bears the listener's. Not given back: the pair is made again with
+    /// socketpair(2), whose ends have none (the dump warns).
+    pub name: Option<super::socket::Address>,
 }
 
 /// A socket pair both of whose ends the process holds.
@@ -46,66 +53,19 @@ pub struct SocketPair {
     pub ends: [PairEnd; 2],
 }
 
-/// What a socket is, in a refusal: "an AF_INET6 SOCK_STREAM socket".
-fn describe(pid: i32, fd: i32) -> String {
-    let Ok(socket) = crp_ptrace::sys::duplicate_descriptor(pid, fd) else { return "a socket".to_owned() };
-    let family = match int_option(&socket, libc::SO_DOMAIN) {
-        Ok(libc::AF_UNIX) => "AF_UNIX",
-        Ok(libc::AF_INET) => "AF_INET",
-        Ok(libc::AF_INET6) => "AF_INET6",
-        Ok(libc::AF_NETLINK) => "AF_NETLINK",
-        Ok(libc::AF_PACKET) => "AF_PACKET",
-        _ => "",
+/// Whether socket `inode` is one end of a pair wholly inside the process:
+/// connected to a socket the process holds (`inside` holds the inodes of
+/// every socket it holds) that is connected back. Datagram ends must be
+/// unnamed (named ones are connected again by name, see
+/// [`super::socket`]); stream and seqpacket ends may be named (a
+/// connection accepted from a listening socket of the process).
+pub(super) fn is_pair(inode: u64, sockets: &[UnixSocket], inside: &[u64]) -> bool {
+    let Some(socket) = sockets.iter().find(|socket| socket.inode == inode) else { return false };
+    let unnamed_or_stream = |socket: &UnixSocket| socket.name.is_none() || i32::from(socket.kind) != libc::SOCK_DGRAM;
+    let Some(peer) = socket.peer.filter(|peer| unnamed_or_stream(socket) && inside.contains(peer)) else {
+        return false;
     };
-    let kind = match int_option(&socket, libc::SO_TYPE) {
-        Ok(libc::SOCK_STREAM) => "SOCK_STREAM",
-        Ok(libc::SOCK_DGRAM) => "SOCK_DGRAM",
-        Ok(libc::SOCK_SEQPACKET) => "SOCK_SEQPACKET",
-        Ok(libc::SOCK_RAW) => "SOCK_RAW",
-        _ => "",
-    };
-    match (family, kind) {
-        ("", _) => "a socket".to_owned(),
-        (family, "") => format!("an {family} socket"),
-        (family, kind) => format!("an {family} {kind} socket"),
-    }
-}
-
-/// Refuses a socket that is not one end of a pair wholly inside the
-/// process: `inside` holds the inodes of every socket the process holds.
-pub(super) fn check(
-    pid: i32,
-    fd: i32,
-    inode: u64,
-    sockets: &[UnixSocket],
-    inside: &[u64],
-) -> Result<(), CompoundError> {
-    let location = format!("fd {fd} -> socket:[{inode}]");
-    let refuse = |what: String| -> CompoundError { Unsupported { what, location: location.clone() }.into() };
-    let Some(socket) = sockets.iter().find(|socket| socket.inode == inode) else {
-        return Err(refuse(format!("{} (only unix socket pairs are supported yet)", describe(pid, fd))));
-    };
-    if let Some(name) = &socket.name {
-        return Err(refuse(format!("a unix socket bound to {} (not a socket pair)", shown_name(name))));
-    }
-    match socket.peer {
-        None => Err(refuse("a unix socket that is not connected (not a socket pair)".to_owned())),
-        Some(peer) if !inside.contains(&peer) => Err(refuse(format!(
-            "a unix socket connected to socket:[{peer}], which is outside the process (only pairs wholly inside are \
-             supported yet)"
-        ))),
-        Some(peer) => match sockets.iter().find(|other| other.inode == peer) {
-            Some(other) if other.name.is_none() && other.peer == Some(inode) => Ok(()),
-            _ => Err(refuse(format!("a unix socket connected to a named or listening socket:[{peer}]"))),
-        },
-    }
-}
-
-fn shown_name(name: &[u8]) -> String {
-    match name.split_first() {
-        Some((0, abstract_name)) => format!("the abstract name @{}", String::from_utf8_lossy(abstract_name)),
-        _ => String::from_utf8_lossy(name).into_owned(),
-    }
+    sockets.iter().any(|other| other.inode == peer && unnamed_or_stream(other) && other.peer == Some(inode))
 }
 
 fn int_option(socket: &OwnedFd, option: libc::c_int) -> Result<libc::c_int, Errno> {
@@ -145,6 +105,19 @@ pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Resu
             .into());
         }
         let buffer = |option| int_option(&duplicate, option).map(|size| size.cast_unsigned());
+        let fresh = super::socket::options::Kind { family: libc::AF_UNIX, kind: i32::from(kind), protocol: 0 }
+            .fresh()
+            .map_err(failed("socket (a fresh one to compare options with)"))?;
+        let mut options = super::socket::options::capture(
+            duplicate.as_fd(),
+            fresh.as_fd(),
+            super::socket::options::Kind { family: libc::AF_UNIX, kind: i32::from(kind), protocol: 0 },
+        );
+        // Kept in fields of their own.
+        options.retain(|option| {
+            option.level != libc::SOL_SOCKET
+                || ![libc::SO_SNDBUF, libc::SO_RCVBUF, libc::SO_PASSCRED].contains(&option.name)
+        });
         Ok(PairEnd {
             inode: socket.inode,
             queued,
@@ -152,6 +125,8 @@ pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Resu
             pass_credentials: pass_credentials != 0,
             send_buffer: buffer(libc::SO_SNDBUF).map_err(failed("getsockopt(SO_SNDBUF)"))?,
             receive_buffer: buffer(libc::SO_RCVBUF).map_err(failed("getsockopt(SO_RCVBUF)"))?,
+            options,
+            name: socket.name.as_deref().and_then(super::socket::Address::unix),
         })
     };
     Ok(SocketPair { kind: i32::from(kind), ends: [capture_end(ends[0])?, capture_end(ends[1])?] })
@@ -223,7 +198,7 @@ fn walk_queue(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Resu
 }
 
 /// Closes the descriptors a peek with SCM_RIGHTS installed in crp.
-fn close_passed_descriptors(header: &libc::msghdr) {
+pub(super) fn close_passed_descriptors(header: &libc::msghdr) {
     // SAFETY: the header's control area was filled by recvmsg; the CMSG
     // macros walk only within msg_controllen.
     unsafe {
@@ -293,6 +268,8 @@ pub(super) fn make(tracee: &mut dyn Tracee, pair: &SocketPair, above: u64) -> Re
     }
     for (index, end) in pair.ends.iter().enumerate() {
         let (socket, fd) = (&duplicates[index], fds[index]);
+        super::socket::options::apply(socket.as_fd(), &end.options)
+            .map_err(|(_, errno)| failed("set a socket option of", fd)(errno))?;
         if end.pass_credentials {
             set_int_option(socket, libc::SO_PASSCRED, 1).map_err(failed("set SO_PASSCRED of", fd))?;
         }

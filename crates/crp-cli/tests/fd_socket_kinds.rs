@@ -1,0 +1,193 @@
+//! Sockets other than socket pairs: unix sockets bound to paths, abstract
+//! and autobound names, listening, connected by name; TCP listeners and
+//! UDP sockets over IPv4 and IPv6 with their options and queued
+//! datagrams. The restored process checks its own sockets; a path taken by
+//! something else, or a port the original still holds, is refused before
+//! anything is created.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn unix_subject(directory: &Path) -> Subject {
+    let mut command = Command::new(c_program("fd_socket_kinds"));
+    command.arg("unix").arg(directory);
+    Subject::spawn(command)
+}
+
+fn inet_subject() -> Subject {
+    let mut command = Command::new(c_program("fd_socket_kinds"));
+    command.arg("inet");
+    Subject::spawn(command)
+}
+
+#[test]
+fn unix_sockets_come_back_with_their_names_queues_and_peers() {
+    let directory = tempfile::tempdir().unwrap();
+    let sockets = directory.path().join("sockets");
+    std::fs::create_dir(&sockets).unwrap();
+    let mut subject = unix_subject(&sockets);
+    let image = directory.path().join("unix.crp");
+    let dumped = dump(subject.pid, &image, &[]);
+    assert!(dumped.status.success(), "{}", stderr_of(&dumped));
+    assert!(
+        stderr_of(&dumped).contains("fds 11 and 12: a unix connection both of whose ends the process holds comes back"),
+        "{}",
+        stderr_of(&dumped)
+    );
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    let listen_path = sockets.join("listen.sock");
+    for expected in [
+        format!("unix stream socket {} listening (backlog 5), options SO_PASSCRED=1", listen_path.display()),
+        format!("unix datagram socket {}, 2 datagrams (11 bytes) waiting", sockets.join("dgram.sock").display()),
+        "unix seqpacket socket @crp-test-".to_owned(),
+        format!("connected to {}", sockets.join("dgram.sock").display()),
+        "write shut down".to_owned(),
+        format!("{} (path removed)", sockets.join("gone.sock").display()),
+        format!("was named {} (name not kept)", listen_path.display()),
+    ] {
+        assert!(inspected.contains(&expected), "{expected:?} not in:\n{inspected}");
+    }
+    let json = stdout_of(&crp().arg("inspect").arg("--json").arg(&image).output().unwrap());
+    assert!(json.contains("\"kind\": \"unix datagram\"") || json.contains("\"kind\":\"unix datagram\""), "{json}");
+    // The killed original left its socket file: the restore takes it over.
+    assert!(listen_path.exists());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} unix\n", subject.pid));
+    // Removed meanwhile: the restore makes the path again.
+    std::fs::remove_file(&listen_path).unwrap();
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert!(listen_path.exists(), "the path is made again");
+}
+
+#[test]
+fn a_unix_path_taken_by_something_else_is_refused_before_anything_is_made() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = unix_subject(directory.path());
+    let image = directory.path().join("unix.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let listen_path = directory.path().join("listen.sock");
+    std::fs::remove_file(&listen_path).unwrap();
+    std::fs::write(&listen_path, "not a socket").unwrap();
+    let output = restore(&image, &[], "go\n");
+    assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
+    let message = stderr_of(&output);
+    assert!(
+        message.contains(&format!("cannot bind fd 3 (unix stream socket) to {} again", listen_path.display())),
+        "{message}"
+    );
+    assert!(message.contains("something else than a socket"), "{message}");
+    assert!(!process_exists(subject.pid), "no process is left");
+    assert_eq!(std::fs::read_to_string(&listen_path).unwrap(), "not a socket", "untouched");
+}
+
+#[test]
+fn tcp_listeners_and_udp_sockets_come_back_with_their_options_and_datagrams() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = inet_subject();
+    let image = directory.path().join("inet.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    for expected in [
+        "TCP socket 127.0.0.1:",
+        "listening (backlog 7)",
+        "TCP_DEFER_ACCEPT=",
+        "TCP_FASTOPEN=8",
+        "SO_LINGER=on 4 s",
+        "TCP6 socket [::1]:",
+        "IPV6_V6ONLY=1",
+        "UDP socket 127.0.0.1:",
+        "2 datagrams (6 bytes) waiting",
+        "UDP6 socket [::1]:",
+        "TCP socket (unbound)",
+        "TCP_CORK=1",
+    ] {
+        assert!(inspected.contains(expected), "{expected:?} not in:\n{inspected}");
+    }
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} inet\n", subject.pid));
+}
+
+#[test]
+fn a_port_the_original_still_holds_is_refused_and_nothing_is_left() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = inet_subject();
+    let image = directory.path().join("inet.crp");
+    dump_ok(subject.pid, &image, &["--leave-running"]);
+    let output = restore(&image, &[], "go\n");
+    assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
+    let message = stderr_of(&output);
+    assert!(
+        message.contains("cannot bind fd 3 (TCP socket) to 127.0.0.1:")
+            && message.contains("does the original still run?"),
+        "{message}"
+    );
+    // The original, untouched, still has everything.
+    subject.send("go\n");
+    assert_eq!(subject.read_line(), format!("OK pid={} inet\n", subject.pid));
+    assert!(subject.wait().success());
+}
+
+fn tcp_subject() -> Subject {
+    let mut command = Command::new(c_program("fd_socket_kinds"));
+    command.arg("tcp");
+    Subject::spawn(command)
+}
+
+#[test]
+fn an_established_tcp_connection_inside_the_process_carries_on_byte_exact() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = tcp_subject();
+    let image = directory.path().join("tcp.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(inspected.contains("TCP connection"), "{inspected}");
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert!(stdout_of(&output).starts_with(&format!("OK pid={} tcp ", subject.pid)), "{}", stdout_of(&output));
+}
+
+#[test]
+fn a_dump_that_leaves_the_process_running_takes_its_connections_out_of_repair() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = tcp_subject();
+    let image = directory.path().join("tcp.crp");
+    dump_ok(subject.pid, &image, &["--leave-running"]);
+    subject.send("go\n");
+    assert!(subject.read_line().starts_with(&format!("OK pid={} tcp ", subject.pid)));
+    assert!(subject.wait().success());
+}
+
+#[test]
+fn a_dump_killed_or_cancelled_after_reading_the_connection_leaves_it_working() {
+    for fault in ["captured:KILL", "written:KILL", "pages:TERM"] {
+        let directory = tempfile::tempdir().unwrap();
+        let mut subject = tcp_subject();
+        let image = directory.path().join("tcp.crp");
+        let output = crp()
+            .arg("dump")
+            .arg(subject.pid.to_string())
+            .arg("-o")
+            .arg(&image)
+            .env("CRP_TEST_FAULT", fault)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{fault}: the dump must not succeed");
+        // The original, released by the dead or cancelled crp, carries on
+        // with its connection (no end was left in repair mode).
+        subject.send("go\n");
+        let line = subject.read_line();
+        assert!(line.starts_with(&format!("OK pid={} tcp ", subject.pid)), "{fault}: {line}");
+        assert!(subject.wait().success());
+    }
+}
