@@ -10,6 +10,7 @@ use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::files::FdTable;
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
@@ -40,6 +41,8 @@ pub struct ProcessImage {
     pub timers: IntervalTimers,
     /// THP disable, membarrier registrations, oom_score_adj, subreaper, MDWE.
     pub attributes: ProcessAttributes,
+    /// Signals queued for the whole process, in queue order.
+    pub pending_signals: SharedPendingSignals,
 }
 
 /// What the kernel keeps for one thread.
@@ -56,6 +59,8 @@ pub struct ThreadState {
     /// machine-check policy, TSC mode, speculation controls, parent-death
     /// signal.
     pub attributes: ThreadAttributes,
+    /// Signals queued for this thread alone, in queue order.
+    pub pending_signals: ThreadPendingSignals,
 }
 
 impl ProcessImage {

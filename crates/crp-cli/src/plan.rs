@@ -107,6 +107,8 @@ pub const FINISH: &[Step] = &[
     persisted!(crp_compound::files::FdTable, files),
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
+    persisted!(crp_compound::pending_signals::SharedPendingSignals, pending_signals),
+    leader_persisted!(crp_compound::pending_signals::ThreadPendingSignals, pending_signals),
     persisted!(crp_compound::creds::Credentials, credentials),
     // Replaces the death signal that tied the child to crp until now.
     leader_persisted!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
@@ -136,6 +138,16 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         "a lower nice value, a real-time policy or I/O class need crp's CAP_SYS_NICE",
     ),
     (MEMORY, PROCESS_ATTRIBUTES, "PR_SET_MDWE refuses executable mappings made after it"),
+    (
+        <crp_compound::signals::SignalState as Persist>::KIND,
+        <crp_compound::pending_signals::SharedPendingSignals as Persist>::KIND,
+        "setting a disposition to SIG_IGN discards the signal's pending instances",
+    ),
+    (
+        <crp_compound::signals::SignalState as Persist>::KIND,
+        <crp_compound::pending_signals::ThreadPendingSignals as Persist>::KIND,
+        "setting a disposition to SIG_IGN discards the signal's pending instances",
+    ),
     (
         <crp_compound::rlimits::ResourceLimits as Persist>::KIND,
         <crp_compound::creds::Credentials as Persist>::KIND,

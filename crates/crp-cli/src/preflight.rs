@@ -118,8 +118,10 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
         crp_locks::LockError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),
         other => other.into(),
     })?;
-    if let Some(pending) = crp_compound::signals::pending_signals(pid).map_err(lift(pid))? {
-        return Err(CrpError::unsupported(pid, Unsupported { what: "pending signals".into(), location: pending }));
+    let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
+    if let Some(pending) = crp_compound::pending_signals::unqueueable_in(&status).map_err(lift(pid))? {
+        let what = "a pending SIGKILL (the process is dying) or SIGSTOP (a stop under way: dump it once stopped)";
+        return Err(CrpError::unsupported(pid, Unsupported { what: what.into(), location: pending }));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{QueuedSignal, SharedPendingSignals, ThreadPendingSignals};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -61,6 +62,7 @@ fn reference_image() -> ProcessImage {
                 speculation: vec![5, 0, 0],
                 parent_death_signal: ParentDeathSignal(28),
             },
+            pending_signals: ThreadPendingSignals { queue: vec![QueuedSignal { siginfo: [12; 128] }] },
         }],
         vdso: VdsoLayout {
             mappings: vec![SpecialMapping { name: "[vdso]".into(), start: 0x7fff_0000_0000, end: 0x7fff_0000_2000 }],
@@ -192,6 +194,7 @@ fn reference_image() -> ProcessImage {
             child_subreaper: true,
             memory_deny_write_execute: 0,
         },
+        pending_signals: SharedPendingSignals { queue: vec![QueuedSignal { siginfo: [7; 128] }] },
     }
 }
 

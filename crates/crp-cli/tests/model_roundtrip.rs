@@ -8,6 +8,7 @@ use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EpollRegistration, EventFile, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{QueuedSignal, SharedPendingSignals, ThreadPendingSignals};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -123,9 +124,26 @@ fn thread_signals() -> impl Strategy<Value = ThreadSignals> {
     )
 }
 
+fn queued_signals() -> impl Strategy<Value = Vec<QueuedSignal>> {
+    let siginfo = vec(any::<u8>(), 128).prop_map(|bytes| {
+        let mut siginfo = [0u8; 128];
+        siginfo.copy_from_slice(&bytes);
+        QueuedSignal { siginfo }
+    });
+    vec(siginfo, 0..4)
+}
+
 fn thread() -> impl Strategy<Value = ThreadState> {
-    (any::<i32>(), cpu(), thread_signals(), locks(), thread_attributes())
-        .prop_map(|(tid, cpu, signals, locks, attributes)| ThreadState { tid, cpu, signals, locks, attributes })
+    (any::<i32>(), cpu(), thread_signals(), locks(), thread_attributes(), queued_signals()).prop_map(
+        |(tid, cpu, signals, locks, attributes, queue)| ThreadState {
+            tid,
+            cpu,
+            signals,
+            locks,
+            attributes,
+            pending_signals: ThreadPendingSignals { queue },
+        },
+    )
 }
 
 fn scheduling() -> impl Strategy<Value = Scheduling> {
@@ -253,7 +271,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         vec(fd(), 0..10),
         signals(),
         task(),
-        (credentials(), rlimits(), timers(), process_attributes()),
+        (credentials(), rlimits(), timers(), process_attributes(), queued_signals()),
     )
         .prop_map(
             |(
@@ -265,7 +283,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 files,
                 signals,
                 task,
-                (credentials, rlimits, timers, attributes),
+                (credentials, rlimits, timers, attributes, pending),
             )| {
                 ProcessImage {
                     pid,
@@ -282,6 +300,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     rlimits: rlimits.into(),
                     timers,
                     attributes,
+                    pending_signals: SharedPendingSignals { queue: pending },
                 }
             },
         )

@@ -11,6 +11,7 @@ mod error;
 pub mod files;
 pub mod mm;
 pub mod pagemap;
+pub mod pending_signals;
 pub mod process_attrs;
 pub mod rlimits;
 pub mod signals;

@@ -43,6 +43,10 @@ pub struct FakeTracee {
     pub memory: FakeMemory,
     pub blocked: u64,
     pub rseq: crate::sys::RseqConfiguration,
+    /// What [`Tracee::pending_signals`] gives: the process-wide queue and
+    /// the thread's.
+    pub shared_pending: Vec<[u8; crate::sys::SIGINFO_SIZE]>,
+    pub thread_pending: Vec<[u8; crate::sys::SIGINFO_SIZE]>,
     /// What was written to the process's /proc files: `(name, data)`.
     pub proc_writes: Vec<(String, Vec<u8>)>,
     /// What [`Tracee::reopen_descriptor`] and
@@ -75,6 +79,8 @@ impl FakeTracee {
             memory: FakeMemory::default(),
             blocked: 0,
             rseq: crate::sys::RseqConfiguration::default(),
+            shared_pending: Vec::new(),
+            thread_pending: Vec::new(),
             proc_writes: Vec::new(),
             descriptors: BTreeMap::new(),
             scratch: (Self::SCRATCH, 64 << 10),
@@ -124,6 +130,10 @@ impl Tracee for FakeTracee {
 
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         Ok(self.rseq)
+    }
+
+    fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; crate::sys::SIGINFO_SIZE]>, EngineError> {
+        Ok(if shared { self.shared_pending.clone() } else { self.thread_pending.clone() })
     }
 
     fn write_proc_file(&mut self, name: &str, data: &[u8]) -> Result<(), EngineError> {

@@ -97,6 +97,54 @@ pub fn set_sigmask(pid: Pid, mask: u64) -> Result<(), Errno> {
     Errno::result(result).map(drop)
 }
 
+/// Size of a `siginfo_t` as the kernel copies it to user space.
+pub const SIGINFO_SIZE: usize = 128;
+/// `PTRACE_PEEKSIGINFO` and its flag for the process-wide queue.
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+/// How many siginfos one `PTRACE_PEEKSIGINFO` asks for.
+const PEEK_BATCH: usize = 32;
+
+/// `struct ptrace_peeksiginfo_args`.
+#[repr(C)]
+struct PeekSiginfoArgs {
+    offset: u64,
+    flags: u32,
+    count: i32,
+}
+
+/// Every signal queued for the tracee, in queue order, without dequeuing
+/// any (`PTRACE_PEEKSIGINFO`): the process-wide queue when `shared`, the
+/// thread's own otherwise. The tracee must be in a ptrace stop.
+#[doc(alias = "PTRACE_PEEKSIGINFO")]
+pub fn peek_siginfo(pid: Pid, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, Errno> {
+    let mut queue = Vec::new();
+    loop {
+        let mut batch = [[0u8; SIGINFO_SIZE]; PEEK_BATCH];
+        let args = PeekSiginfoArgs {
+            offset: queue.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            count: PEEK_BATCH as i32,
+        };
+        // SAFETY: `args` is a ptrace_peeksiginfo_args; the kernel writes at
+        // most `count` siginfos of SIGINFO_SIZE bytes into `batch`, which
+        // holds exactly that many.
+        let result = unsafe {
+            libc::ptrace(
+                PTRACE_PEEKSIGINFO,
+                pid.as_raw(),
+                (&raw const args).cast_mut().cast::<libc::c_void>(),
+                batch.as_mut_ptr().cast::<libc::c_void>(),
+            )
+        };
+        let copied = usize::try_from(Errno::result(result)?).unwrap_or(0).min(PEEK_BATCH);
+        queue.extend_from_slice(&batch[..copied]);
+        if copied < PEEK_BATCH {
+            return Ok(queue);
+        }
+    }
+}
+
 /// The tracee's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
 #[doc(alias = "PTRACE_GET_RSEQ_CONFIGURATION")]
 pub fn get_rseq_configuration(pid: Pid) -> Result<RseqConfiguration, Errno> {

@@ -38,6 +38,14 @@ pub trait Tracee {
         std::fs::write(&path, data).map_err(|source| EngineError::ProcFile { path, source })
     }
 
+    /// The signals queued for the process (`shared`: its process-wide
+    /// queue) or for this thread, in queue order, each a raw `siginfo_t`
+    /// (`PTRACE_PEEKSIGINFO`, which dequeues nothing).
+    fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; crate::sys::SIGINFO_SIZE]>, EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        crate::sys::peek_siginfo(pid, shared).map_err(EngineError::ptrace("PTRACE_PEEKSIGINFO", self.pid()))
+    }
+
     /// The process's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         let pid = nix::unistd::Pid::from_raw(self.pid());

@@ -4,6 +4,7 @@
 //! (see [`text`]).
 
 mod event;
+mod queued;
 mod text;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -412,6 +413,8 @@ pub struct ImageSummary {
     pub threads: Vec<ThreadSummary>,
     pub credentials: CredentialsSummary,
     pub signals: SignalsSummary,
+    /// Every pending signal, the process-wide queue first, in queue order.
+    pub pending_signals: Vec<queued::PendingSignalSummary>,
     pub timers: Vec<TimerSummary>,
     pub rlimits: Vec<LimitSummary>,
     pub xsave: XsaveSummary,
@@ -467,6 +470,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         threads: image.threads.iter().map(thread).collect(),
         credentials: credentials(&image),
         signals: signals(&image, &leader.signals),
+        pending_signals: queued::pending_signals(&image),
         timers: image
             .timers
             .entries()

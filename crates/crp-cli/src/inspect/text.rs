@@ -54,6 +54,7 @@ pub fn render_text(summary: &ImageSummary) -> String {
     process(&mut out, summary);
     credentials(&mut out, summary);
     signals(&mut out, summary);
+    super::queued::render_pending(&mut out, &summary.pending_signals);
     timers_and_limits(&mut out, summary);
     registers(&mut out, summary);
     memory(&mut out, summary);

@@ -11,6 +11,7 @@
 use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_features};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
@@ -50,10 +51,16 @@ impl DumpBackend for Dump {
         // gives it); parking needs the mappings too.
         let maps = procfs::smaps(pid)?;
         park(frozen, &maps)?;
-        let (thread_attributes, attributes) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let unreported = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
             let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-            Ok::<_, CrpError>((ThreadAttributes::capture(context)?, ProcessAttributes::capture(context)?))
+            Ok::<_, CrpError>(Unreported {
+                thread_attributes: ThreadAttributes::capture(context)?,
+                attributes: ProcessAttributes::capture(context)?,
+                pending_signals: SharedPendingSignals::capture(context)?,
+                thread_pending_signals: ThreadPendingSignals::capture(context)?,
+            })
         })?;
+        let Unreported { thread_attributes, attributes, pending_signals, thread_pending_signals } = unreported;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
@@ -69,6 +76,7 @@ impl DumpBackend for Dump {
                 signals: ThreadSignals::from_abi(&dump.state),
                 locks: LockState::from_abi(&dump.state),
                 attributes: thread_attributes,
+                pending_signals: thread_pending_signals,
             }],
             vdso: vdso_layout(&dump),
             vmas,
@@ -80,6 +88,7 @@ impl DumpBackend for Dump {
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
             attributes,
+            pending_signals,
         };
         // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state
@@ -98,6 +107,16 @@ impl DumpBackend for Dump {
     fn read_memory(&self, _pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         self.device.read_memory(address, buffer)
     }
+}
+
+/// What the module does not report, read by the userspace back end's
+/// injected getters and ptrace while the process is parked; restored from
+/// outside by [`crate::plan::FINISH`] for both back ends.
+struct Unreported {
+    thread_attributes: ThreadAttributes,
+    attributes: ProcessAttributes,
+    pending_signals: SharedPendingSignals,
+    thread_pending_signals: ThreadPendingSignals,
 }
 
 fn cpu_state(dump: &TaskDump) -> Result<CpuState, CrpError> {

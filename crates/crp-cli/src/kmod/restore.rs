@@ -260,6 +260,13 @@ fn finish_from_outside(rebuild: &mut Rebuild<'_>, resumed: &Registers) -> Result
     // Back to exactly what the module left (the syscalls above used the
     // registers), plus the full rax, gs base and XSAVE.
     image.leader()?.cpu.load(pid, *resumed)?;
+    // The mask the module set, again: re-queueing pending signals blocked
+    // every signal for the rest of the restore.
+    crp_ptrace::sys::set_sigmask(pid, image.leader()?.signals.blocked).map_err(|errno| EngineError::Ptrace {
+        operation: "PTRACE_SETSIGMASK",
+        pid: pid.as_raw(),
+        errno,
+    })?;
     Ok(())
 }
 

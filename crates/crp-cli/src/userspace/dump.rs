@@ -4,6 +4,7 @@
 use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
@@ -49,6 +50,8 @@ impl DumpBackend for Dump {
             task,
             thread_attributes,
             attributes,
+            pending_signals,
+            thread_pending_signals,
         } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -56,7 +59,14 @@ impl DumpBackend for Dump {
             pid,
             kernel_release: kernel_release(),
             dumped_at_unix_seconds: 0,
-            threads: vec![ThreadState { tid: pid, cpu, signals: thread_signals, locks, attributes: thread_attributes }],
+            threads: vec![ThreadState {
+                tid: pid,
+                cpu,
+                signals: thread_signals,
+                locks,
+                attributes: thread_attributes,
+                pending_signals: thread_pending_signals,
+            }],
             vdso,
             vmas,
             mm,
@@ -67,6 +77,7 @@ impl DumpBackend for Dump {
             rlimits,
             timers,
             attributes,
+            pending_signals,
         };
         Ok(Captured { state, populated_kb })
     }
@@ -88,6 +99,8 @@ struct Injected {
     timers: IntervalTimers,
     thread_attributes: ThreadAttributes,
     attributes: ProcessAttributes,
+    pending_signals: SharedPendingSignals,
+    thread_pending_signals: ThreadPendingSignals,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -106,6 +119,8 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             task: TaskIdentity::capture(context)?,
             thread_attributes: ThreadAttributes::capture(context)?,
             attributes: ProcessAttributes::capture(context)?,
+            pending_signals: SharedPendingSignals::capture(context)?,
+            thread_pending_signals: ThreadPendingSignals::capture(context)?,
         })
     })
 }

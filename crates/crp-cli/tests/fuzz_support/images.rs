@@ -141,6 +141,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
                 speculation: vec![0, 0, 0],
                 parent_death_signal: ParentDeathSignal(0),
             },
+            pending_signals: Default::default(),
         }],
         vdso,
         vmas: vec![
@@ -194,6 +195,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 4, soft: 0, hard: 0 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32]; 3] },
         attributes: ProcessAttributes { membarrier_registrations: 1 << 4, ..ProcessAttributes::default() },
+        pending_signals: Default::default(),
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)
