@@ -11,6 +11,7 @@ use crp_compound::creds::Credentials;
 use crp_compound::files::FdTable;
 use crp_compound::mm::MmFields;
 use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::PosixTimers;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
@@ -43,6 +44,8 @@ pub struct ProcessImage {
     pub attributes: ProcessAttributes,
     /// Signals queued for the whole process, in queue order.
     pub pending_signals: SharedPendingSignals,
+    /// POSIX timers (timer_create), by id.
+    pub posix_timers: PosixTimers,
 }
 
 /// What the kernel keeps for one thread.

@@ -109,6 +109,7 @@ pub const FINISH: &[Step] = &[
     persisted!(crp_compound::timers::IntervalTimers, timers),
     persisted!(crp_compound::pending_signals::SharedPendingSignals, pending_signals),
     leader_persisted!(crp_compound::pending_signals::ThreadPendingSignals, pending_signals),
+    persisted!(crp_compound::posix_timers::PosixTimers, posix_timers),
     persisted!(crp_compound::creds::Credentials, credentials),
     // Replaces the death signal that tied the child to crp until now.
     leader_persisted!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
@@ -116,6 +117,7 @@ pub const FINISH: &[Step] = &[
 
 const THREAD_ATTRIBUTES: &str = <crp_compound::thread_attrs::ThreadAttributes as Persist>::KIND;
 const PROCESS_ATTRIBUTES: &str = <crp_compound::process_attrs::ProcessAttributes as Persist>::KIND;
+const POSIX_TIMERS: &str = <crp_compound::posix_timers::PosixTimers as Persist>::KIND;
 const PARENT_DEATH_SIGNAL: &str = <crp_compound::thread_attrs::ParentDeathSignal as Persist>::KIND;
 
 /// `(earlier, later, why)`: `earlier` must run before `later`.
@@ -138,6 +140,12 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         "a lower nice value, a real-time policy or I/O class need crp's CAP_SYS_NICE",
     ),
     (MEMORY, PROCESS_ATTRIBUTES, "PR_SET_MDWE refuses executable mappings made after it"),
+    (
+        <crp_compound::pending_signals::SharedPendingSignals as Persist>::KIND,
+        POSIX_TIMERS,
+        "a timer that fires during the restore queues its signal after those pending at the dump",
+    ),
+    (POSIX_TIMERS, <crp_compound::creds::Credentials as Persist>::KIND, "an _ALARM clock needs crp's CAP_WAKE_ALARM"),
     (
         <crp_compound::signals::SignalState as Persist>::KIND,
         <crp_compound::pending_signals::SharedPendingSignals as Persist>::KIND,

@@ -112,7 +112,7 @@ pub fn check_state(pid: i32) -> Result<(), CrpError> {
         }
     }
     crp_compound::files::preflight(pid).map_err(lift(pid))?;
-    crp_compound::timers::preflight(pid).map_err(lift(pid))?;
+    crp_compound::posix_timers::preflight(pid).map_err(lift(pid))?;
     crp_locks::preflight(pid).map_err(|error| match error {
         crp_locks::LockError::Proc(error) => access::proc_error(pid, error),
         crp_locks::LockError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),

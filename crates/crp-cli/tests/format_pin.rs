@@ -14,6 +14,7 @@ use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
 use crp_compound::pending_signals::{QueuedSignal, SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::{PosixTimer, PosixTimers};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -195,6 +196,19 @@ fn reference_image() -> ProcessImage {
             memory_deny_write_execute: 0,
         },
         pending_signals: SharedPendingSignals { queue: vec![QueuedSignal { siginfo: [7; 128] }] },
+        posix_timers: PosixTimers {
+            timers: vec![PosixTimer {
+                id: 3,
+                clock: 1,
+                notify: 4,
+                signal: 35,
+                value: 0x1234,
+                thread: 4242,
+                left_ns: 1_500_000_000,
+                interval_ns: 250_000_000,
+                overrun: 2,
+            }],
+        },
     }
 }
 

@@ -9,6 +9,7 @@ use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EpollRegistration, EventFile, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::mm::MmFields;
 use crp_compound::pending_signals::{QueuedSignal, SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::{PosixTimer, PosixTimers};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -261,6 +262,18 @@ fn timers() -> impl Strategy<Value = IntervalTimers> {
     vec(any::<[u8; 32]>(), 0..4).prop_map(|timers| IntervalTimers { timers })
 }
 
+fn posix_timers() -> impl Strategy<Value = PosixTimers> {
+    let timer =
+        (
+            (any::<i32>(), any::<i32>(), any::<i32>(), any::<i32>()),
+            (any::<u64>(), any::<i32>(), any::<u64>(), any::<u64>(), any::<i32>()),
+        )
+            .prop_map(|((id, clock, notify, signal), (value, thread, left_ns, interval_ns, overrun))| {
+                PosixTimer { id, clock, notify, signal, value, thread, left_ns, interval_ns, overrun }
+            });
+    vec(timer, 0..4).prop_map(|timers| PosixTimers { timers })
+}
+
 fn process_image() -> impl Strategy<Value = ProcessImage> {
     (
         (any::<i32>(), ".{0,20}", any::<u64>()),
@@ -271,7 +284,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         vec(fd(), 0..10),
         signals(),
         task(),
-        (credentials(), rlimits(), timers(), process_attributes(), queued_signals()),
+        (credentials(), rlimits(), timers(), process_attributes(), queued_signals(), posix_timers()),
     )
         .prop_map(
             |(
@@ -283,7 +296,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 files,
                 signals,
                 task,
-                (credentials, rlimits, timers, attributes, pending),
+                (credentials, rlimits, timers, attributes, pending, posix_timers),
             )| {
                 ProcessImage {
                     pid,
@@ -301,6 +314,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     timers,
                     attributes,
                     pending_signals: SharedPendingSignals { queue: pending },
+                    posix_timers,
                 }
             },
         )

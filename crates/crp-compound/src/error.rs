@@ -27,6 +27,8 @@ pub enum CompoundError {
     Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
     #[error("mapped file {path} changed since the dump: {what}")]
     FileChanged { path: String, what: String },
+    #[error("POSIX timer {id} cannot be created with its id: {reason}")]
+    TimerId { id: i32, reason: String },
 }
 
 impl CompoundError {

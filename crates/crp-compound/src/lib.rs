@@ -12,6 +12,7 @@ pub mod files;
 pub mod mm;
 pub mod pagemap;
 pub mod pending_signals;
+pub mod posix_timers;
 pub mod process_attrs;
 pub mod rlimits;
 pub mod signals;

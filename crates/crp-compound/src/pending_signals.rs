@@ -158,6 +158,17 @@ fn check_queue(field: &str, queue: &[QueuedSignal]) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Blocks every signal in the process being rebuilt, for the rest of the
+/// restore (the engine loads the process's own mask last): nothing
+/// re-queued or fired by a re-armed timer is delivered before it runs.
+pub fn block_every_signal(tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+    let mut scratch = tracee.scratch();
+    let all = scratch.push(&u64::MAX.to_le_bytes());
+    scratch.commit(tracee)?;
+    tracee.syscall("rt_sigprocmask", libc::SYS_rt_sigprocmask, [SIG_SETMASK, all, 0, SIGSET_SIZE, 0, 0])?;
+    Ok(())
+}
+
 fn capture_queue(tracee: &dyn Tracee, shared: bool) -> Result<Vec<QueuedSignal>, EngineError> {
     Ok(tracee.pending_signals(shared)?.into_iter().map(QueuedSignal::from_raw).collect())
 }
@@ -170,11 +181,10 @@ fn requeue(tracee: &mut dyn Tracee, queue: &[QueuedSignal], thread: Option<i32>)
         return Ok(());
     }
     let pid = tracee.pid();
+    block_every_signal(tracee)?;
     let mut scratch = tracee.scratch();
-    let all = scratch.push(&u64::MAX.to_le_bytes());
     let infos: Vec<u64> = queue.iter().map(|queued| scratch.push(&queued.siginfo)).collect();
     scratch.commit(tracee)?;
-    tracee.syscall("rt_sigprocmask", libc::SYS_rt_sigprocmask, [SIG_SETMASK, all, 0, SIGSET_SIZE, 0, 0])?;
     queue.iter().zip(&infos).try_for_each(|(queued, info)| {
         let signal = arg(queued.signal());
         match thread {
@@ -285,10 +295,17 @@ mod tests {
         assert_eq!(first.args[..2], [FakeTracee::PID as u64, libc::SIGUSR1 as u64]);
         let second = &restored.calls[2];
         assert_eq!(restored.memory.read(second.args[2], SIGINFO_SIZE), shared.queue[1].siginfo);
-        let blocked_all = restored.calls[0].args[1];
-        assert_eq!(restored.memory.read(blocked_all, 8), u64::MAX.to_le_bytes());
         let tg = &restored.calls[4];
         assert_eq!(tg.args[..3], [FakeTracee::PID as u64, FakeTracee::PID as u64, libc::SIGUSR2 as u64]);
+    }
+
+    #[test]
+    fn blocking_every_signal_sets_a_full_mask() {
+        let mut restored = FakeTracee::default();
+        block_every_signal(&mut restored).unwrap();
+        let call = &restored.calls[0];
+        assert_eq!((call.number, call.args[0]), (libc::SYS_rt_sigprocmask, SIG_SETMASK));
+        assert_eq!(restored.memory.read(call.args[1], 8), u64::MAX.to_le_bytes());
     }
 
     #[test]

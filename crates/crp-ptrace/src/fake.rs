@@ -185,6 +185,7 @@ pub fn snapshot() -> crate::procfs::Snapshot {
         cwd: "/srv",
         exe: "/usr/bin/fake",
         oom_score_adj: "0\n",
+        timers: "",
     };
     crate::procfs::Snapshot::parse(FakeTracee::PID, texts).expect("the fake's own texts parse")
 }

@@ -416,6 +416,8 @@ pub struct ImageSummary {
     /// Every pending signal, the process-wide queue first, in queue order.
     pub pending_signals: Vec<queued::PendingSignalSummary>,
     pub timers: Vec<TimerSummary>,
+    /// POSIX timers (timer_create), by id.
+    pub posix_timers: Vec<queued::PosixTimerSummary>,
     pub rlimits: Vec<LimitSummary>,
     pub xsave: XsaveSummary,
     /// Keyed by register name, in the order the kernel's user_regs_struct
@@ -471,6 +473,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         credentials: credentials(&image),
         signals: signals(&image, &leader.signals),
         pending_signals: queued::pending_signals(&image),
+        posix_timers: queued::posix_timers(&image),
         timers: image
             .timers
             .entries()

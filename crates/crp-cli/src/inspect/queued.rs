@@ -1,10 +1,11 @@
 //! The inspect summaries of what a process holds queued or armed in the
 //! kernel: its pending signals (process-wide and per thread, in queue
-//! order), with the text lines for them.
+//! order) and its POSIX timers, with the text lines for them.
 
 use std::fmt::Write;
 
 use crp_compound::pending_signals::{QueuedSignal, code_name};
+use crp_compound::posix_timers::{SIGEV_NONE, SIGEV_THREAD_ID, clock_name};
 use crp_compound::signals::signal_name;
 use serde::Serialize;
 
@@ -72,5 +73,78 @@ pub fn render_pending(out: &mut String, pending: &[PendingSignalSummary]) {
             let _ = write!(line, ", value {value:#x}");
         }
         let _ = writeln!(out, "{line}");
+    }
+}
+
+/// One POSIX timer.
+#[derive(Debug, Serialize)]
+pub struct PosixTimerSummary {
+    pub id: i32,
+    pub clock: i32,
+    pub clock_name: String,
+    /// `signal` (SIGEV_SIGNAL), `none` (SIGEV_NONE) or `thread`
+    /// (SIGEV_THREAD_ID, to `thread`).
+    pub notify: &'static str,
+    pub signal: i32,
+    pub signal_name: String,
+    /// `sigev_value`.
+    pub value: u64,
+    /// The thread a SIGEV_THREAD_ID timer signals; else null.
+    pub thread: Option<i32>,
+    pub armed: bool,
+    pub left_nanoseconds: u64,
+    pub interval_nanoseconds: u64,
+    /// `timer_getoverrun` at the dump. Not restored: it starts at 0 again.
+    pub overrun_at_dump: i32,
+}
+
+pub fn posix_timers(image: &ProcessImage) -> Vec<PosixTimerSummary> {
+    image
+        .posix_timers
+        .timers
+        .iter()
+        .map(|timer| PosixTimerSummary {
+            id: timer.id,
+            clock: timer.clock,
+            clock_name: clock_name(timer.clock),
+            notify: match timer.notify {
+                SIGEV_NONE => "none",
+                SIGEV_THREAD_ID => "thread",
+                _ => "signal",
+            },
+            signal: timer.signal,
+            signal_name: signal_name(timer.signal),
+            value: timer.value,
+            thread: (timer.notify == SIGEV_THREAD_ID).then_some(timer.thread),
+            armed: timer.left_ns != 0,
+            left_nanoseconds: timer.left_ns,
+            interval_nanoseconds: timer.interval_ns,
+            overrun_at_dump: timer.overrun,
+        })
+        .collect()
+}
+
+fn seconds(nanoseconds: u64) -> String {
+    format!("{:.3} s", nanoseconds as f64 / 1e9)
+}
+
+/// The text lines of the POSIX timers, in the timers section.
+pub fn render_posix_timers(out: &mut String, timers: &[PosixTimerSummary]) {
+    for timer in timers {
+        let notify = match timer.notify {
+            "none" => "no notification".to_owned(),
+            "thread" => format!("{} to thread {}", timer.signal_name, timer.thread.unwrap_or(0)),
+            _ => timer.signal_name.clone(),
+        };
+        let state = if timer.armed {
+            format!("{} left, interval {}", seconds(timer.left_nanoseconds), seconds(timer.interval_nanoseconds))
+        } else {
+            "disarmed".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "  POSIX timer {} on {}, {notify}, value {:#x}, {state}; overrun {} at the dump (not restored: 0 after)",
+            timer.id, timer.clock_name, timer.value, timer.overrun_at_dump
+        );
     }
 }

@@ -322,7 +322,8 @@ fn signals(out: &mut String, summary: &ImageSummary) {
 fn timers_and_limits(out: &mut String, summary: &ImageSummary) {
     let _ = writeln!(out, "\ntimers");
     let armed: Vec<_> = summary.timers.iter().filter(|timer| timer.armed).collect();
-    if armed.is_empty() {
+    super::queued::render_posix_timers(out, &summary.posix_timers);
+    if armed.is_empty() && summary.posix_timers.is_empty() {
         let _ = writeln!(out, "  none armed");
     }
     for timer in armed {

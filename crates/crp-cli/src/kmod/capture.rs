@@ -12,6 +12,7 @@ use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_fea
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::PosixTimers;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
@@ -58,9 +59,11 @@ impl DumpBackend for Dump {
                 attributes: ProcessAttributes::capture(context)?,
                 pending_signals: SharedPendingSignals::capture(context)?,
                 thread_pending_signals: ThreadPendingSignals::capture(context)?,
+                posix_timers: PosixTimers::capture(context)?,
             })
         })?;
-        let Unreported { thread_attributes, attributes, pending_signals, thread_pending_signals } = unreported;
+        let Unreported { thread_attributes, attributes, pending_signals, thread_pending_signals, posix_timers } =
+            unreported;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
@@ -89,6 +92,7 @@ impl DumpBackend for Dump {
             timers: IntervalTimers::from_abi(&dump.state),
             attributes,
             pending_signals,
+            posix_timers,
         };
         // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state
@@ -117,6 +121,7 @@ struct Unreported {
     attributes: ProcessAttributes,
     pending_signals: SharedPendingSignals,
     thread_pending_signals: ThreadPendingSignals,
+    posix_timers: PosixTimers,
 }
 
 fn cpu_state(dump: &TaskDump) -> Result<CpuState, CrpError> {

@@ -5,6 +5,7 @@ use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::PosixTimers;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
@@ -52,6 +53,7 @@ impl DumpBackend for Dump {
             attributes,
             pending_signals,
             thread_pending_signals,
+            posix_timers,
         } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -78,6 +80,7 @@ impl DumpBackend for Dump {
             timers,
             attributes,
             pending_signals,
+            posix_timers,
         };
         Ok(Captured { state, populated_kb })
     }
@@ -101,6 +104,7 @@ struct Injected {
     attributes: ProcessAttributes,
     pending_signals: SharedPendingSignals,
     thread_pending_signals: ThreadPendingSignals,
+    posix_timers: PosixTimers,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -121,6 +125,7 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             attributes: ProcessAttributes::capture(context)?,
             pending_signals: SharedPendingSignals::capture(context)?,
             thread_pending_signals: ThreadPendingSignals::capture(context)?,
+            posix_timers: PosixTimers::capture(context)?,
         })
     })
 }

@@ -196,6 +196,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         timers: IntervalTimers { timers: vec![[0; 32]; 3] },
         attributes: ProcessAttributes { membarrier_registrations: 1 << 4, ..ProcessAttributes::default() },
         pending_signals: Default::default(),
+        posix_timers: Default::default(),
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)

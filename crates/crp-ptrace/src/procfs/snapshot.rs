@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub exe: String,
     /// /proc/PID/oom_score_adj, newline included.
     pub oom_score_adj: String,
+    /// /proc/PID/timers: the process's POSIX timers.
+    pub timers: String,
 }
 
 /// The texts a [`Snapshot`] is made of, for [`Snapshot::parse`].
@@ -35,6 +37,7 @@ pub struct Texts<'a> {
     pub cwd: &'a str,
     pub exe: &'a str,
     pub oom_score_adj: &'a str,
+    pub timers: &'a str,
 }
 
 impl Snapshot {
@@ -50,6 +53,7 @@ impl Snapshot {
             cwd: texts.cwd.to_owned(),
             exe: texts.exe.to_owned(),
             oom_score_adj: texts.oom_score_adj.to_owned(),
+            timers: texts.timers.to_owned(),
         })
     }
 
@@ -72,6 +76,7 @@ impl Snapshot {
             cwd: link("cwd")?,
             exe: link("exe")?,
             oom_score_adj: read_text(&file("oom_score_adj"))?,
+            timers: read_text(&file("timers"))?,
         })
     }
 }
