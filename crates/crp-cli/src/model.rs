@@ -19,7 +19,7 @@ use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::VmaRecord;
-use crp_locks::LockState;
+use crp_locks::{FileLocks, LockState};
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ProcessImage {
@@ -46,6 +46,8 @@ pub struct ProcessImage {
     pub pending_signals: SharedPendingSignals,
     /// POSIX timers (timer_create), by id.
     pub posix_timers: PosixTimers,
+    /// File locks (POSIX, OFD, flock, leases), taken again at restore.
+    pub file_locks: FileLocks,
 }
 
 /// What the kernel keeps for one thread.

@@ -105,6 +105,7 @@ pub const FINISH: &[Step] = &[
     leader_persisted!(crp_compound::thread_attrs::ThreadAttributes, attributes),
     persisted!(crp_compound::process_attrs::ProcessAttributes, attributes),
     persisted!(crp_compound::files::FdTable, files),
+    persisted!(crp_locks::FileLocks, file_locks),
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
     persisted!(crp_compound::pending_signals::SharedPendingSignals, pending_signals),
@@ -117,6 +118,7 @@ pub const FINISH: &[Step] = &[
 
 const THREAD_ATTRIBUTES: &str = <crp_compound::thread_attrs::ThreadAttributes as Persist>::KIND;
 const PROCESS_ATTRIBUTES: &str = <crp_compound::process_attrs::ProcessAttributes as Persist>::KIND;
+const FILE_LOCKS: &str = <crp_locks::FileLocks as Persist>::KIND;
 const POSIX_TIMERS: &str = <crp_compound::posix_timers::PosixTimers as Persist>::KIND;
 const PARENT_DEATH_SIGNAL: &str = <crp_compound::thread_attrs::ParentDeathSignal as Persist>::KIND;
 
@@ -146,6 +148,13 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         "a timer that fires during the restore queues its signal after those pending at the dump",
     ),
     (POSIX_TIMERS, <crp_compound::creds::Credentials as Persist>::KIND, "an _ALARM clock needs crp's CAP_WAKE_ALARM"),
+    (
+        <crp_compound::files::FdTable as Persist>::KIND,
+        FILE_LOCKS,
+        "locks are taken through the restored descriptors, and closing any descriptor of a file drops the process's \
+         POSIX locks on it",
+    ),
+    (FILE_LOCKS, <crp_compound::creds::Credentials as Persist>::KIND, "a lease on another user's file needs CAP_LEASE"),
     (
         <crp_compound::signals::SignalState as Persist>::KIND,
         <crp_compound::pending_signals::SharedPendingSignals as Persist>::KIND,

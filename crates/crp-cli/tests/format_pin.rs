@@ -24,7 +24,7 @@ use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaRecord};
 use crp_image::format::FORMAT_VERSION;
 use crp_image::{ImageReader, ImageWriter};
-use crp_locks::{LockState, RseqRegistration};
+use crp_locks::{FileLock, FileLocks, LockKind, LockState, RseqRegistration};
 
 /// A small image touching every archived type and enum variant.
 fn reference_image() -> ProcessImage {
@@ -208,6 +208,20 @@ fn reference_image() -> ProcessImage {
                 interval_ns: 250_000_000,
                 overrun: 2,
             }],
+        },
+        file_locks: FileLocks {
+            locks: [LockKind::Posix, LockKind::OpenFileDescription, LockKind::Flock, LockKind::Lease]
+                .into_iter()
+                .enumerate()
+                .map(|(index, kind)| FileLock {
+                    kind,
+                    write: index % 2 == 0,
+                    start: 0,
+                    end: (index == 0).then_some(41),
+                    fd: 3 + index as i32,
+                    path: format!("/srv/lock{index}"),
+                })
+                .collect(),
         },
     }
 }

@@ -18,6 +18,7 @@ use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, VmaRecord};
 use crp_image::{ImageReader, ImageWriter};
+use crp_locks::{FileLock, FileLocks, LockKind};
 use crp_locks::{LockState, RseqRegistration};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -274,6 +275,18 @@ fn posix_timers() -> impl Strategy<Value = PosixTimers> {
     vec(timer, 0..4).prop_map(|timers| PosixTimers { timers })
 }
 
+fn file_locks() -> impl Strategy<Value = FileLocks> {
+    let kind = prop_oneof![
+        Just(LockKind::Posix),
+        Just(LockKind::OpenFileDescription),
+        Just(LockKind::Flock),
+        Just(LockKind::Lease)
+    ];
+    let lock = (kind, any::<bool>(), any::<u64>(), any::<Option<u64>>(), any::<i32>(), ".{0,20}")
+        .prop_map(|(kind, write, start, end, fd, path)| FileLock { kind, write, start, end, fd, path });
+    vec(lock, 0..4).prop_map(|locks| FileLocks { locks })
+}
+
 fn process_image() -> impl Strategy<Value = ProcessImage> {
     (
         (any::<i32>(), ".{0,20}", any::<u64>()),
@@ -284,7 +297,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         vec(fd(), 0..10),
         signals(),
         task(),
-        (credentials(), rlimits(), timers(), process_attributes(), queued_signals(), posix_timers()),
+        (credentials(), rlimits(), timers(), process_attributes(), queued_signals(), posix_timers(), file_locks()),
     )
         .prop_map(
             |(
@@ -296,7 +309,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 files,
                 signals,
                 task,
-                (credentials, rlimits, timers, attributes, pending, posix_timers),
+                (credentials, rlimits, timers, attributes, pending, posix_timers, file_locks),
             )| {
                 ProcessImage {
                     pid,
@@ -315,6 +328,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     attributes,
                     pending_signals: SharedPendingSignals { queue: pending },
                     posix_timers,
+                    file_locks,
                 }
             },
         )

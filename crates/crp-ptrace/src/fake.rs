@@ -47,6 +47,9 @@ pub struct FakeTracee {
     /// the thread's.
     pub shared_pending: Vec<[u8; crate::sys::SIGINFO_SIZE]>,
     pub thread_pending: Vec<[u8; crate::sys::SIGINFO_SIZE]>,
+    /// Pairs of descriptors that are one open file description
+    /// ([`Tracee::same_description`]); any other two are not.
+    pub shared_descriptions: Vec<(u64, u64)>,
     /// What was written to the process's /proc files: `(name, data)`.
     pub proc_writes: Vec<(String, Vec<u8>)>,
     /// What [`Tracee::reopen_descriptor`] and
@@ -81,6 +84,7 @@ impl FakeTracee {
             rseq: crate::sys::RseqConfiguration::default(),
             shared_pending: Vec::new(),
             thread_pending: Vec::new(),
+            shared_descriptions: Vec::new(),
             proc_writes: Vec::new(),
             descriptors: BTreeMap::new(),
             scratch: (Self::SCRATCH, 64 << 10),
@@ -134,6 +138,11 @@ impl Tracee for FakeTracee {
 
     fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; crate::sys::SIGINFO_SIZE]>, EngineError> {
         Ok(if shared { self.shared_pending.clone() } else { self.thread_pending.clone() })
+    }
+
+    fn same_description(&self, first: u64, second: u64) -> Result<bool, EngineError> {
+        Ok(first == second
+            || self.shared_descriptions.iter().any(|&(a, b)| (a, b) == (first, second) || (b, a) == (first, second)))
     }
 
     fn write_proc_file(&mut self, name: &str, data: &[u8]) -> Result<(), EngineError> {

@@ -4,6 +4,7 @@
 //! (see [`text`]).
 
 mod event;
+mod locks;
 mod queued;
 mod text;
 
@@ -426,6 +427,8 @@ pub struct ImageSummary {
     pub vmas: Vec<VmaSummary>,
     pub vdso: Vec<SpecialMapping>,
     pub files: Vec<FdSummary>,
+    /// File locks the process held, taken again at restore.
+    pub file_locks: Vec<locks::FileLockSummary>,
 }
 
 pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
@@ -474,6 +477,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         signals: signals(&image, &leader.signals),
         pending_signals: queued::pending_signals(&image),
         posix_timers: queued::posix_timers(&image),
+        file_locks: locks::file_locks(&image),
         timers: image
             .timers
             .entries()

@@ -141,6 +141,7 @@ pub fn render_text(summary: &ImageSummary) -> String {
             instances(&mut out, file);
         }
     }
+    super::locks::render(&mut out, &summary.file_locks);
     out
 }
 

@@ -21,7 +21,7 @@ use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
 use crp_kmod_abi::*;
-use crp_locks::LockState;
+use crp_locks::{FileLocks, LockState};
 use crp_ptrace::procfs::{self, Snapshot};
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
@@ -60,10 +60,17 @@ impl DumpBackend for Dump {
                 pending_signals: SharedPendingSignals::capture(context)?,
                 thread_pending_signals: ThreadPendingSignals::capture(context)?,
                 posix_timers: PosixTimers::capture(context)?,
+                file_locks: FileLocks::capture(context)?,
             })
         })?;
-        let Unreported { thread_attributes, attributes, pending_signals, thread_pending_signals, posix_timers } =
-            unreported;
+        let Unreported {
+            thread_attributes,
+            attributes,
+            pending_signals,
+            thread_pending_signals,
+            posix_timers,
+            file_locks,
+        } = unreported;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
@@ -93,6 +100,7 @@ impl DumpBackend for Dump {
             attributes,
             pending_signals,
             posix_timers,
+            file_locks,
         };
         // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state
@@ -122,6 +130,7 @@ struct Unreported {
     pending_signals: SharedPendingSignals,
     thread_pending_signals: ThreadPendingSignals,
     posix_timers: PosixTimers,
+    file_locks: FileLocks,
 }
 
 fn cpu_state(dump: &TaskDump) -> Result<CpuState, CrpError> {

@@ -13,7 +13,7 @@ use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
-use crp_locks::LockState;
+use crp_locks::{FileLocks, LockState};
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
@@ -54,6 +54,7 @@ impl DumpBackend for Dump {
             pending_signals,
             thread_pending_signals,
             posix_timers,
+            file_locks,
         } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -81,6 +82,7 @@ impl DumpBackend for Dump {
             attributes,
             pending_signals,
             posix_timers,
+            file_locks,
         };
         Ok(Captured { state, populated_kb })
     }
@@ -105,6 +107,7 @@ struct Injected {
     pending_signals: SharedPendingSignals,
     thread_pending_signals: ThreadPendingSignals,
     posix_timers: PosixTimers,
+    file_locks: FileLocks,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -126,6 +129,7 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             pending_signals: SharedPendingSignals::capture(context)?,
             thread_pending_signals: ThreadPendingSignals::capture(context)?,
             posix_timers: PosixTimers::capture(context)?,
+            file_locks: FileLocks::capture(context)?,
         })
     })
 }

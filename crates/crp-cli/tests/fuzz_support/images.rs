@@ -197,6 +197,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         attributes: ProcessAttributes { membarrier_registrations: 1 << 4, ..ProcessAttributes::default() },
         pending_signals: Default::default(),
         posix_timers: Default::default(),
+        file_locks: Default::default(),
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)

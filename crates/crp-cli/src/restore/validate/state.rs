@@ -29,6 +29,7 @@ pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpEr
     image.timers.check().map_err(invalid)?;
     image.pending_signals.check().map_err(invalid)?;
     image.posix_timers.check().map_err(invalid)?;
+    image.file_locks.check().map_err(invalid)?;
     leader.pending_signals.check().map_err(invalid)?;
     image.task.check().map_err(invalid)?;
     leader.attributes.check().map_err(invalid)?;
