@@ -28,8 +28,8 @@ fn open(directory: &Path, name: &str) -> std::fs::File {
 fn conflicting(file: &std::fs::File, command: i32, kind: i32, start: i64, length: i64) -> (i32, i32) {
     // SAFETY: flock is plain data; fcntl fills it in.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = kind as i16;
-    lock.l_whence = libc::SEEK_SET as i16;
+    lock.l_type = i16::try_from(kind).unwrap();
+    lock.l_whence = i16::try_from(libc::SEEK_SET).unwrap();
     lock.l_start = start;
     lock.l_len = length;
     // SAFETY: `lock` is a valid struct flock for the duration of the call.
@@ -102,8 +102,8 @@ fn a_lock_taken_by_another_process_meanwhile_fails_the_restore_and_leaves_nothin
     let posix = open(directory.path(), "posix");
     // SAFETY: flock is plain data; F_SETLK reads it.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as i16;
-    lock.l_whence = libc::SEEK_SET as i16;
+    lock.l_type = i16::try_from(libc::F_WRLCK).unwrap();
+    lock.l_whence = i16::try_from(libc::SEEK_SET).unwrap();
     lock.l_start = 12;
     lock.l_len = 2;
     // SAFETY: `lock` is a valid struct flock.

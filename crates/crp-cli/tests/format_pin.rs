@@ -218,7 +218,7 @@ fn reference_image() -> ProcessImage {
                     write: index % 2 == 0,
                     start: 0,
                     end: (index == 0).then_some(41),
-                    fd: 3 + index as i32,
+                    fd: 3 + i32::try_from(index).unwrap(),
                     path: format!("/srv/lock{index}"),
                 })
                 .collect(),

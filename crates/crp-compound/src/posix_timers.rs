@@ -105,7 +105,7 @@ pub fn clock_name(clock: i32) -> String {
 
 /// `(pid, per thread)` of a CPU-time clock id (`~pid << 3 | type`).
 fn cpu_clock(clock: i32) -> Option<(i32, bool)> {
-    (clock < 0 && clock & 3 != 3).then(|| (!(clock >> 3), clock & 4 != 0))
+    (clock < 0 && clock & 3 != 3).then_some((!(clock >> 3), clock & 4 != 0))
 }
 
 /// The clock as the process itself names it: a CPU-time clock of the

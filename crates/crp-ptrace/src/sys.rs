@@ -103,7 +103,7 @@ pub const SIGINFO_SIZE: usize = 128;
 const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 /// How many siginfos one `PTRACE_PEEKSIGINFO` asks for.
-const PEEK_BATCH: usize = 32;
+const PEEK_BATCH: i32 = 32;
 
 /// `struct ptrace_peeksiginfo_args`.
 #[repr(C)]
@@ -120,11 +120,11 @@ struct PeekSiginfoArgs {
 pub fn peek_siginfo(pid: Pid, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, Errno> {
     let mut queue = Vec::new();
     loop {
-        let mut batch = [[0u8; SIGINFO_SIZE]; PEEK_BATCH];
+        let mut batch = [[0u8; SIGINFO_SIZE]; PEEK_BATCH as usize];
         let args = PeekSiginfoArgs {
             offset: queue.len() as u64,
             flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
-            count: PEEK_BATCH as i32,
+            count: PEEK_BATCH,
         };
         // SAFETY: `args` is a ptrace_peeksiginfo_args; the kernel writes at
         // most `count` siginfos of SIGINFO_SIZE bytes into `batch`, which
@@ -137,9 +137,9 @@ pub fn peek_siginfo(pid: Pid, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, E
                 batch.as_mut_ptr().cast::<libc::c_void>(),
             )
         };
-        let copied = usize::try_from(Errno::result(result)?).unwrap_or(0).min(PEEK_BATCH);
+        let copied = usize::try_from(Errno::result(result)?).unwrap_or(0).min(batch.len());
         queue.extend_from_slice(&batch[..copied]);
-        if copied < PEEK_BATCH {
+        if copied < batch.len() {
             return Ok(queue);
         }
     }
