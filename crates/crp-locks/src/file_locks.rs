@@ -194,8 +194,9 @@ impl FileLocks {
             if lock.fd < 0 {
                 return Err(format!("{field} is on a negative descriptor"));
             }
+            // OFFSET_MAX is "to the end" (None): a last byte is below it.
             let offset_limit = i64::MAX.cast_unsigned();
-            if lock.start > offset_limit || lock.end.is_some_and(|end| end < lock.start || end > offset_limit) {
+            if lock.start >= offset_limit || lock.end.is_some_and(|end| end < lock.start || end >= offset_limit) {
                 return Err(format!("{field} has the range {}", lock.range()));
             }
             if matches!(lock.kind, LockKind::Flock | LockKind::Lease) && (lock.start, lock.end) != (0, None) {
