@@ -8,7 +8,9 @@
  *     (rt_tgsigqueueinfo, SI_QUEUE, value 7);
  *   handlers: SIGUSR1 SA_SIGINFO|SA_RESTART|SA_ONSTACK (on an altstack),
  *     SIGUSR2 SA_SIGINFO|SA_NODEFER|SA_RESETHAND, SIGRTMIN+5 a plain
- *     handler blocking SIGINT, SIGTERM SA_SIGINFO.
+ *     handler blocking SIGINT, SIGTERM SA_SIGINFO, SIGALRM SA_RESTART (its
+ *     handler writes into a pipe whose other end a read() waits on: the
+ *     read must restart, not fail with EINTR).
  * Prints "READY <pid>", waits for "parent-sent\n" (the parent has queued its
  * two), waits for the go line, then checks every handler's flags, mask,
  * restorer, which signals are pending in which queue, each siginfo in queue
@@ -18,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 
 #include "subject_protocol.h"
 
@@ -55,6 +58,11 @@ static void on_rt5(int sig) {
     rt5_count++;
 }
 
+static void on_alarm(int sig) {
+    (void)sig;
+    if (write(4, "r", 1) != 1) _exit(3);
+}
+
 static void on_term(int sig, siginfo_t *info, void *context) {
     (void)sig;
     (void)context;
@@ -69,7 +77,7 @@ struct expected_action {
     void *handler;
     int masks_sigint;
 };
-static struct expected_action expected[4];
+static struct expected_action expected[5];
 static void *restorer_at_setup;
 
 static int install(int index, int signal, int flags, void *handler, int mask_sigint) {
@@ -142,11 +150,14 @@ int main(void) {
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL);
+    int ends[2];
+    if (pipe(ends) || place(ends[0], 3) != 3 || place(ends[1], 4) != 4) return fail("pipe");
     stack_t stack = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
     if (sigaltstack(&stack, NULL) != 0) return fail("sigaltstack");
     if (install(0, SIGUSR1, SA_SIGINFO | SA_RESTART | SA_ONSTACK, (void *)on_usr1, 0) ||
         install(1, SIGUSR2, SA_SIGINFO | SA_NODEFER | SA_RESETHAND, (void *)on_usr2, 0) ||
-        install(2, SIGRTMIN + 5, 0, (void *)on_rt5, 1) || install(3, SIGTERM, SA_SIGINFO, (void *)on_term, 0))
+        install(2, SIGRTMIN + 5, 0, (void *)on_rt5, 1) || install(3, SIGTERM, SA_SIGINFO, (void *)on_term, 0) ||
+        install(4, SIGALRM, SA_RESTART, (void *)on_alarm, 0))
         return fail("sigaction");
     if (kill(self_pid, SIGUSR1) || queue_to_self(SIGRTMIN + 5, 5) || queue_to_self(SIGRTMIN + 2, 111) ||
         queue_to_self(SIGRTMIN + 2, 222) || queue_to_self(SIGRTMIN + 2, 333))
@@ -163,7 +174,7 @@ int main(void) {
 
     /* Nothing was delivered across the checkpoint: every one is blocked. */
     if (usr1_count || usr2_count || rt5_count || term_count) return fail("a blocked signal was delivered");
-    for (int index = 0; index < 4; index++) {
+    for (int index = 0; index < 5; index++) {
         struct sigaction now;
         if (sigaction(expected[index].signal, NULL, &now) != 0) return fail("sigaction read");
         void *handler = (now.sa_flags & SA_SIGINFO) ? (void *)now.sa_sigaction : (void *)now.sa_handler;
@@ -214,6 +225,14 @@ int main(void) {
     sigprocmask(SIG_UNBLOCK, &one, NULL);
     if (term_count != 1 || term_code != SI_USER || term_pid != parent_pid) return fail("SIGTERM from the parent");
     if (status_mask("SigPnd") != 0 || status_mask("ShdPnd") != 0) return fail("signals left pending");
+    /* SA_RESTART: the read the alarm interrupts goes on and gets its byte. */
+    struct itimerval alarm_in = {{0, 0}, {0, 50000}};
+    sigemptyset(&one);
+    sigaddset(&one, SIGALRM);
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
+    if (setitimer(ITIMER_REAL, &alarm_in, NULL)) return fail("setitimer");
+    char byte = 0;
+    if (read(3, &byte, 1) != 1 || byte != 'r') return fail("SA_RESTART: the interrupted read did not restart");
     printf("OK pid=%d pending signals and handlers restored\n", self_pid);
     return 0;
 }
