@@ -78,3 +78,37 @@ fn a_dump_that_leaves_the_process_running_takes_no_pending_signal() {
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} pending signals and handlers restored\n", subject.pid));
 }
+
+/// A process stopped (SIGSTOP) with signals pending comes back stopped with
+/// them still pending: neither crp's freeze nor the stop takes or adds one.
+#[test]
+fn a_stopped_process_keeps_its_pending_signals_and_its_stop() {
+    use std::io::Write;
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = pending_subject();
+    let pid = subject.pid;
+    // SAFETY: a plain kill on the subject's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    while !status_field(pid, "State").starts_with('T') {
+        std::thread::yield_now();
+    }
+    let image = directory.path().join("stopped.crp");
+    dump_ok(pid, &image, &[]);
+    assert_killed(subject.wait());
+    let json = stdout_of(&crp().arg("inspect").arg("--json").arg(&image).output().unwrap());
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["process"]["stopped"], true);
+    assert_eq!(json["pending_signals"].as_array().unwrap().len(), 9, "no signal taken or added");
+
+    let mut restored = restore_detached(&image);
+    assert_eq!(restored.pid, pid);
+    while !status_field(pid, "State").starts_with('T') {
+        std::thread::yield_now();
+    }
+    // SAFETY: a plain kill on the restored pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    restored.stdin.write_all(b"go\n").unwrap();
+    assert_eq!(restored.read_line(), format!("OK pid={pid} pending signals and handlers restored\n"));
+    assert_eq!(wait_pid(pid), 0);
+}

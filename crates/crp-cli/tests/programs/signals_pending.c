@@ -149,6 +149,8 @@ int main(void) {
     parent_pid = getppid();
     sigset_t all;
     sigfillset(&all);
+    /* A SIGCONT that ends a stop is not left pending. */
+    sigdelset(&all, SIGCONT);
     sigprocmask(SIG_BLOCK, &all, NULL);
     int ends[2];
     if (pipe(ends) || place(ends[0], 3) != 3 || place(ends[1], 4) != 4) return fail("pipe");
