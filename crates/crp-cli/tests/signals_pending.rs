@@ -112,3 +112,22 @@ fn a_stopped_process_keeps_its_pending_signals_and_its_stop() {
     assert_eq!(restored.read_line(), format!("OK pid={pid} pending signals and handlers restored\n"));
     assert_eq!(wait_pid(pid), 0);
 }
+
+/// Real-time signals arriving while crp freezes the process (a 200 µs
+/// timer's, unblocked) are delivered, not a failure of the dump nor lost:
+/// every dump succeeds and leaves the process ticking, and so does the
+/// restored one.
+#[test]
+fn real_time_signals_arriving_during_the_freeze_are_delivered() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = Subject::spawn(std::process::Command::new(c_program("rt_ticks")));
+    let image = directory.path().join("ticks.crp");
+    for _ in 0..10 {
+        dump_ok(subject.pid, &image, &["--leave-running"]);
+    }
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} ticks go on\n", subject.pid));
+}

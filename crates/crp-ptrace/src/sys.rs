@@ -234,6 +234,48 @@ pub fn wait_for(pid: Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
     }
 }
 
+/// What `waitpid` reported for a tracee: a status nix names, or a
+/// signal-delivery stop for a real-time signal (32 and up), which nix's
+/// `Signal` cannot hold (its `WaitStatus` parsing fails with EINVAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Status(nix::sys::wait::WaitStatus),
+    RealTimeSignal(i32),
+}
+
+/// Like [`wait_for`], but a signal-delivery stop for a real-time signal
+/// is reported as such instead of failing.
+pub fn wait_for_any_signal(pid: Pid) -> Result<Waited, Errno> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int for waitpid to write.
+        let result = unsafe { libc::waitpid(pid.as_raw(), &raw mut status, libc::__WALL) };
+        if result < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                errno => return Err(errno),
+            }
+        }
+        // A plain signal-delivery stop: no event in the high bits; the
+        // syscall stops (SIGTRAP | 0x80) are above 64.
+        let signal = libc::WSTOPSIG(status);
+        if libc::WIFSTOPPED(status) && status >> 16 == 0 && (32..=64).contains(&signal) {
+            return Ok(Waited::RealTimeSignal(signal));
+        }
+        return nix::sys::wait::WaitStatus::from_raw(Pid::from_raw(result), status).map(Waited::Status);
+    }
+}
+
+/// Resumes a tracee in a signal-delivery stop, delivering `signal` (any
+/// number, real-time ones included: `PTRACE_CONT`).
+pub fn continue_with_signal(pid: Pid, signal: i32) -> Result<(), Errno> {
+    // SAFETY: PTRACE_CONT reads no memory; the signal is passed by value.
+    let result = unsafe {
+        libc::ptrace(libc::PTRACE_CONT, pid.as_raw(), std::ptr::null_mut::<libc::c_void>(), signal as libc::c_long)
+    };
+    Errno::result(result).map(drop)
+}
+
 /// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
 #[derive(Default)]
