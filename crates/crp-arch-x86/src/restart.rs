@@ -41,6 +41,12 @@ pub fn plan_resume(registers: &Registers) -> ResumeAction {
             libc::SYS_clock_nanosleep if registers.r10 != 0 => {
                 ResumeAction::RewindSleep { remaining_at: registers.r10 }
             }
+            // poll(2) always leaves through its restart block when
+            // interrupted (even without a timeout), and few callers expect
+            // EINTR from it (`tail -f` dies of it). The block's deadline
+            // cannot be read from user space: the poll waits again for its
+            // whole timeout, exact for an infinite one, later for others.
+            libc::SYS_poll => ResumeAction::Rewind,
             _ => ResumeAction::Interrupt,
         },
         _ => ResumeAction::AsIs,
@@ -111,8 +117,17 @@ mod tests {
     }
 
     #[test]
-    fn restart_block_without_rem_gives_eintr() {
+    fn an_interrupted_poll_polls_again() {
         let frozen = in_syscall(libc::SYS_poll, ERESTART_RESTARTBLOCK);
+        assert_eq!(plan_resume(&frozen), ResumeAction::Rewind);
+        let resumed = resume_registers(&frozen);
+        assert_eq!((resumed.rax, resumed.rip), (libc::SYS_poll as u64, frozen.rip - 2));
+    }
+
+    #[test]
+    fn restart_block_without_rem_gives_eintr() {
+        // A FUTEX_WAIT with a timeout: EINTR is one of its documented wake-ups.
+        let frozen = in_syscall(libc::SYS_futex, ERESTART_RESTARTBLOCK);
         let resumed = resume_registers(&frozen);
         assert_eq!(resumed.rax as i64, EINTR);
         assert_eq!(resumed.rip, 0x1002);

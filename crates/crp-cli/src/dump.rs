@@ -30,6 +30,13 @@ pub struct DumpReport {
     pub frozen_for: Duration,
 }
 
+/// What stops a dump of `pid` through `backend`, touching nothing: a
+/// missing module, then every blocker preflight finds.
+pub fn blockers(pid: i32, backend: Backend) -> Result<Vec<crp_compound::Unsupported>, CrpError> {
+    drop(backend.for_dump()?);
+    preflight::blockers(pid, Phase::BeforeFreeze)
+}
+
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     tracing::info!(pid, output = %plan.output.display(), backend = ?plan.backend, "dump: checking the process");

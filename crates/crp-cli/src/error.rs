@@ -16,8 +16,8 @@ pub enum CrpError {
     Locks(#[from] crp_locks::LockError),
     #[error("{0}")]
     Kmod(#[from] crate::kmod::KmodError),
-    #[error("cannot dump pid {pid}: {refusal}; the process was left running and untraced")]
-    Unsupported { pid: i32, refusal: Unsupported },
+    #[error("cannot dump pid {pid}: {refusal}{}; the process was left running and untraced", more_blockers(*pid, *others))]
+    Unsupported { pid: i32, refusal: Unsupported, others: usize },
     #[error("cannot dump pid {pid}: it is {what}; crp checkpoints user processes only, never {kind}")]
     NotUserProcess { pid: i32, what: String, kind: &'static str },
     #[error("this host cannot restore the image: {what} {path} {problem}")]
@@ -65,9 +65,18 @@ pub enum CrpError {
     },
 }
 
+/// How many more blockers a refusal has, and where to see them.
+fn more_blockers(pid: i32, others: usize) -> String {
+    match others {
+        0 => String::new(),
+        1 => format!(" (and 1 more: `crp dump --check {pid}` lists all)"),
+        others => format!(" (and {others} more: `crp dump --check {pid}` lists all)"),
+    }
+}
+
 impl CrpError {
     pub fn unsupported(pid: i32, unsupported: Unsupported) -> Self {
-        Self::Unsupported { pid, refusal: unsupported }
+        Self::Unsupported { pid, refusal: unsupported, others: 0 }
     }
 
     /// The documented exit code (README, "Exit codes").

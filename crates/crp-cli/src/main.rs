@@ -35,13 +35,18 @@ enum Command {
     /// pipe is recorded as "the outside world": at restore it is re-attached
     /// to the same standard stream of `crp restore`. Processes with more than
     /// one thread, children, seccomp filters, sockets or other unsupported
-    /// state are refused before they are touched.
+    /// state are refused before they are touched; `--check` lists all of
+    /// what stops a process from being dumped.
     Dump {
         /// The process to checkpoint.
         pid: i32,
         /// Where to write the image (created with mode 0600).
-        #[arg(short, long)]
-        output: PathBuf,
+        #[arg(short, long, required_unless_present = "check")]
+        output: Option<PathBuf>,
+        /// Touch nothing and write nothing: list everything that stops crp
+        /// from dumping the process (exit 3 if anything does, 0 if not).
+        #[arg(long, conflicts_with_all = ["output", "leave_running"])]
+        check: bool,
         /// Let the process carry on after the dump instead of killing it.
         /// It is frozen only while its state is read, not while the image
         /// is written out.
@@ -121,9 +126,8 @@ enum Command {
     ///
     /// Each probe exercises the feature for real and says which part of
     /// crp needs it. Exit 0 when every required probe passes, 1 otherwise.
-    /// It checks this machine, not a process: it does not list what stops
-    /// one process from being dumped (`crp dump PID` refuses such a process
-    /// before touching it, naming what it cannot save).
+    /// It checks this machine, not a process: `crp dump --check PID` lists
+    /// what stops one process from being dumped.
     Check {
         /// Machine-readable output: an array of probes with name, required,
         /// ok, detail and needed_for.
@@ -156,9 +160,12 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump { pid, output, leave_running, backend, max_file_contents } => {
-            cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
+        Command::Dump { pid, output, check, leave_running, backend, max_file_contents } => {
             crp_compound::files::unlinked::set_contents_limit(max_file_contents);
+            let Some(output) = output.filter(|_| !check) else {
+                return check_dump(pid, backend);
+            };
+            cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
             let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend })?;
             eprintln!(
                 "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",
@@ -222,6 +229,24 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             Ok(if check::all_required_present(&probes) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// `crp dump --check`: every blocker of the process, touching nothing.
+fn check_dump(pid: i32, backend: Backend) -> Result<ExitCode, CrpError> {
+    let blockers = crp_cli::dump::blockers(pid, backend)?;
+    if blockers.is_empty() {
+        println!("crp: nothing stops a dump of pid {pid}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let count = blockers.len();
+    println!(
+        "crp: pid {pid} cannot be dumped: {count} thing{} crp does not support yet",
+        if count == 1 { "" } else { "s" }
+    );
+    for blocker in blockers {
+        println!("  {}: {}", blocker.what, blocker.location);
+    }
+    Ok(ExitCode::from(3))
 }
 
 /// The commands with a page of their own, and its name.

@@ -114,7 +114,18 @@ pub const FINISH: &[Step] = &[
     persisted!(crp_compound::creds::Credentials, credentials),
     // Replaces the death signal that tied the child to crp until now.
     leader_persisted!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
+    Step {
+        kind: DESCRIPTOR_OWNERS,
+        run: |rebuild| {
+            let Rebuild { injector, image, choices, .. } = rebuild;
+            Ok(crp_compound::files::owner::restore(&mut **injector, &image.files, &choices.streams)?)
+        },
+    },
 ];
+
+/// The O_ASYNC flags and owners of descriptions (`files::owner`), set
+/// apart from the descriptors they belong to, after the credentials.
+const DESCRIPTOR_OWNERS: &str = "descriptor owners";
 
 const THREAD_ATTRIBUTES: &str = <crp_compound::thread_attrs::ThreadAttributes as Persist>::KIND;
 const PROCESS_ATTRIBUTES: &str = <crp_compound::process_attrs::ProcessAttributes as Persist>::KIND;
@@ -175,6 +186,12 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         PARENT_DEATH_SIGNAL,
         "the kernel clears the parent-death signal when the effective or file-system ids change (commit_creds)",
     ),
+    (<crp_compound::files::FdTable as Persist>::KIND, DESCRIPTOR_OWNERS, "an owner is set on a descriptor in place"),
+    (
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        DESCRIPTOR_OWNERS,
+        "F_SETOWN records the caller's credentials, which decide whether SIGIO may be sent to the owner",
+    ),
 ];
 
 /// The kind that must be last of everything that needs crp's privileges:
@@ -186,10 +203,13 @@ pub const LAST: &str = <crp_compound::creds::Credentials as Persist>::KIND;
 /// change resets them, and setting them needs no privilege. (Dumpable and
 /// no_new_privs, reset or made final the same way, are the credentials'
 /// own last acts.)
-pub const AFTER_CREDENTIALS: &[(&str, &str)] = &[(
-    PARENT_DEATH_SIGNAL,
-    "commit_creds clears it when the ids change, and PR_SET_PDEATHSIG is allowed to any process for itself",
-)];
+pub const AFTER_CREDENTIALS: &[(&str, &str)] = &[
+    (
+        PARENT_DEATH_SIGNAL,
+        "commit_creds clears it when the ids change, and PR_SET_PDEATHSIG is allowed to any process for itself",
+    ),
+    (DESCRIPTOR_OWNERS, "sigio_perm checks the credentials F_SETOWN recorded, and F_SETOWN needs no privilege"),
+];
 
 /// Checks a sequence of kinds against [`ORDER`], [`LAST`] and
 /// [`AFTER_CREDENTIALS`].

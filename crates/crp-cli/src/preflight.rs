@@ -17,8 +17,36 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 /// Field 9 of /proc/PID/stat: the task's flags.
 const STAT_FLAGS: usize = 9;
 
-fn unsupported(pid: i32, what: &str, location: String) -> CrpError {
-    CrpError::unsupported(pid, Unsupported { what: what.to_owned(), location })
+fn blocker(what: &str, location: String) -> Unsupported {
+    Unsupported { what: what.to_owned(), location }
+}
+
+/// Adds the refusal of `result` to `blockers`; any other error is returned.
+fn collect<E: Into<CrpError>>(
+    result: Result<(), E>,
+    blockers: &mut Vec<Unsupported>,
+    pid: i32,
+) -> Result<(), CrpError> {
+    match result.map_err(Into::into) {
+        Ok(()) => Ok(()),
+        Err(CrpError::Unsupported { refusal, .. }) => {
+            blockers.push(refusal);
+            Ok(())
+        }
+        Err(CrpError::Compound(CompoundError::Unsupported(refusal))) => {
+            blockers.push(refusal);
+            Ok(())
+        }
+        Err(other) => Err(relabel(pid, other)),
+    }
+}
+
+/// A proc or permission error of a category crate, said as crp says it.
+fn relabel(pid: i32, error: CrpError) -> CrpError {
+    match error {
+        CrpError::Compound(error) => lift(pid)(error),
+        other => other,
+    }
 }
 
 fn lift(pid: i32) -> impl Fn(CompoundError) -> CrpError {
@@ -41,10 +69,13 @@ pub enum Phase {
 }
 
 /// Task-level checks: it exists, crp may read it, it is not traced by
-/// anyone else, has one thread, no children and no seccomp filter.
-pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
+/// anyone else (errors), and what blocks a dump of it: more than one
+/// thread, children, a seccomp filter, shadow stacks.
+pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpError> {
+    let mut blockers = Vec::new();
     if pid == std::process::id().cast_signed() {
-        return Err(unsupported(pid, "dumping crp itself", "own pid".into()));
+        blockers.push(blocker("dumping crp itself", "own pid".into()));
+        return Ok(blockers);
     }
     let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
     let state = status.field("State")?;
@@ -53,7 +84,8 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
     }
     let tgid: i32 = status.decimal("Tgid")?;
     if tgid != pid {
-        return Err(unsupported(pid, "a thread that is not a thread-group leader", format!("Tgid {tgid}")));
+        blockers.push(blocker("a thread that is not a thread-group leader", format!("Tgid {tgid}")));
+        return Ok(blockers);
     }
     let flags: u64 = Stat::read(pid).map_err(|error| access::proc_error(pid, error))?.number(STAT_FLAGS)?;
     if flags & PF_KTHREAD != 0 {
@@ -70,13 +102,13 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
     }
     let threads: u32 = status.decimal("Threads")?;
     if threads != 1 {
-        return Err(unsupported(pid, "a process with more than one thread", format!("{threads} threads")));
+        blockers.push(blocker("a process with more than one thread", format!("{threads} threads")));
     }
     // A kernel without CONFIG_SECCOMP has no Seccomp line, and no filters.
     if status.optional("Seccomp").is_some() {
         let seccomp: u32 = status.decimal("Seccomp")?;
         if seccomp != 0 {
-            return Err(unsupported(pid, "a seccomp filter or strict mode", format!("Seccomp {seccomp}")));
+            blockers.push(blocker("a seccomp filter or strict mode", format!("Seccomp {seccomp}")));
         }
     }
     // User shadow stacks (CET): crp's parking frame carries no shadow-stack
@@ -85,49 +117,65 @@ pub fn check_task(pid: i32, phase: Phase) -> Result<(), CrpError> {
     if let Some(features) = status.optional("x86_Thread_features")
         && features.split_whitespace().any(|feature| feature == "shstk")
     {
-        return Err(unsupported(
-            pid,
-            "a process using user shadow stacks (CET)",
-            format!("x86_Thread_features {features}"),
-        ));
+        blockers.push(blocker("a process using user shadow stacks (CET)", format!("x86_Thread_features {features}")));
     }
     let children_path = format!("/proc/{pid}/task/{pid}/children");
     let children = std::fs::read_to_string(&children_path)
         .map_err(|source| access::proc_error(pid, procfs::ProcError::Read { path: children_path.into(), source }))?;
     if !children.trim().is_empty() {
-        return Err(unsupported(pid, "a process with child processes", format!("children {}", children.trim())));
+        blockers.push(blocker("a process with child processes", format!("children {}", children.trim())));
     }
-    Ok(())
+    Ok(blockers)
 }
 
-/// Memory, descriptor, lock and signal checks.
-pub fn check_state(pid: i32) -> Result<(), CrpError> {
+/// What blocks a dump in the process's namespaces, memory, descriptors,
+/// timers, locks and signals: every namespace, mapping and descriptor crp
+/// refuses, and the first refusal of each other kind.
+pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
+    let mut blockers = crp_compound::namespaces::preflight(pid).map_err(lift(pid))?;
     let maps = procfs::smaps(pid).map_err(|error| access::proc_error(pid, error))?;
     for entry in &maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
         }
         if let Some(refusal) = crp_compound::vma::Mapping::from_maps(entry).refusal() {
-            return Err(CrpError::unsupported(pid, refusal));
+            blockers.push(refusal);
         }
     }
-    crp_compound::files::preflight(pid).map_err(lift(pid))?;
-    crp_compound::posix_timers::preflight(pid).map_err(lift(pid))?;
-    crp_locks::preflight(pid).map_err(|error| match error {
+    blockers.extend(crp_compound::files::preflight(pid).map_err(lift(pid))?);
+    collect(crp_compound::posix_timers::preflight(pid), &mut blockers, pid)?;
+    let locks = crp_locks::preflight(pid).map_err(|error| match error {
         crp_locks::LockError::Proc(error) => access::proc_error(pid, error),
         crp_locks::LockError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),
         other => other.into(),
-    })?;
+    });
+    collect(locks, &mut blockers, pid)?;
     let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
     if let Some(pending) = crp_compound::pending_signals::unqueueable_in(&status).map_err(lift(pid))? {
         let what = "a pending SIGKILL (the process is dying) or SIGSTOP (a stop under way: dump it once stopped)";
-        return Err(CrpError::unsupported(pid, Unsupported { what: what.into(), location: pending }));
+        blockers.push(Unsupported { what: what.into(), location: pending });
     }
-    Ok(())
+    Ok(blockers)
 }
 
-/// All checks.
+/// Everything that blocks a dump of `pid`, each named (`crp dump --check`);
+/// an error only when the process cannot be examined at all.
+pub fn blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpError> {
+    let mut blockers = task_blockers(pid, phase)?;
+    // The process itself is not what it seems (crp, a thread): nothing else applies.
+    if blockers.iter().any(|blocker| blocker.what.starts_with("dumping crp") || blocker.what.starts_with("a thread ")) {
+        return Ok(blockers);
+    }
+    blockers.extend(state_blockers(pid)?);
+    Ok(blockers)
+}
+
+/// All checks: the first blocker refuses the dump, saying how many more
+/// there are.
 pub fn check(pid: i32, phase: Phase) -> Result<(), CrpError> {
-    check_task(pid, phase)?;
-    check_state(pid)
+    let mut blockers = blockers(pid, phase)?.into_iter();
+    match blockers.next() {
+        None => Ok(()),
+        Some(refusal) => Err(CrpError::Unsupported { pid, refusal, others: blockers.len() }),
+    }
 }

@@ -165,6 +165,21 @@ fn reference_image() -> ProcessImage {
                     extents: vec![crp_compound::files::Extent { offset: 4096, data: b"memfd".to_vec() }],
                 },
             });
+            table.files[1].owner = Some(crp_compound::files::FileOwner {
+                kind: crp_compound::files::OwnerKind::Thread,
+                id: crp_compound::files::OwnerId::Itself,
+                signal: 35,
+            });
+            table.files[2].owner = Some(crp_compound::files::FileOwner {
+                kind: crp_compound::files::OwnerKind::Group,
+                id: crp_compound::files::OwnerId::Other(77),
+                signal: 0,
+            });
+            table.files[3].owner = Some(crp_compound::files::FileOwner {
+                kind: crp_compound::files::OwnerKind::Process,
+                id: crp_compound::files::OwnerId::Nobody,
+                signal: 10,
+            });
             table
         },
         signals: SignalState {

@@ -211,6 +211,48 @@ fn python3_mid_computation_across_back_ends() {
     }
 }
 
+/// Every descriptor kind's own test program (pipes with their bytes, socket
+/// pairs with their queues, epoll and inotify, a FIFO, a deleted file, a
+/// memfd, owners and O_ASYNC, eventfd/timerfd/signalfd), dumped and
+/// restored through the module and across back ends: the descriptors are
+/// read and rebuilt from outside by the same code for both.
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn descriptor_kinds_across_back_ends() {
+    let directory = tempfile::tempdir().unwrap();
+    let watched = directory.path().to_string_lossy().into_owned();
+    let cases: [(&str, &[&str], &str, &str); 9] = [
+        ("fd_pipes", &["inside"], "go\n", "pipes"),
+        ("fd_sockets", &["pairs"], "go\n", "pairs"),
+        ("fd_epoll", &["epoll"], "go\n", "epoll"),
+        ("fd_epoll", &["inotify", &watched], "go\n", "inotify"),
+        ("fd_files", &["fifo", &watched], "go\n", "fifo"),
+        ("fd_files", &["deleted", &watched], "go\n", "deleted"),
+        ("fd_files", &["memfd", &watched], "go\n", "memfd"),
+        ("fd_owner", &[], "restored\n", "owners restored"),
+        ("fd_events", &[], "restored\n", "events restored"),
+    ];
+    for (dump_with, restore_with) in [("kmod", "kmod"), ("kmod", "userspace"), ("userspace", "kmod")] {
+        for (program, arguments, input, said) in cases {
+            let mut command = Command::new(c_program(program));
+            command.args(arguments);
+            let mut subject = Subject::spawn(command);
+            let image = directory.path().join(format!("{program}.crp"));
+            dump_ok(subject.pid, &image, &backend(dump_with));
+            assert_killed(subject.wait());
+            if program == "fd_events" {
+                // Its absolute timer's deadline (300 ms after it was armed) must pass while it is down.
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            let output = restore(&image, &backend(restore_with), input);
+            let stdout = stdout_of(&output);
+            let context = format!("{program} {arguments:?}, {dump_with} to {restore_with}");
+            assert!(output.status.success(), "{context}: {stdout}{}", stderr_of(&output));
+            assert_eq!(stdout, format!("OK pid={} {said}\n", subject.pid), "{context}");
+        }
+    }
+}
+
 /// A restore that fails inside the ioctl, after the module has begun to
 /// replace the caller (a "file" mapping that turns out to be a directory,
 /// which vm_mmap refuses), leaves no process behind, zombie included.

@@ -316,3 +316,66 @@ fn pages_outside_the_vmas_are_refused() {
     assert!(stderr.contains("outside any private VMA"), "{stderr}");
     assert!(!process_exists(pid));
 }
+
+#[test]
+fn dump_check_lists_every_blocker_at_once_and_touches_nothing() {
+    let mut subject = python(
+        "import os, socket, threading, time\n\
+         threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n\
+         held, holder = os.pipe()\n\
+         if os.fork() == 0:\n\
+         \x20   os.close(holder)\n\
+         \x20   os.read(held, 1)\n\
+         \x20   os._exit(0)\n\
+         pidfd = os.pidfd_open(os.getpid())\n\
+         netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    let pid = subject.pid.to_string();
+    let output = crp().args(["dump", "--check", &pid]).output().unwrap();
+    let stdout = stdout_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{stdout}{}", stderr_of(&output));
+    for expected in ["more than one thread", "child processes", "anon_inode:[pidfd]", "socket:["] {
+        assert!(stdout.contains(expected), "{expected:?} not in\n{stdout}");
+    }
+    assert!(stdout.contains("cannot be dumped: 4 things"), "{stdout}");
+    assert_eq!(status_field(subject.pid, "TracerPid"), "0");
+    assert!(subject.child.try_wait().unwrap().is_none(), "still running");
+    // A dump names the first and says how many more there are.
+    assert_dump_refused(&mut subject, &format!("(and 3 more: `crp dump --check {pid}` lists all)"));
+}
+
+#[test]
+fn dump_check_of_a_process_crp_can_dump_says_so_and_writes_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = python("import os, time\nprint('READY', os.getpid(), flush=True)\ntime.sleep(60)");
+    let output =
+        crp().current_dir(directory.path()).args(["dump", "--check", &subject.pid.to_string()]).output().unwrap();
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("crp: nothing stops a dump of pid {}\n", subject.pid));
+    assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0);
+    assert_eq!(status_field(subject.pid, "TracerPid"), "0");
+    assert!(subject.child.try_wait().unwrap().is_none(), "still running");
+    let both = crp().args(["dump", "--check", "-o", "x.crp", &subject.pid.to_string()]).output().unwrap();
+    assert_eq!(both.status.code(), Some(2), "--check writes no image: {}", stderr_of(&both));
+}
+
+#[test]
+fn a_process_in_namespaces_of_its_own_is_refused_naming_each() {
+    let mut command = Command::new("unshare");
+    command.args([
+        "--uts",
+        "--net",
+        "python3",
+        "-c",
+        "import os, time\nprint('READY', os.getpid(), flush=True)\ntime.sleep(60)",
+    ]);
+    let mut subject = Subject::spawn(command);
+    let output = crp().args(["dump", "--check", &subject.pid.to_string()]).output().unwrap();
+    let stdout = stdout_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("a process in another UTS (hostname) namespace than crp's: ns/uts uts:["), "{stdout}");
+    assert!(stdout.contains("a process in another network namespace than crp's: ns/net net:["), "{stdout}");
+    assert_dump_refused(&mut subject, "network namespace");
+}

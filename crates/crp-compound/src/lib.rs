@@ -3,13 +3,15 @@
 //! ([`files`]), signal dispositions ([`signals`]), the task's context
 //! (cwd, umask: [`task`]), per-thread attributes (comm, affinity,
 //! scheduling...: [`thread_attrs`]) and process attributes (THP disable,
-//! membarrier, oom_score_adj...: [`process_attrs`]). Each module captures its state from a
+//! membarrier, oom_score_adj...: [`process_attrs`]); [`namespaces`] refuses
+//! a process outside crp's own. Each module captures its state from a
 //! stopped process and re-establishes it in the process being restored.
 
 pub mod creds;
 mod error;
 pub mod files;
 pub mod mm;
+pub mod namespaces;
 pub mod pagemap;
 pub mod pending_signals;
 pub mod posix_timers;

@@ -201,8 +201,6 @@ fn proc_mem(pid: Pid, read_only: bool) -> Result<std::fs::File, Errno> {
         .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))
 }
 
-/// `waitpid(pid, __WALL)`, retried when a signal handler of crp's
-/// interrupts it (crp's cancellation handlers do not restart syscalls).
 /// A duplicate, in crp, of descriptor `fd` of `pid`: the same open file
 /// description (`pidfd_open` + `pidfd_getfd`, which need ptrace access).
 pub fn duplicate_descriptor(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd, Errno> {
@@ -225,6 +223,39 @@ pub fn duplicate_descriptor(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd, E
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(duplicate) })
 }
 
+/// `fcntl` commands for a description's owner (linux/fcntl.h; libc has
+/// them only for some targets).
+pub const F_SETSIG: i32 = 10;
+pub const F_GETSIG: i32 = 11;
+pub const F_SETOWN_EX: i32 = 15;
+pub const F_GETOWN_EX: i32 = 16;
+/// `struct f_owner_ex.type`.
+pub const F_OWNER_TID: i32 = 0;
+pub const F_OWNER_PID: i32 = 1;
+pub const F_OWNER_PGRP: i32 = 2;
+
+/// The owner `fcntl(F_GETOWN_EX)` reports for the open file description
+/// `fd` is of, as `(F_OWNER_TID|F_OWNER_PID|F_OWNER_PGRP, id)` (id 0: no
+/// owner), and its `F_GETSIG` signal (0: SIGIO).
+pub fn file_owner(fd: std::os::fd::BorrowedFd<'_>) -> Result<(i32, i32, i32), Errno> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // `struct f_owner_ex { int type; pid_t pid; }`.
+    let mut owner = [0i32; 2];
+    // SAFETY: F_GETOWN_EX writes one `struct f_owner_ex` (two ints) to the
+    // pointer, which points to `owner`, alive and writable for the call.
+    if unsafe { libc::fcntl(fd, F_GETOWN_EX, owner.as_mut_ptr()) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: F_GETSIG takes no argument and writes no memory.
+    let signal = unsafe { libc::fcntl(fd, F_GETSIG) };
+    if signal < 0 {
+        return Err(Errno::last());
+    }
+    Ok((owner[0], owner[1], signal))
+}
+
+/// `waitpid(pid, __WALL)`, retried when a signal handler of crp's
+/// interrupts it (crp's cancellation handlers do not restart syscalls).
 pub fn wait_for(pid: Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
     loop {
         match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {

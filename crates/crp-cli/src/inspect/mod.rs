@@ -316,6 +316,23 @@ pub struct FdSummary {
     pub fifo: Option<FifoSummary>,
     /// For a deleted file or memfd: the object.
     pub file_object: Option<FileObjectSummary>,
+    /// Who its SIGIO and SIGURG go to (F_SETOWN_EX, F_SETSIG), when set.
+    pub owner: Option<OwnerSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OwnerSummary {
+    /// "thread", "process" or "process group".
+    pub kind: &'static str,
+    /// The dumped process itself (or the group it leads): the restored
+    /// process, whatever its PID.
+    pub itself: bool,
+    /// Another thread, process or group, by id; null for itself or nobody.
+    pub id: Option<i32>,
+    /// The F_SETSIG signal; 0 is SIGIO.
+    pub signal: i32,
+    /// What `crp inspect` prints.
+    pub description: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -639,6 +656,25 @@ fn fd_summary(
         event: events,
         fifo,
         file_object,
+        owner: table.file_of(descriptor).and_then(|file| file.owner).map(|owner| owner_summary(&owner)),
+    }
+}
+
+fn owner_summary(owner: &crp_compound::files::FileOwner) -> OwnerSummary {
+    use crp_compound::files::{OwnerId, OwnerKind};
+    OwnerSummary {
+        kind: match owner.kind {
+            OwnerKind::Thread => "thread",
+            OwnerKind::Process => "process",
+            OwnerKind::Group => "process group",
+        },
+        itself: owner.id == OwnerId::Itself,
+        id: match owner.id {
+            OwnerId::Other(id) => Some(id),
+            OwnerId::Nobody | OwnerId::Itself => None,
+        },
+        signal: owner.signal,
+        description: owner.describe(),
     }
 }
 

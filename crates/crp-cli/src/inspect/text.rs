@@ -139,6 +139,9 @@ pub fn render_text(summary: &ImageSummary) -> String {
         .unwrap_or_default();
         if file.shares_description_with.is_none() {
             instances(&mut out, file);
+            if let Some(owner) = &file.owner {
+                let _ = writeln!(out, "         signals (F_SETOWN) go to {}", owner.description);
+            }
         }
     }
     super::locks::render(&mut out, &summary.file_locks);

@@ -181,6 +181,23 @@ fn warn_of_outside_ends(table: &crp_compound::files::FdTable, streams: &crp_comp
     }
 }
 
+/// Says on stderr which descriptors' owners (F_SETOWN) named another
+/// process or group that is gone: their SIGIO and SIGURG go nowhere now.
+fn warn_of_gone_owners(table: &crp_compound::files::FdTable) {
+    use crp_compound::files::{OwnerId, OwnerKind};
+    for (fd, owner) in crp_compound::files::owner::others(table) {
+        let OwnerId::Other(id) = owner.id else { continue };
+        let target = if owner.kind == OwnerKind::Group { -id } else { id };
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), None) == Err(nix::errno::Errno::ESRCH) {
+            eprintln!(
+                "crp: warning: fd {fd} sent its signals (F_SETOWN) to {}, which no longer exists; it is restored \
+                 without an owner",
+                owner.describe()
+            );
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreOutcome {
     /// The process runs on its own.
@@ -210,6 +227,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     )?;
     let (_stream_files, streams) = open_streams(&plan.descriptors, &image.files)?;
     warn_of_outside_ends(&image.files, &streams);
+    warn_of_gone_owners(&image.files);
     let choices = Choices { open_as, streams };
     // Created (empty) now, so that an unwritable pid file fails first.
     let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;

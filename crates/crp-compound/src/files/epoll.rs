@@ -347,9 +347,9 @@ mod tests {
         drop(copy);
         let table = FdTable {
             files: vec![
-                OpenFile { flags: 2, offset: 0, target: FdTarget::Epoll { registrations: vec![] } },
-                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/x".into() } },
-                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/y".into() } },
+                OpenFile { flags: 2, offset: 0, target: FdTarget::Epoll { registrations: vec![] }, owner: None },
+                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/x".into() }, owner: None },
+                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/y".into() }, owner: None },
             ],
             descriptors: vec![
                 Descriptor { fd: epoll.as_raw_fd(), cloexec: true, file: 0 },
@@ -390,8 +390,9 @@ mod tests {
                             EpollRegistration { fd: 9, file: 1, events: 0x4000_0000, data: 1 },
                         ],
                     },
+                    owner: None,
                 },
-                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/srv/x".into() } },
+                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/srv/x".into() }, owner: None },
             ],
             descriptors: vec![
                 Descriptor { fd: 3, cloexec: false, file: 0 },

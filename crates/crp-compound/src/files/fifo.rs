@@ -122,7 +122,7 @@ pub(super) fn description(
     let mut scratch = tracee.scratch();
     let reopened = scratch.push_c_string(format!("/proc/self/fd/{read_write}").as_bytes());
     scratch.commit(tracee)?;
-    let flags = arg(file.flags & !super::CREATION_FLAGS);
+    let flags = arg(file.flags & !super::REOPEN_EXCLUDED_FLAGS);
     let opened = call(tracee, "openat(FIFO)", libc::SYS_openat, &[arg(libc::AT_FDCWD), reopened, flags])?;
     super::move_above(tracee, opened, above).map(Some)
 }
@@ -206,8 +206,8 @@ mod tests {
     fn a_fifo_is_opened_read_write_once_filled_and_each_description_reopened() {
         let table = FdTable {
             files: vec![
-                OpenFile { flags: libc::O_RDONLY | libc::O_NONBLOCK, offset: 0, target: fifo_target(0) },
-                OpenFile { flags: libc::O_WRONLY, offset: 0, target: fifo_target(0) },
+                OpenFile { flags: libc::O_RDONLY | libc::O_NONBLOCK, offset: 0, target: fifo_target(0), owner: None },
+                OpenFile { flags: libc::O_WRONLY, offset: 0, target: fifo_target(0), owner: None },
             ],
             descriptors: vec![
                 Descriptor { fd: 3, cloexec: false, file: 0 },

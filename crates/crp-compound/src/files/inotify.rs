@@ -326,7 +326,8 @@ pub(super) fn make(
     if skipped > 0 {
         drain(tracee, fd)?;
     }
-    let status = arg(file.flags & super::SETFL_FLAGS);
+    // Always: the drain above made it non-blocking. O_ASYNC comes with the owners.
+    let status = arg(file.flags & super::SETFL_FLAGS & !libc::O_ASYNC);
     tracee.syscall("fcntl(F_SETFL)", libc::SYS_fcntl, [fd, arg(libc::F_SETFL), status, 0, 0, 0])?;
     Ok(fd)
 }

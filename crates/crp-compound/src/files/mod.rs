@@ -17,6 +17,7 @@ pub mod epoll;
 pub mod event;
 mod fifo;
 pub mod inotify;
+pub mod owner;
 mod path;
 pub mod pipe;
 mod proc_fd;
@@ -32,6 +33,7 @@ pub use crp_ptrace::{Handed, Streams};
 pub use epoll::EpollRegistration;
 pub use event::EventFile;
 pub use inotify::InotifyWatch;
+pub use owner::{FileOwner, OwnerId, OwnerKind};
 pub use pipe::PipeBuffer;
 pub use unix_pair::{PairEnd, SocketPair};
 pub use unlinked::{Contents, Extent, FileObject};
@@ -40,10 +42,14 @@ use crate::error::{CompoundError, Unsupported};
 use crate::valid::{Invalid, check_path};
 use proc_fd::Entry;
 
-/// Open flags that would change the file when reopening it.
-pub(crate) const CREATION_FLAGS: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY;
+/// Open flags a reopen must not pass: they would change the file, or
+/// (O_ASYNC, which open(2) records without registering for signals) make
+/// the later `F_SETFL` that registers it a no-op.
+pub(crate) const REOPEN_EXCLUDED_FLAGS: i32 =
+    libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_ASYNC;
 /// The status flags `fcntl(F_SETFL)` sets.
-const SETFL_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME | libc::O_ASYNC;
+pub(crate) const SETFL_FLAGS: i32 =
+    libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME | libc::O_ASYNC;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum FdTarget {
@@ -81,6 +87,8 @@ pub struct OpenFile {
     pub flags: i32,
     pub offset: u64,
     pub target: FdTarget,
+    /// Its `F_SETOWN_EX` owner and `F_SETSIG` signal, when set.
+    pub owner: Option<FileOwner>,
 }
 
 /// One descriptor: its number, its close-on-exec flag, and the index of its
@@ -147,6 +155,7 @@ impl FdTable {
             flags: record.flags & !libc::O_CLOEXEC,
             offset: record.offset,
             target: record.target,
+            owner: None,
         });
         self.descriptors.push(Descriptor { fd: record.fd, cloexec: record.flags & libc::O_CLOEXEC != 0, file });
     }
@@ -355,8 +364,9 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
     Err(refuse("this kind of descriptor"))
 }
 
-/// Checks every descriptor of `pid` is one crp can restore, touching nothing.
-pub fn preflight(pid: i32) -> Result<(), CompoundError> {
+/// Every descriptor of `pid` crp cannot restore, each with why, touching
+/// nothing; an error when the descriptors cannot be read.
+pub fn preflight(pid: i32) -> Result<Vec<Unsupported>, CompoundError> {
     // The process still runs: a descriptor it closes meanwhile is skipped
     // (the capture, once it is frozen, reads them all again).
     let mut entries = Vec::new();
@@ -380,14 +390,31 @@ pub fn preflight(pid: i32) -> Result<(), CompoundError> {
             .collect(),
         ..FdTable::default()
     };
+    let mut blockers = Vec::new();
     for entry in &entries {
-        match classify(pid, entry, &inside)? {
-            Kind::Epoll => drop(epoll::capture(pid, entry.fd, &numbered)?),
-            Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
-            Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
-            Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,
-            Kind::Target(_) => {}
+        match check_entry(pid, entry, &inside, &sockets, &numbered) {
+            Ok(()) => {}
+            Err(CompoundError::Unsupported(refusal)) => blockers.push(refusal),
+            Err(other) => return Err(other),
         }
+    }
+    Ok(blockers)
+}
+
+/// Refuses descriptor `entry` when crp cannot restore it.
+fn check_entry(
+    pid: i32,
+    entry: &Entry,
+    inside: &[u64],
+    sockets: &Sockets,
+    numbered: &FdTable,
+) -> Result<(), CompoundError> {
+    match classify(pid, entry, inside)? {
+        Kind::Epoll => drop(epoll::capture(pid, entry.fd, numbered)?),
+        Kind::Socket { inode } => unix_pair::check(pid, entry.fd, inode, &sockets.diag, &sockets.inside)?,
+        Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
+        Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,
+        Kind::Target(_) => {}
     }
     Ok(())
 }
@@ -453,7 +480,13 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                     },
                 };
                 let file = u32::try_from(table.files.len()).unwrap_or(u32::MAX);
-                table.files.push(OpenFile { flags: entry.flags & !libc::O_CLOEXEC, offset: entry.offset, target });
+                let owner = owner::capture(pid, entry.fd)?;
+                table.files.push(OpenFile {
+                    flags: entry.flags & !libc::O_CLOEXEC,
+                    offset: entry.offset,
+                    target,
+                    owner,
+                });
                 firsts.push((position, file));
                 file
             }
@@ -549,6 +582,9 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
         }
         if i64::try_from(file.offset).is_err() {
             return Err(Invalid::new(field(), format!("has offset {}, beyond what lseek takes", file.offset)));
+        }
+        if let Some(owner) = &file.owner {
+            owner::check(&field, owner)?;
         }
         match &file.target {
             FdTarget::Inherited { stream } if *stream > 2 => {
@@ -691,10 +727,13 @@ pub(crate) fn move_above(tracee: &mut dyn Tracee, fd: u64, above: u64) -> Result
     Ok(moved)
 }
 
-/// Sets the status flags of `flags` that `F_SETFL` sets, when there are any.
+/// Sets the status flags of `flags` that `F_SETFL` sets, when there are
+/// any, but O_ASYNC: its signals name the descriptor it was set through
+/// (`si_fd`), so [`owner::restore`] sets it once the descriptors are in place.
 pub(crate) fn set_status_flags(tracee: &mut dyn Tracee, fd: u64, flags: i32) -> Result<(), EngineError> {
-    if flags & SETFL_FLAGS != 0 {
-        call(tracee, "fcntl(F_SETFL)", libc::SYS_fcntl, &[fd, arg(libc::F_SETFL), arg(flags & SETFL_FLAGS)])?;
+    let settable = flags & SETFL_FLAGS & !libc::O_ASYNC;
+    if settable != 0 {
+        call(tracee, "fcntl(F_SETFL)", libc::SYS_fcntl, &[fd, arg(libc::F_SETFL), arg(settable)])?;
     }
     Ok(())
 }
@@ -845,7 +884,12 @@ pub(crate) mod tests {
     #[test]
     fn descriptors_sharing_a_description_are_opened_once_and_dup_ed() {
         let table = FdTable {
-            files: vec![OpenFile { flags: 0o2, offset: 5, target: FdTarget::File { path: "/srv/log".into() } }],
+            files: vec![OpenFile {
+                flags: 0o2,
+                offset: 5,
+                target: FdTarget::File { path: "/srv/log".into() },
+                owner: None,
+            }],
             descriptors: vec![
                 Descriptor { fd: 3, cloexec: false, file: 0 },
                 Descriptor { fd: 7, cloexec: true, file: 0 },
@@ -912,9 +956,9 @@ pub(crate) mod tests {
     fn both_ends_of_a_pipe_are_one_pipe_and_a_lone_end_is_outside() {
         let table = FdTable {
             files: vec![
-                OpenFile { flags: libc::O_RDONLY, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
-                OpenFile { flags: libc::O_WRONLY, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
-                OpenFile { flags: libc::O_WRONLY, offset: 0, target: FdTarget::Pipe { pipe: 1 } },
+                OpenFile { flags: libc::O_RDONLY, offset: 0, target: FdTarget::Pipe { pipe: 0 }, owner: None },
+                OpenFile { flags: libc::O_WRONLY, offset: 0, target: FdTarget::Pipe { pipe: 0 }, owner: None },
+                OpenFile { flags: libc::O_WRONLY, offset: 0, target: FdTarget::Pipe { pipe: 1 }, owner: None },
             ],
             descriptors: vec![
                 Descriptor { fd: 3, cloexec: false, file: 0 },

@@ -16,7 +16,7 @@ pub(super) fn open(tracee: &mut dyn Tracee, path: &str, file: &OpenFile, above: 
     let mut scratch = tracee.scratch();
     let path_address = scratch.push_c_string(path.as_bytes());
     scratch.commit(tracee)?;
-    let flags = arg(file.flags & !super::CREATION_FLAGS);
+    let flags = arg(file.flags & !super::REOPEN_EXCLUDED_FLAGS);
     let opened = tracee.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path_address, flags, 0, 0, 0])?;
     if matches!(file.target, FdTarget::File { .. }) && file.offset != 0 {
         tracee.syscall("lseek", libc::SYS_lseek, [opened, file.offset, libc::SEEK_SET as u64, 0, 0, 0])?;

@@ -206,7 +206,7 @@ pub(super) fn end_for(
             let mut scratch = tracee.scratch();
             let path = scratch.push_c_string(format!("/proc/self/fd/{}", made.read).as_bytes());
             scratch.commit(tracee)?;
-            let open_flags = arg(flags & !super::CREATION_FLAGS);
+            let open_flags = arg(flags & !super::REOPEN_EXCLUDED_FLAGS);
             let opened =
                 tracee.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path, open_flags, 0, 0, 0])?;
             super::move_above(tracee, opened, above)?

@@ -549,7 +549,7 @@ pub(super) fn description(
     let (Some(object), Some(slot)) = (table.objects.get(index), made.objects.get_mut(index)) else {
         return Ok(None); // refused by check_table
     };
-    let mut flags = file.flags & !super::CREATION_FLAGS;
+    let mut flags = file.flags & !super::REOPEN_EXCLUDED_FLAGS;
     if flags & O_TMPFILE_BIT != 0 {
         // The process made it with O_TMPFILE: a reopening is a plain open.
         flags &= !(O_TMPFILE_BIT | libc::O_DIRECTORY);
@@ -683,8 +683,8 @@ mod tests {
     fn table_of(object: FileObject) -> FdTable {
         FdTable {
             files: vec![
-                OpenFile { flags: libc::O_RDWR, offset: 0, target: FdTarget::Object { object: 0 } },
-                OpenFile { flags: libc::O_RDONLY, offset: 9, target: FdTarget::Object { object: 0 } },
+                OpenFile { flags: libc::O_RDWR, offset: 0, target: FdTarget::Object { object: 0 }, owner: None },
+                OpenFile { flags: libc::O_RDONLY, offset: 9, target: FdTarget::Object { object: 0 }, owner: None },
             ],
             descriptors: vec![
                 Descriptor { fd: 3, cloexec: true, file: 0 },
