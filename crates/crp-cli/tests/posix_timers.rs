@@ -49,3 +49,38 @@ fn posix_timers_come_back_with_their_ids_clocks_and_times() {
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} posix timers restored\n", subject.pid));
 }
+
+/// A timer on an _ALARM clock needs CAP_WAKE_ALARM to be made again: a
+/// crp restore without it refuses before the child exists, naming the
+/// timer and the capability.
+#[test]
+fn an_alarm_timer_without_cap_wake_alarm_is_refused_before_anything_is_made() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = Subject::spawn(Command::new(c_program("posix_timers")));
+    let image = directory.path().join("timers.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    // This machine may have no RTC for a real one: the image gets one, and
+    // its process loses CAP_WAKE_ALARM (which crp restore would otherwise
+    // refuse first, as a capability it could not give back).
+    let changed = rewritten_image(&image, |image| {
+        let timer = image.posix_timers.timers.last_mut().unwrap();
+        timer.clock = 9;
+        let ids = &mut image.credentials.ids;
+        for set in [&mut ids.cap_inheritable, &mut ids.cap_permitted, &mut ids.cap_effective, &mut ids.cap_bounding] {
+            *set &= !(1 << 35);
+        }
+    });
+    let output = Command::new("setpriv")
+        .args(["--bounding-set", "-wake_alarm", "--"])
+        .arg(env!("CARGO_BIN_EXE_crp"))
+        .arg("restore")
+        .arg(&changed)
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_WAKE_ALARM, to create POSIX timer"), "{stderr}");
+    assert!(stderr.contains("CLOCK_BOOTTIME_ALARM"), "{stderr}");
+    assert!(!process_exists(subject.pid), "nothing was made");
+}

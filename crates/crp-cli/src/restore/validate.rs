@@ -122,6 +122,10 @@ fn with_fd(error: CrpError, fd: i32) -> CrpError {
 
 /// `CAP_SYS_RESOURCE`, needed to raise a hard resource limit.
 const CAP_SYS_RESOURCE: u64 = 1 << 24;
+/// `CAP_WAKE_ALARM`, needed for a timer on CLOCK_REALTIME_ALARM (8) or
+/// CLOCK_BOOTTIME_ALARM (9).
+const CAP_WAKE_ALARM: u64 = 1 << 35;
+const ALARM_CLOCKS: [i32; 2] = [8, 9];
 
 /// Refuses an image whose process had capabilities, hard limits, or an
 /// oom_score_adj below crp's own lower bound, that crp itself does not
@@ -145,6 +149,18 @@ fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
             missing: format!(
                 "{} (in its permitted or bounding set: even an unprivileged process has a full bounding set)",
                 capability_list(beyond)
+            ),
+            advice: privilege_advice(),
+        });
+    }
+    if let Some(timer) = image.posix_timers.timers.iter().find(|timer| ALARM_CLOCKS.contains(&timer.clock))
+        && own.cap_effective & CAP_WAKE_ALARM == 0
+    {
+        return Err(CrpError::LacksPrivileges {
+            missing: format!(
+                "CAP_WAKE_ALARM, to create POSIX timer {} on {}",
+                timer.id,
+                crp_compound::posix_timers::clock_name(timer.clock)
             ),
             advice: privilege_advice(),
         });
