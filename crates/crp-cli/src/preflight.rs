@@ -152,7 +152,8 @@ pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
     collect(locks, &mut blockers, pid)?;
     let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
     if let Some(pending) = crp_compound::pending_signals::unqueueable_in(&status).map_err(lift(pid))? {
-        let what = "a pending SIGKILL (the process is dying) or SIGSTOP (a stop under way: dump it once stopped)";
+        let what = "a pending SIGKILL (the process is dying), SIGSTOP (a stop under way: dump it once stopped) or \
+                    SIGTRAP (the restore's single steps would take it)";
         blockers.push(Unsupported { what: what.into(), location: pending });
     }
     Ok(blockers)

@@ -16,9 +16,15 @@
 //! A traced process ignores no signal, and the queueing follows the
 //! dispositions (setting SIG_IGN would discard them), so each comes back.
 //!
-//! A pending SIGKILL (the process is dying) or SIGSTOP (a stop under way)
-//! is refused by the dump's preflight: the first has no restore, the
-//! second would stop the restore itself.
+//! A pending SIGKILL (the process is dying), SIGSTOP (a stop under way) or
+//! SIGTRAP is refused by the dump's preflight: the first has no restore,
+//! the second would stop the restore itself, and the restore's single
+//! steps would take the third for their own trap.
+//!
+//! SIGTRAP itself is never blocked during the restore: the kernel forces
+//! each single step's trap through, and forcing a blocked SIGTRAP resets
+//! its disposition to SIG_DFL (force_sig_info_to_task), which would lose
+//! a handler the process has.
 
 use crp_ptrace::sys::SIGINFO_SIZE;
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
@@ -31,6 +37,8 @@ const SIG_SETMASK: u64 = 2;
 const SIGSET_SIZE: u64 = 8;
 /// First real-time signal: below it, a signal is pending at most once per queue.
 const SIGRTMIN: i32 = 32;
+/// Every signal but SIGTRAP (see the module documentation).
+pub const ALL_BUT_SIGTRAP: u64 = !(1 << (libc::SIGTRAP - 1));
 /// At most this many signals per queue in an image (the kernel's own
 /// limit is RLIMIT_SIGPENDING, per user).
 pub const MAX_QUEUED: usize = 1 << 16;
@@ -144,7 +152,7 @@ fn check_queue(field: &str, queue: &[QueuedSignal]) -> Result<(), Invalid> {
         if !(1..=64).contains(&signal) {
             return Err(Invalid::new(entry(), format!("has signal number {signal}, not 1..=64")));
         }
-        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP || signal == libc::SIGTRAP {
             return Err(Invalid::new(entry(), format!("is signal {signal}, which crp does not queue")));
         }
         if signal < SIGRTMIN {
@@ -163,7 +171,7 @@ fn check_queue(field: &str, queue: &[QueuedSignal]) -> Result<(), Invalid> {
 /// re-queued or fired by a re-armed timer is delivered before it runs.
 pub fn block_every_signal(tracee: &mut dyn Tracee) -> Result<(), EngineError> {
     let mut scratch = tracee.scratch();
-    let all = scratch.push(&u64::MAX.to_le_bytes());
+    let all = scratch.push(&ALL_BUT_SIGTRAP.to_le_bytes());
     scratch.commit(tracee)?;
     tracee.syscall("rt_sigprocmask", libc::SYS_rt_sigprocmask, [SIG_SETMASK, all, 0, SIGSET_SIZE, 0, 0])?;
     Ok(())
@@ -241,12 +249,13 @@ impl Persist for ThreadPendingSignals {
 }
 
 /// Refuses, from a /proc/PID/status text, the pending signals no restore
-/// can queue: SIGKILL (the process is dying) and SIGSTOP (a stop is under
-/// way: dump it again once it has stopped). Either queue counts.
+/// can queue: SIGKILL (the process is dying), SIGSTOP (a stop is under
+/// way: dump it again once it has stopped) and SIGTRAP (the restore's
+/// single steps would take it). Either queue counts.
 pub fn unqueueable_in(status: &crp_ptrace::procfs::Fields) -> Result<Option<String>, CompoundError> {
     for key in ["SigPnd", "ShdPnd"] {
         let pending = status.hex(key)?;
-        for signal in [libc::SIGKILL, libc::SIGSTOP] {
+        for signal in [libc::SIGKILL, libc::SIGSTOP, libc::SIGTRAP] {
             if pending & (1u64 << (signal - 1)) != 0 {
                 let name = crate::signals::signal_name(signal);
                 return Ok(Some(format!("{key} {} ({name})", status.field(key)?)));
@@ -305,7 +314,8 @@ mod tests {
         block_every_signal(&mut restored).unwrap();
         let call = &restored.calls[0];
         assert_eq!((call.number, call.args[0]), (libc::SYS_rt_sigprocmask, SIG_SETMASK));
-        assert_eq!(restored.memory.read(call.args[1], 8), u64::MAX.to_le_bytes());
+        assert_eq!(restored.memory.read(call.args[1], 8), ALL_BUT_SIGTRAP.to_le_bytes());
+        assert_eq!(ALL_BUT_SIGTRAP & (1 << 4), 0, "SIGTRAP stays unblocked");
     }
 
     #[test]
@@ -356,5 +366,7 @@ mod tests {
         assert!(stop.contains("SIGSTOP"), "{stop}");
         let kill = unqueueable_in(&status("SigPnd:\t0000000000000100\nShdPnd:\t0\n")).unwrap().unwrap();
         assert!(kill.contains("SIGKILL"), "{kill}");
+        let trap = unqueueable_in(&status("SigPnd:\t0000000000000010\nShdPnd:\t0\n")).unwrap().unwrap();
+        assert!(trap.contains("SIGTRAP"), "{trap}");
     }
 }

@@ -10,7 +10,9 @@
  *     SIGUSR2 SA_SIGINFO|SA_NODEFER|SA_RESETHAND, SIGRTMIN+5 a plain
  *     handler blocking SIGINT, SIGTERM SA_SIGINFO, SIGALRM SA_RESTART (its
  *     handler writes into a pipe whose other end a read() waits on: the
- *     read must restart, not fail with EINTR).
+ *     read must restart, not fail with EINTR), SIGTRAP SA_SIGINFO (kept while
+ *     the restore single-steps: a blocked SIGTRAP forced by a step would
+ *     be reset to SIG_DFL).
  * Prints "READY <pid>", waits for "parent-sent\n" (the parent has queued its
  * two), waits for the go line, then checks every handler's flags, mask,
  * restorer, which signals are pending in which queue, each siginfo in queue
@@ -58,6 +60,12 @@ static void on_rt5(int sig) {
     rt5_count++;
 }
 
+static void on_trap(int sig, siginfo_t *info, void *context) {
+    (void)sig;
+    (void)info;
+    (void)context;
+}
+
 static void on_alarm(int sig) {
     (void)sig;
     if (write(4, "r", 1) != 1) _exit(3);
@@ -77,7 +85,7 @@ struct expected_action {
     void *handler;
     int masks_sigint;
 };
-static struct expected_action expected[5];
+static struct expected_action expected[6];
 static void *restorer_at_setup;
 
 static int install(int index, int signal, int flags, void *handler, int mask_sigint) {
@@ -159,7 +167,7 @@ int main(void) {
     if (install(0, SIGUSR1, SA_SIGINFO | SA_RESTART | SA_ONSTACK, (void *)on_usr1, 0) ||
         install(1, SIGUSR2, SA_SIGINFO | SA_NODEFER | SA_RESETHAND, (void *)on_usr2, 0) ||
         install(2, SIGRTMIN + 5, 0, (void *)on_rt5, 1) || install(3, SIGTERM, SA_SIGINFO, (void *)on_term, 0) ||
-        install(4, SIGALRM, SA_RESTART, (void *)on_alarm, 0))
+        install(4, SIGALRM, SA_RESTART, (void *)on_alarm, 0) || install(5, SIGTRAP, SA_SIGINFO, (void *)on_trap, 0))
         return fail("sigaction");
     if (kill(self_pid, SIGUSR1) || queue_to_self(SIGRTMIN + 5, 5) || queue_to_self(SIGRTMIN + 2, 111) ||
         queue_to_self(SIGRTMIN + 2, 222) || queue_to_self(SIGRTMIN + 2, 333))
@@ -176,7 +184,7 @@ int main(void) {
 
     /* Nothing was delivered across the checkpoint: every one is blocked. */
     if (usr1_count || usr2_count || rt5_count || term_count) return fail("a blocked signal was delivered");
-    for (int index = 0; index < 5; index++) {
+    for (int index = 0; index < 6; index++) {
         struct sigaction now;
         if (sigaction(expected[index].signal, NULL, &now) != 0) return fail("sigaction read");
         void *handler = (now.sa_flags & SA_SIGINFO) ? (void *)now.sa_sigaction : (void *)now.sa_handler;
