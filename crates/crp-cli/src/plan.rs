@@ -177,6 +177,11 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         "setting a disposition to SIG_IGN discards the signal's pending instances",
     ),
     (
+        PROCESS_ATTRIBUTES,
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        "the process writes its own loginuid with crp's CAP_AUDIT_CONTROL",
+    ),
+    (
         <crp_compound::rlimits::ResourceLimits as Persist>::KIND,
         <crp_compound::creds::Credentials as Persist>::KIND,
         "raising a hard limit needs crp's privileges",

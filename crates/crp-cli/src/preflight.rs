@@ -119,6 +119,17 @@ pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpErro
     {
         blockers.push(blocker("a process using user shadow stacks (CET)", format!("x86_Thread_features {features}")));
     }
+    // Readable only once crp traces the process; a kernel without the
+    // feature (EINVAL, EIO) has it off.
+    if phase == Phase::Frozen
+        && let Ok(mode) = crp_ptrace::sys::syscall_user_dispatch_mode(nix::unistd::Pid::from_raw(pid))
+        && mode != 0
+    {
+        blockers.push(blocker(
+            "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH)",
+            format!("mode {mode}, seen at the freeze"),
+        ));
+    }
     let children_path = format!("/proc/{pid}/task/{pid}/children");
     let children = std::fs::read_to_string(&children_path)
         .map_err(|source| access::proc_error(pid, procfs::ProcError::Read { path: children_path.into(), source }))?;
@@ -133,9 +144,16 @@ pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpErro
 /// refuses, and the first refusal of each other kind.
 pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
     let mut blockers = crp_compound::namespaces::preflight(pid).map_err(lift(pid))?;
+    blockers.extend(crp_compound::defaults::preflight(pid).map_err(lift(pid))?);
     let maps = procfs::smaps(pid).map_err(|error| access::proc_error(pid, error))?;
     for entry in &maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
+            continue;
+        }
+        // PR_SET_VMA_ANON_NAME: the name is not restored yet.
+        if entry.name.starts_with("[anon:") || entry.name.starts_with("[anon_shmem:") {
+            let location = format!("[{:#x}, {:#x}) {}", entry.start, entry.end, entry.name);
+            blockers.push(Unsupported { what: "a named anonymous mapping (PR_SET_VMA_ANON_NAME)".into(), location });
             continue;
         }
         if let Some(refusal) = crp_compound::vma::Mapping::from_maps(entry).refusal() {

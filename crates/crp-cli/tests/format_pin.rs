@@ -61,6 +61,7 @@ fn reference_image() -> ProcessImage {
                 machine_check_kill: 1,
                 tsc: 1,
                 speculation: vec![5, 0, 0],
+                cpuid_faulting: true,
                 parent_death_signal: ParentDeathSignal(28),
             },
             pending_signals: ThreadPendingSignals { queue: vec![QueuedSignal { siginfo: [12; 128] }] },
@@ -209,6 +210,10 @@ fn reference_image() -> ProcessImage {
             oom_score_adj: 400,
             child_subreaper: true,
             memory_deny_write_execute: 0,
+            xsave_permissions: 0x6_02e7,
+            coredump_filter: 0x7f,
+            login_uid: Some(1000),
+            futex_hash_slots: 16,
         },
         pending_signals: SharedPendingSignals { queue: vec![QueuedSignal { siginfo: [7; 128] }] },
         posix_timers: PosixTimers {

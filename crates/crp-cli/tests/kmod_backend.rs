@@ -219,23 +219,26 @@ fn python3_mid_computation_across_back_ends() {
 #[test]
 #[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
 fn descriptor_kinds_across_back_ends() {
-    let directory = tempfile::tempdir().unwrap();
-    let watched = directory.path().to_string_lossy().into_owned();
-    let cases: [(&str, &[&str], &str, &str); 9] = [
-        ("fd_pipes", &["inside"], "go\n", "pipes"),
-        ("fd_sockets", &["pairs"], "go\n", "pairs"),
-        ("fd_epoll", &["epoll"], "go\n", "epoll"),
-        ("fd_epoll", &["inotify", &watched], "go\n", "inotify"),
-        ("fd_files", &["fifo", &watched], "go\n", "fifo"),
-        ("fd_files", &["deleted", &watched], "go\n", "deleted"),
-        ("fd_files", &["memfd", &watched], "go\n", "memfd"),
-        ("fd_owner", &[], "restored\n", "owners restored"),
-        ("fd_events", &[], "restored\n", "events restored"),
+    // (program, mode, whether it works in a directory of its own, input, what it says)
+    let cases: [(&str, Option<&str>, bool, &str, &str); 9] = [
+        ("fd_pipes", Some("inside"), false, "go\n", "pipes"),
+        ("fd_sockets", Some("pairs"), false, "go\n", "pairs"),
+        ("fd_epoll", Some("epoll"), false, "go\n", "epoll"),
+        ("fd_epoll", Some("inotify"), true, "go\n", "inotify"),
+        ("fd_files", Some("fifo"), true, "go\n", "fifo"),
+        ("fd_files", Some("deleted"), true, "go\n", "deleted"),
+        ("fd_files", Some("memfd"), true, "go\n", "memfd"),
+        ("fd_owner", None, false, "restored\n", "owners restored"),
+        ("fd_events", None, false, "restored\n", "events restored"),
     ];
     for (dump_with, restore_with) in [("kmod", "kmod"), ("kmod", "userspace"), ("userspace", "kmod")] {
-        for (program, arguments, input, said) in cases {
+        for (program, mode, in_directory, input, said) in cases {
+            let directory = tempfile::tempdir().unwrap();
             let mut command = Command::new(c_program(program));
-            command.args(arguments);
+            command.args(mode);
+            if in_directory {
+                command.arg(directory.path());
+            }
             let mut subject = Subject::spawn(command);
             let image = directory.path().join(format!("{program}.crp"));
             dump_ok(subject.pid, &image, &backend(dump_with));
@@ -246,7 +249,7 @@ fn descriptor_kinds_across_back_ends() {
             }
             let output = restore(&image, &backend(restore_with), input);
             let stdout = stdout_of(&output);
-            let context = format!("{program} {arguments:?}, {dump_with} to {restore_with}");
+            let context = format!("{program} {mode:?}, {dump_with} to {restore_with}");
             assert!(output.status.success(), "{context}: {stdout}{}", stderr_of(&output));
             assert_eq!(stdout, format!("OK pid={} {said}\n", subject.pid), "{context}");
         }

@@ -165,11 +165,13 @@ fn thread_attributes() -> impl Strategy<Value = ThreadAttributes> {
     (
         (".{0,15}", vec(any::<u32>(), 0..8), scheduling()),
         (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), vec(any::<u64>(), 0..4), any::<u32>()),
+        any::<bool>(),
     )
         .prop_map(
             |(
                 (comm, cpu_affinity, scheduling),
                 (timer_slack_ns, io_priority, machine_check_kill, tsc, speculation, signal),
+                cpuid_faulting,
             )| ThreadAttributes {
                 comm,
                 cpu_affinity,
@@ -179,23 +181,33 @@ fn thread_attributes() -> impl Strategy<Value = ThreadAttributes> {
                 machine_check_kill,
                 tsc,
                 speculation,
+                cpuid_faulting,
                 parent_death_signal: ParentDeathSignal(signal),
             },
         )
 }
 
 fn process_attributes() -> impl Strategy<Value = ProcessAttributes> {
-    (any::<u64>(), any::<u64>(), any::<i32>(), any::<bool>(), any::<u64>()).prop_map(
-        |(thp_disable, membarrier_registrations, oom_score_adj, child_subreaper, memory_deny_write_execute)| {
-            ProcessAttributes {
+    (
+        (any::<u64>(), any::<u64>(), any::<i32>(), any::<bool>(), any::<u64>()),
+        (any::<u64>(), any::<u32>(), proptest::option::of(any::<u32>()), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (thp_disable, membarrier_registrations, oom_score_adj, child_subreaper, memory_deny_write_execute),
+                (xsave_permissions, coredump_filter, login_uid, futex_hash_slots),
+            )| ProcessAttributes {
                 thp_disable,
                 membarrier_registrations,
                 oom_score_adj,
                 child_subreaper,
                 memory_deny_write_execute,
-            }
-        },
-    )
+                xsave_permissions,
+                coredump_filter,
+                login_uid,
+                futex_hash_slots,
+            },
+        )
 }
 
 fn task() -> impl Strategy<Value = TaskIdentity> {

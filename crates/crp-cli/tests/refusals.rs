@@ -379,3 +379,36 @@ fn a_process_in_namespaces_of_its_own_is_refused_naming_each() {
     assert!(stdout.contains("a process in another network namespace than crp's: ns/net net:["), "{stdout}");
     assert_dump_refused(&mut subject, "network namespace");
 }
+
+#[test]
+fn a_numa_memory_policy_of_a_mapping_is_refused() {
+    let mut subject = python(
+        "import ctypes, mmap, os, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         region = mmap.mmap(-1, 8192, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n\
+         address = ctypes.addressof(ctypes.c_char.from_buffer(region))\n\
+         node_zero = ctypes.c_ulong(1)\n\
+         # mbind(address, 4096, MPOL_BIND, {node 0}, 64, 0)\n\
+         assert libc.syscall(237, ctypes.c_void_p(address), ctypes.c_ulong(4096), 2, ctypes.byref(node_zero), ctypes.c_ulong(64), 0) == 0\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(&mut subject, "a NUMA memory policy of a mapping (mbind) (numa_maps ");
+}
+
+#[test]
+fn syscall_user_dispatch_is_refused_at_the_freeze_and_the_process_runs_on() {
+    let mut subject = python(
+        "import ctypes, os, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         selector = ctypes.c_char(b'\\x00')  # SYSCALL_DISPATCH_FILTER_ALLOW: syscalls run as usual\n\
+         # prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, 0, 0, &selector)\n\
+         assert libc.prctl(59, 1, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.byref(selector)) == 0, ctypes.get_errno()\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+    );
+    assert_dump_refused(
+        &mut subject,
+        "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH) (mode 1, seen at the freeze)",
+    );
+}

@@ -329,13 +329,20 @@ fn thread_and_process_attributes_survive_a_restore() {
     assert_eq!(attributes["child_subreaper"], true);
     assert_eq!(attributes["memory_deny_write_execute"], 1);
     assert_eq!(attributes["membarrier_registrations"]["names"][0], "MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED");
+    assert_eq!(attributes["coredump_filter"], 0x7f);
+    assert_eq!(attributes["futex_hash_slots"], 16);
+    let amx = std::fs::read_to_string("/proc/cpuinfo").unwrap().contains(" amx_tile");
+    assert_eq!(attributes["amx_permitted"], amx, "the subject asks for AMX where the CPU has it");
     let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
     assert!(text.contains("oom_score_adj 400") && text.contains("SCHED_BATCH nice 7"), "{text}");
+    assert!(text.contains("coredump_filter 0x7f"), "{text}");
 
     let output = restore(&image, &[], "go\n");
     let stdout = stdout_of(&output);
     assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
     assert!(stdout.starts_with(&format!("OK pid={} attributes kept", subject.pid)), "{stdout}");
+    assert!(stdout.contains(&format!("amx {}", u8::from(amx))), "{stdout}");
+    assert!(stdout.contains("futex hash 1"), "this kernel (6.17+) has private futex hashes: {stdout}");
 }
 
 /// An oom_score_adj below what crp restore may set without CAP_SYS_RESOURCE

@@ -4,10 +4,13 @@
 //! (cwd, umask: [`task`]), per-thread attributes (comm, affinity,
 //! scheduling...: [`thread_attrs`]) and process attributes (THP disable,
 //! membarrier, oom_score_adj...: [`process_attrs`]); [`namespaces`] refuses
-//! a process outside crp's own. Each module captures its state from a
+//! a process outside crp's own, [`defaults`] one whose attributes crp does
+//! not restore hold other values than their defaults. Each module captures its state from a
 //! stopped process and re-establishes it in the process being restored.
 
+pub mod audit;
 pub mod creds;
+pub mod defaults;
 mod error;
 pub mod files;
 pub mod mm;

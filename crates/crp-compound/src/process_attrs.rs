@@ -1,10 +1,13 @@
 //! Attributes Linux keeps for the whole process (its mm or signal struct)
 //! that no other kind covers: transparent huge pages disabled
 //! (PR_SET_THP_DISABLE), membarrier registrations, oom_score_adj, the
-//! child-subreaper flag and memory-deny-write-execute (PR_SET_MDWE). The
-//! getters are injected (each answers only for the calling process), and
-//! so are the setters; oom_score_adj is read from the /proc snapshot and
-//! written by crp into /proc/PID/oom_score_adj.
+//! child-subreaper flag, memory-deny-write-execute (PR_SET_MDWE), the
+//! permission to use AMX tile data (ARCH_REQ_XCOMP_PERM), the core-dump
+//! filter and the audit login uid. The getters are injected (each answers
+//! only for the calling process), and so are the setters; oom_score_adj,
+//! coredump_filter and loginuid are read from the /proc snapshot; crp
+//! writes the first two into /proc/PID, the process its own loginuid (the
+//! kernel lets only a process itself write it, with CAP_AUDIT_CONTROL).
 //!
 //! Refused at dump: KSM merging of the whole process (PR_SET_MEMORY_MERGE
 //! needs CAP_SYS_RESOURCE), and, on a kernel without
@@ -44,6 +47,17 @@ const MEMBARRIER_REGISTRATIONS: [(u64, &str); 4] = [
     (1 << 8, "MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ"),
 ];
 
+const PR_FUTEX_HASH: u64 = 78;
+const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
+const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+/// The XSAVE features a process must ask permission for (AMX tile data).
+const XFEATURE_XTILEDATA: u64 = 18;
+/// `/proc/PID/loginuid` of a process outside any login session.
+pub const LOGIN_UID_UNSET: u32 = u32::MAX;
+const LOGIN_UID_SELF: &str = "/proc/self/loginuid";
+
 const OOM_SCORE_ADJ_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 const OOM_SCORE_ADJ_SELF: &str = "/proc/self/oom_score_adj";
 
@@ -60,10 +74,21 @@ pub struct ProcessAttributes {
     pub child_subreaper: bool,
     /// PR_GET_MDWE: PR_MDWE_REFUSE_EXEC_GAIN (1), PR_MDWE_NO_INHERIT (2).
     pub memory_deny_write_execute: u64,
+    /// ARCH_GET_XCOMP_PERM: the XSAVE features the process may use; AMX
+    /// tile data only once it asked.
+    pub xsave_permissions: u64,
+    /// /proc/PID/coredump_filter: which mappings a core dump holds.
+    pub coredump_filter: u32,
+    /// /proc/PID/loginuid ([`LOGIN_UID_UNSET`] outside a login session);
+    /// `None` on a kernel without audit.
+    pub login_uid: Option<u32>,
+    /// PR_FUTEX_HASH_GET_SLOTS: the slots of its private futex hash set
+    /// with PR_FUTEX_HASH_SET_SLOTS; 0 for the kernel's choice.
+    pub futex_hash_slots: u64,
 }
 
 impl ProcessAttributes {
-    fn capture_from(tracee: &mut dyn Tracee, oom_score_adj: i32) -> Result<Self, CompoundError> {
+    fn capture_from(tracee: &mut dyn Tracee, from_proc: FromProc) -> Result<Self, CompoundError> {
         let mut scratch = tracee.scratch();
         let word = scratch.reserve(8);
         scratch.commit(tracee)?;
@@ -88,13 +113,34 @@ impl ProcessAttributes {
             }
             .into());
         }
+        let args = [ARCH_GET_XCOMP_PERM, word, 0, 0, 0, 0];
+        // Kernels before 5.16 (no dynamic XSAVE features) refuse the request: nothing to ask for.
+        let xsave_permissions = if tracee.raw_syscall(libc::SYS_arch_prctl, args)? == 0 {
+            let mut mask = [0u8; 8];
+            tracee.read_memory(word, &mut mask)?;
+            u64::from_le_bytes(mask)
+        } else {
+            0
+        };
+        // Kernels before 6.17 have no private futex hash (EINVAL).
+        let args = [PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0, 0];
+        let futex_hash_slots = u64::try_from(tracee.raw_syscall(libc::SYS_prctl, args)?).unwrap_or(0);
         Ok(Self {
             thp_disable,
             membarrier_registrations,
-            oom_score_adj,
+            oom_score_adj: from_proc.oom_score_adj,
             child_subreaper: u32::from_le_bytes(subreaper) != 0,
             memory_deny_write_execute,
+            xsave_permissions,
+            coredump_filter: from_proc.coredump_filter,
+            login_uid: from_proc.login_uid,
+            futex_hash_slots,
         })
+    }
+
+    /// It asked for AMX tile data (ARCH_REQ_XCOMP_PERM).
+    pub fn amx_permitted(&self) -> bool {
+        self.xsave_permissions & (1 << XFEATURE_XTILEDATA) != 0
     }
 
     /// The names of the membarrier registrations.
@@ -119,6 +165,16 @@ impl ProcessAttributes {
         if !OOM_SCORE_ADJ_RANGE.contains(&self.oom_score_adj) {
             return Err(Invalid::new("oom_score_adj", format!("{} is not in -1000..=1000", self.oom_score_adj)));
         }
+        if let Some(uid) = self.login_uid
+            && uid != LOGIN_UID_UNSET
+            && i32::try_from(uid).is_err()
+        {
+            return Err(Invalid::new("login uid", format!("{uid} is not a uid")));
+        }
+        if self.futex_hash_slots == 1 || !(self.futex_hash_slots == 0 || self.futex_hash_slots.is_power_of_two()) {
+            let detail = format!("{} is not a power of two the kernel takes", self.futex_hash_slots);
+            return Err(Invalid::new("futex hash slots", detail));
+        }
         if self.memory_deny_write_execute & !MDWE_FLAGS != 0 {
             let detail = format!("{:#x} holds unknown flags", self.memory_deny_write_execute);
             return Err(Invalid::new("memory-deny-write-execute", detail));
@@ -138,11 +194,41 @@ impl ProcessAttributes {
         let args = [PR_SET_CHILD_SUBREAPER, u64::from(self.child_subreaper), 0, 0, 0, 0];
         tracee.syscall("prctl(PR_SET_CHILD_SUBREAPER)", libc::SYS_prctl, args)?;
         self.restore_oom_score_adj(tracee)?;
+        tracee.write_proc_file("coredump_filter", format!("{:#x}\n", self.coredump_filter).as_bytes())?;
+        if self.amx_permitted() {
+            let args = [ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, 0, 0, 0, 0];
+            tracee.syscall("arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)", libc::SYS_arch_prctl, args)?;
+        }
+        self.restore_login_uid(tracee)?;
+        if self.futex_hash_slots != 0 {
+            let args = [PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, self.futex_hash_slots, 0, 0, 0];
+            tracee.syscall("prctl(PR_FUTEX_HASH_SET_SLOTS)", libc::SYS_prctl, args)?;
+        }
         if self.memory_deny_write_execute != 0 {
             let args = [PR_SET_MDWE, self.memory_deny_write_execute, 0, 0, 0, 0];
             tracee.syscall("prctl(PR_SET_MDWE)", libc::SYS_prctl, args)?;
         }
         Ok(())
+    }
+
+    /// The process writes its own /proc/self/loginuid (no other process
+    /// may), with crp's CAP_AUDIT_CONTROL, when it is not the one it
+    /// inherited from crp ([`login_uid_settable`] checked crp may).
+    fn restore_login_uid(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+        let Some(uid) = self.login_uid else { return Ok(()) };
+        if own_login_uid().ok().flatten() == Some(uid) {
+            return Ok(());
+        }
+        let mut scratch = tracee.scratch();
+        let path = scratch.push(format!("{LOGIN_UID_SELF}\0").as_bytes());
+        let text = uid.to_string();
+        let value = scratch.push(text.as_bytes());
+        scratch.commit(tracee)?;
+        let args = [crp_ptrace::arg(libc::AT_FDCWD), path, crp_ptrace::arg(libc::O_WRONLY | libc::O_CLOEXEC), 0, 0, 0];
+        let fd = tracee.syscall("openat(/proc/self/loginuid)", libc::SYS_openat, args)?;
+        let written = tracee.syscall("write(loginuid)", libc::SYS_write, [fd, value, text.len() as u64, 0, 0, 0]);
+        tracee.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        written.map(drop)
     }
 
     /// Written by crp into /proc/PID/oom_score_adj: the process may by then
@@ -153,6 +239,56 @@ impl ProcessAttributes {
     fn restore_oom_score_adj(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         tracee.write_proc_file("oom_score_adj", format!("{}\n", self.oom_score_adj).as_bytes())
     }
+}
+
+/// What the capture takes from the /proc snapshot.
+struct FromProc {
+    oom_score_adj: i32,
+    coredump_filter: u32,
+    login_uid: Option<u32>,
+}
+
+impl FromProc {
+    fn parse(proc: &crp_ptrace::procfs::Snapshot) -> Result<Self, CompoundError> {
+        let pid = proc.pid;
+        let malformed = |name: &str, text: &str| CompoundError::Malformed {
+            path: format!("/proc/{pid}/{name}").into(),
+            reason: format!("not a number: {text:?}"),
+        };
+        let filter = proc.coredump_filter.trim_end_matches('\n');
+        let login = proc.loginuid.trim_end_matches('\n');
+        Ok(Self {
+            oom_score_adj: parse_oom_score_adj(pid, &proc.oom_score_adj)?,
+            coredump_filter: u32::from_str_radix(filter, 16).map_err(|_| malformed("coredump_filter", filter))?,
+            login_uid: match login {
+                "" => None,
+                text => Some(text.parse().map_err(|_| malformed("loginuid", text))?),
+            },
+        })
+    }
+}
+
+/// crp's own login uid, `None` on a kernel without audit.
+pub fn own_login_uid() -> Result<Option<u32>, CompoundError> {
+    match std::fs::read_to_string(LOGIN_UID_SELF) {
+        Ok(text) => text.trim_end_matches('\n').parse().map(Some).map_err(|_| CompoundError::Malformed {
+            path: LOGIN_UID_SELF.into(),
+            reason: format!("not a number: {text:?}"),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(CompoundError::io("read", LOGIN_UID_SELF)(error)),
+    }
+}
+
+/// Whether the restored process may be given login uid `uid`: it is the
+/// one it inherits from crp, or crp has CAP_AUDIT_CONTROL to change it.
+pub fn login_uid_settable(uid: Option<u32>) -> Result<bool, CompoundError> {
+    const CAP_AUDIT_CONTROL: u32 = 30;
+    let Some(uid) = uid else { return Ok(true) };
+    if own_login_uid()?.is_none_or(|own| own == uid) {
+        return Ok(true);
+    }
+    Ok(crate::creds::own_status().is_ok_and(|own| own.cap_effective & (1 << CAP_AUDIT_CONTROL) != 0))
 }
 
 /// MEMBARRIER_CMD_GET_REGISTRATIONS, injected; 0 when the kernel has no
@@ -215,12 +351,13 @@ pub fn own_oom_score_adj() -> Result<i32, CompoundError> {
 }
 
 impl Persist for ProcessAttributes {
-    const KIND: &'static str = "process attributes (THP disable, membarrier, oom_score_adj, subreaper, MDWE)";
+    const KIND: &'static str =
+        "process attributes (THP disable, membarrier, oom_score_adj, subreaper, MDWE, AMX, coredump_filter, loginuid)";
     type Error = CompoundError;
 
     fn capture(context: &mut Capture<'_>) -> Result<Self, CompoundError> {
-        let oom_score_adj = parse_oom_score_adj(context.proc.pid, &context.proc.oom_score_adj)?;
-        Self::capture_from(context.tracee, oom_score_adj)
+        let from_proc = FromProc::parse(context.proc)?;
+        Self::capture_from(context.tracee, from_proc)
     }
 
     /// After the memory (PR_SET_MDWE refuses later executable mappings).
@@ -251,6 +388,10 @@ mod tests {
             (libc::SYS_prctl, PR_GET_MDWE) => 1,
             (libc::SYS_prctl, PR_GET_MEMORY_MERGE) => -i64::from(libc::EINVAL),
             (libc::SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS) => 1 << 4,
+            (libc::SYS_arch_prctl, ARCH_GET_XCOMP_PERM) => {
+                memory.write(call.args[1], &0x6_02e7u64.to_le_bytes());
+                0
+            }
             _ => 0,
         });
         let attributes = capture(&mut process, "400\n").unwrap();
@@ -259,6 +400,8 @@ mod tests {
         assert_eq!(attributes.oom_score_adj, 400);
         assert!(attributes.child_subreaper);
         assert_eq!(attributes.memory_deny_write_execute, 1);
+        assert_eq!(attributes.xsave_permissions, 0x6_02e7);
+        assert_eq!((attributes.coredump_filter, attributes.login_uid), (0x33, Some(LOGIN_UID_UNSET)));
         attributes.check().unwrap();
         assert!(capture(&mut FakeTracee::default(), "x\n").unwrap_err().to_string().contains("oom_score_adj"));
     }
@@ -294,6 +437,10 @@ mod tests {
             oom_score_adj: 400,
             child_subreaper: true,
             memory_deny_write_execute: 1,
+            xsave_permissions: 0x6_02e7,
+            coredump_filter: 0x7f,
+            login_uid: own_login_uid().unwrap(),
+            futex_hash_slots: 16,
         };
         let mut restored = FakeTracee::default();
         attributes.restore(&mut Restore::new(&mut restored)).unwrap();
@@ -303,8 +450,15 @@ mod tests {
         assert_eq!(commands, [1 << 4, 1 << 8]);
         let subreaper = restored.calls.iter().find(|call| call.args[0] == PR_SET_CHILD_SUBREAPER).unwrap();
         assert_eq!(subreaper.args[1], 1);
-        assert_eq!(restored.proc_writes, [("oom_score_adj".to_owned(), b"400\n".to_vec())]);
+        assert_eq!(
+            restored.proc_writes,
+            [("oom_score_adj".to_owned(), b"400\n".to_vec()), ("coredump_filter".to_owned(), b"0x7f\n".to_vec())]
+        );
         assert!(restored.calls_of(libc::SYS_openat).is_empty(), "not opened by the process itself");
+        let futex = restored.calls.iter().find(|call| call.args[0] == PR_FUTEX_HASH).unwrap();
+        assert_eq!(futex.args[1..3], [PR_FUTEX_HASH_SET_SLOTS, 16]);
+        let amx = restored.calls_of(libc::SYS_arch_prctl);
+        assert_eq!(amx.iter().map(|call| call.args[..2].to_vec()).collect::<Vec<_>>(), [vec![0x1023, 18]]);
         let last = restored.calls.last().unwrap();
         assert_eq!(last.args[..2], [PR_SET_MDWE, 1], "MDWE last");
     }
@@ -316,8 +470,12 @@ mod tests {
         let thp = restored.calls.iter().find(|call| call.args[0] == PR_SET_THP_DISABLE).unwrap();
         assert_eq!(thp.args[1..3], [0, 0]);
         assert!(restored.calls_of(libc::SYS_membarrier).is_empty());
-        assert_eq!(restored.proc_writes, [("oom_score_adj".to_owned(), b"0\n".to_vec())]);
+        assert_eq!(
+            restored.proc_writes,
+            [("oom_score_adj".to_owned(), b"0\n".to_vec()), ("coredump_filter".to_owned(), b"0x0\n".to_vec())]
+        );
         assert!(restored.calls.iter().all(|call| call.args[0] != PR_SET_MDWE), "MDWE cannot be unset, nor was set");
+        assert!(restored.calls_of(libc::SYS_arch_prctl).is_empty(), "no AMX permission asked for");
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::valid::Invalid;
 
 /// Longest comm accepted: `TASK_COMM_LEN` is 16 today (15 bytes and a NUL);
 /// some room is left for kernels that widen it.
+/// arch_prctl codes of cpuid faulting.
+const ARCH_GET_CPUID: u64 = 0x1011;
+const ARCH_SET_CPUID: u64 = 0x1012;
 const MAX_COMM_BYTES: usize = 63;
 /// The buffer PR_GET_NAME fills (`TASK_COMM_LEN`), with room to spare.
 const NAME_BUFFER: usize = 64;
@@ -217,6 +220,8 @@ pub struct ThreadAttributes {
     /// branch, L1D flush); 0 when the CPU is not affected or the kernel
     /// does not know the control.
     pub speculation: Vec<u64>,
+    /// ARCH_SET_CPUID 0: the cpuid instruction faults (SIGSEGV).
+    pub cpuid_faulting: bool,
     pub parent_death_signal: ParentDeathSignal,
 }
 
@@ -234,6 +239,7 @@ impl ThreadAttributes {
         let mask = scratch.reserve(AFFINITY_BUFFER);
         let attr = scratch.reserve(SCHED_ATTR_SIZE);
         let word = scratch.reserve(8);
+        let memory_policy = scratch.reserve(8);
         scratch.commit(tracee)?;
 
         let prctl = |tracee: &mut dyn Tracee, name: &'static str, args: [u64; 5]| {
@@ -301,6 +307,20 @@ impl ThreadAttributes {
                 .into());
             }
         }
+        // The thread's NUMA memory policy (set_mempolicy): MPOL_DEFAULT (0)
+        // unless it set one; a kernel without NUMA has nothing else.
+        if tracee.raw_syscall(libc::SYS_get_mempolicy, [memory_policy, 0, 0, 0, 0, 0])? == 0 {
+            let policy = read_u32(tracee, memory_policy)?;
+            if policy != 0 {
+                return Err(Unsupported {
+                    what: "a NUMA memory policy (set_mempolicy)".into(),
+                    location: format!("get_mempolicy mode {policy}"),
+                }
+                .into());
+            }
+        }
+        // ARCH_GET_CPUID: 1 when cpuid runs, 0 when it faults.
+        let cpuid_faulting = tracee.raw_syscall(libc::SYS_arch_prctl, [ARCH_GET_CPUID, 0, 0, 0, 0, 0])? == 0;
         Ok(Self {
             comm,
             cpu_affinity,
@@ -310,6 +330,7 @@ impl ThreadAttributes {
             machine_check_kill: u32::try_from(machine_check_kill).unwrap_or(MCE_KILL_DEFAULT),
             tsc,
             speculation,
+            cpuid_faulting,
             parent_death_signal: ParentDeathSignal::capture_from(tracee)?,
         })
     }
@@ -408,6 +429,9 @@ impl ThreadAttributes {
         };
         tracee.syscall("prctl(PR_MCE_KILL)", libc::SYS_prctl, machine_check)?;
         tracee.syscall("prctl(PR_SET_TSC)", libc::SYS_prctl, [PR_SET_TSC, u64::from(self.tsc), 0, 0, 0, 0])?;
+        if self.cpuid_faulting {
+            tracee.syscall("arch_prctl(ARCH_SET_CPUID, 0)", libc::SYS_arch_prctl, [ARCH_SET_CPUID, 0, 0, 0, 0, 0])?;
+        }
         self.restore_speculation(tracee)
     }
 
@@ -650,6 +674,31 @@ mod tests {
         let mut secure = FakeTracee::answering(|call, _| i64::from(call.args[0] == PR_GET_SECUREBITS) * 0x11);
         let refusal = capture(&mut secure).unwrap_err().to_string();
         assert!(refusal.contains("securebits") && refusal.contains("0x11"), "{refusal}");
+    }
+
+    #[test]
+    fn cpuid_faulting_comes_back_and_a_numa_policy_is_refused() {
+        let mut faulting = FakeTracee::answering(|call, memory| match (call.number, call.args[0]) {
+            (libc::SYS_arch_prctl, ARCH_GET_CPUID) => 0,
+            (libc::SYS_get_mempolicy, _) => -i64::from(libc::ENOSYS),
+            _ => answer(call, memory),
+        });
+        let attributes = capture(&mut faulting).unwrap();
+        assert!(attributes.cpuid_faulting);
+        let attributes = ThreadAttributes { speculation: Vec::new(), ..attributes };
+        let mut restored = FakeTracee::default();
+        attributes.restore(&mut Restore::new(&mut restored)).unwrap();
+        assert!(restored.calls_of(libc::SYS_arch_prctl).iter().any(|call| call.args[..2] == [ARCH_SET_CPUID, 0]));
+
+        let mut bound = FakeTracee::answering(|call, memory| {
+            if call.number == libc::SYS_get_mempolicy {
+                memory.write(call.args[0], &2u32.to_le_bytes()); // MPOL_BIND
+                return 0;
+            }
+            answer(call, memory)
+        });
+        let refusal = capture(&mut bound).unwrap_err().to_string();
+        assert!(refusal.contains("NUMA memory policy") && refusal.contains("mode 2"), "{refusal}");
     }
 
     #[test]

@@ -194,6 +194,8 @@ pub fn snapshot() -> crate::procfs::Snapshot {
         cwd: "/srv",
         exe: "/usr/bin/fake",
         oom_score_adj: "0\n",
+        coredump_filter: "00000033\n",
+        loginuid: "4294967295",
         timers: "",
     };
     crate::procfs::Snapshot::parse(FakeTracee::PID, texts).expect("the fake's own texts parse")

@@ -161,6 +161,26 @@ pub fn get_rseq_configuration(pid: Pid) -> Result<RseqConfiguration, Errno> {
     Errno::result(result).map(|_| configuration)
 }
 
+/// `PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG`.
+const PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG: libc::c_uint = 0x4211;
+
+/// The syscall user dispatch mode of a stopped tracee
+/// (`PR_SET_SYSCALL_USER_DISPATCH`: 0 off, 1 on).
+pub fn syscall_user_dispatch_mode(pid: Pid) -> Result<u64, Errno> {
+    // `struct ptrace_sud_config { mode, selector, offset, len }`.
+    let mut configuration = [0u64; 4];
+    // SAFETY: the kernel writes at most `addr` bytes, the size of `configuration`.
+    let result = unsafe {
+        libc::ptrace(
+            PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG,
+            pid.as_raw(),
+            std::mem::size_of_val(&configuration) as *mut libc::c_void,
+            configuration.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(result).map(|_| configuration[0])
+}
+
 /// Reads tracee memory with `process_vm_readv`, falling back to
 /// `/proc/PID/mem` for pages the tracee itself cannot read (PROT_NONE).
 #[doc(alias = "process_vm_readv")]

@@ -131,6 +131,8 @@ pub struct ThreadSummary {
     /// `enabled` or `sigsegv` (PR_GET_TSC).
     pub tsc: &'static str,
     pub speculation: Vec<SpeculationSummary>,
+    /// cpuid faults (ARCH_SET_CPUID 0).
+    pub cpuid_faulting: bool,
     /// 0 when none.
     pub parent_death_signal: u32,
 }
@@ -145,6 +147,16 @@ pub struct ProcessAttributesSummary {
     pub child_subreaper: bool,
     /// PR_GET_MDWE flags.
     pub memory_deny_write_execute: u64,
+    /// ARCH_GET_XCOMP_PERM: the XSAVE features it may use.
+    pub xsave_permissions: u64,
+    /// It asked for AMX tile data (ARCH_REQ_XCOMP_PERM), asked again at restore.
+    pub amx_permitted: bool,
+    /// /proc/PID/coredump_filter.
+    pub coredump_filter: u32,
+    /// The audit login uid (4294967295: none); null on a kernel without audit.
+    pub login_uid: Option<u32>,
+    /// Slots of its private futex hash it set (PR_FUTEX_HASH); 0: the kernel's choice.
+    pub futex_hash_slots: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -772,6 +784,11 @@ fn process_attributes(attributes: &crp_compound::process_attrs::ProcessAttribute
         oom_score_adj: attributes.oom_score_adj,
         child_subreaper: attributes.child_subreaper,
         memory_deny_write_execute: attributes.memory_deny_write_execute,
+        xsave_permissions: attributes.xsave_permissions,
+        amx_permitted: attributes.amx_permitted(),
+        coredump_filter: attributes.coredump_filter,
+        login_uid: attributes.login_uid,
+        futex_hash_slots: attributes.futex_hash_slots,
     }
 }
 
@@ -808,6 +825,7 @@ fn thread(thread: &crate::model::ThreadState) -> ThreadSummary {
             _ => "default",
         },
         tsc: if attributes.tsc == crp_compound::thread_attrs::TSC_ENABLE { "enabled" } else { "sigsegv" },
+        cpuid_faulting: attributes.cpuid_faulting,
         speculation: attributes
             .speculation_controls()
             .map(|(control, value)| SpeculationSummary { control, value })

@@ -235,6 +235,21 @@ fn process(out: &mut String, summary: &ImageSummary) {
         attributes.child_subreaper,
         attributes.memory_deny_write_execute
     );
+    let _ = writeln!(
+        out,
+        "           coredump_filter {:#x}, login uid {}, AMX tile data {}, futex hash {}",
+        attributes.coredump_filter,
+        match attributes.login_uid {
+            None => "(no audit)".to_owned(),
+            Some(crp_compound::process_attrs::LOGIN_UID_UNSET) => "none".to_owned(),
+            Some(uid) => uid.to_string(),
+        },
+        if attributes.amx_permitted { "permitted" } else { "not asked for" },
+        match attributes.futex_hash_slots {
+            0 => "the kernel's".to_owned(),
+            slots => format!("{slots} slots"),
+        }
+    );
     for thread in &summary.threads {
         let scheduling = &thread.scheduling;
         let priority = match scheduling.priority {
@@ -257,13 +272,14 @@ fn process(out: &mut String, summary: &ImageSummary) {
             thread.speculation.iter().map(|control| format!("{} {:#x}", control.control, control.value)).collect();
         let _ = writeln!(
             out,
-            "           parent-death signal {}, machine-check kill {}, TSC {}, speculation: {}",
+            "           parent-death signal {}, machine-check kill {}, TSC {}{}, speculation: {}",
             match thread.parent_death_signal {
                 0 => "none".to_owned(),
                 signal => crp_compound::signals::signal_name(signal.cast_signed()),
             },
             thread.machine_check_kill,
             thread.tsc,
+            if thread.cpuid_faulting { ", cpuid faults" } else { "" },
             if speculation.is_empty() { "none".to_owned() } else { speculation.join(", ") }
         );
     }

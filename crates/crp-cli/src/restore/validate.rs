@@ -177,6 +177,17 @@ fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
             advice: privilege_advice(),
         });
     }
+    let login_uid = image.attributes.login_uid;
+    if !crp_compound::process_attrs::login_uid_settable(login_uid)? {
+        return Err(CrpError::LacksPrivileges {
+            missing: format!(
+                "CAP_AUDIT_CONTROL, to give the process its audit login uid {} (crp restore's is {})",
+                login_uid.unwrap_or_default(),
+                crp_compound::process_attrs::own_login_uid()?.unwrap_or_default()
+            ),
+            advice: privilege_advice(),
+        });
+    }
     match crp_compound::rlimits::first_above(&image.rlimits, crp_ptrace::sys::own_hard_limit) {
         Some((limit, own_limit)) if !can_raise_limits => Err(CrpError::LacksPrivileges {
             missing: format!(

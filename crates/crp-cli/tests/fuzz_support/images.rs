@@ -139,6 +139,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
                 machine_check_kill: 2,
                 tsc: 1,
                 speculation: vec![0, 0, 0],
+                cpuid_faulting: false,
                 parent_death_signal: ParentDeathSignal(0),
             },
             pending_signals: Default::default(),
@@ -194,7 +195,12 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         },
         rlimits: vec![Limit { resource: 7, soft: 1024, hard: 4096 }, Limit { resource: 4, soft: 0, hard: 0 }].into(),
         timers: IntervalTimers { timers: vec![[0; 32]; 3] },
-        attributes: ProcessAttributes { membarrier_registrations: 1 << 4, ..ProcessAttributes::default() },
+        attributes: ProcessAttributes {
+            membarrier_registrations: 1 << 4,
+            coredump_filter: 0x33,
+            login_uid: Some(crp_compound::process_attrs::LOGIN_UID_UNSET),
+            ..ProcessAttributes::default()
+        },
         pending_signals: Default::default(),
         posix_timers: Default::default(),
         file_locks: Default::default(),

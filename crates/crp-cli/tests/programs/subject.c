@@ -19,7 +19,10 @@
  *       machine-check kill, store-bypass mitigation where prctl may) and
  *       process attributes (THP disabled, membarrier private expedited
  *       registered, oom_score_adj 400, child subreaper, no_new_privs,
- *       MDWE refuse-exec-gain), waits on stdin, then checks every one.
+ *       MDWE refuse-exec-gain, coredump_filter 0x7f, and where the
+ *       machine allows: AMX tile data permission, audit login uid 4242,
+ *       cpuid faulting, 16 private futex hash slots), waits on stdin, then
+ *       checks every one.
  *   subject seccomp
  *       installs an allow-everything seccomp filter, then waits on stdin.
  *   subject spin SECONDS [prof]
@@ -492,6 +495,28 @@ static int read_oom_score_adj(void) {
     return atoi(text);
 }
 
+static long read_proc_number(const char *path, int base) {
+    char text[32] = {0};
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 || read(fd, text, sizeof text - 1) <= 0) return -1;
+    close(fd);
+    return strtol(text, NULL, base);
+}
+
+static int write_proc_text(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return -1;
+    int ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+#define ARCH_GET_CPUID 0x1011
+#define ARCH_SET_CPUID 0x1012
+#define ARCH_GET_XCOMP_PERM 0x1022
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
 static int run_attributes(void) {
     if (prctl(PR_SET_NAME, "attr-subject", 0, 0, 0) != 0) return fail("PR_SET_NAME");
     cpu_set_t allowed, one;
@@ -525,6 +550,13 @@ static int run_attributes(void) {
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) return fail("PR_SET_CHILD_SUBREAPER");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("PR_SET_NO_NEW_PRIVS");
     if (prctl(PR_SET_MDWE, 1, 0, 0, 0) != 0) return fail("PR_SET_MDWE");
+    if (write_proc_text("/proc/self/coredump_filter", "0x7f") != 0) return fail("write coredump_filter");
+    /* Where the CPU has AMX, where audit lets root set it, where the CPU faults cpuid. */
+    int amx = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    int login = write_proc_text("/proc/self/loginuid", "4242") == 0;
+    int cpuid_faults = syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0) == 0;
+    /* PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS 16 (Linux 6.17+). */
+    int futex_hash = prctl(78, 1, 16, 0, 0) == 0;
 
     printf("READY %d\n", getpid());
     fflush(stdout);
@@ -556,7 +588,17 @@ static int run_attributes(void) {
     if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 || subreaper != 1) return fail("child subreaper lost");
     if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) return fail("no_new_privs lost");
     if (prctl(PR_GET_MDWE, 0, 0, 0, 0) != 1) return fail("MDWE lost");
-    printf("OK pid=%d attributes kept (cpu %d, speculation %#x)\n", getpid(), last, speculation);
+    if (read_proc_number("/proc/self/coredump_filter", 16) != 0x7f) return fail("coredump_filter changed");
+    unsigned long long permitted = 0;
+    if (amx && (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_PERM, &permitted) != 0 ||
+                !(permitted & (1ULL << XFEATURE_XTILEDATA))))
+        return fail("AMX tile data permission lost");
+    if (login && read_proc_number("/proc/self/loginuid", 10) != 4242) return fail("login uid changed");
+    if (cpuid_faults && syscall(SYS_arch_prctl, ARCH_GET_CPUID) != 0) return fail("cpuid faulting lost");
+    if (futex_hash && prctl(78, 2, 0, 0, 0) != 16) return fail("private futex hash slots changed");
+    printf("OK pid=%d attributes kept (cpu %d, speculation %#x, amx %d, login uid %d, cpuid faulting %d, futex "
+           "hash %d)\n",
+           getpid(), last, speculation, amx, login, cpuid_faults, futex_hash);
     fflush(stdout);
     return 0;
 }

@@ -22,6 +22,11 @@ pub struct Snapshot {
     pub exe: String,
     /// /proc/PID/oom_score_adj, newline included.
     pub oom_score_adj: String,
+    /// /proc/PID/coredump_filter (hexadecimal), newline included.
+    pub coredump_filter: String,
+    /// /proc/PID/loginuid (decimal, 4294967295 when unset); empty on a
+    /// kernel without audit.
+    pub loginuid: String,
     /// /proc/PID/timers: the process's POSIX timers.
     pub timers: String,
     /// Every descriptor whose /proc/PID/fdinfo lists file locks (empty
@@ -80,6 +85,8 @@ pub struct Texts<'a> {
     pub cwd: &'a str,
     pub exe: &'a str,
     pub oom_score_adj: &'a str,
+    pub coredump_filter: &'a str,
+    pub loginuid: &'a str,
     pub timers: &'a str,
 }
 
@@ -96,6 +103,8 @@ impl Snapshot {
             cwd: texts.cwd.to_owned(),
             exe: texts.exe.to_owned(),
             oom_score_adj: texts.oom_score_adj.to_owned(),
+            coredump_filter: texts.coredump_filter.to_owned(),
+            loginuid: texts.loginuid.to_owned(),
             timers: texts.timers.to_owned(),
             descriptor_locks: Vec::new(),
         })
@@ -120,6 +129,11 @@ impl Snapshot {
             cwd: link("cwd")?,
             exe: link("exe")?,
             oom_score_adj: read_text(&file("oom_score_adj"))?,
+            coredump_filter: read_text(&file("coredump_filter"))?,
+            loginuid: match read_text(&file("loginuid")) {
+                Err(ProcError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
+                other => other?,
+            },
             timers: read_text(&file("timers"))?,
             descriptor_locks: descriptor_locks(pid)?,
         })
