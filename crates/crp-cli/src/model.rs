@@ -10,6 +10,8 @@ use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::files::FdTable;
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::PosixTimers;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::session::SessionState;
@@ -18,7 +20,7 @@ use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{FutureLocking, GuardRegion, SharedMemory, VmaRecord};
-use crp_locks::LockState;
+use crp_locks::{FileLocks, LockState};
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ProcessImage {
@@ -49,6 +51,12 @@ pub struct ProcessImage {
     pub attributes: ProcessAttributes,
     /// Session, process group, controlling terminal and its settings.
     pub session: SessionState,
+    /// Signals queued for the whole process, in queue order.
+    pub pending_signals: SharedPendingSignals,
+    /// POSIX timers (timer_create), by id.
+    pub posix_timers: PosixTimers,
+    /// File locks (POSIX, OFD, flock, leases), taken again at restore.
+    pub file_locks: FileLocks,
 }
 
 /// What the kernel keeps for one thread.
@@ -65,6 +73,8 @@ pub struct ThreadState {
     /// machine-check policy, TSC mode, speculation controls, parent-death
     /// signal.
     pub attributes: ThreadAttributes,
+    /// Signals queued for this thread alone, in queue order.
+    pub pending_signals: ThreadPendingSignals,
 }
 
 impl ProcessImage {

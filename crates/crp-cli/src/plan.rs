@@ -122,8 +122,12 @@ pub const FINISH: &[Step] = &[
         },
     },
     Step { kind: FUTURE_LOCKING, run: |rebuild| Ok(rebuild.image.future_locking.restore(&mut *rebuild.injector)?) },
+    persisted!(crp_locks::FileLocks, file_locks),
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
+    persisted!(crp_compound::pending_signals::SharedPendingSignals, pending_signals),
+    leader_persisted!(crp_compound::pending_signals::ThreadPendingSignals, pending_signals),
+    persisted!(crp_compound::posix_timers::PosixTimers, posix_timers),
     persisted!(crp_compound::creds::Credentials, credentials),
     // Replaces the death signal that tied the child to crp until now.
     leader_persisted!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
@@ -161,6 +165,8 @@ const DESCRIPTOR_OWNERS: &str = "descriptor owners";
 
 const THREAD_ATTRIBUTES: &str = <crp_compound::thread_attrs::ThreadAttributes as Persist>::KIND;
 const PROCESS_ATTRIBUTES: &str = <crp_compound::process_attrs::ProcessAttributes as Persist>::KIND;
+const FILE_LOCKS: &str = <crp_locks::FileLocks as Persist>::KIND;
+const POSIX_TIMERS: &str = <crp_compound::posix_timers::PosixTimers as Persist>::KIND;
 const PARENT_DEATH_SIGNAL: &str = <crp_compound::thread_attrs::ParentDeathSignal as Persist>::KIND;
 
 /// `(earlier, later, why)`: `earlier` must run before `later`.
@@ -199,6 +205,29 @@ pub const ORDER: &[(&str, &str, &str)] = &[
         DESCRIPTOR_MAPPINGS,
         FUTURE_LOCKING,
         "after mlockall(MCL_FUTURE) every mapping made is locked: the process's own last",
+    ),
+    (
+        <crp_compound::pending_signals::SharedPendingSignals as Persist>::KIND,
+        POSIX_TIMERS,
+        "a timer that fires during the restore queues its signal after those pending at the dump",
+    ),
+    (POSIX_TIMERS, <crp_compound::creds::Credentials as Persist>::KIND, "an _ALARM clock needs crp's CAP_WAKE_ALARM"),
+    (
+        <crp_compound::files::FdTable as Persist>::KIND,
+        FILE_LOCKS,
+        "locks are taken through the restored descriptors, and closing any descriptor of a file drops the process's \
+         POSIX locks on it",
+    ),
+    (FILE_LOCKS, <crp_compound::creds::Credentials as Persist>::KIND, "a lease on another user's file needs CAP_LEASE"),
+    (
+        <crp_compound::signals::SignalState as Persist>::KIND,
+        <crp_compound::pending_signals::SharedPendingSignals as Persist>::KIND,
+        "setting a disposition to SIG_IGN discards the signal's pending instances",
+    ),
+    (
+        <crp_compound::signals::SignalState as Persist>::KIND,
+        <crp_compound::pending_signals::ThreadPendingSignals as Persist>::KIND,
+        "setting a disposition to SIG_IGN discards the signal's pending instances",
     ),
     (
         PROCESS_ATTRIBUTES,

@@ -162,15 +162,18 @@ pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
     }
     blockers.extend(crp_compound::vma::shared::preflight(pid, &maps).map_err(lift(pid))?);
     blockers.extend(crp_compound::files::preflight(pid).map_err(lift(pid))?);
-    collect(crp_compound::timers::preflight(pid), &mut blockers, pid)?;
+    collect(crp_compound::posix_timers::preflight(pid), &mut blockers, pid)?;
     let locks = crp_locks::preflight(pid).map_err(|error| match error {
         crp_locks::LockError::Proc(error) => access::proc_error(pid, error),
         crp_locks::LockError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),
         other => other.into(),
     });
     collect(locks, &mut blockers, pid)?;
-    if let Some(pending) = crp_compound::signals::pending_signals(pid).map_err(lift(pid))? {
-        blockers.push(Unsupported { what: "pending signals".into(), location: pending });
+    let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
+    if let Some(pending) = crp_compound::pending_signals::unqueueable_in(&status).map_err(lift(pid))? {
+        let what = "a pending SIGKILL (the process is dying), SIGSTOP (a stop under way: dump it once stopped) or \
+                    SIGTRAP (the restore's single steps would take it)";
+        blockers.push(Unsupported { what: what.into(), location: pending });
     }
     Ok(blockers)
 }

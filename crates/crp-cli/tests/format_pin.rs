@@ -13,6 +13,8 @@ use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EventFile, FdRecord, FdTarget};
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{QueuedSignal, SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::{PosixTimer, PosixTimers};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -22,7 +24,7 @@ use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, SharedKind, SharedMemory, SharedObject, VmaRecord};
 use crp_image::format::FORMAT_VERSION;
 use crp_image::{ImageReader, ImageWriter};
-use crp_locks::{LockState, RseqRegistration};
+use crp_locks::{FileLock, FileLocks, LockKind, LockState, RseqRegistration};
 
 /// A small image touching every archived type and enum variant.
 fn reference_image() -> ProcessImage {
@@ -62,6 +64,7 @@ fn reference_image() -> ProcessImage {
                 cpuid_faulting: true,
                 parent_death_signal: ParentDeathSignal(28),
             },
+            pending_signals: ThreadPendingSignals { queue: vec![QueuedSignal { siginfo: [12; 128] }] },
         }],
         vdso: VdsoLayout {
             mappings: vec![SpecialMapping { name: "[vdso]".into(), start: 0x7fff_0000_0000, end: 0x7fff_0000_2000 }],
@@ -286,6 +289,34 @@ fn reference_image() -> ProcessImage {
             coredump_filter: 0x7f,
             login_uid: Some(1000),
             futex_hash_slots: 16,
+        },
+        pending_signals: SharedPendingSignals { queue: vec![QueuedSignal { siginfo: [7; 128] }] },
+        posix_timers: PosixTimers {
+            timers: vec![PosixTimer {
+                id: 3,
+                clock: 1,
+                notify: 4,
+                signal: 35,
+                value: 0x1234,
+                thread: 4242,
+                left_ns: 1_500_000_000,
+                interval_ns: 250_000_000,
+                overrun: 2,
+            }],
+        },
+        file_locks: FileLocks {
+            locks: [LockKind::Posix, LockKind::OpenFileDescription, LockKind::Flock, LockKind::Lease]
+                .into_iter()
+                .enumerate()
+                .map(|(index, kind)| FileLock {
+                    kind,
+                    write: index % 2 == 0,
+                    start: 0,
+                    end: (index == 0).then_some(41),
+                    fd: 3 + i32::try_from(index).unwrap(),
+                    path: format!("/srv/lock{index}"),
+                })
+                .collect(),
         },
         session: crp_compound::session::SessionState {
             session: 4000,

@@ -279,3 +279,44 @@ fn sockets_that_cannot_be_made_are_refused() {
     assert_refused(with(SocketFile { connection: Some(connection), ..tcp.clone() }), &["open file 0", "unsent"]);
     assert_refused(with(tcp), &["open file 0", "without its connection"]);
 }
+
+#[test]
+fn pending_signals_timers_and_locks_that_cannot_exist_are_refused() {
+    use crp_compound::pending_signals::QueuedSignal;
+    use crp_compound::posix_timers::PosixTimer;
+    use crp_locks::{FileLock, LockKind};
+    let signal = |number: i32| {
+        let mut siginfo = [0u8; 128];
+        siginfo[..4].copy_from_slice(&number.to_le_bytes());
+        QueuedSignal { siginfo }
+    };
+    assert_refused(
+        |image| image.pending_signals.queue.push(signal(0)),
+        &["pending signals entry 0", "signal number 0"],
+    );
+    assert_refused(|image| image.threads[0].pending_signals.queue.push(signal(9)), &["thread pending signals", "9"]);
+    assert_refused(|image| image.pending_signals.queue.extend([signal(10), signal(10)]), &["a second time"]);
+    let timer = PosixTimer {
+        id: 3,
+        clock: 1,
+        notify: 0,
+        signal: 14,
+        value: 0,
+        thread: 0,
+        left_ns: 1,
+        interval_ns: 0,
+        overrun: 0,
+    };
+    assert_refused(|image| image.posix_timers.timers.extend([timer, timer]), &["POSIX timer 3", "repeated"]);
+    assert_refused(|image| image.posix_timers.timers.push(PosixTimer { clock: 5, ..timer }), &["clock 5"]);
+    assert_refused(
+        |image| image.posix_timers.timers.push(PosixTimer { notify: 4, thread: 99, ..timer }),
+        &["signals thread 99"],
+    );
+    let lock = FileLock { kind: LockKind::Posix, write: true, start: 0, end: None, fd: 77, path: "/srv/x".into() };
+    assert_refused(|image| image.file_locks.locks.push(lock.clone()), &["fd 77", "no descriptor"]);
+    assert_refused(
+        |image| image.file_locks.locks.push(FileLock { start: 9, end: Some(3), ..lock.clone() }),
+        &["bytes 9-3"],
+    );
+}

@@ -53,3 +53,26 @@ fn python3_mid_computation() {
 fn perl_mid_computation() {
     dumped_mid_computation_gives_the_same_result("perl", "compute.pl");
 }
+
+/// python3 with a signal handler, a pending kill() and sigqueue() signal,
+/// two POSIX timers through ctypes and an flock: the restored interpreter
+/// checks each itself.
+#[test]
+fn python3_signals_posix_timers_and_a_lock() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new("python3");
+    command.arg(script("signals_timers.py"));
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("python-signals.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(inspected.contains("pending     SIGRTMIN+2 (process queue), SI_QUEUE"), "{inspected}");
+    assert!(inspected.contains("POSIX timer 1 on CLOCK_MONOTONIC, SIGRTMIN+3, value 0x22"), "{inspected}");
+    assert!(inspected.contains("flock write lock, the whole file"), "{inspected}");
+
+    let output = restore(&image, &[], "go\n");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert_eq!(stdout, format!("OK pid={} python signals, timers and locks\n", subject.pid));
+}

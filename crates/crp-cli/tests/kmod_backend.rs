@@ -107,6 +107,51 @@ fn general_registers_survive_across_back_ends() {
     }
 }
 
+/// Pending signals (both queues, exact siginfo), POSIX timers and file
+/// locks are read and restored from outside by both back ends (the module
+/// neither reports nor sets them): each program checks its own state.
+fn queued_state_round_trip(program: &str, arguments: &[&Path], dump_with: &str, restore_with: &str, ok: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(c_program(program));
+    command.args(arguments);
+    let mut subject = Subject::spawn(command);
+    if program == "signals_pending" {
+        // SAFETY: plain syscalls on the subject's pid; sigval is plain data.
+        unsafe {
+            assert_eq!(libc::kill(subject.pid, libc::SIGTERM), 0);
+            let value = libc::sigval { sival_ptr: 0x4242 as *mut libc::c_void };
+            assert_eq!(libc::sigqueue(subject.pid, 34 + 4, value), 0);
+        }
+        subject.send("parent-sent\n");
+        assert_eq!(subject.read_line(), "QUEUED\n");
+    }
+    let image = directory.path().join("queued.crp");
+    dump_ok(subject.pid, &image, &backend(dump_with));
+    assert_killed(subject.wait());
+    let output = restore(&image, &backend(restore_with), "go\n");
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{program} {dump_with}->{restore_with}: {stdout}{}", stderr_of(&output));
+    assert_eq!(stdout, format!("OK pid={} {ok}\n", subject.pid), "{program} {dump_with}->{restore_with}");
+}
+
+#[test]
+#[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
+fn pending_signals_posix_timers_and_file_locks_across_back_ends() {
+    let directory = tempfile::tempdir().unwrap();
+    for (dump_with, restore_with) in [("kmod", "kmod"), ("kmod", "userspace"), ("userspace", "kmod")] {
+        queued_state_round_trip(
+            "signals_pending",
+            &[],
+            dump_with,
+            restore_with,
+            "pending signals and handlers restored",
+        );
+        queued_state_round_trip("posix_timers", &[], dump_with, restore_with, "posix timers restored");
+        let locks = [directory.path()];
+        queued_state_round_trip("file_locks", &locks, dump_with, restore_with, "file locks restored");
+    }
+}
+
 /// An ITIMER_PROF read by the module keeps the CPU time it had left (see
 /// `cpu_itimer_round_trip`), restored by either back end.
 #[test]

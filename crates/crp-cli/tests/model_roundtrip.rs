@@ -8,6 +8,8 @@ use crp_compound::creds::{Credentials, IdsAndCapabilities};
 use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EpollRegistration, EventFile, FdRecord, FdTarget, InotifyWatch};
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{QueuedSignal, SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::{PosixTimer, PosixTimers};
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::{SignalAction, SignalState, ThreadSignals};
@@ -16,6 +18,7 @@ use crp_compound::thread_attrs::{ParentDeathSignal, Scheduling, ThreadAttributes
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Backing, MappedFile, SharedKind, SharedMemory, SharedObject, VmaRecord};
 use crp_image::{ImageReader, ImageWriter};
+use crp_locks::{FileLock, FileLocks, LockKind};
 use crp_locks::{LockState, RseqRegistration};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -169,9 +172,26 @@ fn thread_signals() -> impl Strategy<Value = ThreadSignals> {
     )
 }
 
+fn queued_signals() -> impl Strategy<Value = Vec<QueuedSignal>> {
+    let siginfo = vec(any::<u8>(), 128).prop_map(|bytes| {
+        let mut siginfo = [0u8; 128];
+        siginfo.copy_from_slice(&bytes);
+        QueuedSignal { siginfo }
+    });
+    vec(siginfo, 0..4)
+}
+
 fn thread() -> impl Strategy<Value = ThreadState> {
-    (any::<i32>(), cpu(), thread_signals(), locks(), thread_attributes())
-        .prop_map(|(tid, cpu, signals, locks, attributes)| ThreadState { tid, cpu, signals, locks, attributes })
+    (any::<i32>(), cpu(), thread_signals(), locks(), thread_attributes(), queued_signals()).prop_map(
+        |(tid, cpu, signals, locks, attributes, queue)| ThreadState {
+            tid,
+            cpu,
+            signals,
+            locks,
+            attributes,
+            pending_signals: ThreadPendingSignals { queue },
+        },
+    )
 }
 
 fn scheduling() -> impl Strategy<Value = Scheduling> {
@@ -335,6 +355,30 @@ fn timers() -> impl Strategy<Value = IntervalTimers> {
     vec(any::<[u8; 32]>(), 0..4).prop_map(|timers| IntervalTimers { timers })
 }
 
+fn posix_timers() -> impl Strategy<Value = PosixTimers> {
+    let timer =
+        (
+            (any::<i32>(), any::<i32>(), any::<i32>(), any::<i32>()),
+            (any::<u64>(), any::<i32>(), any::<u64>(), any::<u64>(), any::<i32>()),
+        )
+            .prop_map(|((id, clock, notify, signal), (value, thread, left_ns, interval_ns, overrun))| {
+                PosixTimer { id, clock, notify, signal, value, thread, left_ns, interval_ns, overrun }
+            });
+    vec(timer, 0..4).prop_map(|timers| PosixTimers { timers })
+}
+
+fn file_locks() -> impl Strategy<Value = FileLocks> {
+    let kind = prop_oneof![
+        Just(LockKind::Posix),
+        Just(LockKind::OpenFileDescription),
+        Just(LockKind::Flock),
+        Just(LockKind::Lease)
+    ];
+    let lock = (kind, any::<bool>(), any::<u64>(), any::<Option<u64>>(), any::<i32>(), ".{0,20}")
+        .prop_map(|(kind, write, start, end, fd, path)| FileLock { kind, write, start, end, fd, path });
+    vec(lock, 0..4).prop_map(|locks| FileLocks { locks })
+}
+
 fn process_image() -> impl Strategy<Value = ProcessImage> {
     (
         (any::<i32>(), ".{0,20}", any::<u64>()),
@@ -345,7 +389,16 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
         vec(fd(), 0..10),
         signals(),
         task(),
-        (credentials(), rlimits(), timers(), process_attributes(), session()),
+        (
+            credentials(),
+            rlimits(),
+            timers(),
+            process_attributes(),
+            session(),
+            queued_signals(),
+            posix_timers(),
+            file_locks(),
+        ),
     )
         .prop_map(
             |(
@@ -357,7 +410,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                 files,
                 signals,
                 task,
-                (credentials, rlimits, timers, attributes, session),
+                (credentials, rlimits, timers, attributes, session, pending, posix_timers, file_locks),
             )| {
                 ProcessImage {
                     pid,
@@ -378,6 +431,9 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     timers,
                     attributes,
                     session,
+                    pending_signals: SharedPendingSignals { queue: pending },
+                    posix_timers,
+                    file_locks,
                 }
             },
         )

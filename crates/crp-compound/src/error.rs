@@ -33,6 +33,8 @@ pub enum CompoundError {
     /// This kernel cannot make what the image holds.
     #[error("{what}: {reason}")]
     Incompatible { what: String, reason: String },
+    #[error("POSIX timer {id} cannot be created with its id: {reason}")]
+    TimerId { id: i32, reason: String },
 }
 
 impl CompoundError {

@@ -16,6 +16,8 @@ pub mod files;
 pub mod mm;
 pub mod namespaces;
 pub mod pagemap;
+pub mod pending_signals;
+pub mod posix_timers;
 pub mod process_attrs;
 pub mod rlimits;
 pub mod session;

@@ -1,9 +1,8 @@
 //! Signal state, as Linux divides it: the disposition of every signal is
 //! the process's ([`SignalState`], read by injecting `rt_sigaction` with no
 //! new action); the blocked mask and the alternate stack are each thread's
-//! ([`ThreadSignals`]). Pending signals are refused by the dump's preflight.
+//! ([`ThreadSignals`]). Pending signals are in [`crate::pending_signals`].
 
-use crp_ptrace::procfs::Fields;
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt, arg};
 
 use crate::error::CompoundError;
@@ -232,22 +231,6 @@ impl ThreadSignals {
     }
 }
 
-/// Says which signals are pending for `pid` (thread or process-wide), if any.
-pub fn pending_signals(pid: i32) -> Result<Option<String>, CompoundError> {
-    pending_in(&Fields::status(pid)?)
-}
-
-/// The first of SigPnd and ShdPnd that is not empty in a status text; both
-/// must be there and parse.
-pub fn pending_in(status: &Fields) -> Result<Option<String>, CompoundError> {
-    for key in ["SigPnd", "ShdPnd"] {
-        if status.hex(key)? != 0 {
-            return Ok(Some(format!("{key} {}", status.field(key)?)));
-        }
-    }
-    Ok(None)
-}
-
 impl Persist for SignalState {
     const KIND: &'static str = "signal dispositions";
     type Error = CompoundError;
@@ -386,32 +369,6 @@ mod tests {
         assert_eq!(mask_names((1 << (libc::SIGINT - 1)) | (1 << 63)), ["SIGINT", "SIGRTMAX"]);
         assert_eq!(flag_names(0x1400_0004), ["SA_SIGINFO", "SA_RESTORER", "SA_RESTART"]);
         assert_eq!(flag_names(0x20), ["0x20"]);
-    }
-
-    fn status(text: &str) -> Fields {
-        Fields::parse("/proc/9/status", text).unwrap()
-    }
-
-    #[test]
-    fn pending_signals_are_found_in_either_set() {
-        assert_eq!(pending_in(&status("SigPnd:	0000000000000000\nShdPnd:	0000000000000000\n")).unwrap(), None);
-        let found = pending_in(&status("SigPnd:	0000000000000000\nShdPnd:	0000000000004000\n")).unwrap();
-        assert_eq!(found.as_deref(), Some("ShdPnd 0000000000004000"));
-        let found = pending_in(&status("SigPnd:	0000000000000100\nShdPnd:	0000000000000000\n")).unwrap();
-        assert_eq!(found.as_deref(), Some("SigPnd 0000000000000100"));
-    }
-
-    #[test]
-    fn missing_or_malformed_pending_sets_are_refused() {
-        let error = pending_in(&status("SigPnd:	0000000000000000\n")).unwrap_err().to_string();
-        assert_eq!(error, "/proc/9/status has no field ShdPnd");
-        let error = pending_in(&status("SigPnd:	zz\nShdPnd:	0\n")).unwrap_err().to_string();
-        assert_eq!(error, "cannot parse /proc/9/status field SigPnd `zz`: not a hexadecimal mask");
-    }
-
-    #[test]
-    fn own_process_has_no_pending_signals() {
-        assert_eq!(pending_signals(std::process::id().cast_signed()).unwrap(), None);
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! Interval timers (setitimer/alarm): the time left and the interval of
 //! ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF, re-armed at restore. POSIX
-//! timers (timer_create) are refused until they are supported.
+//! timers (timer_create) are [`crate::posix_timers`].
 
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
 
-use crate::error::{CompoundError, Unsupported};
 use crate::valid::Invalid;
 
 /// `struct itimerval`: interval then value, each a timeval of two i64.
@@ -15,16 +14,6 @@ const WHICH: [(u64, &str); 3] = [(0, "ITIMER_REAL"), (1, "ITIMER_VIRTUAL"), (2, 
 pub struct IntervalTimers {
     /// Raw `struct itimerval` of each timer, in [`WHICH`] order.
     pub timers: Vec<[u8; ITIMERVAL_SIZE]>,
-}
-
-/// Refuses a process that created POSIX timers (listed in /proc/PID/timers).
-pub fn preflight(pid: i32) -> Result<(), CompoundError> {
-    let path = format!("/proc/{pid}/timers");
-    let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
-    if let Some(first) = text.lines().find(|line| line.starts_with("ID:")) {
-        return Err(Unsupported { what: "POSIX timers (timer_create)".into(), location: first.to_owned() }.into());
-    }
-    Ok(())
 }
 
 fn is_armed(raw: &[u8; ITIMERVAL_SIZE]) -> bool {
@@ -196,10 +185,5 @@ mod tests {
         periodic_but_stopped[0] = 1;
         let timers = IntervalTimers { timers: vec![running, periodic_but_stopped, [0; ITIMERVAL_SIZE]] };
         assert_eq!(timers.armed().collect::<Vec<_>>(), vec!["ITIMER_REAL"]);
-    }
-
-    #[test]
-    fn own_process_has_no_posix_timers() {
-        assert!(preflight(std::process::id().cast_signed()).is_ok());
     }
 }

@@ -1,8 +1,10 @@
 //! Locks and lock-like registrations. None is copied as memory: the robust
 //! futex list, the rseq area and clear_child_tid are registrations the
 //! kernel holds for the task, re-made at restore (the futexes themselves are
-//! plain memory and come back with the pages). File locks are detected and
-//! refused until they are re-acquired at restore.
+//! plain memory and come back with the pages). File locks are taken again
+//! at restore ([`file_locks`]).
+
+mod file_locks;
 
 use crp_ptrace::procfs::ProcError;
 use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
@@ -22,6 +24,8 @@ pub enum LockError {
     Unsupported(#[from] crp_ptrace::Unsupported),
     #[error(transparent)]
     Proc(#[from] ProcError),
+    #[error("cannot take the {lock} on {path} (fd {fd}), {range}, again: {errno}{why}")]
+    NotTakenAgain { lock: String, path: String, range: String, fd: i32, errno: nix::errno::Errno, why: &'static str },
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,
@@ -46,35 +50,7 @@ pub struct LockState {
     pub clear_child_tid: u64,
 }
 
-/// Refuses a process holding file locks (flock, POSIX or OFD), as listed in
-/// /proc/PID/fdinfo.
-pub fn preflight(pid: i32) -> Result<(), LockError> {
-    let directory = format!("/proc/{pid}/fdinfo");
-    let io_error = |source| LockError::Io { path: directory.clone(), source };
-    for entry in std::fs::read_dir(&directory).map_err(io_error)? {
-        let entry = entry.map_err(io_error)?;
-        let path = entry.path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            // Closed since the listing (before the freeze the process still
-            // runs): a closed descriptor holds no lock.
-            Err(source) if source.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(ProcError::Read { path, source }.into()),
-        };
-        if let Some(lock) = first_lock(&text) {
-            let fd = entry.file_name().to_string_lossy().into_owned();
-            let location = format!("fd {fd}: {lock}");
-            return Err(crp_ptrace::Unsupported { what: "file locks".into(), location }.into());
-        }
-    }
-    Ok(())
-}
-
-/// The first `lock:` line of a /proc/PID/fdinfo/FD text, one per lock the
-/// descriptor's file holds; other lines vary with the kind of file.
-fn first_lock(fdinfo: &str) -> Option<&str> {
-    fdinfo.lines().find_map(|line| line.strip_prefix("lock:")).map(str::trim)
-}
+pub use file_locks::{FileLock, FileLocks, LockKind, preflight};
 
 fn rseq_of(tracee: &dyn Tracee) -> Result<Option<RseqRegistration>, LockError> {
     let configuration = tracee.rseq_configuration()?;
@@ -232,28 +208,5 @@ mod tests {
         assert_eq!(restored.calls_of(libc::SYS_set_tid_address)[0].args[0], 0x7f00_0020);
         let rseq = restored.calls_of(libc::SYS_rseq)[0];
         assert_eq!((rseq.args[0], rseq.args[1], rseq.args[3]), (0x7f00_1000, 32, 0x5305_3053));
-    }
-
-    #[test]
-    fn lock_lines_are_found_in_fdinfo() {
-        let unlocked = "pos:\t0\nflags:\t02\nmnt_id:\t21\nino:\t77\n";
-        assert_eq!(first_lock(unlocked), None);
-        let locked = "pos:\t0\nflags:\t02\nlock:\t1: POSIX  ADVISORY  WRITE 42 00:15:77 0 EOF\nlock:\t2: FLOCK\n";
-        assert_eq!(first_lock(locked), Some("1: POSIX  ADVISORY  WRITE 42 00:15:77 0 EOF"));
-    }
-
-    #[test]
-    fn a_held_flock_is_refused_and_named() {
-        let file = tempfile_in_tmp();
-        file.lock().unwrap();
-        let error = preflight(std::process::id() as i32).unwrap_err();
-        assert!(error.to_string().contains("FLOCK"), "{error}");
-    }
-
-    fn tempfile_in_tmp() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("crp-locks-test-{}", std::process::id()));
-        let file = std::fs::File::create(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        file
     }
 }

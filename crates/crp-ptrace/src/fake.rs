@@ -43,6 +43,13 @@ pub struct FakeTracee {
     pub memory: FakeMemory,
     pub blocked: u64,
     pub rseq: crate::sys::RseqConfiguration,
+    /// What [`Tracee::pending_signals`] gives: the process-wide queue and
+    /// the thread's.
+    pub shared_pending: Vec<[u8; crate::sys::SIGINFO_SIZE]>,
+    pub thread_pending: Vec<[u8; crate::sys::SIGINFO_SIZE]>,
+    /// Pairs of descriptors that are one open file description
+    /// ([`Tracee::same_description`]); any other two are not.
+    pub shared_descriptions: Vec<(u64, u64)>,
     /// What was written to the process's /proc files: `(name, data)`.
     pub proc_writes: Vec<(String, Vec<u8>)>,
     /// What [`Tracee::reopen_descriptor`] and
@@ -75,6 +82,9 @@ impl FakeTracee {
             memory: FakeMemory::default(),
             blocked: 0,
             rseq: crate::sys::RseqConfiguration::default(),
+            shared_pending: Vec::new(),
+            thread_pending: Vec::new(),
+            shared_descriptions: Vec::new(),
             proc_writes: Vec::new(),
             descriptors: BTreeMap::new(),
             scratch: (Self::SCRATCH, 64 << 10),
@@ -124,6 +134,15 @@ impl Tracee for FakeTracee {
 
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         Ok(self.rseq)
+    }
+
+    fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; crate::sys::SIGINFO_SIZE]>, EngineError> {
+        Ok(if shared { self.shared_pending.clone() } else { self.thread_pending.clone() })
+    }
+
+    fn same_description(&self, first: u64, second: u64) -> Result<bool, EngineError> {
+        Ok(first == second
+            || self.shared_descriptions.iter().any(|&(a, b)| (a, b) == (first, second) || (b, a) == (first, second)))
     }
 
     fn write_proc_file(&mut self, name: &str, data: &[u8]) -> Result<(), EngineError> {
@@ -177,6 +196,7 @@ pub fn snapshot() -> crate::procfs::Snapshot {
         oom_score_adj: "0\n",
         coredump_filter: "00000033\n",
         loginuid: "4294967295",
+        timers: "",
     };
     crate::procfs::Snapshot::parse(FakeTracee::PID, texts).expect("the fake's own texts parse")
 }

@@ -31,7 +31,7 @@ use crate::Registers;
 use crate::error::EngineError;
 use crate::procfs::MapsEntry;
 use crate::sigframe::{self, PlacedFrame};
-use crate::sys;
+use crate::sys::{self, Waited};
 use crate::tracee::Tracee;
 
 /// Bytes below the stack pointer that belong to the running function.
@@ -342,11 +342,17 @@ impl Frozen {
         resumed.map_err(EngineError::ptrace("resuming", raw))?;
         loop {
             match self.wait("freezing")? {
-                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => return Ok(()),
-                WaitStatus::Stopped(_, signal) => resume(self.pid, Some(signal)),
+                Waited::Status(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP)) => return Ok(()),
+                Waited::Status(WaitStatus::Stopped(_, signal)) => resume(self.pid, Some(signal)),
+                // Delivered as it came: the freeze takes no signal.
+                Waited::RealTimeSignal(signal) => sys::continue_with_signal(self.pid, signal),
                 other => return Err(self.unexpected("freezing", &other)),
             }
             .map_err(EngineError::ptrace("resuming", raw))?;
+            // Any ptrace stop clears a pending interrupt (ptrace_stop): ask
+            // again, or a process whose signals keep coming (a fast timer's)
+            // is never frozen, and one whose signal was the last runs on.
+            ptrace::interrupt(self.pid).map_err(EngineError::ptrace("PTRACE_INTERRUPT", raw))?;
         }
     }
 
@@ -360,20 +366,20 @@ impl Frozen {
         loop {
             ptrace::syscall(self.pid, signal).map_err(EngineError::ptrace("PTRACE_SYSCALL", raw))?;
             signal = match self.wait("an injected syscall")? {
-                WaitStatus::PtraceSyscall(_) => return Ok(()),
-                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => None,
-                WaitStatus::Stopped(
+                Waited::Status(WaitStatus::PtraceSyscall(_)) => return Ok(()),
+                Waited::Status(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP)) => None,
+                Waited::Status(WaitStatus::Stopped(
                     _,
                     stop @ (Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU),
-                ) => Some(stop),
+                )) => Some(stop),
                 other => return Err(self.unexpected("an injected syscall", &other)),
             };
         }
     }
 
-    fn wait(&mut self, operation: &'static str) -> Result<WaitStatus, EngineError> {
-        let status = sys::wait_for(self.pid).map_err(EngineError::ptrace("waitpid", self.pid.as_raw()))?;
-        if matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+    fn wait(&mut self, operation: &'static str) -> Result<Waited, EngineError> {
+        let status = sys::wait_for_any_signal(self.pid).map_err(EngineError::ptrace("waitpid", self.pid.as_raw()))?;
+        if matches!(status, Waited::Status(WaitStatus::Exited(..) | WaitStatus::Signaled(..))) {
             // Gone: nothing left to detach from.
             self.attached = false;
             self.park = None;
@@ -382,8 +388,12 @@ impl Frozen {
         Ok(status)
     }
 
-    fn unexpected(&self, operation: &'static str, status: &WaitStatus) -> EngineError {
-        EngineError::UnexpectedStop { operation, pid: self.pid.as_raw(), status: format!("{status:?}") }
+    fn unexpected(&self, operation: &'static str, status: &Waited) -> EngineError {
+        let status = match status {
+            Waited::Status(status) => format!("{status:?}"),
+            Waited::RealTimeSignal(signal) => format!("stopped by real-time signal {signal}"),
+        };
+        EngineError::UnexpectedStop { operation, pid: self.pid.as_raw(), status }
     }
 }
 
@@ -409,7 +419,7 @@ impl Tracee for Frozen {
         ptrace::syscall(self.pid, None).map_err(EngineError::ptrace("PTRACE_SYSCALL", pid))?;
         self.reached("in-syscall", self.injected);
         match self.wait("an injected syscall")? {
-            WaitStatus::PtraceSyscall(_) => {}
+            Waited::Status(WaitStatus::PtraceSyscall(_)) => {}
             other => return Err(self.unexpected("an injected syscall", &other)),
         }
         let result = self.get_registers()?.rax.cast_signed();

@@ -8,7 +8,7 @@ use nix::unistd::Pid;
 
 use crate::Registers;
 use crate::error::EngineError;
-use crate::sys;
+use crate::sys::{self, Waited};
 use crate::tracee::Tracee;
 
 /// A stopped tracee plus an address holding `0f 05` to run syscalls through.
@@ -18,7 +18,8 @@ pub struct Injector {
     syscall_ip: u64,
     base_registers: Registers,
     scratch: (u64, usize),
-    deferred_signals: Vec<Signal>,
+    /// Signal numbers, real-time ones included.
+    deferred_signals: Vec<i32>,
 }
 
 impl Injector {
@@ -32,9 +33,10 @@ impl Injector {
         self.syscall_ip = syscall_ip;
     }
 
-    /// Signals that arrived while syscalls were being injected; the caller
-    /// re-sends them before letting the process go.
-    pub fn take_deferred_signals(&mut self) -> Vec<Signal> {
+    /// Signals (numbers, real-time ones included) that arrived while
+    /// syscalls were being injected; the caller re-sends them before
+    /// letting the process go.
+    pub fn take_deferred_signals(&mut self) -> Vec<i32> {
         std::mem::take(&mut self.deferred_signals)
     }
 
@@ -46,12 +48,13 @@ impl Injector {
         let pid = self.pid.as_raw();
         loop {
             ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
-            let status = sys::wait_for(self.pid).map_err(EngineError::ptrace("waitpid", pid))?;
+            let status = sys::wait_for_any_signal(self.pid).map_err(EngineError::ptrace("waitpid", pid))?;
             match status {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceEvent(..) => {}
+                Waited::Status(WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceEvent(..)) => {}
                 // A signal arrived: it is held back and re-sent later.
-                WaitStatus::Stopped(_, signal) => self.deferred_signals.push(signal),
-                other => {
+                Waited::Status(WaitStatus::Stopped(_, signal)) => self.deferred_signals.push(signal as i32),
+                Waited::RealTimeSignal(signal) => self.deferred_signals.push(signal),
+                Waited::Status(other) => {
                     return Err(EngineError::UnexpectedStop {
                         operation: "an injected syscall",
                         pid,

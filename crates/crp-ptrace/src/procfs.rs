@@ -18,7 +18,7 @@ mod stat;
 pub use error::ProcError;
 pub use fields::Fields;
 pub use smaps::{MapsEntry, MapsFormat, parse_smaps, smaps};
-pub use snapshot::{Snapshot, Texts};
+pub use snapshot::{DescriptorLocks, Snapshot, Texts};
 pub use stat::Stat;
 
 /// Reads a /proc file whole, naming it on failure.

@@ -97,6 +97,54 @@ pub fn set_sigmask(pid: Pid, mask: u64) -> Result<(), Errno> {
     Errno::result(result).map(drop)
 }
 
+/// Size of a `siginfo_t` as the kernel copies it to user space.
+pub const SIGINFO_SIZE: usize = 128;
+/// `PTRACE_PEEKSIGINFO` and its flag for the process-wide queue.
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+/// How many siginfos one `PTRACE_PEEKSIGINFO` asks for.
+const PEEK_BATCH: i32 = 32;
+
+/// `struct ptrace_peeksiginfo_args`.
+#[repr(C)]
+struct PeekSiginfoArgs {
+    offset: u64,
+    flags: u32,
+    count: i32,
+}
+
+/// Every signal queued for the tracee, in queue order, without dequeuing
+/// any (`PTRACE_PEEKSIGINFO`): the process-wide queue when `shared`, the
+/// thread's own otherwise. The tracee must be in a ptrace stop.
+#[doc(alias = "PTRACE_PEEKSIGINFO")]
+pub fn peek_siginfo(pid: Pid, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, Errno> {
+    let mut queue = Vec::new();
+    loop {
+        let mut batch = [[0u8; SIGINFO_SIZE]; PEEK_BATCH as usize];
+        let args = PeekSiginfoArgs {
+            offset: queue.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            count: PEEK_BATCH,
+        };
+        // SAFETY: `args` is a ptrace_peeksiginfo_args; the kernel writes at
+        // most `count` siginfos of SIGINFO_SIZE bytes into `batch`, which
+        // holds exactly that many.
+        let result = unsafe {
+            libc::ptrace(
+                PTRACE_PEEKSIGINFO,
+                pid.as_raw(),
+                (&raw const args).cast_mut().cast::<libc::c_void>(),
+                batch.as_mut_ptr().cast::<libc::c_void>(),
+            )
+        };
+        let copied = usize::try_from(Errno::result(result)?).unwrap_or(0).min(batch.len());
+        queue.extend_from_slice(&batch[..copied]);
+        if copied < batch.len() {
+            return Ok(queue);
+        }
+    }
+}
+
 /// The tracee's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
 #[doc(alias = "PTRACE_GET_RSEQ_CONFIGURATION")]
 pub fn get_rseq_configuration(pid: Pid) -> Result<RseqConfiguration, Errno> {
@@ -235,6 +283,48 @@ pub fn wait_for(pid: Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
             other => return other,
         }
     }
+}
+
+/// What `waitpid` reported for a tracee: a status nix names, or a
+/// signal-delivery stop for a real-time signal (32 and up), which nix's
+/// `Signal` cannot hold (its `WaitStatus` parsing fails with EINVAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Status(nix::sys::wait::WaitStatus),
+    RealTimeSignal(i32),
+}
+
+/// Like [`wait_for`], but a signal-delivery stop for a real-time signal
+/// is reported as such instead of failing.
+pub fn wait_for_any_signal(pid: Pid) -> Result<Waited, Errno> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int for waitpid to write.
+        let result = unsafe { libc::waitpid(pid.as_raw(), &raw mut status, libc::__WALL) };
+        if result < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                errno => return Err(errno),
+            }
+        }
+        // A plain signal-delivery stop: no event in the high bits; the
+        // syscall stops (SIGTRAP | 0x80) are above 64.
+        let signal = libc::WSTOPSIG(status);
+        if libc::WIFSTOPPED(status) && status >> 16 == 0 && (32..=64).contains(&signal) {
+            return Ok(Waited::RealTimeSignal(signal));
+        }
+        return nix::sys::wait::WaitStatus::from_raw(Pid::from_raw(result), status).map(Waited::Status);
+    }
+}
+
+/// Resumes a tracee in a signal-delivery stop, delivering `signal` (any
+/// number, real-time ones included: `PTRACE_CONT`).
+pub fn continue_with_signal(pid: Pid, signal: i32) -> Result<(), Errno> {
+    // SAFETY: PTRACE_CONT reads no memory; the signal is passed by value.
+    let result = unsafe {
+        libc::ptrace(libc::PTRACE_CONT, pid.as_raw(), std::ptr::null_mut::<libc::c_void>(), signal as libc::c_long)
+    };
+    Errno::result(result).map(drop)
 }
 
 /// `struct clone_args` (CLONE_ARGS_SIZE_VER2).

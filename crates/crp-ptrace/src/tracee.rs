@@ -38,6 +38,27 @@ pub trait Tracee {
         std::fs::write(&path, data).map_err(|source| EngineError::ProcFile { path, source })
     }
 
+    /// The signals queued for the process (`shared`: its process-wide
+    /// queue) or for this thread, in queue order, each a raw `siginfo_t`
+    /// (`PTRACE_PEEKSIGINFO`, which dequeues nothing).
+    fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; crate::sys::SIGINFO_SIZE]>, EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        crate::sys::peek_siginfo(pid, shared).map_err(EngineError::ptrace("PTRACE_PEEKSIGINFO", self.pid()))
+    }
+
+    /// Whether the process's descriptors `first` and `second` are one open
+    /// file description (`kcmp(KCMP_FILE)`).
+    fn same_description(&self, first: u64, second: u64) -> Result<bool, EngineError> {
+        const KCMP_FILE: u64 = 0;
+        let pid = self.pid();
+        // SAFETY: kcmp compares kernel objects and writes no memory.
+        let result = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, first, second) };
+        if result < 0 {
+            return Err(EngineError::Descriptor { operation: "compare (kcmp)", pid, fd: first, errno: Errno::last() });
+        }
+        Ok(result == 0)
+    }
+
     /// The process's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         let pid = nix::unistd::Pid::from_raw(self.pid());

@@ -4,6 +4,8 @@
 //! (see [`text`]).
 
 mod event;
+mod locks;
+mod queued;
 mod text;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -624,7 +626,11 @@ pub struct ImageSummary {
     pub threads: Vec<ThreadSummary>,
     pub credentials: CredentialsSummary,
     pub signals: SignalsSummary,
+    /// Every pending signal, the process-wide queue first, in queue order.
+    pub pending_signals: Vec<queued::PendingSignalSummary>,
     pub timers: Vec<TimerSummary>,
+    /// POSIX timers (timer_create), by id.
+    pub posix_timers: Vec<queued::PosixTimerSummary>,
     pub rlimits: Vec<LimitSummary>,
     pub xsave: XsaveSummary,
     /// Keyed by register name, in the order the kernel's user_regs_struct
@@ -639,6 +645,8 @@ pub struct ImageSummary {
     pub vdso: Vec<SpecialMapping>,
     pub files: Vec<FdSummary>,
     pub session: SessionSummary,
+    /// File locks the process held, taken again at restore.
+    pub file_locks: Vec<locks::FileLockSummary>,
 }
 
 pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
@@ -685,6 +693,9 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
         threads: image.threads.iter().map(thread).collect(),
         credentials: credentials(&image),
         signals: signals(&image, &leader.signals),
+        pending_signals: queued::pending_signals(&image),
+        posix_timers: queued::posix_timers(&image),
+        file_locks: locks::file_locks(&image),
         timers: image
             .timers
             .entries()

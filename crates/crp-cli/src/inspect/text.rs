@@ -129,6 +129,7 @@ pub fn render_text(summary: &ImageSummary) -> String {
     process(&mut out, summary);
     credentials(&mut out, summary);
     signals(&mut out, summary);
+    super::queued::render_pending(&mut out, &summary.pending_signals);
     timers_and_limits(&mut out, summary);
     registers(&mut out, summary);
     memory(&mut out, summary);
@@ -237,6 +238,7 @@ pub fn render_text(summary: &ImageSummary) -> String {
             }
         }
     }
+    super::locks::render(&mut out, &summary.file_locks);
     out
 }
 
@@ -450,7 +452,8 @@ fn signals(out: &mut String, summary: &ImageSummary) {
 fn timers_and_limits(out: &mut String, summary: &ImageSummary) {
     let _ = writeln!(out, "\ntimers");
     let armed: Vec<_> = summary.timers.iter().filter(|timer| timer.armed).collect();
-    if armed.is_empty() {
+    super::queued::render_posix_timers(out, &summary.posix_timers);
+    if armed.is_empty() && summary.posix_timers.is_empty() {
         let _ = writeln!(out, "  none armed");
     }
     for timer in armed {

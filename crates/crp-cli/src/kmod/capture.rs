@@ -11,6 +11,8 @@
 use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_features};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::PosixTimers;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
@@ -19,7 +21,7 @@ use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
 use crp_kmod_abi::*;
-use crp_locks::LockState;
+use crp_locks::{FileLocks, LockState};
 use crp_ptrace::procfs::{self, Snapshot};
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
@@ -50,17 +52,31 @@ impl DumpBackend for Dump {
         // gives it); parking needs the mappings too.
         let maps = procfs::smaps(pid)?;
         park(frozen, &maps)?;
-        let (thread_attributes, attributes, session, future_locking) =
-            frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-                let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-                let thread_attributes = ThreadAttributes::capture(context)?;
-                let attributes = ProcessAttributes::capture(context)?;
-                let session = crp_compound::session::SessionState::capture(context)?;
-                // The scratch mapping is the probe: locked iff MCL_FUTURE.
-                let probe = context.tracee.scratch_area().0;
-                let future_locking = crp_compound::vma::FutureLocking::from_probe(context.tracee.pid(), probe)?;
-                Ok::<_, CrpError>((thread_attributes, attributes, session, future_locking))
-            })?;
+        let unreported = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+            // The scratch mapping is the probe: locked iff MCL_FUTURE.
+            let probe = context.tracee.scratch_area().0;
+            Ok::<_, CrpError>(Unreported {
+                thread_attributes: ThreadAttributes::capture(context)?,
+                attributes: ProcessAttributes::capture(context)?,
+                session: crp_compound::session::SessionState::capture(context)?,
+                future_locking: crp_compound::vma::FutureLocking::from_probe(context.tracee.pid(), probe)?,
+                pending_signals: SharedPendingSignals::capture(context)?,
+                thread_pending_signals: ThreadPendingSignals::capture(context)?,
+                posix_timers: PosixTimers::capture(context)?,
+                file_locks: FileLocks::capture(context)?,
+            })
+        })?;
+        let Unreported {
+            thread_attributes,
+            attributes,
+            session,
+            future_locking,
+            pending_signals,
+            thread_pending_signals,
+            posix_timers,
+            file_locks,
+        } = unreported;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
@@ -76,6 +92,7 @@ impl DumpBackend for Dump {
                 signals: ThreadSignals::from_abi(&dump.state),
                 locks: LockState::from_abi(&dump.state),
                 attributes: thread_attributes,
+                pending_signals: thread_pending_signals,
             }],
             vdso: vdso_layout(&dump),
             vmas,
@@ -93,6 +110,9 @@ impl DumpBackend for Dump {
             timers: IntervalTimers::from_abi(&dump.state),
             attributes,
             session,
+            pending_signals,
+            posix_timers,
+            file_locks,
         };
         // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state
@@ -111,6 +131,20 @@ impl DumpBackend for Dump {
     fn read_memory(&self, _pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         self.device.read_memory(address, buffer)
     }
+}
+
+/// What the module does not report, read by the userspace back end's
+/// injected getters and ptrace while the process is parked; restored from
+/// outside by [`crate::plan::FINISH`] for both back ends.
+struct Unreported {
+    thread_attributes: ThreadAttributes,
+    attributes: ProcessAttributes,
+    session: crp_compound::session::SessionState,
+    future_locking: crp_compound::vma::FutureLocking,
+    pending_signals: SharedPendingSignals,
+    thread_pending_signals: ThreadPendingSignals,
+    posix_timers: PosixTimers,
+    file_locks: FileLocks,
 }
 
 fn cpu_state(dump: &TaskDump) -> Result<CpuState, CrpError> {

@@ -133,6 +133,10 @@ impl Records {
         let leader = image.leader()?;
         image.signals.write_abi(&mut state);
         leader.signals.write_abi(&mut state);
+        // The single steps over the ioctl and the injections after it force
+        // SIGTRAP, which resets a blocked SIGTRAP's handler: the module
+        // leaves it unblocked, the process's own mask comes last by ptrace.
+        state.blocked &= crp_compound::pending_signals::ALL_BUT_SIGTRAP;
         state.personality = u32::try_from(image.task.personality).unwrap_or(0);
         leader.locks.write_abi(&mut state);
         state.mm = image.mm.to_abi().map_err(|invalid| CrpError::InvalidImage { reason: invalid.to_string() })?;
@@ -260,6 +264,13 @@ fn finish_from_outside(rebuild: &mut Rebuild<'_>, resumed: &Registers) -> Result
     // Back to exactly what the module left (the syscalls above used the
     // registers), plus the full rax, gs base and XSAVE.
     image.leader()?.cpu.load(pid, *resumed)?;
+    // The process's own mask, last: the module left SIGTRAP unblocked, and
+    // re-queueing pending signals blocked every other signal.
+    crp_ptrace::sys::set_sigmask(pid, image.leader()?.signals.blocked).map_err(|errno| EngineError::Ptrace {
+        operation: "PTRACE_SETSIGMASK",
+        pid: pid.as_raw(),
+        errno,
+    })?;
     Ok(())
 }
 

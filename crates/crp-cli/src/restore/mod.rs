@@ -348,10 +348,11 @@ fn build(
     let mut pending = injector.take_deferred_signals();
     if image.task.stopped {
         // Queued now, it stops the process before its first instruction.
-        pending.push(Signal::SIGSTOP);
+        pending.push(libc::SIGSTOP);
     }
     for signal in pending {
-        let _ = kill(pid, signal);
+        // SAFETY: kill(2) on the child crp holds; no memory is involved.
+        let _ = unsafe { libc::kill(pid.as_raw(), signal) };
     }
     // Until the child is released, a cancelled restore kills it (the
     // guard's drop).

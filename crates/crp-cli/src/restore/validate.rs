@@ -153,6 +153,10 @@ fn own_memlock_limit() -> u64 {
 
 /// `CAP_SYS_RESOURCE`, needed to raise a hard resource limit.
 const CAP_SYS_RESOURCE: u64 = 1 << 24;
+/// `CAP_WAKE_ALARM`, needed for a timer on CLOCK_REALTIME_ALARM (8) or
+/// CLOCK_BOOTTIME_ALARM (9).
+const CAP_WAKE_ALARM: u64 = 1 << 35;
+const ALARM_CLOCKS: [i32; 2] = [8, 9];
 
 /// Refuses an image whose process had capabilities, hard limits, or an
 /// oom_score_adj below crp's own lower bound, that crp itself does not
@@ -181,6 +185,18 @@ fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
         });
     }
     check_locked_memory(&image.vmas, own.cap_effective & CAP_IPC_LOCK != 0, own_memlock_limit())?;
+    if let Some(timer) = image.posix_timers.timers.iter().find(|timer| ALARM_CLOCKS.contains(&timer.clock))
+        && own.cap_effective & CAP_WAKE_ALARM == 0
+    {
+        return Err(CrpError::LacksPrivileges {
+            missing: format!(
+                "CAP_WAKE_ALARM, to create POSIX timer {} on {}",
+                timer.id,
+                crp_compound::posix_timers::clock_name(timer.clock)
+            ),
+            advice: privilege_advice(),
+        });
+    }
     let can_raise_limits = own.cap_effective & CAP_SYS_RESOURCE != 0;
     let oom_score_adj = image.attributes.oom_score_adj;
     if !crp_compound::process_attrs::can_set_oom_score_adj(oom_score_adj)? {

@@ -4,6 +4,8 @@
 use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::PosixTimers;
 use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::session::SessionState;
@@ -13,7 +15,7 @@ use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::shared::Gathering;
 use crp_compound::vma::{DescriptorObjects, FutureLocking, Mapping, VmaRecord};
-use crp_locks::LockState;
+use crp_locks::{FileLocks, LockState};
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
@@ -63,6 +65,10 @@ impl DumpBackend for Dump {
             attributes,
             session,
             future_locking,
+            pending_signals,
+            thread_pending_signals,
+            posix_timers,
+            file_locks,
         } = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
@@ -70,7 +76,14 @@ impl DumpBackend for Dump {
             pid,
             kernel_release: kernel_release(),
             dumped_at_unix_seconds: 0,
-            threads: vec![ThreadState { tid: pid, cpu, signals: thread_signals, locks, attributes: thread_attributes }],
+            threads: vec![ThreadState {
+                tid: pid,
+                cpu,
+                signals: thread_signals,
+                locks,
+                attributes: thread_attributes,
+                pending_signals: thread_pending_signals,
+            }],
             vdso,
             vmas,
             shared_memory,
@@ -86,6 +99,9 @@ impl DumpBackend for Dump {
             timers,
             attributes,
             session,
+            pending_signals,
+            posix_timers,
+            file_locks,
         };
         Ok(Captured { state, populated_kb })
     }
@@ -109,6 +125,10 @@ struct Injected {
     attributes: ProcessAttributes,
     session: SessionState,
     future_locking: FutureLocking,
+    pending_signals: SharedPendingSignals,
+    thread_pending_signals: ThreadPendingSignals,
+    posix_timers: PosixTimers,
+    file_locks: FileLocks,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
@@ -130,6 +150,10 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             session: SessionState::capture(context)?,
             // The scratch mapping is the probe: locked iff MCL_FUTURE.
             future_locking: FutureLocking::from_probe(context.tracee.pid(), context.tracee.scratch_area().0)?,
+            pending_signals: SharedPendingSignals::capture(context)?,
+            thread_pending_signals: ThreadPendingSignals::capture(context)?,
+            posix_timers: PosixTimers::capture(context)?,
+            file_locks: FileLocks::capture(context)?,
         })
     })
 }

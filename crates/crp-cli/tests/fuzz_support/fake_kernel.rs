@@ -171,6 +171,45 @@ impl FakeKernel {
                     self.refuse(format!("timerfd_settime(flags {:#o}, {:?}): EINVAL", args[1], words));
                 }
             }
+            libc::SYS_rt_sigqueueinfo | libc::SYS_rt_tgsigqueueinfo => {
+                let signal = signed(if number == libc::SYS_rt_sigqueueinfo { 1 } else { 2 });
+                if !(1..=64).contains(&signal) {
+                    self.refuse(format!("rt_sigqueueinfo({signal}): EINVAL"));
+                }
+            }
+            libc::SYS_timer_create => {
+                let clock = i32::from_le_bytes(args[0].to_le_bytes()[..4].try_into().unwrap_or_default());
+                let event = self.words(args[1], 2);
+                let halves = event[1].to_le_bytes();
+                let half = |at: usize| i32::from_le_bytes(halves[at..at + 4].try_into().unwrap_or_default());
+                let (signal, notify) = (half(0), half(4));
+                let named = [0, 1, 2, 3, 7, 8, 9, 11].contains(&clock);
+                let cpu = clock < 0 && clock & 3 != 3;
+                if !(named || cpu) || ![0, 1, 4].contains(&notify) || (notify != 1 && !(1..=64).contains(&signal)) {
+                    self.refuse(format!("timer_create(clock {clock}, notify {notify}, signal {signal}): EINVAL"));
+                }
+            }
+            libc::SYS_timer_settime => {
+                let words = self.words(args[2], 4);
+                if words.iter().any(|word| word.cast_signed() < 0)
+                    || words[1] >= 1_000_000_000
+                    || words[3] >= 1_000_000_000
+                {
+                    self.refuse(format!("timer_settime({words:?}): EINVAL"));
+                }
+            }
+            libc::SYS_fcntl if args[1] == 6 || args[1] == 37 => {
+                let words = self.words(args[2], 3);
+                if words[1].cast_signed() < 0
+                    || words[2].cast_signed() < 0
+                    || words[1].checked_add(words[2]).is_none_or(|end| end.cast_signed() < 0)
+                {
+                    self.refuse(format!("fcntl(F_SETLK, start {}, length {}): EINVAL", words[1], words[2]));
+                }
+            }
+            libc::SYS_fcntl | libc::SYS_flock if !(0..NR_OPEN).contains(&signed(0)) => {
+                self.refuse(format!("fcntl/flock on fd {}: EBADF", signed(0)));
+            }
             // crp writes only an eventfd's count, which cannot be ULLONG_MAX.
             libc::SYS_write if args[2] == 8 && self.words(args[1], 1)[0] == u64::MAX => {
                 self.refuse("write(eventfd, ULLONG_MAX): EINVAL".into());

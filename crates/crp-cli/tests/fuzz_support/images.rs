@@ -142,6 +142,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
                 cpuid_faulting: false,
                 parent_death_signal: ParentDeathSignal(0),
             },
+            pending_signals: Default::default(),
         }],
         vdso,
         vmas: vec![
@@ -204,6 +205,9 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             ..ProcessAttributes::default()
         },
         session: crp_compound::session::SessionState::default(),
+        pending_signals: Default::default(),
+        posix_timers: Default::default(),
+        file_locks: Default::default(),
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)

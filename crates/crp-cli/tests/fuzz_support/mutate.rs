@@ -5,16 +5,18 @@ use crp_arch_x86::SpecialMapping;
 use crp_cli::model::ProcessImage;
 use crp_compound::files::event::{TimerFd, Timespec};
 use crp_compound::files::{EpollRegistration, EventFile, FdRecord, FdTarget, InotifyWatch};
+use crp_compound::pending_signals::QueuedSignal;
+use crp_compound::posix_timers::PosixTimer;
 use crp_compound::rlimits::Limit;
 use crp_compound::signals::SignalAction;
 use crp_compound::vma::{Backing, MappedFile};
-use crp_locks::RseqRegistration;
+use crp_locks::{FileLock, LockKind, RseqRegistration};
 
 use super::images::{Runs, reg};
 use super::rng::Rng;
 
 /// Number of distinct mutations [`mutate_value`] chooses from.
-pub const MUTATIONS: u64 = 35;
+pub const MUTATIONS: u64 = 38;
 
 /// A path or name that breaks assumptions: empty, with NUL bytes, relative,
 /// very long, or not what it claims.
@@ -315,9 +317,47 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
                 _ => image.attributes.thp_disable = rng.hostile_u64(),
             }
         }
-        _ => {
+        34 => {
             let vaddr = rng.hostile_u64() & !0xfff;
             runs.push((vaddr, 1 + rng.below(2), 0x5a));
+        }
+        35 => {
+            let mut siginfo = [0u8; 128];
+            siginfo[..4].copy_from_slice(&rng.hostile_i32().to_le_bytes());
+            siginfo[8..12].copy_from_slice(&rng.hostile_i32().to_le_bytes());
+            let queued = QueuedSignal { siginfo };
+            match rng.below(3) {
+                0 => image.pending_signals.queue.push(queued),
+                1 => image.threads[0].pending_signals.queue.push(queued),
+                _ => image.pending_signals.queue.extend([queued, queued]),
+            }
+        }
+        36 => {
+            let timer = PosixTimer {
+                id: rng.hostile_i32(),
+                clock: rng.hostile_i32(),
+                notify: rng.pick(&[0, 1, 2, 4, -1, i32::MAX]),
+                signal: rng.hostile_i32(),
+                value: rng.hostile_u64(),
+                thread: rng.hostile_i32(),
+                left_ns: rng.hostile_u64(),
+                interval_ns: rng.hostile_u64(),
+                overrun: rng.hostile_i32(),
+            };
+            let copies = 1 + rng.index(2);
+            image.posix_timers.timers.extend(std::iter::repeat_n(timer, copies));
+        }
+        _ => {
+            let kind = rng.pick(&[LockKind::Posix, LockKind::OpenFileDescription, LockKind::Flock, LockKind::Lease]);
+            let end = rng.chance(2).then(|| rng.hostile_u64());
+            image.file_locks.locks.push(FileLock {
+                kind,
+                write: rng.chance(2),
+                start: rng.hostile_u64(),
+                end,
+                fd: rng.hostile_i32(),
+                path: hostile_string(rng),
+            });
         }
     }
 }

@@ -27,6 +27,51 @@ pub struct Snapshot {
     /// /proc/PID/loginuid (decimal, 4294967295 when unset); empty on a
     /// kernel without audit.
     pub loginuid: String,
+    /// /proc/PID/timers: the process's POSIX timers.
+    pub timers: String,
+    /// Every descriptor whose /proc/PID/fdinfo lists file locks (empty
+    /// when made from texts).
+    pub descriptor_locks: Vec<DescriptorLocks>,
+}
+
+/// The `lock:` lines of one descriptor's /proc/PID/fdinfo (the locks of
+/// its file the process or that open file description holds) and where
+/// /proc/PID/fd says it points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescriptorLocks {
+    pub fd: u64,
+    pub path: String,
+    /// Each line after `lock:`, trimmed: `1: POSIX  ADVISORY  WRITE 42 fe:00:77 0 EOF`.
+    pub lines: Vec<String>,
+}
+
+/// The descriptors of `pid` that hold locks, by number.
+fn descriptor_locks(pid: i32) -> Result<Vec<DescriptorLocks>, ProcError> {
+    let directory = PathBuf::from(format!("/proc/{pid}/fdinfo"));
+    let entries =
+        std::fs::read_dir(&directory).map_err(|source| ProcError::Read { path: directory.clone(), source })?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ProcError::Read { path: directory.clone(), source })?;
+        let Some(fd) = entry.file_name().to_str().and_then(|name| name.parse::<u64>().ok()) else {
+            continue;
+        };
+        let lines: Vec<String> = read_text(&entry.path())?
+            .lines()
+            .filter_map(|line| line.strip_prefix("lock:"))
+            .map(|line| line.trim().to_owned())
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let link = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+        let path = std::fs::read_link(&link)
+            .map(|target| target.to_string_lossy().into_owned())
+            .map_err(|source| ProcError::Read { path: link, source })?;
+        found.push(DescriptorLocks { fd, path, lines });
+    }
+    found.sort_by_key(|locks| locks.fd);
+    Ok(found)
 }
 
 /// The texts a [`Snapshot`] is made of, for [`Snapshot::parse`].
@@ -42,6 +87,7 @@ pub struct Texts<'a> {
     pub oom_score_adj: &'a str,
     pub coredump_filter: &'a str,
     pub loginuid: &'a str,
+    pub timers: &'a str,
 }
 
 impl Snapshot {
@@ -59,6 +105,8 @@ impl Snapshot {
             oom_score_adj: texts.oom_score_adj.to_owned(),
             coredump_filter: texts.coredump_filter.to_owned(),
             loginuid: texts.loginuid.to_owned(),
+            timers: texts.timers.to_owned(),
+            descriptor_locks: Vec::new(),
         })
     }
 
@@ -86,6 +134,8 @@ impl Snapshot {
                 Err(ProcError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
                 other => other?,
             },
+            timers: read_text(&file("timers"))?,
+            descriptor_locks: descriptor_locks(pid)?,
         })
     }
 }

@@ -29,6 +29,27 @@ pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpEr
     crp_compound::vma::check_guards(&image.vmas, &image.guard_regions).map_err(invalid)?;
     crp_compound::rlimits::check(&image.rlimits).map_err(invalid)?;
     image.timers.check().map_err(invalid)?;
+    image.pending_signals.check().map_err(invalid)?;
+    image.posix_timers.check().map_err(invalid)?;
+    image.file_locks.check().map_err(invalid)?;
+    for lock in &image.file_locks.locks {
+        if !image.files.descriptors.iter().any(|descriptor| descriptor.fd == lock.fd) {
+            return Err(invalid(format!(
+                "a {} is on fd {}, which the image has no descriptor for",
+                lock.describe(),
+                lock.fd
+            )));
+        }
+    }
+    for timer in &image.posix_timers.timers {
+        if timer.notify == crp_compound::posix_timers::SIGEV_THREAD_ID && timer.thread != leader.tid {
+            return Err(invalid(format!(
+                "POSIX timer {} signals thread {}, not one of the image's",
+                timer.id, timer.thread
+            )));
+        }
+    }
+    leader.pending_signals.check().map_err(invalid)?;
     image.task.check().map_err(invalid)?;
     image.session.check().map_err(invalid)?;
     leader.attributes.check().map_err(invalid)?;
