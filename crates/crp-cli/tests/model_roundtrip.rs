@@ -61,8 +61,8 @@ fn shared_memory() -> impl Strategy<Value = SharedMemory> {
                 extents: vec![crp_compound::files::Extent { offset: 0, data }]
             },
         }),
-        (any::<i32>(), any::<i32>(), any::<u32>(), any::<bool>())
-            .prop_map(|(key, id, mode, removed)| SharedKind::SysV { key, id, mode, removed }),
+        (any::<i32>(), any::<i32>(), any::<u32>(), any::<bool>(), any::<u32>(), any::<u32>())
+            .prop_map(|(key, id, mode, removed, uid, gid)| SharedKind::SysV { key, id, mode, removed, uid, gid }),
         (".{0,20}", any::<u32>(), any::<u64>(), vec(any::<u8>(), 0..8)).prop_map(|(path, mode, offset, data)| {
             SharedKind::DeletedFile {
                 path,

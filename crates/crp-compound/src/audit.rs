@@ -155,7 +155,7 @@ pub const STATUS_FIELDS: &[(&str, Handling)] = &[
     ("Kthread", Refused("kernel threads")),
     ("VmPeak", STATISTIC),
     ("VmSize", MEMORY_VIEW),
-    ("VmLck", Refused("mlock()ed memory")),
+    ("VmLck", Restored("memory (mlock and mlock2(MLOCK_ONFAULT) re-applied per mapping)")),
     ("VmPin", STATISTIC),
     ("VmHWM", STATISTIC),
     ("VmRSS", STATISTIC),

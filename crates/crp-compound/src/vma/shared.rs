@@ -61,8 +61,10 @@ pub enum SharedKind {
     /// segment of the same key when one exists with the same size and mode
     /// (its contents, which its other users may have written since, are
     /// kept), else created (a new id) and filled; `removed` (IPC_RMID while
-    /// attached, key IPC_PRIVATE) is removed again once attached.
-    SysV { key: i32, id: i32, mode: u32, removed: bool },
+    /// attached, key IPC_PRIVATE) is removed again once attached. A made
+    /// segment gets the original's owner (`uid`, `gid`, by IPC_SET); its
+    /// creator is crp restore's.
+    SysV { key: i32, id: i32, mode: u32, removed: bool, uid: u32, gid: u32 },
 }
 
 /// One shared memory object, however many mappings it has.
@@ -319,6 +321,8 @@ impl Gathering {
             id: segment.id,
             mode: segment.mode & 0o777,
             removed: segment.mode & SHM_DEST != 0,
+            uid: segment.uid,
+            gid: segment.gid,
         };
         self.objects.push(SharedObject { kind, device, inode: id, size: segment.size, outside: Vec::new() });
         Ok(u32::try_from(self.objects.len() - 1).unwrap_or(u32::MAX))
@@ -350,6 +354,9 @@ pub struct SysvSegment {
     /// Permission bits with SHM_DEST and SHM_LOCKED.
     pub mode: u32,
     pub size: u64,
+    /// The owner (shm_perm.uid, gid), which IPC_SET may change.
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The SysV segments of crp's IPC namespace (the restored process's too).
@@ -364,8 +371,8 @@ fn parse_sysv(text: &str) -> Vec<SysvSegment> {
     let Some(header) = lines.next() else { return Vec::new() };
     let columns: Vec<&str> = header.split_ascii_whitespace().collect();
     let column = |name: &str| columns.iter().position(|column| *column == name);
-    let (Some(key), Some(id), Some(perms), Some(size)) =
-        (column("key"), column("shmid"), column("perms"), column("size"))
+    let (Some(key), Some(id), Some(perms), Some(size), Some(uid), Some(gid)) =
+        (column("key"), column("shmid"), column("perms"), column("size"), column("uid"), column("gid"))
     else {
         return Vec::new();
     };
@@ -377,6 +384,8 @@ fn parse_sysv(text: &str) -> Vec<SysvSegment> {
                 id: fields.get(id)?.parse().ok()?,
                 mode: u32::from_str_radix(fields.get(perms)?, 8).ok()?,
                 size: fields.get(size)?.parse().ok()?,
+                uid: fields.get(uid)?.parse().ok()?,
+                gid: fields.get(gid)?.parse().ok()?,
             })
         })
         .collect()
@@ -600,7 +609,7 @@ pub enum Made {
 
 /// Makes `object` again in the process being restored.
 pub fn create_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<Made, EngineError> {
-    if let SharedKind::SysV { key, mode, removed, .. } = object.kind {
+    if let SharedKind::SysV { key, mode, removed, uid, gid, .. } = object.kind {
         if key != libc::IPC_PRIVATE
             && !removed
             && let Some(existing) = matching_segment(key, object.size, mode)
@@ -610,9 +619,34 @@ pub fn create_object(tracee: &mut dyn Tracee, object: &SharedObject) -> Result<M
         let key = if removed { libc::IPC_PRIVATE } else { key };
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777).cast_signed();
         let id = tracee.syscall("shmget", libc::SYS_shmget, [arg(key), object.size, arg(flags), 0, 0, 0])?;
+        set_segment_owner(tracee, id, uid, gid)?;
         return Ok(Made::SysV { id, reused: false });
     }
     create_file_object(tracee, object).map(Made::Descriptor)
+}
+
+/// `sizeof(struct shmid64_ds)` on x86-64, and the offsets of
+/// `shm_perm.uid` and `shm_perm.gid` in it.
+const SHMID_DS_SIZE: usize = 112;
+const SHM_PERM_UID: usize = 4;
+const SHM_PERM_GID: usize = 8;
+
+/// Gives segment `id` the owner `uid`, `gid` (IPC_STAT, then IPC_SET of the
+/// same record with the owner changed), unless it has it already.
+fn set_segment_owner(tracee: &mut dyn Tracee, id: u64, uid: u32, gid: u32) -> Result<(), EngineError> {
+    let mut scratch = tracee.scratch();
+    let record = scratch.reserve(SHMID_DS_SIZE);
+    scratch.commit(tracee)?;
+    tracee.syscall("shmctl(IPC_STAT)", libc::SYS_shmctl, [id, arg(libc::IPC_STAT), record, 0, 0, 0])?;
+    let mut owner = [0u8; 8];
+    tracee.read_memory(record + SHM_PERM_UID as u64, &mut owner)?;
+    let wanted = [uid.to_ne_bytes(), gid.to_ne_bytes()].concat();
+    if owner[..] == wanted[..] {
+        return Ok(());
+    }
+    debug_assert_eq!(SHM_PERM_GID, SHM_PERM_UID + 4);
+    tracee.write_memory(record + SHM_PERM_UID as u64, &wanted)?;
+    tracee.syscall("shmctl(IPC_SET)", libc::SYS_shmctl, [id, arg(libc::IPC_SET), record, 0, 0, 0]).map(drop)
 }
 
 /// The segment of `key` on this host, when it has `size` and `mode`.
@@ -886,6 +920,33 @@ mod tests {
 
     fn shared(start: u64, end: u64, object: u32, offset: u64) -> VmaRecord {
         VmaRecord { start, end, protection: 3, shared: true, flags: 0, backing: Backing::Shared { object, offset } }
+    }
+
+    #[test]
+    fn a_made_segment_gets_its_owner_back() {
+        use crp_ptrace::fake::FakeTracee;
+        let object = SharedObject {
+            kind: SharedKind::SysV { key: libc::IPC_PRIVATE, id: 3, mode: 0o600, removed: false, uid: 1000, gid: 100 },
+            device: 0,
+            inode: 3,
+            size: 4096,
+            outside: Vec::new(),
+        };
+        let set = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = std::rc::Rc::clone(&set);
+        let mut restored = FakeTracee::answering(move |call, memory| match call.number {
+            libc::SYS_shmget => 7,
+            libc::SYS_shmctl if call.args[1] == libc::IPC_SET as u64 => {
+                seen.borrow_mut().push(memory.read(call.args[2] + SHM_PERM_UID as u64, 8));
+                0
+            }
+            _ => 0,
+        });
+        assert_eq!(create_object(&mut restored, &object).unwrap(), Made::SysV { id: 7, reused: false });
+        let owner = [1000u32.to_ne_bytes(), 100u32.to_ne_bytes()].concat();
+        assert_eq!(*set.borrow(), [owner]);
+        let stats = restored.calls_of(libc::SYS_shmctl);
+        assert_eq!((stats[0].args[0], stats[0].args[1]), (7, libc::IPC_STAT as u64));
     }
 
     #[test]
