@@ -158,6 +158,33 @@ const CAP_SYS_RESOURCE: u64 = 1 << 24;
 const CAP_WAKE_ALARM: u64 = 1 << 35;
 const ALARM_CLOCKS: [i32; 2] = [8, 9];
 
+/// `CAP_LEASE`, needed for a lease on a file crp does not own.
+const CAP_LEASE: u64 = 1 << 28;
+
+/// Refuses a lease crp could not take again: on a file another user owns,
+/// without CAP_LEASE (the locks are taken before the credentials, with
+/// crp's own).
+fn check_leases(locks: &crp_locks::FileLocks, can_lease_any: bool) -> Result<(), CrpError> {
+    use std::os::unix::fs::MetadataExt;
+    if can_lease_any {
+        return Ok(());
+    }
+    let own = nix::unistd::geteuid().as_raw();
+    for lease in locks.locks.iter().filter(|lock| lock.kind == crp_locks::LockKind::Lease) {
+        let owner = std::fs::metadata(&lease.path).map(|metadata| metadata.uid()).ok();
+        if owner.is_some_and(|owner| owner != own) {
+            return Err(CrpError::LacksPrivileges {
+                missing: format!(
+                    "CAP_LEASE, to take fd {}'s lease on {} again (another user's file)",
+                    lease.fd, lease.path
+                ),
+                advice: privilege_advice(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Refuses an image whose process had capabilities, hard limits, or an
 /// oom_score_adj below crp's own lower bound, that crp itself does not
 /// have: it could not give them back. Capabilities
@@ -197,6 +224,7 @@ fn check_privileges(image: &ProcessImage) -> Result<(), CrpError> {
             advice: privilege_advice(),
         });
     }
+    check_leases(&image.file_locks, own.cap_effective & CAP_LEASE != 0)?;
     let can_raise_limits = own.cap_effective & CAP_SYS_RESOURCE != 0;
     let oom_score_adj = image.attributes.oom_score_adj;
     if !crp_compound::process_attrs::can_set_oom_score_adj(oom_score_adj)? {
@@ -262,6 +290,30 @@ fn known_capabilities() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_on_another_users_file_needs_cap_lease() {
+        let directory = tempfile::tempdir().unwrap();
+        let theirs = directory.path().join("theirs");
+        std::fs::write(&theirs, b"x").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4321), None).unwrap();
+        let lease = |path: &std::path::Path| crp_locks::FileLocks {
+            locks: vec![crp_locks::FileLock {
+                kind: crp_locks::LockKind::Lease,
+                write: false,
+                start: 0,
+                end: None,
+                fd: 5,
+                path: path.display().to_string(),
+            }],
+        };
+        let refusal = check_leases(&lease(&theirs), false).unwrap_err().to_string();
+        assert!(refusal.contains("CAP_LEASE") && refusal.contains("fd 5"), "{refusal}");
+        check_leases(&lease(&theirs), true).unwrap();
+        let mine = directory.path().join("mine");
+        std::fs::write(&mine, b"x").unwrap();
+        check_leases(&lease(&mine), false).unwrap();
+    }
 
     #[test]
     fn locked_memory_above_crps_memlock_limit_needs_cap_ipc_lock() {

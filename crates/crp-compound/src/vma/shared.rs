@@ -485,7 +485,8 @@ fn maps_line_key(line: &str) -> Option<(u64, u64)> {
     let mut fields = line.split_ascii_whitespace();
     let device = fields.nth(3)?;
     let inode: u64 = fields.next()?.parse().ok()?;
-    if inode == 0 {
+    // A SysV segment's inode is its id, which may be 0.
+    if inode == 0 && !fields.next().is_some_and(|name| name.starts_with("/SYSV")) {
         return None;
     }
     let (major, minor) = device.split_once(':')?;
@@ -961,6 +962,9 @@ mod tests {
         let line = "7f0000000000-7f0000001000 rw-s 00000000 00:01 4242                       /dev/zero (deleted)";
         assert_eq!(maps_line_key(line), Some((device_number((0, 1)), 4242)));
         assert_eq!(maps_line_key("7f0000000000-7f0000001000 rw-p 00000000 00:00 0"), None);
+        let first_segment =
+            "7f0000000000-7f0000001000 rw-s 00000000 00:01 0                          /SYSV00000000 (deleted)";
+        assert_eq!(maps_line_key(first_segment), Some((device_number((0, 1)), 0)), "shmid 0 is a segment too");
     }
 
     #[test]
