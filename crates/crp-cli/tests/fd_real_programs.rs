@@ -98,13 +98,20 @@ fn tail_f_follows_its_file_again_after_a_restore() {
 }
 
 /// Waits until the restored process `pid` runs on its own (crp no longer
-/// traces it) with descriptor kind `prefix` in place.
+/// traces it) with descriptor kind `prefix` in place. The descriptor is
+/// made while crp still traces the child (and the PID is untraced for a
+/// moment before that), so both are looked at, in this order, each time.
 fn wait_until_restored(pid: i32, prefix: &str) {
     loop {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        let placed = std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                std::fs::read_link(entry.path()).is_ok_and(|link| link.to_string_lossy().starts_with(prefix))
+            })
+        });
+        if placed
+            && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
             && status.contains("\nTracerPid:\t0\n")
         {
-            wait_for_descriptor(pid, prefix);
             return;
         }
         std::thread::yield_now();
