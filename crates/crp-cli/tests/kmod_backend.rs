@@ -213,14 +213,15 @@ fn python3_mid_computation_across_back_ends() {
 
 /// Every descriptor kind's own test program (pipes with their bytes, socket
 /// pairs with their queues, epoll and inotify, a FIFO, a deleted file, a
-/// memfd, owners and O_ASYNC, eventfd/timerfd/signalfd), dumped and
+/// memfd, owners and O_ASYNC, eventfd/timerfd/signalfd, pseudo-terminal
+/// pairs), dumped and
 /// restored through the module and across back ends: the descriptors are
 /// read and rebuilt from outside by the same code for both.
 #[test]
 #[ignore = "needs /dev/crp: run by crates/crp-kmod/tests/in-vm.sh"]
 fn descriptor_kinds_across_back_ends() {
     // (program, mode, whether it works in a directory of its own, input, what it says)
-    let cases: [(&str, Option<&str>, bool, &str, &str); 9] = [
+    let cases: [(&str, Option<&str>, bool, &str, &str); 10] = [
         ("fd_pipes", Some("inside"), false, "go\n", "pipes"),
         ("fd_sockets", Some("pairs"), false, "go\n", "pairs"),
         ("fd_epoll", Some("epoll"), false, "go\n", "epoll"),
@@ -230,6 +231,7 @@ fn descriptor_kinds_across_back_ends() {
         ("fd_files", Some("memfd"), true, "go\n", "memfd"),
         ("fd_owner", None, false, "restored\n", "owners restored"),
         ("fd_events", None, false, "restored\n", "events restored"),
+        ("fd_pty", None, false, "go\n", "pseudo-terminals"),
     ];
     for (dump_with, restore_with) in [("kmod", "kmod"), ("kmod", "userspace"), ("userspace", "kmod")] {
         for (program, mode, in_directory, input, said) in cases {
