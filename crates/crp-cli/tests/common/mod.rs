@@ -380,7 +380,9 @@ pub fn cpu_itimer_round_trip(dump_arguments: &[&str], restore_arguments: &[&str]
     dump_ok(subject.pid, &image, dump_arguments);
     assert_killed(subject.wait());
     let left = itimer_prof_left_in(&image);
-    assert!(left > 0.0 && left <= TIMER_SECONDS / 2.0, "the image says {left:.3} s were left of the 4 s timer");
+    // /proc's CPU time (scaled to the precise clock) said 2 s were used; the
+    // timer's tick-sampled clock may lag it (by 0.45 s in the loaded lab VM).
+    assert!(left > 0.0 && left <= TIMER_SECONDS / 2.0 * 1.25, "the image says {left:.3} s were left of the 4 s timer");
     let output = restore(&image, restore_arguments, "");
     let stdout = stdout_of(&output);
     assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
