@@ -148,3 +148,45 @@ fn a_deleted_file_above_the_limit_is_refused_naming_the_flag() {
     subject.send("go\n");
     assert_eq!(subject.read_line(), format!("OK pid={} big\n", subject.pid));
 }
+
+#[test]
+fn open_deleted_directories_come_back_deleted_with_their_mode_owner_and_sharing() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = round_trip_ok("deleted-dir", directory.path());
+    let json = inspect_json(&image);
+    let fd3 = file_of(&json, 3);
+    assert_eq!(fd3["kind"], "deleted directory");
+    assert_eq!(fd3["file_object"]["kind"], "deleted directory");
+    assert_eq!(fd3["file_object"]["mode"], "0o750");
+    assert_eq!(file_of(&json, 4)["shares_description_with"], 3);
+    for fd in [5, 6] {
+        assert_eq!(file_of(&json, fd)["file_object"]["inode"], fd3["file_object"]["inode"], "fd {fd}");
+    }
+    assert_ne!(file_of(&json, 7)["file_object"]["inode"], fd3["file_object"]["inode"]);
+    let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(text.contains("deleted directory") && text.contains("/gone"), "{text}");
+    // Removed again: nothing the restore made is left in DIR.
+    let mut left: Vec<String> = std::fs::read_dir(directory.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["deleted-dir.crp", "taken"]);
+}
+
+#[test]
+fn a_deleted_directory_whose_parent_is_gone_is_refused_before_the_restore() {
+    let directory = tempfile::tempdir().unwrap();
+    let parent = directory.path().join("parent");
+    std::fs::create_dir(&parent).unwrap();
+    let mut subject = files_subject("deleted-dir", &parent);
+    let image = directory.path().join("deleted-dir.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    std::fs::remove_dir_all(&parent).unwrap();
+    let output = restore(&image, &[], "go\n");
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    let message = stderr_of(&output);
+    assert!(message.contains("deleted directory") && message.contains("/parent"), "{message}");
+    assert!(!parent.exists(), "the restore made the parent");
+}

@@ -435,3 +435,19 @@ fn syscall_user_dispatch_is_refused_at_the_freeze_and_the_process_runs_on() {
         "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH) (mode 1, seen at the freeze)",
     );
 }
+
+#[test]
+fn a_deleted_working_directory_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let gone = directory.path().join("cwd");
+    let mut subject = python(&format!(
+        "import os, time\n\
+         os.mkdir({gone:?})\n\
+         os.chdir({gone:?})\n\
+         os.rmdir({gone:?})\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+        gone = gone.to_str().unwrap()
+    ));
+    assert_dump_refused(&mut subject, "a deleted current working directory");
+}

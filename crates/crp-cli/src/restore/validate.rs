@@ -65,8 +65,11 @@ pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
 }
 
 /// Checks this host can run the image: CPU features, vDSO shape, files
-/// (each must exist: a missing one is named, exit 5), then privileges.
-pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
+/// (each must exist: a missing one is named, exit 5; a mapped file that
+/// changed since the dump is refused, exit 5, or with `allow_changed_files`
+/// named in a warning unless it shrank below a mapping's end), then
+/// privileges.
+pub fn check_host(image: &ProcessImage, allow_changed_files: bool) -> Result<(), CrpError> {
     image.leader()?.cpu.xsave.check_host_supports(host_xsave_features())?;
     image.vdso.check_matches(&host_vdso()?)?;
     require_path("the executable", &image.mm.exe_path, Kind::Any)?;
@@ -74,7 +77,9 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
     for vma in &image.vmas {
         if let Backing::File(file) = &vma.backing {
             require_path("the mapped file", &file.path, Kind::Any)?;
-            crp_compound::vma::check_mapped_file(file)?;
+            if let Some(change) = crp_compound::vma::mapped_file_change(file, vma.end - vma.start)? {
+                accept_change(change, allow_changed_files)?;
+            }
         }
     }
     for record in image.files.records() {
@@ -91,6 +96,20 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
             .map_err(|refusal| CrpError::Incompatible { reason: refusal.to_string() })?;
     }
     check_privileges(image)
+}
+
+/// Refuses a file that changed since the dump, or with `allow` (`crp
+/// restore --allow-changed-files`) warns of it, naming it and what changed;
+/// a change that would make the process fault is refused all the same.
+fn accept_change(change: crp_compound::vma::FileChange, allow: bool) -> Result<(), CrpError> {
+    if !allow || change.fatal {
+        return Err(crp_compound::CompoundError::from(change).into());
+    }
+    eprintln!(
+        "crp: warning: {} changed since the dump ({}); restored as it is now (--allow-changed-files)",
+        change.path, change.what
+    );
+    Ok(())
 }
 
 /// What a path the image names must be on this host.

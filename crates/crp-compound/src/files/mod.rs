@@ -339,6 +339,10 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         // Whatever it names (a symlink with O_NOFOLLOW, a FIFO, a device),
         // an O_PATH descriptor is only a path: reopened with the same flags.
         if target.ends_with(" (deleted)") {
+            let metadata = proc_fd::metadata(pid, fd)?;
+            if metadata.is_dir() {
+                return Ok(Kind::Object(unlinked::classify(pid, entry, &metadata)?));
+            }
             return Err(refuse("an O_PATH descriptor of a deleted file"));
         }
         if !target.starts_with('/') {
