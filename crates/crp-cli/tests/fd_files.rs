@@ -190,3 +190,67 @@ fn a_deleted_directory_whose_parent_is_gone_is_refused_before_the_restore() {
     assert!(message.contains("deleted directory") && message.contains("/parent"), "{message}");
     assert!(!parent.exists(), "the restore made the parent");
 }
+
+fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+}
+
+/// Dumps the `changed` subject in a directory of its own; its files are
+/// DIR/mapped (3 pages, mapped) and DIR/open (on fd 3).
+fn dumped_changed_subject(directory: &Path) -> (i32, std::path::PathBuf) {
+    let mut subject = files_subject("changed", directory);
+    let image = directory.join("changed.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    (subject.pid, image)
+}
+
+#[test]
+fn changed_mapped_and_open_files_are_refused_unless_allowed_with_a_warning() {
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_changed_subject(directory.path());
+    let (mapped, open) = (directory.path().join("mapped"), directory.path().join("open"));
+    append(&mapped, b"m");
+    append(&open, b"!");
+    let refused = restore(&image, &[], "go\n");
+    let message = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(5), "{message}");
+    assert!(message.contains(mapped.to_str().unwrap()) && message.contains("size 12288 is now 12289"), "{message}");
+    assert!(message.contains("--allow-changed-files"), "{message}");
+    assert!(stdout_of(&refused).is_empty(), "nothing ran");
+    // The user says it is safe: restored, each change named in a warning.
+    let output = restore(&image, &["--allow-changed-files"], "go\n");
+    let warnings = stderr_of(&output);
+    assert!(output.status.success(), "{warnings}");
+    assert_eq!(stdout_of(&output), format!("OK pid={pid} changed\n"));
+    assert!(warnings.contains("warning") && warnings.contains(mapped.to_str().unwrap()), "{warnings}");
+    assert!(
+        warnings.contains(open.to_str().unwrap()) && warnings.contains("open on fd 3: size 4 is now 5"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn a_mapped_file_shrunk_below_its_mapping_is_refused_even_when_allowed() {
+    let directory = tempfile::tempdir().unwrap();
+    let (_, image) = dumped_changed_subject(directory.path());
+    let mapped = directory.path().join("mapped");
+    std::fs::OpenOptions::new().write(true).open(&mapped).unwrap().set_len(4096).unwrap();
+    let output = restore(&image, &["--allow-changed-files"], "go\n");
+    let message = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(5), "{message}");
+    assert!(message.contains(mapped.to_str().unwrap()) && message.contains("SIGBUS"), "{message}");
+    assert!(stdout_of(&output).is_empty(), "nothing ran");
+}
+
+#[test]
+fn a_changed_open_file_alone_is_refused_naming_its_descriptor() {
+    let directory = tempfile::tempdir().unwrap();
+    let (_, image) = dumped_changed_subject(directory.path());
+    append(&directory.path().join("open"), b"!");
+    let refused = restore(&image, &[], "go\n");
+    let message = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(5), "{message}");
+    assert!(message.contains("/open") && message.contains("open on fd 3: size 4 is now 5"), "{message}");
+}

@@ -764,8 +764,8 @@ fn fd_summary(
     let mut file_object = None;
     let pty = pty_summary(table, &record.target);
     let (kind, target) = match &record.target {
-        FdTarget::File { path } if record.flags & libc::O_PATH != 0 => ("O_PATH", path.clone()),
-        FdTarget::File { path } => ("file", path.clone()),
+        FdTarget::File { path, .. } if record.flags & libc::O_PATH != 0 => ("O_PATH", path.clone()),
+        FdTarget::File { path, .. } => ("file", path.clone()),
         FdTarget::CharDevice { path } => ("character device", path.clone()),
         FdTarget::Inherited { stream } => ("standard stream", format!("standard stream {stream} of crp restore")),
         FdTarget::Pipe { pipe: index } => {

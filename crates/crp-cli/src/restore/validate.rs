@@ -65,11 +65,12 @@ pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
 }
 
 /// Checks this host can run the image: CPU features, vDSO shape, files
-/// (each must exist: a missing one is named, exit 5; a mapped file that
-/// changed since the dump is refused, exit 5, or with `allow_changed_files`
-/// named in a warning unless it shrank below a mapping's end), then
+/// (each must exist: a missing one is named, exit 5; a mapped or open file
+/// that changed since the dump is refused, exit 5, or with
+/// `allow_changed_files` named in a warning unless it shrank below a
+/// mapping's end; the descriptors in `chosen` the user replaced), then
 /// privileges.
-pub fn check_host(image: &ProcessImage, allow_changed_files: bool) -> Result<(), CrpError> {
+pub fn check_host(image: &ProcessImage, allow_changed_files: bool, chosen: &[i32]) -> Result<(), CrpError> {
     image.leader()?.cpu.xsave.check_host_supports(host_xsave_features())?;
     image.vdso.check_matches(&host_vdso()?)?;
     require_path("the executable", &image.mm.exe_path, Kind::Any)?;
@@ -77,14 +78,22 @@ pub fn check_host(image: &ProcessImage, allow_changed_files: bool) -> Result<(),
     for vma in &image.vmas {
         if let Backing::File(file) = &vma.backing {
             require_path("the mapped file", &file.path, Kind::Any)?;
-            if let Some(change) = crp_compound::vma::mapped_file_change(file, vma.end - vma.start)? {
+            if let Some(mut change) = crp_compound::vma::mapped_file_change(file, vma.end - vma.start)? {
+                change.what = format!("mapped at [{:#x}, {:#x}): {}", vma.start, vma.end, change.what);
                 accept_change(change, allow_changed_files)?;
             }
         }
     }
     for record in image.files.records() {
-        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &record.target {
+        if let FdTarget::File { path, .. } | FdTarget::CharDevice { path } = &record.target {
             require_path("the file of its descriptor", path, Kind::Any).map_err(|error| with_fd(error, record.fd))?;
+        }
+        if let FdTarget::File { path, identity: Some(identity) } = &record.target
+            && !chosen.contains(&record.fd)
+            && let Some(mut change) = crp_compound::vma::file_change(path, identity.size, identity.mtime_ns, 0)?
+        {
+            change.what = format!("open on fd {}: {}", record.fd, change.what);
+            accept_change(change, allow_changed_files)?;
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;

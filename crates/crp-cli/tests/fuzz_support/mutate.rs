@@ -150,7 +150,7 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         17 => {
             let target = match rng.below(9) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
-                1 => FdTarget::File { path: hostile_string(rng) },
+                1 => FdTarget::File { path: hostile_string(rng), identity: None },
                 2 => {
                     // A pipe that may or may not exist, of any size, holding any amount.
                     if rng.chance(2) {

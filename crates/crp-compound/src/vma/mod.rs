@@ -232,12 +232,10 @@ pub struct FileChange {
 
 impl From<FileChange> for CompoundError {
     fn from(change: FileChange) -> Self {
-        let what = if change.fatal {
-            format!("{} (below the end of a mapping of it: the process would get SIGBUS)", change.what)
-        } else {
-            change.what
-        };
-        CompoundError::FileChanged { path: change.path, what }
+        if change.fatal {
+            return CompoundError::FileShrunk { path: change.path, what: change.what };
+        }
+        CompoundError::FileChanged { path: change.path, what: change.what }
     }
 }
 
