@@ -59,7 +59,8 @@ pub(crate) const SETFL_FLAGS: i32 =
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum FdTarget {
     /// A regular file or directory, reopened by path; a regular file held
-    /// for its contents (not O_PATH) with what identified them at the dump.
+    /// readable (not O_PATH, not write-only) with what identified its
+    /// contents at the dump.
     File { path: String, identity: Option<FileIdentity> },
     /// A memory character device such as /dev/null, reopened by path.
     CharDevice { path: String },
@@ -397,7 +398,11 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         if !target.starts_with('/') {
             return Err(refuse("a file outside this mount namespace"));
         }
-        let identity = file_type.is_file().then(|| FileIdentity::of(&metadata));
+        // A write-only descriptor (a log, an output file) reads nothing
+        // of the file: others appending to it meanwhile change nothing for
+        // the process, so only readable ones are identified.
+        let readable = entry.flags & libc::O_ACCMODE != libc::O_WRONLY;
+        let identity = (file_type.is_file() && readable).then(|| FileIdentity::of(&metadata));
         return Ok(Kind::Target(FdTarget::File { path: target.to_owned(), identity }));
     }
     Err(refuse("this kind of descriptor"))

@@ -877,6 +877,80 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_directory_is_made_in_its_parent_under_another_name_when_taken_then_removed() {
+        let mut table = table_of(FileObject::DeletedDirectory {
+            path: "/srv/gone".into(),
+            inode: 1,
+            mode: 0o750,
+            uid: 1234,
+            gid: 5678,
+        });
+        table.files[1].flags = libc::O_PATH | libc::O_DIRECTORY;
+        check_table(&table).unwrap();
+        let strings: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = std::rc::Rc::default();
+        let seen = strings.clone();
+        let mut next = 9;
+        let mut tracee = FakeTracee::answering(move |call, memory| {
+            let text = |address| {
+                let bytes = memory.read(address, 64);
+                bytes.split(|byte| *byte == 0).next().unwrap_or_default().to_vec()
+            };
+            match call.number {
+                libc::SYS_fcntl if call.args[1] == libc::F_DUPFD_CLOEXEC as u64 => {
+                    next += 1;
+                    next
+                }
+                libc::SYS_mkdirat => {
+                    let name = text(call.args[1]);
+                    let taken = name == b"/srv/gone";
+                    seen.borrow_mut().push(name);
+                    if taken { -i64::from(libc::EEXIST) } else { 0 }
+                }
+                libc::SYS_openat | libc::SYS_unlinkat => {
+                    seen.borrow_mut().push(text(call.args[1]));
+                    5
+                }
+                _ => 0,
+            }
+        });
+        table.restore(&mut crp_ptrace::Restore::new(&mut tracee)).unwrap();
+        let temporary = format!("/srv/.crp-restored-directory-{}", FakeTracee::PID).into_bytes();
+        assert_eq!(
+            *strings.borrow(),
+            [
+                b"/srv/gone".to_vec(),
+                temporary.clone(),
+                temporary.clone(),
+                temporary,
+                b"/proc/self/fd/10".to_vec(),
+                b"/proc/self/fd/10".to_vec()
+            ],
+            "mkdir (the name is taken), mkdir beside it, open, rmdir, then a reopening per description"
+        );
+        assert_eq!(tracee.calls_of(libc::SYS_mkdirat).len(), 2, "one directory for both descriptions");
+        assert_eq!(tracee.calls_of(libc::SYS_unlinkat)[0].args[2], libc::AT_REMOVEDIR as u64);
+        assert_eq!(tracee.calls_of(libc::SYS_fchown)[0].args[1..3], [1234, 5678]);
+        assert_eq!(tracee.calls_of(libc::SYS_fchmod)[0].args[1], 0o750);
+        let reopens = tracee.calls_of(libc::SYS_openat);
+        assert_eq!(reopens[2].args[2], (libc::O_PATH | libc::O_DIRECTORY) as u64);
+    }
+
+    #[test]
+    fn a_deleted_directory_whose_parent_is_gone_is_refused_on_the_host() {
+        let object = FileObject::DeletedDirectory {
+            path: "/nonexistent-crp-parent/gone".into(),
+            inode: 1,
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+        };
+        let refusal = check_host(&object).unwrap_err().to_string();
+        assert!(refusal.contains("/nonexistent-crp-parent") && refusal.contains("deleted directory"), "{refusal}");
+        let root = FileObject::DeletedDirectory { path: "/".into(), inode: 1, mode: 0, uid: 0, gid: 0 };
+        assert!(check_table(&table_of(root)).is_err());
+    }
+
+    #[test]
     fn a_file_linked_elsewhere_is_opened_by_handle_for_each_description() {
         let mut table = table_of(FileObject::Linked {
             path: "/srv/a".into(),
