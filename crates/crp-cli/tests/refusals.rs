@@ -451,3 +451,21 @@ fn a_deleted_working_directory_is_refused() {
     ));
     assert_dump_refused(&mut subject, "a deleted current working directory");
 }
+
+#[test]
+fn an_open_deleted_directory_whose_parent_is_deleted_too_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let (parent, child) = (directory.path().join("parent"), directory.path().join("parent/child"));
+    let mut subject = python(&format!(
+        "import os, time\n\
+         os.makedirs({child:?})\n\
+         fd = os.open({child:?}, os.O_RDONLY | os.O_DIRECTORY)\n\
+         os.rmdir({child:?})\n\
+         os.rmdir({parent:?})\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+        child = child.to_str().unwrap(),
+        parent = parent.to_str().unwrap()
+    ));
+    assert_dump_refused(&mut subject, "a deleted directory whose parent directory");
+}

@@ -65,8 +65,9 @@ pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
 }
 
 /// Checks this host can run the image: CPU features, vDSO shape, files
-/// (each must exist: a missing one is named, exit 5; a mapped or open file
-/// that changed since the dump is refused, exit 5, or with
+/// (each must exist: a missing one is named, exit 5; a mapped file that
+/// changed since the dump, or an open one that changed other than by
+/// growing, is refused, exit 5, or with
 /// `allow_changed_files` named in a warning unless it shrank below a
 /// mapping's end; the descriptors in `chosen` the user replaced), then
 /// privileges.
@@ -93,7 +94,13 @@ pub fn check_host(image: &ProcessImage, allow_changed_files: bool, chosen: &[i32
             && let Some(mut change) = crp_compound::vma::file_change(path, identity.size, identity.mtime_ns, 0)?
         {
             change.what = format!("open on fd {}: {}", record.fd, change.what);
-            accept_change(change, allow_changed_files)?;
+            if change.grew {
+                // Appended to meanwhile (a log it reads, `tail -f`): what it
+                // read so far is still there.
+                tracing::info!(path = %change.path, what = %change.what, "an open file grew since the dump");
+            } else {
+                accept_change(change, allow_changed_files)?;
+            }
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;

@@ -399,8 +399,8 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
             return Err(refuse("a file outside this mount namespace"));
         }
         // A write-only descriptor (a log, an output file) reads nothing
-        // of the file: others appending to it meanwhile change nothing for
-        // the process, so only readable ones are identified.
+        // of the file: what others write to it meanwhile changes nothing
+        // for the process, so only readable ones are identified.
         let readable = entry.flags & libc::O_ACCMODE != libc::O_WRONLY;
         let identity = (file_type.is_file() && readable).then(|| FileIdentity::of(&metadata));
         return Ok(Kind::Target(FdTarget::File { path: target.to_owned(), identity }));

@@ -152,16 +152,17 @@ pub(super) fn classify(pid: i32, entry: &Entry, metadata: &std::fs::Metadata) ->
     } else if metadata.nlink() == 0 || directory {
         // Made again in its directory: it must be there, on the same file system.
         let path = deleted_path(&entry.link);
-        let directory = directory_of(path);
-        match std::fs::metadata(directory) {
-            Ok(directory_metadata) if directory_metadata.dev() == metadata.dev() => {}
+        let noun = if directory { "a deleted directory" } else { "a deleted file" };
+        let parent = directory_of(path);
+        match std::fs::metadata(parent) {
+            Ok(parent_metadata) if parent_metadata.dev() == metadata.dev() => {}
             Ok(_) => {
                 return Err(refuse(format!(
-                    "a deleted file whose directory {directory} is now on another file system than the file"
+                    "{noun} whose parent directory {parent} is now on another file system than it"
                 )));
             }
             Err(error) => {
-                return Err(refuse(format!("a deleted file whose directory {directory} cannot be found: {error}")));
+                return Err(refuse(format!("{noun} whose parent directory {parent} cannot be found: {error}")));
             }
         }
     }

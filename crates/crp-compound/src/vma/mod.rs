@@ -228,6 +228,8 @@ pub struct FileChange {
     /// mapping's end): the restored process would get SIGBUS there, so no
     /// flag accepts it.
     pub fatal: bool,
+    /// It only grew (as a file others append to does).
+    pub grew: bool,
 }
 
 impl From<FileChange> for CompoundError {
@@ -254,7 +256,8 @@ pub fn file_change(path: &str, size: u64, mtime_ns: i64, covered: u64) -> Result
     } else {
         return Ok(None);
     };
-    Ok(Some(FileChange { path: path.to_owned(), what, fatal }))
+    let grew = metadata.size() > size;
+    Ok(Some(FileChange { path: path.to_owned(), what, fatal, grew }))
 }
 
 /// What changed in the file of a mapping of `length` bytes since the dump:
