@@ -102,6 +102,7 @@ impl CrpError {
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
             )
             | Self::Compound(crp_compound::CompoundError::FileChanged { .. })
+            | Self::Compound(crp_compound::CompoundError::FileShrunk { .. })
             | Self::Compound(crp_compound::CompoundError::AddressTaken { .. })
             | Self::Compound(crp_compound::CompoundError::Incompatible { .. })
             | Self::Incompatible { .. }

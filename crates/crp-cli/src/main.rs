@@ -94,6 +94,13 @@ enum Command {
         /// opened as that user.
         #[arg(long)]
         trust_image: bool,
+        /// Restore although a file the process mapped or held open changed
+        /// since the dump (its size or mtime differ): a warning names each
+        /// file and what changed. Only where the change is known to be
+        /// safe; a file shrunk below the end of a mapping of it is refused
+        /// all the same (the process would get SIGBUS).
+        #[arg(long)]
+        allow_changed_files: bool,
         /// The restored process's stdin: `inherit` (crp restore's own),
         /// `null`, or a file to read. Default: as dumped (a terminal or pipe
         /// becomes crp restore's own, a file is reopened where it was).
@@ -188,6 +195,7 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             pid_must_match,
             backend,
             trust_image,
+            allow_changed_files,
             stdin,
             stdout,
             stderr,
@@ -202,7 +210,16 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                 .zip(0..)
                 .filter_map(|(choice, fd)| choice.map(|choice| FdChoice { fd, choice }));
             let descriptors = streams.chain(fds).collect();
-            let plan = RestorePlan { image, detach, pid_must_match, backend, trust_image, descriptors, pidfile };
+            let plan = RestorePlan {
+                image,
+                detach,
+                pid_must_match,
+                backend,
+                trust_image,
+                descriptors,
+                pidfile,
+                allow_changed_files,
+            };
             match restore(&plan)? {
                 RestoreOutcome::Detached { pid } => {
                     println!("{pid}");

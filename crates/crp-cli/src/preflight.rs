@@ -130,6 +130,15 @@ pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpErro
             format!("mode {mode}, seen at the freeze"),
         ));
     }
+    // A deleted working directory has no path the restore could chdir to.
+    if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd"))
+        && cwd.to_string_lossy().ends_with(" (deleted)")
+    {
+        blockers.push(blocker(
+            "a deleted current working directory (the restore has no path to return to)",
+            format!("cwd {}", cwd.display()),
+        ));
+    }
     let children_path = format!("/proc/{pid}/task/{pid}/children");
     let children = std::fs::read_to_string(&children_path)
         .map_err(|source| access::proc_error(pid, procfs::ProcError::Read { path: children_path.into(), source }))?;

@@ -148,3 +148,119 @@ fn a_deleted_file_above_the_limit_is_refused_naming_the_flag() {
     subject.send("go\n");
     assert_eq!(subject.read_line(), format!("OK pid={} big\n", subject.pid));
 }
+
+#[test]
+fn open_deleted_directories_come_back_deleted_with_their_mode_owner_and_sharing() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = round_trip_ok("deleted-dir", directory.path());
+    let json = inspect_json(&image);
+    let fd3 = file_of(&json, 3);
+    assert_eq!(fd3["kind"], "deleted directory");
+    assert_eq!(fd3["file_object"]["kind"], "deleted directory");
+    assert_eq!(fd3["file_object"]["mode"], "0o750");
+    assert_eq!(file_of(&json, 4)["shares_description_with"], 3);
+    for fd in [5, 6] {
+        assert_eq!(file_of(&json, fd)["file_object"]["inode"], fd3["file_object"]["inode"], "fd {fd}");
+    }
+    assert_ne!(file_of(&json, 7)["file_object"]["inode"], fd3["file_object"]["inode"]);
+    let text = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(text.contains("deleted directory") && text.contains("/gone"), "{text}");
+    // Removed again: nothing the restore made is left in DIR.
+    let mut left: Vec<String> = std::fs::read_dir(directory.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["deleted-dir.crp", "taken"]);
+}
+
+#[test]
+fn a_deleted_directory_whose_parent_is_gone_is_refused_before_the_restore() {
+    let directory = tempfile::tempdir().unwrap();
+    let parent = directory.path().join("parent");
+    std::fs::create_dir(&parent).unwrap();
+    let mut subject = files_subject("deleted-dir", &parent);
+    let image = directory.path().join("deleted-dir.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    std::fs::remove_dir_all(&parent).unwrap();
+    let output = restore(&image, &[], "go\n");
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    let message = stderr_of(&output);
+    assert!(message.contains("deleted directory") && message.contains("/parent"), "{message}");
+    assert!(!parent.exists(), "the restore made the parent");
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+}
+
+/// Rewrites DIR/open in place, same size, its mtime set back a day.
+fn rewrite_open_file(path: &Path) {
+    std::fs::write(path, "OPEN").unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400)).unwrap();
+}
+
+/// Dumps the `changed` subject in a directory of its own; its files are
+/// DIR/mapped (3 pages, mapped) and DIR/open (on fd 3).
+fn dumped_changed_subject(directory: &Path) -> (i32, std::path::PathBuf) {
+    let mut subject = files_subject("changed", directory);
+    let image = directory.join("changed.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    (subject.pid, image)
+}
+
+#[test]
+fn changed_mapped_and_open_files_are_refused_unless_allowed_with_a_warning() {
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_changed_subject(directory.path());
+    let (mapped, open) = (directory.path().join("mapped"), directory.path().join("open"));
+    append(&mapped, b"m");
+    rewrite_open_file(&open);
+    let refused = restore(&image, &[], "go\n");
+    let message = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(5), "{message}");
+    assert!(message.contains(mapped.to_str().unwrap()) && message.contains("size 12288 is now 12289"), "{message}");
+    assert!(message.contains("--allow-changed-files"), "{message}");
+    assert!(stdout_of(&refused).is_empty(), "nothing ran");
+    // The user says it is safe: restored, each change named in a warning.
+    let output = restore(&image, &["--allow-changed-files"], "go\n");
+    let warnings = stderr_of(&output);
+    assert!(output.status.success(), "{warnings}");
+    assert_eq!(stdout_of(&output), format!("OK pid={pid} changed\n"));
+    assert!(warnings.contains("warning") && warnings.contains(mapped.to_str().unwrap()), "{warnings}");
+    assert!(warnings.contains(open.to_str().unwrap()) && warnings.contains("open on fd 3: mtime"), "{warnings}");
+}
+
+#[test]
+fn a_mapped_file_shrunk_below_its_mapping_is_refused_even_when_allowed() {
+    let directory = tempfile::tempdir().unwrap();
+    let (_, image) = dumped_changed_subject(directory.path());
+    let mapped = directory.path().join("mapped");
+    std::fs::OpenOptions::new().write(true).open(&mapped).unwrap().set_len(4096).unwrap();
+    let output = restore(&image, &["--allow-changed-files"], "go\n");
+    let message = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(5), "{message}");
+    assert!(message.contains(mapped.to_str().unwrap()) && message.contains("SIGBUS"), "{message}");
+    assert!(stdout_of(&output).is_empty(), "nothing ran");
+}
+
+#[test]
+fn an_open_file_rewritten_is_refused_and_one_that_only_grew_is_restored() {
+    let directory = tempfile::tempdir().unwrap();
+    let (pid, image) = dumped_changed_subject(directory.path());
+    let open = directory.path().join("open");
+    rewrite_open_file(&open);
+    let refused = restore(&image, &[], "go\n");
+    let message = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(5), "{message}");
+    assert!(message.contains("/open") && message.contains("open on fd 3: mtime"), "{message}");
+    // Appended to (a log it follows): what it read is still there.
+    std::fs::write(&open, "open, and more").unwrap();
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={pid} changed\n"));
+}

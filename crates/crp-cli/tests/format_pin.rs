@@ -116,7 +116,12 @@ fn reference_image() -> ProcessImage {
         files: {
             let mut table = crp_compound::files::FdTable::from(vec![
                 FdRecord { fd: 0, flags: 0, offset: 0, target: FdTarget::Inherited { stream: 0 } },
-                FdRecord { fd: 3, flags: 0o2, offset: 10, target: FdTarget::File { path: "/tmp/x".into() } },
+                FdRecord {
+                    fd: 3,
+                    flags: 0o2,
+                    offset: 10,
+                    target: FdTarget::File { path: "/tmp/x".into(), identity: None },
+                },
                 FdRecord { fd: 4, flags: 0, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
                 FdRecord { fd: 5, flags: 0o4000, offset: 0, target: FdTarget::Pipe { pipe: 0 } },
                 FdRecord {

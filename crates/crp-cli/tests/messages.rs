@@ -130,7 +130,7 @@ fn a_missing_descriptor_file_is_refused_naming_it_and_its_fd() {
             fd: 7,
             flags: libc::O_RDONLY,
             offset: 0,
-            target: crp_compound::files::FdTarget::File { path: gone_path.clone() },
+            target: crp_compound::files::FdTarget::File { path: gone_path.clone(), identity: None },
         });
     });
     let expected = format!("the file of a descriptor {} (fd 7) does not exist", gone.display());

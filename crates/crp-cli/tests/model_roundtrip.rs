@@ -105,7 +105,7 @@ fn mm() -> impl Strategy<Value = MmFields> {
 fn fd() -> impl Strategy<Value = FdRecord> {
     let target =
         prop_oneof![
-            ".{0,30}".prop_map(|path| FdTarget::File { path }),
+            ".{0,30}".prop_map(|path| FdTarget::File { path, identity: None }),
             ".{0,30}".prop_map(|path| FdTarget::CharDevice { path }),
             (0u8..3).prop_map(|stream| FdTarget::Inherited { stream }),
             any::<u32>().prop_map(|pipe| FdTarget::Pipe { pipe }),

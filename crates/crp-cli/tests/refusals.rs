@@ -435,3 +435,37 @@ fn syscall_user_dispatch_is_refused_at_the_freeze_and_the_process_runs_on() {
         "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH) (mode 1, seen at the freeze)",
     );
 }
+
+#[test]
+fn a_deleted_working_directory_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let gone = directory.path().join("cwd");
+    let mut subject = python(&format!(
+        "import os, time\n\
+         os.mkdir({gone:?})\n\
+         os.chdir({gone:?})\n\
+         os.rmdir({gone:?})\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+        gone = gone.to_str().unwrap()
+    ));
+    assert_dump_refused(&mut subject, "a deleted current working directory");
+}
+
+#[test]
+fn an_open_deleted_directory_whose_parent_is_deleted_too_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let (parent, child) = (directory.path().join("parent"), directory.path().join("parent/child"));
+    let mut subject = python(&format!(
+        "import os, time\n\
+         os.makedirs({child:?})\n\
+         fd = os.open({child:?}, os.O_RDONLY | os.O_DIRECTORY)\n\
+         os.rmdir({child:?})\n\
+         os.rmdir({parent:?})\n\
+         print('READY', os.getpid(), flush=True)\n\
+         time.sleep(60)",
+        child = child.to_str().unwrap(),
+        parent = parent.to_str().unwrap()
+    ));
+    assert_dump_refused(&mut subject, "a deleted directory whose parent directory");
+}

@@ -25,8 +25,17 @@ pub enum CompoundError {
     Malformed { path: PathBuf, reason: String },
     #[error("{operation} on pid {pid}: {errno}")]
     Ptrace { operation: &'static str, pid: i32, errno: nix::errno::Errno },
-    #[error("mapped file {path} changed since the dump: {what}")]
+    #[error(
+        "file {path} changed since the dump ({what}); crp restore --allow-changed-files accepts it where that is safe"
+    )]
     FileChanged { path: String, what: String },
+    /// A mapped file shrank below the end of a mapping of it: no flag
+    /// accepts it.
+    #[error(
+        "file {path} changed since the dump ({what}), below the end of a mapping of it: the restored process \
+         would get SIGBUS there, so even --allow-changed-files does not accept it"
+    )]
+    FileShrunk { path: String, what: String },
     /// A socket's address is not free on this host.
     #[error("cannot bind {socket} to {address} again: {reason}")]
     AddressTaken { socket: String, address: String, reason: String },

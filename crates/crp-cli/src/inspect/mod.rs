@@ -492,7 +492,7 @@ pub struct FifoSummary {
 
 #[derive(Debug, Serialize)]
 pub struct FileObjectSummary {
-    /// "deleted file", "deleted name of a linked file", "memfd".
+    /// "deleted file", "deleted name of a linked file", "memfd", "deleted directory".
     pub kind: &'static str,
     /// The deleted path, or the memfd's name.
     pub name: String,
@@ -764,8 +764,8 @@ fn fd_summary(
     let mut file_object = None;
     let pty = pty_summary(table, &record.target);
     let (kind, target) = match &record.target {
-        FdTarget::File { path } if record.flags & libc::O_PATH != 0 => ("O_PATH", path.clone()),
-        FdTarget::File { path } => ("file", path.clone()),
+        FdTarget::File { path, .. } if record.flags & libc::O_PATH != 0 => ("O_PATH", path.clone()),
+        FdTarget::File { path, .. } => ("file", path.clone()),
         FdTarget::CharDevice { path } => ("character device", path.clone()),
         FdTarget::Inherited { stream } => ("standard stream", format!("standard stream {stream} of crp restore")),
         FdTarget::Pipe { pipe: index } => {
@@ -850,6 +850,9 @@ fn fd_summary(
             file_object = object.map(object_summary);
             match object {
                 Some(crp_compound::files::FileObject::Memfd { name, .. }) => ("memfd", format!("/memfd:{name}")),
+                Some(crp_compound::files::FileObject::DeletedDirectory { path, .. }) => {
+                    ("deleted directory", format!("{path} (deleted)"))
+                }
                 Some(
                     crp_compound::files::FileObject::Deleted { path, .. }
                     | crp_compound::files::FileObject::Linked { path, .. },
@@ -963,6 +966,17 @@ fn object_summary(object: &crp_compound::files::FileObject) -> FileObjectSummary
     match object {
         FileObject::Deleted { path, mode, contents, .. } => stored("deleted file", path, *mode, contents, None),
         FileObject::Memfd { name, mode, contents, seals, .. } => stored("memfd", name, *mode, contents, Some(*seals)),
+        FileObject::DeletedDirectory { path, mode, .. } => FileObjectSummary {
+            kind: "deleted directory",
+            name: path.clone(),
+            inode: object.inode(),
+            mode: Some(format!("{mode:#o}")),
+            size: None,
+            contents_stored: false,
+            stored_bytes: 0,
+            extents: 0,
+            seals: None,
+        },
         FileObject::Linked { path, .. } => FileObjectSummary {
             kind: "deleted name of a linked file",
             name: path.clone(),

@@ -212,6 +212,15 @@ pub fn render_text(summary: &ImageSummary) -> String {
                         file.flags_octal,
                         file.offset
                     ),
+                    (None, Some(object)) if object.kind == "deleted directory" => writeln!(
+                        out,
+                        "  fd {:<3} deleted directory {} (inode {}, mode {}: made again empty and removed; flags {})",
+                        file.fd,
+                        object.name,
+                        object.inode,
+                        object.mode.as_deref().unwrap_or("?"),
+                        file.flags_octal
+                    ),
                     (None, Some(object)) => writeln!(
                         out,
                         "  fd {:<3} {} {} (inode {}, reopened by file handle, contents not stored; flags {}, \

@@ -40,6 +40,9 @@ pub struct RestorePlan {
     pub descriptors: Vec<FdChoice>,
     /// A file to write the restored process's PID into once it runs.
     pub pidfile: Option<PathBuf>,
+    /// Restore although a mapped or open file changed since the dump (a
+    /// warning names each); one shrunk below a mapping's end is refused.
+    pub allow_changed_files: bool,
 }
 
 /// What one descriptor of the restored process becomes.
@@ -217,7 +220,8 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
     tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
-    validate::check_host(&image)?;
+    let chosen: Vec<i32> = plan.descriptors.iter().map(|choice| choice.fd).collect();
+    validate::check_host(&image, plan.allow_changed_files, &chosen)?;
     if plan.backend == Backend::Kmod {
         crate::kmod::memory::check_image(&image)?;
     }

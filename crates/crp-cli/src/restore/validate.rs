@@ -65,8 +65,13 @@ pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
 }
 
 /// Checks this host can run the image: CPU features, vDSO shape, files
-/// (each must exist: a missing one is named, exit 5), then privileges.
-pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
+/// (each must exist: a missing one is named, exit 5; a mapped file that
+/// changed since the dump, or an open one that changed other than by
+/// growing, is refused, exit 5, or with
+/// `allow_changed_files` named in a warning unless it shrank below a
+/// mapping's end; the descriptors in `chosen` the user replaced), then
+/// privileges.
+pub fn check_host(image: &ProcessImage, allow_changed_files: bool, chosen: &[i32]) -> Result<(), CrpError> {
     image.leader()?.cpu.xsave.check_host_supports(host_xsave_features())?;
     image.vdso.check_matches(&host_vdso()?)?;
     require_path("the executable", &image.mm.exe_path, Kind::Any)?;
@@ -74,12 +79,28 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
     for vma in &image.vmas {
         if let Backing::File(file) = &vma.backing {
             require_path("the mapped file", &file.path, Kind::Any)?;
-            crp_compound::vma::check_mapped_file(file)?;
+            if let Some(mut change) = crp_compound::vma::mapped_file_change(file, vma.end - vma.start)? {
+                change.what = format!("mapped at [{:#x}, {:#x}): {}", vma.start, vma.end, change.what);
+                accept_change(change, allow_changed_files)?;
+            }
         }
     }
     for record in image.files.records() {
-        if let FdTarget::File { path } | FdTarget::CharDevice { path } = &record.target {
+        if let FdTarget::File { path, .. } | FdTarget::CharDevice { path } = &record.target {
             require_path("the file of its descriptor", path, Kind::Any).map_err(|error| with_fd(error, record.fd))?;
+        }
+        if let FdTarget::File { path, identity: Some(identity) } = &record.target
+            && !chosen.contains(&record.fd)
+            && let Some(mut change) = crp_compound::vma::file_change(path, identity.size, identity.mtime_ns, 0)?
+        {
+            change.what = format!("open on fd {}: {}", record.fd, change.what);
+            if change.grew {
+                // Appended to meanwhile (a log it reads, `tail -f`): what it
+                // read so far is still there.
+                tracing::info!(path = %change.path, what = %change.what, "an open file grew since the dump");
+            } else {
+                accept_change(change, allow_changed_files)?;
+            }
         }
     }
     crp_compound::files::check_files_exist(&image.files)?;
@@ -91,6 +112,20 @@ pub fn check_host(image: &ProcessImage) -> Result<(), CrpError> {
             .map_err(|refusal| CrpError::Incompatible { reason: refusal.to_string() })?;
     }
     check_privileges(image)
+}
+
+/// Refuses a file that changed since the dump, or with `allow` (`crp
+/// restore --allow-changed-files`) warns of it, naming it and what changed;
+/// a change that would make the process fault is refused all the same.
+fn accept_change(change: crp_compound::vma::FileChange, allow: bool) -> Result<(), CrpError> {
+    if !allow || change.fatal {
+        return Err(crp_compound::CompoundError::from(change).into());
+    }
+    eprintln!(
+        "crp: warning: {} changed since the dump ({}); restored as it is now (--allow-changed-files)",
+        change.path, change.what
+    );
+    Ok(())
 }
 
 /// What a path the image names must be on this host.

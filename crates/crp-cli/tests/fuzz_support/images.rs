@@ -179,7 +179,12 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
             FdRecord { fd: 0, flags: 0o2, offset: 0, target: FdTarget::Inherited { stream: 0 } },
             FdRecord { fd: 1, flags: 0o2, offset: 0, target: FdTarget::Inherited { stream: 1 } },
             FdRecord { fd: 2, flags: 0o2, offset: 0, target: FdTarget::Inherited { stream: 2 } },
-            FdRecord { fd: 3, flags: 0o2_000_000, offset: 10, target: FdTarget::File { path: "/etc/passwd".into() } },
+            FdRecord {
+                fd: 3,
+                flags: 0o2_000_000,
+                offset: 10,
+                target: FdTarget::File { path: "/etc/passwd".into(), identity: None },
+            },
             FdRecord { fd: 5, flags: 0o2, offset: 0, target: FdTarget::CharDevice { path: "/dev/null".into() } },
             FdRecord {
                 fd: 6,

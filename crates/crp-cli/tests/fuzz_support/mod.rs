@@ -62,7 +62,7 @@ pub fn pre_child_pipeline(path: &Path) -> Result<Outcome, String> {
     };
     // Host checks may refuse (files differ, vDSO differs); they must not
     // panic, and what follows must hold either way.
-    let _ = validate::check_host(&image);
+    let _ = validate::check_host(&image, false, &[]);
     after_acceptance(&image, &reader)?;
     Ok(Outcome::Accepted)
 }

@@ -150,7 +150,16 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
         17 => {
             let target = match rng.below(9) {
                 0 => FdTarget::Inherited { stream: rng.pick(&[3, 255, 2]) },
-                1 => FdTarget::File { path: hostile_string(rng) },
+                1 => {
+                    let path = hostile_string(rng);
+                    let identity = if rng.chance(2) {
+                        let (size, mtime_ns) = (rng.hostile_u64(), rng.hostile_u64().cast_signed());
+                        Some(crp_compound::files::FileIdentity { size, mtime_ns })
+                    } else {
+                        None
+                    };
+                    FdTarget::File { path, identity }
+                }
                 2 => {
                     // A pipe that may or may not exist, of any size, holding any amount.
                     if rng.chance(2) {
@@ -188,7 +197,15 @@ pub fn mutate_value(image: &mut ProcessImage, runs: &mut Runs, rng: &mut Rng, wh
                         let data = vec![0x5a; rng.pick(&[0, 10, 70_000])];
                         let size = rng.pick(&[0, 4096, 1 << 20, u64::MAX]);
                         let contents = Contents { size, extents: vec![Extent { offset, data }] };
-                        image.files.objects.push(if rng.chance(2) {
+                        image.files.objects.push(if rng.chance(3) {
+                            FileObject::DeletedDirectory {
+                                path: hostile_string(rng),
+                                inode: 1,
+                                mode: rng.hostile_i32().cast_unsigned(),
+                                uid: 0,
+                                gid: 0,
+                            }
+                        } else if rng.chance(2) {
                             FileObject::Memfd {
                                 name: hostile_string(rng),
                                 inode: 1,

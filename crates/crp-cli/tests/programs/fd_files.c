@@ -25,6 +25,15 @@
  *       sealed F_SEAL_WRITE|F_SEAL_GROW) and one without sealing (fd 4).
  *   fd_files big DIR
  *       a deleted file holding 2 MiB of data on fd 3.
+ *   fd_files deleted-dir DIR
+ *       DIR/gone (mode 0750, owner 1234:5678) deleted while open on fd 3
+ *       (O_RDONLY|O_DIRECTORY), fd 4 (dup of 3), fd 5 (O_PATH) and fd 6
+ *       (another open); DIR/taken deleted while open on fd 7, its name
+ *       then taken by a new directory (so made again under another name).
+ *   fd_files changed DIR
+ *       DIR/mapped (3 pages of 'm') mapped read-only and private, DIR/open
+ *       (holding "open", or "OPEN" once the test rewrote it) on fd 3; the
+ *       test changes them between the dump and the restore.
  *
  * Protocol: prints "READY <pid>", waits for a line on stdin, then prints
  * "OK pid=<pid> <mode>" and exits 0, or "FAIL <reason>" and exits 1.
@@ -36,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -235,9 +245,78 @@ static int run_big(void) {
     return ok("big");
 }
 
+/* Whether fd is a deleted directory whose /proc link is "PATH (deleted)",
+ * or with path NULL any deleted directory in DIR. */
+static int is_deleted_dir(int fd, const char *path) {
+    char link[4200] = {0}, fd_path[64], expected[4200];
+    snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", fd);
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISDIR(st.st_mode) || st.st_nlink != 0) return 0;
+    if (readlink(fd_path, link, sizeof link - 1) <= 0) return 0;
+    size_t length = strlen(link), suffix = strlen(" (deleted)");
+    if (length < suffix || strcmp(link + length - suffix, " (deleted)")) return 0;
+    if (path) {
+        snprintf(expected, sizeof expected, "%s (deleted)", path);
+        return strcmp(link, expected) == 0;
+    }
+    return strncmp(link, dir, strlen(dir)) == 0 && link[strlen(dir)] == '/';
+}
+
+static int run_deleted_dir(void) {
+    const char *gone = in_dir("gone"), *taken = in_dir("taken");
+    if (mkdir(gone, 0700) || chmod(gone, 0750) || chown(gone, 1234, 5678)) return fail("mkdir gone");
+    if (place(open(gone, O_RDONLY | O_DIRECTORY), 3) != 3 || dup2(3, 4) != 4) return fail("open gone");
+    if (place(open(gone, O_PATH | O_DIRECTORY), 5) != 5) return fail("O_PATH gone");
+    if (place(open(gone, O_RDONLY | O_DIRECTORY | O_CLOEXEC), 6) != 6) return fail("open gone again");
+    if (mkdir(taken, 0700) || place(open(taken, O_RDONLY | O_DIRECTORY), 7) != 7) return fail("taken");
+    if (rmdir(gone) || rmdir(taken) || mkdir(taken, 0755)) return fail("rmdir");
+    struct stat before;
+    if (fstat(7, &before)) return fail("fstat 7");
+    wait_for_go();
+    struct stat st[5];
+    for (int fd = 3; fd <= 7; fd++)
+        if (fstat(fd, &st[fd - 3])) return fail("fstat");
+    for (int fd = 3; fd <= 6; fd++)
+        if (!is_deleted_dir(fd, gone)) return fail("fds 3-6 are not the deleted DIR/gone");
+    /* Its name taken, it was made again under another name beside it. */
+    if (!is_deleted_dir(7, NULL)) return fail("fd 7 is not a deleted directory in DIR");
+    for (int i = 1; i < 4; i++)
+        if (st[i].st_ino != st[0].st_ino || st[i].st_dev != st[0].st_dev) return fail("fds 3-6 are not one inode");
+    if (st[4].st_ino == st[0].st_ino) return fail("fd 7 is DIR/gone's inode");
+    if ((st[0].st_mode & 07777) != 0750 || st[0].st_uid != 1234 || st[0].st_gid != 5678) return fail("mode or owner");
+    if ((st[4].st_mode & 07777) != 0700) return fail("fd 7's mode");
+    if (!(fcntl(5, F_GETFL) & O_PATH) || (fcntl(3, F_GETFL) & O_PATH)) return fail("O_PATH");
+    if (!(fcntl(3, F_GETFL) & O_DIRECTORY)) return fail("O_DIRECTORY");
+    if (!(fcntl(6, F_GETFD) & FD_CLOEXEC) || (fcntl(3, F_GETFD) & FD_CLOEXEC)) return fail("cloexec");
+    if (openat(3, "new", O_CREAT | O_RDWR, 0600) != -1 || errno != ENOENT) return fail("a file made in a deleted directory");
+    if (access(gone, F_OK) == 0) return fail("DIR/gone exists again");
+    struct stat now;
+    if (stat(taken, &now) || (now.st_mode & 07777) != 0755 || now.st_ino == st[4].st_ino) return fail("DIR/taken");
+    return ok("deleted-dir");
+}
+
+#define PAGE 4096
+
+static int run_changed(void) {
+    static char data[3 * PAGE];
+    memset(data, 'm', sizeof data);
+    int fd = open(in_dir("mapped"), O_CREAT | O_RDWR | O_TRUNC, 0600);
+    if (fd < 0 || write(fd, data, sizeof data) != (ssize_t)sizeof data) return fail("write mapped");
+    const char *mapped = mmap(NULL, sizeof data, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (mapped == MAP_FAILED || close(fd)) return fail("mmap");
+    if (place(open(in_dir("open"), O_CREAT | O_RDWR | O_TRUNC, 0600), 3) != 3 || write(3, "open", 4) != 4)
+        return fail("open");
+    wait_for_go();
+    if (mapped[0] != 'm' || mapped[sizeof data - 1] != 'm') return fail("mapped contents");
+    char text[8] = {0};
+    /* "open", or "OPEN" when the test rewrote it and restored with --allow-changed-files. */
+    if (pread(3, text, 4, 0) != 4 || strncasecmp(text, "open", 4) || lseek(3, 0, SEEK_CUR) != 4) return fail("open file");
+    return ok("changed");
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: fd_files fifo|fifo-live|fifo-outside|opath|deleted|memfd|big DIR\n");
+        fprintf(stderr, "usage: fd_files fifo|fifo-live|fifo-outside|opath|deleted|memfd|big|deleted-dir|changed DIR\n");
         return 2;
     }
     dir = argv[2];
@@ -249,5 +328,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "deleted") == 0) return run_deleted();
     if (strcmp(mode, "memfd") == 0) return run_memfd();
     if (strcmp(mode, "big") == 0) return run_big();
+    if (strcmp(mode, "deleted-dir") == 0) return run_deleted_dir();
+    if (strcmp(mode, "changed") == 0) return run_changed();
     return 2;
 }

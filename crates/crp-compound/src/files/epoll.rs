@@ -348,8 +348,18 @@ mod tests {
         let table = FdTable {
             files: vec![
                 OpenFile { flags: 2, offset: 0, target: FdTarget::Epoll { registrations: vec![] }, owner: None },
-                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/x".into() }, owner: None },
-                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/y".into() }, owner: None },
+                OpenFile {
+                    flags: 0,
+                    offset: 0,
+                    target: FdTarget::File { path: "/x".into(), identity: None },
+                    owner: None,
+                },
+                OpenFile {
+                    flags: 0,
+                    offset: 0,
+                    target: FdTarget::File { path: "/y".into(), identity: None },
+                    owner: None,
+                },
             ],
             descriptors: vec![
                 Descriptor { fd: epoll.as_raw_fd(), cloexec: true, file: 0 },
@@ -392,7 +402,12 @@ mod tests {
                     },
                     owner: None,
                 },
-                OpenFile { flags: 0, offset: 0, target: FdTarget::File { path: "/srv/x".into() }, owner: None },
+                OpenFile {
+                    flags: 0,
+                    offset: 0,
+                    target: FdTarget::File { path: "/srv/x".into(), identity: None },
+                    owner: None,
+                },
             ],
             descriptors: vec![
                 Descriptor { fd: 3, cloexec: false, file: 0 },

@@ -58,8 +58,10 @@ pub(crate) const SETFL_FLAGS: i32 =
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum FdTarget {
-    /// A regular file or directory, reopened by path.
-    File { path: String },
+    /// A regular file or directory, reopened by path; a regular file held
+    /// readable (not O_PATH, not write-only) with what identified its
+    /// contents at the dump.
+    File { path: String, identity: Option<FileIdentity> },
     /// A memory character device such as /dev/null, reopened by path.
     CharDevice { path: String },
     /// A terminal, or a pipe whose other end is outside the process, on a
@@ -93,6 +95,21 @@ pub enum FdTarget {
     PtySlave { number: u32 },
     /// A unix, TCP or UDP socket other than an end of a socket pair.
     Socket(Box<SocketFile>),
+}
+
+/// What identifies the contents of a regular file held open: its size and
+/// mtime at the dump (a restore refuses the file when they changed, unless
+/// told it is safe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FileIdentity {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl FileIdentity {
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        Self { size: metadata.size(), mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec() }
+    }
 }
 
 /// One open file description.
@@ -339,12 +356,16 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         // Whatever it names (a symlink with O_NOFOLLOW, a FIFO, a device),
         // an O_PATH descriptor is only a path: reopened with the same flags.
         if target.ends_with(" (deleted)") {
+            let metadata = proc_fd::metadata(pid, fd)?;
+            if metadata.is_dir() {
+                return Ok(Kind::Object(unlinked::classify(pid, entry, &metadata)?));
+            }
             return Err(refuse("an O_PATH descriptor of a deleted file"));
         }
         if !target.starts_with('/') {
             return Err(refuse("an O_PATH descriptor outside this mount namespace"));
         }
-        return Ok(Kind::Target(FdTarget::File { path: target.to_owned() }));
+        return Ok(Kind::Target(FdTarget::File { path: target.to_owned(), identity: None }));
     }
     let metadata = proc_fd::metadata(pid, fd)?;
     let file_type = metadata.file_type();
@@ -377,7 +398,12 @@ fn classify(pid: i32, entry: &Entry, pipes_inside: &[u64]) -> Result<Kind, Compo
         if !target.starts_with('/') {
             return Err(refuse("a file outside this mount namespace"));
         }
-        return Ok(Kind::Target(FdTarget::File { path: target.to_owned() }));
+        // A write-only descriptor (a log, an output file) reads nothing
+        // of the file: what others write to it meanwhile changes nothing
+        // for the process, so only readable ones are identified.
+        let readable = entry.flags & libc::O_ACCMODE != libc::O_WRONLY;
+        let identity = (file_type.is_file() && readable).then(|| FileIdentity::of(&metadata));
+        return Ok(Kind::Target(FdTarget::File { path: target.to_owned(), identity }));
     }
     Err(refuse("this kind of descriptor"))
 }
@@ -628,7 +654,7 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
                 return Err(Invalid::new(field(), format!("inherits stream {stream}, not 0-2")));
             }
             FdTarget::Inherited { .. } => {}
-            FdTarget::File { path } | FdTarget::CharDevice { path } => check_path(field(), path)?,
+            FdTarget::File { path, .. } | FdTarget::CharDevice { path } => check_path(field(), path)?,
             FdTarget::Event(event) => event::check(field, event)?,
             FdTarget::Pipe { pipe } => {
                 if table.pipe_of(*pipe).is_none() {
@@ -724,10 +750,10 @@ pub fn check_files_exist(table: &FdTable) -> Result<(), CompoundError> {
     for file in &table.files {
         match &file.target {
             // An O_PATH|O_NOFOLLOW descriptor names the symlink itself.
-            FdTarget::File { path } if file.flags & libc::O_NOFOLLOW != 0 => {
+            FdTarget::File { path, .. } if file.flags & libc::O_NOFOLLOW != 0 => {
                 std::fs::symlink_metadata(path).map_err(CompoundError::io("find file of fd", path))?;
             }
-            FdTarget::File { path } | FdTarget::CharDevice { path } => {
+            FdTarget::File { path, .. } | FdTarget::CharDevice { path } => {
                 std::fs::metadata(path).map_err(CompoundError::io("find file of fd", path))?;
             }
             FdTarget::Fifo { path, .. } => fifo::check_host(path)?,
@@ -859,7 +885,7 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
                 let fd = table.descriptors.iter().find(|descriptor| descriptor.file as usize == index);
                 parked_source(tracee, streams.source_of_stream(*stream), fd.map_or(-1, |descriptor| descriptor.fd))?
             }
-            FdTarget::File { path } | FdTarget::CharDevice { path } => path::open(tracee, path, file, above)?,
+            FdTarget::File { path, .. } | FdTarget::CharDevice { path } => path::open(tracee, path, file, above)?,
             FdTarget::Pipe { pipe } => {
                 let pipe_index = *pipe as usize;
                 let (Some(buffer), Some(slot)) = (table.pipes.get(pipe_index), made_pipes.get_mut(pipe_index)) else {
@@ -957,7 +983,7 @@ pub(crate) mod tests {
             files: vec![OpenFile {
                 flags: 0o2,
                 offset: 5,
-                target: FdTarget::File { path: "/srv/log".into() },
+                target: FdTarget::File { path: "/srv/log".into(), identity: None },
                 owner: None,
             }],
             descriptors: vec![
@@ -991,7 +1017,12 @@ pub(crate) mod tests {
     fn streams_are_handed_over_and_files_reopened_at_their_offset() {
         let table = FdTable::from(vec![
             FdRecord { fd: 1, flags: 0o1, offset: 0, target: FdTarget::Inherited { stream: 1 } },
-            FdRecord { fd: 3, flags: 0o2, offset: 77, target: FdTarget::File { path: "/srv/data".into() } },
+            FdRecord {
+                fd: 3,
+                flags: 0o2,
+                offset: 77,
+                target: FdTarget::File { path: "/srv/data".into(), identity: None },
+            },
         ]);
         // fcntl(F_DUPFD) parks 0, 1, 2 and the chosen 9 at 10, 11, 12, 13;
         // openat gives 4, moved to 14.

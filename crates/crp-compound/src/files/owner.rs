@@ -173,8 +173,18 @@ mod tests {
 
     fn table_with(owner: FileOwner) -> FdTable {
         let mut table = FdTable::from(vec![
-            FdRecord { fd: 3, flags: libc::O_RDWR, offset: 0, target: FdTarget::File { path: "/srv/a".into() } },
-            FdRecord { fd: 4, flags: libc::O_RDWR, offset: 0, target: FdTarget::File { path: "/srv/b".into() } },
+            FdRecord {
+                fd: 3,
+                flags: libc::O_RDWR,
+                offset: 0,
+                target: FdTarget::File { path: "/srv/a".into(), identity: None },
+            },
+            FdRecord {
+                fd: 4,
+                flags: libc::O_RDWR,
+                offset: 0,
+                target: FdTarget::File { path: "/srv/b".into(), identity: None },
+            },
         ]);
         table.files[1].owner = Some(owner);
         table

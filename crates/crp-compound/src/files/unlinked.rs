@@ -18,9 +18,14 @@
 //!   made again by `memfd_create(MFD_ALLOW_SEALING)`, filled, truncated,
 //!   then sealed (`F_ADD_SEALS`) after the filling.
 //!
+//! - An open **deleted directory** (empty, as rmdir left it): made again
+//!   in its original parent directory (under its own name, or a temporary
+//!   one when that is taken), given its mode and owner, held open, then
+//!   removed again.
+//!
 //! Each description of an object is a reopening of `/proc/self/fd/T` (T the
 //! object's temporary descriptor) with the description's own flags, at its
-//! offset. An open deleted directory is refused.
+//! offset.
 //!
 //! Written by hand: no crate reads extents or file handles of another
 //! process's descriptor.
@@ -102,12 +107,17 @@ pub enum FileObject {
     },
     /// A memfd.
     Memfd { name: String, inode: u64, mode: u32, uid: u32, gid: u32, seals: u32, contents: Contents },
+    /// A deleted directory (empty): made again in its parent, then removed.
+    DeletedDirectory { path: String, inode: u64, mode: u32, uid: u32, gid: u32 },
 }
 
 impl FileObject {
     pub fn inode(&self) -> u64 {
         match self {
-            Self::Deleted { inode, .. } | Self::Linked { inode, .. } | Self::Memfd { inode, .. } => *inode,
+            Self::Deleted { inode, .. }
+            | Self::Linked { inode, .. }
+            | Self::Memfd { inode, .. }
+            | Self::DeletedDirectory { inode, .. } => *inode,
         }
     }
 }
@@ -118,6 +128,7 @@ pub(super) struct Found {
     device: u64,
     inode: u64,
     memfd: bool,
+    directory: bool,
     links: u64,
 }
 
@@ -127,10 +138,8 @@ pub(super) fn classify(pid: i32, entry: &Entry, metadata: &std::fs::Metadata) ->
     let refuse = |what: String| -> CompoundError {
         Unsupported { what, location: format!("fd {} -> {}", entry.fd, entry.link) }.into()
     };
-    if metadata.is_dir() {
-        return Err(refuse("an open deleted directory".into()));
-    }
-    if !metadata.is_file() {
+    let directory = metadata.is_dir();
+    if !directory && !metadata.is_file() {
         return Err(refuse("a deleted file that is not a regular file".into()));
     }
     let memfd = entry.link.starts_with("/memfd:");
@@ -140,23 +149,24 @@ pub(super) fn classify(pid: i32, entry: &Entry, metadata: &std::fs::Metadata) ->
             HUGETLBFS_MAGIC => return Err(refuse("a hugetlbfs memfd (MFD_HUGETLB)".into())),
             other => return Err(refuse(format!("a memfd on file system {other:#x}, not tmpfs"))),
         }
-    } else if metadata.nlink() == 0 {
+    } else if metadata.nlink() == 0 || directory {
         // Made again in its directory: it must be there, on the same file system.
         let path = deleted_path(&entry.link);
-        let directory = directory_of(path);
-        match std::fs::metadata(directory) {
-            Ok(directory_metadata) if directory_metadata.dev() == metadata.dev() => {}
+        let noun = if directory { "a deleted directory" } else { "a deleted file" };
+        let parent = directory_of(path);
+        match std::fs::metadata(parent) {
+            Ok(parent_metadata) if parent_metadata.dev() == metadata.dev() => {}
             Ok(_) => {
                 return Err(refuse(format!(
-                    "a deleted file whose directory {directory} is now on another file system than the file"
+                    "{noun} whose parent directory {parent} is now on another file system than it"
                 )));
             }
             Err(error) => {
-                return Err(refuse(format!("a deleted file whose directory {directory} cannot be found: {error}")));
+                return Err(refuse(format!("{noun} whose parent directory {parent} cannot be found: {error}")));
             }
         }
     }
-    Ok(Found { device: metadata.dev(), inode: metadata.ino(), memfd, links: metadata.nlink() })
+    Ok(Found { device: metadata.dev(), inode: metadata.ino(), memfd, directory, links: metadata.nlink() })
 }
 
 /// The path of a `PATH (deleted)` link text.
@@ -184,8 +194,8 @@ fn statfs_type(pid: i32, fd: i32) -> Result<i64, CompoundError> {
 
 /// Refuses, before anything is touched, an object whose contents exceed the limit.
 pub(super) fn check_capturable(pid: i32, entry: &Entry, found: Found) -> Result<(), CompoundError> {
-    if !found.memfd && found.links > 0 {
-        return Ok(()); // reopened by handle, nothing stored
+    if found.directory || (!found.memfd && found.links > 0) {
+        return Ok(()); // made empty, or reopened by handle: nothing stored
     }
     let file = reopen(pid, entry.fd)?;
     let stored: u64 = data_ranges(&file, &entry.link)?.iter().map(|(start, end)| end - start).sum();
@@ -298,6 +308,9 @@ fn capture_object(pid: i32, entry: &Entry, found: Found) -> Result<FileObject, C
     let metadata = super::proc_fd::metadata(pid, entry.fd)?;
     let (mode, uid, gid) = (metadata.mode() & 0o7777, metadata.uid(), metadata.gid());
     let path = deleted_path(&entry.link);
+    if found.directory {
+        return Ok(FileObject::DeletedDirectory { path: path.to_owned(), inode: found.inode, mode, uid, gid });
+    }
     if found.memfd {
         let name = path.strip_prefix("/memfd:").unwrap_or(path).to_owned();
         let file = reopen(pid, entry.fd)?;
@@ -445,6 +458,13 @@ pub(super) fn check_object(field: &str, object: &FileObject) -> Result<(), Inval
             }
             Ok(())
         }
+        FileObject::DeletedDirectory { path, .. } => {
+            check_path(field, path)?;
+            if path == "/" {
+                return Err(Invalid::new(field, "is a deleted directory named /, which has no parent".to_owned()));
+            }
+            Ok(())
+        }
         FileObject::Memfd { name, contents, .. } => {
             if name.len() > MEMFD_NAME_MAX || name.contains('\0') {
                 return Err(Invalid::new(field, format!("has memfd name {name:.80?}, not one memfd_create takes")));
@@ -485,6 +505,20 @@ pub(super) fn check_host(object: &FileObject) -> Result<(), CompoundError> {
                 }
                 Ok(Err(error)) | Err(error) => Err(unsupported(
                     format!("the file still linked elsewhere cannot be opened by its handle on {mount}: {error}"),
+                    path,
+                )),
+            }
+        }
+        FileObject::DeletedDirectory { path, .. } => {
+            let parent = directory_of(path);
+            match std::fs::metadata(parent) {
+                Ok(metadata) if metadata.is_dir() => Ok(()),
+                Ok(_) => Err(unsupported(
+                    format!("recreating a deleted directory needs its parent {parent}, which is not a directory now"),
+                    path,
+                )),
+                Err(error) => Err(unsupported(
+                    format!("recreating a deleted directory needs its parent directory {parent}: {error}"),
                     path,
                 )),
             }
@@ -572,7 +606,7 @@ pub(super) fn description(
             call(tracee, "close", libc::SYS_close, &[mount_fd])?;
             opened?
         }
-        FileObject::Deleted { .. } | FileObject::Memfd { .. } => {
+        FileObject::Deleted { .. } | FileObject::Memfd { .. } | FileObject::DeletedDirectory { .. } => {
             let made_at = match *slot {
                 Some(at) => at,
                 None => {
@@ -617,9 +651,63 @@ fn make(tracee: &mut dyn Tracee, object: &FileObject, above: u64) -> Result<u64,
             let made = call(tracee, "memfd_create", libc::SYS_memfd_create, &[name_address, flags])?;
             (super::move_above(tracee, made, above)?, contents, *mode, *uid, *gid, *seals)
         }
+        FileObject::DeletedDirectory { path, mode, uid, gid, .. } => {
+            return make_directory(tracee, path, *mode, *uid, *gid, above);
+        }
         FileObject::Linked { .. } => return Ok(u64::MAX), // opened by handle, never made
     };
     fill(tracee, made, contents, mode, uid, gid, seals)?;
+    Ok(made)
+}
+
+/// Makes a deleted directory again in the tracee: `mkdir` in its parent
+/// (its own name, else a temporary one beside it when that is taken), an
+/// open of it at a descriptor from `above` up, `rmdir`, then its owner and
+/// mode. The directory never outlives a failure here.
+fn make_directory(
+    tracee: &mut dyn Tracee,
+    path: &str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    above: u64,
+) -> Result<u64, EngineError> {
+    let temporary = format!("{}/.crp-restored-directory-{}", directory_of(path).trim_end_matches('/'), tracee.pid());
+    let mut made_name = None;
+    for name in [path, temporary.as_str()] {
+        let mut scratch = tracee.scratch();
+        let address = scratch.push_c_string(name.as_bytes());
+        scratch.commit(tracee)?;
+        match call(tracee, "mkdirat", libc::SYS_mkdirat, &[arg(libc::AT_FDCWD), address, 0o700]) {
+            Ok(_) => {
+                made_name = Some(address);
+                break;
+            }
+            Err(EngineError::Syscall { errno: Errno::EEXIST, .. }) if name == path => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let Some(address) = made_name else {
+        return Err(EngineError::Descriptor {
+            operation: "make again the deleted directory",
+            pid: tracee.pid(),
+            fd: above,
+            errno: Errno::EEXIST,
+        });
+    };
+    let flags = arg(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW);
+    let opened = call(tracee, "openat(directory)", libc::SYS_openat, &[arg(libc::AT_FDCWD), address, flags]);
+    let removed = call(
+        tracee,
+        "unlinkat(AT_REMOVEDIR)",
+        libc::SYS_unlinkat,
+        &[arg(libc::AT_FDCWD), address, arg(libc::AT_REMOVEDIR)],
+    );
+    let opened = opened?;
+    removed?;
+    let made = super::move_above(tracee, opened, above)?;
+    call(tracee, "fchown", libc::SYS_fchown, &[made, u64::from(uid), u64::from(gid)])?;
+    call(tracee, "fchmod", libc::SYS_fchmod, &[made, u64::from(mode & 0o7777)])?;
     Ok(made)
 }
 
@@ -787,6 +875,80 @@ mod tests {
         assert_eq!(opens[0].args[3], 0o640);
         assert_eq!(strings.borrow()[..2], [&b"/srv"[..], b"/proc/self/fd/10"]);
         assert_eq!(ours.metadata().unwrap().mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn a_deleted_directory_is_made_in_its_parent_under_another_name_when_taken_then_removed() {
+        let mut table = table_of(FileObject::DeletedDirectory {
+            path: "/srv/gone".into(),
+            inode: 1,
+            mode: 0o750,
+            uid: 1234,
+            gid: 5678,
+        });
+        table.files[1].flags = libc::O_PATH | libc::O_DIRECTORY;
+        check_table(&table).unwrap();
+        let strings: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = std::rc::Rc::default();
+        let seen = strings.clone();
+        let mut next = 9;
+        let mut tracee = FakeTracee::answering(move |call, memory| {
+            let text = |address| {
+                let bytes = memory.read(address, 64);
+                bytes.split(|byte| *byte == 0).next().unwrap_or_default().to_vec()
+            };
+            match call.number {
+                libc::SYS_fcntl if call.args[1] == libc::F_DUPFD_CLOEXEC as u64 => {
+                    next += 1;
+                    next
+                }
+                libc::SYS_mkdirat => {
+                    let name = text(call.args[1]);
+                    let taken = name == b"/srv/gone";
+                    seen.borrow_mut().push(name);
+                    if taken { -i64::from(libc::EEXIST) } else { 0 }
+                }
+                libc::SYS_openat | libc::SYS_unlinkat => {
+                    seen.borrow_mut().push(text(call.args[1]));
+                    5
+                }
+                _ => 0,
+            }
+        });
+        table.restore(&mut crp_ptrace::Restore::new(&mut tracee)).unwrap();
+        let temporary = format!("/srv/.crp-restored-directory-{}", FakeTracee::PID).into_bytes();
+        assert_eq!(
+            *strings.borrow(),
+            [
+                b"/srv/gone".to_vec(),
+                temporary.clone(),
+                temporary.clone(),
+                temporary,
+                b"/proc/self/fd/10".to_vec(),
+                b"/proc/self/fd/10".to_vec()
+            ],
+            "mkdir (the name is taken), mkdir beside it, open, rmdir, then a reopening per description"
+        );
+        assert_eq!(tracee.calls_of(libc::SYS_mkdirat).len(), 2, "one directory for both descriptions");
+        assert_eq!(tracee.calls_of(libc::SYS_unlinkat)[0].args[2], libc::AT_REMOVEDIR as u64);
+        assert_eq!(tracee.calls_of(libc::SYS_fchown)[0].args[1..3], [1234, 5678]);
+        assert_eq!(tracee.calls_of(libc::SYS_fchmod)[0].args[1], 0o750);
+        let reopens = tracee.calls_of(libc::SYS_openat);
+        assert_eq!(reopens[2].args[2], (libc::O_PATH | libc::O_DIRECTORY) as u64);
+    }
+
+    #[test]
+    fn a_deleted_directory_whose_parent_is_gone_is_refused_on_the_host() {
+        let object = FileObject::DeletedDirectory {
+            path: "/nonexistent-crp-parent/gone".into(),
+            inode: 1,
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+        };
+        let refusal = check_host(&object).unwrap_err().to_string();
+        assert!(refusal.contains("/nonexistent-crp-parent") && refusal.contains("deleted directory"), "{refusal}");
+        let root = FileObject::DeletedDirectory { path: "/".into(), inode: 1, mode: 0, uid: 0, gid: 0 };
+        assert!(check_table(&table_of(root)).is_err());
     }
 
     #[test]

@@ -218,22 +218,50 @@ impl MappedFile {
     }
 }
 
-/// Refuses when a mapped file is gone or differs in size or mtime from
-/// when it was dumped: its clean pages were not stored.
-pub fn check_mapped_file(file: &MappedFile) -> Result<(), CompoundError> {
-    let metadata = std::fs::metadata(&file.path).map_err(CompoundError::io("stat mapped file", &file.path))?;
-    let mtime_ns = metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec();
-    if metadata.size() != file.size {
-        return Err(CompoundError::FileChanged {
-            path: file.path.clone(),
-            what: format!("size {} is now {}", file.size, metadata.size()),
-        });
+/// How a mapped or open file differs from when it was dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: String,
+    /// What changed, such as `size 10 is now 12`.
+    pub what: String,
+    /// The file no longer covers a mapping of it (it shrank below the
+    /// mapping's end): the restored process would get SIGBUS there, so no
+    /// flag accepts it.
+    pub fatal: bool,
+    /// It only grew (as a file others append to does).
+    pub grew: bool,
+}
+
+impl From<FileChange> for CompoundError {
+    fn from(change: FileChange) -> Self {
+        if change.fatal {
+            return CompoundError::FileShrunk { path: change.path, what: change.what };
+        }
+        CompoundError::FileChanged { path: change.path, what: change.what }
     }
-    if mtime_ns != file.mtime_ns {
-        return Err(CompoundError::FileChanged {
-            path: file.path.clone(),
-            what: format!("mtime {}ns is now {}ns", file.mtime_ns, mtime_ns),
-        });
-    }
-    Ok(())
+}
+
+/// What changed in a file since it was dumped with `size` and `mtime_ns`
+/// (`covered`: the file offset a mapping of it reaches up to, 0 for an open
+/// file), or `None` when nothing did.
+pub fn file_change(path: &str, size: u64, mtime_ns: i64, covered: u64) -> Result<Option<FileChange>, CompoundError> {
+    let metadata = std::fs::metadata(path).map_err(CompoundError::io("stat file", path))?;
+    let now_mtime_ns = metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec();
+    let page = PAGE_SIZE;
+    let fatal = metadata.size().div_ceil(page).saturating_mul(page) < covered;
+    let what = if metadata.size() != size {
+        format!("size {size} is now {}", metadata.size())
+    } else if now_mtime_ns != mtime_ns {
+        format!("mtime {mtime_ns}ns is now {now_mtime_ns}ns")
+    } else {
+        return Ok(None);
+    };
+    let grew = metadata.size() > size;
+    Ok(Some(FileChange { path: path.to_owned(), what, fatal, grew }))
+}
+
+/// What changed in the file of a mapping of `length` bytes since the dump:
+/// its clean pages were not stored, they are read from the file again.
+pub fn mapped_file_change(file: &MappedFile, length: u64) -> Result<Option<FileChange>, CompoundError> {
+    file_change(&file.path, file.size, file.mtime_ns, file.offset.saturating_add(length))
 }
