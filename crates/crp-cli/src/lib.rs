@@ -1,6 +1,7 @@
 //! The `crp` command as a library: argument plans, and the dump, restore,
 //! inspect and check operations that the binary and the tests drive.
 
+mod assemble;
 pub mod backend;
 pub mod cancel;
 pub mod check;

@@ -11,25 +11,21 @@
 use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_features};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
-use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
-use crp_compound::posix_timers::PosixTimers;
-use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
-use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::{Mapping, VmaRecord};
 use crp_kmod_abi::*;
-use crp_locks::{FileLocks, LockState};
+use crp_locks::LockState;
 use crp_ptrace::procfs::{self, Snapshot};
-use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
+use crp_ptrace::{Capture, Frozen, TraceeExt};
 use nix::unistd::Pid;
 
 use super::device::{Device, TaskDump};
+use crate::assemble::{BackEndKinds, capture_injected, process_image};
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record};
 use crate::error::CrpError;
-use crate::model::{ProcessImage, ThreadState, kernel_release};
 
 /// The kmod back end's dump side: an open `/dev/crp`.
 #[derive(Debug)]
@@ -52,55 +48,22 @@ impl DumpBackend for Dump {
         // gives it); parking needs the mappings too.
         let maps = procfs::smaps(pid)?;
         park(frozen, &maps)?;
-        let unreported = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-            // The scratch mapping is the probe: locked iff MCL_FUTURE.
-            let probe = context.tracee.scratch_area().0;
-            Ok::<_, CrpError>(Unreported {
-                thread_attributes: ThreadAttributes::capture(context)?,
-                attributes: ProcessAttributes::capture(context)?,
-                session: crp_compound::session::SessionState::capture(context)?,
-                future_locking: crp_compound::vma::FutureLocking::from_probe(context.tracee.pid(), probe)?,
-                pending_signals: SharedPendingSignals::capture(context)?,
-                thread_pending_signals: ThreadPendingSignals::capture(context)?,
-                posix_timers: PosixTimers::capture(context)?,
-                file_locks: FileLocks::capture(context)?,
-            })
+        let injected = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            capture_injected(&mut Capture { tracee, proc, stopped_before_freeze: stopped })
         })?;
-        let Unreported {
-            thread_attributes,
-            attributes,
-            session,
-            future_locking,
-            pending_signals,
-            thread_pending_signals,
-            posix_timers,
-            file_locks,
-        } = unreported;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
         let mut task = TaskIdentity::from_proc(proc, stopped)?;
         task.personality = u64::from(dump.state.personality);
-        let state = ProcessImage {
-            pid,
-            kernel_release: kernel_release(),
-            dumped_at_unix_seconds: 0,
-            threads: vec![ThreadState {
-                tid: pid,
-                cpu: cpu_state(&dump)?,
-                signals: ThreadSignals::from_abi(&dump.state),
-                locks: LockState::from_abi(&dump.state),
-                attributes: thread_attributes,
-                pending_signals: thread_pending_signals,
-            }],
+        let own = BackEndKinds {
+            cpu: cpu_state(&dump)?,
+            thread_signals: ThreadSignals::from_abi(&dump.state),
+            locks: LockState::from_abi(&dump.state),
             vdso: vdso_layout(&dump),
             vmas,
             // Refused by `kmod_refusal` for this back end.
             shared_memory: crp_compound::vma::SharedMemory::default(),
-            future_locking,
-            // Found by the dump from the page map, for both back ends.
-            guard_regions: Vec::new(),
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
             files: crp_compound::files::capture(pid)?,
             signals: SignalState::from_abi(&dump.state),
@@ -108,12 +71,8 @@ impl DumpBackend for Dump {
             credentials: Credentials::from_abi(proc, &dump.state)?,
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
-            attributes,
-            session,
-            pending_signals,
-            posix_timers,
-            file_locks,
         };
+        let state = process_image(pid, own, injected);
         // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state
             .vmas
@@ -131,20 +90,6 @@ impl DumpBackend for Dump {
     fn read_memory(&self, _pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         self.device.read_memory(address, buffer)
     }
-}
-
-/// What the module does not report, read by the userspace back end's
-/// injected getters and ptrace while the process is parked; restored from
-/// outside by [`crate::plan::FINISH`] for both back ends.
-struct Unreported {
-    thread_attributes: ThreadAttributes,
-    attributes: ProcessAttributes,
-    session: crp_compound::session::SessionState,
-    future_locking: crp_compound::vma::FutureLocking,
-    pending_signals: SharedPendingSignals,
-    thread_pending_signals: ThreadPendingSignals,
-    posix_timers: PosixTimers,
-    file_locks: FileLocks,
 }
 
 fn cpu_state(dump: &TaskDump) -> Result<CpuState, CrpError> {

@@ -4,25 +4,20 @@
 use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
-use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
-use crp_compound::posix_timers::PosixTimers;
-use crp_compound::process_attrs::ProcessAttributes;
 use crp_compound::rlimits::ResourceLimits;
-use crp_compound::session::SessionState;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
-use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
 use crp_compound::vma::shared::Gathering;
-use crp_compound::vma::{DescriptorObjects, FutureLocking, Mapping, VmaRecord};
-use crp_locks::{FileLocks, LockState};
+use crp_compound::vma::{DescriptorObjects, Mapping, VmaRecord};
+use crp_locks::LockState;
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
 
+use crate::assemble::{BackEndKinds, Injected, capture_injected, process_image};
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record_with};
 use crate::error::CrpError;
-use crate::model::{ProcessImage, ThreadState, kernel_release};
 
 /// The userspace back end's dump side.
 #[derive(Debug)]
@@ -52,44 +47,17 @@ impl DumpBackend for Dump {
             .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
 
         park(frozen, &maps)?;
-        let Injected {
-            mm,
-            signals,
-            thread_signals,
-            locks,
-            credentials,
-            rlimits,
-            timers,
-            task,
-            thread_attributes,
-            attributes,
-            session,
-            future_locking,
-            pending_signals,
-            thread_pending_signals,
-            posix_timers,
-            file_locks,
-        } = capture_by_injection(frozen, proc, stopped)?;
+        let (own, injected) = capture_by_injection(frozen, proc, stopped)?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
-        let state = ProcessImage {
-            pid,
-            kernel_release: kernel_release(),
-            dumped_at_unix_seconds: 0,
-            threads: vec![ThreadState {
-                tid: pid,
-                cpu,
-                signals: thread_signals,
-                locks,
-                attributes: thread_attributes,
-                pending_signals: thread_pending_signals,
-            }],
+        let OwnInjected { mm, signals, thread_signals, locks, credentials, rlimits, timers, task } = own;
+        let own = BackEndKinds {
+            cpu,
+            thread_signals,
+            locks,
             vdso,
             vmas,
             shared_memory,
-            future_locking,
-            // Found by the dump from the page map, for both back ends.
-            guard_regions: Vec::new(),
             mm,
             files,
             signals,
@@ -97,12 +65,8 @@ impl DumpBackend for Dump {
             credentials,
             rlimits,
             timers,
-            attributes,
-            session,
-            pending_signals,
-            posix_timers,
-            file_locks,
         };
+        let state = process_image(pid, own, injected);
         Ok(Captured { state, populated_kb })
     }
 
@@ -111,8 +75,9 @@ impl DumpBackend for Dump {
     }
 }
 
-/// What the dump reads by injected syscalls.
-struct Injected {
+/// What only this back end reads by injected syscalls (the kmod one has
+/// them from the module).
+struct OwnInjected {
     thread_signals: ThreadSignals,
     mm: MmFields,
     signals: SignalState,
@@ -121,22 +86,18 @@ struct Injected {
     rlimits: ResourceLimits,
     task: TaskIdentity,
     timers: IntervalTimers,
-    thread_attributes: ThreadAttributes,
-    attributes: ProcessAttributes,
-    session: SessionState,
-    future_locking: FutureLocking,
-    pending_signals: SharedPendingSignals,
-    thread_pending_signals: ThreadPendingSignals,
-    posix_timers: PosixTimers,
-    file_locks: FileLocks,
 }
 
 /// Each kind read by injection, through its [`Persist`] impl; they are
 /// independent of each other, so their order is free.
-fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bool) -> Result<Injected, CrpError> {
+fn capture_by_injection(
+    frozen: &mut Frozen,
+    proc: &procfs::Snapshot,
+    stopped: bool,
+) -> Result<(OwnInjected, Injected), CrpError> {
     frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
         let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-        Ok(Injected {
+        let own = OwnInjected {
             mm: MmFields::capture(context)?,
             signals: SignalState::capture(context)?,
             thread_signals: ThreadSignals::capture(context)?,
@@ -145,15 +106,7 @@ fn capture_by_injection(frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: b
             rlimits: ResourceLimits::capture(context)?,
             timers: IntervalTimers::capture(context)?,
             task: TaskIdentity::capture(context)?,
-            thread_attributes: ThreadAttributes::capture(context)?,
-            attributes: ProcessAttributes::capture(context)?,
-            session: SessionState::capture(context)?,
-            // The scratch mapping is the probe: locked iff MCL_FUTURE.
-            future_locking: FutureLocking::from_probe(context.tracee.pid(), context.tracee.scratch_area().0)?,
-            pending_signals: SharedPendingSignals::capture(context)?,
-            thread_pending_signals: ThreadPendingSignals::capture(context)?,
-            posix_timers: PosixTimers::capture(context)?,
-            file_locks: FileLocks::capture(context)?,
-        })
+        };
+        Ok((own, capture_injected(context)?))
     })
 }

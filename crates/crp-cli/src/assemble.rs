@@ -1,0 +1,134 @@
+//! What both dump back ends share: the kinds of state they read the same
+//! way (by injection while the process is parked: the module does not
+//! report them), and the one place a [`ProcessImage`] is put together from
+//! what each back end read its own way. A kind that both back ends read by
+//! injection is one line of [`Injected`] and [`capture_injected`]; a kind a
+//! back end reads its own way is one field of [`BackEndKinds`].
+
+use crp_arch_x86::{CpuState, VdsoLayout};
+use crp_compound::creds::Credentials;
+use crp_compound::files::FdTable;
+use crp_compound::mm::MmFields;
+use crp_compound::pending_signals::{SharedPendingSignals, ThreadPendingSignals};
+use crp_compound::posix_timers::PosixTimers;
+use crp_compound::process_attrs::ProcessAttributes;
+use crp_compound::rlimits::ResourceLimits;
+use crp_compound::session::SessionState;
+use crp_compound::signals::{SignalState, ThreadSignals};
+use crp_compound::task::TaskIdentity;
+use crp_compound::thread_attrs::ThreadAttributes;
+use crp_compound::timers::IntervalTimers;
+use crp_compound::vma::{FutureLocking, SharedMemory, VmaRecord};
+use crp_locks::{FileLocks, LockState};
+use crp_ptrace::{Capture, Persist};
+
+use crate::error::CrpError;
+use crate::model::{ProcessImage, ThreadState, kernel_release};
+
+/// The kinds both back ends read by injected syscalls and ptrace, the
+/// process parked, through their [`Persist`] impls.
+pub(crate) struct Injected {
+    pub thread_attributes: ThreadAttributes,
+    pub attributes: ProcessAttributes,
+    pub session: SessionState,
+    pub future_locking: FutureLocking,
+    pub pending_signals: SharedPendingSignals,
+    pub thread_pending_signals: ThreadPendingSignals,
+    pub posix_timers: PosixTimers,
+    pub file_locks: FileLocks,
+}
+
+/// Reads every kind of [`Injected`]; they are independent of each other,
+/// so their order is free. The context's scratch mapping is crp's own.
+pub(crate) fn capture_injected(context: &mut Capture<'_>) -> Result<Injected, CrpError> {
+    // The scratch mapping is the probe: locked iff MCL_FUTURE.
+    let probe = context.tracee.scratch_area().0;
+    Ok(Injected {
+        thread_attributes: ThreadAttributes::capture(context)?,
+        attributes: ProcessAttributes::capture(context)?,
+        session: SessionState::capture(context)?,
+        future_locking: FutureLocking::from_probe(context.tracee.pid(), probe)?,
+        pending_signals: SharedPendingSignals::capture(context)?,
+        thread_pending_signals: ThreadPendingSignals::capture(context)?,
+        posix_timers: PosixTimers::capture(context)?,
+        file_locks: FileLocks::capture(context)?,
+    })
+}
+
+/// The kinds each back end reads its own way (the userspace one by
+/// injection and /proc, the kmod one from the module's task record).
+pub(crate) struct BackEndKinds {
+    pub cpu: CpuState,
+    pub thread_signals: ThreadSignals,
+    pub locks: LockState,
+    pub vdso: VdsoLayout,
+    pub vmas: Vec<VmaRecord>,
+    pub shared_memory: SharedMemory,
+    pub mm: MmFields,
+    pub files: FdTable,
+    pub signals: SignalState,
+    pub task: TaskIdentity,
+    pub credentials: Credentials,
+    pub rlimits: ResourceLimits,
+    pub timers: IntervalTimers,
+}
+
+/// The image of the one-thread process `pid`.
+pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected) -> ProcessImage {
+    let BackEndKinds {
+        cpu,
+        thread_signals,
+        locks,
+        vdso,
+        vmas,
+        shared_memory,
+        mm,
+        files,
+        signals,
+        task,
+        credentials,
+        rlimits,
+        timers,
+    } = own;
+    let Injected {
+        thread_attributes,
+        attributes,
+        session,
+        future_locking,
+        pending_signals,
+        thread_pending_signals,
+        posix_timers,
+        file_locks,
+    } = injected;
+    ProcessImage {
+        pid,
+        kernel_release: kernel_release(),
+        dumped_at_unix_seconds: 0,
+        threads: vec![ThreadState {
+            tid: pid,
+            cpu,
+            signals: thread_signals,
+            locks,
+            attributes: thread_attributes,
+            pending_signals: thread_pending_signals,
+        }],
+        vdso,
+        vmas,
+        shared_memory,
+        future_locking,
+        // Found by the dump from the page map, for both back ends.
+        guard_regions: Vec::new(),
+        mm,
+        files,
+        signals,
+        task,
+        credentials,
+        rlimits,
+        timers,
+        attributes,
+        session,
+        pending_signals,
+        posix_timers,
+        file_locks,
+    }
+}
