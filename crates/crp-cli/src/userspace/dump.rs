@@ -15,7 +15,7 @@ use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
 use nix::unistd::Pid;
 
-use crate::assemble::{BackEndKinds, Injected, capture_injected, process_image};
+use crate::assemble::{BackEndKinds, capture_injected, process_image};
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record_with};
 use crate::error::CrpError;
 
@@ -47,25 +47,29 @@ impl DumpBackend for Dump {
             .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
 
         park(frozen, &maps)?;
-        let (own, injected) = capture_by_injection(frozen, proc, stopped)?;
+        // The kinds read by injection, through their Persist impls, are
+        // independent of each other: their order is free.
+        let (own, injected) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+            let own = BackEndKinds {
+                mm: MmFields::capture(context)?,
+                signals: SignalState::capture(context)?,
+                thread_signals: ThreadSignals::capture(context)?,
+                locks: LockState::capture(context)?,
+                credentials: Credentials::capture(context)?,
+                rlimits: ResourceLimits::capture(context)?,
+                timers: IntervalTimers::capture(context)?,
+                task: TaskIdentity::capture(context)?,
+                cpu,
+                vdso,
+                vmas,
+                shared_memory,
+                files,
+            };
+            Ok::<_, CrpError>((own, capture_injected(context)?))
+        })?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
-        let OwnInjected { mm, signals, thread_signals, locks, credentials, rlimits, timers, task } = own;
-        let own = BackEndKinds {
-            cpu,
-            thread_signals,
-            locks,
-            vdso,
-            vmas,
-            shared_memory,
-            mm,
-            files,
-            signals,
-            task,
-            credentials,
-            rlimits,
-            timers,
-        };
         let state = process_image(pid, own, injected);
         Ok(Captured { state, populated_kb })
     }
@@ -73,40 +77,4 @@ impl DumpBackend for Dump {
     fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         crp_ptrace::sys::read_memory(pid, address, buffer).map_err(std::io::Error::from)
     }
-}
-
-/// What only this back end reads by injected syscalls (the kmod one has
-/// them from the module).
-struct OwnInjected {
-    thread_signals: ThreadSignals,
-    mm: MmFields,
-    signals: SignalState,
-    locks: LockState,
-    credentials: Credentials,
-    rlimits: ResourceLimits,
-    task: TaskIdentity,
-    timers: IntervalTimers,
-}
-
-/// Each kind read by injection, through its [`Persist`] impl; they are
-/// independent of each other, so their order is free.
-fn capture_by_injection(
-    frozen: &mut Frozen,
-    proc: &procfs::Snapshot,
-    stopped: bool,
-) -> Result<(OwnInjected, Injected), CrpError> {
-    frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-        let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-        let own = OwnInjected {
-            mm: MmFields::capture(context)?,
-            signals: SignalState::capture(context)?,
-            thread_signals: ThreadSignals::capture(context)?,
-            locks: LockState::capture(context)?,
-            credentials: Credentials::capture(context)?,
-            rlimits: ResourceLimits::capture(context)?,
-            timers: IntervalTimers::capture(context)?,
-            task: TaskIdentity::capture(context)?,
-        };
-        Ok((own, capture_injected(context)?))
-    })
 }
