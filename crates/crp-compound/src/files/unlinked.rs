@@ -198,7 +198,8 @@ pub(super) fn check_capturable(pid: i32, entry: &Entry, found: Found) -> Result<
         return Ok(()); // made empty, or reopened by handle: nothing stored
     }
     let file = reopen(pid, entry.fd)?;
-    let stored: u64 = data_ranges(&file, &entry.link)?.iter().map(|(start, end)| end - start).sum();
+    let size = file.metadata().map_err(CompoundError::io("stat", &entry.link))?.len();
+    let stored: u64 = data_ranges(&file, size, &entry.link)?.iter().map(|(start, end)| end - start).sum();
     check_limit(entry, stored)
 }
 
@@ -223,10 +224,10 @@ fn reopen(pid: i32, fd: i32) -> Result<std::fs::File, CompoundError> {
     std::fs::File::open(&path).map_err(CompoundError::io("reopen the deleted file", &path))
 }
 
-/// The data ranges `[start, end)` of a file (SEEK_DATA/SEEK_HOLE); a file
-/// system without them reports one range, the whole file.
-fn data_ranges(file: &std::fs::File, link: &str) -> Result<Vec<(u64, u64)>, CompoundError> {
-    let size = file.metadata().map_err(CompoundError::io("stat", link))?.len();
+/// The data ranges `[start, end)` of a file of `size` bytes
+/// (SEEK_DATA/SEEK_HOLE); a file system without them reports one range,
+/// the whole file.
+pub(crate) fn data_ranges(file: &std::fs::File, size: u64, link: &str) -> Result<Vec<(u64, u64)>, CompoundError> {
     let seek = |offset: u64, whence: libc::c_int| -> Result<Option<u64>, CompoundError> {
         // SAFETY: lseek on a descriptor crp owns; it touches no memory.
         let result = unsafe { libc::lseek(file.as_raw_fd(), offset.cast_signed(), whence) };
@@ -258,7 +259,7 @@ fn data_ranges(file: &std::fs::File, link: &str) -> Result<Vec<(u64, u64)>, Comp
 fn capture_contents(pid: i32, entry: &Entry) -> Result<Contents, CompoundError> {
     let mut file = reopen(pid, entry.fd)?;
     let size = file.metadata().map_err(CompoundError::io("stat", &entry.link))?.len();
-    let ranges = data_ranges(&file, &entry.link)?;
+    let ranges = data_ranges(&file, size, &entry.link)?;
     check_limit(entry, ranges.iter().map(|(start, end)| end - start).sum())?;
     let mut extents = Vec::with_capacity(ranges.len());
     for (start, end) in ranges {

@@ -25,7 +25,6 @@
 //! Written by hand: no crate reads another process's shmem objects.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use crp_ptrace::procfs::MapsEntry;
@@ -566,34 +565,14 @@ fn split_ranges(ranges: &[(u64, u64)], (low, high): (u64, u64)) -> (Ranges, Rang
 /// bytes (SEEK_DATA/SEEK_HOLE; a swapped-out page is data too).
 fn page_ranges(file: &std::fs::File, size: u64, path: &str) -> Result<Vec<(u64, u64)>, CompoundError> {
     let limit = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let seek = |offset: u64, whence: libc::c_int| -> Result<Option<u64>, CompoundError> {
-        // SAFETY: lseek on a descriptor crp owns; it touches no memory.
-        let result = unsafe { libc::lseek(file.as_raw_fd(), offset.cast_signed(), whence) };
-        if result < 0 {
-            return match Errno::last() {
-                Errno::ENXIO => Ok(None),
-                errno => {
-                    Err(CompoundError::Io { action: "seek data or hole in", path: path.into(), source: errno.into() })
-                }
-            };
-        }
-        Ok(Some(result.cast_unsigned()))
-    };
     let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let mut at = 0;
-    while at < size {
-        let Some(start) = seek(at, libc::SEEK_DATA)? else { break };
-        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
-        if end <= start {
-            break;
-        }
+    for (start, end) in crate::files::unlinked::data_ranges(file, size, path)? {
         let (start, end) =
             (start / PAGE_SIZE * PAGE_SIZE, end.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE).min(limit));
         match ranges.last_mut() {
             Some((_, last_end)) if *last_end >= start => *last_end = (*last_end).max(end),
             _ => ranges.push((start, end)),
         }
-        at = end;
     }
     Ok(ranges)
 }
