@@ -7,23 +7,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
 fn events_subject() -> Subject {
     Subject::spawn(Command::new(c_program("fd_events")))
-}
-
-/// The deadline of the absolute timer on fd 8, from `crp inspect --json`.
-fn fd8_deadline(json: &serde_json::Value) -> SystemTime {
-    let fd8 = json["files"].as_array().unwrap().iter().find(|file| file["fd"] == 8).unwrap();
-    let deadline = &fd8["timerfd"]["deadline"];
-    UNIX_EPOCH
-        + Duration::new(
-            deadline["seconds"].as_u64().unwrap(),
-            u32::try_from(deadline["nanoseconds"].as_u64().unwrap()).unwrap(),
-        )
 }
 
 #[test]
@@ -67,10 +55,7 @@ fn event_descriptors_come_back_with_their_counts_times_ticks_and_masks() {
     assert!(fd(3)["timerfd"].is_null() && fd(9)["eventfd"].is_null());
 
     // fd 8's deadline passes while the process is down.
-    let deadline = fd8_deadline(&json);
-    if let Ok(wait) = deadline.duration_since(SystemTime::now()) {
-        std::thread::sleep(wait + Duration::from_millis(1));
-    }
+    wait_past_timerfd_deadline(&json, 8);
     let output = restore(&image, &[], "restored\n");
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} events restored\n", subject.pid));

@@ -246,8 +246,9 @@ fn descriptor_kinds_across_back_ends() {
             dump_ok(subject.pid, &image, &backend(dump_with));
             assert_killed(subject.wait());
             if program == "fd_events" {
-                // Its absolute timer's deadline (300 ms after it was armed) must pass while it is down.
-                std::thread::sleep(Duration::from_millis(400));
+                // Its absolute timer's deadline must pass while it is down.
+                let json = crp().args(["inspect", "--json"]).arg(&image).output().unwrap();
+                wait_past_timerfd_deadline(&serde_json::from_slice(&json.stdout).unwrap(), 8);
             }
             let output = restore(&image, &backend(restore_with), input);
             let stdout = stdout_of(&output);

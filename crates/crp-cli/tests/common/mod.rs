@@ -408,3 +408,20 @@ fn itimer_prof_left_in(image: &Path) -> f64 {
         .unwrap_or_else(|| panic!("no ITIMER_PROF in {summary}"));
     prof["left_microseconds"].as_f64().unwrap() / 1e6
 }
+
+/// Waits until the absolute deadline of the timerfd on descriptor `fd`, as
+/// `crp inspect --json` shows it in `json`, has passed: an event of the
+/// clock itself, which the restored program checks happened while it was
+/// down.
+pub fn wait_past_timerfd_deadline(json: &serde_json::Value, fd: i32) {
+    let file = json["files"].as_array().unwrap().iter().find(|file| file["fd"] == fd).unwrap();
+    let deadline = &file["timerfd"]["deadline"];
+    let deadline = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            deadline["seconds"].as_u64().unwrap(),
+            u32::try_from(deadline["nanoseconds"].as_u64().unwrap()).unwrap(),
+        );
+    if let Ok(wait) = deadline.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(wait + std::time::Duration::from_millis(1));
+    }
+}
