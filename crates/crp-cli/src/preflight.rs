@@ -68,14 +68,22 @@ pub enum Phase {
     Frozen,
 }
 
+/// What the task-level checks found.
+struct TaskBlockers {
+    blockers: Vec<Unsupported>,
+    /// The pid is not a process of its own to look into (crp itself, a
+    /// thread that does not lead its group): its state is not checked.
+    not_a_process: bool,
+}
+
 /// Task-level checks: it exists, crp may read it, it is not traced by
 /// anyone else (errors), and what blocks a dump of it: more than one
 /// thread, children, a seccomp filter, shadow stacks.
-pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpError> {
+fn task_blockers(pid: i32, phase: Phase) -> Result<TaskBlockers, CrpError> {
     let mut blockers = Vec::new();
+    let not_a_process = |refusal| Ok(TaskBlockers { blockers: vec![refusal], not_a_process: true });
     if pid == std::process::id().cast_signed() {
-        blockers.push(blocker("dumping crp itself", "own pid".into()));
-        return Ok(blockers);
+        return not_a_process(blocker("dumping crp itself", "own pid".into()));
     }
     let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
     let state = status.field("State")?;
@@ -84,8 +92,7 @@ pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpErro
     }
     let tgid: i32 = status.decimal("Tgid")?;
     if tgid != pid {
-        blockers.push(blocker("a thread that is not a thread-group leader", format!("Tgid {tgid}")));
-        return Ok(blockers);
+        return not_a_process(blocker("a thread that is not a thread-group leader", format!("Tgid {tgid}")));
     }
     let flags: u64 = Stat::read(pid).map_err(|error| access::proc_error(pid, error))?.number(STAT_FLAGS)?;
     if flags & PF_KTHREAD != 0 {
@@ -145,7 +152,7 @@ pub fn task_blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpErro
     if !children.trim().is_empty() {
         blockers.push(blocker("a process with child processes", format!("children {}", children.trim())));
     }
-    Ok(blockers)
+    Ok(TaskBlockers { blockers, not_a_process: false })
 }
 
 /// What blocks a dump in the process's namespaces, memory, descriptors,
@@ -190,12 +197,10 @@ pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
 /// Everything that blocks a dump of `pid`, each named (`crp dump --check`);
 /// an error only when the process cannot be examined at all.
 pub fn blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpError> {
-    let mut blockers = task_blockers(pid, phase)?;
-    // The process itself is not what it seems (crp, a thread): nothing else applies.
-    if blockers.iter().any(|blocker| blocker.what.starts_with("dumping crp") || blocker.what.starts_with("a thread ")) {
-        return Ok(blockers);
+    let TaskBlockers { mut blockers, not_a_process } = task_blockers(pid, phase)?;
+    if !not_a_process {
+        blockers.extend(state_blockers(pid)?);
     }
-    blockers.extend(state_blockers(pid)?);
     Ok(blockers)
 }
 
