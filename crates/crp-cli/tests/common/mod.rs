@@ -416,11 +416,10 @@ fn itimer_prof_left_in(image: &Path) -> f64 {
 pub fn wait_past_timerfd_deadline(json: &serde_json::Value, fd: i32) {
     let file = json["files"].as_array().unwrap().iter().find(|file| file["fd"] == fd).unwrap();
     let deadline = &file["timerfd"]["deadline"];
+    // No deadline left: it passed (and the timer fired) before the dump.
+    let Some(seconds) = deadline["seconds"].as_u64() else { return };
     let deadline = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            deadline["seconds"].as_u64().unwrap(),
-            u32::try_from(deadline["nanoseconds"].as_u64().unwrap()).unwrap(),
-        );
+        + std::time::Duration::new(seconds, u32::try_from(deadline["nanoseconds"].as_u64().unwrap()).unwrap());
     if let Ok(wait) = deadline.duration_since(std::time::SystemTime::now()) {
         std::thread::sleep(wait + std::time::Duration::from_millis(1));
     }
