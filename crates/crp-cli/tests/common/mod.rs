@@ -211,7 +211,11 @@ pub fn restore(image: &Path, extra: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    // A restore that refuses exits without reading its input: the pipe is
+    // then broken, and the output says what happened.
+    if let Err(error) = child.stdin.take().unwrap().write_all(input.as_bytes()) {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "writing the restore's input: {error}");
+    }
     child.wait_with_output().unwrap()
 }
 
