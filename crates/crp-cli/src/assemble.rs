@@ -55,6 +55,50 @@ pub(crate) fn capture_injected(context: &mut Capture<'_>) -> Result<Injected, Cr
     })
 }
 
+/// What Linux keeps per thread, read from one parked thread other than
+/// the leader (the leader's are read with the process's kinds), whose
+/// registers and XSAVE area `cpu` holds.
+pub(crate) fn capture_thread(context: &mut Capture<'_>, cpu: CpuState) -> Result<ThreadState, CrpError> {
+    Ok(ThreadState {
+        tid: context.tracee.pid(),
+        cpu,
+        signals: ThreadSignals::capture(context)?,
+        locks: LockState::capture(context)?,
+        attributes: ThreadAttributes::capture(context)?,
+        pending_signals: ThreadPendingSignals::capture(context)?,
+    })
+}
+
+/// Refuses a thread whose credentials or personality differ from the
+/// leader's: Linux keeps them per thread, the image once for the process
+/// (every thread gets the process's at restore).
+pub(crate) fn check_shared_with_leader(
+    pid: i32,
+    context: &mut Capture<'_>,
+    credentials: &Credentials,
+    task: &TaskIdentity,
+) -> Result<(), CrpError> {
+    let tid = context.tracee.pid();
+    let own = Credentials::capture(context)?;
+    let refusal = |what: &str, location: String| {
+        Err(CrpError::unsupported(pid, crp_compound::Unsupported { what: what.to_owned(), location }))
+    };
+    if own != *credentials {
+        return refusal(
+            "a thread whose credentials differ from its leader's (set by a raw setuid-family syscall)",
+            format!("thread {tid}"),
+        );
+    }
+    let personality = TaskIdentity::from_proc(context.proc, false)?.personality;
+    if personality != task.personality {
+        return refusal(
+            "a thread whose personality differs from its leader's",
+            format!("thread {tid}: {personality:#x}, leader {:#x}", task.personality),
+        );
+    }
+    Ok(())
+}
+
 /// The kinds each back end reads its own way (the userspace one by
 /// injection and /proc, the kmod one from the module's task record).
 pub(crate) struct BackEndKinds {
@@ -73,8 +117,9 @@ pub(crate) struct BackEndKinds {
     pub timers: IntervalTimers,
 }
 
-/// The image of the one-thread process `pid`.
-pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected) -> ProcessImage {
+/// The image of the process `pid`: its leader's state from `own` and
+/// `injected`, its other threads' in `others`.
+pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected, others: Vec<ThreadState>) -> ProcessImage {
     let BackEndKinds {
         cpu,
         thread_signals,
@@ -104,14 +149,16 @@ pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected) -> 
         pid,
         kernel_release: kernel_release(),
         dumped_at_unix_seconds: 0,
-        threads: vec![ThreadState {
+        threads: std::iter::once(ThreadState {
             tid: pid,
             cpu,
             signals: thread_signals,
             locks,
             attributes: thread_attributes,
             pending_signals: thread_pending_signals,
-        }],
+        })
+        .chain(others)
+        .collect(),
         vdso,
         vmas,
         shared_memory,

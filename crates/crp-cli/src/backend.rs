@@ -11,7 +11,7 @@ use std::path::Path;
 use crp_arch_x86::VdsoLayout;
 use crp_compound::CompoundError;
 use crp_compound::vma::{Mapping, VmaRecord};
-use crp_ptrace::{Frozen, Injector, procfs};
+use crp_ptrace::{Frozen, FrozenProcess, Injector, procfs};
 use nix::unistd::Pid;
 
 use crate::error::CrpError;
@@ -40,10 +40,11 @@ pub struct Captured {
 
 /// Reads a frozen process.
 pub trait DumpBackend: std::fmt::Debug {
-    /// Every kind of state but the pages, from the frozen process and what
-    /// /proc said once it was frozen; `stopped` says it was in a group stop
-    /// before the freeze.
-    fn capture(&self, frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bool) -> Result<Captured, CrpError>;
+    /// Every kind of state but the pages, from the frozen process (every
+    /// thread of it) and what /proc said once it was frozen; `stopped` says
+    /// it was in a group stop before the freeze.
+    fn capture(&self, frozen: &mut FrozenProcess, proc: &procfs::Snapshot, stopped: bool)
+    -> Result<Captured, CrpError>;
 
     /// Copies the frozen process's memory at `address` into `buffer`.
     fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()>;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crp_compound::pagemap::PageMap;
 use crp_compound::vma::label_anonymous;
 use crp_image::ImageWriter;
-use crp_ptrace::{Frozen, procfs};
+use crp_ptrace::{FrozenProcess, procfs};
 
 pub use crate::backend::Backend;
 use crate::backend::Captured;
@@ -52,13 +52,13 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     tracing::debug!(output = %plan.output.display(), "image file staged");
     cancel::check("dump")?;
     let stopped = procfs::Stat::read(pid)?.field(3)? == "T";
-    let mut frozen = Frozen::seize(pid).map_err(|error| preflight::explain_seize_failure(pid, error))?;
+    let mut frozen = FrozenProcess::seize(pid).map_err(|error| preflight::explain_seize_failure(pid, error))?;
     // The TCP connections the capture reads, put in repair mode only for
     // the kill (and out of it again if the kill fails; dropped before `frozen`).
     let repaired = crp_compound::files::socket::Repaired::guard();
     frozen.set_checkpoint(faults::reached);
     faults::reached("frozen", 0);
-    tracing::info!(pid, was_stopped = stopped, "frozen");
+    tracing::info!(pid, was_stopped = stopped, threads = frozen.threads().len() + 1, "frozen");
     let started = Instant::now();
     // The process may have changed between the checks and the freeze.
     preflight::check(pid, Phase::Frozen)?;
@@ -151,5 +151,5 @@ enum Original {
     /// Let run on (--leave-running) after being frozen this long.
     Released { frozen_for: Duration },
     /// Still frozen: killed once the image is durable, released by drop.
-    Frozen(Box<Frozen>),
+    Frozen(Box<FrozenProcess>),
 }

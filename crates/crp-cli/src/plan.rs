@@ -33,11 +33,16 @@ pub struct Choices {
 /// What a step may use.
 #[derive(Debug)]
 pub struct Rebuild<'a> {
+    /// The thread-group leader, through which process-wide state is set.
     pub injector: &'a mut Injector,
     pub pid: Pid,
     pub image: &'a ProcessImage,
     pub reader: &'a crp_image::ImageReader,
     pub choices: &'a Choices,
+    /// The other threads, in the image's order, once [`THREADS`] made them.
+    pub threads: Vec<Injector>,
+    /// The threads get their original ids (the process got its pid back).
+    pub keep_thread_ids: bool,
 }
 
 /// One line of a plan: a kind of state and how it is re-established.
@@ -67,23 +72,51 @@ macro_rules! persisted {
     };
 }
 
-/// A kind of the thread-group leader's, restored by its [`Persist`] impl
-/// from the field `field` (a path: `attributes.parent_death_signal`) of
-/// its [`crate::model::ThreadState`].
-macro_rules! leader_persisted {
+/// A kind Linux keeps per thread, restored by its [`Persist`] impl in
+/// every thread, from the field `field` (a path:
+/// `attributes.parent_death_signal`) of its [`crate::model::ThreadState`].
+macro_rules! per_thread {
     ($kind:ty, $($field:ident).+) => {
         Step {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
-                let leader = rebuild.image.leader()?;
                 let streams = &rebuild.choices.streams;
-                Ok(leader.$($field).+.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
+                let leader = rebuild.image.leader()?;
+                leader.$($field).+.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?;
+                let image = rebuild.image;
+                let states = image.threads.get(1..).unwrap_or_default();
+                for (thread, state) in rebuild.threads.iter_mut().zip(states) {
+                    state.$($field).+.restore(&mut Restore { tracee: thread, streams })?;
+                }
+                Ok(())
+            },
+        }
+    };
+}
+
+/// A kind of the process's that Linux keeps in every thread (credentials,
+/// personality): the image's one value is restored by its [`Persist`]
+/// impl in each thread, from the image field `field`.
+macro_rules! in_every_thread {
+    ($kind:ty, $field:ident) => {
+        Step {
+            kind: <$kind as Persist>::KIND,
+            run: |rebuild| {
+                let image = rebuild.image;
+                let streams = &rebuild.choices.streams;
+                image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?;
+                for thread in &mut rebuild.threads {
+                    image.$field.restore(&mut Restore { tracee: thread, streams })?;
+                }
+                Ok(())
             },
         }
     };
 }
 
 const MEMORY: &str = "memory";
+/// The threads other than the leader.
+const THREADS: &str = "threads";
 /// Mappings of the memfds and deleted files descriptors hold.
 const DESCRIPTOR_MAPPINGS: &str = "mappings of descriptor objects";
 /// mlockall(MCL_FUTURE).
@@ -102,21 +135,30 @@ pub const BY_INJECTION: &[Step] = &[
     },
     persisted!(crp_compound::mm::MmFields, mm),
     persisted!(crp_compound::signals::SignalState, signals),
-    leader_persisted!(crp_compound::signals::ThreadSignals, signals),
-    leader_persisted!(crp_locks::LockState, locks),
+    Step {
+        kind: THREADS,
+        run: |rebuild| {
+            let keep_ids = rebuild.keep_thread_ids;
+            let states = rebuild.image.threads.get(1..).unwrap_or_default();
+            rebuild.threads = crate::restore::threads::create(rebuild.injector, states, keep_ids)?;
+            Ok(())
+        },
+    },
+    per_thread!(crp_compound::signals::ThreadSignals, signals),
+    per_thread!(crp_locks::LockState, locks),
 ];
 
 /// What both back ends set from outside once memory and mm are in place.
 pub const FINISH: &[Step] = &[
     Step { kind: SESSION, run: place_in_session },
-    persisted!(crp_compound::task::TaskIdentity, task),
-    leader_persisted!(crp_compound::thread_attrs::ThreadAttributes, attributes),
+    in_every_thread!(crp_compound::task::TaskIdentity, task),
+    per_thread!(crp_compound::thread_attrs::ThreadAttributes, attributes),
     persisted!(crp_compound::process_attrs::ProcessAttributes, attributes),
     persisted!(crp_compound::files::FdTable, files),
     Step {
         kind: DESCRIPTOR_MAPPINGS,
         run: |rebuild| {
-            let Rebuild { injector, pid, image, reader, choices } = rebuild;
+            let Rebuild { injector, pid, image, reader, choices, .. } = rebuild;
             let streams = &choices.streams;
             map_descriptor_objects(injector, *pid, &image.vmas, &image.files, streams, &image.guard_regions, reader)
         },
@@ -126,11 +168,26 @@ pub const FINISH: &[Step] = &[
     persisted!(crp_compound::rlimits::ResourceLimits, rlimits),
     persisted!(crp_compound::timers::IntervalTimers, timers),
     persisted!(crp_compound::pending_signals::SharedPendingSignals, pending_signals),
-    leader_persisted!(crp_compound::pending_signals::ThreadPendingSignals, pending_signals),
+    Step {
+        kind: THREAD_PENDING_SIGNALS,
+        run: |rebuild| {
+            // Each thread queues its own: only the target thread may queue
+            // a signal with a user-sent code (rt_tgsigqueueinfo).
+            let streams = &rebuild.choices.streams;
+            let leader = rebuild.image.leader()?;
+            leader.pending_signals.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?;
+            let image = rebuild.image;
+            let states = image.threads.get(1..).unwrap_or_default();
+            for (thread, state) in rebuild.threads.iter_mut().zip(states) {
+                state.pending_signals.queue_in(thread, rebuild.pid.as_raw())?;
+            }
+            Ok(())
+        },
+    },
     persisted!(crp_compound::posix_timers::PosixTimers, posix_timers),
-    persisted!(crp_compound::creds::Credentials, credentials),
+    in_every_thread!(crp_compound::creds::Credentials, credentials),
     // Replaces the death signal that tied the child to crp until now.
-    leader_persisted!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
+    per_thread!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
     Step {
         kind: DESCRIPTOR_OWNERS,
         run: |rebuild| {
@@ -163,6 +220,7 @@ fn place_in_session(rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
 /// apart from the descriptors they belong to, after the credentials.
 const DESCRIPTOR_OWNERS: &str = "descriptor owners";
 
+const THREAD_PENDING_SIGNALS: &str = <crp_compound::pending_signals::ThreadPendingSignals as Persist>::KIND;
 const THREAD_ATTRIBUTES: &str = <crp_compound::thread_attrs::ThreadAttributes as Persist>::KIND;
 const PROCESS_ATTRIBUTES: &str = <crp_compound::process_attrs::ProcessAttributes as Persist>::KIND;
 const FILE_LOCKS: &str = <crp_locks::FileLocks as Persist>::KIND;
@@ -171,6 +229,21 @@ const PARENT_DEATH_SIGNAL: &str = <crp_compound::thread_attrs::ParentDeathSignal
 
 /// `(earlier, later, why)`: `earlier` must run before `later`.
 pub const ORDER: &[(&str, &str, &str)] = &[
+    (THREADS, <crp_compound::signals::ThreadSignals as Persist>::KIND, "each thread sets its own alternate stack"),
+    (THREADS, <crp_locks::LockState as Persist>::KIND, "each thread registers its own robust list and rseq area"),
+    (THREADS, THREAD_ATTRIBUTES, "each thread sets its own name, affinity and scheduling"),
+    (THREADS, THREAD_PENDING_SIGNALS, "a thread's own signals are queued to it"),
+    (
+        THREADS,
+        <crp_compound::task::TaskIdentity as Persist>::KIND,
+        "the personality is each thread's own: it is set in every thread",
+    ),
+    (
+        THREADS,
+        <crp_compound::creds::Credentials as Persist>::KIND,
+        "clone3 with set_tid needs crp's CAP_SYS_ADMIN, and each thread's credentials are its own",
+    ),
+    (THREADS, PARENT_DEATH_SIGNAL, "each thread's parent-death signal is its own"),
     (
         SESSION,
         <crp_compound::files::FdTable as Persist>::KIND,

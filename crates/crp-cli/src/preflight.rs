@@ -77,8 +77,9 @@ struct TaskBlockers {
 }
 
 /// Task-level checks: it exists, crp may read it, it is not traced by
-/// anyone else (errors), and what blocks a dump of it: more than one
-/// thread, children, a seccomp filter, shadow stacks.
+/// anyone else (errors), and what blocks a dump of it: children, and in
+/// any of its threads a seccomp filter, shadow stacks, syscall user
+/// dispatch or a signal no restore could queue.
 fn task_blockers(pid: i32, phase: Phase) -> Result<TaskBlockers, CrpError> {
     let mut blockers = Vec::new();
     let not_a_process = |refusal| Ok(TaskBlockers { blockers: vec![refusal], not_a_process: true });
@@ -107,35 +108,18 @@ fn task_blockers(pid: i32, phase: Phase) -> Result<TaskBlockers, CrpError> {
     if tracer != 0 && (phase == Phase::BeforeFreeze || tracer != std::process::id().cast_signed()) {
         return Err(access::already_traced(pid, tracer));
     }
-    let threads: u32 = status.decimal("Threads")?;
-    if threads != 1 {
-        blockers.push(blocker("a process with more than one thread", format!("{threads} threads")));
-    }
-    // A kernel without CONFIG_SECCOMP has no Seccomp line, and no filters.
-    if status.optional("Seccomp").is_some() {
-        let seccomp: u32 = status.decimal("Seccomp")?;
-        if seccomp != 0 {
-            blockers.push(blocker("a seccomp filter or strict mode", format!("Seccomp {seccomp}")));
-        }
-    }
-    // User shadow stacks (CET): crp's parking frame carries no shadow-stack
-    // token, so rt_sigreturn would fail. Kernels without the feature have
-    // no such line.
-    if let Some(features) = status.optional("x86_Thread_features")
-        && features.split_whitespace().any(|feature| feature == "shstk")
-    {
-        blockers.push(blocker("a process using user shadow stacks (CET)", format!("x86_Thread_features {features}")));
-    }
-    // Readable only once crp traces the process; a kernel without the
-    // feature (EINVAL, EIO) has it off.
-    if phase == Phase::Frozen
-        && let Ok(mode) = crp_ptrace::sys::syscall_user_dispatch_mode(nix::unistd::Pid::from_raw(pid))
-        && mode != 0
-    {
-        blockers.push(blocker(
-            "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH)",
-            format!("mode {mode}, seen at the freeze"),
-        ));
+    for tid in crp_ptrace::thread_ids(pid).map_err(|errno| CrpError::NoProcess { pid, reason: errno.to_string() })? {
+        let thread_status = if tid == pid {
+            status.clone()
+        } else {
+            match Fields::status_of_thread(pid, tid) {
+                Ok(thread_status) => thread_status,
+                // It exited since it was listed.
+                Err(_) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => continue,
+                Err(error) => return Err(access::proc_error(pid, error)),
+            }
+        };
+        thread_blockers(pid, tid, &thread_status, phase, &mut blockers)?;
     }
     // A deleted working directory has no path the restore could chdir to.
     if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd"))
@@ -153,6 +137,54 @@ fn task_blockers(pid: i32, phase: Phase) -> Result<TaskBlockers, CrpError> {
         blockers.push(blocker("a process with child processes", format!("children {}", children.trim())));
     }
     Ok(TaskBlockers { blockers, not_a_process: false })
+}
+
+/// What blocks a dump in one thread (`tid`, the leader's pid included),
+/// from its own /proc status: a seccomp filter, shadow stacks, syscall
+/// user dispatch, and pending signals no restore could queue again.
+fn thread_blockers(
+    pid: i32,
+    tid: i32,
+    status: &Fields,
+    phase: Phase,
+    blockers: &mut Vec<Unsupported>,
+) -> Result<(), CrpError> {
+    let whose = |what: String| if tid == pid { what } else { format!("thread {tid}: {what}") };
+    // A kernel without CONFIG_SECCOMP has no Seccomp line, and no filters.
+    if status.optional("Seccomp").is_some() {
+        let seccomp: u32 = status.decimal("Seccomp")?;
+        if seccomp != 0 {
+            blockers.push(blocker("a seccomp filter or strict mode", whose(format!("Seccomp {seccomp}"))));
+        }
+    }
+    // User shadow stacks (CET): crp's parking frame carries no shadow-stack
+    // token, so rt_sigreturn would fail. Kernels without the feature have
+    // no such line.
+    if let Some(features) = status.optional("x86_Thread_features")
+        && features.split_whitespace().any(|feature| feature == "shstk")
+    {
+        blockers.push(blocker(
+            "a process using user shadow stacks (CET)",
+            whose(format!("x86_Thread_features {features}")),
+        ));
+    }
+    // Readable only once crp traces the process; a kernel without the
+    // feature (EINVAL, EIO) has it off.
+    if phase == Phase::Frozen
+        && let Ok(mode) = crp_ptrace::sys::syscall_user_dispatch_mode(nix::unistd::Pid::from_raw(tid))
+        && mode != 0
+    {
+        blockers.push(blocker(
+            "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH)",
+            whose(format!("mode {mode}, seen at the freeze")),
+        ));
+    }
+    if let Some(pending) = crp_compound::pending_signals::unqueueable_in(status).map_err(lift(pid))? {
+        let what = "a pending SIGKILL (the process is dying), SIGSTOP (a stop under way: dump it once stopped) or \
+                    SIGTRAP (the restore's single steps would take it)";
+        blockers.push(Unsupported { what: what.into(), location: whose(pending) });
+    }
+    Ok(())
 }
 
 /// What blocks a dump in the process's namespaces, memory, descriptors,
@@ -185,12 +217,6 @@ pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
         other => other.into(),
     });
     collect(locks, &mut blockers, pid)?;
-    let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
-    if let Some(pending) = crp_compound::pending_signals::unqueueable_in(&status).map_err(lift(pid))? {
-        let what = "a pending SIGKILL (the process is dying), SIGSTOP (a stop under way: dump it once stopped) or \
-                    SIGTRAP (the restore's single steps would take it)";
-        blockers.push(Unsupported { what: what.into(), location: pending });
-    }
     Ok(blockers)
 }
 

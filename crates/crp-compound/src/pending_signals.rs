@@ -183,12 +183,15 @@ fn capture_queue(tracee: &dyn Tracee, shared: bool) -> Result<Vec<QueuedSignal>,
 
 /// Queues `queue` again from inside the process, every signal blocked
 /// from then on (the engine loads the real mask last); `thread` is the
-/// thread id for a thread's own queue.
+/// process's id for a thread's own queue, which `tracee` (that thread)
+/// queues to itself: only the target thread may queue a signal with a
+/// user-sent code (rt_tgsigqueueinfo).
 fn requeue(tracee: &mut dyn Tracee, queue: &[QueuedSignal], thread: Option<i32>) -> Result<(), EngineError> {
     if queue.is_empty() {
         return Ok(());
     }
-    let pid = tracee.pid();
+    let own = tracee.pid();
+    let pid = thread.unwrap_or(own);
     block_every_signal(tracee)?;
     let mut scratch = tracee.scratch();
     let infos: Vec<u64> = queue.iter().map(|queued| scratch.push(&queued.siginfo)).collect();
@@ -197,10 +200,10 @@ fn requeue(tracee: &mut dyn Tracee, queue: &[QueuedSignal], thread: Option<i32>)
         let signal = arg(queued.signal());
         match thread {
             None => tracee.syscall("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, [arg(pid), signal, *info, 0, 0, 0]),
-            Some(tid) => tracee.syscall(
+            Some(_) => tracee.syscall(
                 "rt_tgsigqueueinfo",
                 libc::SYS_rt_tgsigqueueinfo,
-                [arg(pid), arg(tid), signal, *info, 0, 0],
+                [arg(pid), arg(own), signal, *info, 0, 0],
             ),
         }
         .map(drop)
@@ -216,6 +219,15 @@ impl SharedPendingSignals {
 impl ThreadPendingSignals {
     pub fn check(&self) -> Result<(), Invalid> {
         check_queue("thread pending signals", &self.queue)
+    }
+}
+
+impl ThreadPendingSignals {
+    /// Queues the signals of the restored thread `tracee`, of the process
+    /// `pid`, to itself; it blocks every signal from then on (the engine
+    /// loads its own mask last).
+    pub fn queue_in(&self, tracee: &mut dyn Tracee, pid: i32) -> Result<(), CompoundError> {
+        Ok(requeue(tracee, &self.queue, Some(pid))?)
     }
 }
 
@@ -240,11 +252,12 @@ impl Persist for ThreadPendingSignals {
         Ok(Self { queue: capture_queue(context.tracee, false)? })
     }
 
-    /// Queued to the thread being rebuilt (the leader: its tid is the
-    /// restored process's pid).
+    /// Queued by the thread being rebuilt to itself, as the leader (its
+    /// tid is the process's pid; see [`ThreadPendingSignals::queue_in`]
+    /// for the other threads).
     fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
-        let tid = context.tracee.pid();
-        Ok(requeue(context.tracee, &self.queue, Some(tid))?)
+        let pid = context.tracee.pid();
+        Ok(requeue(context.tracee, &self.queue, Some(pid))?)
     }
 }
 

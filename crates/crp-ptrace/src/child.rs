@@ -64,7 +64,13 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.armed {
+            // Its other threads, traced by crp too, are reaped first: a
+            // leader is not reported while threads of its group remain.
+            let threads = crate::thread_ids(self.pid.as_raw()).unwrap_or_default();
             let _ = kill(self.pid, Signal::SIGKILL);
+            for tid in threads.into_iter().filter(|tid| *tid != self.pid.as_raw()) {
+                let _ = sys::wait_for(Pid::from_raw(tid));
+            }
             let _ = sys::wait_for(self.pid);
         }
     }

@@ -305,6 +305,13 @@ impl Frozen {
         unparked.and(put_back).and(detached)
     }
 
+    /// Drops the hold on a thread whose process is about to be killed:
+    /// nothing is put back or detached.
+    pub(crate) fn forget(mut self) {
+        self.attached = false;
+        self.park = None;
+    }
+
     /// Kills the process (after the image is durable).
     pub fn kill(mut self) -> Result<(), EngineError> {
         self.attached = false;

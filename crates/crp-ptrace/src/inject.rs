@@ -33,6 +33,81 @@ impl Injector {
         self.syscall_ip = syscall_ip;
     }
 
+    /// Runs `clone3(args, size)` (the arguments already in the tracee's
+    /// memory) for a new thread of the tracee, which crp traces from its
+    /// first moment (`PTRACE_O_TRACECLONE`: it starts stopped, before any
+    /// instruction of its own), and waits for that first stop. The new
+    /// thread is an injector of its own, through the same `syscall`
+    /// instruction and with the scratch area of the address space it
+    /// shares.
+    pub fn clone_thread(&mut self, args: u64, size: u64) -> Result<Injector, EngineError> {
+        let pid = self.pid.as_raw();
+        let options = ptrace::Options::PTRACE_O_EXITKILL;
+        ptrace::setoptions(self.pid, options | ptrace::Options::PTRACE_O_TRACECLONE)
+            .map_err(EngineError::ptrace("PTRACE_SETOPTIONS", pid))?;
+        let cloned = self.clone_traced(args, size);
+        let reset = ptrace::setoptions(self.pid, options).map_err(EngineError::ptrace("PTRACE_SETOPTIONS", pid));
+        let tid = cloned?;
+        reset?;
+        match sys::wait_for_any_signal(tid).map_err(EngineError::ptrace("waitpid", tid.as_raw()))? {
+            Waited::Status(
+                WaitStatus::Stopped(_, Signal::SIGSTOP) | WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP),
+            ) => {}
+            other => {
+                return Err(EngineError::UnexpectedStop {
+                    operation: "starting a thread",
+                    pid: tid.as_raw(),
+                    status: format!("{other:?}"),
+                });
+            }
+        }
+        let registers = ptrace::getregs(tid).map_err(EngineError::ptrace("PTRACE_GETREGS", tid.as_raw()))?;
+        let mut thread = Injector::new(tid, self.syscall_ip, registers);
+        thread.scratch = self.scratch;
+        Ok(thread)
+    }
+
+    /// Single-steps through clone3: the clone event stop comes inside the
+    /// syscall, then the step's trap once it returned the new thread's id.
+    fn clone_traced(&mut self, args: u64, size: u64) -> Result<Pid, EngineError> {
+        let pid = self.pid.as_raw();
+        let number = libc::SYS_clone3;
+        let mut registers = self.base_registers;
+        registers.rip = self.syscall_ip;
+        registers.rax = number.cast_unsigned();
+        registers.orig_rax = u64::MAX;
+        registers.rdi = args;
+        registers.rsi = size;
+        ptrace::setregs(self.pid, registers).map_err(EngineError::ptrace("PTRACE_SETREGS", pid))?;
+        loop {
+            ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
+            match sys::wait_for_any_signal(self.pid).map_err(EngineError::ptrace("waitpid", pid))? {
+                // Inside the syscall: step on to its return.
+                Waited::Status(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_CLONE)) => continue,
+                Waited::Status(WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceEvent(..)) => {}
+                Waited::Status(WaitStatus::Stopped(_, signal)) => self.deferred_signals.push(signal as i32),
+                Waited::RealTimeSignal(signal) => self.deferred_signals.push(signal),
+                Waited::Status(other) => {
+                    return Err(EngineError::UnexpectedStop {
+                        operation: "an injected clone3",
+                        pid,
+                        status: format!("{other:?}"),
+                    });
+                }
+            }
+            if !self.syscall_still_pending()? {
+                break;
+            }
+        }
+        let result = ptrace::getregs(self.pid).map_err(EngineError::ptrace("PTRACE_GETREGS", pid))?.rax.cast_signed();
+        tracing::debug!(pid, result, "injected clone3 (restore child)");
+        if (-4095..0).contains(&result) {
+            let errno = nix::errno::Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL));
+            return Err(EngineError::Syscall { syscall: "clone3", args: vec![args, size], pid, errno });
+        }
+        Ok(Pid::from_raw(i32::try_from(result).unwrap_or(0)))
+    }
+
     /// Signals (numbers, real-time ones included) that arrived while
     /// syscalls were being injected; the caller re-sends them before
     /// letting the process go.

@@ -19,7 +19,7 @@ use crp_compound::vma::{Mapping, VmaRecord};
 use crp_kmod_abi::*;
 use crp_locks::LockState;
 use crp_ptrace::procfs::{self, Snapshot};
-use crp_ptrace::{Capture, Frozen, TraceeExt};
+use crp_ptrace::{Capture, FrozenProcess, TraceeExt};
 use nix::unistd::Pid;
 
 use super::device::{Device, TaskDump};
@@ -40,8 +40,13 @@ impl Dump {
 }
 
 impl DumpBackend for Dump {
-    fn capture(&self, frozen: &mut Frozen, proc: &Snapshot, stopped: bool) -> Result<Captured, CrpError> {
+    fn capture(&self, frozen: &mut FrozenProcess, proc: &Snapshot, stopped: bool) -> Result<Captured, CrpError> {
         let pid = proc.pid;
+        if !frozen.threads().is_empty() {
+            // Refused by `memory::preflight`; a thread made since is too.
+            return Err(CrpError::unsupported(pid, crate::kmod::memory::more_threads(frozen.threads().len() + 1)));
+        }
+        let frozen = frozen.leader();
         let dump = self.device.dump_task(pid)?;
         tracing::info!(pid, "task record read from /dev/crp");
         // Which VMAs hold any page at all is in smaps (no exported walk
@@ -72,7 +77,7 @@ impl DumpBackend for Dump {
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
         };
-        let state = process_image(pid, own, injected);
+        let state = process_image(pid, own, injected, Vec::new());
         // Matching by range, a VMA smaps does not show is walked in full.
         let populated_kb = state
             .vmas

@@ -13,6 +13,11 @@ use crate::model::ProcessImage;
 /// Refuses, before the process is frozen, a mapping this back end cannot
 /// restore (`Mapping::kmod_refusal`).
 pub fn preflight(pid: i32) -> Result<(), CrpError> {
+    let threads = crp_ptrace::thread_ids(pid)
+        .map_err(|errno| CrpError::Io { action: format!("list the threads of pid {pid}"), source: errno.into() })?;
+    if threads.len() > 1 {
+        return Err(CrpError::unsupported(pid, more_threads(threads.len())));
+    }
     let maps = procfs::smaps(pid)?;
     for entry in maps.iter().filter(|entry| !crp_arch_x86::is_special_mapping(&entry.name)) {
         if let Some(refusal) = Mapping::from_maps(entry).kmod_refusal() {
@@ -25,6 +30,9 @@ pub fn preflight(pid: i32) -> Result<(), CrpError> {
 /// Refuses, before the child exists, an image with mappings this back end
 /// cannot restore (made by the userspace back end's dump).
 pub fn check_image(image: &ProcessImage) -> Result<(), CrpError> {
+    if image.threads.len() > 1 {
+        return Err(CrpError::unsupported(image.pid, more_threads(image.threads.len())));
+    }
     if let Some(&crp_compound::vma::GuardRegion { start, end }) = image.guard_regions.first() {
         return Err(CrpError::unsupported(
             image.pid,
@@ -39,6 +47,17 @@ pub fn check_image(image: &ProcessImage) -> Result<(), CrpError> {
     match image.vmas.iter().find_map(refusal) {
         Some(refusal) => Err(CrpError::unsupported(image.pid, refusal)),
         None => Ok(()),
+    }
+}
+
+/// The module records and rebuilds one task: a multi-threaded process is
+/// refused up front, at dump and at restore.
+pub(crate) fn more_threads(count: usize) -> Unsupported {
+    Unsupported {
+        what: "a process with more than one thread, with the kmod back end (its module records and rebuilds one \
+               task; use --backend userspace)"
+            .into(),
+        location: format!("{count} threads"),
     }
 }
 

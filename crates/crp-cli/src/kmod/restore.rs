@@ -257,7 +257,8 @@ fn finish_from_outside(rebuild: &mut Rebuild<'_>, resumed: &Registers) -> Result
     injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
         image.mm.restore_exe_link(injector)?;
         image.leader()?.locks.register_rseq(injector)?;
-        let mut rebuild = Rebuild { injector, pid, image, reader, choices };
+        let mut rebuild =
+            Rebuild { injector, pid, image, reader, choices, threads: Vec::new(), keep_thread_ids: false };
         plan::run(plan::FINISH, &mut rebuild)
     })?;
 

@@ -5,6 +5,7 @@
 pub(crate) mod bootstrap;
 pub(crate) mod memory;
 mod terminal;
+pub(crate) mod threads;
 pub mod trust;
 pub mod validate;
 
@@ -255,8 +256,10 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
         // It shares crp's process group: the terminal's Ctrl-C reaches it.
         ignore_terminal_interrupts();
     }
+    let others = image.threads.get(1..).unwrap_or_default();
+    let keep_thread_ids = threads::keep_ids(image.pid, child.pid().as_raw(), others, plan.pid_must_match)?;
     cancel::check("restore")?;
-    build(&child, &image, &reader, backend.as_ref(), &choices, &terminal)?;
+    build(&child, &image, &reader, backend.as_ref(), &choices, &terminal, keep_thread_ids)?;
     drop(backend);
     let pid = child.disarm();
     tracing::info!(pid = pid.as_raw(), "released: the process runs");
@@ -327,6 +330,7 @@ fn build(
     backend: &dyn RestoreBackend,
     choices: &Choices,
     terminal: &terminal::Terminal,
+    keep_thread_ids: bool,
 ) -> Result<(), CrpError> {
     let pid = child.pid();
     let raw = pid.as_raw();
@@ -348,8 +352,12 @@ fn build(
     if let Some(identity) = &choices.open_as {
         trust::open_as(&mut injector, identity)?;
     }
-    backend.rebuild(&mut plan::Rebuild { injector: &mut injector, pid, image, reader, choices }, gadget)?;
+    let mut rebuild =
+        plan::Rebuild { injector: &mut injector, pid, image, reader, choices, threads: Vec::new(), keep_thread_ids };
+    backend.rebuild(&mut rebuild, gadget)?;
+    let mut threads = std::mem::take(&mut rebuild.threads);
     let mut pending = injector.take_deferred_signals();
+    pending.extend(threads.iter_mut().flat_map(Injector::take_deferred_signals));
     if image.task.stopped {
         // Queued now, it stops the process before its first instruction.
         pending.push(libc::SIGSTOP);
@@ -369,10 +377,15 @@ fn build(
         // Queued before the release, like the signals above.
         let _ = kill(pid, Signal::SIGWINCH);
     }
-    ptrace::detach(pid, None).map_err(|errno| {
-        applied.undo();
-        EngineError::Ptrace { operation: "PTRACE_DETACH", pid: raw, errno }
-    })?;
+    // Every thread is ready: the others go first, the leader last, one
+    // right after the other.
+    let tids = threads.iter().map(|thread| Pid::from_raw(crp_ptrace::Tracee::pid(thread)));
+    for tid in tids.chain([pid]) {
+        ptrace::detach(tid, None).map_err(|errno| {
+            applied.undo();
+            EngineError::Ptrace { operation: "PTRACE_DETACH", pid: tid.as_raw(), errno }
+        })?;
+    }
     Ok(())
 }
 

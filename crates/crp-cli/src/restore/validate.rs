@@ -72,7 +72,10 @@ pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
 /// mapping's end; the descriptors in `chosen` the user replaced), then
 /// privileges.
 pub fn check_host(image: &ProcessImage, allow_changed_files: bool, chosen: &[i32]) -> Result<(), CrpError> {
-    image.leader()?.cpu.xsave.check_host_supports(host_xsave_features())?;
+    let host_features = host_xsave_features();
+    for thread in &image.threads {
+        thread.cpu.xsave.check_host_supports(host_features)?;
+    }
     image.vdso.check_matches(&host_vdso()?)?;
     require_path("the executable", &image.mm.exe_path, Kind::Any)?;
     require_path("the working directory", &image.task.cwd, Kind::Directory)?;

@@ -12,10 +12,10 @@ use crp_compound::vma::shared::Gathering;
 use crp_compound::vma::{DescriptorObjects, Mapping, VmaRecord};
 use crp_locks::LockState;
 use crp_ptrace::procfs;
-use crp_ptrace::{Capture, Frozen, Persist, TraceeExt};
+use crp_ptrace::{Capture, Frozen, FrozenProcess, Persist, Tracee, TraceeExt};
 use nix::unistd::Pid;
 
-use crate::assemble::{BackEndKinds, capture_injected, process_image};
+use crate::assemble::{BackEndKinds, capture_injected, capture_thread, check_shared_with_leader, process_image};
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record_with};
 use crate::error::CrpError;
 
@@ -24,11 +24,21 @@ use crate::error::CrpError;
 pub struct Dump;
 
 impl DumpBackend for Dump {
-    fn capture(&self, frozen: &mut Frozen, proc: &procfs::Snapshot, stopped: bool) -> Result<Captured, CrpError> {
-        let pid = frozen.pid().as_raw();
+    fn capture(
+        &self,
+        process: &mut FrozenProcess,
+        proc: &procfs::Snapshot,
+        stopped: bool,
+    ) -> Result<Captured, CrpError> {
+        let pid = process.pid().as_raw();
         let maps = procfs::smaps(pid)?;
+        let (frozen, threads) = process.split();
         let registers = *frozen.registers();
         let cpu = CpuState::capture(frozen.pid(), &registers)?;
+        let thread_cpus = threads
+            .iter()
+            .map(|thread| CpuState::capture(thread.pid(), thread.registers()))
+            .collect::<Result<Vec<_>, _>>()?;
         let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
         // Read before the mappings: a mapping of a memfd or deleted file a
         // descriptor holds is a mapping of that descriptor's object.
@@ -49,7 +59,7 @@ impl DumpBackend for Dump {
         park(frozen, &maps)?;
         // The kinds read by injection, through their Persist impls, are
         // independent of each other: their order is free.
-        let (own, injected) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let (own, injected, others) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
             let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
             let own = BackEndKinds {
                 mm: MmFields::capture(context)?,
@@ -66,15 +76,47 @@ impl DumpBackend for Dump {
                 shared_memory,
                 files,
             };
-            Ok::<_, CrpError>((own, capture_injected(context)?))
+            let injected = capture_injected(context)?;
+            let scratch = context.tracee.scratch_area();
+            let others = threads
+                .iter_mut()
+                .zip(thread_cpus)
+                .map(|(thread, cpu)| capture_other_thread(pid, thread, cpu, &maps, scratch, &own))
+                .collect::<Result<Vec<_>, CrpError>>()?;
+            Ok::<_, CrpError>((own, injected, others))
         })?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
-        let state = process_image(pid, own, injected);
+        let state = process_image(pid, own, injected, others);
         Ok(Captured { state, populated_kb })
     }
 
     fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         crp_ptrace::sys::read_memory(pid, address, buffer).map_err(std::io::Error::from)
     }
+}
+
+/// The state of a thread other than the leader, read while it alone is
+/// parked (with the leader's scratch mapping: they share the address
+/// space), after checking that it shares the leader's credentials and
+/// personality.
+fn capture_other_thread(
+    pid: i32,
+    thread: &mut Frozen,
+    cpu: CpuState,
+    maps: &[procfs::MapsEntry],
+    (scratch, scratch_bytes): (u64, usize),
+    leader: &BackEndKinds,
+) -> Result<crate::model::ThreadState, CrpError> {
+    let tid = thread.pid().as_raw();
+    // /proc/TID shows the thread's own status, stat and comm.
+    let proc = procfs::Snapshot::read(tid)?;
+    park(thread, maps)?;
+    thread.set_scratch_area(scratch, scratch_bytes);
+    let context = &mut Capture { tracee: thread, proc: &proc, stopped_before_freeze: false };
+    check_shared_with_leader(pid, context, &leader.credentials, &leader.task)?;
+    let state = capture_thread(context, cpu)?;
+    thread.unpark()?;
+    tracing::debug!(pid, tid, "thread captured");
+    Ok(state)
 }

@@ -2,7 +2,8 @@
 //! set by injected syscalls, ptrace and process_vm_writev.
 
 use crp_arch_x86::{VdsoLayout, resume_registers};
-use crp_ptrace::{EngineError, Injector, TraceeExt};
+use crp_ptrace::{EngineError, Injector, Tracee, TraceeExt};
+use nix::unistd::Pid;
 
 use crate::backend::RestoreBackend;
 use crate::error::CrpError;
@@ -23,19 +24,28 @@ impl RestoreBackend for Restore {
     fn rebuild(&self, rebuild: &mut Rebuild<'_>, gadget: Gadget) -> Result<(), CrpError> {
         plan::run(plan::BY_INJECTION, rebuild)?;
         plan::run(plan::FINISH, rebuild)?;
-        let Rebuild { injector, pid, image, .. } = rebuild;
+        let Rebuild { injector, pid, image, threads, .. } = rebuild;
         // The gadget unmaps itself; the step stops at the syscall's exit,
         // before the next instruction would be fetched from the gone page.
         injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
 
-        let leader = image.leader()?;
-        let frozen = leader.cpu.registers.to_registers()?;
-        leader.cpu.load(*pid, resume_registers(&frozen))?;
-        crp_ptrace::sys::set_sigmask(*pid, leader.signals.blocked).map_err(|errno| EngineError::Ptrace {
-            operation: "PTRACE_SETSIGMASK",
-            pid: pid.as_raw(),
-            errno,
-        })?;
+        let tids = std::iter::once(*pid).chain(threads.iter().map(|thread| Pid::from_raw(thread.pid())));
+        for (tid, state) in tids.zip(&image.threads) {
+            load_thread(tid, state)?;
+        }
         Ok(())
     }
+}
+
+/// Loads one thread's registers, XSAVE area and blocked mask: the last
+/// thing before it runs.
+fn load_thread(tid: Pid, state: &crate::model::ThreadState) -> Result<(), CrpError> {
+    let frozen = state.cpu.registers.to_registers()?;
+    state.cpu.load(tid, resume_registers(&frozen))?;
+    crp_ptrace::sys::set_sigmask(tid, state.signals.blocked).map_err(|errno| EngineError::Ptrace {
+        operation: "PTRACE_SETSIGMASK",
+        pid: tid.as_raw(),
+        errno,
+    })?;
+    Ok(())
 }

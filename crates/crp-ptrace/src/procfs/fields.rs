@@ -44,6 +44,12 @@ impl Fields {
         Self::read(format!("/proc/{pid}/status"))
     }
 
+    /// /proc/PID/task/TID/status: one thread's own view (its blocked and
+    /// pending signals, seccomp mode, credentials).
+    pub fn status_of_thread(pid: i32, tid: i32) -> Result<Self, ProcError> {
+        Self::read(format!("/proc/{pid}/task/{tid}/status"))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -16,12 +16,14 @@ const ROBUST_LIST_HEAD: u64 = 24;
 const RSEQ_MINIMUM: u32 = 32;
 
 pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpError> {
-    if image.threads.len() != 1 {
-        return Err(invalid(format!("has {} threads; this crp restores exactly one", image.threads.len())));
+    image.leader()?;
+    check_thread_ids(image)?;
+    for thread in &image.threads {
+        check_thread(thread, user).map_err(|reason| match thread.tid == image.pid {
+            true => invalid(reason),
+            false => invalid(format!("thread {}: {reason}", thread.tid)),
+        })?;
     }
-    let leader = image.leader()?;
-    leader.cpu.registers.check().map_err(|error| invalid(format!("registers: {error}")))?;
-    leader.cpu.xsave.check().map_err(invalid)?;
     image.mm.check(user.clone()).map_err(invalid)?;
     image.signals.check().map_err(invalid)?;
     crp_compound::files::check_table(&image.files).map_err(invalid)?;
@@ -42,36 +44,66 @@ pub(super) fn check(image: &ProcessImage, user: &Range<u64>) -> Result<(), CrpEr
         }
     }
     for timer in &image.posix_timers.timers {
-        if timer.notify == crp_compound::posix_timers::SIGEV_THREAD_ID && timer.thread != leader.tid {
+        if timer.notify == crp_compound::posix_timers::SIGEV_THREAD_ID
+            && !image.threads.iter().any(|thread| thread.tid == timer.thread)
+        {
             return Err(invalid(format!(
                 "POSIX timer {} signals thread {}, not one of the image's",
                 timer.id, timer.thread
             )));
         }
     }
-    leader.pending_signals.check().map_err(invalid)?;
     image.task.check().map_err(invalid)?;
     image.session.check().map_err(invalid)?;
-    leader.attributes.check().map_err(invalid)?;
     image.attributes.check().map_err(invalid)?;
-    image.credentials.check().map_err(invalid)?;
-    check_locks(&leader.locks, user)
+    image.credentials.check().map_err(invalid)
 }
 
-fn check_locks(locks: &crp_locks::LockState, user: &Range<u64>) -> Result<(), CrpError> {
+/// More threads than this are refused: a real process has fewer, and a
+/// forged count must not make the restore clone without end.
+const MAX_THREADS: usize = 1 << 15;
+
+/// Thread ids are positive, each once, the leader's the pid, and there are
+/// not more than [`MAX_THREADS`].
+fn check_thread_ids(image: &ProcessImage) -> Result<(), CrpError> {
+    if image.threads.len() > MAX_THREADS {
+        return Err(invalid(format!("has {} threads, more than {MAX_THREADS}", image.threads.len())));
+    }
+    let mut tids: Vec<i32> = image.threads.iter().map(|thread| thread.tid).collect();
+    if let Some(tid) = tids.iter().find(|tid| **tid <= 0) {
+        return Err(invalid(format!("has a thread with id {tid}")));
+    }
+    tids.sort_unstable();
+    if let Some(pair) = tids.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(invalid(format!("has thread id {} twice", pair[0])));
+    }
+    Ok(())
+}
+
+/// One thread's own state: registers, XSAVE area, pending signals,
+/// attributes, robust list and rseq.
+fn check_thread(thread: &crate::model::ThreadState, user: &Range<u64>) -> Result<(), String> {
+    thread.cpu.registers.check().map_err(|error| format!("registers: {error}"))?;
+    thread.cpu.xsave.check().map_err(|error| error.to_string())?;
+    thread.pending_signals.check().map_err(|error| error.to_string())?;
+    thread.attributes.check().map_err(|error| error.to_string())?;
+    check_locks(&thread.locks, user)
+}
+
+fn check_locks(locks: &crp_locks::LockState, user: &Range<u64>) -> Result<(), String> {
     if locks.robust_list_length != ROBUST_LIST_HEAD {
-        return Err(invalid(format!(
+        return Err(format!(
             "robust list length {} is not {ROBUST_LIST_HEAD} (struct robust_list_head)",
             locks.robust_list_length
-        )));
+        ));
     }
     if let Some(rseq) = &locks.rseq {
         let aligned = rseq.address % u64::from(RSEQ_MINIMUM) == 0;
         if !aligned || !user.contains(&rseq.address) || rseq.length < RSEQ_MINIMUM {
-            return Err(invalid(format!(
+            return Err(format!(
                 "rseq area at {:#x} of {} bytes is not an aligned struct rseq in user space",
                 rseq.address, rseq.length
-            )));
+            ));
         }
     }
     Ok(())
