@@ -7,10 +7,12 @@
 //!
 //! Moments: dump `frozen`, `parking`, `injecting@N` (before the Nth
 //! injected syscall), `in-syscall@N` (while the process runs it),
-//! `unparking`, `unparked`, `captured`, `pages`, `written` (the image is in
-//! place, the process not yet killed or released); restore `validated`,
-//! `cloned` (the child exists, not yet stopped or traced), `built` (rebuilt,
-//! not yet released).
+//! `unparking`, `unparked`, `thread-parked@N` (the Nth thread other than
+//! the leader is parked, the leader too), `captured`, `pages`, `written`
+//! (the image is in place, the process not yet killed or released);
+//! restore `validated`, `cloned` (the child exists, not yet stopped or
+//! traced), `thread-created@N` (the Nth thread other than the leader
+//! exists), `built` (rebuilt, not yet released).
 
 use std::sync::OnceLock;
 

@@ -85,3 +85,211 @@ fn the_kmod_back_end_refuses_threads_up_front() {
     // threads are refused.
     assert!(said.contains("/dev/crp") || said.contains("more than one thread"), "{said}");
 }
+
+/// Every thread of the process is untraced and not stopped.
+fn assert_every_thread_released(pid: i32, after: &str) {
+    for tid in thread_ids(pid) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        let field = |key: &str| {
+            status.lines().find_map(|line| line.strip_prefix(key)).map(|value| value.trim().to_owned()).unwrap()
+        };
+        assert_eq!(field("TracerPid:"), "0", "thread {tid} still traced after {after}");
+        let state = field("State:");
+        assert!(!state.starts_with('T') && !state.starts_with('t'), "thread {tid} left {state} after {after}");
+    }
+}
+
+/// crp killed while the leader and one of the other threads are parked
+/// (each in turn): every thread carries on where it was, and the program
+/// finds all its state as it was.
+#[test]
+fn a_dump_killed_while_a_thread_is_parked_harms_no_thread() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = threads_subject();
+    let image = directory.path().join("threads.crp");
+    for number in 1..=5 {
+        let fault = format!("thread-parked@{number}:KILL");
+        let output = crp()
+            .env("CRP_TEST_FAULT", &fault)
+            .args(["dump", &subject.pid.to_string(), "-o"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{fault}: {}", stderr_of(&output));
+        assert_every_thread_released(subject.pid, &fault);
+        assert_eq!(thread_ids(subject.pid).len(), 6, "a thread ended after {fault}");
+    }
+    subject.send("go\n");
+    assert_eq!(subject.read_line(), format!("OK pid={} threads restored\n", subject.pid));
+    assert!(subject.wait().success());
+}
+
+/// crp restore killed once some threads exist: the whole group dies, no
+/// thread is left behind; the image then restores in full.
+#[test]
+fn a_restore_killed_after_some_threads_exist_leaves_no_thread() {
+    become_subreaper();
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = threads_subject();
+    let image = directory.path().join("threads.crp");
+    let pid = subject.pid;
+    dump_ok(pid, &image, &[]);
+    assert_killed(subject.wait());
+    for number in [1, 3] {
+        let fault = format!("thread-created@{number}:KILL");
+        let output = crp().env("CRP_TEST_FAULT", &fault).arg("restore").arg(&image).output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{fault}: {}", stderr_of(&output));
+        // The child, orphaned to this subreaper, dies with its tracer.
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => {}
+            other => panic!("the restore child after {fault} ended with {other:?}"),
+        }
+        assert!(!process_exists(pid), "pid {pid} survives {fault}");
+    }
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={pid} threads restored\n"));
+}
+
+/// Dumps the runtime `subject` once it is READY, restores it and returns
+/// what it printed after "go".
+fn dump_and_restore_runtime(subject: &mut Subject, name: &str) -> String {
+    let directory = tempfile::tempdir().unwrap();
+    assert!(thread_ids(subject.pid).len() > 1, "{name} runs more than one thread");
+    let image = directory.path().join(format!("{name}.crp"));
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{name}: {}{}", stdout_of(&output), stderr_of(&output));
+    stdout_of(&output)
+}
+
+/// python3 with a queue consumer blocked in queue.get(), a sleeper and a
+/// thread that computes: each goes on, the queue delivers what is put
+/// after the restore.
+#[test]
+fn python_threads_go_on() {
+    let script = r#"
+import os, sys, threading, queue, time
+os.closerange(3, 1024)
+jobs, results = queue.Queue(), []
+state = {'stop': False, 'ticks': 0, 'total': 0}
+def consumer():
+    while (item := jobs.get()) is not None:
+        results.append(item * 2)
+def sleeper():
+    while not state['stop']:
+        time.sleep(0.02)
+        state['ticks'] += 1
+def adder():
+    while not state['stop']:
+        state['total'] += 1
+threads = [threading.Thread(target=target) for target in (consumer, sleeper, adder)]
+for thread in threads:
+    thread.start()
+jobs.put(1)
+while not results or state['ticks'] == 0 or state['total'] == 0:
+    time.sleep(0.01)
+print('READY', os.getpid(), flush=True)
+sys.stdin.readline()
+ticks, total = state['ticks'], state['total']
+for n in range(2, 6):
+    jobs.put(n)
+jobs.put(None)
+while state['ticks'] < ticks + 3 or state['total'] <= total:
+    time.sleep(0.01)
+state['stop'] = True
+for thread in threads:
+    thread.join()
+print('OK' if results == [2, 4, 6, 8, 10] else f'FAIL {results}', os.getpid(), flush=True)
+"#;
+    let mut command = Command::new("python3");
+    command.args(["-c", script]);
+    let mut subject = Subject::spawn(command);
+    let pid = subject.pid;
+    assert_eq!(dump_and_restore_runtime(&mut subject, "python"), format!("OK {pid}\n"));
+}
+
+/// node (libuv's thread pool and V8's platform threads beside the event
+/// loop): its timers tick again and its heap is intact.
+#[test]
+fn node_goes_on() {
+    let script = r#"
+let ticks = 0;
+const timer = setInterval(() => { ticks++; }, 10);
+const data = new Map();
+for (let i = 0; i < 10000; i++) data.set('k' + i, i * 3);
+require('fs').readFile('/proc/self/status', () => {
+  console.log('READY ' + process.pid);
+  process.stdin.once('data', () => {
+    const start = ticks;
+    const check = setInterval(() => {
+      if (ticks < start + 5) return;
+      clearInterval(check);
+      clearInterval(timer);
+      let sum = 0;
+      for (const value of data.values()) sum += value;
+      console.log((sum === 3 * 9999 * 10000 / 2 ? 'OK ' : 'FAIL ') + process.pid);
+      process.exit(0);
+    }, 5);
+  });
+});
+"#;
+    let mut command = Command::new("node");
+    command.args(["-e", script]);
+    let mut subject = Subject::spawn(command);
+    let pid = subject.pid;
+    assert_eq!(dump_and_restore_runtime(&mut subject, "node"), format!("OK {pid}\n"));
+}
+
+/// The JVM (its GC, JIT compiler and a thread pool): the pool computes
+/// over a map built before the dump, and a GC runs after the restore.
+#[test]
+fn the_jvm_goes_on() {
+    let directory = tempfile::tempdir().unwrap();
+    let source = directory.path().join("Subject.java");
+    std::fs::write(
+        &source,
+        r#"
+import java.io.*;
+import java.util.*;
+import java.util.concurrent.*;
+public class Subject {
+    public static void main(String[] args) throws Exception {
+        Map<String, Integer> map = new HashMap<>();
+        for (int i = 0; i < 100000; i++) map.put("k" + i, i);
+        ExecutorService pool = Executors.newFixedThreadPool(3);
+        pool.submit(() -> 0).get();
+        long pid = ProcessHandle.current().pid();
+        System.out.println("READY " + pid);
+        System.out.flush();
+        new BufferedReader(new InputStreamReader(System.in)).readLine();
+        List<Future<Long>> parts = new ArrayList<>();
+        for (int p = 0; p < 3; p++) {
+            final int part = p;
+            parts.add(pool.submit(() -> {
+                long sum = 0;
+                for (int i = part; i < 100000; i += 3) sum += map.get("k" + i);
+                return sum;
+            }));
+        }
+        long total = 0;
+        for (Future<Long> part : parts) total += part.get();
+        System.gc();
+        pool.shutdown();
+        System.out.println((total == 99999L * 100000 / 2 ? "OK " : "FAIL ") + pid);
+    }
+}
+"#,
+    )
+    .unwrap();
+    let compiled = Command::new("javac").arg("-d").arg(directory.path()).arg(&source).status().unwrap();
+    assert!(compiled.success(), "javac");
+    let mut command = Command::new("java");
+    command.args(["-Xmx256m", "-cp"]).arg(directory.path()).arg("Subject");
+    let mut subject = Subject::spawn(command);
+    let pid = subject.pid;
+    assert_eq!(dump_and_restore_runtime(&mut subject, "java"), format!("OK {pid}\n"));
+}

@@ -56,6 +56,7 @@ pub fn create(leader: &mut Injector, threads: &[ThreadState], same_ids: bool) ->
         })?;
         tracing::debug!(tid, image_tid = thread.tid, "thread created");
         created.push(injector);
+        crate::faults::reached("thread-created", created.len() as u64);
     }
     Ok(created)
 }

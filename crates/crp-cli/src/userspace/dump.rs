@@ -81,7 +81,8 @@ impl DumpBackend for Dump {
             let others = threads
                 .iter_mut()
                 .zip(thread_cpus)
-                .map(|(thread, cpu)| capture_other_thread(pid, thread, cpu, &maps, scratch, &own))
+                .zip(1..)
+                .map(|((thread, cpu), number)| capture_other_thread(pid, (thread, number), cpu, &maps, scratch, &own))
                 .collect::<Result<Vec<_>, CrpError>>()?;
             Ok::<_, CrpError>((own, injected, others))
         })?;
@@ -96,13 +97,13 @@ impl DumpBackend for Dump {
     }
 }
 
-/// The state of a thread other than the leader, read while it alone is
-/// parked (with the leader's scratch mapping: they share the address
+/// The state of the `number`th thread other than the leader, read while
+/// it is parked (with the leader's scratch mapping: they share the address
 /// space), after checking that it shares the leader's credentials and
 /// personality.
 fn capture_other_thread(
     pid: i32,
-    thread: &mut Frozen,
+    (thread, number): (&mut Frozen, u64),
     cpu: CpuState,
     maps: &[procfs::MapsEntry],
     (scratch, scratch_bytes): (u64, usize),
@@ -112,6 +113,8 @@ fn capture_other_thread(
     // /proc/TID shows the thread's own status, stat and comm.
     let proc = procfs::Snapshot::read(tid)?;
     park(thread, maps)?;
+    // The leader is parked too, with the scratch mapping.
+    crate::faults::reached("thread-parked", number);
     thread.set_scratch_area(scratch, scratch_bytes);
     let context = &mut Capture { tracee: thread, proc: &proc, stopped_before_freeze: false };
     check_shared_with_leader(pid, context, &leader.credentials, &leader.task)?;
