@@ -5,11 +5,13 @@
 mod cpu;
 mod error;
 mod restart;
+mod syscall_names;
 mod vdso;
 mod xsave;
 
 pub use cpu::{CpuState, RegisterFile};
 pub use error::ArchError;
 pub use restart::{ResumeAction, plan_resume, resume_registers};
+pub use syscall_names::syscall_name;
 pub use vdso::{SpecialMapping, VdsoLayout, is_special_mapping};
 pub use xsave::{XsaveArea, host_xsave_features};

@@ -135,6 +135,21 @@ pub struct ThreadSummary {
     pub cpuid_faulting: bool,
     /// 0 when none.
     pub parent_death_signal: u32,
+    /// Where it was frozen (its instruction pointer).
+    pub stopped_at: u64,
+    /// The system call it was frozen in, if any.
+    pub in_syscall: Option<SyscallSummary>,
+}
+
+/// The system call a thread was frozen in, and what it does once restored.
+#[derive(Debug, Serialize)]
+pub struct SyscallSummary {
+    pub number: i64,
+    /// `futex`, `read`..., or `syscall N`.
+    pub name: String,
+    /// `returned` (it had completed), `re-executed`, `resumes its sleep`
+    /// (for the time left) or `returns EINTR`.
+    pub on_restore: &'static str,
 }
 
 /// Attributes of the whole process no other section shows.
@@ -1102,7 +1117,27 @@ fn thread(thread: &crate::model::ThreadState) -> ThreadSummary {
             .map(|(control, value)| SpeculationSummary { control, value })
             .collect(),
         parent_death_signal: attributes.parent_death_signal.0,
+        stopped_at: thread.cpu.registers.to_registers().map_or(0, |registers| registers.rip),
+        in_syscall: thread.cpu.registers.to_registers().ok().and_then(|registers| syscall_summary(&registers)),
     }
+}
+
+/// The system call `registers` were frozen in, if any.
+fn syscall_summary(registers: &crp_ptrace::Registers) -> Option<SyscallSummary> {
+    let number = registers.orig_rax.cast_signed();
+    if number < 0 {
+        return None;
+    }
+    let on_restore = match crp_arch_x86::plan_resume(registers) {
+        // epoll_wait and the like end with EINTR when frozen: they are
+        // never restarted.
+        crp_arch_x86::ResumeAction::AsIs if registers.rax.cast_signed() == -i64::from(libc::EINTR) => "returns EINTR",
+        crp_arch_x86::ResumeAction::AsIs => "returned",
+        crp_arch_x86::ResumeAction::Rewind => "re-executed",
+        crp_arch_x86::ResumeAction::RewindSleep { .. } => "resumes its sleep",
+        crp_arch_x86::ResumeAction::Interrupt => "returns EINTR",
+    };
+    Some(SyscallSummary { number, name: crp_arch_x86::syscall_name(number), on_restore })
 }
 
 fn credentials(image: &ProcessImage) -> CredentialsSummary {

@@ -387,6 +387,14 @@ fn process(out: &mut String, summary: &ImageSummary) {
             thread.io_priority.level,
             if thread.io_priority.follows_scheduling { " (from the scheduling)" } else { "" },
         );
+        let _ = match &thread.in_syscall {
+            Some(call) => writeln!(
+                out,
+                "           stopped at {:#x} in {} ({} on restore)",
+                thread.stopped_at, call.name, call.on_restore
+            ),
+            None => writeln!(out, "           stopped at {:#x}, running", thread.stopped_at),
+        };
         let speculation: Vec<String> =
             thread.speculation.iter().map(|control| format!("{} {:#x}", control.control, control.value)).collect();
         let _ = writeln!(
