@@ -89,6 +89,14 @@ fn task_blockers(pid: i32, phase: Phase) -> Result<TaskBlockers, CrpError> {
     let status = Fields::status(pid).map_err(|error| access::proc_error(pid, error))?;
     let state = status.field("State")?;
     if state.starts_with('Z') || state.starts_with('X') {
+        // A leader that called pthread_exit stays a zombie while the other
+        // threads run on: the process is alive, its leader's state gone.
+        if status.decimal::<u32>("Threads")? > 1 {
+            return not_a_process(blocker(
+                "a process whose leader thread has exited (its other threads run on)",
+                format!("State {state}"),
+            ));
+        }
         return Err(CrpError::NoProcess { pid, reason: format!("it has exited ({state})") });
     }
     let tgid: i32 = status.decimal("Tgid")?;

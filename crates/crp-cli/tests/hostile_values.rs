@@ -177,15 +177,32 @@ fn timers_that_are_not_timevals_are_refused() {
 }
 
 #[test]
-fn an_image_without_exactly_its_leader_thread_is_refused() {
-    assert_refused(|image| image.threads.clear(), &["0 threads", "exactly one"]);
+fn an_image_without_its_leader_first_or_with_forged_threads_is_refused() {
+    assert_refused(|image| image.threads.clear(), &["not the leader"]);
     assert_refused(|image| image.threads[0].tid += 1, &["not the leader"]);
     assert_refused(
         |image| {
             let copy = image.threads[0].clone();
             image.threads.push(copy);
         },
-        &["2 threads", "exactly one"],
+        &["thread id", "twice"],
+    );
+    assert_refused(
+        |image| {
+            let mut copy = image.threads[0].clone();
+            copy.tid = 0;
+            image.threads.push(copy);
+        },
+        &["a thread with id 0"],
+    );
+    assert_refused(
+        |image| {
+            let mut copy = image.threads[0].clone();
+            copy.tid = image.pid + 1;
+            copy.cpu.registers.values.pop();
+            image.threads.push(copy);
+        },
+        &["thread ", "registers"],
     );
 }
 

@@ -29,7 +29,7 @@ fn every_thread_comes_back_at_its_id_with_its_own_state() {
     let directory = tempfile::tempdir().unwrap();
     let mut subject = threads_subject();
     let tids = thread_ids(subject.pid);
-    assert_eq!(tids.len(), 6, "{tids:?}");
+    assert_eq!(tids.len(), 7, "{tids:?}");
     let image = directory.path().join("threads.crp");
     dump_ok(subject.pid, &image, &[]);
     assert_killed(subject.wait());
@@ -57,7 +57,7 @@ fn a_multi_threaded_process_left_running_carries_on() {
     let mut subject = threads_subject();
     let image = directory.path().join("threads.crp");
     dump_ok(subject.pid, &image, &["--leave-running"]);
-    assert_eq!(thread_ids(subject.pid).len(), 6);
+    assert_eq!(thread_ids(subject.pid).len(), 7);
     subject.send("go\n");
     assert_eq!(subject.read_line(), format!("OK pid={} threads restored\n", subject.pid));
     assert!(subject.wait().success());
@@ -107,7 +107,7 @@ fn a_dump_killed_while_a_thread_is_parked_harms_no_thread() {
     let directory = tempfile::tempdir().unwrap();
     let mut subject = threads_subject();
     let image = directory.path().join("threads.crp");
-    for number in 1..=5 {
+    for number in 1..=6 {
         let fault = format!("thread-parked@{number}:KILL");
         let output = crp()
             .env("CRP_TEST_FAULT", &fault)
@@ -118,7 +118,7 @@ fn a_dump_killed_while_a_thread_is_parked_harms_no_thread() {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{fault}: {}", stderr_of(&output));
         assert_every_thread_released(subject.pid, &fault);
-        assert_eq!(thread_ids(subject.pid).len(), 6, "a thread ended after {fault}");
+        assert_eq!(thread_ids(subject.pid).len(), 7, "a thread ended after {fault}");
     }
     subject.send("go\n");
     assert_eq!(subject.read_line(), format!("OK pid={} threads restored\n", subject.pid));
@@ -293,3 +293,94 @@ public class Subject {
     let pid = subject.pid;
     assert_eq!(dump_and_restore_runtime(&mut subject, "java"), format!("OK {pid}\n"));
 }
+
+/// A Go program (the runtime's threads, its signal-based preemption with
+/// SIGURG, futexes, its timer and netpoller): goroutines spin through the
+/// dump, a ticker ticks again after it, and a map built before the dump
+/// sums to what it held.
+#[test]
+fn a_go_program_goes_on() {
+    let directory = tempfile::tempdir().unwrap();
+    let source = directory.path().join("main.go");
+    std::fs::write(&source, GO_SUBJECT).unwrap();
+    let binary = directory.path().join("subject");
+    let built = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOCACHE", directory.path().join("cache"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "go build");
+    let mut subject = Subject::spawn(Command::new(&binary));
+    let pid = subject.pid;
+    assert_eq!(dump_and_restore_runtime(&mut subject, "go"), format!("OK {pid}\n"));
+}
+
+const GO_SUBJECT: &str = r#"
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	var ticks, spins atomic.Int64
+	go func() {
+		for range time.Tick(5 * time.Millisecond) {
+			ticks.Add(1)
+		}
+	}()
+	data := make(map[int]int)
+	for i := 0; i < 100000; i++ {
+		data[i] = i * 3
+	}
+	stop := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					spins.Add(1)
+				}
+			}
+		}()
+	}
+	for ticks.Load() < 2 || spins.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Printf("READY %d\n", os.Getpid())
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	start := ticks.Load()
+	for ticks.Load() < start+5 {
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	var wg sync.WaitGroup
+	sums := make([]int, 4)
+	for part := 0; part < 4; part++ {
+		wg.Add(1)
+		go func(part int) {
+			defer wg.Done()
+			for i := part; i < 100000; i += 4 {
+				sums[part] += data[i]
+			}
+		}(part)
+	}
+	wg.Wait()
+	if total := sums[0] + sums[1] + sums[2] + sums[3]; total == 3*99999*100000/2 {
+		fmt.Printf("OK %d\n", os.Getpid())
+	} else {
+		fmt.Printf("FAIL %d\n", total)
+	}
+}
+"#;

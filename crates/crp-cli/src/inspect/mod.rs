@@ -136,7 +136,7 @@ pub struct ThreadSummary {
     /// 0 when none.
     pub parent_death_signal: u32,
     /// Where it was frozen (its instruction pointer).
-    pub stopped_at: u64,
+    pub frozen_at: u64,
     /// The system call it was frozen in, if any.
     pub in_syscall: Option<SyscallSummary>,
 }
@@ -1117,7 +1117,7 @@ fn thread(thread: &crate::model::ThreadState) -> ThreadSummary {
             .map(|(control, value)| SpeculationSummary { control, value })
             .collect(),
         parent_death_signal: attributes.parent_death_signal.0,
-        stopped_at: thread.cpu.registers.to_registers().map_or(0, |registers| registers.rip),
+        frozen_at: thread.cpu.registers.to_registers().map_or(0, |registers| registers.rip),
         in_syscall: thread.cpu.registers.to_registers().ok().and_then(|registers| syscall_summary(&registers)),
     }
 }

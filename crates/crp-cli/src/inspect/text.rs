@@ -390,10 +390,10 @@ fn process(out: &mut String, summary: &ImageSummary) {
         let _ = match &thread.in_syscall {
             Some(call) => writeln!(
                 out,
-                "           stopped at {:#x} in {} ({} on restore)",
-                thread.stopped_at, call.name, call.on_restore
+                "           frozen at {:#x} in {} ({} on restore)",
+                thread.frozen_at, call.name, call.on_restore
             ),
-            None => writeln!(out, "           stopped at {:#x}, running", thread.stopped_at),
+            None => writeln!(out, "           frozen at {:#x}, running", thread.frozen_at),
         };
         let speculation: Vec<String> =
             thread.speculation.iter().map(|control| format!("{} {:#x}", control.control, control.value)).collect();

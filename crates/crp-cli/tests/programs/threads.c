@@ -1,10 +1,11 @@
-/* A process of six threads, each with state of its own, dumped while the
+/* A process of seven threads, each with state of its own, dumped while the
  * workers wait in different system calls or compute:
  *   worker 0 waits on a condition variable (futex),
  *   worker 1 in read() of a pipe,
  *   worker 2 in epoll_wait(),
  *   worker 3 in nanosleep() (a 1-second sleep, restarted until told),
- *   worker 4 computes (no system call),
+ *   workers 4 and 5 spin in assembly with patterns of their own in
+ *   general (r12, r13) and vector (xmm8, xmm9) registers, checked after,
  * each named "worker-N", with its own blocked mask (SIGRTMIN+N), CPU
  * affinity, thread-local counter and, for worker 1, an alternate signal
  * stack; worker 3 has SIGUSR2 pending for itself alone (blocked, sent with
@@ -30,7 +31,7 @@
 
 #include "subject_protocol.h"
 
-#define WORKERS 5
+#define WORKERS 6
 
 static __thread long counter;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -45,6 +46,40 @@ static int cpus[WORKERS];
 static char altstack[1 << 16];
 static volatile sig_atomic_t usr2_tid;
 static char failures[WORKERS][160];
+
+/* Spins until `told`, with `pattern` in r12 and xmm8 and its complement
+ * in r13 and xmm9 the whole time; 1 when they still hold them after. */
+static int spin_with_patterns(unsigned long pattern) {
+    unsigned long held = 0;
+    __asm__ volatile(
+        "movq %[pattern], %%r12\n\t"
+        "movq %[pattern], %%r13\n\t"
+        "notq %%r13\n\t"
+        "movq %%r12, %%xmm8\n\t"
+        "movq %%r13, %%xmm9\n\t"
+        "lock incl %[seen]\n\t"
+        "1:\n\t"
+        "pause\n\t"
+        "cmpl $0, %[told]\n\t"
+        "je 1b\n\t"
+        "movq %%xmm8, %%rax\n\t"
+        "cmpq %%rax, %%r12\n\t"
+        "jne 2f\n\t"
+        "cmpq %[pattern], %%rax\n\t"
+        "jne 2f\n\t"
+        "movq %%xmm9, %%rax\n\t"
+        "cmpq %%rax, %%r13\n\t"
+        "jne 2f\n\t"
+        "notq %%rax\n\t"
+        "cmpq %[pattern], %%rax\n\t"
+        "jne 2f\n\t"
+        "movq $1, %[held]\n\t"
+        "2:\n\t"
+        : [held] "+r"(held), [seen] "+m"(computing_seen)
+        : [pattern] "r"(pattern), [told] "m"(told)
+        : "rax", "r12", "r13", "xmm8", "xmm9", "cc", "memory");
+    return held == 1;
+}
 
 static void on_usr2(int signal) {
     (void)signal;
@@ -126,7 +161,9 @@ static void *worker(void *argument) {
         }
         break;
     case 4:
-        while (!atomic_load(&told)) atomic_store(&computing_seen, 1);
+    case 5:
+        if (!spin_with_patterns(0x0123456789abcdefUL * (unsigned long)index))
+            return failed(index, "register patterns lost"), NULL;
         break;
     }
     if (check_self(index)) return NULL;
@@ -163,7 +200,7 @@ int main(void) {
     pthread_t threads[WORKERS];
     for (long index = 0; index < WORKERS; index++)
         if (pthread_create(&threads[index], NULL, worker, (void *)index)) return fail("pthread_create");
-    while (atomic_load(&ready) < WORKERS || !atomic_load(&computing_seen)) sched_yield();
+    while (atomic_load(&ready) < WORKERS || atomic_load(&computing_seen) < 2) sched_yield();
     syscall(SYS_tgkill, getpid(), tids[3], SIGUSR2);
 
     wait_for_go();
