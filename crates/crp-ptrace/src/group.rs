@@ -84,7 +84,12 @@ impl FrozenProcess {
     /// Lets every thread carry on exactly where it was, the leader last.
     pub fn release(self) -> Result<(), EngineError> {
         let Self { leader, threads } = self;
-        let released: Result<(), EngineError> = threads.into_iter().map(Frozen::release).collect();
+        // Every thread is released, whatever failed first.
+        let mut released = Ok(());
+        for thread in threads {
+            let result = thread.release();
+            released = released.and(result);
+        }
         leader.release().and(released)
     }
 
