@@ -442,6 +442,17 @@ mod tests {
     }
 
     #[test]
+    fn threads_are_made_before_any_kind_set_in_each_of_them() {
+        let mut moved = kinds(&[BY_INJECTION, FINISH]);
+        let threads = moved.iter().position(|kind| *kind == THREADS).unwrap();
+        let kind = moved.remove(threads);
+        let credentials = moved.iter().position(|kind| *kind == LAST).unwrap();
+        moved.insert(credentials + 1, kind);
+        let refusal = check_order(&moved).unwrap_err();
+        assert!(refusal.starts_with("threads must come before"), "{refusal}");
+    }
+
+    #[test]
     fn every_kind_appears_once() {
         let all = kinds(&[BY_INJECTION, FINISH]);
         for kind in &all {
