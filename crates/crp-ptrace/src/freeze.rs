@@ -63,6 +63,9 @@ pub struct Frozen {
     attached: bool,
     /// Whether `registers` were read (and may be written back).
     have_registers: bool,
+    /// The process's `rt_sigreturn` sequence, once looked for (the same
+    /// for every thread: they share the address space).
+    restorer: Option<Option<u64>>,
 }
 
 #[derive(Debug)]
@@ -102,6 +105,7 @@ impl Frozen {
             checkpoint: None,
             attached: true,
             have_registers: false,
+            restorer: None,
         };
         ptrace::interrupt(pid).map_err(EngineError::ptrace("PTRACE_INTERRUPT", raw))?;
         frozen.wait_for_interrupt_stop(ptrace::cont)?;
@@ -117,6 +121,21 @@ impl Frozen {
     /// The registers as they were when the process stopped.
     pub fn registers(&self) -> &Registers {
         &self.registers
+    }
+
+    /// The `rt_sigreturn` sequence parking found in the process's code
+    /// (`None` before it looked, `Some(None)` when there is none).
+    pub fn restorer(&self) -> Option<Option<u64>> {
+        self.restorer
+    }
+
+    /// Saves another thread of the same process the search for its
+    /// `rt_sigreturn` sequence: `restorer` is what [`Frozen::restorer`]
+    /// said of it.
+    pub fn share_restorer(&mut self, restorer: Option<Option<u64>>) {
+        if self.restorer.is_none() {
+            self.restorer = restorer;
+        }
     }
 
     /// Calls `checkpoint` at each named moment (a testing hook).
@@ -146,7 +165,10 @@ impl Frozen {
         let mut park =
             Park { registers: self.registers, abandon_to, mask, saved_stack: None, own_page: None, syscall_ip };
         let stack_top = self.registers.rsp.wrapping_sub(RED_ZONE);
-        let on_stack = find_sigreturn(self.pid, maps)
+        let pid = self.pid;
+        let on_stack = self
+            .restorer
+            .get_or_insert_with(|| find_sigreturn(pid, maps))
             .zip(build(stack_top).ok().filter(|frame| writable(maps, frame.start, stack_top)));
         let (code, frame) = match on_stack {
             Some((code, frame)) => {

@@ -57,6 +57,7 @@ impl DumpBackend for Dump {
             .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
 
         park(frozen, &maps)?;
+        let restorer = frozen.restorer();
         // The kinds read by injection, through their Persist impls, are
         // independent of each other: their order is free.
         let (own, injected, others) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
@@ -82,7 +83,11 @@ impl DumpBackend for Dump {
                 .iter_mut()
                 .zip(thread_cpus)
                 .zip(1..)
-                .map(|((thread, cpu), number)| capture_other_thread(pid, (thread, number), cpu, &maps, scratch, &own))
+                .map(|((thread, cpu), number)| {
+                    let proc = proc.of_thread(thread.pid().as_raw())?;
+                    thread.share_restorer(restorer);
+                    capture_other_thread(pid, (thread, number), cpu, &proc, &maps, scratch, &own)
+                })
                 .collect::<Result<Vec<_>, CrpError>>()?;
             Ok::<_, CrpError>((own, injected, others))
         })?;
@@ -105,18 +110,17 @@ fn capture_other_thread(
     pid: i32,
     (thread, number): (&mut Frozen, u64),
     cpu: CpuState,
+    proc: &procfs::Snapshot,
     maps: &[procfs::MapsEntry],
     (scratch, scratch_bytes): (u64, usize),
     leader: &BackEndKinds,
 ) -> Result<crate::model::ThreadState, CrpError> {
     let tid = thread.pid().as_raw();
-    // /proc/TID shows the thread's own status, stat and comm.
-    let proc = procfs::Snapshot::read(tid)?;
     park(thread, maps)?;
     // The leader is parked too, with the scratch mapping.
     crate::faults::reached("thread-parked", number);
     thread.set_scratch_area(scratch, scratch_bytes);
-    let context = &mut Capture { tracee: thread, proc: &proc, stopped_before_freeze: false };
+    let context = &mut Capture { tracee: thread, proc, stopped_before_freeze: false };
     check_shared_with_leader(pid, context, &leader.credentials, &leader.task)?;
     let state = capture_thread(context, cpu)?;
     thread.unpark()?;

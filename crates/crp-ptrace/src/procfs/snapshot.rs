@@ -91,6 +91,22 @@ pub struct Texts<'a> {
 }
 
 impl Snapshot {
+    /// What /proc says of the thread `tid` of the process `self` was read
+    /// of: its own status, stat, comm and personality
+    /// (/proc/PID/task/TID), the rest the process's.
+    pub fn of_thread(&self, tid: i32) -> Result<Self, ProcError> {
+        let file = |name: &str| PathBuf::from(format!("/proc/{}/task/{tid}/{name}", self.pid));
+        let stat_path = file("stat");
+        Ok(Self {
+            pid: tid,
+            status: Fields::read(file("status"))?,
+            stat: Stat::parse(&stat_path, &read_text(&stat_path)?)?,
+            comm: read_text(&file("comm"))?,
+            personality: read_text(&file("personality"))?,
+            ..self.clone()
+        })
+    }
+
     /// A snapshot of `pid` made from texts (tests, replays).
     pub fn parse(pid: i32, texts: Texts<'_>) -> Result<Self, ProcError> {
         Ok(Self {
