@@ -510,3 +510,37 @@ fn a_process_whose_terminal_hung_up_is_dumped_and_restored_on_crp_restore_s_stre
     assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
     assert_eq!(stdout, "OK go\n");
 }
+
+/// vim (two threads: glibc's helper for its SIGEV_THREAD timer) editing a
+/// file, restored onto a new terminal: it redraws the same text on Ctrl-L,
+/// takes an edit, and `:wq` writes it.
+#[test]
+fn vim_editing_a_file_is_restored_and_writes_the_edit() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("notes.txt");
+    std::fs::write(&file, "line one\nline two\n").unwrap();
+    let mut first = Terminal::open(24, 80);
+    let mut command = Command::new("vim");
+    command.args(["-u", "NONE", "-N", "-i", "NONE", "-n"]).arg(&file).env("TERM", "vt100");
+    let mut vim = first.spawn(command);
+    first.expect("line two");
+    // Once vim answers a command it waits for the next key.
+    first.type_keys(":echo 'ready'\r");
+    first.expect("ready");
+    let modes = first.settings();
+    let pid = vim.id().cast_signed();
+    let image = directory.path().join("vim.crp");
+    dump_ok(pid, &image, &[]);
+    assert_killed(vim.wait().unwrap());
+
+    let mut second = Terminal::open(30, 100);
+    let mut shell = shell_on(&mut second);
+    restore_at_shell(&mut second, &image, &modes);
+    second.type_keys("\x0c");
+    second.expect("line two");
+    second.type_keys("Goline three\x1b:wq\r");
+    assert_eq!(last_status(&mut second), 0);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "line one\nline two\nline three\n");
+    second.type_keys("exit\r");
+    assert!(shell.wait().unwrap().success());
+}

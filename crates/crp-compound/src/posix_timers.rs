@@ -158,8 +158,8 @@ fn field<'a>(line: &'a str, key: &str) -> Result<&'a str, String> {
 
 /// Refuses the timers of process `pid` crp cannot re-create: on another
 /// process's CPU-time clock, signalling a thread of another process, or
-/// a notification crp does not know (SIGEV_THREAD is a thread of glibc's,
-/// refused with the threads).
+/// a notification crp does not know (SIGEV_THREAD is glibc's: a
+/// SIGEV_THREAD_ID timer signalling a helper thread of its own).
 pub fn preflight(pid: i32) -> Result<(), CompoundError> {
     let path = format!("/proc/{pid}/timers");
     let text = std::fs::read_to_string(&path).map_err(CompoundError::io("read", &path))?;
@@ -177,8 +177,9 @@ fn refusal(text: &str, pid: i32) -> Option<Unsupported> {
             let what = format!("a POSIX timer on the CPU-time clock of another process ({owner})");
             return Some(Unsupported { what, location });
         }
-        if timer.notify == SIGEV_THREAD_ID && timer.target != pid {
-            let what = format!("a POSIX timer signalling thread {} (not the process's own thread)", timer.target);
+        let own_thread = std::path::Path::new(&format!("/proc/{pid}/task/{}", timer.target)).exists();
+        if timer.notify == SIGEV_THREAD_ID && timer.target != pid && !own_thread {
+            let what = format!("a POSIX timer signalling thread {} (not a thread of the process)", timer.target);
             return Some(Unsupported { what, location });
         }
         None
@@ -209,7 +210,17 @@ fn itimerspec_bytes(interval_ns: u64, left_ns: u64) -> [u8; ITIMERSPEC_SIZE] {
     raw
 }
 
-fn sigevent_bytes(timer: &PosixTimer, thread: i32) -> [u8; SIGEVENT_SIZE] {
+/// The thread of the restored process `pid` a SIGEV_THREAD_ID timer
+/// signals: its own thread of the dump when one with that id is there (the
+/// threads got their ids back), else the leader (a process restored with a
+/// new pid).
+fn signalled_thread(timer: &PosixTimer, pid: i32) -> i32 {
+    let kept = timer.thread > 0 && std::path::Path::new(&format!("/proc/{pid}/task/{}", timer.thread)).exists();
+    if kept { timer.thread } else { pid }
+}
+
+fn sigevent_bytes(timer: &PosixTimer, pid: i32) -> [u8; SIGEVENT_SIZE] {
+    let thread = signalled_thread(timer, pid);
     let mut raw = [0u8; SIGEVENT_SIZE];
     raw[0..8].copy_from_slice(&timer.value.to_le_bytes());
     raw[8..12].copy_from_slice(&timer.signal.to_le_bytes());
