@@ -108,9 +108,20 @@ fn task_blockers(pid: i32, phase: Phase) -> Result<TaskBlockers, CrpError> {
         let what = format!("a kernel thread ({})", status.field("Name")?);
         return Err(CrpError::NotUserProcess { pid, what, kind: "kernel threads" });
     }
-    if status.decimal::<i32>("PPid")? == 0 {
+    let parent: i32 = status.decimal("PPid")?;
+    if parent == 0 {
         let what = "the init process of its PID namespace (it has no parent)".to_owned();
         return Err(CrpError::NotUserProcess { pid, what, kind: "an init process" });
+    }
+    // A vfork child before its exec (or any clone(CLONE_VM) without
+    // CLONE_THREAD) runs in its parent's memory, which the parent gets back
+    // only when the child execs or exits. (A kcmp crp may not make says
+    // nothing.)
+    if crp_ptrace::sys::same_address_space(pid, parent) == Ok(true) {
+        blockers.push(blocker(
+            "a process sharing its parent's address space (a vfork child that has not called exec yet)",
+            format!("parent {parent}"),
+        ));
     }
     let tracer: i32 = status.decimal("TracerPid")?;
     if tracer != 0 && (phase == Phase::BeforeFreeze || tracer != std::process::id().cast_signed()) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -458,4 +458,30 @@ fn an_open_deleted_directory_whose_parent_is_deleted_too_is_refused() {
         parent = parent.to_str().unwrap()
     ));
     assert_dump_refused(&mut subject, "a deleted directory whose parent directory");
+}
+
+/// A vfork child before its exec runs in its parent's memory: refused by
+/// name, both left as they were (the parent still waits, and ends once the
+/// child does).
+#[test]
+fn a_vfork_child_before_its_exec_is_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut command = Command::new(c_program("vfork_hold"));
+    close_inherited_fds(&mut command);
+    let mut parent = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = BufReader::new(parent.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let child: i32 = line.trim().strip_prefix("CHILD ").unwrap().parse().unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let output = dump(child, &directory.path().join("vfork.crp"), &[]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("sharing its parent's address space"), "{stderr}");
+    assert_eq!(status_field(child, "TracerPid"), "0");
+    parent.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "DONE\n");
+    assert!(parent.wait().unwrap().success());
 }

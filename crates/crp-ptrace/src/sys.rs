@@ -184,6 +184,19 @@ pub fn syscall_user_dispatch_mode(pid: Pid) -> Result<u64, Errno> {
 /// Reads tracee memory with `process_vm_readv`, falling back to
 /// `/proc/PID/mem` for pages the tracee itself cannot read (PROT_NONE).
 #[doc(alias = "process_vm_readv")]
+/// `kcmp(KCMP_VM)`: whether `first` and `second` share one address space
+/// (threads of one process, or a vfork child and its parent).
+pub fn same_address_space(first: i32, second: i32) -> Result<bool, Errno> {
+    const KCMP_VM: libc::c_int = 1;
+    // SAFETY: kcmp only compares kernel objects of the given tasks; it reads
+    // and writes no memory of crp's.
+    let result = unsafe { libc::syscall(libc::SYS_kcmp, first, second, KCMP_VM, 0, 0) };
+    if result < 0 {
+        return Err(Errno::last());
+    }
+    Ok(result == 0)
+}
+
 pub fn read_memory(pid: Pid, address: u64, buffer: &mut [u8]) -> Result<(), Errno> {
     let length = buffer.len();
     let remote = [RemoteIoVec { base: remote_base(address)?, len: length }];
