@@ -41,10 +41,16 @@ pub struct Captured {
 /// Reads a frozen process.
 pub trait DumpBackend: std::fmt::Debug {
     /// Every kind of state but the pages, from the frozen process (every
-    /// thread of it) and what /proc said once it was frozen; `stopped` says
-    /// it was in a group stop before the freeze.
-    fn capture(&self, frozen: &mut FrozenProcess, proc: &procfs::Snapshot, stopped: bool)
-    -> Result<Captured, CrpError>;
+    /// thread of it) and what /proc said once it was frozen (its memory
+    /// map in `maps`); `stopped` says it was in a group stop before the
+    /// freeze.
+    fn capture(
+        &self,
+        frozen: &mut FrozenProcess,
+        proc: &procfs::Snapshot,
+        maps: &[procfs::MapsEntry],
+        stopped: bool,
+    ) -> Result<Captured, CrpError>;
 
     /// Copies the frozen process's memory at `address` into `buffer`.
     fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()>;

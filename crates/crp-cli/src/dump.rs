@@ -60,13 +60,15 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     faults::reached("frozen", 0);
     tracing::info!(pid, was_stopped = stopped, threads = frozen.threads().len() + 1, "frozen");
     let started = Instant::now();
+    // What /proc says, once, now that the process cannot change: its
+    // memory map first, which the checks and the capture both read.
+    let maps = procfs::smaps(pid)?;
     // The process may have changed between the checks and the freeze.
-    preflight::check(pid, Phase::Frozen)?;
+    preflight::check_frozen(pid, &maps)?;
     tracing::debug!(pid, "preflight passed again, frozen");
     cancel::check("dump")?;
-    // What /proc says, once, now that the process cannot change.
     let proc = procfs::Snapshot::read(pid)?;
-    let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, stopped)?;
+    let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, &maps, stopped)?;
     // Both back ends' anonymous memory is labelled by the one rule /proc uses.
     label_anonymous(&mut image.vmas, &image.mm);
     faults::reached("captured", 0);

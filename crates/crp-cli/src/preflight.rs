@@ -209,11 +209,10 @@ fn thread_blockers(
 /// What blocks a dump in the process's namespaces, memory, descriptors,
 /// timers, locks and signals: every namespace, mapping and descriptor crp
 /// refuses, and the first refusal of each other kind.
-pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
+pub fn state_blockers(pid: i32, maps: &[procfs::MapsEntry]) -> Result<Vec<Unsupported>, CrpError> {
     let mut blockers = crp_compound::namespaces::preflight(pid).map_err(lift(pid))?;
     blockers.extend(crp_compound::defaults::preflight(pid).map_err(lift(pid))?);
-    let maps = procfs::smaps(pid).map_err(|error| access::proc_error(pid, error))?;
-    for entry in &maps {
+    for entry in maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
         }
@@ -227,7 +226,7 @@ pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
             blockers.push(refusal);
         }
     }
-    blockers.extend(crp_compound::vma::shared::preflight(pid, &maps).map_err(lift(pid))?);
+    blockers.extend(crp_compound::vma::shared::preflight(pid, maps).map_err(lift(pid))?);
     blockers.extend(crp_compound::files::preflight(pid).map_err(lift(pid))?);
     collect(crp_compound::posix_timers::preflight(pid), &mut blockers, pid)?;
     let locks = crp_locks::preflight(pid).map_err(|error| match error {
@@ -240,11 +239,26 @@ pub fn state_blockers(pid: i32) -> Result<Vec<Unsupported>, CrpError> {
 }
 
 /// Everything that blocks a dump of `pid`, each named (`crp dump --check`);
-/// an error only when the process cannot be examined at all.
+/// an error only when the process cannot be examined at all. Its memory
+/// map is read here.
 pub fn blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpError> {
+    blockers_with(pid, phase, None)
+}
+
+/// [`blockers`], with the memory map `maps` already read (the frozen
+/// process's, which the capture reads too).
+fn blockers_with(pid: i32, phase: Phase, maps: Option<&[procfs::MapsEntry]>) -> Result<Vec<Unsupported>, CrpError> {
     let TaskBlockers { mut blockers, not_a_process } = task_blockers(pid, phase)?;
     if !not_a_process {
-        blockers.extend(state_blockers(pid)?);
+        let read;
+        let maps = match maps {
+            Some(maps) => maps,
+            None => {
+                read = procfs::smaps(pid).map_err(|error| access::proc_error(pid, error))?;
+                &read
+            }
+        };
+        blockers.extend(state_blockers(pid, maps)?);
     }
     Ok(blockers)
 }
@@ -252,7 +266,16 @@ pub fn blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpError> {
 /// All checks: the first blocker refuses the dump, saying how many more
 /// there are.
 pub fn check(pid: i32, phase: Phase) -> Result<(), CrpError> {
-    let mut blockers = blockers(pid, phase)?.into_iter();
+    refuse_first(pid, blockers(pid, phase)?)
+}
+
+/// All checks again once the process is frozen, on its memory map `maps`.
+pub fn check_frozen(pid: i32, maps: &[procfs::MapsEntry]) -> Result<(), CrpError> {
+    refuse_first(pid, blockers_with(pid, Phase::Frozen, Some(maps))?)
+}
+
+fn refuse_first(pid: i32, blockers: Vec<Unsupported>) -> Result<(), CrpError> {
+    let mut blockers = blockers.into_iter();
     match blockers.next() {
         None => Ok(()),
         Some(refusal) => Err(CrpError::Unsupported { pid, refusal, others: blockers.len() }),

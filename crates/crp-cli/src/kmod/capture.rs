@@ -40,7 +40,13 @@ impl Dump {
 }
 
 impl DumpBackend for Dump {
-    fn capture(&self, frozen: &mut FrozenProcess, proc: &Snapshot, stopped: bool) -> Result<Captured, CrpError> {
+    fn capture(
+        &self,
+        frozen: &mut FrozenProcess,
+        proc: &Snapshot,
+        maps: &[procfs::MapsEntry],
+        stopped: bool,
+    ) -> Result<Captured, CrpError> {
         let pid = proc.pid;
         if !frozen.threads().is_empty() {
             // Refused by `memory::preflight`; a thread made since is too.
@@ -51,8 +57,7 @@ impl DumpBackend for Dump {
         tracing::info!(pid, "task record read from /dev/crp");
         // Which VMAs hold any page at all is in smaps (no exported walk
         // gives it); parking needs the mappings too.
-        let maps = procfs::smaps(pid)?;
-        park(frozen, &maps)?;
+        park(frozen, maps)?;
         let injected = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
             capture_injected(&mut Capture { tracee, proc, stopped_before_freeze: stopped })
         })?;

@@ -28,10 +28,10 @@ impl DumpBackend for Dump {
         &self,
         process: &mut FrozenProcess,
         proc: &procfs::Snapshot,
+        maps: &[procfs::MapsEntry],
         stopped: bool,
     ) -> Result<Captured, CrpError> {
         let pid = process.pid().as_raw();
-        let maps = procfs::smaps(pid)?;
         let (frozen, threads) = process.split();
         let registers = *frozen.registers();
         let cpu = CpuState::capture(frozen.pid(), &registers)?;
@@ -56,7 +56,7 @@ impl DumpBackend for Dump {
         crp_compound::vma::shared::check_attachments(&vmas, &shared_memory)
             .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
 
-        park(frozen, &maps)?;
+        park(frozen, maps)?;
         let restorer = frozen.restorer();
         // The kinds read by injection, through their Persist impls, are
         // independent of each other: their order is free.
@@ -86,7 +86,7 @@ impl DumpBackend for Dump {
                 .map(|((thread, cpu), number)| {
                     let proc = proc.of_thread(thread.pid().as_raw())?;
                     thread.share_restorer(restorer);
-                    capture_other_thread(pid, (thread, number), cpu, &proc, &maps, scratch, &own)
+                    capture_other_thread(pid, (thread, number), cpu, &proc, maps, scratch, &own)
                 })
                 .collect::<Result<Vec<_>, CrpError>>()?;
             Ok::<_, CrpError>((own, injected, others))
