@@ -91,12 +91,18 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // A shared memory object's pages, once per object.
     let mut shared_runs = crp_compound::vma::shared::page_runs(pid, &image.vmas, &image.shared_memory)?;
     let nix_pid = frozen.pid();
-    let mut zero_pages = 0u64;
+    let mut planned = Vec::with_capacity(image.vmas.len());
     for (vma, populated_kb) in image.vmas.iter().zip(populated_kb) {
         let runs = match shared_runs.remove(&vma.start) {
             Some(runs) => runs,
             None => pagemap.stored_runs(vma, populated_kb)?,
         };
+        planned.push((vma, runs));
+    }
+    let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    let progress = crate::progress::Progress::start("dump", total);
+    let mut zero_pages = 0u64;
+    for (vma, runs) in planned {
         // A page private anonymous memory lacks after the restore reads as
         // zero there: its zero pages (read but never written, or zeroed) are
         // left out. Anywhere else a zero page may stand over other data (a
@@ -107,7 +113,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
                 if cancel::requested().is_some() {
                     return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
                 }
-                backend.read_memory(nix_pid, address, buffer)
+                backend.read_memory(nix_pid, address, buffer)?;
+                progress.advance(buffer.len() as u64);
+                Ok(())
             };
             let added = if omit_zeros {
                 writer.add_page_run_without_zeros(vaddr, page_count, read)
@@ -118,6 +126,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
             zero_pages += added?;
         }
     }
+    drop(progress);
     faults::reached("pages", 0);
     tracing::info!(
         bytes = writer.runs().iter().map(|run| run.byte_len()).sum::<u64>(),

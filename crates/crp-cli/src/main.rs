@@ -22,6 +22,11 @@ struct Arguments {
     /// with mode 0600), whatever -v says.
     #[arg(long, value_name = "FILE", global = true)]
     log_file: Option<PathBuf>,
+    /// Draw no progress bar. Without it, a dump or restore whose pages take
+    /// longer than a second shows one (bytes, rate) on stderr when stderr is
+    /// a terminal and -v is not given; never into a pipe or a file.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -326,6 +331,8 @@ fn main() -> ExitCode {
         eprintln!("crp: error: {error}");
         return ExitCode::FAILURE;
     }
+    // -v's lines on stderr and a bar redrawn there would overwrite each other.
+    crp_cli::progress::set_enabled(!arguments.quiet && arguments.verbose == 0);
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), command = ?arguments.command, "crp started");
     match run(arguments.command) {
         Ok(code) => code,
