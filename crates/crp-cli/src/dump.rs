@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crp_compound::pagemap::PageMap;
-use crp_compound::vma::label_anonymous;
+use crp_compound::vma::{Backing, label_anonymous};
 use crp_image::ImageWriter;
 use crp_ptrace::{FrozenProcess, procfs};
 
@@ -14,6 +14,7 @@ use crate::backend::Captured;
 use crate::error::CrpError;
 use crate::preflight::{self, Phase};
 use crate::{cancel, faults};
+pub use crp_image::Durability;
 
 #[derive(Debug, Clone)]
 pub struct DumpPlan {
@@ -21,12 +22,17 @@ pub struct DumpPlan {
     pub output: PathBuf,
     pub leave_running: bool,
     pub backend: Backend,
+    /// `PageCache` (--no-sync): the original is killed once the image is in
+    /// the page cache, not once it is on disk.
+    pub durability: Durability,
 }
 
 #[derive(Debug)]
 pub struct DumpReport {
     pub vma_count: usize,
     pub page_bytes: u64,
+    /// Pages of private anonymous memory left out because they were zero.
+    pub zero_pages: u64,
     pub frozen_for: Duration,
 }
 
@@ -48,7 +54,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         crate::kmod::memory::preflight(pid)?;
     }
     // An unwritable destination fails here too.
-    let mut writer = ImageWriter::create(&plan.output)?;
+    let mut writer = ImageWriter::create_with(&plan.output, plan.durability)?;
     tracing::debug!(output = %plan.output.display(), "image file staged");
     cancel::check("dump")?;
     let stopped = procfs::Stat::read(pid)?.field(3)? == "T";
@@ -87,26 +93,47 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // A shared memory object's pages, once per object.
     let mut shared_runs = crp_compound::vma::shared::page_runs(pid, &image.vmas, &image.shared_memory)?;
     let nix_pid = frozen.pid();
+    let mut planned = Vec::with_capacity(image.vmas.len());
     for (vma, populated_kb) in image.vmas.iter().zip(populated_kb) {
         let runs = match shared_runs.remove(&vma.start) {
             Some(runs) => runs,
             None => pagemap.stored_runs(vma, populated_kb)?,
         };
+        planned.push((vma, runs));
+    }
+    let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    let progress = crate::progress::Progress::start("dump", total);
+    let mut zero_pages = 0u64;
+    for (vma, runs) in planned {
+        // A page private anonymous memory lacks after the restore reads as
+        // zero there: its zero pages (read but never written, or zeroed) are
+        // left out. Anywhere else a zero page may stand over other data (a
+        // file's), and is stored.
+        let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
         for (vaddr, page_count) in runs {
-            let added = writer.add_page_run(vaddr, page_count, |address, buffer| {
+            let read = |address, buffer: &mut [u8]| {
                 if cancel::requested().is_some() {
                     return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
                 }
-                backend.read_memory(nix_pid, address, buffer)
-            });
+                backend.read_memory(nix_pid, address, buffer)?;
+                progress.advance(buffer.len() as u64);
+                Ok(())
+            };
+            let added = if omit_zeros {
+                writer.add_page_run_without_zeros(vaddr, page_count, read)
+            } else {
+                writer.add_page_run(vaddr, page_count, read).map(|()| 0)
+            };
             cancel::check("dump")?;
-            added?;
+            zero_pages += added?;
         }
     }
+    drop(progress);
     faults::reached("pages", 0);
     tracing::info!(
         bytes = writer.runs().iter().map(|run| run.byte_len()).sum::<u64>(),
         runs = writer.runs().len(),
+        zero_pages,
         "pages written"
     );
     image.dumped_at_unix_seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
@@ -134,7 +161,8 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     }
     let frozen_for = match frozen {
         Original::Released { frozen_for } => frozen_for,
-        // Killed only now that the image is durable.
+        // Killed only now that the image is durable (or, with --no-sync,
+        // complete in the page cache).
         Original::Frozen(frozen) => {
             let frozen_for = started.elapsed();
             repaired.before_kill();
@@ -145,7 +173,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
             frozen_for
         }
     };
-    Ok(DumpReport { vma_count, page_bytes, frozen_for })
+    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for })
 }
 
 /// The dumped process while its image is finished.

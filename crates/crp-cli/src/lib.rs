@@ -14,6 +14,7 @@ pub mod logging;
 pub mod model;
 pub mod plan;
 pub mod preflight;
+pub mod progress;
 pub mod restore;
 pub mod userspace;
 

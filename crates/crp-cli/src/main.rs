@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crp_cli::dump::{Backend, DumpPlan, dump};
+use crp_cli::dump::{Backend, DumpPlan, Durability, dump};
 use crp_cli::restore::{FdChoice, RestoreOutcome, RestorePlan, StreamChoice, restore};
 use crp_cli::{CrpError, cancel, check, inspect, logging};
 use nix::sys::signal::Signal;
@@ -22,6 +22,11 @@ struct Arguments {
     /// with mode 0600), whatever -v says.
     #[arg(long, value_name = "FILE", global = true)]
     log_file: Option<PathBuf>,
+    /// Draw no progress bar. Without it, a dump or restore whose pages take
+    /// longer than a second shows one (bytes, rate) on stderr when stderr is
+    /// a terminal and -v is not given; never into a pipe or a file.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,13 +35,14 @@ struct Arguments {
 enum Command {
     /// Freeze a process and write its whole state to an image file.
     ///
-    /// The process is killed once the image is safely on disk, unless
-    /// --leave-running is given. A descriptor 0-2 that is a terminal or a
-    /// pipe is recorded as "the outside world": at restore it is re-attached
-    /// to the same standard stream of `crp restore`. Processes with more than
-    /// one thread, children, seccomp filters, sockets or other unsupported
-    /// state are refused before they are touched; `--check` lists all of
-    /// what stops a process from being dumped.
+    /// The process is killed once the image is safely on disk (complete in
+    /// the page cache with --no-sync), unless --leave-running is given. A
+    /// descriptor 0-2 that is a terminal or a pipe is recorded as "the
+    /// outside world": at restore it is re-attached to the same standard
+    /// stream of `crp restore`. Processes with more than one thread,
+    /// children, seccomp filters, sockets or other unsupported state are
+    /// refused before they are touched; `--check` lists all of what stops a
+    /// process from being dumped.
     Dump {
         /// The process to checkpoint.
         pid: i32,
@@ -66,6 +72,13 @@ enum Command {
         /// and must send nothing meanwhile (it would be reset).
         #[arg(long)]
         tcp_established: bool,
+        /// Do not wait for the image to reach the disk: it is complete in
+        /// the page cache when crp exits (and the process killed then), and
+        /// the kernel writes it back later. Faster, but a crash of the
+        /// machine before that may lose the image and the process with it.
+        /// Without it, the image is fsynced before the process is killed.
+        #[arg(long)]
+        no_sync: bool,
     },
     /// Recreate a process from an image; it carries on where it was frozen.
     ///
@@ -172,16 +185,21 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump { pid, output, check, leave_running, backend, max_file_contents, tcp_established } => {
+        Command::Dump { pid, output, check, leave_running, backend, max_file_contents, tcp_established, no_sync } => {
             crp_compound::files::unlinked::set_contents_limit(max_file_contents);
             crp_compound::files::socket::tcp::allow_outside_peers(tcp_established);
             let Some(output) = output.filter(|_| !check) else {
                 return check_dump(pid, backend);
             };
             cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
-            let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend })?;
+            let durability = if no_sync { Durability::PageCache } else { Durability::Durable };
+            let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend, durability })?;
+            let zeros = match report.zero_pages {
+                0 => String::new(),
+                pages => format!(" and {:.1} MiB of zero pages left out", (pages << 12) as f64 / (1 << 20) as f64),
+            };
             eprintln!(
-                "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages, frozen {:.1} ms)",
+                "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages{zeros}, frozen {:.1} ms)",
                 output.display(),
                 report.vma_count,
                 report.page_bytes as f64 / (1 << 20) as f64,
@@ -313,6 +331,8 @@ fn main() -> ExitCode {
         eprintln!("crp: error: {error}");
         return ExitCode::FAILURE;
     }
+    // -v's lines on stderr and a bar redrawn there would overwrite each other.
+    crp_cli::progress::set_enabled(!arguments.quiet && arguments.verbose == 0);
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), command = ?arguments.command, "crp started");
     match run(arguments.command) {
         Ok(code) => code,

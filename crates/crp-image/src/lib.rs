@@ -32,7 +32,7 @@ pub use error::ImageError;
 pub use format::{PAGE_SIZE, PageRunEntry, SectionKind};
 pub use reader::ImageReader;
 pub use validate::validate_image;
-pub use writer::ImageWriter;
+pub use writer::{Durability, ImageWriter};
 
 /// Serialises a value into an rkyv archive suitable for [`ImageWriter::finish`].
 pub fn to_archive<T>(value: &T) -> Result<rkyv::util::AlignedVec, ImageError>

@@ -1,8 +1,8 @@
 //! A background thread that writes page data while the caller reads the
 //! next piece out of the tracee: reading, checksumming and writing overlap.
-//! After each piece it starts writeback (`sync_file_range`), so the final
-//! fsync has little left to wait for and the page cache never fills with
-//! dirty image pages.
+//! For a durable image, after each piece it starts writeback
+//! (`sync_file_range`), so the final fsync has little left to wait for and
+//! the page cache never fills with dirty image pages.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -37,14 +37,18 @@ impl std::fmt::Debug for Piece {
 }
 
 impl WritePipeline {
-    pub(crate) fn start(file: Arc<File>, buffer_bytes: usize) -> std::io::Result<Self> {
+    /// `writeback`: start writing each piece back as soon as it is written.
+    pub(crate) fn start(file: Arc<File>, buffer_bytes: usize, writeback: bool) -> std::io::Result<Self> {
         let (pieces, incoming) = sync_channel::<Piece>(BUFFERS);
         let (give_back, recycled) = sync_channel::<Vec<u8>>(BUFFERS);
         let writer =
             std::thread::Builder::new().name("crp-image-writer".into()).spawn(move || -> std::io::Result<()> {
                 for piece in incoming {
                     file.write_all_at(&piece.buffer[..piece.length], piece.offset)?;
-                    start_writeback(&file, piece.offset, piece.length);
+                    // (A length of 0 would mean "to the end of the file".)
+                    if writeback && piece.length > 0 {
+                        start_writeback(&file, piece.offset, piece.length);
+                    }
                     // The filler may be gone after an error; the buffer is then dropped.
                     let _ = give_back.send(piece.buffer);
                 }

@@ -134,15 +134,19 @@ impl StagedFile {
         &self.final_path
     }
 
-    /// Makes the file durable, then gives it its final name (atomically
-    /// replacing any file there) and makes the name durable.
-    pub(crate) fn publish(mut self) -> Result<PathBuf, ImageError> {
+    /// Makes the file durable (when `durable`), then gives it its final
+    /// name (atomically replacing any file there) and makes the name durable
+    /// (again when `durable`). Without, the rename is still atomic: a reader
+    /// sees the old file or the whole new one, only a crash may lose it.
+    pub(crate) fn publish(mut self, durable: bool) -> Result<PathBuf, ImageError> {
         let final_path = self.final_path.clone();
         let io_error = |action| {
             let path = final_path.clone();
             move |source| ImageError::Io { action, path, source }
         };
-        self.file.sync_all().map_err(io_error("fsync image"))?;
+        if durable {
+            self.file.sync_all().map_err(io_error("fsync image"))?;
+        }
         let temporary_name = match self.temporary_name.clone() {
             Some(name) => name,
             None => {
@@ -155,6 +159,9 @@ impl StagedFile {
         nix::fcntl::renameat(&self.directory, temporary_name.as_os_str(), &self.directory, self.final_name.as_os_str())
             .map_err(|errno| io_error("rename image onto")(errno.into()))?;
         self.temporary_name = None;
+        if !durable {
+            return Ok(final_path);
+        }
         self.directory.sync_all().map_err(|source| ImageError::Io {
             action: "the image is in place but not durable (a crash may lose it): fsync directory",
             path: self.directory_path.clone(),
@@ -265,7 +272,7 @@ mod tests {
     fn publish_with(path: &Path, staging: Staging, names: NameSource) -> PathBuf {
         let staged = StagedFile::create_with(path, staging, names).unwrap();
         staged.file().as_ref().write_all(b"image").unwrap();
-        staged.publish().unwrap()
+        staged.publish(true).unwrap()
     }
 
     #[test]
@@ -276,7 +283,7 @@ mod tests {
         assert!(staged.temporary_name.is_none(), "this file system has O_TMPFILE");
         assert!(entries(dir.path()).is_empty());
         staged.file().as_ref().write_all(b"image").unwrap();
-        assert_eq!(staged.publish().unwrap(), path);
+        assert_eq!(staged.publish(true).unwrap(), path);
         assert_eq!(entries(dir.path()), [OsString::from("a.crp")]);
         assert_eq!(std::fs::read(&path).unwrap(), b"image");
     }

@@ -17,6 +17,22 @@ use crate::format::{
 use crate::pipeline::WritePipeline;
 use crate::staging::StagedFile;
 
+/// Whether [`ImageWriter::finish`] makes the image durable before it returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Written back while it is written, fsynced with its directory before
+    /// it gets its name: once `finish` returns, a crash does not lose it.
+    #[default]
+    Durable,
+    /// Left in the page cache for the kernel to write back when it likes:
+    /// faster, but a crash (of the machine, not of crp) may lose the image.
+    PageCache,
+}
+
+/// [`PAGE_SIZE`] as a length.
+const PAGE_BYTES: usize = 4096;
+const _: () = assert!(PAGE_BYTES as u64 == PAGE_SIZE);
+
 /// Bytes copied per call of a page source; also the largest page run.
 const CHUNK_BYTES: usize = 8 << 20;
 
@@ -29,6 +45,7 @@ pub struct ImageWriter {
     staged: StagedFile,
     runs: Vec<PageRunEntry>,
     next_data_offset: u64,
+    durability: Durability,
 }
 
 impl ImageWriter {
@@ -37,11 +54,17 @@ impl ImageWriter {
     /// or device at `path`, or a directory that cannot be written, is
     /// refused here, before any process is touched.
     pub fn create(path: &Path) -> Result<Self, ImageError> {
+        Self::create_with(path, Durability::Durable)
+    }
+
+    /// Like [`ImageWriter::create`], made as durable as `durability` says.
+    pub fn create_with(path: &Path, durability: Durability) -> Result<Self, ImageError> {
         let staged = StagedFile::create(path)?;
-        let pipeline = WritePipeline::start(Arc::clone(staged.file()), CHUNK_BYTES).map_err(|source| {
+        let writeback = durability == Durability::Durable;
+        let pipeline = WritePipeline::start(Arc::clone(staged.file()), CHUNK_BYTES, writeback).map_err(|source| {
             ImageError::Io { action: "start the image writer thread for", path: path.to_owned(), source }
         })?;
-        Ok(Self { staged, pipeline, runs: Vec::new(), next_data_offset: HEADER_BLOCK })
+        Ok(Self { staged, pipeline, runs: Vec::new(), next_data_offset: HEADER_BLOCK, durability })
     }
 
     fn io_error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
@@ -56,38 +79,101 @@ impl ImageWriter {
         &mut self,
         vaddr: u64,
         page_count: u64,
-        mut fill: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+        fill: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
     ) -> Result<(), ImageError> {
-        if page_count == 0 {
-            return Ok(());
-        }
-        let total = page_count * PAGE_SIZE;
-        // Each piece becomes a run of its own, so that reading, checking
-        // and restoring can work on runs in parallel.
+        self.add_pages(vaddr, page_count, false, fill).map(drop)
+    }
+
+    /// Like [`ImageWriter::add_page_run`], except that pages whose bytes
+    /// are all zero are left out (the runs around them are stored apart).
+    /// Only for memory where a page the image lacks reads as zero after the
+    /// restore (private anonymous memory); a zero page written over a
+    /// file's data must be stored. Returns how many pages were left out.
+    pub fn add_page_run_without_zeros(
+        &mut self,
+        vaddr: u64,
+        page_count: u64,
+        fill: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ImageError> {
+        self.add_pages(vaddr, page_count, true, fill)
+    }
+
+    fn add_pages(
+        &mut self,
+        vaddr: u64,
+        page_count: u64,
+        omit_zeros: bool,
+        mut fill: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ImageError> {
+        let total = page_count.saturating_mul(PAGE_SIZE);
+        // Each piece becomes a run of its own (or several, around zero
+        // pages), so that reading, checking and restoring can work on runs
+        // in parallel.
         let mut done = 0u64;
+        let mut omitted = 0u64;
         while done < total {
             let piece = usize::try_from(total - done).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
             let mut buffer = self.pipeline.buffer().map_err(self.io_error("write page data"))?;
             let piece_vaddr = vaddr + done;
             fill(piece_vaddr, &mut buffer[..piece])
                 .map_err(|source| ImageError::PageSource { vaddr: piece_vaddr, source })?;
-            self.runs.push(PageRunEntry {
-                vaddr: piece_vaddr,
-                page_count: piece as u64 / PAGE_SIZE,
-                data_offset: self.next_data_offset + done,
-                checksum: checksum(&buffer[..piece]),
-            });
-            self.pipeline
-                .write(buffer, piece, self.next_data_offset + done)
-                .map_err(self.io_error("write page data"))?;
+            let offset = self.next_data_offset;
+            let kept = if omit_zeros {
+                self.push_nonzero_runs(&mut buffer[..piece], piece_vaddr)
+            } else {
+                self.push_run(&buffer[..piece], piece_vaddr, 0);
+                piece
+            };
+            omitted += (piece - kept) as u64 / PAGE_SIZE;
+            self.next_data_offset += kept as u64;
+            // Sent even when empty: the pipeline hands every buffer back.
+            self.pipeline.write(buffer, kept, offset).map_err(self.io_error("write page data"))?;
             done += piece as u64;
         }
-        self.next_data_offset += total;
-        Ok(())
+        Ok(omitted)
+    }
+
+    /// Records `bytes` (the next `bytes.len()` bytes of page data from
+    /// `kept_before` bytes into the current piece) as one run at `vaddr`.
+    fn push_run(&mut self, bytes: &[u8], vaddr: u64, kept_before: usize) {
+        self.runs.push(PageRunEntry {
+            vaddr,
+            page_count: bytes.len() as u64 / PAGE_SIZE,
+            data_offset: self.next_data_offset + kept_before as u64,
+            checksum: checksum(bytes),
+        });
+    }
+
+    /// Moves the pages of `piece` that are not all zero to its front, one
+    /// run for each stretch of them, and returns how many bytes it kept.
+    fn push_nonzero_runs(&mut self, piece: &mut [u8], vaddr: u64) -> usize {
+        let page = PAGE_BYTES;
+        let mut kept = 0usize;
+        // The first kept byte and the address of the stretch being kept.
+        let mut stretch: Option<(usize, u64)> = None;
+        for index in 0..piece.len() / page {
+            let source = index * page;
+            if is_zero(&piece[source..source + page]) {
+                if let Some((start, address)) = stretch.take() {
+                    self.push_run(&piece[start..kept], address, start);
+                }
+                continue;
+            }
+            if source != kept {
+                piece.copy_within(source..source + page, kept);
+            }
+            stretch.get_or_insert((kept, vaddr + source as u64));
+            kept += page;
+        }
+        if let Some((start, address)) = stretch {
+            self.push_run(&piece[start..kept], address, start);
+        }
+        kept
     }
 
     /// Writes the run table, the metadata archive and the header, makes the
-    /// file durable and moves it to its final name.
+    /// file durable (unless it was created for the page cache) and moves it
+    /// to its final name.
     pub fn finish(mut self, metadata: &[u8]) -> Result<PathBuf, ImageError> {
         self.pipeline.finish().map_err(self.io_error("write page data"))?;
         let data_section = SectionEntry {
@@ -144,11 +230,18 @@ impl ImageWriter {
         file.write_all_at(header.as_bytes(), 0).map_err(self.io_error("write header"))?;
         // With no pages and no metadata nothing was written past the header.
         file.set_len(file_length).map_err(self.io_error("extend image"))?;
-        self.staged.publish()
+        self.staged.publish(self.durability == Durability::Durable)
     }
 
     /// Runs written so far.
     pub fn runs(&self) -> &[PageRunEntry] {
         &self.runs
     }
+}
+
+/// Whether every byte of `page` is zero. Compares 64 bytes at a time (a
+/// loop the compiler vectorises) and stops at the first block that is not:
+/// a page of data usually costs one block.
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks(64).all(|block| block.iter().fold(0u8, |bits, &byte| bits | byte) == 0)
 }

@@ -199,12 +199,20 @@ fn write_pages<'image>(
         }
     }
     batches.push(current);
+    let total = batches.iter().flatten().map(|(bytes, _)| bytes.len() as u64).sum();
+    let progress = &crate::progress::Progress::start("restore", total);
     let workers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
                 let mine: Vec<&Batch<'_>> = batches.iter().skip(worker).step_by(workers).collect();
-                scope.spawn(move || mine.into_iter().try_for_each(|batch| flush(pid, batch)))
+                scope.spawn(move || {
+                    mine.into_iter().try_for_each(|batch| {
+                        flush(pid, batch)?;
+                        progress.advance(batch.iter().map(|(bytes, _)| bytes.len() as u64).sum());
+                        Ok(())
+                    })
+                })
             })
             .collect();
         handles.into_iter().try_for_each(|handle| {
