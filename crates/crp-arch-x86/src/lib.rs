@@ -11,7 +11,7 @@ mod xsave;
 
 pub use cpu::{CpuState, RegisterFile};
 pub use error::ArchError;
-pub use restart::{ResumeAction, plan_resume, resume_registers};
+pub use restart::{ResumeAction, plan_resume, resume_registers, rewind_never_restarted};
 pub use syscall_names::syscall_name;
 pub use vdso::{SpecialMapping, VdsoLayout, is_special_mapping};
 pub use xsave::{XsaveArea, host_xsave_features};

@@ -30,12 +30,28 @@ pub enum ResumeAction {
     Interrupt,
 }
 
+/// Syscalls Linux never restarts: stopped in them (by crp's freeze as by a
+/// SIGSTOP and SIGCONT) they end with EINTR before anything happened,
+/// although no handler ran. A thread frozen right after such an EINTR,
+/// which no handler saw (one would have run first: the freeze delivers
+/// signals before it stops), waits again.
+const NEVER_RESTARTED: [i64; 6] = [
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_rt_sigtimedwait,
+    libc::SYS_semop,
+    libc::SYS_semtimedop,
+];
+
 pub fn plan_resume(registers: &Registers) -> ResumeAction {
     if registers.orig_rax as i64 == -1 {
         return ResumeAction::AsIs;
     }
     match registers.rax as i64 {
         ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => ResumeAction::Rewind,
+        // Waits again for its whole timeout (the deadline is the kernel's).
+        EINTR if NEVER_RESTARTED.contains(&(registers.orig_rax as i64)) => ResumeAction::Rewind,
         ERESTART_RESTARTBLOCK => match registers.orig_rax as i64 {
             libc::SYS_nanosleep if registers.rsi != 0 => ResumeAction::RewindSleep { remaining_at: registers.rsi },
             libc::SYS_clock_nanosleep if registers.r10 != 0 => {
@@ -51,6 +67,22 @@ pub fn plan_resume(registers: &Registers) -> ResumeAction {
         },
         _ => ResumeAction::AsIs,
     }
+}
+
+/// The registers a task left running after a freeze resumes with when it
+/// was stopped right after an EINTR of a syscall Linux never restarts (see
+/// [`NEVER_RESTARTED`]): the syscall again. `None` otherwise (the kernel's
+/// own restart logic applies when the task goes on).
+pub fn rewind_never_restarted(frozen: &Registers) -> Option<Registers> {
+    let interrupted = frozen.orig_rax as i64 >= 0
+        && frozen.rax as i64 == EINTR
+        && NEVER_RESTARTED.contains(&(frozen.orig_rax as i64));
+    interrupted.then(|| {
+        let mut registers = *frozen;
+        registers.rax = frozen.orig_rax;
+        registers.rip = registers.rip.wrapping_sub(SYSCALL_INSN_LEN);
+        registers
+    })
 }
 
 /// The registers a restored task resumes with, from those captured at the
@@ -122,6 +154,19 @@ mod tests {
         assert_eq!(plan_resume(&frozen), ResumeAction::Rewind);
         let resumed = resume_registers(&frozen);
         assert_eq!((resumed.rax, resumed.rip), (libc::SYS_poll as u64, frozen.rip - 2));
+    }
+
+    #[test]
+    fn an_epoll_wait_ended_by_the_freeze_waits_again() {
+        let frozen = in_syscall(libc::SYS_epoll_wait, EINTR);
+        assert_eq!(plan_resume(&frozen), ResumeAction::Rewind);
+        let resumed = resume_registers(&frozen);
+        assert_eq!((resumed.rax, resumed.rip), (libc::SYS_epoll_wait as u64, frozen.rip - 2));
+        let released = rewind_never_restarted(&frozen).unwrap();
+        assert_eq!((released.rax, released.rip, released.orig_rax), (frozen.orig_rax, frozen.rip - 2, frozen.orig_rax));
+        // A read's EINTR came after a handler: it stays.
+        assert_eq!(plan_resume(&in_syscall(libc::SYS_read, EINTR)), ResumeAction::AsIs);
+        assert!(rewind_never_restarted(&in_syscall(libc::SYS_read, EINTR)).is_none());
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // the kill (and out of it again if the kill fails; dropped before `frozen`).
     let repaired = crp_compound::files::socket::Repaired::guard();
     frozen.set_checkpoint(faults::reached);
+    // A thread whose epoll_wait (or other syscall Linux never restarts) the
+    // freeze ended with EINTR waits again when left running, as restored.
+    for thread in frozen.every_thread() {
+        if let Some(again) = crp_arch_x86::rewind_never_restarted(thread.registers()) {
+            thread.resume_with(again)?;
+        }
+    }
     faults::reached("frozen", 0);
     tracing::info!(pid, was_stopped = stopped, threads = frozen.threads().len() + 1, "frozen");
     let started = Instant::now();

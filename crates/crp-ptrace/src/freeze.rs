@@ -66,6 +66,9 @@ pub struct Frozen {
     /// The process's `rt_sigreturn` sequence, once looked for (the same
     /// for every thread: they share the address space).
     restorer: Option<Option<u64>>,
+    /// What the thread goes on with when crp leaves, when not `registers`
+    /// (see [`Frozen::resume_with`]).
+    resume: Option<Registers>,
 }
 
 #[derive(Debug)]
@@ -106,6 +109,7 @@ impl Frozen {
             attached: true,
             have_registers: false,
             restorer: None,
+            resume: None,
         };
         ptrace::interrupt(pid).map_err(EngineError::ptrace("PTRACE_INTERRUPT", raw))?;
         frozen.wait_for_interrupt_stop(ptrace::cont)?;
@@ -121,6 +125,22 @@ impl Frozen {
     /// The registers as they were when the process stopped.
     pub fn registers(&self) -> &Registers {
         &self.registers
+    }
+
+    /// Makes the thread go on with `registers` rather than those of the
+    /// freeze whenever crp leaves it (released, or abandoned while not
+    /// parked): the freeze itself ended a syscall Linux never restarts,
+    /// which `registers` run again. [`Frozen::registers`] stays what the
+    /// freeze found.
+    pub fn resume_with(&mut self, registers: Registers) -> Result<(), EngineError> {
+        self.set_registers(&registers)?;
+        self.resume = Some(registers);
+        Ok(())
+    }
+
+    /// The registers put back when crp leaves the thread.
+    fn put_back(&self) -> Registers {
+        self.resume.unwrap_or(self.registers)
     }
 
     /// The `rt_sigreturn` sequence parking found in the process's code
@@ -242,7 +262,7 @@ impl Frozen {
         self.set_registers(&registers)?;
         let result = self.resume_to_syscall_stop().and_then(|()| self.resume_to_syscall_stop());
         let after = result.and_then(|()| self.get_registers());
-        let _ = self.set_registers(&self.registers);
+        let _ = self.set_registers(&self.put_back());
         let _ = sys::set_sigmask(self.pid, park.mask);
         let result = after?.rax.cast_signed();
         tracing::debug!(pid = raw, number, args = format_args!("{args:x?}"), result, "injected syscall (unparked)");
@@ -285,7 +305,7 @@ impl Frozen {
             self.wait_for_interrupt_stop_after(ptrace::cont(self.pid, None), ptrace::cont)?;
             // In the interrupt stop the kernel applies its own restart
             // logic to these when the process goes on, as after a freeze.
-            self.set_registers(&self.registers)
+            self.set_registers(&self.put_back())
         })();
         if let Err(error) = result {
             // Best effort: still parked or not, these resume it as frozen.
@@ -322,7 +342,7 @@ impl Frozen {
         self.attached = false;
         // Detach even if something failed: a traced process stays stopped.
         let put_back =
-            if unparked.is_ok() && self.have_registers { self.set_registers(&self.registers) } else { Ok(()) };
+            if unparked.is_ok() && self.have_registers { self.set_registers(&self.put_back()) } else { Ok(()) };
         let detached = ptrace::detach(self.pid, None).map_err(EngineError::ptrace("PTRACE_DETACH", raw));
         unparked.and(put_back).and(detached)
     }

@@ -71,6 +71,11 @@ impl FrozenProcess {
         (&mut self.leader, &mut self.threads)
     }
 
+    /// Every thread, the leader first.
+    pub fn every_thread(&mut self) -> impl Iterator<Item = &mut Frozen> {
+        std::iter::once(&mut self.leader).chain(self.threads.iter_mut())
+    }
+
     /// The threads other than the leader.
     pub fn threads(&self) -> &[Frozen] {
         &self.threads
