@@ -6,12 +6,10 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use crp_compound::files::{WindowSize, set_window_size};
 
 /// Starts the zero-pages subject (it has a few MiB of pages to dump).
 fn subject(directory: &Path) -> Subject {
@@ -33,25 +31,8 @@ fn dump_command(pid: i32, image: &Path, extra: &[&str]) -> Command {
 /// Runs `command` with a new pseudo-terminal as its stderr; everything it
 /// drew there.
 fn stderr_on_a_terminal(mut command: Command) -> String {
-    let master = nix::fcntl::open(
-        "/dev/ptmx",
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .unwrap();
-    let unlocked: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads one int from the pointer, which outlives the call.
-    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &raw const unlocked) }, 0);
-    let mut number: libc::c_int = 0;
-    // SAFETY: TIOCGPTN writes one int at the pointer, which outlives the call.
-    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &raw mut number) }, 0);
-    set_window_size(master.as_fd(), &WindowSize { rows: 24, columns: 100, x_pixels: 0, y_pixels: 0 }).unwrap();
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags_noctty()
-        .open(format!("/dev/pts/{number}"))
-        .unwrap();
+    let (master, slave_path) = open_pty(24, 100);
+    let slave = std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open(&slave_path).unwrap();
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(slave).spawn().unwrap();
     // The child holds the only slave once `command` (which keeps its own
     // copy) is gone: reading ends (EIO) when the child exits.

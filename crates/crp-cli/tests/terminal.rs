@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use crp_compound::files::{TerminalSettings, WindowSize, set_window_size};
+use crp_compound::files::TerminalSettings;
 
 /// How long any one expected output may take on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -34,19 +34,7 @@ struct Terminal {
 
 impl Terminal {
     fn open(rows: u16, columns: u16) -> Self {
-        let master = nix::fcntl::open(
-            "/dev/ptmx",
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .unwrap();
-        let unlocked: libc::c_int = 0;
-        // SAFETY: TIOCSPTLCK reads one int from the pointer, which outlives the call.
-        assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &raw const unlocked) }, 0);
-        let mut number: libc::c_int = 0;
-        // SAFETY: TIOCGPTN writes one int at the pointer, which outlives the call.
-        assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &raw mut number) }, 0);
-        set_window_size(master.as_fd(), &WindowSize { rows, columns, x_pixels: 0, y_pixels: 0 }).unwrap();
+        let (master, slave_path) = open_pty(rows, columns);
         let master = std::fs::File::from(master);
         let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (mut reader, collected) = (master.try_clone().unwrap(), Arc::clone(&output));
@@ -59,7 +47,7 @@ impl Terminal {
                 arrived.notify_all();
             }
         });
-        Self { master, slave_path: format!("/dev/pts/{number}"), output, seen: 0 }
+        Self { master, slave_path, output, seen: 0 }
     }
 
     /// Starts `command` as a session leader whose controlling terminal and

@@ -67,43 +67,18 @@ impl Injector {
         Ok(thread)
     }
 
-    /// Single-steps through clone3: the clone event stop comes inside the
-    /// syscall, then the step's trap once it returned the new thread's id.
+    /// Runs clone3 (see [`Injector::step_once`] for its clone event stop)
+    /// and returns the new thread's id.
     fn clone_traced(&mut self, args: u64, size: u64) -> Result<Pid, EngineError> {
-        let pid = self.pid.as_raw();
-        let number = libc::SYS_clone3;
-        let mut registers = self.base_registers;
-        registers.rip = self.syscall_ip;
-        registers.rax = number.cast_unsigned();
-        registers.orig_rax = u64::MAX;
-        registers.rdi = args;
-        registers.rsi = size;
-        ptrace::setregs(self.pid, registers).map_err(EngineError::ptrace("PTRACE_SETREGS", pid))?;
-        loop {
-            ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
-            match sys::wait_for_any_signal(self.pid).map_err(EngineError::ptrace("waitpid", pid))? {
-                // Inside the syscall: step on to its return.
-                Waited::Status(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_CLONE)) => continue,
-                Waited::Status(WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceEvent(..)) => {}
-                Waited::Status(WaitStatus::Stopped(_, signal)) => self.deferred_signals.push(signal as i32),
-                Waited::RealTimeSignal(signal) => self.deferred_signals.push(signal),
-                Waited::Status(other) => {
-                    return Err(EngineError::UnexpectedStop {
-                        operation: "an injected clone3",
-                        pid,
-                        status: format!("{other:?}"),
-                    });
-                }
-            }
-            if !self.syscall_still_pending()? {
-                break;
-            }
-        }
-        let result = ptrace::getregs(self.pid).map_err(EngineError::ptrace("PTRACE_GETREGS", pid))?.rax.cast_signed();
-        tracing::debug!(pid, result, "injected clone3 (restore child)");
+        let result = self.raw_syscall(libc::SYS_clone3, [args, size, 0, 0, 0, 0])?;
         if (-4095..0).contains(&result) {
             let errno = nix::errno::Errno::from_raw(i32::try_from(-result).unwrap_or(libc::EINVAL));
-            return Err(EngineError::Syscall { syscall: "clone3", args: vec![args, size], pid, errno });
+            return Err(EngineError::Syscall {
+                syscall: "clone3",
+                args: vec![args, size],
+                pid: self.pid.as_raw(),
+                errno,
+            });
         }
         Ok(Pid::from_raw(i32::try_from(result).unwrap_or(0)))
     }
@@ -125,6 +100,9 @@ impl Injector {
             ptrace::step(self.pid, None).map_err(EngineError::ptrace("PTRACE_SINGLESTEP", pid))?;
             let status = sys::wait_for_any_signal(self.pid).map_err(EngineError::ptrace("waitpid", pid))?;
             match status {
+                // Inside a clone3 traced with PTRACE_O_TRACECLONE: RIP is
+                // past the instruction already, the result not in yet.
+                Waited::Status(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_CLONE)) => continue,
                 Waited::Status(WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceEvent(..)) => {}
                 // A signal arrived: it is held back and re-sent later.
                 Waited::Status(WaitStatus::Stopped(_, signal)) => self.deferred_signals.push(signal as i32),

@@ -428,3 +428,24 @@ pub fn wait_past_timerfd_deadline(json: &serde_json::Value, fd: i32) {
         std::thread::sleep(wait + std::time::Duration::from_millis(1));
     }
 }
+
+/// A new pseudo-terminal pair of `rows` x `columns`: its master, unlocked,
+/// and its slave's path (`/dev/pts/N`).
+pub fn open_pty(rows: u16, columns: u16) -> (std::os::fd::OwnedFd, String) {
+    use std::os::fd::{AsFd, AsRawFd};
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    let unlocked: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer, which outlives the call.
+    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &raw const unlocked) }, 0);
+    let mut number: libc::c_int = 0;
+    // SAFETY: TIOCGPTN writes one int at the pointer, which outlives the call.
+    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &raw mut number) }, 0);
+    let size = crp_compound::files::WindowSize { rows, columns, x_pixels: 0, y_pixels: 0 };
+    crp_compound::files::set_window_size(master.as_fd(), &size).unwrap();
+    (master, format!("/dev/pts/{number}"))
+}
