@@ -384,3 +384,27 @@ func main() {
 	}
 }
 "#;
+
+/// Threads created and exiting all the time (tests/programs/thread_churn.c):
+/// the freeze catches the new ones and leaves out the ones that end, five
+/// dumps of the running process harm nothing, and a restored one goes on
+/// creating and joining threads.
+#[test]
+fn threads_that_come_and_go_during_the_freeze_are_handled() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = Subject::spawn(Command::new(c_program("thread_churn")));
+    let image = directory.path().join("churn.crp");
+    for _ in 0..5 {
+        dump_ok(subject.pid, &image, &["--leave-running"]);
+    }
+    subject.send("go\n");
+    assert_eq!(subject.read_line(), format!("OK pid={} churn restored\n", subject.pid));
+    assert!(subject.wait().success());
+
+    let mut subject = Subject::spawn(Command::new(c_program("thread_churn")));
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} churn restored\n", subject.pid));
+}
