@@ -11,7 +11,7 @@
 //! come only the kinds of [`AFTER_CREDENTIALS`], which a credential change
 //! resets and which need no privilege.
 
-use crp_ptrace::{Injector, Persist, Restore};
+use crp_ptrace::{Injector, Persist, Restore, Tracee};
 use nix::unistd::Pid;
 
 use crate::error::CrpError;
@@ -184,7 +184,7 @@ pub const FINISH: &[Step] = &[
             Ok(())
         },
     },
-    persisted!(crp_compound::posix_timers::PosixTimers, posix_timers),
+    Step { kind: POSIX_TIMERS, run: restore_posix_timers },
     in_every_thread!(crp_compound::creds::Credentials, credentials),
     // Replaces the death signal that tied the child to crp until now.
     per_thread!(crp_compound::thread_attrs::ParentDeathSignal, attributes.parent_death_signal),
@@ -198,6 +198,23 @@ pub const FINISH: &[Step] = &[
 ];
 
 const SESSION: &str = crp_compound::session::SessionState::KIND;
+
+/// The POSIX timers, a timer that signals one thread (SIGEV_THREAD_ID)
+/// signalling that thread as restored: its id may be new (the process got
+/// a new pid).
+fn restore_posix_timers(rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
+    let image = rebuild.image;
+    let live = std::iter::once(rebuild.pid.as_raw()).chain(rebuild.threads.iter().map(Tracee::pid));
+    let ids: Vec<(i32, i32)> = image.threads.iter().map(|thread| thread.tid).zip(live).collect();
+    let mut timers = image.posix_timers.clone();
+    for timer in &mut timers.timers {
+        if let Some((_, now)) = ids.iter().find(|(then, _)| *then == timer.thread) {
+            timer.thread = *now;
+        }
+    }
+    let streams = &rebuild.choices.streams;
+    Ok(timers.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
+}
 
 /// Places the process in a session and process group (it is in crp's
 /// until now), saying so on stderr when that is not what was decided.

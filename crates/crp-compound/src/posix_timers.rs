@@ -211,12 +211,10 @@ fn itimerspec_bytes(interval_ns: u64, left_ns: u64) -> [u8; ITIMERSPEC_SIZE] {
 }
 
 /// The thread of the restored process `pid` a SIGEV_THREAD_ID timer
-/// signals: its own thread of the dump when one with that id is there (the
-/// threads got their ids back), else the leader (a process restored with a
-/// new pid).
+/// signals: `timer.thread`, an id of the restored process (the restore
+/// plan gives each timer its thread's id as restored), else the leader.
 fn signalled_thread(timer: &PosixTimer, pid: i32) -> i32 {
-    let kept = timer.thread > 0 && std::path::Path::new(&format!("/proc/{pid}/task/{}", timer.thread)).exists();
-    if kept { timer.thread } else { pid }
+    if timer.thread > 0 { timer.thread } else { pid }
 }
 
 fn sigevent_bytes(timer: &PosixTimer, pid: i32) -> [u8; SIGEVENT_SIZE] {
