@@ -23,8 +23,13 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM) as u64;
 
-/// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
-const CLONE_ARGS_BYTES: usize = 80;
+/// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1), as
+/// 64-bit words.
+const CLONE_ARGS_WORDS: usize = 10;
+/// Its words `flags`, `set_tid` and `set_tid_size`.
+const FLAGS: usize = 0;
+const SET_TID: usize = 8;
+const SET_TID_SIZE: usize = 9;
 
 /// Creates a thread for each of `threads` (the image's threads after the
 /// leader) in the process `leader` rebuilds; `same_ids` says the process
@@ -35,16 +40,17 @@ pub fn create(leader: &mut Injector, threads: &[ThreadState], same_ids: bool) ->
     for thread in threads {
         let mut scratch = leader.scratch();
         let set_tid = scratch.push(&thread.tid.to_le_bytes());
-        let mut args = [0u64; CLONE_ARGS_BYTES / 8];
-        args[0] = THREAD_FLAGS;
+        let mut args = [0u64; CLONE_ARGS_WORDS];
+        args[FLAGS] = THREAD_FLAGS;
         if same_ids {
-            args[8] = set_tid;
-            args[9] = 1;
+            args[SET_TID] = set_tid;
+            args[SET_TID_SIZE] = 1;
         }
         let bytes: Vec<u8> = args.iter().flat_map(|word| word.to_le_bytes()).collect();
         let args_address = scratch.push(&bytes);
         scratch.commit(leader)?;
-        let injector = leader.clone_thread(args_address, CLONE_ARGS_BYTES as u64).map_err(|error| match error {
+        let size = std::mem::size_of_val(&args) as u64;
+        let injector = leader.clone_thread(args_address, size).map_err(|error| match error {
             EngineError::Syscall { errno: nix::errno::Errno::EEXIST, .. } => CrpError::PidTaken { pid: thread.tid },
             other => other.into(),
         })?;
