@@ -408,3 +408,55 @@ fn threads_that_come_and_go_during_the_freeze_are_handled() {
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} churn restored\n", subject.pid));
 }
+
+/// A dump of a multi-threaded process that fails (its image does not fit
+/// the file system) leaves every thread running untraced, and the program
+/// finds all its state as it was.
+#[test]
+fn a_failed_dump_of_a_multi_threaded_process_harms_no_thread() {
+    let parent = tempfile::tempdir().unwrap();
+    let full = parent.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(&full).status().unwrap();
+    assert!(mounted.success(), "mount a small tmpfs");
+    let mut subject = threads_subject();
+    let output = dump(subject.pid, &full.join("threads.crp"), &[]);
+    let _ = Command::new("umount").arg(&full).status();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains("No space left on device"), "{}", stderr_of(&output));
+    assert_every_thread_released(subject.pid, "ENOSPC");
+    subject.send("go\n");
+    assert_eq!(subject.read_line(), format!("OK pid={} threads restored\n", subject.pid));
+    assert!(subject.wait().success());
+}
+
+/// The process killed while crp has one of its threads parked: the dump
+/// fails cleanly, leaving no image.
+#[test]
+fn a_multi_threaded_process_killed_during_its_dump_fails_the_dump_cleanly() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    use nix::unistd::Pid;
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = threads_subject();
+    let image = directory.path().join("threads.crp");
+    let crp = crp()
+        .env("CRP_TEST_FAULT", "thread-parked@2:STOP")
+        .args(["dump", &subject.pid.to_string(), "-o"])
+        .arg(&image)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let crp_pid = Pid::from_raw(crp.id().cast_signed());
+    match waitpid(crp_pid, Some(WaitPidFlag::WUNTRACED)).unwrap() {
+        WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
+        other => panic!("crp did not stop at its fault: {other:?}"),
+    }
+    kill(Pid::from_raw(subject.pid), Signal::SIGKILL).unwrap();
+    kill(crp_pid, Signal::SIGCONT).unwrap();
+    let output = crp.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_killed(subject.wait());
+    assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0, "nothing left behind");
+}
