@@ -341,6 +341,32 @@ pub(super) fn capture(
     Ok(file)
 }
 
+/// Why socket `inode`, crp's own descriptor `fd` (a descriptor in flight),
+/// cannot be captured as a description of its own: a unix socket connected
+/// to one the process holds, a TCP connection.
+pub(super) fn in_flight_refusal(own: i32, fd: i32, inode: u64, found: &Found<'_>) -> Option<String> {
+    let socket = crp_ptrace::sys::duplicate_descriptor(own, fd).ok()?;
+    let socket = socket.as_fd();
+    let family = int_option(socket, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()?;
+    let kind = int_option(socket, libc::SOL_SOCKET, libc::SO_TYPE).ok()?;
+    if family == libc::AF_UNIX {
+        let peer = found.diag.iter().find(|socket| socket.inode == inode).and_then(|socket| socket.peer)?;
+        return found.inside.contains(&peer).then(|| {
+            format!(
+                "a unix socket connected to socket:[{peer}] of the process (crp keeps a pair whose both ends the \
+                 process holds)"
+            )
+        });
+    }
+    if kind == libc::SOCK_STREAM {
+        let (state, _, _) = tcp_state(socket).ok()?;
+        return (state != TCP_LISTEN && state != TCP_CLOSE).then(|| {
+            format!("a TCP socket in state {state} (crp keeps listening and unconnected TCP sockets in flight)")
+        });
+    }
+    None
+}
+
 /// "an AF_INET6 SOCK_DGRAM socket (protocol 136)".
 fn describe(family: i32, kind: i32, protocol: i32) -> String {
     let family = match family {
