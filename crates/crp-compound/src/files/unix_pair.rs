@@ -190,6 +190,11 @@ fn queued_messages(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) ->
         move |errno: Errno| CompoundError::Io { action: operation, path: location.into(), source: errno.into() }
     };
     let original = int_option(socket, libc::SO_PEEK_OFF).map_err(failed("read SO_PEEK_OFF of"))?;
+    // An empty queue is seen without touching SO_PEEK_OFF (a crp killed
+    // during a walk would leave it changed).
+    if original < 0 && nothing_waits(socket.as_fd()) {
+        return Ok(Vec::new());
+    }
     set_int_option(socket, libc::SO_PEEK_OFF, 0).map_err(failed("set SO_PEEK_OFF of"))?;
     let walked = walk_queue(socket, kind, shutdown, location);
     let put_back = set_int_option(socket, libc::SO_PEEK_OFF, original).map_err(failed("put back SO_PEEK_OFF of"));
@@ -282,6 +287,28 @@ fn walk_queue(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Resu
         messages.push((buffer[..length].to_vec(), peeked.fds));
         offset += length;
     }
+}
+
+/// Whether a peek from the start of the queue (SO_PEEK_OFF off) finds
+/// nothing waiting; the socket is left as it was.
+pub(super) fn nothing_waits(socket: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut byte = [0u8; 1];
+    let mut control = [0u64; 256];
+    let mut vector = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: an all-zero msghdr is valid (no name, no vectors, no control).
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &raw mut vector;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = std::mem::size_of_val(&control);
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: the header points to the byte and the control area, both
+    // valid and writable for the lengths it gives.
+    let received = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut header, flags) };
+    if received >= 0 {
+        drop(passed_descriptors(&header));
+    }
+    received < 0 && Errno::last() == Errno::EAGAIN
 }
 
 /// Closes the descriptors a peek with SCM_RIGHTS installed in crp.
