@@ -215,6 +215,16 @@ fn reference_image() -> ProcessImage {
                 options: vec![SocketOption { level: 1, name: 2, value: vec![1, 0, 0, 0] }],
                 queued: vec![Datagram { source: None, data: b"dgram".to_vec() }],
                 connection: None,
+                memberships: if inode == 92 {
+                    vec![crp_compound::files::socket::multicast::Membership {
+                        interface: "lo".into(),
+                        group: [vec![0xff, 2], vec![0; 13], vec![1]].concat(),
+                        include: true,
+                        sources: vec![vec![2; 16]],
+                    }]
+                } else {
+                    vec![]
+                },
             };
             let v6 = Address::V6 { ip: [1; 16], port: 53, flowinfo: 3, scope_id: 4 };
             for (fd, target) in [

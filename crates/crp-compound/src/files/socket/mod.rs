@@ -25,6 +25,7 @@
 pub mod address;
 mod check;
 mod inet_diag;
+pub mod multicast;
 pub mod options;
 pub mod queue;
 pub mod tcp;
@@ -81,6 +82,8 @@ pub struct SocketFile {
     pub queued: Vec<Datagram>,
     /// For an established TCP connection (its peer is [`Peer::Address`]).
     pub connection: Option<TcpConnection>,
+    /// The multicast groups a UDP socket joined.
+    pub memberships: Vec<multicast::Membership>,
 }
 
 /// The file a unix socket bound to a path made.
@@ -268,6 +271,7 @@ pub(super) fn capture(
         options: Vec::new(),
         queued: Vec::new(),
         connection: None,
+        memberships: Vec::new(),
     };
     if family == libc::AF_UNIX {
         unix::unix_endpoints(&mut file, found, &refuse)?;
@@ -327,6 +331,9 @@ pub(super) fn capture(
             file.options.retain(|option| {
                 option.level != libc::IPPROTO_TCP || ![libc::TCP_MAXSEG, libc::TCP_WINDOW_CLAMP].contains(&option.name)
             });
+        }
+        if family != libc::AF_UNIX && kind == libc::SOCK_DGRAM {
+            file.memberships = multicast::capture(pid, socket, family).map_err(refuse)?;
         }
         let outside = matches!(file.peer, Peer::Outside { .. });
         if kind == libc::SOCK_DGRAM && !outside {
@@ -459,6 +466,8 @@ pub(super) fn make(
             bind(borrowed, local).map_err(failed("bind the socket"))?;
         }
     }
+    multicast::apply(borrowed, socket.family, &socket.memberships)
+        .map_err(|(operation, errno)| failed(operation)(errno))?;
     if let Some(backlog) = socket.backlog {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         // SAFETY: listen takes a descriptor and a number.
