@@ -1146,6 +1146,73 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn descriptors_in_flight_must_name_a_queued_message_and_a_description() {
+        let end = |inode: u64, queued: Vec<Vec<u8>>, passed: Vec<Passed>| PairEnd {
+            inode,
+            queued,
+            shutdown: 0,
+            pass_credentials: false,
+            send_buffer: 212_992,
+            receive_buffer: 212_992,
+            options: vec![],
+            name: None,
+            passed,
+        };
+        let pair_end = |end: u8| OpenFile {
+            flags: libc::O_RDWR,
+            offset: 0,
+            target: FdTarget::UnixPair { pair: 0, end },
+            owner: None,
+        };
+        let in_flight = OpenFile {
+            flags: 0,
+            offset: 4,
+            target: FdTarget::File { path: "/srv/a".into(), identity: None },
+            owner: None,
+        };
+        let table = FdTable {
+            files: vec![pair_end(0), pair_end(1), in_flight],
+            descriptors: vec![
+                Descriptor { fd: 3, cloexec: false, file: 0 },
+                Descriptor { fd: 4, cloexec: false, file: 1 },
+            ],
+            pipes: vec![],
+            socket_pairs: vec![SocketPair {
+                kind: libc::SOCK_STREAM,
+                ends: [
+                    end(1, vec![], vec![]),
+                    end(2, vec![b"x".to_vec()], vec![Passed { message: 0, files: vec![2] }]),
+                ],
+            }],
+            objects: vec![],
+        };
+        check_table(&table).unwrap();
+        let refused = |change: &dyn Fn(&mut FdTable)| {
+            let mut changed = table.clone();
+            change(&mut changed);
+            check_table(&changed).unwrap_err().to_string()
+        };
+        assert!(
+            refused(&|table| table.socket_pairs[0].ends[1].passed[0].files = vec![2, 7]).contains("passes open file 7")
+        );
+        assert!(
+            refused(&|table| table.socket_pairs[0].ends[1].passed[0].message = 3)
+                .contains("passes descriptors with message 3")
+        );
+        assert!(
+            refused(&|table| {
+                table.descriptors.push(Descriptor { fd: 5, cloexec: false, file: 2 });
+                table.socket_pairs[0].ends[1].passed[0].files.clear();
+            })
+            .contains("passes 0 descriptors")
+        );
+        assert!(
+            refused(&|table| table.socket_pairs[0].ends[1].passed.clear())
+                .contains("referred to by no descriptor and no queued message")
+        );
+    }
+
+    #[test]
     fn own_descriptors_classify_and_capture() {
         let _own = OWN_DESCRIPTORS.lock();
         use std::os::fd::AsRawFd;

@@ -6,7 +6,9 @@
 //! socket's filter (mode and sources) when the socket joined it, and
 //! EADDRNOTAVAIL when it did not. So each group listed is asked about; at
 //! the restore each membership is joined again (`MCAST_JOIN_GROUP`) on the
-//! interface of the same name and its filter set (`MCAST_MSFILTER`).
+//! interface of the same name and its filter set (`MCAST_MSFILTER`). A
+//! kernel without those lists (CONFIG_IP_MULTICAST off: the lab kernel)
+//! gives no way to find a socket's groups: they are lost there (README).
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -51,10 +53,9 @@ fn joined_groups(pid: i32, family: i32) -> Vec<(u32, String, Vec<u8>)> {
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if !line.starts_with(char::is_whitespace) {
-                device = fields
-                    .first()
-                    .and_then(|index| index.parse().ok())
-                    .zip(fields.get(1).map(|name| (*name).to_owned()));
+                // A name of 10 characters or more runs into the colon.
+                let name = fields.get(1).map(|name| name.trim_end_matches(':').to_owned());
+                device = fields.first().and_then(|index| index.parse().ok()).zip(name);
             } else if let (Some((index, name)), Some(Ok(word))) =
                 (&device, fields.first().map(|group| u32::from_str_radix(group, 16)))
             {
