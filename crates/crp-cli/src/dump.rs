@@ -172,7 +172,14 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         // complete in the page cache).
         Original::Frozen(frozen) => {
             let frozen_for = started.elapsed();
+            if repaired.holds_connections() {
+                // The image is complete: from here a crp that dies takes
+                // the process with it, so that connections in repair mode
+                // (from the next line on) close silently as at the kill.
+                exit_kill(pid);
+            }
             repaired.before_kill();
+            faults::reached("repairing", 0);
             frozen.kill()?;
             // Its connections close in repair mode: the peers see nothing.
             repaired.closed_silently();
@@ -181,6 +188,17 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         }
     };
     Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for })
+}
+
+/// Ties the frozen process `pid` to crp's life (`PTRACE_O_EXITKILL`, with
+/// the `PTRACE_O_TRACESYSGOOD` the freeze set): the kernel sends it SIGKILL
+/// if crp dies. A failure only leaves the window it closes open (logged).
+fn exit_kill(pid: i32) {
+    use nix::sys::ptrace::{Options, setoptions};
+    let options = Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL;
+    if let Err(errno) = setoptions(nix::unistd::Pid::from_raw(pid), options) {
+        tracing::warn!(pid, %errno, "PTRACE_SETOPTIONS(PTRACE_O_EXITKILL) failed: a crp killed now would leave its connections in repair mode");
+    }
 }
 
 /// The dumped process while its image is finished.

@@ -9,7 +9,8 @@
 //! injected syscall), `in-syscall@N` (while the process runs it),
 //! `unparking`, `unparked`, `thread-parked@N` (the Nth thread other than
 //! the leader is parked, the leader too), `captured`, `pages`, `written`
-//! (the image is in place, the process not yet killed or released);
+//! (the image is in place, the process not yet killed or released),
+//! `repairing` (its TCP connections in repair mode, not yet killed);
 //! restore `validated`, `cloned` (the child exists, not yet stopped or
 //! traced), `thread-created@N` (the Nth thread other than the leader
 //! exists), `built` (rebuilt, not yet released).

@@ -1,7 +1,8 @@
 //! Sockets other than socket pairs: unix sockets bound to paths, abstract
 //! and autobound names, listening, connected by name; TCP listeners and
 //! UDP sockets over IPv4 and IPv6 with their options and queued
-//! datagrams. The restored process checks its own sockets; a path taken by
+//! datagrams and multicast memberships. The restored process checks its own
+//! sockets; a path taken by
 //! something else, or a port the original still holds, is refused before
 //! anything is created.
 
@@ -190,4 +191,42 @@ fn a_dump_killed_or_cancelled_after_reading_the_connection_leaves_it_working() {
         assert!(line.starts_with(&format!("OK pid={} tcp ", subject.pid)), "{fault}: {line}");
         assert!(subject.wait().success());
     }
+}
+
+#[test]
+fn a_crp_killed_with_the_connections_in_repair_mode_takes_the_process_with_it_and_the_image_restores() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = tcp_subject();
+    let image = directory.path().join("tcp.crp");
+    let output = crp()
+        .arg("dump")
+        .arg(subject.pid.to_string())
+        .arg("-o")
+        .arg(&image)
+        .env("CRP_TEST_FAULT", "repairing:KILL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the dump must have been killed");
+    // PTRACE_O_EXITKILL: the process died with crp, its connection's ends
+    // in repair mode (neither FIN nor RST), and the complete image holds it.
+    // Alive, it would answer "go" and exit 0.
+    let _ = std::io::Write::write_all(subject.stdin.as_mut().unwrap(), b"go\n");
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert!(stdout_of(&output).starts_with(&format!("OK pid={} tcp ", subject.pid)), "{}", stdout_of(&output));
+}
+
+#[test]
+fn multicast_memberships_come_back_with_their_source_filters() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(c_program("fd_socket_kinds"));
+    command.arg("multicast");
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("multicast.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} multicast\n", subject.pid), "{}", stderr_of(&output));
 }

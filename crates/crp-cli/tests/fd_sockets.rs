@@ -1,6 +1,7 @@
 //! Unix socket pairs both of whose ends the process holds: stream,
 //! datagram and seqpacket, with their queues, options and shutdown state;
-//! a descriptor in flight is refused; a stream connected outside the
+//! descriptors in flight (SCM_RIGHTS) sent again with their messages (an
+//! epoll in flight refused); a stream connected outside the
 //! process is dumped but restored only as what the user hands over.
 
 mod common;
@@ -49,15 +50,31 @@ fn a_dump_that_leaves_the_process_running_leaves_its_queues_in_place() {
 }
 
 #[test]
-fn a_descriptor_in_flight_is_refused_and_the_process_runs_on() {
+fn descriptors_in_flight_come_back_in_their_messages_and_work() {
     let directory = tempfile::tempdir().unwrap();
-    let mut subject = sockets_subject("inflight");
+    let file = directory.path().join("passed.txt");
+    let mut command = Command::new(c_program("fd_sockets"));
+    command.arg("inflight").arg(&file);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("inflight.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &[], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} inflight\n", subject.pid), "{}", stderr_of(&output));
+}
+
+#[test]
+fn a_descriptor_in_flight_of_a_kind_crp_cannot_keep_is_refused_by_name_and_the_process_runs_on() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = sockets_subject("inflight-epoll");
     let image = directory.path().join("inflight.crp");
     let output = dump(subject.pid, &image, &[]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
-    assert!(stderr_of(&output).contains("descriptors (SCM_RIGHTS)"), "{}", stderr_of(&output));
+    let message = stderr_of(&output);
+    assert!(message.contains("an epoll instance, in flight (SCM_RIGHTS)") && message.contains("fd "), "{message}");
     subject.send("go\n");
-    assert_eq!(subject.read_line(), format!("OK pid={} inflight\n", subject.pid));
+    assert_eq!(subject.read_line(), format!("OK pid={} inflight-epoll\n", subject.pid));
 }
 
 #[test]

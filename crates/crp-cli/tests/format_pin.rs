@@ -158,7 +158,15 @@ fn reference_image() -> ProcessImage {
                 offset: 0,
                 target: FdTarget::UnixPair { pair: 0, end: 1 },
             });
-            let end = |inode: u64, queued: Vec<Vec<u8>>| crp_compound::files::PairEnd {
+            // A description only in flight, carried by the pair's first message.
+            let passed_file = u32::try_from(table.files.len()).unwrap();
+            table.files.push(crp_compound::files::OpenFile {
+                flags: 0,
+                offset: 3,
+                target: FdTarget::File { path: "/srv/passed".into(), identity: None },
+                owner: None,
+            });
+            let end = |inode: u64, queued: Vec<Vec<u8>>, passed| crp_compound::files::PairEnd {
                 inode,
                 queued,
                 shutdown: 0,
@@ -167,10 +175,18 @@ fn reference_image() -> ProcessImage {
                 receive_buffer: 212_992,
                 options: vec![],
                 name: Some(crp_compound::files::socket::Address::Unix(b"/run/l".to_vec())),
+                passed,
             };
             table.socket_pairs.push(crp_compound::files::SocketPair {
                 kind: libc::SOCK_DGRAM,
-                ends: [end(80, vec![b"one".to_vec()]), end(81, vec![])],
+                ends: [
+                    end(
+                        80,
+                        vec![b"one".to_vec()],
+                        vec![crp_compound::files::Passed { message: 0, files: vec![passed_file] }],
+                    ),
+                    end(81, vec![], vec![]),
+                ],
             });
             table.push_record(FdRecord {
                 fd: 18,
@@ -199,6 +215,16 @@ fn reference_image() -> ProcessImage {
                 options: vec![SocketOption { level: 1, name: 2, value: vec![1, 0, 0, 0] }],
                 queued: vec![Datagram { source: None, data: b"dgram".to_vec() }],
                 connection: None,
+                memberships: if inode == 92 {
+                    vec![crp_compound::files::socket::multicast::Membership {
+                        interface: "lo".into(),
+                        group: [vec![0xff, 2], vec![0; 13], vec![1]].concat(),
+                        include: true,
+                        sources: vec![vec![2; 16]],
+                    }]
+                } else {
+                    vec![]
+                },
             };
             let v6 = Address::V6 { ip: [1; 16], port: 53, flowinfo: 3, scope_id: 4 };
             for (fd, target) in [

@@ -249,6 +249,7 @@ fn sockets_that_cannot_be_made_are_refused() {
         options: vec![],
         queued: vec![],
         connection: None,
+        memberships: vec![],
     };
     let with = |socket: SocketFile| {
         move |image: &mut crp_cli::model::ProcessImage| {

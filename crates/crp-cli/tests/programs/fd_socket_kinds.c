@@ -17,6 +17,11 @@
  *          waiting on 12.
  *       After the restore each has its name, peer, queue and options, the
  *       listeners accept, the connected one still sends to its peer.
+ *   fd_socket_kinds multicast
+ *       3: UDP socket joined to 239.7.7.7 on lo (IP_ADD_MEMBERSHIP) and to
+ *          239.7.7.8 from 127.0.0.9 only (IP_ADD_SOURCE_MEMBERSHIP); 4: a
+ *          UDP socket that joined nothing. After the restore fd 3 is a
+ *          member of both with the same filters, fd 4 of neither.
  *   fd_socket_kinds inet
  *       3: TCP listener on 127.0.0.1 (ephemeral port), backlog 7, with
  *          SO_REUSEADDR, SO_KEEPALIVE, TCP_NODELAY, TCP_KEEPIDLE 77,
@@ -45,6 +50,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -384,10 +390,59 @@ static int run_tcp(void) {
     return 0;
 }
 
+/* The filter of `fd`'s membership of `group` on lo: 0 with its mode and
+ * first source, or -1 (errno EADDRNOTAVAIL when it is not a member). */
+static int membership(int fd, const char *group, unsigned *mode, unsigned *count, struct in_addr *source) {
+    char buffer[IP_MSFILTER_SIZE(4)];
+    struct ip_msfilter *filter = (struct ip_msfilter *)buffer;
+    memset(buffer, 0, sizeof buffer);
+    inet_pton(AF_INET, group, &filter->imsf_multiaddr);
+    inet_pton(AF_INET, "127.0.0.1", &filter->imsf_interface);
+    filter->imsf_numsrc = 4;
+    socklen_t length = sizeof buffer;
+    if (getsockopt(fd, IPPROTO_IP, IP_MSFILTER, filter, &length)) return -1;
+    *mode = filter->imsf_fmode;
+    *count = filter->imsf_numsrc;
+    if (filter->imsf_numsrc > 0) *source = filter->imsf_slist[0];
+    return 0;
+}
+
+static int run_multicast(void) {
+    close_range(3, ~0U, 0);
+    int member = socket(AF_INET, SOCK_DGRAM, 0), other = socket(AF_INET, SOCK_DGRAM, 0);
+    if (member != 3 || other != 4) return fail("socket");
+    struct sockaddr_in any = {.sin_family = AF_INET};
+    if (bind(3, (struct sockaddr *)&any, sizeof any)) return fail("bind");
+    struct ip_mreq join = {0};
+    inet_pton(AF_INET, "239.7.7.7", &join.imr_multiaddr);
+    inet_pton(AF_INET, "127.0.0.1", &join.imr_interface);
+    if (setsockopt(3, IPPROTO_IP, IP_ADD_MEMBERSHIP, &join, sizeof join)) return fail("IP_ADD_MEMBERSHIP");
+    struct ip_mreq_source source_join = {0};
+    inet_pton(AF_INET, "239.7.7.8", &source_join.imr_multiaddr);
+    inet_pton(AF_INET, "127.0.0.1", &source_join.imr_interface);
+    inet_pton(AF_INET, "127.0.0.9", &source_join.imr_sourceaddr);
+    if (setsockopt(3, IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, &source_join, sizeof source_join))
+        return fail("IP_ADD_SOURCE_MEMBERSHIP");
+    wait_for_go();
+    unsigned mode, count;
+    struct in_addr source;
+    if (membership(3, "239.7.7.7", &mode, &count, &source) || mode != MCAST_EXCLUDE || count != 0)
+        return fail("fd 3 is no member of 239.7.7.7 (all sources)");
+    if (membership(3, "239.7.7.8", &mode, &count, &source) || mode != MCAST_INCLUDE || count != 1 ||
+        source.s_addr != htonl(0x7f000009))
+        return fail("fd 3 is no member of 239.7.7.8 from 127.0.0.9 only");
+    if (membership(4, "239.7.7.7", &mode, &count, &source) == 0 || errno != EADDRNOTAVAIL)
+        return fail("fd 4 is a member of 239.7.7.7");
+    printf("OK pid=%d multicast\n", getpid());
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "multicast") == 0) return run_multicast();
     if (argc == 2 && strcmp(argv[1], "tcp") == 0) return run_tcp();
     if (argc == 3 && strcmp(argv[1], "unix") == 0) return run_unix(argv[2]);
     if (argc == 2 && strcmp(argv[1], "inet") == 0) return run_inet();
-    fprintf(stderr, "usage: fd_socket_kinds unix DIR | inet | tcp\n");
+    fprintf(stderr, "usage: fd_socket_kinds unix DIR | inet | tcp | multicast\n");
     return 2;
 }

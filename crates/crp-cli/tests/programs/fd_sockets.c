@@ -9,8 +9,17 @@
  *       SO_PASSCRED on 10 and SO_SNDTIMEO 1.5 s on 9. After the restore
  *       every queue, flag, option and shutdown is as it was, and each pair
  *       still carries new messages.
- *   fd_sockets inflight
- *       a stream pair with a descriptor in flight (SCM_RIGHTS) on it.
+ *   fd_sockets inflight FILE
+ *       descriptors in flight (SCM_RIGHTS): on a stream pair (3, 4), "plain",
+ *       then "fds" carrying a pipe's read end (its write end on fd 6, "piped"
+ *       waiting in it), FILE opened read-write at offset 4 (also on fd 7,
+ *       the same description) and a bound UDP socket, then "after"; on a
+ *       datagram pair (8, 9), "one" carrying FILE's description again.
+ *       After the restore it receives them all and uses them: reads the
+ *       pipe, reads FILE at its offset (which fd 7 shares), sends a
+ *       datagram to the UDP socket's own port and receives it.
+ *   fd_sockets inflight-epoll
+ *       a stream pair with an epoll descriptor in flight (crp refuses it).
  *   fd_sockets outside
  *       one end of a stream pair (fd 3) whose other end a helper (its
  *       grandchild) holds; after the restore it writes "hello" to fd 3,
@@ -25,6 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -99,24 +111,103 @@ static int run_pairs(void) {
     return 0;
 }
 
-static int run_inflight(void) {
-    int ends[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, ends)) return fail("socketpair");
-    int passed = open("/dev/null", O_RDONLY);
-    char data = 'x';
-    struct iovec vector = {&data, 1};
-    char control[CMSG_SPACE(sizeof(int))];
+/* Sends `text` through `fd` with `count` descriptors of `passed`. */
+static int send_with(int fd, const char *text, const int *passed, int count) {
+    struct iovec vector = {(void *)text, strlen(text)};
+    char control[CMSG_SPACE(sizeof(int) * 4)];
     memset(control, 0, sizeof control);
+    struct msghdr header = {.msg_iov = &vector, .msg_iovlen = 1};
+    if (count > 0) {
+        header.msg_control = control;
+        header.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count);
+        struct cmsghdr *message = CMSG_FIRSTHDR(&header);
+        message->cmsg_level = SOL_SOCKET;
+        message->cmsg_type = SCM_RIGHTS;
+        message->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+        memcpy(CMSG_DATA(message), passed, sizeof(int) * (size_t)count);
+    }
+    return sendmsg(fd, &header, 0) == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* Receives from `fd`: the bytes (NUL-terminated into `text`) and up to 4
+ * descriptors into `passed`; how many descriptors, or -1. */
+static int receive_with(int fd, char *text, size_t size, int *passed) {
+    struct iovec vector = {text, size - 1};
+    char control[CMSG_SPACE(sizeof(int) * 4)];
     struct msghdr header = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-    struct cmsghdr *message = CMSG_FIRSTHDR(&header);
-    message->cmsg_level = SOL_SOCKET;
-    message->cmsg_type = SCM_RIGHTS;
-    message->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(message), &passed, sizeof(int));
-    if (sendmsg(ends[0], &header, 0) != 1) return fail("sendmsg");
-    close(passed);
+    ssize_t n = recvmsg(fd, &header, MSG_DONTWAIT);
+    if (n < 0) return -1;
+    text[n] = 0;
+    int count = 0;
+    for (struct cmsghdr *message = CMSG_FIRSTHDR(&header); message; message = CMSG_NXTHDR(&header, message)) {
+        if (message->cmsg_level != SOL_SOCKET || message->cmsg_type != SCM_RIGHTS) return -1;
+        count = (int)((message->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        memcpy(passed, CMSG_DATA(message), sizeof(int) * (size_t)count);
+    }
+    return count;
+}
+
+static int run_inflight(const char *path) {
+    close_range(3, ~0U, 0);
+    if (pair_at(SOCK_STREAM, 3, 4) || pair_at(SOCK_DGRAM, 8, 9)) return fail("socketpair");
+    int pipe_ends[2];
+    if (pipe(pipe_ends) || place(pipe_ends[1], 6) != 6) return fail("pipe");
+    if (write(6, "piped", 5) != 5) return fail("write to the pipe");
+    int file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (file < 0 || write(file, "0123456789", 10) != 10 || lseek(file, 4, SEEK_SET) != 4) return fail("file");
+    if (dup2(file, 7) != 7) return fail("dup2 the file");
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t length = sizeof address;
+    if (udp < 0 || bind(udp, (struct sockaddr *)&address, sizeof address) ||
+        getsockname(udp, (struct sockaddr *)&address, &length))
+        return fail("udp");
+    int port = ntohs(address.sin_port);
+    int passed[3] = {pipe_ends[0], file, udp};
+    if (send_with(3, "plain", NULL, 0) || send_with(3, "fds", passed, 3) || send_with(3, "after", NULL, 0))
+        return fail("send on the stream pair");
+    if (send_with(9, "one", &file, 1)) return fail("send on the datagram pair");
+    close(pipe_ends[0]);
+    close(file);
+    close(udp);
     wait_for_go();
+    char text[64];
+    int got[4];
+    if (receive_with(4, text, sizeof text, got) != 3 || strcmp(text, "plainfds") != 0)
+        return fail("the message with descriptors");
+    if (receive_with(4, text, sizeof text, got + 3) != 0 || strcmp(text, "after") != 0)
+        return fail("the message after it");
+    char buffer[16] = {0};
+    if (read(got[0], buffer, sizeof buffer) != 5 || memcmp(buffer, "piped", 5) != 0) return fail("the passed pipe");
+    if (write(6, "more", 4) != 4 || read(got[0], buffer, sizeof buffer) != 4 || memcmp(buffer, "more", 4) != 0)
+        return fail("the passed pipe's write end");
+    if (read(got[1], buffer, 3) != 3 || memcmp(buffer, "456", 3) != 0) return fail("the passed file at its offset");
+    if (lseek(7, 0, SEEK_CUR) != 7) return fail("fd 7 is not the passed file's description");
+    int again;
+    if (receive_with(8, text, sizeof text, &again) != 1 || strcmp(text, "one") != 0) return fail("the datagram");
+    if (lseek(again, 0, SEEK_CUR) != 7) return fail("the datagram's file is another description");
+    length = sizeof address;
+    if (getsockname(got[2], (struct sockaddr *)&address, &length) || ntohs(address.sin_port) != port)
+        return fail("the passed socket's port");
+    if (sendto(got[2], "ping", 4, 0, (struct sockaddr *)&address, sizeof address) != 4 ||
+        recv(got[2], buffer, sizeof buffer, 0) != 4 || memcmp(buffer, "ping", 4) != 0)
+        return fail("the passed socket carries no datagram");
     printf("OK pid=%d inflight\n", getpid());
+    fflush(stdout);
+    return 0;
+}
+
+static int run_inflight_epoll(void) {
+    close_range(3, ~0U, 0);
+    if (pair_at(SOCK_STREAM, 3, 4)) return fail("socketpair");
+    int poller = epoll_create1(0);
+    if (poller < 0 || send_with(3, "x", &poller, 1)) return fail("send the epoll");
+    close(poller);
+    wait_for_go();
+    char text[8];
+    int got;
+    if (receive_with(4, text, sizeof text, &got) != 1) return fail("the epoll is not in flight any more");
+    printf("OK pid=%d inflight-epoll\n", getpid());
     fflush(stdout);
     return 0;
 }
@@ -149,7 +240,8 @@ static int run_outside(void) {
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "outside") == 0) return run_outside();
     if (argc == 2 && strcmp(argv[1], "pairs") == 0) return run_pairs();
-    if (argc == 2 && strcmp(argv[1], "inflight") == 0) return run_inflight();
-    fprintf(stderr, "usage: fd_sockets pairs|inflight|outside\n");
+    if (argc == 3 && strcmp(argv[1], "inflight") == 0) return run_inflight(argv[2]);
+    if (argc == 2 && strcmp(argv[1], "inflight-epoll") == 0) return run_inflight_epoll();
+    fprintf(stderr, "usage: fd_sockets pairs|inflight FILE|inflight-epoll|outside\n");
     return 2;
 }

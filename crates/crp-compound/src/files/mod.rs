@@ -17,6 +17,7 @@
 pub mod epoll;
 pub mod event;
 mod fifo;
+mod in_flight;
 pub mod inotify;
 pub mod owner;
 mod path;
@@ -40,7 +41,7 @@ pub use owner::{FileOwner, OwnerId, OwnerKind};
 pub use pipe::PipeBuffer;
 pub use socket::SocketFile;
 pub use tty::{PtyMaster, TerminalSettings, WindowSize, set_window_size, window_size};
-pub use unix_pair::{PairEnd, SocketPair};
+pub use unix_pair::{PairEnd, Passed, SocketPair};
 pub use unlinked::{Contents, Extent, FileObject};
 
 use crate::error::{CompoundError, Unsupported};
@@ -502,6 +503,7 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
     let mut firsts: Vec<(usize, u32)> = Vec::new();
     let mut epolls: Vec<(u32, i32)> = Vec::new();
     let (mut fifos, mut objects) = (unlinked::Gathered::default(), unlinked::Gathered::default());
+    let mut in_flight = Vec::new();
     for (position, entry) in entries.iter().enumerate() {
         let cloexec = entry.flags & libc::O_CLOEXEC != 0;
         let mut shared = None;
@@ -521,7 +523,7 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
                         FdTarget::Pipe { pipe: pipe_index(pid, &entries, entry, inode, &mut table)? }
                     }
                     Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {
-                        socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table)?
+                        socket_pair_end(pid, &entries, entry, inode, &sockets, &mut table, &mut in_flight)?
                     }
                     Kind::Socket { inode } => FdTarget::Socket(Box::new(socket::capture(
                         pid,
@@ -557,6 +559,8 @@ pub fn capture(pid: i32) -> Result<FdTable, CompoundError> {
         };
         table.descriptors.push(Descriptor { fd: entry.fd, cloexec, file });
     }
+    let known = in_flight::Known { pid, entries: &entries, firsts: &firsts, sockets: &sockets };
+    in_flight::capture_all(&known, in_flight, &mut table, &mut fifos, &mut objects)?;
     epoll::capture_all(pid, &mut table, &epolls)?;
     Ok(table)
 }
@@ -582,7 +586,8 @@ fn pipe_index(
 }
 
 /// The end of a socket pair that socket `inode` (descriptor `entry`) is,
-/// capturing the pair the first time one of its ends is met.
+/// capturing the pair the first time one of its ends is met (and adding
+/// the descriptors in flight in its queues to `in_flight`).
 fn socket_pair_end(
     pid: i32,
     entries: &[Entry],
@@ -590,6 +595,7 @@ fn socket_pair_end(
     inode: u64,
     sockets: &Sockets,
     table: &mut FdTable,
+    in_flight: &mut Vec<(usize, unix_pair::InFlight)>,
 ) -> Result<FdTarget, CompoundError> {
     for (index, pair) in table.socket_pairs.iter().enumerate() {
         if let Some(end) = pair.ends.iter().position(|end| end.inode == inode) {
@@ -610,7 +616,9 @@ fn socket_pair_end(
         .find(|other| other.bracketed_inode("socket:") == Some(peer_inode))
         .map(|other| other.fd)
         .ok_or_else(|| vanished(peer_inode))?;
-    table.socket_pairs.push(unix_pair::capture(pid, socket.kind, [(entry.fd, socket), (peer_fd, peer)])?);
+    let (pair, passed) = unix_pair::capture(pid, socket.kind, [(entry.fd, socket), (peer_fd, peer)])?;
+    in_flight.extend(passed.into_iter().map(|flight| (table.socket_pairs.len(), flight)));
+    table.socket_pairs.push(pair);
     Ok(FdTarget::UnixPair { pair: u32::try_from(table.socket_pairs.len() - 1).unwrap_or(u32::MAX), end: 0 })
 }
 
@@ -639,9 +647,10 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
     }
     for (index, file) in table.files.iter().enumerate() {
         let field = || format!("open file {index}");
-        if !table.descriptors.iter().any(|descriptor| usize::try_from(descriptor.file).is_ok_and(|file| file == index))
-        {
-            return Err(Invalid::new(field(), "is referred to by no descriptor"));
+        let described =
+            table.descriptors.iter().any(|descriptor| usize::try_from(descriptor.file).is_ok_and(|file| file == index));
+        if !described && !in_flight(table)[index] {
+            return Err(Invalid::new(field(), "is referred to by no descriptor and no queued message"));
         }
         if i64::try_from(file.offset).is_err() {
             return Err(Invalid::new(field(), format!("has offset {}, beyond what lseek takes", file.offset)));
@@ -709,6 +718,9 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
         for end in &pair.ends {
             socket::options::check(&end.options, field)?;
         }
+        for end in &pair.ends {
+            check_passed(table, end, field)?;
+        }
         if pair.kind != libc::SOCK_STREAM && pair.ends.iter().any(|end| end.queued.iter().any(Vec::is_empty)) {
             return Err(Invalid::new(field(), "holds an empty datagram"));
         }
@@ -741,6 +753,45 @@ pub fn check_table(table: &FdTable) -> Result<(), Invalid> {
             return Err(Invalid::new(field, "is referred to by no open file"));
         }
         unlinked::check_object(&field, object)?;
+    }
+    Ok(())
+}
+
+/// Which descriptions of the table a queued message carries.
+fn in_flight(table: &FdTable) -> Vec<bool> {
+    let mut carried = vec![false; table.files.len()];
+    for passed in table.socket_pairs.iter().flat_map(|pair| &pair.ends).flat_map(|end| &end.passed) {
+        for file in &passed.files {
+            if let Some(slot) = usize::try_from(*file).ok().and_then(|file| carried.get_mut(file)) {
+                *slot = true;
+            }
+        }
+    }
+    carried
+}
+
+/// Refuses descriptors in flight the restore could not send: a message
+/// that is not in the queue or named twice, none or too many descriptors,
+/// descriptions that do not exist.
+fn check_passed(table: &FdTable, end: &PairEnd, field: impl Fn() -> String) -> Result<(), Invalid> {
+    for (index, passed) in end.passed.iter().enumerate() {
+        if usize::try_from(passed.message).map_or(true, |message| message >= end.queued.len()) {
+            return Err(Invalid::new(
+                field(),
+                format!("passes descriptors with message {}, of {}", passed.message, end.queued.len()),
+            ));
+        }
+        if end.passed[..index].iter().any(|other| other.message == passed.message) {
+            return Err(Invalid::new(field(), format!("passes descriptors with message {} twice", passed.message)));
+        }
+        if passed.files.is_empty() || passed.files.len() > unix_pair::MOST_PASSED {
+            return Err(Invalid::new(field(), format!("passes {} descriptors in one message", passed.files.len())));
+        }
+        if let Some(file) =
+            passed.files.iter().find(|file| usize::try_from(**file).map_or(true, |file| file >= table.files.len()))
+        {
+            return Err(Invalid::new(field(), format!("passes open file {file}, of {}", table.files.len())));
+        }
     }
     Ok(())
 }
@@ -872,11 +923,13 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
     let (mut made_fifos, mut made_objects) = (fifo::Made::new(table), unlinked::Made::new(table));
     let mut made_ptys = tty::Made::default();
     let mut made_sockets = Vec::new();
+    let carried = in_flight(table);
     for (index, file) in table.files.iter().enumerate() {
-        let wanted = table.descriptors.iter().any(|descriptor| {
-            usize::try_from(descriptor.file).is_ok_and(|file| file == index)
-                && streams.chosen_for(descriptor.fd).is_none()
-        });
+        let wanted = carried[index]
+            || table.descriptors.iter().any(|descriptor| {
+                usize::try_from(descriptor.file).is_ok_and(|file| file == index)
+                    && streams.chosen_for(descriptor.fd).is_none()
+            });
         if !wanted {
             continue; // every descriptor of it was replaced by the user's choice
         }
@@ -936,6 +989,12 @@ pub fn restore(tracee: &mut dyn Tracee, table: &FdTable, streams: &Streams) -> R
         });
     }
     tty::finish(tracee, &made_ptys)?;
+    // The messages carrying descriptors, once every description is made.
+    for (pair, made) in table.socket_pairs.iter().zip(&made_pairs) {
+        if let Some(fds) = made.filter(|_| unix_pair::has_passed(pair)) {
+            unix_pair::send_passed(tracee, pair, fds, &placed)?;
+        }
+    }
     for descriptor in &table.descriptors {
         let fd = arg(descriptor.fd);
         let cloexec = if descriptor.cloexec { arg(libc::O_CLOEXEC) } else { 0 };
@@ -1084,6 +1143,73 @@ pub(crate) mod tests {
         let mut orphan = table;
         orphan.pipes.push(PipeBuffer { inode: 12, size: 4096, data: vec![] });
         assert!(check_table(&orphan).unwrap_err().to_string().contains("pipe 2 is referred to by no open file"));
+    }
+
+    #[test]
+    fn descriptors_in_flight_must_name_a_queued_message_and_a_description() {
+        let end = |inode: u64, queued: Vec<Vec<u8>>, passed: Vec<Passed>| PairEnd {
+            inode,
+            queued,
+            shutdown: 0,
+            pass_credentials: false,
+            send_buffer: 212_992,
+            receive_buffer: 212_992,
+            options: vec![],
+            name: None,
+            passed,
+        };
+        let pair_end = |end: u8| OpenFile {
+            flags: libc::O_RDWR,
+            offset: 0,
+            target: FdTarget::UnixPair { pair: 0, end },
+            owner: None,
+        };
+        let in_flight = OpenFile {
+            flags: 0,
+            offset: 4,
+            target: FdTarget::File { path: "/srv/a".into(), identity: None },
+            owner: None,
+        };
+        let table = FdTable {
+            files: vec![pair_end(0), pair_end(1), in_flight],
+            descriptors: vec![
+                Descriptor { fd: 3, cloexec: false, file: 0 },
+                Descriptor { fd: 4, cloexec: false, file: 1 },
+            ],
+            pipes: vec![],
+            socket_pairs: vec![SocketPair {
+                kind: libc::SOCK_STREAM,
+                ends: [
+                    end(1, vec![], vec![]),
+                    end(2, vec![b"x".to_vec()], vec![Passed { message: 0, files: vec![2] }]),
+                ],
+            }],
+            objects: vec![],
+        };
+        check_table(&table).unwrap();
+        let refused = |change: &dyn Fn(&mut FdTable)| {
+            let mut changed = table.clone();
+            change(&mut changed);
+            check_table(&changed).unwrap_err().to_string()
+        };
+        assert!(
+            refused(&|table| table.socket_pairs[0].ends[1].passed[0].files = vec![2, 7]).contains("passes open file 7")
+        );
+        assert!(
+            refused(&|table| table.socket_pairs[0].ends[1].passed[0].message = 3)
+                .contains("passes descriptors with message 3")
+        );
+        assert!(
+            refused(&|table| {
+                table.descriptors.push(Descriptor { fd: 5, cloexec: false, file: 2 });
+                table.socket_pairs[0].ends[1].passed[0].files.clear();
+            })
+            .contains("passes 0 descriptors")
+        );
+        assert!(
+            refused(&|table| table.socket_pairs[0].ends[1].passed.clear())
+                .contains("referred to by no descriptor and no queued message")
+        );
     }
 
     #[test]

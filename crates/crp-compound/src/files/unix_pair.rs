@@ -4,10 +4,14 @@
 //! shutdown state, SO_PASSCRED and buffer sizes. At the restore an injected
 //! socketpair makes the pair again; crp then sets each end's options and
 //! sends each end's queue from the other end, through duplicates of the
-//! new ends (`pidfd_getfd`). Descriptors in flight (SCM_RIGHTS) and
-//! credentials in a queue cannot be sent again as they were: refused.
+//! new ends (`pidfd_getfd`). Descriptors in flight (SCM_RIGHTS) are kept:
+//! the peek installs duplicates of them in crp, whose open files become
+//! descriptions of the table that no descriptor may refer to
+//! ([`PairEnd::passed`]); the restore sends their messages again with them,
+//! once every description is made. Credentials in a queue (SCM_CREDENTIALS,
+//! SCM_SECURITY) cannot be sent again as they were: refused.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use crp_ptrace::{EngineError, Tracee, TraceeExt, arg};
 use nix::errno::Errno;
@@ -43,6 +47,33 @@ pub struct PairEnd {
     /// bears the listener's. Not given back: the pair is made again with
     /// socketpair(2), whose ends have none (the dump warns).
     pub name: Option<super::socket::Address>,
+    /// The messages of `queued` that carry descriptors (SCM_RIGHTS), in
+    /// queue order.
+    pub passed: Vec<Passed>,
+}
+
+/// The descriptors one queued message carries.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Passed {
+    /// Its index in [`PairEnd::queued`].
+    pub message: u32,
+    /// The open files passed, in order: indices in
+    /// [`super::FdTable::files`] (a description the process also holds, or
+    /// one only in flight).
+    pub files: Vec<u32>,
+}
+
+/// The most descriptors one message carries (the kernel's SCM_MAX_FD).
+pub const MOST_PASSED: usize = 253;
+
+/// The descriptors a peek installed in crp for message `message` of end
+/// `end`: captured once the process's own descriptions are known.
+pub(super) struct InFlight {
+    pub end: usize,
+    pub message: u32,
+    pub fds: Vec<OwnedFd>,
+    /// `fd N -> socket:[INODE]` of the end whose queue holds them.
+    pub location: String,
 }
 
 /// A socket pair both of whose ends the process holds.
@@ -88,13 +119,27 @@ fn set_int_option(socket: &OwnedFd, option: libc::c_int, value: libc::c_int) -> 
 
 /// Captures a pair through descriptors `fds` of `pid`, one per end, whose
 /// sock_diag records are `sockets`.
-pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Result<SocketPair, CompoundError> {
-    let capture_end = |(fd, socket): (i32, &UnixSocket)| -> Result<PairEnd, CompoundError> {
+/// Also gives the descriptors in flight in its queues, duplicated in crp.
+pub(super) fn capture(
+    pid: i32,
+    kind: u8,
+    ends: [(i32, &UnixSocket); 2],
+) -> Result<(SocketPair, Vec<InFlight>), CompoundError> {
+    let mut in_flight = Vec::new();
+    let mut capture_end = |index: usize, (fd, socket): (i32, &UnixSocket)| -> Result<PairEnd, CompoundError> {
         let location = format!("fd {fd} -> socket:[{}]", socket.inode);
         let failed = |operation: &'static str| move |errno| CompoundError::Ptrace { operation, pid, errno };
         let duplicate = crp_ptrace::sys::duplicate_descriptor(pid, fd).map_err(failed("pidfd_getfd"))?;
         let pass_credentials = int_option(&duplicate, libc::SO_PASSCRED).map_err(failed("getsockopt(SO_PASSCRED)"))?;
-        let queued = queued_messages(&duplicate, i32::from(kind), socket.shutdown, &location)?;
+        let mut queued = Vec::new();
+        for (message, (bytes, fds)) in
+            (0u32..).zip(queued_messages(&duplicate, i32::from(kind), socket.shutdown, &location)?)
+        {
+            queued.push(bytes);
+            if !fds.is_empty() {
+                in_flight.push(InFlight { end: index, message, fds, location: location.clone() });
+            }
+        }
         if pass_credentials != 0 && !queued.is_empty() {
             return Err(Unsupported {
                 what: "a socket with SO_PASSCRED and messages waiting (their senders' credentials cannot be sent \
@@ -127,19 +172,29 @@ pub(super) fn capture(pid: i32, kind: u8, ends: [(i32, &UnixSocket); 2]) -> Resu
             receive_buffer: buffer(libc::SO_RCVBUF).map_err(failed("getsockopt(SO_RCVBUF)"))?,
             options,
             name: socket.name.as_deref().and_then(super::socket::Address::unix),
+            passed: Vec::new(),
         })
     };
-    Ok(SocketPair { kind: i32::from(kind), ends: [capture_end(ends[0])?, capture_end(ends[1])?] })
+    let ends = [capture_end(0, ends[0])?, capture_end(1, ends[1])?];
+    Ok((SocketPair { kind: i32::from(kind), ends }, in_flight))
 }
+
+/// One message read back, with the descriptors it carries (duplicates in crp).
+type Message = (Vec<u8>, Vec<OwnedFd>);
 
 /// The messages waiting on `socket`, peeked one after another with
 /// SO_PEEK_OFF (set to 0 for the walk and put back after), so nothing is
 /// taken from the queue.
-fn queued_messages(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Result<Vec<Vec<u8>>, CompoundError> {
+fn queued_messages(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Result<Vec<Message>, CompoundError> {
     let failed = |operation: &'static str| {
         move |errno: Errno| CompoundError::Io { action: operation, path: location.into(), source: errno.into() }
     };
     let original = int_option(socket, libc::SO_PEEK_OFF).map_err(failed("read SO_PEEK_OFF of"))?;
+    // An empty queue is seen without touching SO_PEEK_OFF (a crp killed
+    // during a walk would leave it changed).
+    if original < 0 && nothing_waits(socket.as_fd()) {
+        return Ok(Vec::new());
+    }
     set_int_option(socket, libc::SO_PEEK_OFF, 0).map_err(failed("set SO_PEEK_OFF of"))?;
     let walked = walk_queue(socket, kind, shutdown, location);
     let put_back = set_int_option(socket, libc::SO_PEEK_OFF, original).map_err(failed("put back SO_PEEK_OFF of"));
@@ -148,57 +203,124 @@ fn queued_messages(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) ->
     Ok(messages)
 }
 
-fn walk_queue(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Result<Vec<Vec<u8>>, CompoundError> {
+/// What one peek gave: the bytes read, the descriptors that came with them
+/// and the message flags.
+struct Peeked {
+    length: usize,
+    fds: Vec<OwnedFd>,
+    flags: libc::c_int,
+    /// Credentials or a security label came too.
+    credentials: bool,
+}
+
+/// Peeks from byte `offset` of the queue (SO_PEEK_OFF set to it) into
+/// `buffer`; None when nothing waits there. The descriptors that come are
+/// close-on-exec duplicates in crp, closed when dropped.
+fn peek_at(socket: &OwnedFd, offset: usize, buffer: &mut [u8]) -> Result<Option<Peeked>, Errno> {
+    let offset = libc::c_int::try_from(offset).map_err(|_| Errno::EOVERFLOW)?;
+    set_int_option(socket, libc::SO_PEEK_OFF, offset)?;
+    // Room for SCM_MAX_FD descriptors and credentials, aligned for cmsghdr.
+    let mut control = [0u64; 256];
+    let mut vector = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
+    // SAFETY: an all-zero msghdr is valid (no name, no vectors, no control).
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &raw mut vector;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = std::mem::size_of_val(&control);
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: the header points to the buffer and the control area, both
+    // valid and writable for the lengths it gives.
+    let received = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut header, flags) };
+    if received < 0 {
+        return match Errno::last() {
+            Errno::EAGAIN => Ok(None),
+            errno => Err(errno),
+        };
+    }
+    let (fds, credentials) = passed_descriptors(&header);
+    Ok(Some(Peeked { length: usize::try_from(received).unwrap_or(0), fds, flags: header.msg_flags, credentials }))
+}
+
+fn walk_queue(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) -> Result<Vec<Message>, CompoundError> {
     let refuse =
         |what: &str| -> CompoundError { Unsupported { what: what.to_owned(), location: location.to_owned() }.into() };
-    let mut messages = Vec::new();
+    let failed = |errno: Errno| CompoundError::Io {
+        action: "peek at the queue of",
+        path: location.into(),
+        source: errno.into(),
+    };
+    let mut messages: Vec<Message> = Vec::new();
     let mut buffer = vec![0u8; LARGEST_MESSAGE];
-    let mut control = [0u8; 256];
+    let mut offset = 0usize;
     loop {
-        let mut vector = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
-        // SAFETY: an all-zero msghdr is valid (no name, no vectors, no control).
-        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-        header.msg_iov = &raw mut vector;
-        header.msg_iovlen = 1;
-        header.msg_control = control.as_mut_ptr().cast();
-        header.msg_controllen = control.len();
-        // SAFETY: the header points to the buffer and the control area,
-        // both valid and writable for the lengths it gives.
-        let received =
-            unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut header, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        if received < 0 {
-            return match Errno::last() {
-                Errno::EAGAIN => Ok(messages),
-                errno => Err(CompoundError::Io {
-                    action: "peek at the queue of",
-                    path: location.into(),
-                    source: errno.into(),
-                }),
-            };
-        }
-        if header.msg_controllen > 0 {
-            close_passed_descriptors(&header);
+        let Some(peeked) = peek_at(socket, offset, &mut buffer).map_err(failed)? else { return Ok(messages) };
+        if peeked.credentials {
             return Err(refuse(
-                "a socket with descriptors (SCM_RIGHTS) or credentials in flight in its queue, which cannot be sent \
-                 again as they were",
+                "a socket with credentials (SCM_CREDENTIALS) or a security label (SCM_SECURITY) in flight in its \
+                 queue, which cannot be sent again as they were",
             ));
         }
-        if header.msg_flags & libc::MSG_TRUNC != 0 {
+        if peeked.flags & libc::MSG_CTRUNC != 0 {
+            return Err(refuse("a socket with a message carrying more descriptors than crp can read back"));
+        }
+        if peeked.flags & libc::MSG_TRUNC != 0 {
             return Err(refuse("a socket with a message of more than 4 MiB waiting"));
         }
-        let length = usize::try_from(received).unwrap_or(0);
+        let length = peeked.length;
         if length == 0 {
             if kind == libc::SOCK_STREAM || shutdown & RCV_SHUTDOWN != 0 {
                 return Ok(messages); // the end: nothing more will come
             }
             return Err(refuse("a socket with an empty datagram waiting (it cannot be told apart from the end)"));
         }
-        messages.push(buffer[..length].to_vec());
+        // A stream peek reads on into the first message that carries
+        // descriptors and stops after it; where that message begins cannot
+        // be told (a peek that reads any part of a message goes on, zero
+        // bytes at a time, through the messages after it up to one with
+        // descriptors: `unix_stream_read_generic`). So the descriptors are
+        // sent again with the whole piece, as CRIU does: a read that ends
+        // before the message that carried them may get them now.
+        if kind == libc::SOCK_STREAM && !peeked.fds.is_empty() && length == buffer.len() {
+            return Err(refuse("a stream socket with descriptors in flight behind more than 4 MiB"));
+        }
+        messages.push((buffer[..length].to_vec(), peeked.fds));
+        offset += length;
     }
+}
+
+/// Whether a peek from the start of the queue (SO_PEEK_OFF off) finds
+/// nothing waiting; the socket is left as it was.
+pub(super) fn nothing_waits(socket: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut byte = [0u8; 1];
+    let mut control = [0u64; 256];
+    let mut vector = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: an all-zero msghdr is valid (no name, no vectors, no control).
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &raw mut vector;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = std::mem::size_of_val(&control);
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: the header points to the byte and the control area, both
+    // valid and writable for the lengths it gives.
+    let received = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut header, flags) };
+    if received >= 0 {
+        drop(passed_descriptors(&header));
+    }
+    received < 0 && Errno::last() == Errno::EAGAIN
 }
 
 /// Closes the descriptors a peek with SCM_RIGHTS installed in crp.
 pub(super) fn close_passed_descriptors(header: &libc::msghdr) {
+    drop(passed_descriptors(header));
+}
+
+/// The descriptors a peek with SCM_RIGHTS installed in crp, and whether
+/// anything else (credentials, a security label) came with them.
+fn passed_descriptors(header: &libc::msghdr) -> (Vec<OwnedFd>, bool) {
+    let mut fds = Vec::new();
+    let mut other = false;
     // SAFETY: the header's control area was filled by recvmsg; the CMSG
     // macros walk only within msg_controllen.
     unsafe {
@@ -209,12 +331,16 @@ pub(super) fn close_passed_descriptors(header: &libc::msghdr) {
                 let count =
                     ((*message).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
                 for index in 0..count {
-                    libc::close(data.add(index).read_unaligned());
+                    // SAFETY: the kernel installed this descriptor in crp for this peek; nothing else owns it.
+                    fds.push(OwnedFd::from_raw_fd(data.add(index).read_unaligned()));
                 }
+            } else {
+                other = true;
             }
             message = libc::CMSG_NXTHDR(header, message);
         }
     }
+    (fds, other)
 }
 
 /// Makes the pair in the tracee at descriptors from `above` up, with each
@@ -247,24 +373,9 @@ pub(super) fn make(tracee: &mut dyn Tracee, pair: &SocketPair, above: u64) -> Re
             }
         }
     }
-    for (index, end) in pair.ends.iter().enumerate() {
-        // What waits for this end was sent by the other.
-        let (sender, fd) = (&duplicates[1 - index], fds[1 - index]);
-        for message in &end.queued {
-            // SAFETY: the message is valid for its length; send reads only it.
-            let sent = unsafe {
-                libc::send(
-                    sender.as_raw_fd(),
-                    message.as_ptr().cast(),
-                    message.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if usize::try_from(sent).ok() != Some(message.len()) {
-                let errno = if sent < 0 { Errno::last() } else { Errno::EAGAIN };
-                return Err(failed("queue a message again through", fd)(errno));
-            }
-        }
+    let deferred = has_passed(pair);
+    if !deferred {
+        send_queues(pair, &duplicates, fds, pid, &[])?;
     }
     for (index, end) in pair.ends.iter().enumerate() {
         let (socket, fd) = (&duplicates[index], fds[index]);
@@ -273,6 +384,82 @@ pub(super) fn make(tracee: &mut dyn Tracee, pair: &SocketPair, above: u64) -> Re
         if end.pass_credentials {
             set_int_option(socket, libc::SO_PASSCRED, 1).map_err(failed("set SO_PASSCRED of", fd))?;
         }
+    }
+    if !deferred {
+        shut_down(pair, &duplicates, fds, pid)?;
+    }
+    Ok(fds)
+}
+
+/// Whether a queue of `pair` carries descriptors: its queues and shutdowns
+/// then wait for [`send_passed`], once every description is made.
+pub(super) fn has_passed(pair: &SocketPair) -> bool {
+    pair.ends.iter().any(|end| !end.passed.is_empty())
+}
+
+/// Sends the queues of `pair`, made at `fds` by [`make`], with the
+/// descriptors they carry (from `placed`, where each description of the
+/// table was made), then shuts its ends down.
+pub(super) fn send_passed(
+    tracee: &mut dyn Tracee,
+    pair: &SocketPair,
+    fds: [u64; 2],
+    placed: &[Option<u64>],
+) -> Result<(), EngineError> {
+    let duplicates = [tracee.duplicate_descriptor(fds[0])?, tracee.duplicate_descriptor(fds[1])?];
+    let mut carried: Vec<Vec<Vec<OwnedFd>>> = Vec::new();
+    for end in &pair.ends {
+        let mut messages = Vec::new();
+        for passed in &end.passed {
+            let mut duplicated = Vec::new();
+            for file in &passed.files {
+                let at = placed.get(*file as usize).copied().flatten().ok_or(EngineError::Descriptor {
+                    operation: "find the description a queued message carries",
+                    pid: tracee.pid(),
+                    fd: u64::from(*file),
+                    errno: Errno::EBADF,
+                })?;
+                duplicated.push(tracee.duplicate_descriptor(at)?);
+            }
+            messages.push(duplicated);
+        }
+        carried.push(messages);
+    }
+    send_queues(pair, &duplicates, fds, tracee.pid(), &carried)?;
+    shut_down(pair, &duplicates, fds, tracee.pid())
+}
+
+/// Sends each end's queue from the other end (with the descriptors of
+/// `carried`, per end in [`PairEnd::passed`] order).
+fn send_queues(
+    pair: &SocketPair,
+    duplicates: &[OwnedFd; 2],
+    fds: [u64; 2],
+    pid: i32,
+    carried: &[Vec<Vec<OwnedFd>>],
+) -> Result<(), EngineError> {
+    let failed = |operation: &'static str, fd: u64| move |errno| EngineError::Descriptor { operation, pid, fd, errno };
+    for (index, end) in pair.ends.iter().enumerate() {
+        // What waits for this end was sent by the other.
+        let (sender, fd) = (&duplicates[1 - index], fds[1 - index]);
+        for (message, bytes) in (0u32..).zip(&end.queued) {
+            let rights = end
+                .passed
+                .iter()
+                .position(|passed| passed.message == message)
+                .and_then(|position| carried.get(index)?.get(position));
+            send_message(sender, bytes, rights.map_or(&[][..], Vec::as_slice))
+                .map_err(failed("queue a message again through", fd))?;
+        }
+    }
+    Ok(())
+}
+
+/// Shuts the ends of `pair` down as they were.
+fn shut_down(pair: &SocketPair, duplicates: &[OwnedFd; 2], fds: [u64; 2], pid: i32) -> Result<(), EngineError> {
+    let failed = |operation: &'static str, fd: u64| move |errno| EngineError::Descriptor { operation, pid, fd, errno };
+    for (index, end) in pair.ends.iter().enumerate() {
+        let (socket, fd) = (&duplicates[index], fds[index]);
         let how = match end.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN) {
             0 => continue,
             RCV_SHUTDOWN => libc::SHUT_RD,
@@ -284,7 +471,50 @@ pub(super) fn make(tracee: &mut dyn Tracee, pair: &SocketPair, above: u64) -> Re
             return Err(failed("shut down", fd)(Errno::last()));
         }
     }
-    Ok(fds)
+    Ok(())
+}
+
+/// Sends `bytes` through `sender` in one message, with `rights` as SCM_RIGHTS.
+fn send_message(sender: &OwnedFd, bytes: &[u8], rights: &[OwnedFd]) -> Result<(), Errno> {
+    let mut control = [0u64; 256];
+    let mut vector = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
+    // SAFETY: an all-zero msghdr is valid (no name, no vectors, no control).
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &raw mut vector;
+    header.msg_iovlen = 1;
+    if !rights.is_empty() {
+        let size = std::mem::size_of_val(rights);
+        let size = u32::try_from(size).map_err(|_| Errno::E2BIG)?;
+        // SAFETY: CMSG_SPACE and CMSG_LEN only compute lengths.
+        let (space, length) = unsafe { (libc::CMSG_SPACE(size) as usize, libc::CMSG_LEN(size) as usize) };
+        if space > std::mem::size_of_val(&control) {
+            return Err(Errno::E2BIG);
+        }
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = space;
+        // SAFETY: the control area holds `space` bytes, room for one
+        // header and its descriptors; CMSG_FIRSTHDR points into it.
+        unsafe {
+            let message = libc::CMSG_FIRSTHDR(&raw const header);
+            (*message).cmsg_level = libc::SOL_SOCKET;
+            (*message).cmsg_type = libc::SCM_RIGHTS;
+            (*message).cmsg_len = length;
+            let data = libc::CMSG_DATA(message).cast::<libc::c_int>();
+            for (index, right) in rights.iter().enumerate() {
+                data.add(index).write_unaligned(right.as_raw_fd());
+            }
+        }
+    }
+    // SAFETY: the header points to the bytes and the control area, valid
+    // for the lengths it gives; sendmsg only reads them.
+    let sent = unsafe { libc::sendmsg(sender.as_raw_fd(), &raw const header, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(Errno::last());
+    }
+    if usize::try_from(sent).ok() != Some(bytes.len()) {
+        return Err(Errno::EAGAIN);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -306,7 +536,7 @@ mod tests {
         first.send(b"two two").unwrap();
         let pid = std::process::id() as i32;
         let (a, b) = (diag_of(&first), diag_of(&second));
-        let pair = capture(pid, a.kind, [(first.as_raw_fd(), &a), (second.as_raw_fd(), &b)]).unwrap();
+        let (pair, _) = capture(pid, a.kind, [(first.as_raw_fd(), &a), (second.as_raw_fd(), &b)]).unwrap();
         assert_eq!(pair.ends[1].queued, [b"one".to_vec(), b"two two".to_vec()]);
         assert!(pair.ends[0].queued.is_empty());
         let mut buffer = [0u8; 16];
@@ -322,11 +552,34 @@ mod tests {
         first.shutdown(std::net::Shutdown::Write).unwrap();
         let pid = std::process::id() as i32;
         let (a, b) = (diag_of(&first), diag_of(&second));
-        let pair = capture(pid, a.kind, [(first.as_raw_fd(), &a), (second.as_raw_fd(), &b)]).unwrap();
+        let (pair, _) = capture(pid, a.kind, [(first.as_raw_fd(), &a), (second.as_raw_fd(), &b)]).unwrap();
         assert_eq!(pair.ends[1].queued.concat(), b"hello world");
         assert_eq!((pair.ends[0].shutdown, pair.ends[1].shutdown), (SEND_SHUTDOWN, RCV_SHUTDOWN));
         let mut text = String::new();
         (&second).read_to_string(&mut text).unwrap();
         assert_eq!(text, "hello world");
+    }
+
+    #[test]
+    fn descriptors_in_flight_on_a_stream_come_with_the_bytes_before_them_and_are_left_in_place() {
+        let _own = super::super::tests::OWN_DESCRIPTORS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (first, second) = UnixStream::pair().unwrap();
+        let passed = std::fs::File::open("/dev/null").unwrap();
+        let sender = OwnedFd::from(first.try_clone().unwrap());
+        send_message(&sender, b"ab", &[]).unwrap();
+        send_message(&sender, b"cd", &[OwnedFd::from(passed)]).unwrap();
+        send_message(&sender, b"ef", &[]).unwrap();
+        let pid = std::process::id() as i32;
+        let (a, b) = (diag_of(&first), diag_of(&second));
+        let (pair, in_flight) = capture(pid, a.kind, [(first.as_raw_fd(), &a), (second.as_raw_fd(), &b)]).unwrap();
+        assert_eq!(pair.ends[1].queued, [b"abcd".to_vec(), b"ef".to_vec()]);
+        assert_eq!(in_flight.len(), 1);
+        assert_eq!((in_flight[0].end, in_flight[0].message, in_flight[0].fds.len()), (1, 0, 1));
+        let target = std::fs::read_link(format!("/proc/self/fd/{}", in_flight[0].fds[0].as_raw_fd())).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"));
+        drop(in_flight);
+        let receiver = OwnedFd::from(second.try_clone().unwrap());
+        let peeked = peek_at(&receiver, 0, &mut [0u8; 16]).unwrap().unwrap();
+        assert_eq!((peeked.length, peeked.fds.len()), (4, 1), "still queued, with its descriptor");
     }
 }

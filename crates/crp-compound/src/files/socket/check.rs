@@ -55,6 +55,10 @@ pub(crate) fn check(socket: &SocketFile, field: &dyn Fn() -> String) -> Result<(
     if socket.queued.iter().any(|datagram| datagram.data.is_empty() || datagram.data.len() > 65_507) {
         return Err(Invalid::new(field(), "holds an empty datagram or one larger than a datagram can be"));
     }
+    if !socket.memberships.is_empty() && (socket.family == libc::AF_UNIX || socket.kind != libc::SOCK_DGRAM) {
+        return Err(Invalid::new(field(), "has multicast memberships but is not a UDP socket"));
+    }
+    super::multicast::check(socket.family, &socket.memberships).map_err(|what| Invalid::new(field(), what))?;
     let tcp = socket.family != libc::AF_UNIX && socket.kind == libc::SOCK_STREAM;
     match &socket.connection {
         Some(_) if !tcp || socket.local.is_none() || !matches!(socket.peer, Peer::Address(_)) => {

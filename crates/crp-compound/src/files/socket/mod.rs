@@ -25,6 +25,7 @@
 pub mod address;
 mod check;
 mod inet_diag;
+pub mod multicast;
 pub mod options;
 pub mod queue;
 pub mod tcp;
@@ -81,6 +82,8 @@ pub struct SocketFile {
     pub queued: Vec<Datagram>,
     /// For an established TCP connection (its peer is [`Peer::Address`]).
     pub connection: Option<TcpConnection>,
+    /// The multicast groups a UDP socket joined.
+    pub memberships: Vec<multicast::Membership>,
 }
 
 /// The file a unix socket bound to a path made.
@@ -268,6 +271,7 @@ pub(super) fn capture(
         options: Vec::new(),
         queued: Vec::new(),
         connection: None,
+        memberships: Vec::new(),
     };
     if family == libc::AF_UNIX {
         unix::unix_endpoints(&mut file, found, &refuse)?;
@@ -328,6 +332,9 @@ pub(super) fn capture(
                 option.level != libc::IPPROTO_TCP || ![libc::TCP_MAXSEG, libc::TCP_WINDOW_CLAMP].contains(&option.name)
             });
         }
+        if family != libc::AF_UNIX && kind == libc::SOCK_DGRAM {
+            file.memberships = multicast::capture(pid, socket, family).map_err(refuse)?;
+        }
         let outside = matches!(file.peer, Peer::Outside { .. });
         if kind == libc::SOCK_DGRAM && !outside {
             file.queued = queue::capture(socket).map_err(|error| match error {
@@ -339,6 +346,32 @@ pub(super) fn capture(
         }
     }
     Ok(file)
+}
+
+/// Why socket `inode`, crp's own descriptor `fd` (a descriptor in flight),
+/// cannot be captured as a description of its own: a unix socket connected
+/// to one the process holds, a TCP connection.
+pub(super) fn in_flight_refusal(own: i32, fd: i32, inode: u64, found: &Found<'_>) -> Option<String> {
+    let socket = crp_ptrace::sys::duplicate_descriptor(own, fd).ok()?;
+    let socket = socket.as_fd();
+    let family = int_option(socket, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()?;
+    let kind = int_option(socket, libc::SOL_SOCKET, libc::SO_TYPE).ok()?;
+    if family == libc::AF_UNIX {
+        let peer = found.diag.iter().find(|socket| socket.inode == inode).and_then(|socket| socket.peer)?;
+        return found.inside.contains(&peer).then(|| {
+            format!(
+                "a unix socket connected to socket:[{peer}] of the process (crp keeps a pair whose both ends the \
+                 process holds)"
+            )
+        });
+    }
+    if kind == libc::SOCK_STREAM {
+        let (state, _, _) = tcp_state(socket).ok()?;
+        return (state != TCP_LISTEN && state != TCP_CLOSE).then(|| {
+            format!("a TCP socket in state {state} (crp keeps listening and unconnected TCP sockets in flight)")
+        });
+    }
+    None
 }
 
 /// "an AF_INET6 SOCK_DGRAM socket (protocol 136)".
@@ -433,6 +466,8 @@ pub(super) fn make(
             bind(borrowed, local).map_err(failed("bind the socket"))?;
         }
     }
+    multicast::apply(borrowed, socket.family, &socket.memberships)
+        .map_err(|(operation, errno)| failed(operation)(errno))?;
     if let Some(backlog) = socket.backlog {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         // SAFETY: listen takes a descriptor and a number.

@@ -11,8 +11,11 @@
 //! for the kill: [`Repaired`] keeps a duplicate of every end read, puts
 //! them all in repair mode just before the original is killed and lets
 //! them close so, silently. A dump that fails, is cancelled or leaves the
-//! process running never leaves an end in repair mode, and neither does a
-//! crp killed anywhere but between those last two steps. Between the read
+//! process running never leaves an end in repair mode; a crp killed between
+//! those last two steps takes the process with it (the dump sets
+//! `PTRACE_O_EXITKILL` first: the image is complete by then), so its ends
+//! close in repair mode as at the kill. Only a crp killed during the read
+//! of an end (a few getsockopt calls) leaves that end in repair mode. Between the read
 //! and the kill the frozen process sends nothing; a late acknowledgement
 //! only makes the restored end send again bytes its peer already has,
 //! which TCP drops.
@@ -105,6 +108,12 @@ impl Repaired {
     pub fn guard() -> Self {
         read_ends().0.clear();
         Self(())
+    }
+
+    /// Whether the dump read any connection (whose ends [`Self::before_kill`]
+    /// puts in repair mode).
+    pub fn holds_connections(&self) -> bool {
+        !read_ends().0.is_empty()
     }
 
     /// Puts every end read in repair mode, right before the kill, so that
