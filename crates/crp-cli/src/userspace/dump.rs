@@ -33,7 +33,7 @@ impl DumpBackend for Dump {
     ) -> Result<Captured, CrpError> {
         let pid = process.pid().as_raw();
         let (frozen, threads) = process.split();
-        // Read before parking, as frozen: parking changes the registers.
+        // Read before parking: each thread exactly as the freeze left it.
         let cpu = CpuState::capture(&mut Capture { tracee: frozen, proc, stopped_before_freeze: stopped })?;
         let thread_procs =
             threads.iter().map(|thread| proc.of_thread(thread.pid().as_raw())).collect::<Result<Vec<_>, _>>()?;
