@@ -4,8 +4,9 @@
 //!
 //! The userspace back end runs [`BY_INJECTION`] then [`FINISH`]; the kmod
 //! back end's module does what `BY_INJECTION` does itself, then crp runs
-//! [`FINISH`] from outside. The registers and the blocked mask are loaded
-//! by the engine after the last step, right before release.
+//! [`FINISH`] from outside. Both then run [`RELEASE`], the registers and
+//! blocked mask of every thread, after the last injected syscall (the
+//! userspace back end's gadget unmapping itself), right before release.
 //!
 //! The credentials come last of what needs crp's privileges; after them
 //! come only the kinds of [`AFTER_CREDENTIALS`], which a credential change
@@ -15,7 +16,7 @@ use crp_ptrace::{Injector, Persist, Restore, Tracee};
 use nix::unistd::Pid;
 
 use crate::error::CrpError;
-use crate::model::ProcessImage;
+use crate::model::{ProcessImage, ThreadState};
 use crate::restore::memory::{map_and_fill, map_descriptor_objects};
 use crate::restore::trust::OpenAs;
 
@@ -79,19 +80,26 @@ macro_rules! per_thread {
     ($kind:ty, $($field:ident).+) => {
         Step {
             kind: <$kind as Persist>::KIND,
-            run: |rebuild| {
-                let streams = &rebuild.choices.streams;
-                let leader = rebuild.image.leader()?;
-                leader.$($field).+.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?;
-                let image = rebuild.image;
-                let states = image.threads.get(1..).unwrap_or_default();
-                for (thread, state) in rebuild.threads.iter_mut().zip(states) {
-                    state.$($field).+.restore(&mut Restore { tracee: thread, streams })?;
-                }
-                Ok(())
-            },
+            run: |rebuild| in_each_thread(rebuild, |state, context| Ok(state.$($field).+.restore(context)?)),
         }
     };
+}
+
+/// Runs `restore` in every thread with that thread's state: the leader
+/// (through which process-wide state is set) first, then the others in
+/// the image's order.
+fn in_each_thread(
+    rebuild: &mut Rebuild<'_>,
+    mut restore: impl FnMut(&ThreadState, &mut Restore<'_>) -> Result<(), CrpError>,
+) -> Result<(), CrpError> {
+    let (image, choices) = (rebuild.image, rebuild.choices);
+    let streams = &choices.streams;
+    restore(image.leader()?, &mut Restore { tracee: &mut *rebuild.injector, streams })?;
+    let states = image.threads.get(1..).unwrap_or_default();
+    for (thread, state) in rebuild.threads.iter_mut().zip(states) {
+        restore(state, &mut Restore { tracee: thread, streams })?;
+    }
+    Ok(())
 }
 
 /// A kind of the process's that Linux keeps in every thread (credentials,
@@ -196,6 +204,26 @@ pub const FINISH: &[Step] = &[
         },
     },
 ];
+
+/// What both back ends do last, once nothing is injected any more (the
+/// userspace back end unmaps its gadget first: that is the last injected
+/// syscall).
+pub const RELEASE: &[Step] = &[Step {
+    kind: REGISTERS,
+    run: |rebuild| {
+        in_each_thread(rebuild, |state, context| {
+            state.cpu.restore(context)?;
+            Ok(state.signals.restore_blocked(context.tracee)?)
+        })
+    },
+}];
+
+/// Each thread's registers (with the syscall-restart fix-up) and XSAVE
+/// area ([`crp_arch_x86::CpuState`]), then its own blocked mask
+/// ([`crp_compound::signals::ThreadSignals::restore_blocked`]): the
+/// re-queued pending signals and the kmod module's single steps needed
+/// masks of their own until then.
+const REGISTERS: &str = "registers and blocked mask";
 
 const SESSION: &str = crp_compound::session::SessionState::KIND;
 
@@ -342,6 +370,9 @@ pub const ORDER: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The kind that comes after every other, and why.
+pub const FINAL: (&str, &str) = (REGISTERS, "the next instruction the thread runs is its own");
+
 /// The kind that must be last of everything that needs crp's privileges:
 /// from then on the process is its own user and crp's privileges are gone
 /// from it.
@@ -357,12 +388,20 @@ pub const AFTER_CREDENTIALS: &[(&str, &str)] = &[
         "commit_creds clears it when the ids change, and PR_SET_PDEATHSIG is allowed to any process for itself",
     ),
     (DESCRIPTOR_OWNERS, "sigio_perm checks the credentials F_SETOWN recorded, and F_SETOWN needs no privilege"),
+    (
+        REGISTERS,
+        "crp loads them from outside with ptrace (its own hold on the child), not the process with its privileges",
+    ),
 ];
 
-/// Checks a sequence of kinds against [`ORDER`], [`LAST`] and
+/// Checks a sequence of kinds against [`ORDER`], [`FINAL`], [`LAST`] and
 /// [`AFTER_CREDENTIALS`].
 pub fn check_order(kinds: &[&str]) -> Result<(), String> {
     let position = |kind: &str| kinds.iter().position(|candidate| *candidate == kind);
+    let (last_of_all, why) = FINAL;
+    if let Some(kind) = position(last_of_all).and_then(|last| kinds.get(last + 1)) {
+        return Err(format!("{kind} must come before {last_of_all}: {why}"));
+    }
     for (earlier, later, why) in ORDER {
         if let (Some(first), Some(second)) = (position(earlier), position(later))
             && first > second
@@ -399,8 +438,21 @@ mod tests {
 
     #[test]
     fn both_back_ends_plans_keep_every_order_rule() {
-        check_order(&kinds(&[BY_INJECTION, FINISH])).unwrap();
-        check_order(&kinds(&[FINISH])).unwrap();
+        check_order(&kinds(&[BY_INJECTION, FINISH, RELEASE])).unwrap();
+        check_order(&kinds(&[FINISH, RELEASE])).unwrap();
+    }
+
+    #[test]
+    fn the_registers_come_after_every_other_kind() {
+        let all = kinds(&[BY_INJECTION, FINISH, RELEASE]);
+        assert_eq!(all.last(), Some(&REGISTERS));
+        for earlier in 0..all.len() - 1 {
+            let mut moved = all.clone();
+            let registers = moved.pop().unwrap();
+            moved.insert(earlier, registers);
+            let refusal = check_order(&moved).unwrap_err();
+            assert!(refusal.ends_with("the next instruction the thread runs is its own"), "{refusal}");
+        }
     }
 
     #[test]
@@ -471,7 +523,7 @@ mod tests {
 
     #[test]
     fn every_kind_appears_once() {
-        let all = kinds(&[BY_INJECTION, FINISH]);
+        let all = kinds(&[BY_INJECTION, FINISH, RELEASE]);
         for kind in &all {
             assert_eq!(all.iter().filter(|other| *other == kind).count(), 1, "{kind}");
         }

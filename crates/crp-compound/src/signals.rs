@@ -213,8 +213,8 @@ impl ThreadSignals {
         })
     }
 
-    /// Sets the alternate stack. The blocked mask is set last, by the
-    /// engine, right before the thread runs.
+    /// Sets the alternate stack. The blocked mask is set last, right
+    /// before the thread runs.
     fn restore_into(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
         let mut scratch = tracee.scratch();
         let disabled = self.altstack_flags & libc::SS_DISABLE != 0;
@@ -244,6 +244,16 @@ impl Persist for SignalState {
     }
 }
 
+impl ThreadSignals {
+    /// Sets the blocked mask from outside (`PTRACE_SETSIGMASK`), with the
+    /// registers, right before the thread runs: until then crp's
+    /// injections and the re-queued pending signals need masks of their
+    /// own.
+    pub fn restore_blocked(&self, tracee: &mut dyn Tracee) -> Result<(), EngineError> {
+        tracee.set_blocked_signals(self.blocked)
+    }
+}
+
 impl Persist for ThreadSignals {
     const KIND: &'static str = "blocked mask and alternate stack";
     type Error = CompoundError;
@@ -252,8 +262,8 @@ impl Persist for ThreadSignals {
         Self::capture_from(context.tracee)
     }
 
-    /// The alternate stack; the blocked mask is set by the engine with the
-    /// registers, right before the thread runs.
+    /// The alternate stack; the blocked mask is set with the registers,
+    /// right before the thread runs ([`ThreadSignals::restore_blocked`]).
     fn restore(&self, context: &mut Restore<'_>) -> Result<(), CompoundError> {
         Ok(self.restore_into(context.tracee)?)
     }
@@ -357,6 +367,9 @@ mod tests {
         assert_eq!(restored.memory.read(usr1_call.args[1], 8), 0x1234u64.to_le_bytes());
         let altstack = restored.calls_of(libc::SYS_sigaltstack)[0].args[0];
         assert_eq!(restored.memory.read(altstack, 8), 0x9000u64.to_le_bytes());
+        assert_eq!(restored.blocked, 0, "the alternate stack's restore leaves the mask to the last step");
+        thread.restore_blocked(&mut restored).unwrap();
+        assert_eq!((restored.blocked, restored.loads.as_slice()), (1 << (libc::SIGUSR2 - 1), &["blocked mask"][..]));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::Registers;
 use crate::error::EngineError;
 use crate::tracee::Tracee;
 
@@ -56,6 +57,18 @@ pub struct FakeTracee {
     /// [`Tracee::duplicate_descriptor`] give for each descriptor (a
     /// duplicate of the entry); any other descriptor is EBADF.
     pub descriptors: BTreeMap<u64, std::os::fd::OwnedFd>,
+    /// The registers at the freeze ([`Tracee::frozen_registers`]; all zero
+    /// by default).
+    pub registers: Registers,
+    /// The live XSAVE area ([`Tracee::xstate`]; by default the smallest
+    /// one, legacy region and header, all zero).
+    pub xstate: Vec<u8>,
+    /// What was loaded by [`Tracee::set_xstate`] and
+    /// [`Tracee::load_registers`] (the mask goes to `blocked`), and in which
+    /// order: `"xstate"`, `"registers"`, `"blocked mask"`.
+    pub loaded_xstate: Option<Vec<u8>>,
+    pub loaded_registers: Option<Registers>,
+    pub loads: Vec<&'static str>,
     scratch: (u64, usize),
     answer: Answer,
 }
@@ -75,6 +88,8 @@ impl Default for FakeTracee {
 impl FakeTracee {
     pub const PID: i32 = 4242;
     pub const SCRATCH: u64 = 0x7000_0000;
+    /// The size of the fake's XSAVE area: the legacy region and header.
+    pub const XSTATE_BYTES: usize = 576;
 
     pub fn answering(answer: impl FnMut(&Call, &mut FakeMemory) -> i64 + 'static) -> Self {
         Self {
@@ -87,6 +102,12 @@ impl FakeTracee {
             shared_descriptions: Vec::new(),
             proc_writes: Vec::new(),
             descriptors: BTreeMap::new(),
+            // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+            registers: unsafe { std::mem::zeroed() },
+            xstate: vec![0; Self::XSTATE_BYTES],
+            loaded_xstate: None,
+            loaded_registers: None,
+            loads: Vec::new(),
             scratch: (Self::SCRATCH, 64 << 10),
             answer: Box::new(answer),
         }
@@ -130,6 +151,32 @@ impl Tracee for FakeTracee {
 
     fn blocked_signals(&self) -> Result<u64, EngineError> {
         Ok(self.blocked)
+    }
+
+    fn frozen_registers(&self) -> Result<Registers, EngineError> {
+        Ok(self.registers)
+    }
+
+    fn xstate(&self) -> Result<Vec<u8>, EngineError> {
+        Ok(self.xstate.clone())
+    }
+
+    fn set_xstate(&mut self, area: &[u8]) -> Result<(), EngineError> {
+        self.loaded_xstate = Some(area.to_vec());
+        self.loads.push("xstate");
+        Ok(())
+    }
+
+    fn load_registers(&mut self, registers: &Registers) -> Result<(), EngineError> {
+        self.loaded_registers = Some(*registers);
+        self.loads.push("registers");
+        Ok(())
+    }
+
+    fn set_blocked_signals(&mut self, mask: u64) -> Result<(), EngineError> {
+        self.blocked = mask;
+        self.loads.push("blocked mask");
+        Ok(())
     }
 
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {

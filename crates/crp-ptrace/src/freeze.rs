@@ -495,6 +495,11 @@ impl Tracee for Frozen {
         self.scratch = (address, length);
     }
 
+    /// The registers at the freeze, not the parked stop's.
+    fn frozen_registers(&self) -> Result<Registers, EngineError> {
+        Ok(self.registers)
+    }
+
     fn blocked_signals(&self) -> Result<u64, EngineError> {
         match &self.park {
             Some(park) => Ok(park.mask),

@@ -174,6 +174,12 @@ impl Tracee for Injector {
         self.scratch = (address, length);
     }
 
+    /// The registers the thread had when it stopped, which every injected
+    /// syscall starts from.
+    fn frozen_registers(&self) -> Result<Registers, EngineError> {
+        Ok(self.base_registers)
+    }
+
     fn blocked_signals(&self) -> Result<u64, EngineError> {
         sys::get_sigmask(self.pid).map_err(EngineError::ptrace("PTRACE_GETSIGMASK", self.pid.as_raw()))
     }

@@ -5,6 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
+use crate::Registers;
 use crate::error::EngineError;
 
 /// A stopped process crp can run syscalls in and whose memory it can access.
@@ -29,6 +30,42 @@ pub trait Tracee {
     /// The process's own blocked signal mask (not a mask crp may have set
     /// while it works on the process).
     fn blocked_signals(&self) -> Result<u64, EngineError>;
+
+    /// The thread's registers as they were when crp stopped it (the engine
+    /// may have changed the live ones since, to inject syscalls).
+    fn frozen_registers(&self) -> Result<Registers, EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        nix::sys::ptrace::getregs(pid).map_err(EngineError::ptrace("PTRACE_GETREGS", self.pid()))
+    }
+
+    /// The thread's XSAVE area, as the kernel's ptrace regset presents it
+    /// (`PTRACE_GETREGSET(NT_X86_XSTATE)`).
+    fn xstate(&self) -> Result<Vec<u8>, EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        crate::sys::get_xstate(pid).map_err(EngineError::ptrace("PTRACE_GETREGSET(NT_X86_XSTATE)", self.pid()))
+    }
+
+    /// Loads an XSAVE area of the kernel's own size (what [`Tracee::xstate`]
+    /// gives) into the thread.
+    fn set_xstate(&mut self, area: &[u8]) -> Result<(), EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        crate::sys::set_xstate(pid, area).map_err(EngineError::ptrace("PTRACE_SETREGSET(NT_X86_XSTATE)", self.pid()))
+    }
+
+    /// Loads the registers the thread runs with once released. Nothing may
+    /// be injected into it afterwards: an injection runs on registers of
+    /// its own.
+    fn load_registers(&mut self, registers: &Registers) -> Result<(), EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        nix::sys::ptrace::setregs(pid, *registers).map_err(EngineError::ptrace("PTRACE_SETREGS", self.pid()))
+    }
+
+    /// Sets the thread's blocked signal mask (`PTRACE_SETSIGMASK`), from
+    /// outside: the mask it runs with once released.
+    fn set_blocked_signals(&mut self, mask: u64) -> Result<(), EngineError> {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        crate::sys::set_sigmask(pid, mask).map_err(EngineError::ptrace("PTRACE_SETSIGMASK", self.pid()))
+    }
 
     /// Writes `data` into the process's file `/proc/PID/{name}`, from crp
     /// (with crp's credentials, not those the process has at that moment,

@@ -8,7 +8,7 @@
 //! registrations, oom_score_adj...) is read by the same injected getters
 //! the userspace back end uses, the process parked meanwhile.
 
-use crp_arch_x86::{CpuState, RegisterFile, VdsoLayout, XsaveArea, host_xsave_features};
+use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::ResourceLimits;
@@ -67,7 +67,7 @@ impl DumpBackend for Dump {
         let mut task = TaskIdentity::from_proc(proc, stopped)?;
         task.personality = u64::from(dump.state.personality);
         let own = BackEndKinds {
-            cpu: cpu_state(&dump)?,
+            cpu: CpuState::from_abi(&dump.state, dump.xstate.clone())?,
             thread_signals: ThreadSignals::from_abi(&dump.state),
             locks: LockState::from_abi(&dump.state),
             vdso: vdso_layout(&dump),
@@ -100,13 +100,6 @@ impl DumpBackend for Dump {
     fn read_memory(&self, _pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         self.device.read_memory(address, buffer)
     }
-}
-
-fn cpu_state(dump: &TaskDump) -> Result<CpuState, CrpError> {
-    Ok(CpuState {
-        registers: RegisterFile { values: dump.state.regs.to_vec() },
-        xsave: XsaveArea::new(dump.xstate.clone(), host_xsave_features())?,
-    })
 }
 
 fn vdso_layout(dump: &TaskDump) -> VdsoLayout {

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use crp_arch_x86::{VdsoLayout, resume_registers};
+use crp_arch_x86::VdsoLayout;
 use crp_compound::vma::{FileAccess, VmaRecord, open_mapped_file};
 use crp_image::ImageReader;
 use crp_kmod_abi::*;
@@ -55,9 +55,7 @@ impl RestoreBackend for Restore {
         let Rebuild { injector, pid, image, reader, .. } = rebuild;
         let (pid, image, reader) = (*pid, *image, *reader);
         let file_fds = open_mapped_files(injector, &image.vmas)?;
-        let frozen = image.leader()?.cpu.registers.to_registers()?;
-        let resumed = resume_registers(&frozen);
-        let records = Records::build(image, reader, &resumed, &file_fds, self.image.as_raw_fd())?;
+        let records = Records::build(image, reader, &file_fds, self.image.as_raw_fd())?;
         let request_address = records.place(injector)?;
 
         // The ioctl's return is the restored process's rax, so success
@@ -80,9 +78,9 @@ impl RestoreBackend for Restore {
             }
             .into());
         }
-        check_registers(&after, &resumed)?;
+        check_registers(&after, &image.leader()?.cpu.resumed()?)?;
 
-        finish_from_outside(rebuild, &resumed)
+        finish_from_outside(rebuild)
     }
 }
 
@@ -118,19 +116,12 @@ impl Records {
     pub fn build(
         image: &ProcessImage,
         reader: &ImageReader,
-        resumed: &Registers,
         file_fds: &HashMap<FileAccess<'_>, i32>,
         image_fd: RawFd,
     ) -> Result<Self, CrpError> {
         let mut state = CrpTaskState::default();
-        let registers = crp_arch_x86::RegisterFile::from_registers(resumed);
-        state.regs.copy_from_slice(
-            registers
-                .values
-                .get(..CRP_USER_REGS)
-                .ok_or_else(|| CrpError::InvalidImage { reason: "the register file is short".into() })?,
-        );
         let leader = image.leader()?;
+        leader.cpu.write_abi(&mut state)?;
         image.signals.write_abi(&mut state);
         leader.signals.write_abi(&mut state);
         // The single steps over the ioctl and the injections after it force
@@ -242,8 +233,12 @@ const USER_EFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x1_00
 /// What crp sets from outside, with syscalls injected through the
 /// restored vDSO's `syscall` instruction and a temporary scratch mapping:
 /// the executable link, rseq, then the [`plan::FINISH`] steps (credentials
-/// last), then XSAVE and gs base by ptrace.
-fn finish_from_outside(rebuild: &mut Rebuild<'_>, resumed: &Registers) -> Result<(), CrpError> {
+/// last), then [`plan::RELEASE`] by ptrace: the registers again (the
+/// syscalls above used them; the module left them as the image asks but
+/// for the full rax and gs base), the XSAVE area and the process's own
+/// blocked mask (the module left SIGTRAP unblocked, and re-queueing pending
+/// signals blocked every other signal).
+fn finish_from_outside(rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
     let (pid, image) = (rebuild.pid, rebuild.image);
     let (vdso_start, vdso_end) = image
         .vdso
@@ -261,18 +256,7 @@ fn finish_from_outside(rebuild: &mut Rebuild<'_>, resumed: &Registers) -> Result
             Rebuild { injector, pid, image, reader, choices, threads: Vec::new(), keep_thread_ids: false };
         plan::run(plan::FINISH, &mut rebuild)
     })?;
-
-    // Back to exactly what the module left (the syscalls above used the
-    // registers), plus the full rax, gs base and XSAVE.
-    image.leader()?.cpu.load(pid, *resumed)?;
-    // The process's own mask, last: the module left SIGTRAP unblocked, and
-    // re-queueing pending signals blocked every other signal.
-    crp_ptrace::sys::set_sigmask(pid, image.leader()?.signals.blocked).map_err(|errno| EngineError::Ptrace {
-        operation: "PTRACE_SETSIGMASK",
-        pid: pid.as_raw(),
-        errno,
-    })?;
-    Ok(())
+    plan::run(plan::RELEASE, rebuild)
 }
 
 #[cfg(test)]

@@ -33,11 +33,16 @@ impl DumpBackend for Dump {
     ) -> Result<Captured, CrpError> {
         let pid = process.pid().as_raw();
         let (frozen, threads) = process.split();
-        let registers = *frozen.registers();
-        let cpu = CpuState::capture(frozen.pid(), &registers)?;
+        // Read before parking: each thread exactly as the freeze left it.
+        let cpu = CpuState::capture(&mut Capture { tracee: frozen, proc, stopped_before_freeze: stopped })?;
+        let thread_procs =
+            threads.iter().map(|thread| proc.of_thread(thread.pid().as_raw())).collect::<Result<Vec<_>, _>>()?;
         let thread_cpus = threads
-            .iter()
-            .map(|thread| CpuState::capture(thread.pid(), thread.registers()))
+            .iter_mut()
+            .zip(&thread_procs)
+            .map(|(thread, proc)| {
+                CpuState::capture(&mut Capture { tracee: thread, proc, stopped_before_freeze: false })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
         // Read before the mappings: a mapping of a memfd or deleted file a
@@ -81,12 +86,11 @@ impl DumpBackend for Dump {
             let scratch = context.tracee.scratch_area();
             let others = threads
                 .iter_mut()
-                .zip(thread_cpus)
+                .zip(thread_cpus.into_iter().zip(&thread_procs))
                 .zip(1..)
-                .map(|((thread, cpu), number)| {
-                    let proc = proc.of_thread(thread.pid().as_raw())?;
+                .map(|((thread, (cpu, proc)), number)| {
                     thread.share_restorer(restorer);
-                    capture_other_thread(pid, (thread, number), cpu, &proc, maps, scratch, &own)
+                    capture_other_thread(pid, (thread, number), cpu, proc, maps, scratch, &own)
                 })
                 .collect::<Result<Vec<_>, CrpError>>()?;
             Ok::<_, CrpError>((own, injected, others))

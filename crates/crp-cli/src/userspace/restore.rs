@@ -1,9 +1,8 @@
 //! Rebuilding the process from outside: every VMA, page and kind of state
 //! set by injected syscalls, ptrace and process_vm_writev.
 
-use crp_arch_x86::{VdsoLayout, resume_registers};
-use crp_ptrace::{EngineError, Injector, Tracee, TraceeExt};
-use nix::unistd::Pid;
+use crp_arch_x86::VdsoLayout;
+use crp_ptrace::{Injector, TraceeExt};
 
 use crate::backend::RestoreBackend;
 use crate::error::CrpError;
@@ -24,28 +23,12 @@ impl RestoreBackend for Restore {
     fn rebuild(&self, rebuild: &mut Rebuild<'_>, gadget: Gadget) -> Result<(), CrpError> {
         plan::run(plan::BY_INJECTION, rebuild)?;
         plan::run(plan::FINISH, rebuild)?;
-        let Rebuild { injector, pid, image, threads, .. } = rebuild;
-        // The gadget unmaps itself; the step stops at the syscall's exit,
-        // before the next instruction would be fetched from the gone page.
-        injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bootstrap::GADGET_BYTES, 0, 0, 0, 0])?;
-
-        let tids = std::iter::once(*pid).chain(threads.iter().map(|thread| Pid::from_raw(thread.pid())));
-        for (tid, state) in tids.zip(&image.threads) {
-            load_thread(tid, state)?;
-        }
-        Ok(())
+        // The last injected syscall, before [`plan::RELEASE`] loads the
+        // registers the threads run with: the gadget unmaps itself, and the
+        // step stops at the syscall's exit, before the next instruction
+        // would be fetched from the gone page.
+        let bytes = bootstrap::GADGET_BYTES;
+        rebuild.injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bytes, 0, 0, 0, 0])?;
+        plan::run(plan::RELEASE, rebuild)
     }
-}
-
-/// Loads one thread's registers, XSAVE area and blocked mask: the last
-/// thing before it runs.
-fn load_thread(tid: Pid, state: &crate::model::ThreadState) -> Result<(), CrpError> {
-    let frozen = state.cpu.registers.to_registers()?;
-    state.cpu.load(tid, resume_registers(&frozen))?;
-    crp_ptrace::sys::set_sigmask(tid, state.signals.blocked).map_err(|errno| EngineError::Ptrace {
-        operation: "PTRACE_SETSIGMASK",
-        pid: tid.as_raw(),
-        errno,
-    })?;
-    Ok(())
 }

@@ -15,7 +15,6 @@ use crp_ptrace::{Persist, Restore};
 use std::collections::HashMap;
 use std::path::Path;
 
-use crp_arch_x86::resume_registers;
 use crp_cli::model::ProcessImage;
 use crp_cli::restore::validate::{self, TASK_SIZE};
 use crp_image::ImageReader;
@@ -72,10 +71,7 @@ fn after_acceptance(image: &ProcessImage, reader: &ImageReader) -> Result<(), St
     let step =
         |name: &'static str| move |error: crp_cli::CrpError| format!("{name} failed on an accepted image: {error}");
     let target = validate::target_space(image).map_err(step("target_space"))?;
-    let frozen = image.threads[0].cpu.registers.to_registers().map_err(|error| format!("registers: {error}"))?;
-    let resumed = resume_registers(&frozen);
-    crp_cli::kmod::restore::Records::build(image, reader, &resumed, &HashMap::new(), 3)
-        .map_err(step("kmod records"))?;
+    crp_cli::kmod::restore::Records::build(image, reader, &HashMap::new(), 3).map_err(step("kmod records"))?;
 
     let mut kernel = FakeKernel::default();
     place_vdso(image, &target, &mut kernel)?;
