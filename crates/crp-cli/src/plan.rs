@@ -111,12 +111,7 @@ macro_rules! in_every_thread {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let image = rebuild.image;
-                let streams = &rebuild.choices.streams;
-                image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?;
-                for thread in &mut rebuild.threads {
-                    image.$field.restore(&mut Restore { tracee: thread, streams })?;
-                }
-                Ok(())
+                in_each_thread(rebuild, |_, context| Ok(image.$field.restore(context)?))
             },
         }
     };
@@ -181,15 +176,8 @@ pub const FINISH: &[Step] = &[
         run: |rebuild| {
             // Each thread queues its own: only the target thread may queue
             // a signal with a user-sent code (rt_tgsigqueueinfo).
-            let streams = &rebuild.choices.streams;
-            let leader = rebuild.image.leader()?;
-            leader.pending_signals.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?;
-            let image = rebuild.image;
-            let states = image.threads.get(1..).unwrap_or_default();
-            for (thread, state) in rebuild.threads.iter_mut().zip(states) {
-                state.pending_signals.queue_in(thread, rebuild.pid.as_raw())?;
-            }
-            Ok(())
+            let pid = rebuild.pid.as_raw();
+            in_each_thread(rebuild, |state, context| Ok(state.pending_signals.queue_in(context.tracee, pid)?))
         },
     },
     Step { kind: POSIX_TIMERS, run: restore_posix_timers },
