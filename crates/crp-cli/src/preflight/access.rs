@@ -61,7 +61,14 @@ pub fn explain_seize_failure(pid: i32, error: EngineError) -> CrpError {
     if errno != Errno::EPERM {
         return error.into();
     }
-    let tracer = Fields::status(pid).and_then(|status| status.decimal::<i32>("TracerPid"));
+    let status = Fields::status(pid);
+    // A process that has exited but is not yet reaped (a zombie) refuses a
+    // seize with EPERM too: that is not a permission problem.
+    let state = status.as_ref().ok().and_then(|status| status.field("State").ok().map(str::to_owned));
+    if let Some(state) = state.filter(|state| state.starts_with('Z') || state.starts_with('X')) {
+        return CrpError::NoProcess { pid, reason: format!("it exited before crp could freeze it (state {state})") };
+    }
+    let tracer = status.and_then(|status| status.decimal::<i32>("TracerPid"));
     match tracer {
         Ok(tracer) if tracer != 0 && tracer != std::process::id().cast_signed() => already_traced(pid, tracer),
         Ok(_) => denied(pid, format!("{error}{}", yama_hint())),
@@ -153,6 +160,24 @@ mod tests {
         assert!(matches!(error, CrpError::NoPermission { .. }), "{message}");
         assert!(message.contains("PTRACE_SEIZE") && message.contains("CAP_SYS_PTRACE"), "{message}");
         assert!(message.contains(&format!("owned by uid {}", nix::unistd::geteuid())), "{message}");
+    }
+
+    #[test]
+    fn a_seize_refused_because_the_process_exited_says_so() {
+        let mut command = Command::new("true");
+        let mut child = command.spawn().unwrap();
+        let pid = child.id().cast_signed();
+        // Waits until it has exited without reaping it: it stays a zombie.
+        nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(Pid::from_raw(pid)),
+            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        )
+        .unwrap();
+        let error = explain_seize_failure(pid, seize_refused(pid, Errno::EPERM));
+        let message = error.to_string();
+        child.wait().unwrap();
+        assert!(matches!(error, CrpError::NoProcess { .. }), "{message}");
+        assert!(message.contains("exited before crp could freeze it (state Z"), "{message}");
     }
 
     #[test]

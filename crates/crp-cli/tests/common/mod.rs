@@ -336,6 +336,42 @@ pub fn round_trip(
     RoundTrip { pid: subject.pid, output, restore_seconds: started.elapsed().as_secs_f64() }
 }
 
+/// The sleep subject inside nanosleep(`seconds`), dumped (with
+/// `dump_arguments`) once at least `asleep_for` seconds of it have passed,
+/// and restored (with `restore_arguments`): it must sleep only the rest of
+/// its time. A restarted sleep would make the restored process run at least
+/// `seconds` again; the rest is at most `seconds - asleep_for`, so
+/// `asleep_for` must exceed the restore's own overhead. The subject is
+/// started with enough time left that a slow crp still finds it asleep.
+pub fn nanosleep_round_trip(seconds: u32, asleep_for: f64, dump_arguments: &[&str], restore_arguments: &[&str]) {
+    assert!(asleep_for + 2.0 < f64::from(seconds), "leave crp time to freeze the sleeper");
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["sleep", &seconds.to_string()]);
+    let mut subject = Subject::spawn(command);
+    let ready = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs_f64(asleep_for));
+    let image = directory.path().join("sleeper.crp");
+    dump_ok(subject.pid, &image, dump_arguments);
+    let dumped_after = ready.elapsed().as_secs_f64();
+    assert_killed(subject.wait());
+    let started = std::time::Instant::now();
+    let output = restore(&image, restore_arguments, "");
+    let restore_took = started.elapsed().as_secs_f64();
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    let slept = slept_seconds(&stdout);
+    assert!(slept >= f64::from(seconds), "woke early: {stdout}");
+    assert!(
+        restore_took < f64::from(seconds) - 0.5,
+        "the restored process ran {restore_took:.2} s: its {seconds} s sleep restarted: {stdout}"
+    );
+    // It was frozen at most `dumped_after` seconds into its sleep, so the
+    // rest it still had to sleep was at least this much.
+    let left_at_least = f64::from(seconds) - dumped_after;
+    assert!(restore_took >= left_at_least - 0.25, "slept {restore_took:.2} s of at least {left_at_least:.2} s left");
+}
+
 /// The `slept=SECONDS` the sleep subject reports.
 pub fn slept_seconds(stdout: &str) -> f64 {
     stdout
