@@ -63,6 +63,7 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // the kill (and out of it again if the kill fails; dropped before `frozen`).
     let repaired = crp_compound::files::socket::Repaired::guard();
     frozen.set_checkpoint(faults::reached);
+    crp_compound::files::socket::set_checkpoint(faults::reached);
     // A thread whose epoll_wait (or other syscall Linux never restarts) the
     // freeze ended with EINTR waits again when left running, as restored.
     for thread in frozen.every_thread() {
@@ -84,6 +85,8 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, &maps, stopped)?;
     // Both back ends' anonymous memory is labelled by the one rule /proc uses.
     label_anonymous(&mut image.vmas, &image.mm);
+    // Every socket read is as it was: the watchdog guarding them ends.
+    repaired.read_all();
     faults::reached("captured", 0);
     tracing::info!(pid, vmas = image.vmas.len(), files = image.files.len(), rlimits = image.rlimits.len(), "captured");
     for warning in crp_compound::files::socket::warnings(&image.files) {

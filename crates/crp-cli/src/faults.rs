@@ -8,7 +8,9 @@
 //! Moments: dump `frozen`, `parking`, `injecting@N` (before the Nth
 //! injected syscall), `in-syscall@N` (while the process runs it),
 //! `unparking`, `unparked`, `thread-parked@N` (the Nth thread other than
-//! the leader is parked, the leader too), `captured`, `pages`, `written`
+//! the leader is parked, the leader too), `tcp-repair@N` (the Nth TCP
+//! connection end read is in repair mode), `peeking@N` (the Nth socket
+//! queue walked has its peek offset moved), `captured`, `pages`, `written`
 //! (the image is in place, the process not yet killed or released),
 //! `repairing` (its TCP connections in repair mode, not yet killed);
 //! restore `validated`, `cloned` (the child exists, not yet stopped or

@@ -193,6 +193,57 @@ fn a_dump_killed_or_cancelled_after_reading_the_connection_leaves_it_working() {
     }
 }
 
+/// Reaps the socket watchdogs a killed crp left to this process (a
+/// subreaper): each must have ended (crp's output closed only once it had:
+/// it shares crp's descriptors) and exited 0.
+fn reap_orphaned_watchdogs() -> usize {
+    let own = std::process::id().to_string();
+    let mut reaped = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((name, rest)) = stat.split_once(") ") else { continue };
+        if !name.ends_with("(crp-watchdog") || rest.split(' ').nth(1) != Some(own.as_str()) {
+            continue;
+        }
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0));
+        reaped += 1;
+    }
+    reaped
+}
+
+/// crp killed while it reads a connection end in repair mode, or walks a
+/// datagram queue with its peek offset moved: its watchdog puts the
+/// socket back, and the original carries on with every socket as it was
+/// (it checks TCP_REPAIR, SO_REUSEADDR and SO_PEEK_OFF itself, then uses
+/// the connection both ways and reads its datagrams).
+#[test]
+fn a_crp_killed_while_it_reads_a_socket_leaves_it_as_it_was() {
+    become_subreaper();
+    for (mode, fault) in
+        [("tcp", "tcp-repair@1:KILL"), ("tcp", "tcp-repair@2:KILL"), ("inet", "peeking@1:KILL"), ("inet", "peeking@2:KILL")]
+    {
+        let directory = tempfile::tempdir().unwrap();
+        let mut subject = if mode == "tcp" { tcp_subject() } else { inet_subject() };
+        let image = directory.path().join("killed.crp");
+        let output = crp()
+            .arg("dump")
+            .arg(subject.pid.to_string())
+            .arg("-o")
+            .arg(&image)
+            .env("CRP_TEST_FAULT", fault)
+            .output()
+            .unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&output.status), Some(9), "{fault}: not killed there");
+        assert_eq!(reap_orphaned_watchdogs(), 1, "{fault}: one watchdog, ended");
+        subject.send("go\n");
+        let line = subject.read_line();
+        assert!(line.starts_with(&format!("OK pid={} {mode}", subject.pid)), "{fault}: {line}");
+        assert!(subject.wait().success());
+    }
+}
+
 #[test]
 fn a_crp_killed_with_the_connections_in_repair_mode_takes_the_process_with_it_and_the_image_restores() {
     let directory = tempfile::tempdir().unwrap();

@@ -39,7 +39,7 @@
  *       still sends to 5.
  *
  *   fd_socket_kinds tcp
- *       3: TCP listener on 127.0.0.1; 4: a client connected to it, with a
+ *       3: TCP listener on 127.0.0.1 (SO_REUSEADDR); 4: a client connected to it, with a
  *       small receive buffer; 5: the accepted end. 4 sent "hello server",
  *       which waits on 5; 5 sent as much as the kernel took without
  *       blocking (a pattern), part of it waiting on 4, part still in 5's
@@ -276,6 +276,8 @@ static int run_inet(void) {
         return fail("shut down fd 9");
 
     wait_for_go();
+    if (option_at(5, SOL_SOCKET, SO_PEEK_OFF) != -1 || option_at(7, SOL_SOCKET, SO_PEEK_OFF) != -1)
+        return fail("a peek offset changed");
     for (int fd = 3; fd <= 8; fd++) {
         struct name now = name_of(fd);
         if (now.length != names[fd].length || memcmp(&now.address, &names[fd].address, now.length) != 0)
@@ -342,7 +344,9 @@ static int read_exactly(int fd, unsigned char *buffer, size_t length) {
 
 static int run_tcp(void) {
     for (int fd = 3; fd <= 12; fd++) close(fd);
-    if (bound_inet(AF_INET, SOCK_STREAM, 3) < 0 || bind_loopback(3, AF_INET) || listen(3, 4)) return fail("listener");
+    if (bound_inet(AF_INET, SOCK_STREAM, 3) < 0 || set_option(3, SOL_SOCKET, SO_REUSEADDR, 1) ||
+        bind_loopback(3, AF_INET) || listen(3, 4))
+        return fail("listener");
     struct name listener = name_of(3);
     if (bound_inet(AF_INET, SOCK_STREAM, 4) < 0 || set_option(4, SOL_SOCKET, SO_RCVBUF, 4096)) return fail("client");
     if (connect(4, (struct sockaddr *)&listener.address, listener.length)) return fail("connect");
@@ -362,8 +366,14 @@ static int run_tcp(void) {
     struct pollfd poller = {.fd = 5, .events = POLLIN};
     if (poll(&poller, 1, 10000) != 1) return fail("hello server not delivered");
     struct name client = name_of(4), accepted = name_of(5);
+    int reuse = option_at(5, SOL_SOCKET, SO_REUSEADDR);
+    if (reuse != 1) return fail("the accepted end has no SO_REUSEADDR from its listener");
 
     wait_for_go();
+    /* Neither left in repair mode nor with the SO_REUSEADDR repair off clears. */
+    if (option_at(4, IPPROTO_TCP, TCP_REPAIR) != 0 || option_at(5, IPPROTO_TCP, TCP_REPAIR) != 0)
+        return fail("an end is in repair mode");
+    if (option_at(5, SOL_SOCKET, SO_REUSEADDR) != reuse) return fail("SO_REUSEADDR of fd 5 changed");
     struct name client_now = name_of(4), accepted_now = name_of(5);
     if (client_now.length != client.length || memcmp(&client_now.address, &client.address, client.length) ||
         accepted_now.length != accepted.length || memcmp(&accepted_now.address, &accepted.address, accepted.length))

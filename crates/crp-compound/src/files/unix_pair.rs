@@ -195,9 +195,12 @@ fn queued_messages(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) ->
     if original < 0 && nothing_waits(socket.as_fd()) {
         return Ok(Vec::new());
     }
+    let guard = super::socket::watchdog::guard(socket.as_fd(), super::socket::watchdog::Restore::PeekOffset(original));
     set_int_option(socket, libc::SO_PEEK_OFF, 0).map_err(failed("set SO_PEEK_OFF of"))?;
+    guard.changed();
     let walked = walk_queue(socket, kind, shutdown, location);
     let put_back = set_int_option(socket, libc::SO_PEEK_OFF, original).map_err(failed("put back SO_PEEK_OFF of"));
+    drop(guard);
     let messages = walked?;
     put_back?;
     Ok(messages)

@@ -30,6 +30,7 @@ pub mod options;
 pub mod queue;
 pub mod tcp;
 mod unix;
+pub(crate) mod watchdog;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -42,6 +43,7 @@ pub use check::{check_outside_peers, warnings};
 pub use options::SocketOption;
 pub use queue::Datagram;
 pub use tcp::{Repaired, TcpConnection};
+pub use watchdog::set_checkpoint;
 
 use super::unix_diag::UnixSocket;
 use crate::error::{CompoundError, Unsupported};
@@ -424,6 +426,8 @@ pub(super) struct Made {
     inet: bool,
     /// A TCP connection: its local address and state, and its peer.
     connection: Option<((Address, TcpConnection), Address)>,
+    /// Its SO_REUSEADDR, set again once repair mode is off (which clears it).
+    reuse_address: i32,
 }
 
 /// Makes `socket` in the tracee at a descriptor from `above` up: created
@@ -447,6 +451,7 @@ pub(super) fn make(
     let borrowed = duplicate.as_fd();
     options::apply(borrowed, &socket.options).map_err(|(_, errno)| failed("set a socket option of")(errno))?;
     if let Some(connection) = &socket.connection {
+        let reuse_address = tcp::reuse_address(borrowed).map_err(failed("read SO_REUSEADDR of"))?;
         // Bound and connected in [`finish`], once every listener holds its port.
         tcp::prepare(borrowed, connection)
             .map_err(|(_, errno)| failed("prepare (TCP_REPAIR) the connection of")(errno))?;
@@ -456,7 +461,7 @@ pub(super) fn make(
             _ => None,
         };
         let connection = socket.local.clone().zip(socket.connection.clone()).zip(peer);
-        made.push(Made { fd, duplicate, peer: None, shutdown: socket.shutdown, inet: true, connection });
+        made.push(Made { fd, duplicate, peer: None, shutdown: socket.shutdown, inet: true, connection, reuse_address });
         return Ok(fd);
     }
     if let Some(local) = &socket.local {
@@ -491,6 +496,7 @@ pub(super) fn make(
         shutdown: socket.shutdown,
         inet: socket.family != libc::AF_UNIX,
         connection: None,
+        reuse_address: 0,
     });
     Ok(fd)
 }
@@ -539,7 +545,7 @@ pub(super) fn finish(tracee: &dyn Tracee, made: &[Made]) -> Result<(), EngineErr
     }
     for socket in made {
         let Some(((_, connection), _)) = &socket.connection else { continue };
-        tcp::resume(socket.duplicate.as_fd(), connection).map_err(|(_, errno)| EngineError::Descriptor {
+        tcp::resume(socket.duplicate.as_fd(), connection, socket.reuse_address).map_err(|(_, errno)| EngineError::Descriptor {
             operation: "resume (TCP_REPAIR off) the connection of",
             pid,
             fd: socket.fd,

@@ -56,6 +56,7 @@ pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
     if original < 0 && super::super::unix_pair::nothing_waits(socket) {
         return Ok(Vec::new());
     }
+    let guard = super::watchdog::guard(socket, super::watchdog::Restore::PeekOffset(original));
     if let Err(errno) = set_int_option(socket, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0) {
         // Without a peek offset only the first datagram can be read back.
         return match peek(socket) {
@@ -66,6 +67,7 @@ pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
             Err(_) => Err(QueueError::Failed("set SO_PEEK_OFF", errno)),
         };
     }
+    guard.changed();
     let mut datagrams = Vec::new();
     let walked = loop {
         match peek(socket) {
@@ -75,6 +77,7 @@ pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
         }
     };
     let put_back = set_int_option(socket, libc::SOL_SOCKET, libc::SO_PEEK_OFF, original);
+    drop(guard);
     let datagrams = walked?;
     put_back.map_err(|errno| QueueError::Failed("put SO_PEEK_OFF back", errno))?;
     Ok(datagrams)

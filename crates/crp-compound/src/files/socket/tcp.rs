@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::errno::Errno;
 
 use super::address::{Address, socklen};
+use super::watchdog::{self, Restore};
 
 const TCP_REPAIR: i32 = 19;
 const TCP_REPAIR_QUEUE: i32 = 20;
@@ -90,24 +91,33 @@ pub struct TcpConnection {
     pub peer_outside: bool,
 }
 
-/// Duplicates of the dumped process's connection ends, and whether they
-/// are in repair mode now.
-static READ: Mutex<(Vec<OwnedFd>, bool)> = Mutex::new((Vec::new(), false));
+/// Duplicates of the dumped process's connection ends with their
+/// SO_REUSEADDR, and whether they are in repair mode now.
+static READ: Mutex<(Vec<(OwnedFd, i32)>, bool)> = Mutex::new((Vec::new(), false));
 
-fn read_ends() -> std::sync::MutexGuard<'static, (Vec<OwnedFd>, bool)> {
+fn read_ends() -> std::sync::MutexGuard<'static, (Vec<(OwnedFd, i32)>, bool)> {
     READ.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The dump's hold on the connection ends it read. Dropped, it takes them
-/// out of repair mode if [`Repaired::before_kill`] put them in and lets
-/// them go (a failed dump, a kill that failed, a process let run on).
+/// The dump's hold on the connection ends it read, and on the watchdog
+/// that puts back what a killed crp changed while it read a socket
+/// ([`super::watchdog`]). Dropped, it takes the ends out of repair mode if
+/// [`Repaired::before_kill`] put them in and lets them go (a failed dump, a
+/// kill that failed, a process let run on), and ends the watchdog.
 #[derive(Debug)]
 pub struct Repaired(());
 
 impl Repaired {
     pub fn guard() -> Self {
         read_ends().0.clear();
+        watchdog::reset_moments();
         Self(())
+    }
+
+    /// Every socket is read and put back: the watchdog is ended (from
+    /// here a killed crp leaves nothing changed).
+    pub fn read_all(&self) {
+        watchdog::finish();
     }
 
     /// Whether the dump read any connection (whose ends [`Self::before_kill`]
@@ -119,9 +129,11 @@ impl Repaired {
     /// Puts every end read in repair mode, right before the kill, so that
     /// closing them sends the peers neither FIN nor RST.
     pub fn before_kill(&self) {
+        // Not to undo the repair mode the kill needs.
+        watchdog::finish();
         let mut ends = read_ends();
         ends.1 = true;
-        for socket in &ends.0 {
+        for (socket, _) in &ends.0 {
             let _ = set_int(socket.as_fd(), TCP_REPAIR, 1);
         }
     }
@@ -130,16 +142,19 @@ impl Repaired {
     /// duplicates.
     pub fn closed_silently(self) {
         read_ends().0.clear();
+        watchdog::finish();
         std::mem::forget(self);
     }
 }
 
 impl Drop for Repaired {
     fn drop(&mut self) {
+        watchdog::finish();
         let mut ends = read_ends();
         if ends.1 {
-            for socket in &ends.0 {
+            for (socket, reuse_address) in &ends.0 {
                 repair_off(socket.as_fd());
+                let _ = set_reuse_address(socket.as_fd(), *reuse_address);
             }
         }
         ends.0.clear();
@@ -191,12 +206,38 @@ pub fn is_other_end(other: BorrowedFd<'_>, local: &Address, peer: &Address) -> b
 
 /// Reads the connection of `socket` in repair mode, turned off again
 /// before returning. The duplicate stays with crp (see [`Repaired`]).
+/// Repair mode overrides SO_REUSEADDR and repair off clears it: it is
+/// read first and set back after (a watchdog does it if crp dies between).
 pub fn capture(socket: OwnedFd, peer_outside: bool) -> Result<TcpConnection, (&'static str, Errno)> {
+    let reuse_address = reuse_address(socket.as_fd()).map_err(|errno| ("read SO_REUSEADDR", errno))?;
+    let guard = watchdog::guard(socket.as_fd(), Restore::Repair { reuse_address });
     set_int(socket.as_fd(), TCP_REPAIR, 1).map_err(|errno| ("turn TCP_REPAIR on", errno))?;
+    guard.changed();
     let read = read_connection(socket.as_fd()).map(|connection| TcpConnection { peer_outside, ..connection });
     repair_off(socket.as_fd());
-    read_ends().0.push(socket);
-    read
+    let put_back = set_reuse_address(socket.as_fd(), reuse_address);
+    drop(guard);
+    read_ends().0.push((socket, reuse_address));
+    let read = read?;
+    put_back.map_err(|errno| ("put SO_REUSEADDR back", errno))?;
+    Ok(read)
+}
+
+/// SO_REUSEADDR as the process set it (0 or 1; 2 in repair mode).
+pub(super) fn reuse_address(socket: BorrowedFd<'_>) -> Result<i32, Errno> {
+    super::int_option(socket, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+}
+
+/// Sets SO_REUSEADDR to `value` where it differs (after repair off).
+fn set_reuse_address(socket: BorrowedFd<'_>, value: i32) -> Result<(), Errno> {
+    if reuse_address(socket)? == value {
+        return Ok(());
+    }
+    // SAFETY: the value is a valid int for the length given.
+    let result = unsafe {
+        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const value).cast(), 4)
+    };
+    if result < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
 fn read_connection(socket: BorrowedFd<'_>) -> Result<TcpConnection, (&'static str, Errno)> {
@@ -325,11 +366,17 @@ pub fn establish(socket: BorrowedFd<'_>, connection: &TcpConnection) -> Result<(
 }
 
 /// Once both ends exist: repair off (without a window probe where the
-/// kernel has that), then the bytes never sent are sent.
-pub fn resume(socket: BorrowedFd<'_>, connection: &TcpConnection) -> Result<(), (&'static str, Errno)> {
+/// kernel has that) and SO_REUSEADDR back to `reuse_address` (repair off
+/// clears it), then the bytes never sent are sent.
+pub fn resume(
+    socket: BorrowedFd<'_>,
+    connection: &TcpConnection,
+    reuse_address: i32,
+) -> Result<(), (&'static str, Errno)> {
     if set_int(socket, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP).is_err() {
         set_int(socket, TCP_REPAIR, 0).map_err(|errno| ("turn TCP_REPAIR off", errno))?;
     }
+    set_reuse_address(socket, reuse_address).map_err(|errno| ("set SO_REUSEADDR again", errno))?;
     let sent = connection.send_queue.len().saturating_sub(connection.unsent as usize);
     let unsent = &connection.send_queue[sent..];
     if unsent.is_empty() {
