@@ -221,9 +221,12 @@ fn reap_orphaned_watchdogs() -> usize {
 #[test]
 fn a_crp_killed_while_it_reads_a_socket_leaves_it_as_it_was() {
     become_subreaper();
-    for (mode, fault) in
-        [("tcp", "tcp-repair@1:KILL"), ("tcp", "tcp-repair@2:KILL"), ("inet", "peeking@1:KILL"), ("inet", "peeking@2:KILL")]
-    {
+    for (mode, fault) in [
+        ("tcp", "tcp-repair@1:KILL"),
+        ("tcp", "tcp-repair@2:KILL"),
+        ("inet", "peeking@1:KILL"),
+        ("inet", "peeking@2:KILL"),
+    ] {
         let directory = tempfile::tempdir().unwrap();
         let mut subject = if mode == "tcp" { tcp_subject() } else { inet_subject() };
         let image = directory.path().join("killed.crp");

@@ -545,11 +545,13 @@ pub(super) fn finish(tracee: &dyn Tracee, made: &[Made]) -> Result<(), EngineErr
     }
     for socket in made {
         let Some(((_, connection), _)) = &socket.connection else { continue };
-        tcp::resume(socket.duplicate.as_fd(), connection, socket.reuse_address).map_err(|(_, errno)| EngineError::Descriptor {
-            operation: "resume (TCP_REPAIR off) the connection of",
-            pid,
-            fd: socket.fd,
-            errno,
+        tcp::resume(socket.duplicate.as_fd(), connection, socket.reuse_address).map_err(|(_, errno)| {
+            EngineError::Descriptor {
+                operation: "resume (TCP_REPAIR off) the connection of",
+                pid,
+                fd: socket.fd,
+                errno,
+            }
         })?;
     }
     for socket in made {

@@ -27,6 +27,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+use crp_ptrace::Checkpoint;
 use nix::errno::Errno;
 
 /// glibc's values (not in the libc crate for Linux).
@@ -100,12 +101,12 @@ fn watchdog() -> std::sync::MutexGuard<'static, Option<Watchdog>> {
 /// A testing hook called at each moment a socket is changed (set by the
 /// CLI: `tcp-repair@N`, the Nth connection end in repair mode being read;
 /// `peeking@N`, the Nth queue walked with its peek offset moved).
-static CHECKPOINT: Mutex<Option<fn(&'static str, u64)>> = Mutex::new(None);
+static CHECKPOINT: Mutex<Option<Checkpoint>> = Mutex::new(None);
 static REPAIRED: AtomicU64 = AtomicU64::new(0);
 static PEEKED: AtomicU64 = AtomicU64::new(0);
 
 /// Sets the hook called at the moments a socket of the original is changed.
-pub fn set_checkpoint(checkpoint: fn(&'static str, u64)) {
+pub fn set_checkpoint(checkpoint: Checkpoint) {
     *CHECKPOINT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(checkpoint);
 }
 
@@ -313,7 +314,8 @@ fn put_back(fd: i32, what: i32, value: i32) {
     };
     match what {
         1 => {
-            if get(libc::IPPROTO_TCP, TCP_REPAIR) == Some(1) && !set(libc::IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+            if get(libc::IPPROTO_TCP, TCP_REPAIR) == Some(1)
+                && !set(libc::IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
             {
                 set(libc::IPPROTO_TCP, TCP_REPAIR, 0);
             }
@@ -321,10 +323,8 @@ fn put_back(fd: i32, what: i32, value: i32) {
                 set(libc::SOL_SOCKET, libc::SO_REUSEADDR, value);
             }
         }
-        2 => {
-            if get(libc::SOL_SOCKET, libc::SO_PEEK_OFF).is_some_and(|current| current != value) {
-                set(libc::SOL_SOCKET, libc::SO_PEEK_OFF, value);
-            }
+        2 if get(libc::SOL_SOCKET, libc::SO_PEEK_OFF).is_some_and(|current| current != value) => {
+            set(libc::SOL_SOCKET, libc::SO_PEEK_OFF, value);
         }
         _ => {}
     }
