@@ -69,10 +69,18 @@ fn a_descriptor_in_flight_of_a_kind_crp_cannot_keep_is_refused_by_name_and_the_p
     let directory = tempfile::tempdir().unwrap();
     let mut subject = sockets_subject("inflight-epoll");
     let image = directory.path().join("inflight.crp");
+    // --check names it as the dump does, touching nothing.
+    let checked = crp().args(["dump", "--check", &subject.pid.to_string()]).output().unwrap();
+    assert_eq!(checked.status.code(), Some(3), "{}{}", stdout_of(&checked), stderr_of(&checked));
     let output = dump(subject.pid, &image, &[]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
     let message = stderr_of(&output);
-    assert!(message.contains("an epoll instance, in flight (SCM_RIGHTS)") && message.contains("fd "), "{message}");
+    let what = "an epoll instance, in flight (SCM_RIGHTS) in the queue of this socket";
+    let location = message.split("fd ").nth(1).and_then(|rest| rest.split(']').next()).map(|fd| format!("fd {fd}]"));
+    let location = location.unwrap_or_else(|| panic!("no location in {message}"));
+    assert!(message.contains(what) && location.contains("socket:["), "{message}");
+    let listed = format!("{}{}", stdout_of(&checked), stderr_of(&checked));
+    assert!(listed.contains(what) && listed.contains(&location), "{location} not in --check's\n{listed}");
     subject.send("go\n");
     assert_eq!(subject.read_line(), format!("OK pid={} inflight-epoll\n", subject.pid));
 }

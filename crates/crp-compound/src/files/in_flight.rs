@@ -107,6 +107,52 @@ fn in_flight_refusal(error: CompoundError, location: &str) -> CompoundError {
     }
 }
 
+/// How a passed epoll is refused (it cannot be captured from crp's side).
+const EPOLL_IN_FLIGHT: &str = "an epoll instance";
+
+/// `crp dump --check`: refuses, named as the dump names them, the
+/// descriptors in flight in the queue of pair end `fd` (socket `inode`)
+/// that the dump would refuse. Only the first message is seen (a peek that
+/// changes nothing: the process runs); those behind it are the dump's to
+/// see, once the process is frozen (logged).
+pub(super) fn check(pid: i32, fd: i32, inode: u64, sockets: &Sockets) -> Result<(), CompoundError> {
+    let (passed, unseen) = super::unix_pair::first_in_flight(pid, fd)?;
+    let location = format!("fd {fd} -> socket:[{inode}]");
+    let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    for passed in &passed {
+        let entry = proc_fd::entry(own, passed.as_raw_fd())?;
+        check_one(own, &entry, sockets).map_err(|error| in_flight_refusal(error, &location))?;
+    }
+    if unseen > 0 {
+        tracing::info!(
+            pid,
+            fd,
+            unseen,
+            "descriptors in flight behind the first message: the dump checks them once the process is frozen"
+        );
+    }
+    Ok(())
+}
+
+/// What [`capture_one`] would refuse of crp's duplicate `entry`, touching nothing.
+fn check_one(own: i32, entry: &Entry, sockets: &Sockets) -> Result<(), CompoundError> {
+    let refuse =
+        |what: String| -> CompoundError { Unsupported { what, location: format!("{} passed", entry.link) }.into() };
+    match classify(own, entry, &[])? {
+        Kind::Target(_) => {}
+        Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(own, entry.fd, &entry.link)?,
+        Kind::Socket { inode } => {
+            if let Some(what) = super::socket::in_flight_refusal(own, entry.fd, inode, &sockets.found()) {
+                return Err(refuse(what));
+            }
+            drop(super::socket::capture(own, entry.fd, inode, &sockets.found(), super::socket::Depth::Check)?);
+        }
+        Kind::Epoll => return Err(refuse(EPOLL_IN_FLIGHT.to_owned())),
+        Kind::Object(found) => unlinked::check_capturable(own, entry, found)?,
+    }
+    Ok(())
+}
+
 /// The description of crp's duplicate `entry` of a descriptor in flight.
 fn capture_one(
     known: &Known<'_>,
@@ -148,7 +194,7 @@ fn capture_one(
                 super::socket::Depth::Capture,
             )?))
         }
-        Kind::Epoll => return Err(refuse("an epoll instance".to_owned())),
+        Kind::Epoll => return Err(refuse(EPOLL_IN_FLIGHT.to_owned())),
         Kind::Fifo(found) => {
             let pipe = fifo::pipe_index(own, entry, &found, table, fifos)?;
             FdTarget::Fifo { path: found.path, mode: found.mode, deleted: found.deleted, pipe }

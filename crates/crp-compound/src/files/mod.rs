@@ -456,7 +456,9 @@ fn check_entry(
 ) -> Result<(), CompoundError> {
     match classify(pid, entry, inside)? {
         Kind::Epoll => drop(epoll::capture(pid, entry.fd, numbered)?),
-        Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {}
+        Kind::Socket { inode } if unix_pair::is_pair(inode, &sockets.diag, &sockets.inside) => {
+            in_flight::check(pid, entry.fd, inode, sockets)?;
+        }
         Kind::Socket { inode } => drop(socket::capture(pid, entry.fd, inode, &sockets.found(), socket::Depth::Check)?),
         Kind::Pipe { .. } | Kind::Fifo(_) => pipe::check_recreatable(pid, entry.fd, &entry.link)?,
         Kind::Object(found) => unlinked::check_capturable(pid, entry, found)?,

@@ -206,6 +206,31 @@ fn queued_messages(socket: &OwnedFd, kind: i32, shutdown: u8, location: &str) ->
     Ok(messages)
 }
 
+/// The descriptors in flight in the first message of the queue of `fd` of
+/// `pid` (on a stream, in the first piece one peek reads), duplicated in
+/// crp, and how many more are in flight (fdinfo's `scm_fds`) than that
+/// peek saw. The peek changes nothing (`crp dump --check` reads a running
+/// process): none is made while the socket has a peek offset set, which a
+/// peek would move, and none when fdinfo says nothing is in flight.
+pub(super) fn first_in_flight(pid: i32, fd: i32) -> Result<(Vec<OwnedFd>, usize), CompoundError> {
+    let failed = |operation: &'static str| move |errno| CompoundError::Ptrace { operation, pid, errno };
+    let in_flight = crp_ptrace::procfs::Fields::read(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|fdinfo| fdinfo.optional("scm_fds").and_then(|count| count.trim().parse::<usize>().ok()));
+    if in_flight == Some(0) {
+        return Ok((Vec::new(), 0));
+    }
+    let duplicate = crp_ptrace::sys::duplicate_descriptor(pid, fd).map_err(failed("pidfd_getfd"))?;
+    if int_option(&duplicate, libc::SO_PEEK_OFF).map_err(failed("getsockopt(SO_PEEK_OFF)"))? >= 0 {
+        return Ok((Vec::new(), in_flight.unwrap_or(0)));
+    }
+    let mut buffer = vec![0u8; LARGEST_MESSAGE];
+    let fds = peek(&duplicate, &mut buffer).map_err(failed("peek at the queue"))?.map(|peeked| peeked.fds);
+    let fds = fds.unwrap_or_default();
+    let unseen = in_flight.unwrap_or(0).saturating_sub(fds.len());
+    Ok((fds, unseen))
+}
+
 /// What one peek gave: the bytes read, the descriptors that came with them
 /// and the message flags.
 struct Peeked {
@@ -222,6 +247,12 @@ struct Peeked {
 fn peek_at(socket: &OwnedFd, offset: usize, buffer: &mut [u8]) -> Result<Option<Peeked>, Errno> {
     let offset = libc::c_int::try_from(offset).map_err(|_| Errno::EOVERFLOW)?;
     set_int_option(socket, libc::SO_PEEK_OFF, offset)?;
+    peek(socket, buffer)
+}
+
+/// Peeks where the socket's peek offset says (from the start when it is
+/// off, -1: then nothing of the socket changes).
+fn peek(socket: &OwnedFd, buffer: &mut [u8]) -> Result<Option<Peeked>, Errno> {
     // Room for SCM_MAX_FD descriptors and credentials, aligned for cmsghdr.
     let mut control = [0u64; 256];
     let mut vector = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
