@@ -280,6 +280,10 @@ fn multicast_memberships_come_back_with_their_source_filters() {
     let image = directory.path().join("multicast.crp");
     dump_ok(subject.pid, &image, &[]);
     assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    for expected in ["member of 239.7.7.7 on lo", "member of 239.7.7.8 on lo (include 127.0.0.9)"] {
+        assert!(inspected.contains(expected), "{expected:?} not in:\n{inspected}");
+    }
     let output = restore(&image, &[], "go\n");
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} multicast\n", subject.pid), "{}", stderr_of(&output));

@@ -59,6 +59,10 @@ fn descriptors_in_flight_come_back_in_their_messages_and_work() {
     let image = directory.path().join("inflight.crp");
     dump_ok(subject.pid, &image, &[]);
     assert_killed(subject.wait());
+    let inspected = stdout_of(&crp().arg("inspect").arg(&image).output().unwrap());
+    assert!(inspected.contains("message 0 carries ") && inspected.contains("(SCM_RIGHTS)"), "{inspected}");
+    let json = stdout_of(&crp().arg("inspect").arg("--json").arg(&image).output().unwrap());
+    assert!(json.contains("\"in_flight\": [\n") || json.contains("\"in_flight\":[{"), "{json}");
     let output = restore(&image, &[], "go\n");
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} inflight\n", subject.pid), "{}", stderr_of(&output));

@@ -541,6 +541,28 @@ pub struct SocketPairSummary {
     pub lost_name: Option<String>,
     /// Its other options kept (those that differ from a fresh socket's).
     pub options: Vec<SocketOptionSummary>,
+    /// The messages waiting for this end that carry descriptors (SCM_RIGHTS).
+    pub in_flight: Vec<InFlightSummary>,
+}
+
+/// One queued message's descriptors in flight.
+#[derive(Debug, Serialize)]
+pub struct InFlightSummary {
+    /// Its index among the messages waiting (0: the next one read).
+    pub message: u32,
+    /// Per descriptor passed: the process's descriptor on the same open
+    /// file, or null when the file is only in flight.
+    pub fds: Vec<Option<i32>>,
+}
+
+/// One multicast group a UDP socket joined.
+#[derive(Debug, Serialize)]
+pub struct MembershipSummary {
+    pub interface: String,
+    pub group: String,
+    /// "include" (only `sources` are received) or "exclude" (all but them).
+    pub mode: &'static str,
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -569,6 +591,8 @@ pub struct SocketSummary {
     pub queued_bytes: usize,
     /// For an established TCP connection (restored with TCP_REPAIR).
     pub connection: Option<ConnectionSummary>,
+    /// The multicast groups it joined, joined again at the restore.
+    pub memberships: Vec<MembershipSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -820,6 +844,18 @@ fn fd_summary(
                 pass_credentials: this.pass_credentials,
                 lost_name: this.name.as_ref().map(ToString::to_string),
                 options: option_summaries(&this.options),
+                in_flight: this
+                    .passed
+                    .iter()
+                    .map(|passed| InFlightSummary {
+                        message: passed.message,
+                        fds: passed
+                            .files
+                            .iter()
+                            .map(|file| table.descriptors.iter().find(|held| held.file == *file).map(|held| held.fd))
+                            .collect(),
+                    })
+                    .collect(),
             });
             ("unix socket pair", format!("socket:[{}]", ends.map_or(0, |(_, this)| this.inode)))
         }
@@ -928,6 +964,20 @@ fn option_summaries(kept: &[crp_compound::files::socket::SocketOption]) -> Vec<S
         .collect()
 }
 
+fn membership_summary(membership: &crp_compound::files::socket::multicast::Membership) -> MembershipSummary {
+    let address = |bytes: &[u8]| match <[u8; 4]>::try_from(bytes) {
+        Ok(v4) => std::net::Ipv4Addr::from(v4).to_string(),
+        Err(_) => <[u8; 16]>::try_from(bytes)
+            .map_or_else(|_| format!("{bytes:02x?}"), |v6| std::net::Ipv6Addr::from(v6).to_string()),
+    };
+    MembershipSummary {
+        interface: membership.interface.clone(),
+        group: address(&membership.group),
+        mode: if membership.include { "include" } else { "exclude" },
+        sources: membership.sources.iter().map(|source| address(source)).collect(),
+    }
+}
+
 fn socket_summary(socket: &crp_compound::files::SocketFile) -> SocketSummary {
     use crp_compound::files::socket::Peer;
     SocketSummary {
@@ -962,6 +1012,7 @@ fn socket_summary(socket: &crp_compound::files::SocketFile) -> SocketSummary {
             mss: connection.mss_clamp,
             peer_outside: connection.peer_outside,
         }),
+        memberships: socket.memberships.iter().map(membership_summary).collect(),
     }
 }
 

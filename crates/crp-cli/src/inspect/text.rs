@@ -70,6 +70,14 @@ fn pair_extras(pair: &super::SocketPairSummary) -> String {
     if let Some(name) = &pair.lost_name {
         let _ = write!(text, ", was named {name} (name not kept)");
     }
+    for flight in &pair.in_flight {
+        let fds: Vec<String> = flight
+            .fds
+            .iter()
+            .map(|fd| fd.map_or_else(|| "a file only in flight".to_owned(), |fd| format!("fd {fd}")))
+            .collect();
+        let _ = write!(text, ", message {} carries {} (SCM_RIGHTS)", flight.message, fds.join(" "));
+    }
     text
 }
 
@@ -114,6 +122,12 @@ fn socket_text(socket: &super::SocketSummary) -> String {
     }
     if socket.queued_datagrams > 0 {
         let _ = write!(text, ", {} datagrams ({} bytes) waiting", socket.queued_datagrams, socket.queued_bytes);
+    }
+    for membership in &socket.memberships {
+        let _ = write!(text, ", member of {} on {}", membership.group, membership.interface);
+        if !membership.sources.is_empty() || !matches!(membership.mode, "exclude") {
+            let _ = write!(text, " ({} {})", membership.mode, membership.sources.join(" "));
+        }
     }
     if !socket.options.is_empty() {
         let options: Vec<String> =
