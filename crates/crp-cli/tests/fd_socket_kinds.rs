@@ -138,6 +138,11 @@ fn a_port_the_original_still_holds_is_refused_and_nothing_is_left() {
     assert!(subject.wait().success());
 }
 
+/// `crp dump PID -o IMAGE` with `CRP_TEST_FAULT=fault`.
+fn dump_with_fault(pid: i32, image: &Path, fault: &str) -> std::process::Output {
+    crp().arg("dump").arg(pid.to_string()).arg("-o").arg(image).env("CRP_TEST_FAULT", fault).output().unwrap()
+}
+
 fn tcp_subject() -> Subject {
     let mut command = Command::new(c_program("fd_socket_kinds"));
     command.arg("tcp");
@@ -175,14 +180,7 @@ fn a_dump_killed_or_cancelled_after_reading_the_connection_leaves_it_working() {
         let directory = tempfile::tempdir().unwrap();
         let mut subject = tcp_subject();
         let image = directory.path().join("tcp.crp");
-        let output = crp()
-            .arg("dump")
-            .arg(subject.pid.to_string())
-            .arg("-o")
-            .arg(&image)
-            .env("CRP_TEST_FAULT", fault)
-            .output()
-            .unwrap();
+        let output = dump_with_fault(subject.pid, &image, fault);
         assert!(!output.status.success(), "{fault}: the dump must not succeed");
         // The original, released by the dead or cancelled crp, carries on
         // with its connection (no end was left in repair mode).
@@ -230,14 +228,7 @@ fn a_crp_killed_while_it_reads_a_socket_leaves_it_as_it_was() {
         let directory = tempfile::tempdir().unwrap();
         let mut subject = if mode == "tcp" { tcp_subject() } else { inet_subject() };
         let image = directory.path().join("killed.crp");
-        let output = crp()
-            .arg("dump")
-            .arg(subject.pid.to_string())
-            .arg("-o")
-            .arg(&image)
-            .env("CRP_TEST_FAULT", fault)
-            .output()
-            .unwrap();
+        let output = dump_with_fault(subject.pid, &image, fault);
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&output.status), Some(9), "{fault}: not killed there");
         assert_eq!(reap_orphaned_watchdogs(), 1, "{fault}: one watchdog, ended");
         subject.send("go\n");
@@ -252,14 +243,7 @@ fn a_crp_killed_with_the_connections_in_repair_mode_takes_the_process_with_it_an
     let directory = tempfile::tempdir().unwrap();
     let mut subject = tcp_subject();
     let image = directory.path().join("tcp.crp");
-    let output = crp()
-        .arg("dump")
-        .arg(subject.pid.to_string())
-        .arg("-o")
-        .arg(&image)
-        .env("CRP_TEST_FAULT", "repairing:KILL")
-        .output()
-        .unwrap();
+    let output = dump_with_fault(subject.pid, &image, "repairing:KILL");
     assert!(!output.status.success(), "the dump must have been killed");
     // PTRACE_O_EXITKILL: the process died with crp, its connection's ends
     // in repair mode (neither FIN nor RST), and the complete image holds it.

@@ -29,14 +29,14 @@ use nix::errno::Errno;
 use super::address::{Address, socklen};
 use super::watchdog::{self, Restore};
 
-const TCP_REPAIR: i32 = 19;
+pub(super) const TCP_REPAIR: i32 = 19;
 const TCP_REPAIR_QUEUE: i32 = 20;
 const TCP_QUEUE_SEQ: i32 = 21;
 const TCP_REPAIR_OPTIONS: i32 = 22;
 const TCP_TIMESTAMP: i32 = 24;
 const TCP_REPAIR_WINDOW: i32 = 29;
 /// Repair off without the window probe (Linux 4.16+).
-const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+pub(super) const TCP_REPAIR_OFF_NO_WP: i32 = -1;
 const TCP_RECV_QUEUE: i32 = 1;
 const TCP_SEND_QUEUE: i32 = 2;
 const TCP_NO_QUEUE: i32 = 0;

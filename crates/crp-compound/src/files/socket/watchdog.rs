@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use crp_ptrace::Checkpoint;
 use nix::errno::Errno;
 
+use super::tcp::{TCP_REPAIR, TCP_REPAIR_OFF_NO_WP};
+
 /// glibc's values (not in the libc crate for Linux).
 const PTHREAD_MUTEX_ROBUST: libc::c_int = 1;
 const PTHREAD_PROCESS_SHARED: libc::c_int = 1;
@@ -37,8 +39,6 @@ const PTHREAD_PROCESS_SHARED: libc::c_int = 1;
 const FUTEX_WAITERS: u32 = 0x8000_0000;
 const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
-const TCP_REPAIR: i32 = 19;
-const TCP_REPAIR_OFF_NO_WP: i32 = -1;
 const SLOTS: usize = 16;
 
 /// What the watchdog puts back on a socket crp changed.
