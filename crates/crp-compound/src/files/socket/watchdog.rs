@@ -18,9 +18,12 @@
 //! orphaned, its new parent does.
 //!
 //! What stays open: the kernel wakes the watchdog before it lets the
-//! original go, but nothing orders the two after that; the watchdog needs
-//! a few microseconds per socket while the original needs its CPU back,
-//! to leave the ptrace stop and return to its code. Not started at all for
+//! original go, but nothing orders the two after that; the watchdog
+//! (SCHED_FIFO, so it preempts ordinary tasks) needs a few microseconds
+//! per socket, the original its CPU back to leave the ptrace stop. A
+//! process blocked in `recv` on the very socket read wins that race
+//! sometimes (README). Closing it would need the original parked in a
+//! syscall the watchdog ends (crp-ptrace's parking), not done here. Not started at all for
 //! a process with no connection to read and no queue to walk.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -268,6 +271,12 @@ unsafe fn watch(shared: &Shared) -> ! {
     }
     // SAFETY: the name is a NUL-terminated string of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"crp-watchdog".as_ptr()) };
+    // Real-time (CAP_SYS_NICE; else as it is): woken, it runs at once,
+    // preempting ordinary tasks, crp's exiting thread included, instead
+    // of waiting for a CPU while the original is let go.
+    let priority = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sets this process's own policy from a valid parameter.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const priority) };
     // SAFETY: glibc's pthread_mutex_t begins with its futex word, an int
     // aligned for it.
     let word = unsafe { &*(&raw const shared.mutex).cast::<AtomicU32>() };
