@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crp_compound::pagemap::PageMap;
+use crp_compound::vma::cow::CowError;
 use crp_compound::vma::{Backing, label_anonymous};
 use crp_image::ImageWriter;
 use crp_ptrace::{FrozenProcess, procfs};
@@ -12,7 +13,7 @@ use crp_ptrace::{FrozenProcess, procfs};
 pub use crate::backend::Backend;
 use crate::backend::Captured;
 use crate::error::CrpError;
-use crate::preflight::{self, Phase};
+use crate::preflight::{self, Phase, Policies};
 use crate::{cancel, faults};
 pub use crp_image::Durability;
 
@@ -43,7 +44,30 @@ pub fn blockers(pid: i32, backend: Backend) -> Result<Vec<crp_compound::Unsuppor
     preflight::blockers(pid, Phase::BeforeFreeze)
 }
 
+/// How the pages are read with `--leave-running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Private anonymous memory through a copy-on-write snapshot, the
+    /// process running on (see [`crate::copy_on_write`]).
+    OnWrite,
+    /// Everything while the process is frozen.
+    Frozen,
+}
+
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
+    if !plan.leave_running || plan.backend != Backend::Userspace {
+        return dump_with(plan, Copy::Frozen);
+    }
+    match dump_with(plan, Copy::OnWrite) {
+        Err(CrpError::CopyOnWrite(lost @ CowError::Lost { .. })) => {
+            eprintln!("crp: warning: {lost}; dumping it again, frozen for the whole copy");
+            dump_with(plan, Copy::Frozen)
+        }
+        done => done,
+    }
+}
+
+fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     tracing::info!(pid, output = %plan.output.display(), backend = ?plan.backend, "dump: checking the process");
     preflight::check(pid, Phase::BeforeFreeze)?;
@@ -77,7 +101,10 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // memory map first, which the checks and the capture both read.
     let maps = procfs::smaps(pid)?;
     // The process may have changed between the checks and the freeze.
-    preflight::check_frozen(pid, &maps)?;
+    // A freeze of milliseconds leaves the NUMA policies (whose /proc file
+    // walks every page) for right after the release.
+    let policies = if copy == Copy::OnWrite { Policies::AfterRelease } else { Policies::Now };
+    preflight::check_frozen(pid, &maps, policies)?;
     tracing::debug!(pid, "preflight passed again, frozen");
     cancel::check("dump")?;
     let proc = procfs::Snapshot::read(pid)?;
@@ -108,32 +135,53 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         };
         planned.push((vma, runs));
     }
-    let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    // With a snapshot, private anonymous memory is read after the release;
+    // the rest (shared and file-backed pages) while still frozen.
+    let (later, now): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(vma, _)| copy == Copy::OnWrite && copied_on_write(vma));
+    let ranges: Vec<(u64, u64)> = later.iter().map(|(vma, _)| (vma.start, vma.end)).collect();
+    let snapshot = match copy {
+        Copy::OnWrite => crate::copy_on_write::arm(&mut frozen, &maps, &ranges)?,
+        Copy::Frozen => None,
+    };
+    let (now, later) = match snapshot {
+        Some(_) => (now, later),
+        None => (now.into_iter().chain(later).collect(), Vec::new()),
+    };
+    let total = now.iter().chain(&later).flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
     let progress = crate::progress::Progress::start("dump", total);
-    let mut zero_pages = 0u64;
-    for (vma, runs) in planned {
-        // A page private anonymous memory lacks after the restore reads as
-        // zero there: its zero pages (read but never written, or zeroed) are
-        // left out. Anywhere else a zero page may stand over other data (a
-        // file's), and is stored.
-        let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
-        for (vaddr, page_count) in runs {
-            let read = |address, buffer: &mut [u8]| {
-                if cancel::requested().is_some() {
-                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
-                }
-                backend.read_memory(nix_pid, address, buffer)?;
-                progress.advance(buffer.len() as u64);
-                Ok(())
-            };
-            let added = if omit_zeros {
-                writer.add_page_run_without_zeros(vaddr, page_count, read)
-            } else {
-                writer.add_page_run(vaddr, page_count, read).map(|()| 0)
-            };
-            cancel::check("dump")?;
-            zero_pages += added?;
+    let read_frozen = |address, buffer: &mut [u8]| backend.read_memory(nix_pid, address, buffer);
+    let mut zero_pages = write_pages(&mut writer, now, &progress, read_frozen)?;
+    // With --leave-running the rest is read while the process runs on: the
+    // image is finished and made durable after.
+    let frozen = if plan.leave_running {
+        let frozen_for = started.elapsed();
+        frozen.release()?;
+        tracing::info!(pid, frozen_ms = frozen_for.as_secs_f64() * 1e3, "released (--leave-running)");
+        if policies == Policies::AfterRelease {
+            preflight::check_released(pid)?;
         }
+        Original::Released { frozen_for }
+    } else {
+        Original::Frozen(Box::new(frozen))
+    };
+    if let Some(snapshot) = snapshot {
+        let lost = std::cell::Cell::new(None);
+        let read_snapshot = |address, buffer: &mut [u8]| {
+            faults::reached("copying", 0);
+            snapshot.read(address, buffer).map_err(|error| {
+                let message = error.to_string();
+                lost.set(Some(error));
+                std::io::Error::other(message)
+            })
+        };
+        let written = write_pages(&mut writer, later, &progress, read_snapshot);
+        if let Some(error) = lost.take() {
+            return Err(error.into());
+        }
+        zero_pages += written?;
+        let stats = snapshot.finish();
+        tracing::info!(pid, faults = stats.faults, copied = stats.copied, "copy-on-write snapshot read");
     }
     drop(progress);
     faults::reached("pages", 0);
@@ -147,16 +195,6 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let vma_count = image.vmas.len();
     let metadata = crp_image::to_archive(&image)?;
-    // With --leave-running every page is in the writer's buffers by now:
-    // the process runs on while the image is finished and made durable.
-    let frozen = if plan.leave_running {
-        let frozen_for = started.elapsed();
-        frozen.release()?;
-        tracing::info!(pid, "released (--leave-running)");
-        Original::Released { frozen_for }
-    } else {
-        Original::Frozen(Box::new(frozen))
-    };
     let path = writer.finish(&metadata)?;
     tracing::info!(path = %path.display(), metadata_bytes = metadata.len(), "image finished");
     faults::reached("written", 0);
@@ -188,6 +226,50 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         }
     };
     Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for })
+}
+
+/// Whether `vma`'s pages can be read through a copy-on-write snapshot:
+/// private anonymous memory (write protection covers nothing else, and a
+/// shared mapping's pages may be written by other processes).
+fn copied_on_write(vma: &crp_compound::vma::VmaRecord) -> bool {
+    !vma.shared && matches!(vma.backing, Backing::Anonymous { .. })
+}
+
+/// Writes `planned` (each VMA with its runs of pages to store) through
+/// `read`, leaving the zero pages of private anonymous memory out; returns
+/// how many were left out.
+fn write_pages(
+    writer: &mut ImageWriter,
+    planned: Vec<(&crp_compound::vma::VmaRecord, Vec<(u64, u64)>)>,
+    progress: &crate::progress::Progress,
+    mut read: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+) -> Result<u64, CrpError> {
+    let mut zero_pages = 0u64;
+    for (vma, runs) in planned {
+        // A page private anonymous memory lacks after the restore reads as
+        // zero there: its zero pages (read but never written, or zeroed) are
+        // left out. Anywhere else a zero page may stand over other data (a
+        // file's), and is stored.
+        let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
+        for (vaddr, page_count) in runs {
+            let mut read = |address, buffer: &mut [u8]| {
+                if cancel::requested().is_some() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
+                }
+                read(address, buffer)?;
+                progress.advance(buffer.len() as u64);
+                Ok(())
+            };
+            let added = if omit_zeros {
+                writer.add_page_run_without_zeros(vaddr, page_count, &mut read)
+            } else {
+                writer.add_page_run(vaddr, page_count, &mut read).map(|()| 0)
+            };
+            cancel::check("dump")?;
+            zero_pages += added?;
+        }
+    }
+    Ok(zero_pages)
 }
 
 /// Ties the frozen process `pid` to crp's life (`PTRACE_O_EXITKILL`, with

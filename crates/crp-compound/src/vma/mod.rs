@@ -9,6 +9,7 @@ pub mod locking;
 mod map;
 mod rules;
 pub mod shared;
+pub mod cow;
 
 use std::os::unix::fs::MetadataExt;
 

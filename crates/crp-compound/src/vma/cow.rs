@@ -1,0 +1,292 @@
+//! A copy-on-write snapshot of a running process's private anonymous
+//! memory, through userfaultfd write protection in synchronous mode: the
+//! process's pages are write-protected while it is frozen, then it runs on
+//! while crp reads them. A write to a page crp has not read yet waits, in
+//! the kernel, until the handler thread has copied the page aside and
+//! unprotected it; the reader takes the copy instead of the changed page.
+//! What is read is the memory as it was at the freeze.
+//!
+//! The reader goes through the registered ranges in ascending address
+//! order and says how far it has read (`consumed_to`): a write below that
+//! needs no copy. The copies kept aside are bounded (`KEPT_BYTES`): past
+//! that, a write to a page still ahead of the reader waits until the reader
+//! has passed it, so the process slows down instead of crp growing.
+//!
+//! Discarding, unmapping or moving memory the reader has not passed
+//! (madvise, munmap, mremap) loses what the snapshot was to hold: the read
+//! fails with [`CowError::Lost`] and the caller dumps again with the
+//! process frozen.
+//!
+//! Nothing outlives crp: the userfaultfd exists only as crp's descriptor
+//! (the process's own was closed right after it was made). When it closes,
+//! by [`CowSnapshot::finish`], by drop, or because crp died, the kernel
+//! unregisters every range and wakes every waiting write.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crp_ptrace::userfault::{self, Message};
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+const PAGE: u64 = 4096;
+
+/// The most bytes of pages copied aside at any time.
+const KEPT_BYTES: usize = 32 << 20;
+
+/// The userfaultfd features the snapshot needs.
+pub const FEATURES: u64 = userfault::FEATURE_PAGEFAULT_FLAG_WP
+    | userfault::FEATURE_EVENT_REMOVE
+    | userfault::FEATURE_EVENT_UNMAP
+    | userfault::FEATURE_EVENT_REMAP;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CowError {
+    #[error("userfaultfd handshake (write protection with remove, unmap and remap events): {0}")]
+    Handshake(Errno),
+    #[error("cannot register {start:#x}-{end:#x} for write protection: {errno}")]
+    Register { start: u64, end: u64, errno: Errno },
+    #[error("cannot write-protect {start:#x}-{end:#x}: {errno}")]
+    Protect { start: u64, end: u64, errno: Errno },
+    #[error("cannot start the copy-on-write handler thread: {0}")]
+    Thread(std::io::Error),
+    #[error(
+        "the process {what} {start:#x}-{end:#x} while crp was copying it (its pages from {address:#x} were not \
+         copied yet)"
+    )]
+    Lost { address: u64, what: &'static str, start: u64, end: u64 },
+    #[error("cannot read the process's memory at {address:#x}: {errno}")]
+    Read { address: u64, errno: Errno },
+    #[error("the copy-on-write handler failed: {0}")]
+    Handler(String),
+}
+
+/// Memory the process discarded, unmapped or moved during the copy.
+#[derive(Debug, Clone, Copy)]
+struct Gone {
+    what: &'static str,
+    start: u64,
+    end: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Pages copied aside before their first write, by address.
+    kept: BTreeMap<u64, Box<[u8]>>,
+    kept_bytes: usize,
+    /// The reader has read everything below this address.
+    consumed_to: u64,
+    gone: Vec<Gone>,
+    failure: Option<String>,
+    stopping: bool,
+    /// Write faults seen, and pages copied aside, in all.
+    faults: u64,
+    copied: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when the reader moves on or the snapshot stops.
+    moved: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves plain data.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What the copy-on-write phase did, for the log and the dump's report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CowStats {
+    /// Writes the process made to protected pages during the copy.
+    pub faults: u64,
+    /// Pages copied aside before their first write.
+    pub copied: u64,
+}
+
+/// An armed snapshot: the ranges are write-protected and a handler thread
+/// answers write faults.
+#[derive(Debug)]
+pub struct CowSnapshot {
+    pid: Pid,
+    shared: Arc<Shared>,
+    /// Written to (and closed) to stop the handler.
+    stop: Option<OwnedFd>,
+    handler: Option<JoinHandle<()>>,
+    uffd: Arc<OwnedFd>,
+}
+
+impl CowSnapshot {
+    /// Arms `uffd` (a userfaultfd created inside frozen process `pid`) over
+    /// `ranges` (start, end; private anonymous mappings, ascending): every
+    /// page of them is write-protected when this returns. On error nothing
+    /// is left: dropping the descriptor unregisters what was registered.
+    pub fn arm(pid: Pid, uffd: OwnedFd, ranges: &[(u64, u64)]) -> Result<Self, CowError> {
+        userfault::handshake(uffd.as_fd(), FEATURES).map_err(CowError::Handshake)?;
+        for &(start, end) in ranges {
+            userfault::register_write_protect(uffd.as_fd(), start, end - start)
+                .map_err(|errno| CowError::Register { start, end, errno })?;
+        }
+        for &(start, end) in ranges {
+            userfault::write_protect(uffd.as_fd(), start, end - start, true)
+                .map_err(|errno| CowError::Protect { start, end, errno })?;
+        }
+        let uffd = Arc::new(uffd);
+        let shared = Arc::new(Shared::default());
+        let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|errno| CowError::Thread(std::io::Error::from(errno)))?;
+        let handler = {
+            let (uffd, shared) = (Arc::clone(&uffd), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("crp-cow".to_owned())
+                .spawn(move || handle(pid, &uffd, &shared, &stop_read))
+                .map_err(CowError::Thread)?
+        };
+        Ok(Self { pid, shared, stop: Some(stop_write), handler: Some(handler), uffd })
+    }
+
+    /// Reads the snapshot's bytes at `address` into `buffer`: the memory as
+    /// it was when armed. Calls must go up through the ranges in ascending
+    /// order; what lies below the end of the last call is never asked for
+    /// again.
+    pub fn read(&self, address: u64, buffer: &mut [u8]) -> Result<(), CowError> {
+        let end = address + buffer.len() as u64;
+        let read = crp_ptrace::sys::read_memory(self.pid, address, buffer);
+        let mut state = self.shared.lock();
+        // Pages written since being armed were copied aside first: their
+        // copies are what the snapshot holds. A page without one was still
+        // protected when read above, since a copy is made before a page is
+        // unprotected and this lock is held while it is made.
+        let offsets: Vec<u64> = state.kept.range(address..end).map(|(&page, _)| page).collect();
+        for page in offsets {
+            if let Some(bytes) = state.kept.remove(&page) {
+                let offset = usize::try_from(page - address).unwrap_or(usize::MAX);
+                buffer[offset..offset + bytes.len()].copy_from_slice(&bytes);
+                state.kept_bytes -= bytes.len();
+            }
+        }
+        let lost = state.gone.iter().find(|gone| gone.start < end && address < gone.end).copied();
+        state.consumed_to = state.consumed_to.max(end);
+        let failure = state.failure.clone();
+        drop(state);
+        self.shared.moved.notify_all();
+        if let Some(gone) = lost {
+            return Err(CowError::Lost { address, what: gone.what, start: gone.start, end: gone.end });
+        }
+        if let Some(failure) = failure {
+            return Err(CowError::Handler(failure));
+        }
+        read.map_err(|errno| CowError::Read { address, errno })
+    }
+
+    /// Stops the handler and closes the userfaultfd: the process's memory
+    /// is no longer tracked.
+    pub fn finish(mut self) -> CowStats {
+        self.stop_handler();
+        let state = self.shared.lock();
+        CowStats { faults: state.faults, copied: state.copied }
+    }
+
+    fn stop_handler(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.moved.notify_all();
+        // Closing the pipe's write end wakes the handler's poll.
+        drop(self.stop.take());
+        if let Some(handler) = self.handler.take() {
+            let _ = handler.join();
+        }
+    }
+
+    /// The duplicate crp holds (for tests and logs).
+    pub fn descriptor(&self) -> i32 {
+        self.uffd.as_raw_fd()
+    }
+}
+
+impl Drop for CowSnapshot {
+    fn drop(&mut self) {
+        // The userfaultfd closes with the last Arc, after the handler has
+        // ended: the kernel then unregisters it and wakes every write.
+        self.stop_handler();
+    }
+}
+
+/// The handler thread: answers write faults and records memory that goes
+/// away, until `stop` is closed.
+fn handle(pid: Pid, uffd: &OwnedFd, shared: &Shared, stop: &OwnedFd) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let mut fds = [PollFd::new(uffd.as_fd(), PollFlags::POLLIN), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => return fail(shared, format!("poll: {errno}")),
+        }
+        if fds[1].revents().is_some_and(|events| !events.is_empty()) {
+            return;
+        }
+        let messages = match userfault::read_messages(uffd.as_fd()) {
+            Ok(messages) => messages,
+            Err(errno) => return fail(shared, format!("reading the userfaultfd: {errno}")),
+        };
+        for message in messages {
+            if let Err(failure) = answer(pid, uffd, shared, message) {
+                return fail(shared, failure);
+            }
+        }
+    }
+}
+
+fn fail(shared: &Shared, failure: String) {
+    tracing::warn!(%failure, "copy-on-write handler stopped");
+    shared.lock().failure = Some(failure);
+    shared.moved.notify_all();
+}
+
+fn answer(pid: Pid, uffd: &OwnedFd, shared: &Shared, message: Message) -> Result<(), String> {
+    let gone = |what, start, end| {
+        shared.lock().gone.push(Gone { what, start, end });
+        Ok(())
+    };
+    match message {
+        Message::WriteFault { address } => {
+            let page = address & !(PAGE - 1);
+            keep_before_write(pid, shared, page)?;
+            match userfault::write_protect(uffd.as_fd(), page, PAGE, false) {
+                // Unmapped meanwhile: nothing waits on it any more.
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(errno) => Err(format!("unprotecting {page:#x}: {errno}")),
+            }
+        }
+        Message::Remove { start, end } => gone("discarded", start, end),
+        Message::Unmap { start, end } => gone("unmapped", start, end),
+        Message::Remap { from, length, .. } => gone("moved", from, from + length),
+        Message::Other { event } => {
+            tracing::debug!(event, "userfaultfd message ignored");
+            Ok(())
+        }
+    }
+}
+
+/// Copies `page` aside unless the reader has passed it, waiting while the
+/// copies kept aside are at their bound.
+fn keep_before_write(pid: Pid, shared: &Shared, page: u64) -> Result<(), String> {
+    let mut state = shared.lock();
+    state.faults += 1;
+    while state.kept_bytes >= KEPT_BYTES && page >= state.consumed_to && !state.stopping {
+        state = shared.moved.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    if page < state.consumed_to || state.stopping || state.kept.contains_key(&page) {
+        return Ok(());
+    }
+    let mut bytes = vec![0u8; PAGE as usize].into_boxed_slice();
+    crp_ptrace::sys::read_memory(pid, page, &mut bytes).map_err(|errno| format!("copying {page:#x}: {errno}"))?;
+    state.kept.insert(page, bytes);
+    state.kept_bytes += PAGE as usize;
+    state.copied += 1;
+    Ok(())
+}
