@@ -17,11 +17,13 @@ use nix::errno::Errno;
 use crate::error::CrpError;
 
 /// Arms a snapshot of `ranges` (start, end; ascending) in the frozen
-/// process, or says why it cannot have one (`Ok(None)`, logged).
+/// process, its overflow going to `spill_directory` (the image's), or says
+/// why it cannot have one (`Ok(None)`, logged).
 pub fn arm(
     frozen: &mut FrozenProcess,
     maps: &[procfs::MapsEntry],
     ranges: &[(u64, u64)],
+    spill_directory: &std::path::Path,
 ) -> Result<Option<CowSnapshot>, CrpError> {
     if ranges.is_empty() {
         return Ok(None);
@@ -30,7 +32,7 @@ pub fn arm(
     let Some(uffd) = userfaultfd_of(frozen, maps)? else {
         return Ok(None);
     };
-    match CowSnapshot::arm(pid, uffd, ranges) {
+    match CowSnapshot::arm(pid, uffd, ranges, spill_directory) {
         Ok(snapshot) => Ok(Some(snapshot)),
         // Another userfaultfd has the range (the process's own), or the
         // kernel cannot protect it: the copy is made frozen.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crp_compound::pagemap::PageMap;
-use crp_compound::vma::cow::CowError;
+use crp_compound::vma::cow::{CowError, CowSnapshot};
 use crp_compound::vma::{Backing, label_anonymous};
 use crp_image::ImageWriter;
 use crp_ptrace::{FrozenProcess, procfs};
@@ -35,6 +35,9 @@ pub struct DumpReport {
     /// Pages of private anonymous memory left out because they were zero.
     pub zero_pages: u64,
     pub frozen_for: Duration,
+    /// With a copy-on-write snapshot (--leave-running): how many pages the
+    /// process wrote before crp had read them, copied aside first.
+    pub copied_on_write: Option<u64>,
 }
 
 /// What stops a dump of `pid` through `backend`, touching nothing: a
@@ -135,25 +138,24 @@ fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
         };
         planned.push((vma, runs));
     }
+    let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    let progress = crate::progress::Progress::start("dump", total);
     // With a snapshot, private anonymous memory is read after the release;
-    // the rest (shared and file-backed pages) while still frozen.
-    let (later, now): (Vec<_>, Vec<_>) =
-        planned.into_iter().partition(|(vma, _)| copy == Copy::OnWrite && copied_on_write(vma));
-    let ranges: Vec<(u64, u64)> = later.iter().map(|(vma, _)| (vma.start, vma.end)).collect();
+    // the rest (shared and file-backed pages) is read while still frozen,
+    // kept aside, and written in its place in address order, as the image
+    // has its runs.
     let snapshot = match copy {
-        Copy::OnWrite => crate::copy_on_write::arm(&mut frozen, &maps, &ranges)?,
+        Copy::OnWrite => arm_snapshot(plan, &mut frozen, &maps, &planned, backend.as_ref())?,
         Copy::Frozen => None,
     };
-    let (now, later) = match snapshot {
-        Some(_) => (now, later),
-        None => (now.into_iter().chain(later).collect(), Vec::new()),
-    };
-    let total = now.iter().chain(&later).flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
-    let progress = crate::progress::Progress::start("dump", total);
-    let read_frozen = |address, buffer: &mut [u8]| backend.read_memory(nix_pid, address, buffer);
-    let mut zero_pages = write_pages(&mut writer, now, &progress, read_frozen)?;
-    // With --leave-running the rest is read while the process runs on: the
-    // image is finished and made durable after.
+    let mut zero_pages = 0;
+    if snapshot.is_none() {
+        let read_frozen = |address, buffer: &mut [u8]| backend.read_memory(nix_pid, address, buffer);
+        zero_pages = write_pages(&mut writer, &planned, &progress, read_frozen)?;
+    }
+    let mut copied_on_write = None;
+    // With --leave-running the process runs on from here: the image is
+    // finished and made durable after.
     let frozen = if plan.leave_running {
         let frozen_for = started.elapsed();
         frozen.release()?;
@@ -165,23 +167,29 @@ fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
     } else {
         Original::Frozen(Box::new(frozen))
     };
-    if let Some(snapshot) = snapshot {
+    if let Some((snapshot, kept)) = snapshot {
         let lost = std::cell::Cell::new(None);
-        let read_snapshot = |address, buffer: &mut [u8]| {
-            faults::reached("copying", 0);
+        let mut reads = 0u64;
+        let read = |address, buffer: &mut [u8]| {
+            if kept.fill(address, buffer) {
+                return Ok(());
+            }
+            faults::reached("copying", reads);
+            reads += 1;
             snapshot.read(address, buffer).map_err(|error| {
                 let message = error.to_string();
                 lost.set(Some(error));
                 std::io::Error::other(message)
             })
         };
-        let written = write_pages(&mut writer, later, &progress, read_snapshot);
+        let written = write_pages(&mut writer, &planned, &progress, read);
         if let Some(error) = lost.take() {
             return Err(error.into());
         }
-        zero_pages += written?;
+        zero_pages = written?;
         let stats = snapshot.finish();
         tracing::info!(pid, faults = stats.faults, copied = stats.copied, "copy-on-write snapshot read");
+        copied_on_write = Some(stats.copied);
     }
     drop(progress);
     faults::reached("pages", 0);
@@ -225,7 +233,72 @@ fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
             frozen_for
         }
     };
-    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for })
+    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for, copied_on_write })
+}
+
+/// The most bytes of pages that are not private anonymous memory a
+/// copy-on-write dump reads while frozen and keeps in memory; past it the
+/// whole copy is made frozen.
+const KEPT_FROZEN_BYTES: u64 = 16 << 20;
+
+/// Arms a copy-on-write snapshot of the private anonymous VMAs of
+/// `planned` and reads the pages of the others now, or says why not
+/// (`None`: too many such pages, or no snapshot possible; logged).
+fn arm_snapshot(
+    plan: &DumpPlan,
+    frozen: &mut FrozenProcess,
+    maps: &[procfs::MapsEntry],
+    planned: &[(&crp_compound::vma::VmaRecord, Vec<(u64, u64)>)],
+    backend: &dyn crate::backend::DumpBackend,
+) -> Result<Option<(CowSnapshot, KeptPages)>, CrpError> {
+    let others = || planned.iter().filter(|(vma, _)| !copied_on_write(vma)).flat_map(|(_, runs)| runs);
+    let other_bytes: u64 = others().map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    if other_bytes > KEPT_FROZEN_BYTES {
+        tracing::info!(other_bytes, "too much shared or file-backed memory to keep aside: the pages are copied frozen");
+        return Ok(None);
+    }
+    let ranges: Vec<(u64, u64)> =
+        planned.iter().filter(|(vma, _)| copied_on_write(vma)).map(|(vma, _)| (vma.start, vma.end)).collect();
+    let directory = match plan.output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let Some(snapshot) = crate::copy_on_write::arm(frozen, maps, &ranges, directory)? else {
+        return Ok(None);
+    };
+    let mut kept = KeptPages::default();
+    for &(vaddr, pages) in others() {
+        let mut bytes = vec![0u8; usize::try_from(pages * 4096).unwrap_or(usize::MAX)];
+        backend.read_memory(frozen.pid(), vaddr, &mut bytes).map_err(|source| CrpError::Io {
+            action: format!("reading pid {} at {vaddr:#x}", frozen.pid()),
+            source,
+        })?;
+        kept.runs.insert(vaddr, bytes);
+    }
+    Ok(Some((snapshot, kept)))
+}
+
+/// Pages read while frozen, by the address of their run.
+#[derive(Debug, Default)]
+struct KeptPages {
+    runs: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+impl KeptPages {
+    /// Fills `buffer` from the run holding `address`, if one does.
+    fn fill(&self, address: u64, buffer: &mut [u8]) -> bool {
+        let Some((&start, bytes)) = self.runs.range(..=address).next_back() else {
+            return false;
+        };
+        let offset = usize::try_from(address - start).unwrap_or(usize::MAX);
+        match bytes.get(offset..offset.saturating_add(buffer.len())) {
+            Some(source) => {
+                buffer.copy_from_slice(source);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Whether `vma`'s pages can be read through a copy-on-write snapshot:
@@ -240,7 +313,7 @@ fn copied_on_write(vma: &crp_compound::vma::VmaRecord) -> bool {
 /// how many were left out.
 fn write_pages(
     writer: &mut ImageWriter,
-    planned: Vec<(&crp_compound::vma::VmaRecord, Vec<(u64, u64)>)>,
+    planned: &[(&crp_compound::vma::VmaRecord, Vec<(u64, u64)>)],
     progress: &crate::progress::Progress,
     mut read: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
 ) -> Result<u64, CrpError> {
@@ -251,7 +324,7 @@ fn write_pages(
         // left out. Anywhere else a zero page may stand over other data (a
         // file's), and is stored.
         let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
-        for (vaddr, page_count) in runs {
+        for &(vaddr, page_count) in runs {
             let mut read = |address, buffer: &mut [u8]| {
                 if cancel::requested().is_some() {
                     return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));

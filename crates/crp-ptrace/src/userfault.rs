@@ -19,6 +19,8 @@ const UFFD_API: u64 = 0xaa;
 const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
 /// `_IOWR(0xaa, 0x00, struct uffdio_register)`.
 const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+/// `_IOR(0xaa, 0x01, struct uffdio_range)`.
+const UFFDIO_UNREGISTER: libc::c_ulong = 0x8010_aa01;
 /// `_IOWR(0xaa, 0x06, struct uffdio_writeprotect)`.
 const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xc018_aa06;
 
@@ -110,6 +112,16 @@ pub fn register_write_protect(uffd: BorrowedFd<'_>, start: u64, length: u64) -> 
     // SAFETY: UFFDIO_REGISTER reads and writes one struct uffdio_register,
     // which `register` is, alive for the call.
     let result = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &raw mut register) };
+    Errno::result(result).map(drop)
+}
+
+/// Unregisters `[start, start + length)`: its pages are no longer
+/// protected, and the writes waiting on them are woken.
+pub fn unregister(uffd: BorrowedFd<'_>, start: u64, length: u64) -> Result<(), Errno> {
+    let mut range = UffdioRange { start, len: length };
+    // SAFETY: UFFDIO_UNREGISTER reads one struct uffdio_range, which
+    // `range` is, alive for the call.
+    let result = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_UNREGISTER, &raw mut range) };
     Errno::result(result).map(drop)
 }
 

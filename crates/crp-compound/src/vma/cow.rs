@@ -8,9 +8,10 @@
 //!
 //! The reader goes through the registered ranges in ascending address
 //! order and says how far it has read (`consumed_to`): a write below that
-//! needs no copy. The copies kept aside are bounded (`KEPT_BYTES`): past
-//! that, a write to a page still ahead of the reader waits until the reader
-//! has passed it, so the process slows down instead of crp growing.
+//! needs no copy. The copies kept in memory are bounded (`KEPT_BYTES`);
+//! past that they go to an unlinked file beside the image (page cache, not
+//! crp's memory). Only where no such file can be made does a write to a
+//! page still ahead of the reader wait until the reader has passed it.
 //!
 //! Discarding, unmapping or moving memory the reader has not passed
 //! (madvise, munmap, mremap) loses what the snapshot was to hold: the read
@@ -23,7 +24,10 @@
 //! unregisters every range and wakes every waiting write.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -32,6 +36,10 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 const PAGE: u64 = 4096;
+
+/// What the reader has passed is unregistered this many bytes at a time:
+/// no more faults there, and no long hold of the process's memory map.
+const RELEASE_BYTES: u64 = 32 << 20;
 
 /// The most bytes of pages copied aside at any time.
 const KEPT_BYTES: usize = 32 << 20;
@@ -71,11 +79,63 @@ struct Gone {
     end: u64,
 }
 
+/// Copies of pages that did not fit in memory: an unlinked file, and where
+/// in it each page's copy is.
+#[derive(Debug)]
+struct Spill {
+    file: File,
+    slots: BTreeMap<u64, u64>,
+    /// Offsets of slots read back, to be used again.
+    free: Vec<u64>,
+    end: u64,
+}
+
+impl Spill {
+    /// An unlinked file in `directory`, `None` where the file system has
+    /// no O_TMPFILE (logged).
+    fn create(directory: &Path) -> Option<Self> {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+            .mode(0o600)
+            .open(directory);
+        match opened {
+            Ok(file) => Some(Self { file, slots: BTreeMap::new(), free: Vec::new(), end: 0 }),
+            Err(error) => {
+                tracing::info!(directory = %directory.display(), %error, "no spill file: writes wait for the reader");
+                None
+            }
+        }
+    }
+
+    fn put(&mut self, page: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let offset = self.free.pop().unwrap_or_else(|| {
+            self.end += PAGE;
+            self.end - PAGE
+        });
+        self.file.write_all_at(bytes, offset)?;
+        self.slots.insert(page, offset);
+        Ok(())
+    }
+
+    fn take(&mut self, page: u64, into: &mut [u8]) -> std::io::Result<()> {
+        if let Some(offset) = self.slots.remove(&page) {
+            self.free.push(offset);
+            self.file.read_exact_at(into, offset)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Pages copied aside before their first write, by address.
     kept: BTreeMap<u64, Box<[u8]>>,
     kept_bytes: usize,
+    /// Where the spill file goes, and the file once made.
+    spill_directory: PathBuf,
+    spill: Option<Option<Spill>>,
     /// The reader has read everything below this address.
     consumed_to: u64,
     gone: Vec<Gone>,
@@ -114,6 +174,10 @@ pub struct CowStats {
 #[derive(Debug)]
 pub struct CowSnapshot {
     pid: Pid,
+    /// The registered ranges, ascending, and how far from their start they
+    /// are unregistered again.
+    ranges: Vec<(u64, u64)>,
+    released_to: std::cell::Cell<u64>,
     shared: Arc<Shared>,
     /// Written to (and closed) to stop the handler.
     stop: Option<OwnedFd>,
@@ -124,9 +188,11 @@ pub struct CowSnapshot {
 impl CowSnapshot {
     /// Arms `uffd` (a userfaultfd created inside frozen process `pid`) over
     /// `ranges` (start, end; private anonymous mappings, ascending): every
-    /// page of them is write-protected when this returns. On error nothing
-    /// is left: dropping the descriptor unregisters what was registered.
-    pub fn arm(pid: Pid, uffd: OwnedFd, ranges: &[(u64, u64)]) -> Result<Self, CowError> {
+    /// page of them is write-protected when this returns. Copies that do not
+    /// fit in memory go to an unlinked file in `spill_directory`. On error
+    /// nothing is left: dropping the descriptor unregisters what was
+    /// registered.
+    pub fn arm(pid: Pid, uffd: OwnedFd, ranges: &[(u64, u64)], spill_directory: &Path) -> Result<Self, CowError> {
         userfault::handshake(uffd.as_fd(), FEATURES).map_err(CowError::Handshake)?;
         for &(start, end) in ranges {
             userfault::register_write_protect(uffd.as_fd(), start, end - start)
@@ -138,6 +204,7 @@ impl CowSnapshot {
         }
         let uffd = Arc::new(uffd);
         let shared = Arc::new(Shared::default());
+        shared.lock().spill_directory = spill_directory.to_owned();
         let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|errno| CowError::Thread(std::io::Error::from(errno)))?;
         let handler = {
@@ -147,7 +214,8 @@ impl CowSnapshot {
                 .spawn(move || handle(pid, &uffd, &shared, &stop_read))
                 .map_err(CowError::Thread)?
         };
-        Ok(Self { pid, shared, stop: Some(stop_write), handler: Some(handler), uffd })
+        let released_to = std::cell::Cell::new(ranges.first().map_or(0, |&(start, _)| start));
+        Ok(Self { pid, ranges: ranges.to_vec(), released_to, shared, stop: Some(stop_write), handler: Some(handler), uffd })
     }
 
     /// Reads the snapshot's bytes at `address` into `buffer`: the memory as
@@ -170,11 +238,24 @@ impl CowSnapshot {
                 state.kept_bytes -= bytes.len();
             }
         }
+        let mut spill_failure = None;
+        if let Some(Some(spill)) = state.spill.as_mut() {
+            let pages: Vec<u64> = spill.slots.range(address..end).map(|(&page, _)| page).collect();
+            for page in pages {
+                let offset = usize::try_from(page - address).unwrap_or(usize::MAX);
+                if let Err(error) = spill.take(page, &mut buffer[offset..offset + PAGE as usize]) {
+                    spill_failure = Some(format!("reading a copy back from the spill file: {error}"));
+                }
+            }
+        }
         let lost = state.gone.iter().find(|gone| gone.start < end && address < gone.end).copied();
         state.consumed_to = state.consumed_to.max(end);
-        let failure = state.failure.clone();
+        let failure = state.failure.clone().or(spill_failure);
         drop(state);
         self.shared.moved.notify_all();
+        if end >= self.released_to.get() + RELEASE_BYTES {
+            self.release_below(end);
+        }
         if let Some(gone) = lost {
             return Err(CowError::Lost { address, what: gone.what, start: gone.start, end: gone.end });
         }
@@ -184,9 +265,32 @@ impl CowSnapshot {
         read.map_err(|errno| CowError::Read { address, errno })
     }
 
-    /// Stops the handler and closes the userfaultfd: the process's memory
-    /// is no longer tracked.
+    /// Unregisters what lies below `end` and was not yet: the reader has
+    /// read it. A failure only leaves it to the close.
+    fn release_below(&self, end: u64) {
+        let from = self.released_to.get();
+        for &(start, range_end) in &self.ranges {
+            let (start, stop) = (start.max(from), range_end.min(end));
+            if start < stop
+                && let Err(errno) = userfault::unregister(self.uffd.as_fd(), start, stop - start)
+            {
+                tracing::debug!(start, stop, %errno, "unregistering what was read failed");
+            }
+        }
+        self.released_to.set(end);
+    }
+
+    /// Unregisters what is left, a piece at a time, then stops the handler
+    /// and closes the userfaultfd: the process's memory is no longer
+    /// tracked.
     pub fn finish(mut self) -> CowStats {
+        for (start, end) in self.ranges.clone() {
+            let mut at = start.max(self.released_to.get());
+            while at < end {
+                at = at.saturating_add(RELEASE_BYTES).min(end);
+                self.release_below(at);
+            }
+        }
         self.stop_handler();
         let state = self.shared.lock();
         CowStats { faults: state.faults, copied: state.copied }
@@ -272,21 +376,35 @@ fn answer(pid: Pid, uffd: &OwnedFd, shared: &Shared, message: Message) -> Result
     }
 }
 
-/// Copies `page` aside unless the reader has passed it, waiting while the
-/// copies kept aside are at their bound.
+/// Copies `page` aside unless the reader has passed it: in memory up to
+/// `KEPT_BYTES`, then in the spill file; without one, waits while the
+/// copies in memory are at their bound.
 fn keep_before_write(pid: Pid, shared: &Shared, page: u64) -> Result<(), String> {
     let mut state = shared.lock();
     state.faults += 1;
-    while state.kept_bytes >= KEPT_BYTES && page >= state.consumed_to && !state.stopping {
+    let spills = |state: &mut State| {
+        if state.kept_bytes < KEPT_BYTES {
+            return false;
+        }
+        let directory = state.spill_directory.clone();
+        state.spill.get_or_insert_with(|| Spill::create(&directory)).is_some()
+    };
+    while state.kept_bytes >= KEPT_BYTES && !spills(&mut state) && page >= state.consumed_to && !state.stopping {
         state = shared.moved.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
     }
-    if page < state.consumed_to || state.stopping || state.kept.contains_key(&page) {
+    let spilled = state.spill.as_ref().and_then(Option::as_ref).is_some_and(|spill| spill.slots.contains_key(&page));
+    if page < state.consumed_to || state.stopping || state.kept.contains_key(&page) || spilled {
         return Ok(());
     }
     let mut bytes = vec![0u8; PAGE as usize].into_boxed_slice();
     crp_ptrace::sys::read_memory(pid, page, &mut bytes).map_err(|errno| format!("copying {page:#x}: {errno}"))?;
+    state.copied += 1;
+    if state.kept_bytes >= KEPT_BYTES
+        && let Some(Some(spill)) = state.spill.as_mut()
+    {
+        return spill.put(page, &bytes).map_err(|error| format!("writing the copy of {page:#x} aside: {error}"));
+    }
     state.kept.insert(page, bytes);
     state.kept_bytes += PAGE as usize;
-    state.copied += 1;
     Ok(())
 }
