@@ -62,7 +62,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
         return dump_with(plan, Copy::Frozen);
     }
     match dump_with(plan, Copy::OnWrite) {
-        Err(CrpError::CopyOnWrite(lost @ CowError::Lost { .. })) => {
+        // Memory went away under the copy: gone from the snapshot (Lost),
+        // or already when read.
+        Err(CrpError::CopyOnWrite(lost @ (CowError::Lost { .. } | CowError::Read { .. }))) => {
             eprintln!("crp: warning: {lost}; dumping it again, frozen for the whole copy");
             dump_with(plan, Copy::Frozen)
         }
@@ -269,10 +271,9 @@ fn arm_snapshot(
     let mut kept = KeptPages::default();
     for &(vaddr, pages) in others() {
         let mut bytes = vec![0u8; usize::try_from(pages * 4096).unwrap_or(usize::MAX)];
-        backend.read_memory(frozen.pid(), vaddr, &mut bytes).map_err(|source| CrpError::Io {
-            action: format!("reading pid {} at {vaddr:#x}", frozen.pid()),
-            source,
-        })?;
+        backend
+            .read_memory(frozen.pid(), vaddr, &mut bytes)
+            .map_err(|source| CrpError::Io { action: format!("reading pid {} at {vaddr:#x}", frozen.pid()), source })?;
         kept.runs.insert(vaddr, bytes);
     }
     Ok(Some((snapshot, kept)))

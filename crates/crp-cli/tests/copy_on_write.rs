@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use common::*;
 
 /// The subject that sweeps `mib` MiB for ever (tests/programs/cow_writer.c).
-fn writer(mib: u32) -> Subject {
+fn writer(mib: u32, mode: &[&str]) -> Subject {
     let mut command = Command::new(c_program("cow_writer"));
-    command.arg(mib.to_string());
+    command.arg(mib.to_string()).args(mode);
     Subject::spawn(command)
 }
 
@@ -58,7 +58,7 @@ fn the_image_holds_the_memory_of_the_freeze_while_the_process_writes_on() {
     become_subreaper();
     let directory = tempfile::tempdir().unwrap();
     let image = directory.path().join("writer.crp");
-    let mut original = writer(64);
+    let mut original = writer(64, &[]);
     let map = read_map(&mut original);
     // crp stops itself once the process is released, before reading any
     // private page; the process then writes on and waits in the kernel
@@ -94,7 +94,10 @@ fn the_image_holds_the_memory_of_the_freeze_while_the_process_writes_on() {
     let restored_pid = nix::unistd::Pid::from_raw(restored.pid);
     nix::sys::signal::kill(restored_pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     let ended = nix::sys::wait::waitpid(restored_pid, None).unwrap();
-    assert!(matches!(ended, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)), "{ended:?}");
+    assert!(
+        matches!(ended, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)),
+        "{ended:?}"
+    );
 }
 
 /// Where the writer's memory is: "MAP <memory> <progress> <pages>".
@@ -155,7 +158,7 @@ fn assert_image_is_the_freeze(image: &std::path::Path, map: &WriterMap) {
 fn a_crp_killed_during_the_background_copy_leaves_the_process_running_untracked() {
     let directory = tempfile::tempdir().unwrap();
     let image = directory.path().join("writer.crp");
-    let mut original = writer(64);
+    let mut original = writer(64, &[]);
     read_map(&mut original);
     let dump = start_dump(original.pid, &image, "copying@2:KILL");
     let output = dump.wait_with_output().unwrap();
@@ -176,6 +179,32 @@ fn a_crp_killed_during_the_background_copy_leaves_the_process_running_untracked(
     for flags in smaps.lines().filter(|line| line.starts_with("VmFlags:")) {
         assert!(!flags.split_whitespace().any(|flag| flag == "uw"), "still write-protect tracked: {flags}");
     }
+    original.child.kill().unwrap();
+    original.wait();
+}
+
+#[test]
+fn memory_unmapped_during_the_copy_makes_crp_dump_again_frozen() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("writer.crp");
+    let mut original = writer(64, &["unmap"]);
+    let map = read_map(&mut original);
+    let dump = start_dump(original.pid, &image, "copying@0:STOP");
+    let crp_pid = dump.id().cast_signed();
+    wait_until(crp_pid, "stat", |stat| state_of(stat) == Some('T'));
+    // It unmaps memory crp has not read yet; the unmap waits for crp's
+    // handler to hear of it, then crp goes on.
+    wait_until(original.pid, "wchan", |wchan| wchan.trim() == "handle_userfault");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(original.pid), nix::sys::signal::Signal::SIGUSR2).unwrap();
+    wait_until(original.pid, "wchan", |wchan| wchan.trim() == "userfaultfd_event_wait_completion");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(crp_pid), nix::sys::signal::Signal::SIGCONT).unwrap();
+    let output = dump.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("unmapped") && stderr.contains("dumping it again, frozen for the whole copy"), "{stderr}");
+    assert!(!stderr.contains("read copy-on-write"), "{stderr}");
+    assert_eq!(original.read_line(), "UNMAPPED\n");
+    assert_image_is_the_freeze(&image, &map);
     original.child.kill().unwrap();
     original.wait();
 }

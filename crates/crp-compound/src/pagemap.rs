@@ -65,8 +65,8 @@ struct ScanFilter {
 fn runs_from_regions(regions: &[PageRegion], file_backed: bool) -> Vec<(u64, u64)> {
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for region in regions {
-        let exists = region.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0
-            && region.categories & PAGE_IS_GUARD == 0;
+        let exists =
+            region.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0 && region.categories & PAGE_IS_GUARD == 0;
         let cow_private = !file_backed || region.categories & PAGE_IS_FILE == 0;
         if !(exists && cow_private) {
             continue;
@@ -257,10 +257,9 @@ mod tests {
             }
         }
         let pagemap = PageMap::open(std::process::id().cast_signed()).unwrap();
-        for (base, file_backed, expected) in [
-            (anonymous, false, vec![(0, 2), (5, 1), (9, 3), (15, 1)]),
-            (private_file, true, vec![(2, 2)]),
-        ] {
+        for (base, file_backed, expected) in
+            [(anonymous, false, vec![(0, 2), (5, 1), (9, 3), (15, 1)]), (private_file, true, vec![(2, 2)])]
+        {
             let (start, end) = (base as u64, base as u64 + 16 * 4096);
             let filter = ScanFilter {
                 all_of: 0,
@@ -269,7 +268,8 @@ mod tests {
             };
             let scanned = runs_from_regions(&pagemap.scan(start, end, filter).unwrap().unwrap(), file_backed);
             let read = pagemap.runs_from_entries(start, end, file_backed).unwrap();
-            let expected: Vec<(u64, u64)> = expected.into_iter().map(|(page, count)| (start + page * 4096, count)).collect();
+            let expected: Vec<(u64, u64)> =
+                expected.into_iter().map(|(page, count)| (start + page * 4096, count)).collect();
             assert_eq!(scanned, expected);
             assert_eq!(read, expected);
         }

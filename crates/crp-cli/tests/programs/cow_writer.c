@@ -12,7 +12,11 @@
  * in hex) for a test that checks an image. On SIGUSR1 it checks the rule
  * on its own memory at the top of its next step and prints "CONSISTENT
  * generation=G position=P" (and goes on), or "INCONSISTENT ..." and exits
- * 1. */
+ * 1.
+ *
+ * cow_writer MIB unmap: also maps 8 MiB more, filled but never swept, and
+ * unmaps them on SIGUSR2 (in the handler, whatever the sweep is doing),
+ * printing "UNMAPPED". */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdint.h>
@@ -26,6 +30,14 @@
 #define WORDS (PAGE / 8)
 
 static volatile sig_atomic_t check_requested;
+static void *extra;
+#define EXTRA_BYTES (8 << 20)
+
+static void on_usr2(int signal) {
+    (void)signal;
+    munmap(extra, EXTRA_BYTES);
+    write(1, "UNMAPPED\n", 9);
+}
 
 static void on_usr1(int signal) {
     (void)signal;
@@ -50,7 +62,7 @@ static int check(volatile uint64_t *memory, size_t pages, uint64_t generation, s
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) return 2;
+    if (argc != 2 && argc != 3) return 2;
     syscall(SYS_close_range, 3, ~0u, 0);
     struct sigaction action = {.sa_handler = on_usr1};
     sigemptyset(&action.sa_mask);
@@ -59,6 +71,19 @@ int main(int argc, char **argv) {
     volatile uint64_t *memory = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     volatile uint64_t *progress = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED || progress == MAP_FAILED) return 1;
+    if (argc == 3) {
+        extra = mmap(NULL, EXTRA_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (extra == MAP_FAILED) return 1;
+        for (size_t at = 0; at < EXTRA_BYTES; at += PAGE) ((volatile char *)extra)[at] = 1;
+        /* Its frame goes on a shared stack: a frame on the process's own
+         * stack would wait, as any write, for crp to copy that page. */
+        stack_t alternate = {.ss_size = 1 << 16};
+        alternate.ss_sp = mmap(NULL, alternate.ss_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (alternate.ss_sp == MAP_FAILED || sigaltstack(&alternate, NULL)) return 1;
+        struct sigaction unmap = {.sa_handler = on_usr2, .sa_flags = SA_ONSTACK};
+        sigemptyset(&unmap.sa_mask);
+        sigaction(SIGUSR2, &unmap, NULL);
+    }
     /* Generation 1 is written over zeros: every page is populated. */
     for (size_t page = 0; page < pages; page++) memory[page * WORDS] = memory[page * WORDS + WORDS - 1] = 0;
     printf("READY %d\nMAP %llx %llx %zu\n", getpid(), (unsigned long long)(uintptr_t)memory,

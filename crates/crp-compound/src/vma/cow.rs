@@ -36,6 +36,7 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 const PAGE: u64 = 4096;
+const PAGE_BYTES: usize = 4096;
 
 /// What the reader has passed is unregistered this many bytes at a time:
 /// no more faults there, and no long hold of the process's memory map.
@@ -199,8 +200,11 @@ impl CowSnapshot {
                 .map_err(|errno| CowError::Register { start, end, errno })?;
         }
         for &(start, end) in ranges {
-            userfault::write_protect(uffd.as_fd(), start, end - start, true)
-                .map_err(|errno| CowError::Protect { start, end, errno })?;
+            userfault::write_protect(uffd.as_fd(), start, end - start, true).map_err(|errno| CowError::Protect {
+                start,
+                end,
+                errno,
+            })?;
         }
         let uffd = Arc::new(uffd);
         let shared = Arc::new(Shared::default());
@@ -215,7 +219,15 @@ impl CowSnapshot {
                 .map_err(CowError::Thread)?
         };
         let released_to = std::cell::Cell::new(ranges.first().map_or(0, |&(start, _)| start));
-        Ok(Self { pid, ranges: ranges.to_vec(), released_to, shared, stop: Some(stop_write), handler: Some(handler), uffd })
+        Ok(Self {
+            pid,
+            ranges: ranges.to_vec(),
+            released_to,
+            shared,
+            stop: Some(stop_write),
+            handler: Some(handler),
+            uffd,
+        })
     }
 
     /// Reads the snapshot's bytes at `address` into `buffer`: the memory as
@@ -243,7 +255,7 @@ impl CowSnapshot {
             let pages: Vec<u64> = spill.slots.range(address..end).map(|(&page, _)| page).collect();
             for page in pages {
                 let offset = usize::try_from(page - address).unwrap_or(usize::MAX);
-                if let Err(error) = spill.take(page, &mut buffer[offset..offset + PAGE as usize]) {
+                if let Err(error) = spill.take(page, &mut buffer[offset..offset + PAGE_BYTES]) {
                     spill_failure = Some(format!("reading a copy back from the spill file: {error}"));
                 }
             }
@@ -396,7 +408,7 @@ fn keep_before_write(pid: Pid, shared: &Shared, page: u64) -> Result<(), String>
     if page < state.consumed_to || state.stopping || state.kept.contains_key(&page) || spilled {
         return Ok(());
     }
-    let mut bytes = vec![0u8; PAGE as usize].into_boxed_slice();
+    let mut bytes = vec![0u8; PAGE_BYTES].into_boxed_slice();
     crp_ptrace::sys::read_memory(pid, page, &mut bytes).map_err(|errno| format!("copying {page:#x}: {errno}"))?;
     state.copied += 1;
     if state.kept_bytes >= KEPT_BYTES
@@ -405,6 +417,6 @@ fn keep_before_write(pid: Pid, shared: &Shared, page: u64) -> Result<(), String>
         return spill.put(page, &bytes).map_err(|error| format!("writing the copy of {page:#x} aside: {error}"));
     }
     state.kept.insert(page, bytes);
-    state.kept_bytes += PAGE as usize;
+    state.kept_bytes += PAGE_BYTES;
     Ok(())
 }

@@ -4,12 +4,12 @@
 //! file is opened again); [`kmod`] translates the module's records, and
 //! [`map`] maps a record again at restore.
 
+pub mod cow;
 mod kmod;
 pub mod locking;
 mod map;
 mod rules;
 pub mod shared;
-pub mod cow;
 
 use std::os::unix::fs::MetadataExt;
 
