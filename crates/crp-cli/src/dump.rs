@@ -259,8 +259,14 @@ fn arm_snapshot(
         tracing::info!(other_bytes, "too much shared or file-backed memory to keep aside: the pages are copied frozen");
         return Ok(None);
     }
-    let ranges: Vec<(u64, u64)> =
-        planned.iter().filter(|(vma, _)| copied_on_write(vma)).map(|(vma, _)| (vma.start, vma.end)).collect();
+    // A page not there at the freeze is not in the image: what the process
+    // writes there later needs no copy, and a mapping without pages (a
+    // reservation) no protection.
+    let ranges: Vec<(u64, u64)> = planned
+        .iter()
+        .filter(|(vma, runs)| copied_on_write(vma) && !runs.is_empty())
+        .map(|(vma, _)| (vma.start, vma.end))
+        .collect();
     let directory = match plan.output.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => std::path::Path::new("."),
