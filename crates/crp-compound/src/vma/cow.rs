@@ -345,16 +345,34 @@ fn handle(pid: Pid, uffd: &OwnedFd, shared: &Shared, stop: &OwnedFd) {
         if fds[1].revents().is_some_and(|events| !events.is_empty()) {
             return;
         }
-        let messages = match userfault::read_messages(uffd.as_fd()) {
-            Ok(messages) => messages,
+        let mut queue = match userfault::read_messages(uffd.as_fd()) {
+            Ok(messages) => std::collections::VecDeque::from(messages),
             Err(errno) => return fail(shared, format!("reading the userfaultfd: {errno}")),
         };
-        for message in messages {
-            if let Err(failure) = answer(pid, uffd, shared, message) {
-                return fail(shared, failure);
+        while let Some(message) = queue.pop_front() {
+            match answer(pid, uffd, shared, message) {
+                Ok(Answered::Done) => {}
+                // The memory map is changing and the event saying how waits
+                // to be read: read it, then try the page again.
+                Ok(Answered::Again) => {
+                    match userfault::read_messages(uffd.as_fd()) {
+                        Ok(messages) => queue.extend(messages),
+                        Err(errno) => return fail(shared, format!("reading the userfaultfd: {errno}")),
+                    }
+                    queue.push_back(message);
+                    std::thread::yield_now();
+                }
+                Err(failure) => return fail(shared, failure),
             }
         }
     }
+}
+
+/// What became of a message.
+enum Answered {
+    Done,
+    /// To be answered again after the messages waiting behind it.
+    Again,
 }
 
 fn fail(shared: &Shared, failure: String) {
@@ -363,10 +381,10 @@ fn fail(shared: &Shared, failure: String) {
     shared.moved.notify_all();
 }
 
-fn answer(pid: Pid, uffd: &OwnedFd, shared: &Shared, message: Message) -> Result<(), String> {
+fn answer(pid: Pid, uffd: &OwnedFd, shared: &Shared, message: Message) -> Result<Answered, String> {
     let gone = |what, start, end| {
         shared.lock().gone.push(Gone { what, start, end });
-        Ok(())
+        Ok(Answered::Done)
     };
     match message {
         Message::WriteFault { address } => {
@@ -374,7 +392,8 @@ fn answer(pid: Pid, uffd: &OwnedFd, shared: &Shared, message: Message) -> Result
             keep_before_write(pid, shared, page)?;
             match userfault::write_protect(uffd.as_fd(), page, PAGE, false) {
                 // Unmapped meanwhile: nothing waits on it any more.
-                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Ok(()) | Err(Errno::ENOENT) => Ok(Answered::Done),
+                Err(Errno::EAGAIN) => Ok(Answered::Again),
                 Err(errno) => Err(format!("unprotecting {page:#x}: {errno}")),
             }
         }
@@ -383,7 +402,7 @@ fn answer(pid: Pid, uffd: &OwnedFd, shared: &Shared, message: Message) -> Result
         Message::Remap { from, length, .. } => gone("moved", from, from + length),
         Message::Other { event } => {
             tracing::debug!(event, "userfaultfd message ignored");
-            Ok(())
+            Ok(Answered::Done)
         }
     }
 }
