@@ -41,13 +41,11 @@ pub(crate) struct Injected {
 /// Reads every kind of [`Injected`]; they are independent of each other,
 /// so their order is free. The context's scratch mapping is crp's own.
 pub(crate) fn capture_injected(context: &mut Capture<'_>) -> Result<Injected, CrpError> {
-    // The scratch mapping is the probe: locked iff MCL_FUTURE.
-    let probe = context.tracee.scratch_area().0;
     Ok(Injected {
         thread_attributes: ThreadAttributes::capture(context)?,
         attributes: ProcessAttributes::capture(context)?,
         session: SessionState::capture(context)?,
-        future_locking: FutureLocking::from_probe(context.tracee.pid(), probe)?,
+        future_locking: FutureLocking::capture(context.tracee)?,
         pending_signals: SharedPendingSignals::capture(context)?,
         thread_pending_signals: ThreadPendingSignals::capture(context)?,
         posix_timers: PosixTimers::capture(context)?,

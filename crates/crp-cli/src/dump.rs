@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crp_compound::pagemap::PageMap;
+use crp_compound::vma::cow::{CowError, CowSnapshot};
 use crp_compound::vma::{Backing, label_anonymous};
 use crp_image::ImageWriter;
 use crp_ptrace::{FrozenProcess, procfs};
@@ -12,7 +13,7 @@ use crp_ptrace::{FrozenProcess, procfs};
 pub use crate::backend::Backend;
 use crate::backend::Captured;
 use crate::error::CrpError;
-use crate::preflight::{self, Phase};
+use crate::preflight::{self, Phase, Policies};
 use crate::{cancel, faults};
 pub use crp_image::Durability;
 
@@ -34,6 +35,9 @@ pub struct DumpReport {
     /// Pages of private anonymous memory left out because they were zero.
     pub zero_pages: u64,
     pub frozen_for: Duration,
+    /// With a copy-on-write snapshot (--leave-running): how many pages the
+    /// process wrote before crp had read them, copied aside first.
+    pub copied_on_write: Option<u64>,
 }
 
 /// What stops a dump of `pid` through `backend`, touching nothing: a
@@ -43,7 +47,32 @@ pub fn blockers(pid: i32, backend: Backend) -> Result<Vec<crp_compound::Unsuppor
     preflight::blockers(pid, Phase::BeforeFreeze)
 }
 
+/// How the pages are read with `--leave-running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Private anonymous memory through a copy-on-write snapshot, the
+    /// process running on (see [`crate::copy_on_write`]).
+    OnWrite,
+    /// Everything while the process is frozen.
+    Frozen,
+}
+
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
+    if !plan.leave_running || plan.backend != Backend::Userspace {
+        return dump_with(plan, Copy::Frozen);
+    }
+    match dump_with(plan, Copy::OnWrite) {
+        // Memory went away under the copy: gone from the snapshot (Lost),
+        // or already when read.
+        Err(CrpError::CopyOnWrite(lost @ (CowError::Lost { .. } | CowError::Read { .. }))) => {
+            eprintln!("crp: warning: {lost}; dumping it again, frozen for the whole copy");
+            dump_with(plan, Copy::Frozen)
+        }
+        done => done,
+    }
+}
+
+fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     tracing::info!(pid, output = %plan.output.display(), backend = ?plan.backend, "dump: checking the process");
     preflight::check(pid, Phase::BeforeFreeze)?;
@@ -78,7 +107,10 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     // memory map first, which the checks and the capture both read.
     let maps = procfs::smaps(pid)?;
     // The process may have changed between the checks and the freeze.
-    preflight::check_frozen(pid, &maps)?;
+    // A freeze of milliseconds leaves the NUMA policies (whose /proc file
+    // walks every page) for right after the release.
+    let policies = if copy == Copy::OnWrite { Policies::AfterRelease } else { Policies::Now };
+    preflight::check_frozen(pid, &maps, policies)?;
     tracing::debug!(pid, "preflight passed again, frozen");
     cancel::check("dump")?;
     let proc = procfs::Snapshot::read(pid)?;
@@ -113,30 +145,56 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     }
     let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
     let progress = crate::progress::Progress::start("dump", total);
-    let mut zero_pages = 0u64;
-    for (vma, runs) in planned {
-        // A page private anonymous memory lacks after the restore reads as
-        // zero there: its zero pages (read but never written, or zeroed) are
-        // left out. Anywhere else a zero page may stand over other data (a
-        // file's), and is stored.
-        let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
-        for (vaddr, page_count) in runs {
-            let read = |address, buffer: &mut [u8]| {
-                if cancel::requested().is_some() {
-                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
-                }
-                backend.read_memory(nix_pid, address, buffer)?;
-                progress.advance(buffer.len() as u64);
-                Ok(())
-            };
-            let added = if omit_zeros {
-                writer.add_page_run_without_zeros(vaddr, page_count, read)
-            } else {
-                writer.add_page_run(vaddr, page_count, read).map(|()| 0)
-            };
-            cancel::check("dump")?;
-            zero_pages += added?;
+    // With a snapshot, private anonymous memory is read after the release;
+    // the rest (shared and file-backed pages) is read while still frozen,
+    // kept aside, and written in its place in address order, as the image
+    // has its runs.
+    let snapshot = match copy {
+        Copy::OnWrite => arm_snapshot(plan, &mut frozen, &maps, &planned, backend.as_ref())?,
+        Copy::Frozen => None,
+    };
+    let mut zero_pages = 0;
+    if snapshot.is_none() {
+        let read_frozen = |address, buffer: &mut [u8]| backend.read_memory(nix_pid, address, buffer);
+        zero_pages = write_pages(&mut writer, &planned, &progress, read_frozen)?;
+    }
+    let mut copied_on_write = None;
+    // With --leave-running the process runs on from here: the image is
+    // finished and made durable after.
+    let frozen = if plan.leave_running {
+        let frozen_for = started.elapsed();
+        frozen.release()?;
+        tracing::info!(pid, frozen_ms = frozen_for.as_secs_f64() * 1e3, "released (--leave-running)");
+        if policies == Policies::AfterRelease {
+            preflight::check_released(pid)?;
         }
+        Original::Released { frozen_for }
+    } else {
+        Original::Frozen(Box::new(frozen))
+    };
+    if let Some((snapshot, kept)) = snapshot {
+        let lost = std::cell::Cell::new(None);
+        let mut reads = 0u64;
+        let read = |address, buffer: &mut [u8]| {
+            if kept.fill(address, buffer) {
+                return Ok(());
+            }
+            faults::reached("copying", reads);
+            reads += 1;
+            snapshot.read(address, buffer).map_err(|error| {
+                let message = error.to_string();
+                lost.set(Some(error));
+                std::io::Error::other(message)
+            })
+        };
+        let written = write_pages(&mut writer, &planned, &progress, read);
+        if let Some(error) = lost.take() {
+            return Err(error.into());
+        }
+        zero_pages = written?;
+        let stats = snapshot.finish();
+        tracing::info!(pid, faults = stats.faults, copied = stats.copied, "copy-on-write snapshot read");
+        copied_on_write = Some(stats.copied);
     }
     drop(progress);
     faults::reached("pages", 0);
@@ -150,16 +208,6 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let vma_count = image.vmas.len();
     let metadata = crp_image::to_archive(&image)?;
-    // With --leave-running every page is in the writer's buffers by now:
-    // the process runs on while the image is finished and made durable.
-    let frozen = if plan.leave_running {
-        let frozen_for = started.elapsed();
-        frozen.release()?;
-        tracing::info!(pid, "released (--leave-running)");
-        Original::Released { frozen_for }
-    } else {
-        Original::Frozen(Box::new(frozen))
-    };
     let path = writer.finish(&metadata)?;
     tracing::info!(path = %path.display(), metadata_bytes = metadata.len(), "image finished");
     faults::reached("written", 0);
@@ -190,7 +238,121 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
             frozen_for
         }
     };
-    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for })
+    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for, copied_on_write })
+}
+
+/// The most bytes of pages that are not private anonymous memory a
+/// copy-on-write dump reads while frozen and keeps in memory; past it the
+/// whole copy is made frozen.
+const KEPT_FROZEN_BYTES: u64 = 16 << 20;
+
+/// Arms a copy-on-write snapshot of the private anonymous VMAs of
+/// `planned` and reads the pages of the others now, or says why not
+/// (`None`: too many such pages, or no snapshot possible; logged).
+fn arm_snapshot(
+    plan: &DumpPlan,
+    frozen: &mut FrozenProcess,
+    maps: &[procfs::MapsEntry],
+    planned: &[(&crp_compound::vma::VmaRecord, Vec<(u64, u64)>)],
+    backend: &dyn crate::backend::DumpBackend,
+) -> Result<Option<(CowSnapshot, KeptPages)>, CrpError> {
+    let others = || planned.iter().filter(|(vma, _)| !copied_on_write(vma)).flat_map(|(_, runs)| runs);
+    let other_bytes: u64 = others().map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    if other_bytes > KEPT_FROZEN_BYTES {
+        tracing::info!(other_bytes, "too much shared or file-backed memory to keep aside: the pages are copied frozen");
+        return Ok(None);
+    }
+    // A page not there at the freeze is not in the image: what the process
+    // writes there later needs no copy, and a mapping without pages (a
+    // reservation) no protection.
+    let ranges: Vec<(u64, u64)> = planned
+        .iter()
+        .filter(|(vma, runs)| copied_on_write(vma) && !runs.is_empty())
+        .map(|(vma, _)| (vma.start, vma.end))
+        .collect();
+    let directory = match plan.output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let Some(snapshot) = crate::copy_on_write::arm(frozen, maps, &ranges, directory)? else {
+        return Ok(None);
+    };
+    let mut kept = KeptPages::default();
+    for &(vaddr, pages) in others() {
+        let mut bytes = vec![0u8; usize::try_from(pages * 4096).unwrap_or(usize::MAX)];
+        backend
+            .read_memory(frozen.pid(), vaddr, &mut bytes)
+            .map_err(|source| CrpError::Io { action: format!("reading pid {} at {vaddr:#x}", frozen.pid()), source })?;
+        kept.runs.insert(vaddr, bytes);
+    }
+    Ok(Some((snapshot, kept)))
+}
+
+/// Pages read while frozen, by the address of their run.
+#[derive(Debug, Default)]
+struct KeptPages {
+    runs: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+impl KeptPages {
+    /// Fills `buffer` from the run holding `address`, if one does.
+    fn fill(&self, address: u64, buffer: &mut [u8]) -> bool {
+        let Some((&start, bytes)) = self.runs.range(..=address).next_back() else {
+            return false;
+        };
+        let offset = usize::try_from(address - start).unwrap_or(usize::MAX);
+        match bytes.get(offset..offset.saturating_add(buffer.len())) {
+            Some(source) => {
+                buffer.copy_from_slice(source);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Whether `vma`'s pages can be read through a copy-on-write snapshot:
+/// private anonymous memory (write protection covers nothing else, and a
+/// shared mapping's pages may be written by other processes).
+fn copied_on_write(vma: &crp_compound::vma::VmaRecord) -> bool {
+    !vma.shared && matches!(vma.backing, Backing::Anonymous { .. })
+}
+
+/// Writes `planned` (each VMA with its runs of pages to store) through
+/// `read`, leaving the zero pages of private anonymous memory out; returns
+/// how many were left out.
+fn write_pages(
+    writer: &mut ImageWriter,
+    planned: &[(&crp_compound::vma::VmaRecord, Vec<(u64, u64)>)],
+    progress: &crate::progress::Progress,
+    mut read: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+) -> Result<u64, CrpError> {
+    let mut zero_pages = 0u64;
+    for (vma, runs) in planned {
+        // A page private anonymous memory lacks after the restore reads as
+        // zero there: its zero pages (read but never written, or zeroed) are
+        // left out. Anywhere else a zero page may stand over other data (a
+        // file's), and is stored.
+        let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
+        for &(vaddr, page_count) in runs {
+            let mut read = |address, buffer: &mut [u8]| {
+                if cancel::requested().is_some() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
+                }
+                read(address, buffer)?;
+                progress.advance(buffer.len() as u64);
+                Ok(())
+            };
+            let added = if omit_zeros {
+                writer.add_page_run_without_zeros(vaddr, page_count, &mut read)
+            } else {
+                writer.add_page_run(vaddr, page_count, &mut read).map(|()| 0)
+            };
+            cancel::check("dump")?;
+            zero_pages += added?;
+        }
+    }
+    Ok(zero_pages)
 }
 
 /// Ties the frozen process `pid` to crp's life (`PTRACE_O_EXITKILL`, with

@@ -16,6 +16,8 @@ pub enum CrpError {
     Locks(#[from] crp_locks::LockError),
     #[error("{0}")]
     Kmod(#[from] crate::kmod::KmodError),
+    #[error("copy-on-write dump: {0}")]
+    CopyOnWrite(#[from] crp_compound::vma::cow::CowError),
     #[error("cannot dump pid {pid}: {refusal}{}; the process was left running and untraced", more_blockers(*pid, *others))]
     Unsupported { pid: i32, refusal: Unsupported, others: usize },
     #[error("cannot dump pid {pid}: it is {what}; crp checkpoints user processes only, never {kind}")]

@@ -12,6 +12,8 @@
 //! connection end read is in repair mode), `peeking@N` (the Nth socket
 //! queue walked has its peek offset moved), `captured`, `pages`, `written`
 //! (the image is in place, the process not yet killed or released),
+//! `copying@N` (a copy-on-write dump: before its Nth read of private
+//! memory, the process released),
 //! `repairing` (its TCP connections in repair mode, not yet killed);
 //! restore `validated`, `cloned` (the child exists, not yet stopped or
 //! traced), `thread-created@N` (the Nth thread other than the leader

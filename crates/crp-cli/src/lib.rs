@@ -5,6 +5,7 @@ mod assemble;
 pub mod backend;
 pub mod cancel;
 pub mod check;
+mod copy_on_write;
 pub mod dump;
 pub mod error;
 pub mod faults;

@@ -198,8 +198,15 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                 0 => String::new(),
                 pages => format!(" and {:.1} MiB of zero pages left out", (pages << 12) as f64 / (1 << 20) as f64),
             };
+            let snapshot = match report.copied_on_write {
+                None => String::new(),
+                Some(pages) => format!(
+                    "; its private memory read copy-on-write while it ran on, {pages} pages copied before their \
+                     first write"
+                ),
+            };
             eprintln!(
-                "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages{zeros}, frozen {:.1} ms)",
+                "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages{zeros}, frozen {:.1} ms{snapshot})",
                 output.display(),
                 report.vma_count,
                 report.page_bytes as f64 / (1 << 20) as f64,

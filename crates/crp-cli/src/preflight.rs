@@ -209,9 +209,12 @@ fn thread_blockers(
 /// What blocks a dump in the process's namespaces, memory, descriptors,
 /// timers, locks and signals: every namespace, mapping and descriptor crp
 /// refuses, and the first refusal of each other kind.
-pub fn state_blockers(pid: i32, maps: &[procfs::MapsEntry]) -> Result<Vec<Unsupported>, CrpError> {
+fn state_blockers(pid: i32, maps: &[procfs::MapsEntry], policies: Policies) -> Result<Vec<Unsupported>, CrpError> {
     let mut blockers = crp_compound::namespaces::preflight(pid).map_err(lift(pid))?;
     blockers.extend(crp_compound::defaults::preflight(pid).map_err(lift(pid))?);
+    if policies == Policies::Now {
+        blockers.extend(crp_compound::defaults::memory_policies(pid).map_err(lift(pid))?);
+    }
     for entry in maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
@@ -238,16 +241,32 @@ pub fn state_blockers(pid: i32, maps: &[procfs::MapsEntry]) -> Result<Vec<Unsupp
     Ok(blockers)
 }
 
+/// When the mappings' NUMA memory policies are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policies {
+    /// With the other checks.
+    Now,
+    /// Once the process is released ([`check_released`]): reading them
+    /// walks every page, too long for a freeze of milliseconds. They were
+    /// checked before the freeze as well.
+    AfterRelease,
+}
+
 /// Everything that blocks a dump of `pid`, each named (`crp dump --check`);
 /// an error only when the process cannot be examined at all. Its memory
 /// map is read here.
 pub fn blockers(pid: i32, phase: Phase) -> Result<Vec<Unsupported>, CrpError> {
-    blockers_with(pid, phase, None)
+    blockers_with(pid, phase, None, Policies::Now)
 }
 
 /// [`blockers`], with the memory map `maps` already read (the frozen
 /// process's, which the capture reads too).
-fn blockers_with(pid: i32, phase: Phase, maps: Option<&[procfs::MapsEntry]>) -> Result<Vec<Unsupported>, CrpError> {
+fn blockers_with(
+    pid: i32,
+    phase: Phase,
+    maps: Option<&[procfs::MapsEntry]>,
+    policies: Policies,
+) -> Result<Vec<Unsupported>, CrpError> {
     let TaskBlockers { mut blockers, not_a_process } = task_blockers(pid, phase)?;
     if !not_a_process {
         let read;
@@ -258,7 +277,7 @@ fn blockers_with(pid: i32, phase: Phase, maps: Option<&[procfs::MapsEntry]>) -> 
                 &read
             }
         };
-        blockers.extend(state_blockers(pid, maps)?);
+        blockers.extend(state_blockers(pid, maps, policies)?);
     }
     Ok(blockers)
 }
@@ -269,9 +288,15 @@ pub fn check(pid: i32, phase: Phase) -> Result<(), CrpError> {
     refuse_first(pid, blockers(pid, phase)?)
 }
 
-/// All checks again once the process is frozen, on its memory map `maps`.
-pub fn check_frozen(pid: i32, maps: &[procfs::MapsEntry]) -> Result<(), CrpError> {
-    refuse_first(pid, blockers_with(pid, Phase::Frozen, Some(maps))?)
+/// All checks again once the process is frozen, on its memory map `maps`
+/// (the NUMA policies now or after the release, as `policies` says).
+pub fn check_frozen(pid: i32, maps: &[procfs::MapsEntry], policies: Policies) -> Result<(), CrpError> {
+    refuse_first(pid, blockers_with(pid, Phase::Frozen, Some(maps), policies)?)
+}
+
+/// The checks [`Policies::AfterRelease`] left for after the release.
+pub fn check_released(pid: i32) -> Result<(), CrpError> {
+    refuse_first(pid, crp_compound::defaults::memory_policies(pid).map_err(lift(pid))?)
 }
 
 fn refuse_first(pid: i32, blockers: Vec<Unsupported>) -> Result<(), CrpError> {

@@ -54,29 +54,24 @@ fn assert_killed_by(output: &Output, signal: i32, fault: &str) {
     assert_eq!(output.status.signal(), Some(signal), "crp with {fault}: {:?} {}", output.status, stderr_of(output));
 }
 
-/// How many syscalls a dump of `pid` injects: a fault at a count past the
-/// last never fires, and the dump then completes.
-fn injections_in_a_dump(pid: i32, image: &Path) -> u64 {
-    for count in (8..).step_by(8) {
-        let fault = format!("injecting@{count}:KILL");
-        let output = dump_with_fault(pid, image, &fault, &["--leave-running"]);
-        if !output.status.success() {
-            assert_killed_by(&output, libc::SIGKILL, &fault);
-        }
-        if output.status.success() {
-            let _ = std::fs::remove_file(image);
-            return (count - 7..count)
-                .rev()
-                .find(|count| {
-                    let probe = dump_with_fault(pid, image, &format!("injecting@{count}:KILL"), &["--leave-running"]);
-                    let _ = std::fs::remove_file(image);
-                    !probe.status.success()
-                })
-                .expect("at least one injected syscall");
-        }
-        assert!(count < 10_000, "the injecting fault never stopped firing");
-    }
-    unreachable!()
+/// How many syscalls a dump of `pid` with `extra` arguments injects while
+/// the process is parked (each one a numbered `injecting` moment), from
+/// its log.
+fn injections_in_a_dump(pid: i32, image: &Path, extra: &[&str]) -> u64 {
+    let log = image.with_extension("log");
+    let output = crp()
+        .arg("--log-file")
+        .arg(&log)
+        .args(["dump", &pid.to_string(), "-o"])
+        .arg(image)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(image);
+    let _ = std::fs::remove_file(&log);
+    text.lines().filter(|line| line.contains("injected syscall (parked)")).count() as u64
 }
 
 #[test]
@@ -84,30 +79,68 @@ fn a_dump_killed_between_or_during_any_injected_syscall_leaves_the_process_exact
     let directory = tempfile::tempdir().unwrap();
     let mut subject = state_subject(directory.path());
     let image = directory.path().join("killed.crp");
-    let injections = injections_in_a_dump(subject.pid, &image);
-    assert!(injections > 10, "only {injections} injected syscalls?");
-    let mut faults: Vec<String> = ["frozen", "parking", "unparking", "unparked", "captured", "pages"]
-        .iter()
-        .map(|moment| format!("{moment}:KILL"))
-        .collect();
-    for count in 1..=injections {
-        faults.push(format!("injecting@{count}:KILL"));
-        faults.push(format!("in-syscall@{count}:KILL"));
-    }
-    for fault in &faults {
-        for extra in [&[][..], &["--leave-running"][..]] {
+    let mut left_a_userfaultfd = Vec::new();
+    for extra in [&[][..], &["--leave-running"][..]] {
+        // Counted on a subject of its own: the dump kills it.
+        let injections = {
+            let counted = state_subject(directory.path());
+            let injections = injections_in_a_dump(counted.pid, &image, extra);
+            assert_killed(subject_wait(counted, extra));
+            injections
+        };
+        assert!(injections > 10, "only {injections} injected syscalls?");
+        let mut faults: Vec<String> = ["frozen", "parking", "unparking", "unparked", "captured", "pages"]
+            .iter()
+            .map(|moment| format!("{moment}:KILL"))
+            .collect();
+        for count in 1..=injections {
+            faults.push(format!("injecting@{count}:KILL"));
+            faults.push(format!("in-syscall@{count}:KILL"));
+        }
+        for fault in &faults {
             let output = dump_with_fault(subject.pid, &image, fault, extra);
             assert_killed_by(&output, libc::SIGKILL, fault);
             assert_released(subject.pid, fault);
             assert_no_leftovers(directory.path(), &["private.bin", "shared.bin"], fault);
+            // The one documented leftover of a descriptor: a copy-on-write
+            // dump killed between the userfaultfd it injects and its close
+            // leaves that (inert: never set up) descriptor. The survivor
+            // cannot be dumped again (crp refuses userfaultfds): a new
+            // subject takes its place.
+            if userfaultfds_of(subject.pid) > 0 {
+                left_a_userfaultfd.push(fault.clone());
+                subject.child.kill().unwrap();
+                subject.wait();
+                subject = state_subject(directory.path());
+            }
         }
     }
+    // The window is one injected syscall and the next one's entry.
+    assert!(left_a_userfaultfd.len() <= 3, "a userfaultfd left after {left_a_userfaultfd:?}");
     // One more, complete dump still works on the survivor.
     dump_ok(subject.pid, &image, &["--leave-running"]);
     subject.send("go\n");
     let verdict = subject.read_line();
-    assert!(verdict.starts_with(&format!("OK pid={} ", subject.pid)), "after {} faults: {verdict}", faults.len());
+    assert!(verdict.starts_with(&format!("OK pid={} ", subject.pid)), "after every fault: {verdict}");
     assert!(subject.wait().success());
+}
+
+/// Waits for a subject a dump with `extra` ended: killed (without
+/// --leave-running) or left running (then killed here).
+fn subject_wait(mut subject: Subject, extra: &[&str]) -> std::process::ExitStatus {
+    if !extra.is_empty() {
+        subject.child.kill().unwrap();
+    }
+    subject.wait()
+}
+
+/// How many userfaultfd descriptors `pid` holds.
+fn userfaultfds_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.unwrap().path()).ok())
+        .filter(|target| target.to_string_lossy().contains("userfaultfd"))
+        .count()
 }
 
 #[test]

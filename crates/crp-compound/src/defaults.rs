@@ -51,7 +51,6 @@ pub fn preflight(pid: i32) -> Result<Vec<Unsupported>, CompoundError> {
     {
         blockers.push(refuse("a core-scheduling cookie (PR_SCHED_CORE)", format!("cookie {cookie:#x}")));
     }
-    blockers.extend(memory_policies(pid)?);
     blockers.extend(security_attributes(pid));
     Ok(blockers)
 }
@@ -68,8 +67,10 @@ fn core_scheduling_cookie(pid: i32) -> Option<u64> {
 }
 
 /// Each mapping with a NUMA memory policy of its own (mbind), from
-/// /proc/PID/numa_maps (absent without CONFIG_NUMA).
-fn memory_policies(pid: i32) -> Result<Vec<Unsupported>, CompoundError> {
+/// /proc/PID/numa_maps (absent without CONFIG_NUMA). Apart from
+/// [`preflight`]: reading it walks every page of the process, which a
+/// copy-on-write dump does once the process runs again.
+pub fn memory_policies(pid: i32) -> Result<Vec<Unsupported>, CompoundError> {
     let path = format!("/proc/{pid}/numa_maps");
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

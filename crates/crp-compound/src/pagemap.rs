@@ -16,7 +16,10 @@ const SWAPPED: u64 = 1 << 62;
 const FILE_OR_SHARED: u64 = 1 << 61;
 /// A guard region's page (6.15): no page, whatever the swap bit says.
 const GUARD: u64 = 1 << 58;
-/// `PAGE_IS_GUARD`, a PAGEMAP_SCAN category.
+/// PAGEMAP_SCAN categories.
+const PAGE_IS_FILE: u64 = 1 << 2;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
 const PAGE_IS_GUARD: u64 = 1 << 8;
 /// `PAGEMAP_SCAN`: `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
@@ -48,6 +51,35 @@ struct PageRegion {
     end: u64,
     categories: u64,
 }
+/// Which pages a scan reports: those with every category of `all_of` and
+/// one of `any_of`, with the categories of `returned`.
+#[derive(Debug, Clone, Copy)]
+struct ScanFilter {
+    all_of: u64,
+    any_of: u64,
+    returned: u64,
+}
+
+/// The runs of `(vaddr, page_count)` to store from scanned regions: as
+/// [`page_is_stored`] decides from pagemap entries.
+fn runs_from_regions(regions: &[PageRegion], file_backed: bool) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for region in regions {
+        let exists =
+            region.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0 && region.categories & PAGE_IS_GUARD == 0;
+        let cow_private = !file_backed || region.categories & PAGE_IS_FILE == 0;
+        if !(exists && cow_private) {
+            continue;
+        }
+        let count = (region.end - region.start) / PAGE_SIZE;
+        match runs.last_mut() {
+            Some((start, pages)) if *start + *pages * PAGE_SIZE == region.start => *pages += count,
+            _ => runs.push((region.start, count)),
+        }
+    }
+    runs
+}
+
 /// Entries read per pread.
 const BATCH_ENTRIES: usize = 64 * 1024;
 
@@ -92,7 +124,22 @@ impl PageMap {
     /// PAGEMAP_SCAN; none on a kernel without them (before 6.15 the scan
     /// refuses the category, before 6.7 the ioctl).
     pub fn guard_regions(&self, start: u64, end: u64) -> Result<Vec<(u64, u64)>, CompoundError> {
+        let filter = ScanFilter { all_of: PAGE_IS_GUARD, any_of: 0, returned: PAGE_IS_GUARD };
+        let regions = self.scan(start, end, filter)?.unwrap_or_default();
         let mut found: Vec<(u64, u64)> = Vec::new();
+        for region in regions {
+            match found.last_mut() {
+                Some((_, last_end)) if *last_end == region.start => *last_end = region.end,
+                _ => found.push((region.start, region.end)),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The regions of `[start, end)` PAGEMAP_SCAN finds with `filter`;
+    /// `None` on a kernel without the ioctl or the filter's categories.
+    fn scan(&self, start: u64, end: u64, filter: ScanFilter) -> Result<Option<Vec<PageRegion>>, CompoundError> {
+        let mut found = Vec::new();
         let mut at = start;
         while at < end {
             let mut regions = [PageRegion::default(); SCAN_REGIONS];
@@ -106,16 +153,16 @@ impl PageMap {
                 vec_len: SCAN_REGIONS as u64,
                 max_pages: 0,
                 category_inverted: 0,
-                category_mask: PAGE_IS_GUARD,
-                category_anyof_mask: 0,
-                return_mask: PAGE_IS_GUARD,
+                category_mask: filter.all_of,
+                category_anyof_mask: filter.any_of,
+                return_mask: filter.returned,
             };
             // SAFETY: PAGEMAP_SCAN reads `arguments` and writes at most
             // `vec_len` page regions into `regions`, both alive across the call.
             let count = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &raw mut arguments) };
             if count < 0 {
                 return match nix::errno::Errno::last() {
-                    nix::errno::Errno::EINVAL | nix::errno::Errno::ENOTTY => Ok(Vec::new()),
+                    nix::errno::Errno::EINVAL | nix::errno::Errno::ENOTTY => Ok(None),
                     errno => Err(CompoundError::Io {
                         action: "scan (PAGEMAP_SCAN)",
                         path: self.path.clone().into(),
@@ -123,18 +170,13 @@ impl PageMap {
                     }),
                 };
             }
-            for region in regions.iter().take(usize::try_from(count).unwrap_or(0)) {
-                match found.last_mut() {
-                    Some((_, last_end)) if *last_end == region.start => *last_end = region.end,
-                    _ => found.push((region.start, region.end)),
-                }
-            }
+            found.extend(regions.iter().take(usize::try_from(count).unwrap_or(0)).copied());
             if arguments.walk_end <= at {
                 break;
             }
             at = arguments.walk_end;
         }
-        Ok(found)
+        Ok(Some(found))
     }
 
     /// The runs of `vma` whose pages the image must store. `populated_kb`
@@ -146,7 +188,23 @@ impl PageMap {
             return Ok(Vec::new());
         }
         let file_backed = matches!(vma.backing, Backing::File(_) | Backing::Descriptor { .. } | Backing::Shared { .. });
-        let page_count = vma.length() / PAGE_SIZE;
+        // PAGEMAP_SCAN skips what is empty and returns runs: a fraction of
+        // the time of reading one entry per page.
+        let filter = ScanFilter {
+            all_of: 0,
+            any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_GUARD,
+        };
+        if let Some(regions) = self.scan(vma.start, vma.end, filter)? {
+            return Ok(runs_from_regions(&regions, file_backed));
+        }
+        self.runs_from_entries(vma.start, vma.end, file_backed)
+    }
+
+    /// The runs to store in `[start, end)` from one pagemap entry per page
+    /// (a kernel without PAGEMAP_SCAN).
+    fn runs_from_entries(&self, start: u64, end: u64, file_backed: bool) -> Result<Vec<(u64, u64)>, CompoundError> {
+        let page_count = (end - start) / PAGE_SIZE;
         let mut decisions = Vec::new();
         // One 8-byte entry per page: every entry is read whole.
         let mut buffer = vec![[0u8; 8]; BATCH_ENTRIES];
@@ -155,14 +213,14 @@ impl PageMap {
             // What does not fit in a usize is more than a batch.
             let batch = usize::try_from(page_count - done).map_or(BATCH_ENTRIES, |left| left.min(BATCH_ENTRIES));
             let entries = &mut buffer[..batch];
-            let offset = (vma.start / PAGE_SIZE + done) * 8;
+            let offset = (start / PAGE_SIZE + done) * 8;
             self.file
                 .read_exact_at(entries.as_flattened_mut(), offset)
                 .map_err(CompoundError::io("read", &self.path))?;
             decisions.extend(entries.iter().map(|entry| page_is_stored(u64::from_le_bytes(*entry), file_backed)));
             done += batch as u64;
         }
-        Ok(runs_from_pages(vma.start, decisions))
+        Ok(runs_from_pages(start, decisions))
     }
 }
 
@@ -171,6 +229,56 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn the_scan_finds_the_runs_the_entries_give() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[7u8; 16 * 4096]).unwrap();
+        let map = |flags, fd| {
+            // SAFETY: a fresh mapping of 16 pages of this test process (of
+            // `fd` when not -1), unmapped below.
+            unsafe { libc::mmap(std::ptr::null_mut(), 16 * 4096, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) }
+        };
+        let anonymous = map(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1).cast::<u8>();
+        let private_file = map(libc::MAP_PRIVATE, file.as_raw_fd()).cast::<u8>();
+        for page in [0usize, 1, 5, 9, 10, 11, 15] {
+            // SAFETY: inside the 16 pages mapped above, both writable.
+            unsafe { anonymous.add(page * 4096).write_volatile(1) };
+        }
+        for page in [2usize, 3, 8] {
+            // SAFETY: as above; pages 2 and 3 are copied on write, 8 only read.
+            unsafe {
+                if page == 8 {
+                    private_file.add(page * 4096).read_volatile();
+                } else {
+                    private_file.add(page * 4096).write_volatile(1);
+                }
+            }
+        }
+        let pagemap = PageMap::open(std::process::id().cast_signed()).unwrap();
+        for (base, file_backed, expected) in
+            [(anonymous, false, vec![(0, 2), (5, 1), (9, 3), (15, 1)]), (private_file, true, vec![(2, 2)])]
+        {
+            let (start, end) = (base as u64, base as u64 + 16 * 4096);
+            let filter = ScanFilter {
+                all_of: 0,
+                any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_GUARD,
+            };
+            let scanned = runs_from_regions(&pagemap.scan(start, end, filter).unwrap().unwrap(), file_backed);
+            let read = pagemap.runs_from_entries(start, end, file_backed).unwrap();
+            let expected: Vec<(u64, u64)> =
+                expected.into_iter().map(|(page, count)| (start + page * 4096, count)).collect();
+            assert_eq!(scanned, expected);
+            assert_eq!(read, expected);
+        }
+        // SAFETY: the mappings made above.
+        unsafe {
+            libc::munmap(anonymous.cast(), 16 * 4096);
+            libc::munmap(private_file.cast(), 16 * 4096);
+        }
+    }
 
     #[test]
     fn file_pages_are_skipped_but_cow_copies_kept() {

@@ -16,6 +16,7 @@ pub mod sigframe;
 pub mod sys;
 mod syscall_site;
 mod tracee;
+pub mod userfault;
 
 pub use child::{ChildGuard, spawn_stopped_child};
 pub use error::{EngineError, Unsupported};

@@ -4,6 +4,7 @@
 //! file is opened again); [`kmod`] translates the module's records, and
 //! [`map`] maps a record again at restore.
 
+pub mod cow;
 mod kmod;
 pub mod locking;
 mod map;
