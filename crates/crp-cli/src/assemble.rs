@@ -18,7 +18,7 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{FutureLocking, SharedMemory, VmaRecord};
+use crp_compound::vma::{FutureLocking, Memory};
 use crp_locks::{FileLocks, LockState};
 use crp_ptrace::{Capture, Persist};
 
@@ -106,8 +106,7 @@ pub(crate) struct BackEndKinds {
     pub thread_signals: ThreadSignals,
     pub locks: LockState,
     pub vdso: VdsoLayout,
-    pub vmas: Vec<VmaRecord>,
-    pub shared_memory: SharedMemory,
+    pub memory: Memory,
     pub mm: MmFields,
     pub files: FdTable,
     pub signals: SignalState,
@@ -125,8 +124,7 @@ pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected, oth
         thread_signals,
         locks,
         vdso,
-        vmas,
-        shared_memory,
+        memory,
         mm,
         files,
         signals,
@@ -135,6 +133,7 @@ pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected, oth
         rlimits,
         timers,
     } = own;
+    let Memory { vmas, shared_memory, guard_regions } = memory;
     let Injected {
         thread_attributes,
         attributes,
@@ -163,8 +162,7 @@ pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected, oth
         vmas,
         shared_memory,
         future_locking,
-        // Found by the dump from the page map, for both back ends.
-        guard_regions: Vec::new(),
+        guard_regions,
         mm,
         files,
         signals,

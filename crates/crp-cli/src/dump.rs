@@ -80,8 +80,8 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     preflight::check_frozen(pid, &maps)?;
     tracing::debug!(pid, "preflight passed again, frozen");
     cancel::check("dump")?;
-    let proc = procfs::Snapshot::read(pid)?;
-    let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, &maps, stopped)?;
+    let proc = procfs::Snapshot::read(pid, maps)?;
+    let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, stopped)?;
     // Both back ends' anonymous memory is labelled by the one rule /proc uses.
     label_anonymous(&mut image.vmas, &image.mm);
     faults::reached("captured", 0);

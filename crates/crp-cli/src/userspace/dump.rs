@@ -1,22 +1,21 @@
 //! Reading a frozen process from outside: /proc, ptrace, and the syscalls
 //! only the process itself can make, injected while it is parked.
 
-use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
+use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::shared::Gathering;
-use crp_compound::vma::{DescriptorObjects, Mapping, VmaRecord};
+use crp_compound::vma::{DescriptorObjects, Memory};
 use crp_locks::LockState;
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, FrozenProcess, Persist, Tracee, TraceeExt};
 use nix::unistd::Pid;
 
 use crate::assemble::{BackEndKinds, capture_injected, capture_thread, check_shared_with_leader, process_image};
-use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record_with};
+use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, lift_unsupported, park};
 use crate::error::CrpError;
 
 /// The userspace back end's dump side.
@@ -28,10 +27,10 @@ impl DumpBackend for Dump {
         &self,
         process: &mut FrozenProcess,
         proc: &procfs::Snapshot,
-        maps: &[procfs::MapsEntry],
         stopped: bool,
     ) -> Result<Captured, CrpError> {
         let pid = process.pid().as_raw();
+        let maps = &proc.maps;
         let (frozen, threads) = process.split();
         // Read before parking: each thread exactly as the freeze left it.
         let cpu = CpuState::capture(&mut Capture { tracee: frozen, proc, stopped_before_freeze: stopped })?;
@@ -44,22 +43,13 @@ impl DumpBackend for Dump {
                 CpuState::capture(&mut Capture { tracee: thread, proc, stopped_before_freeze: false })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
-        // Read before the mappings: a mapping of a memfd or deleted file a
+        let context = &mut Capture { tracee: frozen, proc, stopped_before_freeze: stopped };
+        let vdso = VdsoLayout::capture(context)?;
+        // Read before the memory: a mapping of a memfd or deleted file a
         // descriptor holds is a mapping of that descriptor's object.
         let files = crp_compound::files::capture(pid)?;
-        let mut gathering = Gathering::new(pid);
-        let objects = DescriptorObjects(&files.objects);
-        let (populated_kb, vmas) = maps
-            .iter()
-            .filter(|entry| !is_special_mapping(&entry.name))
-            .map(|entry| {
-                Ok((entry.populated_kb, vma_record_with(pid, Mapping::from_maps(entry), &mut gathering, objects)?))
-            })
-            .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
-        let shared_memory = gathering.finish();
-        crp_compound::vma::shared::check_attachments(&vmas, &shared_memory)
-            .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
+        let (memory, populated_kb) = Memory::capture(context, DescriptorObjects(&files.objects))
+            .map_err(|error| lift_unsupported(pid, error))?;
 
         park(frozen, maps)?;
         let restorer = frozen.restorer();
@@ -78,8 +68,7 @@ impl DumpBackend for Dump {
                 task: TaskIdentity::capture(context)?,
                 cpu,
                 vdso,
-                vmas,
-                shared_memory,
+                memory,
                 files,
             };
             let injected = capture_injected(context)?;
