@@ -23,7 +23,7 @@ use crp_ptrace::{Capture, FrozenProcess, TraceeExt};
 use nix::unistd::Pid;
 
 use super::device::{Device, TaskDump};
-use crate::assemble::{BackEndKinds, capture_injected, process_image};
+use crate::assemble::{BackEndKinds, ThreadKinds, capture_injected, capture_thread, process_image};
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record};
 use crate::error::CrpError;
 
@@ -53,8 +53,14 @@ impl DumpBackend for Dump {
         // Which VMAs hold any page at all is in smaps (no exported walk
         // gives it); parking needs the mappings too.
         park(frozen, maps)?;
-        let injected = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-            capture_injected(&mut Capture { tracee, proc, stopped_before_freeze: stopped })
+        let reported = ThreadKinds {
+            cpu: CpuState::from_abi(&dump.state, dump.xstate.clone())?,
+            signals: ThreadSignals::from_abi(&dump.state),
+            locks: LockState::from_abi(&dump.state),
+        };
+        let (injected, leader) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+            Ok::<_, CrpError>((capture_injected(context)?, capture_thread(context, reported)?))
         })?;
         frozen.unpark()?;
         self.device.attach(pid)?;
@@ -71,9 +77,6 @@ impl DumpBackend for Dump {
         let mut task = TaskIdentity::from_proc(proc, stopped)?;
         task.personality = u64::from(dump.state.personality);
         let own = BackEndKinds {
-            cpu: CpuState::from_abi(&dump.state, dump.xstate.clone())?,
-            thread_signals: ThreadSignals::from_abi(&dump.state),
-            locks: LockState::from_abi(&dump.state),
             vdso: vdso_layout(&dump),
             // Shared memory is refused by `kmod_refusal` for this back end;
             // the guard regions are found by the dump.
@@ -86,7 +89,7 @@ impl DumpBackend for Dump {
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
         };
-        let state = process_image(pid, own, injected, Vec::new());
+        let state = process_image(pid, own, injected, vec![leader]);
         Ok(Captured { populated_kb, state })
     }
 

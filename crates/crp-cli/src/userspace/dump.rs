@@ -14,9 +14,12 @@ use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, FrozenProcess, Persist, Tracee, TraceeExt};
 use nix::unistd::Pid;
 
-use crate::assemble::{BackEndKinds, capture_injected, capture_thread, check_shared_with_leader, process_image};
+use crate::assemble::{
+    BackEndKinds, ThreadKinds, capture_injected, capture_thread, check_shared_with_leader, process_image,
+};
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, lift_unsupported, park};
 use crate::error::CrpError;
+use crate::model::ThreadState;
 
 /// The userspace back end's dump side.
 #[derive(Debug)]
@@ -55,44 +58,48 @@ impl DumpBackend for Dump {
         let restorer = frozen.restorer();
         // The kinds read by injection, through their Persist impls, are
         // independent of each other: their order is free.
-        let (own, injected, others) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let (own, injected, threads) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
             let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
             let own = BackEndKinds {
                 mm: MmFields::capture(context)?,
                 signals: SignalState::capture(context)?,
-                thread_signals: ThreadSignals::capture(context)?,
-                locks: LockState::capture(context)?,
                 credentials: Credentials::capture(context)?,
                 rlimits: ResourceLimits::capture(context)?,
                 timers: IntervalTimers::capture(context)?,
                 task: TaskIdentity::capture(context)?,
-                cpu,
                 vdso,
                 memory,
                 files,
             };
             let injected = capture_injected(context)?;
+            let leader = thread_state(context, cpu)?;
             let scratch = context.tracee.scratch_area();
-            let others = threads
-                .iter_mut()
-                .zip(thread_cpus.into_iter().zip(&thread_procs))
-                .zip(1..)
-                .map(|((thread, (cpu, proc)), number)| {
+            let others = threads.iter_mut().zip(thread_cpus.into_iter().zip(&thread_procs)).zip(1..).map(
+                |((thread, (cpu, proc)), number)| {
                     thread.share_restorer(restorer);
                     capture_other_thread(pid, (thread, number), cpu, proc, maps, scratch, &own)
-                })
-                .collect::<Result<Vec<_>, CrpError>>()?;
-            Ok::<_, CrpError>((own, injected, others))
+                },
+            );
+            let threads = std::iter::once(Ok(leader)).chain(others).collect::<Result<Vec<_>, CrpError>>()?;
+            Ok::<_, CrpError>((own, injected, threads))
         })?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
-        let state = process_image(pid, own, injected, others);
+        let state = process_image(pid, own, injected, threads);
         Ok(Captured { state, populated_kb })
     }
 
     fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         crp_ptrace::sys::read_memory(pid, address, buffer).map_err(std::io::Error::from)
     }
+}
+
+/// What Linux keeps for one parked thread: the kinds the kmod module would
+/// report read by ptrace (`cpu`, before the thread was parked) and
+/// injection, and the rest as both back ends read them.
+fn thread_state(context: &mut Capture<'_>, cpu: CpuState) -> Result<ThreadState, CrpError> {
+    let own = ThreadKinds { cpu, signals: ThreadSignals::capture(context)?, locks: LockState::capture(context)? };
+    capture_thread(context, own)
 }
 
 /// The state of the `number`th thread other than the leader, read while
@@ -107,7 +114,7 @@ fn capture_other_thread(
     maps: &[procfs::MapsEntry],
     (scratch, scratch_bytes): (u64, usize),
     leader: &BackEndKinds,
-) -> Result<crate::model::ThreadState, CrpError> {
+) -> Result<ThreadState, CrpError> {
     let tid = thread.pid().as_raw();
     park(thread, maps)?;
     // The leader is parked too, with the scratch mapping.
@@ -115,7 +122,7 @@ fn capture_other_thread(
     thread.set_scratch_area(scratch, scratch_bytes);
     let context = &mut Capture { tracee: thread, proc, stopped_before_freeze: false };
     check_shared_with_leader(pid, context, &leader.credentials, &leader.task)?;
-    let state = capture_thread(context, cpu)?;
+    let state = thread_state(context, cpu)?;
     thread.unpark()?;
     tracing::debug!(pid, tid, "thread captured");
     Ok(state)
