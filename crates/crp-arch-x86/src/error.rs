@@ -20,6 +20,8 @@ pub enum ArchError {
     MalformedRegister { name: &'static str, value: u64, reason: &'static str },
     #[error("XSAVE area: {reason}")]
     MalformedXsave { reason: String },
+    #[error("no hole of {bytes:#x} bytes left in the address space to move the vDSO through")]
+    NoHole { bytes: u64 },
     #[error("vDSO mapping {index} ({name} [{start:#x}, {end:#x})) {reason}")]
     MalformedVdso { index: usize, name: String, start: u64, end: u64, reason: &'static str },
 }

@@ -2,18 +2,16 @@
 //! are never stored: a restored process keeps the ones its kernel gave it,
 //! moved as one block to where the image had them.
 
-use crp_ptrace::{EngineError, Tracee, TraceeExt};
+use crp_ptrace::procfs::MapsEntry;
+use crp_ptrace::{Capture, EngineError, Persist, Restore, Tracee, TraceeExt};
 
 use crate::ArchError;
 
+pub use crp_ptrace::procfs::is_special_mapping;
+
 const PAGE_SIZE: u64 = 4096;
-
-/// Names of mappings the kernel installs itself.
-const SPECIAL_NAMES: &[&str] = &["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]"];
-
-pub fn is_special_mapping(name: &str) -> bool {
-    SPECIAL_NAMES.contains(&name)
-}
+/// Lowest address considered for the block's temporary place.
+const SEARCH_FLOOR: u64 = 0x1_0000;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SpecialMapping {
@@ -39,6 +37,11 @@ impl VdsoLayout {
             .collect();
         mappings.sort_by_key(|mapping| mapping.start);
         Self { mappings }
+    }
+
+    /// The vDSO block among `maps`.
+    pub fn of_maps(maps: &[MapsEntry]) -> Self {
+        Self::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)))
     }
 
     pub fn block(&self) -> Option<(u64, u64)> {
@@ -140,6 +143,46 @@ impl VdsoLayout {
     }
 }
 
+impl Persist for VdsoLayout {
+    const KIND: &'static str = "vDSO placement";
+    type Error = ArchError;
+
+    /// Where the process's vDSO block is, from the snapshot's memory map.
+    fn capture(context: &mut Capture<'_>) -> Result<Self, ArchError> {
+        Ok(Self::of_maps(&context.proc.maps))
+    }
+
+    /// Moves the block the restore child has (its kernel's, checked to be
+    /// laid out as the image's) to the image's addresses, through the
+    /// lowest hole free of every mapping the child has now and of the
+    /// image's block when the two overlap.
+    fn restore(&self, context: &mut Restore<'_>) -> Result<(), ArchError> {
+        let maps = context.tracee.mappings()?;
+        let live = Self::of_maps(&maps);
+        let (Some((start, end)), Some(target)) = (live.block(), self.block()) else {
+            return Ok(());
+        };
+        let occupied = maps.iter().map(|entry| (entry.start, entry.end)).chain([target]);
+        let temporary = lowest_hole(occupied, end - start).ok_or(ArchError::NoHole { bytes: end - start })?;
+        Ok(live.move_to(context.tracee, self, temporary)?)
+    }
+}
+
+/// The lowest page-aligned address from [`SEARCH_FLOOR`] up where `size`
+/// bytes touch none of `occupied`, below the end of user space.
+fn lowest_hole(occupied: impl Iterator<Item = (u64, u64)>, size: u64) -> Option<u64> {
+    let mut ranges: Vec<(u64, u64)> = occupied.collect();
+    ranges.sort_unstable();
+    let mut candidate = SEARCH_FLOOR;
+    for (start, end) in ranges {
+        if candidate.checked_add(size)? <= start {
+            break;
+        }
+        candidate = candidate.max(end.next_multiple_of(PAGE_SIZE));
+    }
+    candidate.checked_add(size).filter(|&end| end <= crp_ptrace::USER_SPACE_END).map(|_| candidate)
+}
+
 /// Moves each mapping of `layout`, currently based at `from`, to base `to`.
 fn move_block(tracee: &mut dyn Tracee, layout: &VdsoLayout, from: u64, to: u64) -> Result<(), EngineError> {
     let base = layout.block().map_or(0, |(start, _)| start);
@@ -158,6 +201,8 @@ fn move_block(tracee: &mut dyn Tracee, layout: &VdsoLayout, from: u64, to: u64) 
 
 #[cfg(test)]
 mod tests {
+    use crp_ptrace::fake::{FakeTracee, mapping};
+
     use super::*;
 
     #[test]
@@ -194,6 +239,63 @@ mod tests {
         assert!(refusal(&[("[heap]", 0x1000, 0x3000)]).contains("not a mapping of the vDSO block"));
         assert!(refusal(&[("[vdso]", 0x1000, 0x2000), ("[vdso]", 0x2000, 0x3000)]).contains("twice"));
         assert!(refusal(&[("[vdso]", u64::MAX - 0xfff, u64::MAX)]).contains("page-aligned"));
+    }
+
+    fn mremaps(tracee: &FakeTracee) -> Vec<[u64; 2]> {
+        tracee.calls_of(libc::SYS_mremap).iter().map(|call| [call.args[0], call.args[4]]).collect()
+    }
+
+    /// A restore child with the gadget at 0x10000 and its kernel's vDSO
+    /// block at 0x7fff_0000 (vvar, then vdso).
+    fn child() -> FakeTracee {
+        let mut tracee = FakeTracee::default();
+        tracee.mappings = vec![
+            mapping("", 0x1_0000, 0x1_8000),
+            mapping("[vvar]", 0x7fff_0000, 0x7fff_4000),
+            mapping("[vdso]", 0x7fff_4000, 0x7fff_6000),
+            mapping("[vsyscall]", 0xffff_ffff_ff60_0000, 0xffff_ffff_ff60_1000),
+        ];
+        tracee
+    }
+
+    #[test]
+    fn the_block_moves_to_the_image_s_addresses_through_a_hole_when_the_two_overlap() {
+        let apart = layout(&[("[vvar]", 0x5000_0000, 0x5000_4000), ("[vdso]", 0x5000_4000, 0x5000_6000)]);
+        let mut tracee = child();
+        apart.restore(&mut Restore::new(&mut tracee)).unwrap();
+        assert_eq!(mremaps(&tracee), [[0x7fff_0000, 0x5000_0000], [0x7fff_4000, 0x5000_4000]], "moved directly");
+
+        let overlapping = layout(&[("[vvar]", 0x7fff_2000, 0x7fff_6000), ("[vdso]", 0x7fff_6000, 0x7fff_8000)]);
+        let mut tracee = child();
+        overlapping.restore(&mut Restore::new(&mut tracee)).unwrap();
+        assert_eq!(
+            mremaps(&tracee),
+            [[0x7fff_0000, 0x1_8000], [0x7fff_4000, 0x1_c000], [0x1_8000, 0x7fff_2000], [0x1_c000, 0x7fff_6000]],
+            "through the lowest hole past the gadget"
+        );
+
+        let mut tracee = child();
+        let same = layout(&[("[vvar]", 0x7fff_0000, 0x7fff_4000), ("[vdso]", 0x7fff_4000, 0x7fff_6000)]);
+        same.restore(&mut Restore::new(&mut tracee)).unwrap();
+        assert!(tracee.calls.is_empty(), "already in place");
+    }
+
+    #[test]
+    fn the_block_is_captured_from_the_snapshot_s_map() {
+        let mut proc = crp_ptrace::fake::snapshot();
+        proc.maps = child().mappings.into();
+        let mut tracee = FakeTracee::default();
+        let context = &mut Capture { tracee: &mut tracee, proc: &proc, stopped_before_freeze: false };
+        let captured = VdsoLayout::capture(context).unwrap();
+        assert_eq!(captured.block(), Some((0x7fff_0000, 0x7fff_6000)));
+        assert_eq!(captured.mappings.len(), 2, "[vsyscall] is not part of it");
+    }
+
+    #[test]
+    fn the_hole_search_skips_what_is_occupied_and_stays_in_user_space() {
+        assert_eq!(lowest_hole([(0x1_0000, 0x2_0000), (0x2_0000, 0x2_1800)].into_iter(), 0x1000), Some(0x2_2000));
+        assert_eq!(lowest_hole([(0x3_0000, 0x4_0000)].into_iter(), 0x2_0000), Some(0x1_0000));
+        assert_eq!(lowest_hole([(0x1_0000, crp_ptrace::USER_SPACE_END)].into_iter(), 0x1000), None);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! What both dump back ends share: the kinds of state they read the same
 //! way (by injection while the process is parked: the module does not
 //! report them), and the one place a [`ProcessImage`] is put together from
-//! what each back end read its own way. A kind that both back ends read by
-//! injection is one line of [`Injected`] and [`capture_injected`]; a kind a
-//! back end reads its own way is one field of [`BackEndKinds`].
+//! what each back end read its own way. A kind of the process's that both
+//! back ends read by injection is one line of [`Injected`] and
+//! [`capture_injected`]; a kind a back end reads its own way is one field
+//! of [`BackEndKinds`]. A kind Linux keeps per thread is one line of
+//! [`capture_thread`] (which reads every thread, the leader included), or
+//! one field of [`ThreadKinds`] when a back end reads it its own way.
 
 use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
@@ -18,7 +21,7 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{FutureLocking, SharedMemory, VmaRecord};
+use crp_compound::vma::{FutureLocking, Memory};
 use crp_locks::{FileLocks, LockState};
 use crp_ptrace::{Capture, Persist};
 
@@ -28,12 +31,10 @@ use crate::model::{ProcessImage, ThreadState, kernel_release};
 /// The kinds both back ends read by injected syscalls and ptrace, the
 /// process parked, through their [`Persist`] impls.
 pub(crate) struct Injected {
-    pub thread_attributes: ThreadAttributes,
     pub attributes: ProcessAttributes,
     pub session: SessionState,
     pub future_locking: FutureLocking,
     pub pending_signals: SharedPendingSignals,
-    pub thread_pending_signals: ThreadPendingSignals,
     pub posix_timers: PosixTimers,
     pub file_locks: FileLocks,
 }
@@ -42,26 +43,35 @@ pub(crate) struct Injected {
 /// so their order is free. The context's scratch mapping is crp's own.
 pub(crate) fn capture_injected(context: &mut Capture<'_>) -> Result<Injected, CrpError> {
     Ok(Injected {
-        thread_attributes: ThreadAttributes::capture(context)?,
         attributes: ProcessAttributes::capture(context)?,
         session: SessionState::capture(context)?,
         future_locking: FutureLocking::capture(context.tracee)?,
         pending_signals: SharedPendingSignals::capture(context)?,
-        thread_pending_signals: ThreadPendingSignals::capture(context)?,
         posix_timers: PosixTimers::capture(context)?,
         file_locks: FileLocks::capture(context)?,
     })
 }
 
-/// What Linux keeps per thread, read from one parked thread other than
-/// the leader (the leader's are read with the process's kinds), whose
-/// registers and XSAVE area `cpu` holds.
-pub(crate) fn capture_thread(context: &mut Capture<'_>, cpu: CpuState) -> Result<ThreadState, CrpError> {
+/// The kinds Linux keeps per thread that each back end reads its own way
+/// (the userspace one by ptrace and injection, the kmod one from the
+/// module's task record).
+pub(crate) struct ThreadKinds {
+    pub cpu: CpuState,
+    pub signals: ThreadSignals,
+    pub locks: LockState,
+}
+
+/// What Linux keeps for one parked thread (the leader or another): the
+/// kinds its back end read in `own`, and those both back ends read by
+/// injection, through their [`Persist`] impls (independent of each other:
+/// their order is free).
+pub(crate) fn capture_thread(context: &mut Capture<'_>, own: ThreadKinds) -> Result<ThreadState, CrpError> {
+    let ThreadKinds { cpu, signals, locks } = own;
     Ok(ThreadState {
         tid: context.tracee.pid(),
         cpu,
-        signals: ThreadSignals::capture(context)?,
-        locks: LockState::capture(context)?,
+        signals,
+        locks,
         attributes: ThreadAttributes::capture(context)?,
         pending_signals: ThreadPendingSignals::capture(context)?,
     })
@@ -100,12 +110,8 @@ pub(crate) fn check_shared_with_leader(
 /// The kinds each back end reads its own way (the userspace one by
 /// injection and /proc, the kmod one from the module's task record).
 pub(crate) struct BackEndKinds {
-    pub cpu: CpuState,
-    pub thread_signals: ThreadSignals,
-    pub locks: LockState,
     pub vdso: VdsoLayout,
-    pub vmas: Vec<VmaRecord>,
-    pub shared_memory: SharedMemory,
+    pub memory: Memory,
     pub mm: MmFields,
     pub files: FdTable,
     pub signals: SignalState,
@@ -115,54 +121,27 @@ pub(crate) struct BackEndKinds {
     pub timers: IntervalTimers,
 }
 
-/// The image of the process `pid`: its leader's state from `own` and
-/// `injected`, its other threads' in `others`.
-pub(crate) fn process_image(pid: i32, own: BackEndKinds, injected: Injected, others: Vec<ThreadState>) -> ProcessImage {
-    let BackEndKinds {
-        cpu,
-        thread_signals,
-        locks,
-        vdso,
-        vmas,
-        shared_memory,
-        mm,
-        files,
-        signals,
-        task,
-        credentials,
-        rlimits,
-        timers,
-    } = own;
-    let Injected {
-        thread_attributes,
-        attributes,
-        session,
-        future_locking,
-        pending_signals,
-        thread_pending_signals,
-        posix_timers,
-        file_locks,
-    } = injected;
+/// The image of the process `pid`: its state from `own` and `injected`,
+/// its threads' in `threads` (the leader first).
+pub(crate) fn process_image(
+    pid: i32,
+    own: BackEndKinds,
+    injected: Injected,
+    threads: Vec<ThreadState>,
+) -> ProcessImage {
+    let BackEndKinds { vdso, memory, mm, files, signals, task, credentials, rlimits, timers } = own;
+    let Memory { vmas, shared_memory, guard_regions } = memory;
+    let Injected { attributes, session, future_locking, pending_signals, posix_timers, file_locks } = injected;
     ProcessImage {
         pid,
         kernel_release: kernel_release(),
         dumped_at_unix_seconds: 0,
-        threads: std::iter::once(ThreadState {
-            tid: pid,
-            cpu,
-            signals: thread_signals,
-            locks,
-            attributes: thread_attributes,
-            pending_signals: thread_pending_signals,
-        })
-        .chain(others)
-        .collect(),
+        threads,
         vdso,
         vmas,
         shared_memory,
         future_locking,
-        // Found by the dump from the page map, for both back ends.
-        guard_regions: Vec::new(),
+        guard_regions,
         mm,
         files,
         signals,

@@ -8,16 +8,14 @@
 
 use std::path::Path;
 
-use crp_arch_x86::VdsoLayout;
 use crp_compound::CompoundError;
 use crp_compound::vma::{Mapping, VmaRecord};
-use crp_ptrace::{Frozen, FrozenProcess, Injector, procfs};
+use crp_ptrace::{Frozen, FrozenProcess, procfs};
 use nix::unistd::Pid;
 
 use crate::error::CrpError;
 use crate::model::ProcessImage;
 use crate::plan::Rebuild;
-use crate::restore::bootstrap::Gadget;
 
 /// How crp reads and rebuilds process state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -42,15 +40,10 @@ pub struct Captured {
 pub trait DumpBackend: std::fmt::Debug {
     /// Every kind of state but the pages, from the frozen process (every
     /// thread of it) and what /proc said once it was frozen (its memory
-    /// map in `maps`); `stopped` says it was in a group stop before the
+    /// map included); `stopped` says it was in a group stop before the
     /// freeze.
-    fn capture(
-        &self,
-        frozen: &mut FrozenProcess,
-        proc: &procfs::Snapshot,
-        maps: &[procfs::MapsEntry],
-        stopped: bool,
-    ) -> Result<Captured, CrpError>;
+    fn capture(&self, frozen: &mut FrozenProcess, proc: &procfs::Snapshot, stopped: bool)
+    -> Result<Captured, CrpError>;
 
     /// Copies the frozen process's memory at `address` into `buffer`.
     fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()>;
@@ -58,13 +51,10 @@ pub trait DumpBackend: std::fmt::Debug {
 
 /// Rebuilds the process in the restore child.
 pub trait RestoreBackend: std::fmt::Debug {
-    /// Readies the child once crp's gadget is mapped, before the vDSO moves
-    /// to where the image had it.
-    fn prepare(&self, injector: &mut Injector, gadget: Gadget, live_vdso: &VdsoLayout) -> Result<(), CrpError>;
-
-    /// Re-establishes every kind of state and the registers; on return the
+    /// Re-establishes every kind of state and the registers in the child
+    /// (crp's gadget mapped, the injector pointing at it); on return the
     /// child is ready to be released.
-    fn rebuild(&self, rebuild: &mut Rebuild<'_>, gadget: Gadget) -> Result<(), CrpError>;
+    fn rebuild(&self, rebuild: &mut Rebuild<'_>) -> Result<(), CrpError>;
 }
 
 /// Size of the scratch mapping injected for syscall arguments at dump.
@@ -103,18 +93,9 @@ pub(crate) fn vma_record(pid: i32, mapping: Mapping<'_>) -> Result<VmaRecord, Cr
     mapping.record().map_err(|error| lift_unsupported(pid, error))
 }
 
-/// [`vma_record`] for a back end that restores shared memory objects and
-/// mappings of the descriptor table's objects (the userspace one).
-pub(crate) fn vma_record_with(
-    pid: i32,
-    mapping: Mapping<'_>,
-    gathering: &mut crp_compound::vma::shared::Gathering,
-    objects: crp_compound::vma::DescriptorObjects<'_>,
-) -> Result<VmaRecord, CrpError> {
-    mapping.record_with(gathering, objects).map_err(|error| lift_unsupported(pid, error))
-}
-
-fn lift_unsupported(pid: i32, error: CompoundError) -> CrpError {
+/// A category crate's error, a refusal of what crp cannot checkpoint named
+/// as one of the process `pid` (exit code 3).
+pub(crate) fn lift_unsupported(pid: i32, error: CompoundError) -> CrpError {
     match error {
         CompoundError::Unsupported(unsupported) => CrpError::unsupported(pid, unsupported),
         other => other.into(),

@@ -113,8 +113,8 @@ fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
     preflight::check_frozen(pid, &maps, policies)?;
     tracing::debug!(pid, "preflight passed again, frozen");
     cancel::check("dump")?;
-    let proc = procfs::Snapshot::read(pid)?;
-    let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, &maps, stopped)?;
+    let proc = procfs::Snapshot::read(pid, maps)?;
+    let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, stopped)?;
     // Both back ends' anonymous memory is labelled by the one rule /proc uses.
     label_anonymous(&mut image.vmas, &image.mm);
     // Every socket read is as it was: the watchdog guarding them ends.

@@ -19,7 +19,7 @@ use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::thread_attrs::ThreadAttributes;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{FutureLocking, GuardRegion, SharedMemory, VmaRecord};
+use crp_compound::vma::{FutureLocking, GuardRegion, Memory, SharedMemory, VmaRecord};
 use crp_locks::{FileLocks, LockState};
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -78,6 +78,16 @@ pub struct ThreadState {
 }
 
 impl ProcessImage {
+    /// The memory kind, put together from the three fields the image
+    /// keeps it in.
+    pub fn memory(&self) -> Memory {
+        Memory {
+            vmas: self.vmas.clone(),
+            shared_memory: self.shared_memory.clone(),
+            guard_regions: self.guard_regions.clone(),
+        }
+    }
+
     /// The thread-group leader's state (first, with tid == pid); an image
     /// without one is refused by `load_image`.
     pub fn leader(&self) -> Result<&ThreadState, crate::CrpError> {

@@ -3,8 +3,8 @@
 //! reason and checked against the tables by a test.
 //!
 //! The userspace back end runs [`BY_INJECTION`] then [`FINISH`]; the kmod
-//! back end's module does what `BY_INJECTION` does itself, then crp runs
-//! [`FINISH`] from outside. Both then run [`RELEASE`], the registers and
+//! back end runs [`BEFORE_MODULE`], its module does what the rest of
+//! `BY_INJECTION` does itself, then crp runs [`FINISH`] from outside. Both then run [`RELEASE`], the registers and
 //! blocked mask of every thread, after the last injected syscall (the
 //! userspace back end's gadget unmapping itself), right before release.
 //!
@@ -12,12 +12,14 @@
 //! come only the kinds of [`AFTER_CREDENTIALS`], which a credential change
 //! resets and which need no privilege.
 
-use crp_ptrace::{Injector, Persist, Restore, Tracee};
+use crp_arch_x86::VdsoLayout;
+use crp_compound::vma::Memory;
+use crp_ptrace::{Injector, Pages, Persist, Restore, Tracee};
 use nix::unistd::Pid;
 
 use crate::error::CrpError;
 use crate::model::{ProcessImage, ThreadState};
-use crate::restore::memory::{map_and_fill, map_descriptor_objects};
+use crate::restore::bootstrap::{self, Gadget};
 use crate::restore::trust::OpenAs;
 
 /// What the user asked of this restore beyond the image: the identity files
@@ -39,7 +41,11 @@ pub struct Rebuild<'a> {
     pub pid: Pid,
     pub image: &'a ProcessImage,
     pub reader: &'a crp_image::ImageReader,
+    /// The image's page contents, as the memory kind writes them.
+    pub pages: &'a dyn Pages,
     pub choices: &'a Choices,
+    /// crp's syscall gadget in the child, mapped by the bootstrap.
+    pub gadget: Gadget,
     /// The other threads, in the image's order, once [`THREADS`] made them.
     pub threads: Vec<Injector>,
     /// The threads get their original ids (the process got its pid back).
@@ -59,6 +65,13 @@ impl std::fmt::Debug for Step {
     }
 }
 
+impl Rebuild<'_> {
+    /// The restore context of the thread-group leader.
+    fn context(&mut self) -> Restore<'_> {
+        Restore { tracee: &mut *self.injector, streams: &self.choices.streams, pages: self.pages }
+    }
+}
+
 /// A kind restored by its [`Persist`] impl, from the image field `field`.
 macro_rules! persisted {
     ($kind:ty, $field:ident) => {
@@ -66,8 +79,7 @@ macro_rules! persisted {
             kind: <$kind as Persist>::KIND,
             run: |rebuild| {
                 let image = rebuild.image;
-                let streams = &rebuild.choices.streams;
-                Ok(image.$field.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
+                Ok(image.$field.restore(&mut rebuild.context())?)
             },
         }
     };
@@ -92,12 +104,12 @@ fn in_each_thread(
     rebuild: &mut Rebuild<'_>,
     mut restore: impl FnMut(&ThreadState, &mut Restore<'_>) -> Result<(), CrpError>,
 ) -> Result<(), CrpError> {
-    let (image, choices) = (rebuild.image, rebuild.choices);
+    let (image, choices, pages) = (rebuild.image, rebuild.choices, rebuild.pages);
     let streams = &choices.streams;
-    restore(image.leader()?, &mut Restore { tracee: &mut *rebuild.injector, streams })?;
+    restore(image.leader()?, &mut rebuild.context())?;
     let states = image.threads.get(1..).unwrap_or_default();
     for (thread, state) in rebuild.threads.iter_mut().zip(states) {
-        restore(state, &mut Restore { tracee: thread, streams })?;
+        restore(state, &mut Restore { tracee: thread, streams, pages })?;
     }
     Ok(())
 }
@@ -117,22 +129,32 @@ macro_rules! in_every_thread {
     };
 }
 
-const MEMORY: &str = "memory";
+/// Every mapping of crp's own in the child but the gadget and the vDSO
+/// block ([`bootstrap::clear_address_space`]), unmapped.
+const CRP_MAPPINGS: &str = "crp's own mappings";
+const VDSO: &str = <VdsoLayout as Persist>::KIND;
+/// The VMAs, their pages and guard regions ([`Memory::restore`]), but for
+/// the mappings of descriptor objects.
+const MEMORY: &str = Memory::KIND;
 /// The threads other than the leader.
 const THREADS: &str = "threads";
-/// Mappings of the memfds and deleted files descriptors hold.
-const DESCRIPTOR_MAPPINGS: &str = "mappings of descriptor objects";
+/// Mappings of the memfds and deleted files descriptors hold
+/// ([`Memory::restore_descriptor_mappings`]).
+const DESCRIPTOR_MAPPINGS: &str = Memory::DESCRIPTOR_MAPPINGS;
 /// mlockall(MCL_FUTURE).
 const FUTURE_LOCKING: &str = "locking of future mappings";
 
 /// What the userspace back end rebuilds by injection before [`FINISH`].
 pub const BY_INJECTION: &[Step] = &[
+    Step { kind: CRP_MAPPINGS, run: |rebuild| bootstrap::clear_address_space(rebuild.injector, rebuild.gadget) },
+    persisted!(VdsoLayout, vdso),
     Step {
         kind: MEMORY,
         run: |rebuild| {
-            let Rebuild { injector, pid, image, reader, .. } = rebuild;
-            map_and_fill(injector, *pid, &image.vmas, &image.shared_memory, &image.guard_regions, reader)?;
-            tracing::info!(vmas = image.vmas.len(), page_bytes = reader.page_bytes(), "memory mapped and filled");
+            let image = rebuild.image;
+            image.memory().restore(&mut rebuild.context())?;
+            let page_bytes = rebuild.reader.page_bytes();
+            tracing::info!(vmas = image.vmas.len(), page_bytes, "memory mapped and filled");
             Ok(())
         },
     },
@@ -151,6 +173,10 @@ pub const BY_INJECTION: &[Step] = &[
     per_thread!(crp_locks::LockState, locks),
 ];
 
+/// What the kmod back end's child does by injection before its module
+/// replaces the rest of its address space with the image's.
+pub const BEFORE_MODULE: &[Step] = &[persisted!(VdsoLayout, vdso)];
+
 /// What both back ends set from outside once memory and mm are in place.
 pub const FINISH: &[Step] = &[
     Step { kind: SESSION, run: place_in_session },
@@ -161,9 +187,8 @@ pub const FINISH: &[Step] = &[
     Step {
         kind: DESCRIPTOR_MAPPINGS,
         run: |rebuild| {
-            let Rebuild { injector, pid, image, reader, choices, .. } = rebuild;
-            let streams = &choices.streams;
-            map_descriptor_objects(injector, *pid, &image.vmas, &image.files, streams, &image.guard_regions, reader)
+            let image = rebuild.image;
+            Ok(image.memory().restore_descriptor_mappings(&mut rebuild.context(), &image.files)?)
         },
     },
     Step { kind: FUTURE_LOCKING, run: |rebuild| Ok(rebuild.image.future_locking.restore(&mut *rebuild.injector)?) },
@@ -228,8 +253,7 @@ fn restore_posix_timers(rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
             timer.thread = *now;
         }
     }
-    let streams = &rebuild.choices.streams;
-    Ok(timers.restore(&mut Restore { tracee: &mut *rebuild.injector, streams })?)
+    Ok(timers.restore(&mut rebuild.context())?)
 }
 
 /// Places the process in a session and process group (it is in crp's
@@ -262,6 +286,22 @@ const PARENT_DEATH_SIGNAL: &str = <crp_compound::thread_attrs::ParentDeathSignal
 
 /// `(earlier, later, why)`: `earlier` must run before `later`.
 pub const ORDER: &[(&str, &str, &str)] = &[
+    (
+        CRP_MAPPINGS,
+        VDSO,
+        "crp's own mappings are cleared around the vDSO block where it is now: moved first, it would be unmapped \
+         with them",
+    ),
+    (
+        CRP_MAPPINGS,
+        MEMORY,
+        "clearing unmaps everything but the gadget and the vDSO block: the image's mappings would go with crp's",
+    ),
+    (
+        VDSO,
+        MEMORY,
+        "the image's mappings are made at fixed addresses, where the child's vDSO block may lie until it moves",
+    ),
     (THREADS, <crp_compound::signals::ThreadSignals as Persist>::KIND, "each thread sets its own alternate stack"),
     (THREADS, <crp_locks::LockState as Persist>::KIND, "each thread registers its own robust list and rseq area"),
     (THREADS, THREAD_ATTRIBUTES, "each thread sets its own name, affinity and scheduling"),
@@ -427,7 +467,18 @@ mod tests {
     #[test]
     fn both_back_ends_plans_keep_every_order_rule() {
         check_order(&kinds(&[BY_INJECTION, FINISH, RELEASE])).unwrap();
-        check_order(&kinds(&[FINISH, RELEASE])).unwrap();
+        check_order(&kinds(&[BEFORE_MODULE, FINISH, RELEASE])).unwrap();
+    }
+
+    #[test]
+    fn the_vdso_moves_after_crp_s_mappings_go_and_before_the_image_s_come() {
+        let mut swapped = kinds(&[BY_INJECTION, FINISH]);
+        swapped.swap(0, 1);
+        assert!(check_order(&swapped).unwrap_err().contains("unmapped with them"));
+        let mut late = kinds(&[BY_INJECTION, FINISH]);
+        late.swap(1, 2);
+        let refusal = check_order(&late).unwrap_err();
+        assert!(refusal.starts_with("vDSO placement must come before memory"), "{refusal}");
     }
 
     #[test]
@@ -458,7 +509,7 @@ mod tests {
     #[test]
     fn a_plan_that_sets_mm_fields_before_memory_is_refused() {
         let mut swapped = kinds(&[BY_INJECTION, FINISH]);
-        swapped.swap(0, 1);
+        swapped.swap(2, 3);
         assert!(check_order(&swapped).unwrap_err().contains("PR_SET_MM_MAP"));
     }
 

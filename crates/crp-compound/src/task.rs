@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn own_identity_is_captured() {
         let pid = std::process::id().cast_signed();
-        let identity = TaskIdentity::from_proc(&Snapshot::read(pid).unwrap(), false).unwrap();
+        let identity = TaskIdentity::from_proc(&Snapshot::read(pid, Vec::new()).unwrap(), false).unwrap();
         assert!(identity.cwd.starts_with('/'));
     }
 }

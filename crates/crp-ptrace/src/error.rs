@@ -39,6 +39,8 @@ pub enum EngineError {
     },
     #[error("cannot create the restore child: {reason}")]
     Spawn { reason: String },
+    #[error(transparent)]
+    Proc(#[from] crate::procfs::ProcError),
 }
 
 impl EngineError {

@@ -69,6 +69,8 @@ pub struct FakeTracee {
     pub loaded_xstate: Option<Vec<u8>>,
     pub loaded_registers: Option<Registers>,
     pub loads: Vec<&'static str>,
+    /// What [`Tracee::mappings`] gives (none by default).
+    pub mappings: Vec<crate::procfs::MapsEntry>,
     scratch: (u64, usize),
     answer: Answer,
 }
@@ -108,6 +110,7 @@ impl FakeTracee {
             loaded_xstate: None,
             loaded_registers: None,
             loads: Vec::new(),
+            mappings: Vec::new(),
             scratch: (Self::SCRATCH, 64 << 10),
             answer: Box::new(answer),
         }
@@ -183,6 +186,10 @@ impl Tracee for FakeTracee {
         Ok(self.rseq)
     }
 
+    fn mappings(&self) -> Result<Vec<crate::procfs::MapsEntry>, EngineError> {
+        Ok(self.mappings.clone())
+    }
+
     fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; crate::sys::SIGINFO_SIZE]>, EngineError> {
         Ok(if shared { self.shared_pending.clone() } else { self.thread_pending.clone() })
     }
@@ -206,6 +213,25 @@ impl Tracee for FakeTracee {
 
     fn duplicate_descriptor(&self, fd: u64) -> Result<std::os::fd::OwnedFd, EngineError> {
         self.reopen_descriptor(fd, 0)
+    }
+}
+
+/// A mapping of the fake process as /proc/PID/smaps shows it: private,
+/// readable and writable, nothing resident, no VmFlags but `rd`, `wr`.
+pub fn mapping(name: &str, start: u64, end: u64) -> crate::procfs::MapsEntry {
+    crate::procfs::MapsEntry {
+        start,
+        end,
+        readable: true,
+        writable: true,
+        executable: false,
+        shared: false,
+        offset: 0,
+        device: (0, 0),
+        inode: 0,
+        name: name.to_owned(),
+        vm_flags: vec!["rd".into(), "wr".into()],
+        populated_kb: Some(0),
     }
 }
 

@@ -24,7 +24,7 @@ pub use freeze::{Checkpoint, Frozen};
 pub use group::{FrozenProcess, thread_ids};
 pub use inject::Injector;
 pub use nix::libc::user_regs_struct as Registers;
-pub use persist::{Capture, Handed, Persist, Restore, Streams};
+pub use persist::{Capture, Handed, NoPages, Pages, Persist, Restore, Streams};
 pub use syscall_site::{SYSCALL_INSTRUCTION, syscall_before, syscall_in};
 pub use tracee::{ScratchWriter, Tracee, TraceeExt, arg};
 

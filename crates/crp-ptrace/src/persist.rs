@@ -5,6 +5,7 @@
 //! Each kind lives in its category crate; crp-cli's plans (`plan.rs`) run
 //! the kinds in one ordered table per direction.
 
+use crate::error::EngineError;
 use crate::tracee::Tracee;
 
 /// What a capture may use: the frozen (parked) process, which it reaches
@@ -18,12 +19,14 @@ pub struct Capture<'a> {
     pub stopped_before_freeze: bool,
 }
 
-/// What a restore may use: the process being rebuilt, and the descriptors
-/// it inherits from crp for the streams and descriptors the user chose.
+/// What a restore may use: the process being rebuilt, the descriptors it
+/// inherits from crp for the streams and descriptors the user chose, and
+/// the image's page contents.
 #[derive(Debug)]
 pub struct Restore<'a> {
     pub tracee: &'a mut dyn Tracee,
     pub streams: &'a Streams,
+    pub pages: &'a dyn Pages,
 }
 
 /// No stream chosen: the image's terminals and pipes on fds 0-2 become crp
@@ -31,9 +34,41 @@ pub struct Restore<'a> {
 const AS_DUMPED: &Streams = &Streams { chosen: Vec::new() };
 
 impl<'a> Restore<'a> {
-    /// A context with crp restore's own standard streams.
+    /// A context with crp restore's own standard streams and no pages.
     pub fn new(tracee: &'a mut dyn Tracee) -> Self {
-        Self { tracee, streams: AS_DUMPED }
+        Self { tracee, streams: AS_DUMPED, pages: &NoPages }
+    }
+}
+
+/// The page contents a restore writes into the memory it mapped: the
+/// image's page runs, kept apart from the metadata (they are streamed at
+/// dump and written straight from the mapped image file at restore).
+pub trait Pages {
+    /// Every run, `(address of its first page, page count)`, in address
+    /// order.
+    fn runs(&self) -> Vec<(u64, u64)>;
+
+    /// Writes into `tracee` the runs whose first address `wanted` accepts.
+    fn write(&self, tracee: &mut dyn Tracee, wanted: &dyn Fn(u64) -> bool) -> Result<(), EngineError>;
+}
+
+/// No page contents (a restore of what needs none, and tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPages;
+
+impl Pages for NoPages {
+    fn runs(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
+
+    fn write(&self, _tracee: &mut dyn Tracee, _wanted: &dyn Fn(u64) -> bool) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for dyn Pages + '_ {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Pages").field("runs", &self.runs().len()).finish()
     }
 }
 

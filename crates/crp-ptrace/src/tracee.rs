@@ -96,6 +96,12 @@ pub trait Tracee {
         Ok(result == 0)
     }
 
+    /// The process's mappings as they are now (/proc/PID/maps, in address
+    /// order): what a restore has left of crp's own, or has made so far.
+    fn mappings(&self) -> Result<Vec<crate::procfs::MapsEntry>, EngineError> {
+        Ok(crate::procfs::smaps(self.pid())?)
+    }
+
     /// The process's rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
     fn rseq_configuration(&self) -> Result<crate::sys::RseqConfiguration, EngineError> {
         let pid = nix::unistd::Pid::from_raw(self.pid());

@@ -15,15 +15,15 @@ use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::{Mapping, VmaRecord};
+use crp_compound::vma::{Mapping, Memory, VmaRecord};
 use crp_kmod_abi::*;
 use crp_locks::LockState;
-use crp_ptrace::procfs::{self, Snapshot};
+use crp_ptrace::procfs::Snapshot;
 use crp_ptrace::{Capture, FrozenProcess, TraceeExt};
 use nix::unistd::Pid;
 
 use super::device::{Device, TaskDump};
-use crate::assemble::{BackEndKinds, capture_injected, process_image};
+use crate::assemble::{BackEndKinds, ThreadKinds, capture_injected, capture_thread, process_image};
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record};
 use crate::error::CrpError;
 
@@ -40,14 +40,9 @@ impl Dump {
 }
 
 impl DumpBackend for Dump {
-    fn capture(
-        &self,
-        frozen: &mut FrozenProcess,
-        proc: &Snapshot,
-        maps: &[procfs::MapsEntry],
-        stopped: bool,
-    ) -> Result<Captured, CrpError> {
+    fn capture(&self, frozen: &mut FrozenProcess, proc: &Snapshot, stopped: bool) -> Result<Captured, CrpError> {
         let pid = proc.pid;
+        let maps = &proc.maps;
         if !frozen.threads().is_empty() {
             // Refused by `memory::preflight`; a thread made since is too.
             return Err(CrpError::unsupported(pid, crate::kmod::memory::more_threads(frozen.threads().len() + 1)));
@@ -58,22 +53,34 @@ impl DumpBackend for Dump {
         // Which VMAs hold any page at all is in smaps (no exported walk
         // gives it); parking needs the mappings too.
         park(frozen, maps)?;
-        let injected = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
-            capture_injected(&mut Capture { tracee, proc, stopped_before_freeze: stopped })
+        let reported = ThreadKinds {
+            cpu: CpuState::from_abi(&dump.state, dump.xstate.clone())?,
+            signals: ThreadSignals::from_abi(&dump.state),
+            locks: LockState::from_abi(&dump.state),
+        };
+        let (injected, leader) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+            Ok::<_, CrpError>((capture_injected(context)?, capture_thread(context, reported)?))
         })?;
         frozen.unpark()?;
         self.device.attach(pid)?;
         let vmas = vma_records(pid, &dump)?;
+        // Matching by range, a VMA smaps does not show is walked in full.
+        let populated_kb = vmas
+            .iter()
+            .map(|vma| {
+                maps.iter()
+                    .find(|entry| entry.start == vma.start && entry.end == vma.end)
+                    .and_then(|entry| entry.populated_kb)
+            })
+            .collect();
         let mut task = TaskIdentity::from_proc(proc, stopped)?;
         task.personality = u64::from(dump.state.personality);
         let own = BackEndKinds {
-            cpu: CpuState::from_abi(&dump.state, dump.xstate.clone())?,
-            thread_signals: ThreadSignals::from_abi(&dump.state),
-            locks: LockState::from_abi(&dump.state),
             vdso: vdso_layout(&dump),
-            vmas,
-            // Refused by `kmod_refusal` for this back end.
-            shared_memory: crp_compound::vma::SharedMemory::default(),
+            // Shared memory is refused by `kmod_refusal` for this back end;
+            // the guard regions are found by the dump.
+            memory: Memory { vmas, ..Memory::default() },
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
             files: crp_compound::files::capture(pid)?,
             signals: SignalState::from_abi(&dump.state),
@@ -82,17 +89,7 @@ impl DumpBackend for Dump {
             rlimits: ResourceLimits::from_abi(&dump.state),
             timers: IntervalTimers::from_abi(&dump.state),
         };
-        let state = process_image(pid, own, injected, Vec::new());
-        // Matching by range, a VMA smaps does not show is walked in full.
-        let populated_kb = state
-            .vmas
-            .iter()
-            .map(|vma| {
-                maps.iter()
-                    .find(|entry| entry.start == vma.start && entry.end == vma.end)
-                    .and_then(|entry| entry.populated_kb)
-            })
-            .collect();
+        let state = process_image(pid, own, injected, vec![leader]);
         Ok(Captured { populated_kb, state })
     }
 

@@ -9,7 +9,6 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use crp_arch_x86::VdsoLayout;
 use crp_compound::vma::{FileAccess, VmaRecord, open_mapped_file};
 use crp_image::ImageReader;
 use crp_kmod_abi::*;
@@ -20,7 +19,6 @@ use crate::backend::RestoreBackend;
 use crate::error::CrpError;
 use crate::model::ProcessImage;
 use crate::plan::{self, Rebuild};
-use crate::restore::bootstrap::Gadget;
 
 /// Size of the scratch mapping used after the ioctl.
 const SCRATCH_BYTES: usize = 16 << 10;
@@ -43,17 +41,14 @@ impl Restore {
 }
 
 impl RestoreBackend for Restore {
-    /// Nothing: crp's own mappings stay until the ioctl removes them with
-    /// everything else; the vDSO moves over them if it must.
-    fn prepare(&self, _injector: &mut Injector, _gadget: Gadget, _live_vdso: &VdsoLayout) -> Result<(), CrpError> {
-        Ok(())
-    }
-
     /// Rebuilds the process in the prepared child (its injector points at
-    /// the gadget).
-    fn rebuild(&self, rebuild: &mut Rebuild<'_>, gadget: Gadget) -> Result<(), CrpError> {
-        let Rebuild { injector, pid, image, reader, .. } = rebuild;
-        let (pid, image, reader) = (*pid, *image, *reader);
+    /// the gadget): [`plan::BEFORE_MODULE`] (crp's own mappings stay until
+    /// the ioctl removes them with everything else; the vDSO moves over
+    /// them if it must), the ioctl, then what crp finishes from outside.
+    fn rebuild(&self, rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
+        plan::run(plan::BEFORE_MODULE, rebuild)?;
+        let Rebuild { injector, pid, image, reader, gadget, .. } = rebuild;
+        let (pid, image, reader, gadget) = (*pid, *image, *reader, *gadget);
         let file_fds = open_mapped_files(injector, &image.vmas)?;
         let records = Records::build(image, reader, &file_fds, self.image.as_raw_fd())?;
         let request_address = records.place(injector)?;
@@ -248,12 +243,13 @@ fn finish_from_outside(rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
         .map(|mapping| (mapping.start, mapping.end))
         .ok_or_else(|| CrpError::InvalidImage { reason: "the image has no [vdso] to run syscalls through".into() })?;
     rebuild.injector.set_syscall_ip(crp_ptrace::syscall_in(pid, vdso_start, vdso_end)?);
-    let Rebuild { injector, reader, choices, .. } = rebuild;
+    let Rebuild { injector, reader, pages, choices, gadget, .. } = rebuild;
+    let (reader, pages, choices, gadget) = (*reader, *pages, *choices, *gadget);
     injector.with_temporary_scratch(SCRATCH_BYTES, |injector| {
         image.mm.restore_exe_link(injector)?;
         image.leader()?.locks.register_rseq(injector)?;
-        let mut rebuild =
-            Rebuild { injector, pid, image, reader, choices, threads: Vec::new(), keep_thread_ids: false };
+        let (threads, keep_thread_ids) = (Vec::new(), false);
+        let mut rebuild = Rebuild { injector, pid, image, reader, pages, choices, gadget, threads, keep_thread_ids };
         plan::run(plan::FINISH, &mut rebuild)
     })?;
     plan::run(plan::RELEASE, rebuild)

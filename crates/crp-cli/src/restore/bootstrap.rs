@@ -1,7 +1,8 @@
 //! Turning the forked child into an empty shell: a gadget page (a `syscall`
-//! instruction plus scratch space) in a hole of the target's layout, every
-//! other mapping of crp's removed, and the vDSO block moved to where the
-//! target had it.
+//! instruction plus scratch space) in a hole of the target's layout, and
+//! every other mapping of crp's removed (the plan's first step; the vDSO
+//! block, kept, is moved to where the target had it by the next,
+//! [`VdsoLayout`]'s restore).
 
 use crp_arch_x86::VdsoLayout;
 use crp_ptrace::procfs::MapsEntry;
@@ -16,7 +17,7 @@ const PAGE_SIZE: u64 = 4096;
 const SCRATCH_BYTES: usize = 7 * 4096;
 /// One code page followed by the scratch pages.
 pub const GADGET_BYTES: u64 = PAGE_SIZE + SCRATCH_BYTES as u64;
-/// Lowest address considered for the gadget and temporary moves.
+/// Lowest address considered for the gadget.
 const SEARCH_FLOOR: u64 = 0x1_0000;
 /// `syscall; int3; int3`: every injected syscall runs through here.
 const GADGET_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
@@ -80,8 +81,9 @@ pub fn install_gadget(
     Ok(gadget)
 }
 
-/// Unmaps everything but the gadget and the live vDSO block.
-pub fn clear_address_space(injector: &mut Injector, gadget: Gadget, live_vdso: &VdsoLayout) -> Result<(), CrpError> {
+/// Unmaps everything but the gadget and the vDSO block the child has.
+pub fn clear_address_space(injector: &mut Injector, gadget: Gadget) -> Result<(), CrpError> {
+    let live_vdso = VdsoLayout::of_maps(&injector.mappings()?);
     let mut keep = vec![(gadget.address, gadget.address + GADGET_BYTES)];
     keep.extend(live_vdso.block());
     keep.sort_unstable();
@@ -92,24 +94,6 @@ pub fn clear_address_space(injector: &mut Injector, gadget: Gadget, live_vdso: &
         }
         next = next.max(end);
     }
-    Ok(())
-}
-
-/// Moves the child's vDSO block to the target's addresses.
-pub fn place_vdso(
-    injector: &mut Injector,
-    live: &VdsoLayout,
-    target_vdso: &VdsoLayout,
-    target: &AddressSpace<()>,
-    gadget: Gadget,
-) -> Result<(), CrpError> {
-    let Some((live_start, live_end)) = live.block() else {
-        return Ok(());
-    };
-    let occupied = space_of([(gadget.address, gadget.address + GADGET_BYTES), (live_start, live_end)]);
-    let temporary = common_hole(target, &occupied, live_end - live_start)
-        .ok_or_else(|| CrpError::InvalidImage { reason: "no hole to move the vDSO through".into() })?;
-    live.move_to(injector, target_vdso, temporary)?;
     Ok(())
 }
 

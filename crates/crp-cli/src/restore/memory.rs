@@ -1,158 +1,33 @@
-//! Mapping every VMA of the image and filling its stored pages straight
-//! from the mapped image file with `process_vm_writev`. Shared memory
-//! objects are made first, once each, and every mapping of one is mapped
-//! from its one descriptor; mappings of the descriptor table's objects
-//! wait for the descriptors ([`map_descriptor_objects`]).
+//! The image's page contents as the memory kind writes them
+//! ([`crp_ptrace::Pages`], for [`crp_compound::vma::Memory`]): straight
+//! from the mapped image file into the process with `process_vm_writev`.
 
-use std::collections::BTreeSet;
 use std::io::IoSlice;
 
-use crp_compound::files::{FdTable, FdTarget};
-use crp_compound::vma::shared::{self, Made};
-use crp_compound::vma::{
-    Backing, GuardRegion, SharedKind, SharedMemory, VmaRecord, finish_vma, install_guards, map_vma_from,
-};
+use crp_compound::vma::SharedMemory;
 use crp_image::{ImageReader, PageRunEntry};
-use crp_ptrace::{Injector, TraceeExt, arg};
-use crp_recursive::AddressSpace;
+use crp_ptrace::{EngineError, Pages, Tracee};
 use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 use nix::unistd::Pid;
-
-use crate::error::CrpError;
 
 /// Most iovecs per `process_vm_writev` (IOV_MAX).
 const MAX_IOVECS: usize = 1024;
 /// Most bytes per `process_vm_writev`.
 const MAX_BATCH_BYTES: usize = 32 << 20;
 
-/// Replays the VMAs in address order (the kernel rebuilds its tree as they
-/// are mapped), fills their pages, then gives each its final protection.
-pub fn map_and_fill(
-    injector: &mut Injector,
-    pid: Pid,
-    vmas: &[VmaRecord],
-    shared: &SharedMemory,
-    guards: &[GuardRegion],
-    reader: &ImageReader,
-) -> Result<(), CrpError> {
-    let space = AddressSpace::from_ranges(
-        vmas.iter().filter(|vma| !vma.is_descriptor_mapping()).map(|vma| (vma.start, vma.end, vma)),
-    )
-    .map_err(|error| CrpError::InvalidImage { reason: format!("address space: {error}") })?;
-    // VMAs the image holds pages for start writable, to be filled.
-    let filled: BTreeSet<u64> =
-        reader.page_runs().iter().filter_map(|run| space.find(run.vaddr)).map(|(start, _, _)| start).collect();
-    let mut made = Vec::with_capacity(shared.objects.len());
-    for object in &shared.objects {
-        made.push(shared::create_object(injector, object)?);
-    }
-    // SysV attachments made so far, by (object, base address).
-    let mut attached: BTreeSet<(u32, u64)> = BTreeSet::new();
-    // VMAs of SysV segments that existed already: their contents are theirs.
-    let mut kept: BTreeSet<u64> = BTreeSet::new();
-    for (start, _, vma) in space.ranges() {
-        let fill = filled.contains(&start);
-        match (vma.backing.clone(), made_for(&vma.backing, &made)) {
-            (Backing::Shared { object, offset }, Some(Made::SysV { id, reused })) => {
-                let base = vma.start.wrapping_sub(offset);
-                let read_only = !vma.flags().contains(crp_compound::vma::VmaFlags::MAY_WRITE);
-                if attached.insert((object, base)) {
-                    shared::attach(injector, id, base, read_only)?;
-                }
-                if reused {
-                    kept.insert(start);
-                }
-                let mut protection = u64::from(vma.protection);
-                if fill && !reused {
-                    protection |= arg(libc::PROT_WRITE);
-                }
-                injector.syscall("mprotect", libc::SYS_mprotect, [vma.start, vma.length(), protection, 0, 0, 0])?;
-            }
-            (_, Some(Made::Descriptor(fd))) => map_vma_from(injector, vma, fill, Some(fd))?,
-            _ => map_vma_from(injector, vma, fill, None)?,
-        }
-    }
-    for (object, handle) in shared.objects.iter().zip(&made) {
-        match *handle {
-            Made::Descriptor(fd) => {
-                injector.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-            }
-            Made::SysV { id, reused: false } if matches!(object.kind, SharedKind::SysV { removed: true, .. }) => {
-                shared::remove_segment(injector, id)?;
-            }
-            Made::SysV { .. } => {}
-        }
-    }
-    let runs = reader
-        .page_runs()
-        .iter()
-        .filter(|run| space.find(run.vaddr).is_some_and(|(start, _, _)| !kept.contains(&start)));
-    write_pages(pid, reader, runs)?;
-    for (start, _, vma) in space.ranges() {
-        finish_vma(injector, vma, filled.contains(&start) && !kept.contains(&start))?;
-    }
-    install_guards(injector, guards.iter().filter(|guard| space.find(guard.start).is_some()))?;
-    Ok(())
-}
+/// The page runs of an open image.
+#[derive(Debug, Clone, Copy)]
+pub struct ImagePages<'image>(pub &'image ImageReader);
 
-/// What `backing`'s shared memory object was made again as.
-fn made_for(backing: &Backing, made: &[Made]) -> Option<Made> {
-    match backing {
-        Backing::Shared { object, .. } => made.get(*object as usize).copied(),
-        _ => None,
+impl Pages for ImagePages<'_> {
+    fn runs(&self) -> Vec<(u64, u64)> {
+        self.0.page_runs().iter().map(|run| (run.vaddr, run.page_count)).collect()
     }
-}
 
-/// Maps every mapping of a memfd or deleted file a descriptor held, from a
-/// reopening of that descriptor (`/proc/self/fd/N`, read-write for a
-/// writable shared mapping), and fills its private pages. Runs once the
-/// descriptors are restored.
-pub fn map_descriptor_objects(
-    injector: &mut Injector,
-    pid: Pid,
-    vmas: &[VmaRecord],
-    files: &FdTable,
-    streams: &crp_compound::files::Streams,
-    guards: &[GuardRegion],
-    reader: &ImageReader,
-) -> Result<(), CrpError> {
-    for vma in vmas.iter().filter(|vma| vma.is_descriptor_mapping()) {
-        let Backing::Descriptor { object, .. } = vma.backing else { continue };
-        let fd = descriptor_of_object(files, streams, object).ok_or_else(|| CrpError::InvalidImage {
-            reason: format!(
-                "VMA [{:#x}, {:#x}) maps descriptor object {object}, which no descriptor holds",
-                vma.start, vma.end
-            ),
-        })?;
-        let writable = vma.shared && vma.flags().contains(crp_compound::vma::VmaFlags::MAY_WRITE);
-        let mut scratch = injector.scratch();
-        let path = scratch.push_c_string(format!("/proc/self/fd/{fd}").as_bytes());
-        scratch.commit(injector)?;
-        let flags = (if writable { libc::O_RDWR } else { libc::O_RDONLY }) | libc::O_CLOEXEC;
-        let opened = injector.syscall("openat", libc::SYS_openat, [arg(libc::AT_FDCWD), path, arg(flags), 0, 0, 0])?;
-        let runs: Vec<&PageRunEntry> =
-            reader.page_runs().iter().filter(|run| run.vaddr >= vma.start && run.vaddr < vma.end).collect();
-        // A private mapping's own pages are written through PROT_WRITE.
-        let fill = !runs.is_empty();
-        let mapped = map_vma_from(injector, vma, fill, Some(opened));
-        injector.syscall("close", libc::SYS_close, [opened, 0, 0, 0, 0, 0])?;
-        mapped?;
-        write_pages(pid, reader, runs.into_iter())?;
-        finish_vma(injector, vma, fill)?;
-        install_guards(injector, guards.iter().filter(|guard| vma.start <= guard.start && guard.start < vma.end))?;
+    fn write(&self, tracee: &mut dyn Tracee, wanted: &dyn Fn(u64) -> bool) -> Result<(), EngineError> {
+        let pid = Pid::from_raw(tracee.pid());
+        write_pages(pid, self.0, self.0.page_runs().iter().filter(|run| wanted(run.vaddr)))
     }
-    Ok(())
-}
-
-/// The lowest descriptor whose description is of descriptor object
-/// `object` (one the user did not hand something else over for).
-fn descriptor_of_object(files: &FdTable, streams: &crp_compound::files::Streams, object: u32) -> Option<i32> {
-    files.descriptors.iter().filter(|descriptor| streams.chosen_for(descriptor.fd).is_none()).find_map(|descriptor| {
-        match files.file_of(descriptor)?.target {
-            FdTarget::Object { object: found } if found == object => Some(descriptor.fd),
-            _ => None,
-        }
-    })
 }
 
 /// Says on stderr which shared memory was shared with processes outside the
@@ -182,13 +57,18 @@ fn write_pages<'image>(
     pid: Pid,
     reader: &'image ImageReader,
     runs: impl Iterator<Item = &'image PageRunEntry>,
-) -> Result<(), CrpError> {
+) -> Result<(), EngineError> {
     let mut batches: Vec<Batch<'_>> = Vec::new();
     let mut current: Batch<'_> = Vec::new();
     let mut current_bytes = 0usize;
     for run in runs {
-        let base = usize::try_from(run.vaddr)
-            .map_err(|_| CrpError::InvalidImage { reason: format!("page run address {:#x}", run.vaddr) })?;
+        let base = usize::try_from(run.vaddr).map_err(|_| EngineError::Memory {
+            operation: "write pages",
+            pid: pid.as_raw(),
+            address: run.vaddr,
+            length: 0,
+            errno: nix::errno::Errno::EFAULT,
+        })?;
         for (index, piece) in reader.run_data(run).chunks(MAX_BATCH_BYTES).enumerate() {
             if current.len() == MAX_IOVECS || current_bytes + piece.len() > MAX_BATCH_BYTES {
                 batches.push(std::mem::take(&mut current));
@@ -215,18 +95,14 @@ fn write_pages<'image>(
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|handle| {
-            handle.join().unwrap_or_else(|_| {
-                Err(CrpError::Io {
-                    action: "write pages".into(),
-                    source: std::io::Error::other("writer thread panicked"),
-                })
-            })
-        })
+        // A writer that panicked is a bug of crp's: its panic goes on here.
+        handles
+            .into_iter()
+            .try_for_each(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
 }
 
-fn flush(pid: Pid, batch: &Batch<'_>) -> Result<(), CrpError> {
+fn flush(pid: Pid, batch: &Batch<'_>) -> Result<(), EngineError> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -248,14 +124,12 @@ fn flush(pid: Pid, batch: &Batch<'_>) -> Result<(), CrpError> {
                 continue;
             }
             let address = (base + already) as u64;
-            crp_ptrace::sys::write_memory(pid, address, &bytes[already..]).map_err(|errno| {
-                crp_ptrace::EngineError::Memory {
-                    operation: "write pages",
-                    pid: pid.as_raw(),
-                    address,
-                    length: bytes.len() - already,
-                    errno,
-                }
+            crp_ptrace::sys::write_memory(pid, address, &bytes[already..]).map_err(|errno| EngineError::Memory {
+                operation: "write pages",
+                pid: pid.as_raw(),
+                address,
+                length: bytes.len() - already,
+                errno,
             })?;
         }
     }

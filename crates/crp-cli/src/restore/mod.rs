@@ -12,10 +12,9 @@ pub mod validate;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use crp_arch_x86::VdsoLayout;
 use crp_image::ImageReader;
 use crp_locks::LockState;
-use crp_ptrace::{ChildGuard, EngineError, Injector, spawn_stopped_child};
+use crp_ptrace::{ChildGuard, EngineError, Injector, Tracee, spawn_stopped_child};
 use nix::sys::ptrace;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -339,22 +338,28 @@ fn build(
     // The child stopped right after its own kill(SIGSTOP) syscall.
     let mut injector = Injector::new(pid, start.rip - 2, start);
     LockState::unregister_inherited_rseq(&mut injector)?;
-    let child_maps = crp_ptrace::procfs::smaps(raw)?;
-    let live_vdso = VdsoLayout::from_maps(child_maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
+    let child_maps = injector.mappings()?;
     let target = validate::target_space(image)?;
 
     let gadget = bootstrap::install_gadget(&mut injector, &target, &child_maps)?;
     tracing::debug!(gadget = format_args!("{:#x}", gadget.address), "syscall gadget mapped");
-    backend.prepare(&mut injector, gadget, &live_vdso)?;
-    bootstrap::place_vdso(&mut injector, &live_vdso, &image.vdso, &target, gadget)?;
-    tracing::debug!("crp's own mappings cleared, vDSO placed");
     // Everything opened from here on is opened as the image's owner.
     if let Some(identity) = &choices.open_as {
         trust::open_as(&mut injector, identity)?;
     }
-    let mut rebuild =
-        plan::Rebuild { injector: &mut injector, pid, image, reader, choices, threads: Vec::new(), keep_thread_ids };
-    backend.rebuild(&mut rebuild, gadget)?;
+    let pages = memory::ImagePages(reader);
+    let mut rebuild = plan::Rebuild {
+        injector: &mut injector,
+        pid,
+        image,
+        reader,
+        pages: &pages,
+        choices,
+        gadget,
+        threads: Vec::new(),
+        keep_thread_ids,
+    };
+    backend.rebuild(&mut rebuild)?;
     let mut threads = std::mem::take(&mut rebuild.threads);
     let mut pending = injector.take_deferred_signals();
     pending.extend(threads.iter_mut().flat_map(Injector::take_deferred_signals));

@@ -1,23 +1,25 @@
 //! Reading a frozen process from outside: /proc, ptrace, and the syscalls
 //! only the process itself can make, injected while it is parked.
 
-use crp_arch_x86::{CpuState, VdsoLayout, is_special_mapping};
+use crp_arch_x86::{CpuState, VdsoLayout};
 use crp_compound::creds::Credentials;
 use crp_compound::mm::MmFields;
 use crp_compound::rlimits::ResourceLimits;
 use crp_compound::signals::{SignalState, ThreadSignals};
 use crp_compound::task::TaskIdentity;
 use crp_compound::timers::IntervalTimers;
-use crp_compound::vma::shared::Gathering;
-use crp_compound::vma::{DescriptorObjects, Mapping, VmaRecord};
+use crp_compound::vma::{DescriptorObjects, Memory};
 use crp_locks::LockState;
 use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, FrozenProcess, Persist, Tracee, TraceeExt};
 use nix::unistd::Pid;
 
-use crate::assemble::{BackEndKinds, capture_injected, capture_thread, check_shared_with_leader, process_image};
-use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, park, vma_record_with};
+use crate::assemble::{
+    BackEndKinds, ThreadKinds, capture_injected, capture_thread, check_shared_with_leader, process_image,
+};
+use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, lift_unsupported, park};
 use crate::error::CrpError;
+use crate::model::ThreadState;
 
 /// The userspace back end's dump side.
 #[derive(Debug)]
@@ -28,10 +30,10 @@ impl DumpBackend for Dump {
         &self,
         process: &mut FrozenProcess,
         proc: &procfs::Snapshot,
-        maps: &[procfs::MapsEntry],
         stopped: bool,
     ) -> Result<Captured, CrpError> {
         let pid = process.pid().as_raw();
+        let maps = &proc.maps;
         let (frozen, threads) = process.split();
         // Read before parking: each thread exactly as the freeze left it.
         let cpu = CpuState::capture(&mut Capture { tracee: frozen, proc, stopped_before_freeze: stopped })?;
@@ -44,66 +46,60 @@ impl DumpBackend for Dump {
                 CpuState::capture(&mut Capture { tracee: thread, proc, stopped_before_freeze: false })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let vdso = VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end)));
-        // Read before the mappings: a mapping of a memfd or deleted file a
+        let context = &mut Capture { tracee: frozen, proc, stopped_before_freeze: stopped };
+        let vdso = VdsoLayout::capture(context)?;
+        // Read before the memory: a mapping of a memfd or deleted file a
         // descriptor holds is a mapping of that descriptor's object.
         let files = crp_compound::files::capture(pid)?;
-        let mut gathering = Gathering::new(pid);
-        let objects = DescriptorObjects(&files.objects);
-        let (populated_kb, vmas) = maps
-            .iter()
-            .filter(|entry| !is_special_mapping(&entry.name))
-            .map(|entry| {
-                Ok((entry.populated_kb, vma_record_with(pid, Mapping::from_maps(entry), &mut gathering, objects)?))
-            })
-            .collect::<Result<(Vec<Option<u64>>, Vec<VmaRecord>), CrpError>>()?;
-        let shared_memory = gathering.finish();
-        crp_compound::vma::shared::check_attachments(&vmas, &shared_memory)
-            .map_err(|refusal| CrpError::unsupported(pid, refusal))?;
+        let (memory, populated_kb) = Memory::capture(context, DescriptorObjects(&files.objects))
+            .map_err(|error| lift_unsupported(pid, error))?;
 
         park(frozen, maps)?;
         let restorer = frozen.restorer();
         // The kinds read by injection, through their Persist impls, are
         // independent of each other: their order is free.
-        let (own, injected, others) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let (own, injected, threads) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
             let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
             let own = BackEndKinds {
                 mm: MmFields::capture(context)?,
                 signals: SignalState::capture(context)?,
-                thread_signals: ThreadSignals::capture(context)?,
-                locks: LockState::capture(context)?,
                 credentials: Credentials::capture(context)?,
                 rlimits: ResourceLimits::capture(context)?,
                 timers: IntervalTimers::capture(context)?,
                 task: TaskIdentity::capture(context)?,
-                cpu,
                 vdso,
-                vmas,
-                shared_memory,
+                memory,
                 files,
             };
             let injected = capture_injected(context)?;
+            let leader = thread_state(context, cpu)?;
             let scratch = context.tracee.scratch_area();
-            let others = threads
-                .iter_mut()
-                .zip(thread_cpus.into_iter().zip(&thread_procs))
-                .zip(1..)
-                .map(|((thread, (cpu, proc)), number)| {
+            let others = threads.iter_mut().zip(thread_cpus.into_iter().zip(&thread_procs)).zip(1..).map(
+                |((thread, (cpu, proc)), number)| {
                     thread.share_restorer(restorer);
                     capture_other_thread(pid, (thread, number), cpu, proc, maps, scratch, &own)
-                })
-                .collect::<Result<Vec<_>, CrpError>>()?;
-            Ok::<_, CrpError>((own, injected, others))
+                },
+            );
+            let threads = std::iter::once(Ok(leader)).chain(others).collect::<Result<Vec<_>, CrpError>>()?;
+            Ok::<_, CrpError>((own, injected, threads))
         })?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");
-        let state = process_image(pid, own, injected, others);
+        let state = process_image(pid, own, injected, threads);
         Ok(Captured { state, populated_kb })
     }
 
     fn read_memory(&self, pid: Pid, address: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         crp_ptrace::sys::read_memory(pid, address, buffer).map_err(std::io::Error::from)
     }
+}
+
+/// What Linux keeps for one parked thread: the kinds the kmod module would
+/// report read by ptrace (`cpu`, before the thread was parked) and
+/// injection, and the rest as both back ends read them.
+fn thread_state(context: &mut Capture<'_>, cpu: CpuState) -> Result<ThreadState, CrpError> {
+    let own = ThreadKinds { cpu, signals: ThreadSignals::capture(context)?, locks: LockState::capture(context)? };
+    capture_thread(context, own)
 }
 
 /// The state of the `number`th thread other than the leader, read while
@@ -118,7 +114,7 @@ fn capture_other_thread(
     maps: &[procfs::MapsEntry],
     (scratch, scratch_bytes): (u64, usize),
     leader: &BackEndKinds,
-) -> Result<crate::model::ThreadState, CrpError> {
+) -> Result<ThreadState, CrpError> {
     let tid = thread.pid().as_raw();
     park(thread, maps)?;
     // The leader is parked too, with the scratch mapping.
@@ -126,7 +122,7 @@ fn capture_other_thread(
     thread.set_scratch_area(scratch, scratch_bytes);
     let context = &mut Capture { tracee: thread, proc, stopped_before_freeze: false };
     check_shared_with_leader(pid, context, &leader.credentials, &leader.task)?;
-    let state = capture_thread(context, cpu)?;
+    let state = thread_state(context, cpu)?;
     thread.unpark()?;
     tracing::debug!(pid, tid, "thread captured");
     Ok(state)

@@ -1,26 +1,19 @@
 //! Rebuilding the process from outside: every VMA, page and kind of state
 //! set by injected syscalls, ptrace and process_vm_writev.
 
-use crp_arch_x86::VdsoLayout;
-use crp_ptrace::{Injector, TraceeExt};
+use crp_ptrace::TraceeExt;
 
 use crate::backend::RestoreBackend;
 use crate::error::CrpError;
 use crate::plan::{self, Rebuild};
-use crate::restore::bootstrap::{self, Gadget};
+use crate::restore::bootstrap;
 
 /// The userspace back end's restore side.
 #[derive(Debug)]
 pub struct Restore;
 
 impl RestoreBackend for Restore {
-    /// crp's own mappings go (all but the gadget and the vDSO), so that the
-    /// image's can take their place.
-    fn prepare(&self, injector: &mut Injector, gadget: Gadget, live_vdso: &VdsoLayout) -> Result<(), CrpError> {
-        bootstrap::clear_address_space(injector, gadget, live_vdso)
-    }
-
-    fn rebuild(&self, rebuild: &mut Rebuild<'_>, gadget: Gadget) -> Result<(), CrpError> {
+    fn rebuild(&self, rebuild: &mut Rebuild<'_>) -> Result<(), CrpError> {
         plan::run(plan::BY_INJECTION, rebuild)?;
         plan::run(plan::FINISH, rebuild)?;
         // The last injected syscall, before [`plan::RELEASE`] loads the
@@ -28,7 +21,8 @@ impl RestoreBackend for Restore {
         // step stops at the syscall's exit, before the next instruction
         // would be fetched from the gone page.
         let bytes = bootstrap::GADGET_BYTES;
-        rebuild.injector.syscall("munmap(gadget)", libc::SYS_munmap, [gadget.address, bytes, 0, 0, 0, 0])?;
+        let address = rebuild.gadget.address;
+        rebuild.injector.syscall("munmap(gadget)", libc::SYS_munmap, [address, bytes, 0, 0, 0, 0])?;
         plan::run(plan::RELEASE, rebuild)
     }
 }

@@ -8,6 +8,7 @@ pub mod cow;
 mod kmod;
 pub mod locking;
 mod map;
+mod memory;
 mod rules;
 pub mod shared;
 
@@ -18,6 +19,7 @@ use bitflags::bitflags;
 pub use locking::FutureLocking;
 
 pub use map::{finish_vma, install_guards, map_vma, map_vma_from, open_mapped_file};
+pub use memory::{Memory, Populated};
 pub use rules::{DescriptorObjects, FileAccess, Mapping, label_anonymous};
 pub use shared::{SharedKind, SharedMemory, SharedObject};
 

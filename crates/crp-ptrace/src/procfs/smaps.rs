@@ -37,6 +37,20 @@ impl MapsEntry {
     pub fn is_file(&self) -> bool {
         self.inode != 0 && self.name.starts_with('/')
     }
+
+    /// A mapping the kernel installs itself ([`is_special_mapping`]).
+    pub fn is_special(&self) -> bool {
+        is_special_mapping(&self.name)
+    }
+}
+
+/// Names of mappings the kernel installs itself: never a VMA crp stores.
+const SPECIAL_NAMES: &[&str] = &["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]"];
+
+/// Whether `name` is one of a mapping the kernel installs itself (the vDSO
+/// block, [vsyscall], [uprobes]).
+pub fn is_special_mapping(name: &str) -> bool {
+    SPECIAL_NAMES.contains(&name)
 }
 
 /// Which file the text is.

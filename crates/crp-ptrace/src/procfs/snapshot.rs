@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use super::{Fields, ProcError, Stat, read_text};
+use std::sync::Arc;
+
+use super::{Fields, MapsEntry, ProcError, Stat, read_text};
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -32,6 +34,9 @@ pub struct Snapshot {
     /// Every descriptor whose /proc/PID/fdinfo lists file locks (empty
     /// when made from texts).
     pub descriptor_locks: Vec<DescriptorLocks>,
+    /// /proc/PID/smaps, in address order (empty when made from texts; a
+    /// test sets it). Shared by the snapshots of the process's threads.
+    pub maps: Arc<[MapsEntry]>,
 }
 
 /// The `lock:` lines of one descriptor's /proc/PID/fdinfo (the locks of
@@ -123,10 +128,13 @@ impl Snapshot {
             loginuid: texts.loginuid.to_owned(),
             timers: texts.timers.to_owned(),
             descriptor_locks: Vec::new(),
+            maps: Arc::new([]),
         })
     }
 
-    pub fn read(pid: i32) -> Result<Self, ProcError> {
+    /// What /proc says of `pid`, its memory map `maps` read already (the
+    /// dump reads it first, to check it).
+    pub fn read(pid: i32, maps: Vec<MapsEntry>) -> Result<Self, ProcError> {
         let file = |name: &str| PathBuf::from(format!("/proc/{pid}/{name}"));
         let link = |name: &str| {
             let path = file(name);
@@ -152,6 +160,7 @@ impl Snapshot {
             },
             timers: read_text(&file("timers"))?,
             descriptor_locks: descriptor_locks(pid)?,
+            maps: maps.into(),
         })
     }
 }
