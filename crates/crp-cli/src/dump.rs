@@ -150,7 +150,7 @@ fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
     // kept aside, and written in its place in address order, as the image
     // has its runs.
     let snapshot = match copy {
-        Copy::OnWrite => arm_snapshot(plan, &mut frozen, &maps, &planned, backend.as_ref())?,
+        Copy::OnWrite => arm_snapshot(plan, &mut frozen, &proc.maps, &planned, backend.as_ref())?,
         Copy::Frozen => None,
     };
     let mut zero_pages = 0;
