@@ -83,8 +83,13 @@ impl Batches {
 impl Batch {
     /// Writes every piece's bytes at the batch's offset, in order.
     fn write(&self, file: &File) -> std::io::Result<()> {
-        let mut slices: Vec<IoSlice> =
-            self.pieces.iter().map(|piece| IoSlice::new(&piece.buffer[..piece.length])).collect();
+        // (A piece of zero pages only is empty: nothing to write.)
+        let mut slices: Vec<IoSlice> = self
+            .pieces
+            .iter()
+            .filter(|piece| piece.length > 0)
+            .map(|piece| IoSlice::new(&piece.buffer[..piece.length]))
+            .collect();
         let mut slices = &mut slices[..];
         let mut offset = self.offset;
         while !slices.is_empty() {
