@@ -2,14 +2,15 @@
 # The end-to-end benchmark in one command (as root, on a quiet machine):
 # crp against CRIU 4.1 on processes holding 1 GiB and 4 GiB of dirty
 # anonymous memory and on python3 holding a 1 GiB dict of strings, crp and
-# CRIU alternating step by step, 5 rounds, medians and spreads; dd (into
+# CRIU alternating step by step, 5 rounds (3 at 4 GiB), medians and spreads; dd (into
 # the page cache, conv=fsync, oflag=direct), memcpy and the fresh-memory
 # fill rate as the physical references; crp's peak memory. Prints the table
 # and writes the JSON (path on the last line). About 15 minutes. CRIU is
 # installed by the first call of ../shared/peers/criu.sh (a few minutes).
 #
 # Settings (environment): CRP_BENCH_MIB=1024,4096 (anonymous sizes),
-# CRP_BENCH_PYTHON_MIB=1024 (0: no python3), CRP_BENCH_ROUNDS=5,
+# CRP_BENCH_PYTHON_MIB=1024 (0: no python3), CRP_BENCH_ROUNDS=5 (3 over 2 GiB:
+# CRP_BENCH_LARGE_ROUNDS),
 # CRP_BENCH_DIR (images; default $TMPDIR/crp-bench), CRP_BENCH_JSON,
 # CRP_BENCH_CRIU=0 (crp alone). `--quick`: a check of the harness while
 # developing (256 MiB, python3 with 128 MiB, 2 rounds; about a minute),

@@ -7,7 +7,8 @@
 //! python3 holding a dict of CRP_BENCH_PYTHON_MIB MiB of strings (heap.py,
 //! default 1024; 0 for none). An uncounted warm-up of both tools on a small
 //! subject comes first. Then for each subject, CRP_BENCH_ROUNDS rounds
-//! (default 5); in each, every step is taken by crp and CRIU in turn, who
+//! (default 5; CRP_BENCH_LARGE_ROUNDS, default 3, for subjects over 2 GiB,
+//! which keeps a full run near 15 minutes); in each, every step is taken by crp and CRIU in turn, who
 //! goes first alternating from round to round, each dump from a fresh
 //! subject:
 //!
@@ -44,10 +45,15 @@ use report::{References, SubjectResult, ToolResult};
 use subjects::{Kind, Programs, Subject, kill_and_reap, reap};
 use tools::{Criu, Timed, bytes_in, prepare, run, sync_all};
 
+/// Subjects larger than this take [`Settings::large_rounds`] rounds.
+const LARGE_MIB: u64 = 2048;
+
 /// The settings of one run, from the environment.
 struct Settings {
     subjects: Vec<Subject>,
     rounds: usize,
+    /// Rounds for subjects over [`LARGE_MIB`].
+    large_rounds: usize,
     directory: PathBuf,
     json: PathBuf,
     criu: Option<Criu>,
@@ -76,13 +82,15 @@ impl Settings {
             subjects.push(Subject { kind: Kind::Python, mib: python });
         }
         let rounds = usize::try_from(environment_number("CRP_BENCH_ROUNDS", 5)).unwrap_or(5).max(1);
+        let large_rounds =
+            usize::try_from(environment_number("CRP_BENCH_LARGE_ROUNDS", 3)).unwrap_or(3).clamp(1, rounds);
         let directory = std::env::var_os("CRP_BENCH_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("crp-bench"));
         let json =
             std::env::var_os("CRP_BENCH_JSON").map(PathBuf::from).unwrap_or_else(|| directory.join("end_to_end.json"));
         let criu = if std::env::var("CRP_BENCH_CRIU").as_deref() == Ok("0") { None } else { Criu::find() };
-        Settings { subjects, rounds, directory, json, criu }
+        Settings { subjects, rounds, large_rounds, directory, json, criu }
     }
 }
 
@@ -282,8 +290,9 @@ fn bench_subject(settings: &Settings, programs: &Programs, subject: &Subject) ->
     let mut criu = settings.criu.as_ref().map(|_| ToolResult::default());
     let mut references = References::default();
     let mut failures = Vec::new();
-    for round_number in 0..settings.rounds {
-        eprintln!("bench: {} round {}/{}", subject.name(), round_number + 1, settings.rounds);
+    let rounds = if subject.mib > LARGE_MIB { settings.large_rounds } else { settings.rounds };
+    for round_number in 0..rounds {
+        eprintln!("bench: {} round {}/{rounds}", subject.name(), round_number + 1);
         // Alternate who goes first, so that neither always runs on a
         // machine the other just warmed or loaded.
         let mut tools = vec![Tool::Crp];
@@ -303,7 +312,7 @@ fn bench_subject(settings: &Settings, programs: &Programs, subject: &Subject) ->
         eprintln!("bench: {} failed: {failure}", subject.name());
     }
     let peaks = crp_peaks(programs, subject, directory).map_err(|error| eprintln!("bench: peak memory: {error}")).ok();
-    SubjectResult { subject: *subject, rounds: settings.rounds, crp, criu, references, peaks, failures }
+    SubjectResult { subject: *subject, rounds, crp, criu, references, peaks, failures }
 }
 
 /// One uncounted round of both tools on a small subject: binaries, CRIU's
@@ -340,7 +349,12 @@ fn main() {
     std::fs::create_dir_all(&settings.directory).unwrap();
     let programs = Programs::build(&settings.directory);
     let criu_version = settings.criu.as_ref().map(|criu| criu.version().unwrap_or_else(|error| error));
-    eprintln!("bench: images in {}, {} rounds", settings.directory.display(), settings.rounds);
+    eprintln!(
+        "bench: images in {}, {} rounds ({} over {LARGE_MIB} MiB)",
+        settings.directory.display(),
+        settings.rounds,
+        settings.large_rounds
+    );
     let load_before = load_average();
     let memcpy_bytes_per_second = references::memcpy_rate(256 << 20);
     warm_up(&settings, &programs);
