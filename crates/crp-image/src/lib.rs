@@ -17,6 +17,7 @@
 //! and page runs keyed by the virtual address they came from. The category
 //! crates define what the metadata holds.
 
+mod buffer;
 mod error;
 mod file_kind;
 pub mod format;

@@ -14,14 +14,16 @@ use crate::format::{
     FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry, RKYV_LAYOUT, SectionEntry,
     SectionKind, checksum, page_align_up,
 };
-use crate::pipeline::WritePipeline;
+use crate::pipeline::{WritePipeline, Writeback};
 use crate::staging::StagedFile;
 
 /// Whether [`ImageWriter::finish`] makes the image durable before it returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// Written back while it is written, fsynced with its directory before
-    /// it gets its name: once `finish` returns, a crash does not lose it.
+    /// Written to the disk while it is written (`O_DIRECT` where the file
+    /// system allows it, else through the page cache with its writeback
+    /// started at once), fsynced with its directory before it gets its
+    /// name: once `finish` returns, a crash does not lose it.
     #[default]
     Durable,
     /// Left in the page cache for the kernel to write back when it likes:
@@ -60,7 +62,10 @@ impl ImageWriter {
     /// Like [`ImageWriter::create`], made as durable as `durability` says.
     pub fn create_with(path: &Path, durability: Durability) -> Result<Self, ImageError> {
         let staged = StagedFile::create(path)?;
-        let writeback = durability == Durability::Durable;
+        let writeback = match durability {
+            Durability::Durable => Writeback::Direct,
+            Durability::PageCache => Writeback::Lazy,
+        };
         let pipeline = WritePipeline::start(Arc::clone(staged.file()), CHUNK_BYTES, writeback).map_err(|source| {
             ImageError::Io { action: "start the image writer thread for", path: path.to_owned(), source }
         })?;

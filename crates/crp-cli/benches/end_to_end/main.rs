@@ -1,28 +1,36 @@
 //! The end-to-end benchmark: crp against CRIU 4.1 (../shared/peers/criu.sh)
-//! in one run on one machine, alternating, several rounds, medians.
+//! in one run on one machine, alternating, several rounds, medians and
+//! spreads.
 //!
 //! Subjects: processes holding N MiB of dirty anonymous memory (hog.c, no
 //! zero page) for each size of CRP_BENCH_MIB (default 1024,4096), and
 //! python3 holding a dict of CRP_BENCH_PYTHON_MIB MiB of strings (heap.py,
-//! default 1024; 0 for none). For each, CRP_BENCH_ROUNDS rounds (default
-//! 3), crp and CRIU in alternating order, each from a fresh subject and an
-//! empty page cache:
+//! default 1024; 0 for none). An uncounted warm-up of both tools on a small
+//! subject comes first. Then for each subject, CRP_BENCH_ROUNDS rounds
+//! (default 5; CRP_BENCH_LARGE_ROUNDS, default 3, for subjects over 2 GiB,
+//! which keeps a full run near 15 minutes); in each, every step is taken by crp and CRIU in turn, who
+//! goes first alternating from round to round, each dump from a fresh
+//! subject:
 //!
-//! - dump into the page cache: `crp dump --no-sync` vs plain `criu dump`;
+//! - dump into the page cache: `crp dump --no-sync` vs plain `criu dump`,
+//!   then restore until the process runs (`--detach`, `-d`; both are
+//!   eager: all memory is in place by then) from the cached image;
 //! - durable dump: `crp dump` (fsyncs) vs `criu dump` then `sync` of its
 //!   files and folder;
-//! - restore until the process runs (`--detach`, `-d`; both are eager: all
-//!   memory is in place by then), from the cached image;
-//! - `dd` of the image's bytes with and without `conv=fsync`;
+//! - the references on the image's bytes: `dd` into the page cache, with
+//!   `conv=fsync` and with `oflag=direct conv=fsync`, and writing fresh
+//!   anonymous memory of that size (the page-fault-bound fill rate).
 //!
-//! then memcpy and the fill rate of fresh anonymous memory as physical
-//! limits, and crp's peak memory in an untimed run (see memory.rs). It
+//! Before every timed step the machine is prepared the same way (see
+//! tools::prepare): dirty pages written back, and as much memory as the
+//! step needs faulted in and freed, never the page cache dropped. memcpy is
+//! measured once; crp's peak memory in an untimed run (see memory.rs). It
 //! prints a table with the ratios and writes everything as JSON to
 //! CRP_BENCH_JSON (default CRP_BENCH_DIR/end_to_end.json). Images go to
 //! CRP_BENCH_DIR (default $TMPDIR/crp-bench); CRP_BENCH_CRIU=0 skips CRIU.
 //!
-//! Run it with `bash scripts/bench.sh` (as root), or
-//! `cargo bench -p crp-cli --bench end_to_end`.
+//! Run it with `bash scripts/bench.sh` (as root; `--quick` for a short
+//! check of the harness), or `cargo bench -p crp-cli --bench end_to_end`.
 
 mod memory;
 mod references;
@@ -32,14 +40,20 @@ mod tools;
 
 use std::path::{Path, PathBuf};
 
-use report::{Measured, SubjectResult, ToolResult};
+use references::DdMode;
+use report::{References, SubjectResult, ToolResult};
 use subjects::{Kind, Programs, Subject, kill_and_reap, reap};
-use tools::{Criu, bytes_in, drop_caches, run, sync_all};
+use tools::{Criu, Timed, bytes_in, prepare, run, sync_all};
+
+/// Subjects larger than this take [`Settings::large_rounds`] rounds.
+const LARGE_MIB: u64 = 2048;
 
 /// The settings of one run, from the environment.
 struct Settings {
     subjects: Vec<Subject>,
     rounds: usize,
+    /// Rounds for subjects over [`LARGE_MIB`].
+    large_rounds: usize,
     directory: PathBuf,
     json: PathBuf,
     criu: Option<Criu>,
@@ -67,78 +81,192 @@ impl Settings {
         if python > 0 {
             subjects.push(Subject { kind: Kind::Python, mib: python });
         }
-        let rounds = usize::try_from(environment_number("CRP_BENCH_ROUNDS", 3)).unwrap_or(3).max(1);
+        let rounds = usize::try_from(environment_number("CRP_BENCH_ROUNDS", 5)).unwrap_or(5).max(1);
+        let large_rounds =
+            usize::try_from(environment_number("CRP_BENCH_LARGE_ROUNDS", 3)).unwrap_or(3).clamp(1, rounds);
         let directory = std::env::var_os("CRP_BENCH_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("crp-bench"));
         let json =
             std::env::var_os("CRP_BENCH_JSON").map(PathBuf::from).unwrap_or_else(|| directory.join("end_to_end.json"));
         let criu = if std::env::var("CRP_BENCH_CRIU").as_deref() == Ok("0") { None } else { Criu::find() };
-        Settings { subjects, rounds, directory, json, criu }
+        Settings { subjects, rounds, large_rounds, directory, json, criu }
     }
 }
 
-/// One round of crp on `subject`: page-cache dump and restore, durable dump.
-fn crp_round(programs: &Programs, subject: &Subject, directory: &Path, result: &mut ToolResult) -> Result<(), String> {
-    let image = directory.join("subject.crp");
-    let _ = std::fs::remove_file(&image);
-
-    let pid = programs.start(subject, directory);
-    drop_caches();
-    let dumped = run(&mut tools::crp_dump_command(pid, &image, false));
-    reap(pid);
-    result.dump_page_cache.push(dumped?.0);
-    result.image_bytes = bytes_in(&image);
-    sync_all();
-    let (restore, output) = run(&mut tools::crp_restore_command(&image))?;
-    kill_and_reap(tools::restored_pid(&output.stdout)?);
-    result.restore.push(restore);
-    let _ = std::fs::remove_file(&image);
-
-    let pid = programs.start(subject, directory);
-    drop_caches();
-    let dumped = run(&mut tools::crp_dump_command(pid, &image, true));
-    reap(pid);
-    result.dump_durable.push(dumped?.0);
-    let _ = std::fs::remove_file(&image);
-    Ok(())
+/// Who takes a step.
+#[derive(Clone, Copy)]
+enum Tool<'a> {
+    Crp,
+    Criu(&'a Criu),
 }
 
-/// One round of CRIU on `subject`, the same steps as [`crp_round`].
-fn criu_round(
-    criu: &Criu,
-    programs: &Programs,
-    subject: &Subject,
-    directory: &Path,
-    result: &mut ToolResult,
-) -> Result<(), String> {
-    let images = directory.join("criu-images");
-    let fresh = || {
+impl Tool<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Tool::Crp => "crp",
+            Tool::Criu(_) => "CRIU",
+        }
+    }
+}
+
+/// What a step needs: the subjects' programs, where images go, and about
+/// how many bytes the step will write or fault in.
+struct Stage<'a> {
+    programs: &'a Programs,
+    subject: &'a Subject,
+    directory: &'a Path,
+    bytes: u64,
+}
+
+impl Stage<'_> {
+    fn crp_image(&self) -> PathBuf {
+        self.directory.join("subject.crp")
+    }
+
+    fn criu_images(&self) -> Result<PathBuf, String> {
+        let images = self.directory.join("criu-images");
         let _ = std::fs::remove_dir_all(&images);
-        std::fs::create_dir_all(&images).map_err(|error| error.to_string())
-    };
+        std::fs::create_dir_all(&images).map_err(|error| error.to_string())?;
+        Ok(images)
+    }
 
-    fresh()?;
-    let pid = programs.start(subject, directory);
-    drop_caches();
-    let dumped = criu.dump(pid, &images);
-    reap(pid);
-    result.dump_page_cache.push(dumped?);
-    result.image_bytes = bytes_in(&images);
-    sync_all();
-    let (restore, restored) = criu.restore(&images)?;
-    kill_and_reap(restored);
-    result.restore.push(restore);
+    /// A fresh subject, and the machine prepared for the dump.
+    fn subject(&self) -> i32 {
+        let pid = self.programs.start(self.subject, self.directory);
+        prepare(self.bytes);
+        pid
+    }
 
-    fresh()?;
-    let pid = programs.start(subject, directory);
-    drop_caches();
-    let dumped = criu.dump(pid, &images);
-    reap(pid);
-    let dump = dumped?;
-    result.dump_durable.push(dump + tools::sync_directory(&images)?);
-    let _ = std::fs::remove_dir_all(&images);
-    Ok(())
+    /// Dump into the page cache, then restore from the cached image: the
+    /// times of both and the image's size.
+    fn page_cache(&self, tool: Tool) -> Result<(Timed, Timed, u64), String> {
+        match tool {
+            Tool::Crp => {
+                let image = self.crp_image();
+                let _ = std::fs::remove_file(&image);
+                let pid = self.subject();
+                let dumped = run(&mut tools::crp_dump_command(pid, &image, false));
+                reap(pid);
+                let dump = dumped?.0;
+                let bytes = bytes_in(&image);
+                prepare(self.bytes);
+                let restored = run(&mut tools::crp_restore_command(&image));
+                let _ = std::fs::remove_file(&image);
+                let (restore, output) = restored?;
+                kill_and_reap(tools::restored_pid(&output.stdout)?);
+                Ok((dump, restore, bytes))
+            }
+            Tool::Criu(criu) => {
+                let images = self.criu_images()?;
+                let pid = self.subject();
+                let dumped = criu.dump(pid, &images);
+                reap(pid);
+                let dump = dumped?;
+                let bytes = bytes_in(&images);
+                prepare(self.bytes);
+                let restored = criu.restore(&images);
+                let _ = std::fs::remove_dir_all(&images);
+                let (restore, pid) = restored?;
+                kill_and_reap(pid);
+                Ok((dump, restore, bytes))
+            }
+        }
+    }
+
+    /// A durable dump (CRIU's followed by a sync of its files).
+    fn durable(&self, tool: Tool) -> Result<Timed, String> {
+        match tool {
+            Tool::Crp => {
+                let image = self.crp_image();
+                let _ = std::fs::remove_file(&image);
+                let pid = self.subject();
+                let dumped = run(&mut tools::crp_dump_command(pid, &image, true));
+                reap(pid);
+                let _ = std::fs::remove_file(&image);
+                Ok(dumped?.0)
+            }
+            Tool::Criu(criu) => {
+                let images = self.criu_images()?;
+                let pid = self.subject();
+                let dumped = criu.dump(pid, &images);
+                reap(pid);
+                let durable = dumped.and_then(|dump| Ok(dump + tools::sync_directory(&images)?));
+                let _ = std::fs::remove_dir_all(&images);
+                durable
+            }
+        }
+    }
+
+    /// The references on this stage's bytes, starting with the `rotation`th.
+    fn references(&self, rotation: usize, references: &mut References, failures: &mut Vec<String>) {
+        for index in 0..4 {
+            let (name, samples, result) = match (index + rotation) % 4 {
+                0 => {
+                    ("dd", &mut references.dd_page_cache, references::dd(self.directory, self.bytes, DdMode::PageCache))
+                }
+                1 => (
+                    "dd conv=fsync",
+                    &mut references.dd_fsync,
+                    references::dd(self.directory, self.bytes, DdMode::Fsync),
+                ),
+                2 => (
+                    "dd oflag=direct",
+                    &mut references.dd_direct,
+                    references::dd(self.directory, self.bytes, DdMode::Direct),
+                ),
+                _ => {
+                    prepare(self.bytes);
+                    let wall = references::fill(usize::try_from(self.bytes).unwrap_or(usize::MAX));
+                    ("fill", &mut references.fill, Ok(Timed { wall, cpu: wall }))
+                }
+            };
+            match result {
+                Ok(time) => samples.push(time),
+                Err(error) => failures.push(format!("{name}: {error}")),
+            }
+        }
+    }
+}
+
+/// One round on `stage`: each step by both tools, `crp_first` or not.
+fn round(
+    stage: &Stage,
+    tools: &[Tool],
+    crp: &mut ToolResult,
+    criu: &mut Option<ToolResult>,
+    failures: &mut Vec<String>,
+) {
+    for &tool in tools {
+        let result = match tool {
+            Tool::Crp => &mut *crp,
+            Tool::Criu(_) => match criu.as_mut() {
+                Some(result) => result,
+                None => continue,
+            },
+        };
+        match stage.page_cache(tool) {
+            Ok((dump, restore, bytes)) => {
+                result.dump_page_cache.push(dump);
+                result.restore.push(restore);
+                result.image_bytes = bytes;
+            }
+            Err(error) => failures.push(format!("{}: {error}", tool.name())),
+        }
+    }
+    for &tool in tools {
+        let result = match tool {
+            Tool::Crp => &mut *crp,
+            Tool::Criu(_) => match criu.as_mut() {
+                Some(result) => result,
+                None => continue,
+            },
+        };
+        match stage.durable(tool) {
+            Ok(dump) => result.dump_durable.push(dump),
+            Err(error) => failures.push(format!("{}: {error}", tool.name())),
+        }
+    }
 }
 
 /// crp's peak memory while dumping (into the page cache) and restoring
@@ -160,46 +288,54 @@ fn bench_subject(settings: &Settings, programs: &Programs, subject: &Subject) ->
     let directory = &settings.directory;
     let mut crp = ToolResult::default();
     let mut criu = settings.criu.as_ref().map(|_| ToolResult::default());
-    let mut dd_page_cache = Vec::new();
-    let mut dd_fsync = Vec::new();
+    let mut references = References::default();
     let mut failures = Vec::new();
-    for round in 0..settings.rounds {
-        eprintln!("bench: {} round {}/{}", subject.name(), round + 1, settings.rounds);
+    let rounds = if subject.mib > LARGE_MIB { settings.large_rounds } else { settings.rounds };
+    for round_number in 0..rounds {
+        eprintln!("bench: {} round {}/{rounds}", subject.name(), round_number + 1);
         // Alternate who goes first, so that neither always runs on a
         // machine the other just warmed or loaded.
-        let crp_first = round % 2 == 0;
-        for turn in 0..2 {
-            if (turn == 0) == crp_first {
-                if let Err(error) = crp_round(programs, subject, directory, &mut crp) {
-                    failures.push(format!("crp: {error}"));
-                }
-            } else if let (Some(tool), Some(result)) = (settings.criu.as_ref(), criu.as_mut())
-                && let Err(error) = criu_round(tool, programs, subject, directory, result)
-            {
-                failures.push(format!("CRIU: {error}"));
-            }
+        let mut tools = vec![Tool::Crp];
+        if let Some(tool) = settings.criu.as_ref() {
+            tools.push(Tool::Criu(tool));
         }
+        if round_number % 2 == 1 {
+            tools.reverse();
+        }
+        let largest_image = crp.image_bytes.max(criu.as_ref().map_or(0, |criu| criu.image_bytes));
+        let stage = Stage { programs, subject, directory, bytes: largest_image.max(subject.mib << 20) };
+        round(&stage, &tools, &mut crp, &mut criu, &mut failures);
         let bytes = crp.image_bytes.max(subject.mib << 20);
-        for (durable, samples) in [(false, &mut dd_page_cache), (true, &mut dd_fsync)] {
-            match references::dd(directory, bytes, durable) {
-                Ok(time) => samples.push(time),
-                Err(error) => failures.push(format!("dd: {error}")),
-            }
-        }
+        Stage { bytes, ..stage }.references(round_number, &mut references, &mut failures);
     }
     for failure in &failures {
         eprintln!("bench: {} failed: {failure}", subject.name());
     }
     let peaks = crp_peaks(programs, subject, directory).map_err(|error| eprintln!("bench: peak memory: {error}")).ok();
-    SubjectResult {
-        subject: *subject,
-        crp,
-        criu,
-        dd_page_cache: Measured::of(&dd_page_cache),
-        dd_fsync: Measured::of(&dd_fsync),
-        peaks,
-        failures,
+    SubjectResult { subject: *subject, rounds, crp, criu, references, peaks, failures }
+}
+
+/// One uncounted round of both tools on a small subject: binaries, CRIU's
+/// installation and the file system's metadata are warm before the first
+/// timed step.
+fn warm_up(settings: &Settings, programs: &Programs) {
+    let subject = Subject { kind: Kind::Anonymous, mib: 64 };
+    let stage = Stage { programs, subject: &subject, directory: &settings.directory, bytes: 64 << 20 };
+    let mut tools = vec![Tool::Crp];
+    if let Some(tool) = settings.criu.as_ref() {
+        tools.push(Tool::Criu(tool));
     }
+    for tool in tools {
+        if let Err(error) = stage.page_cache(tool) {
+            eprintln!("bench: warm-up of {}: {error}", tool.name());
+        }
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -213,17 +349,20 @@ fn main() {
     std::fs::create_dir_all(&settings.directory).unwrap();
     let programs = Programs::build(&settings.directory);
     let criu_version = settings.criu.as_ref().map(|criu| criu.version().unwrap_or_else(|error| error));
-    eprintln!("bench: images in {}, {} rounds", settings.directory.display(), settings.rounds);
-    let largest = settings.subjects.iter().map(|subject| subject.mib).max().unwrap_or(64).clamp(64, 1024);
-    let limits = report::Limits {
-        memcpy_bytes_per_second: references::memcpy_rate(256 << 20),
-        fresh_fill_bytes_per_second: references::fresh_fill_rate(usize::try_from(largest << 20).unwrap_or(1 << 30)),
-        fill_sample_bytes: largest << 20,
-    };
+    eprintln!(
+        "bench: images in {}, {} rounds ({} over {LARGE_MIB} MiB)",
+        settings.directory.display(),
+        settings.rounds,
+        settings.large_rounds
+    );
+    let load_before = load_average();
+    let memcpy_bytes_per_second = references::memcpy_rate(256 << 20);
+    warm_up(&settings, &programs);
     let results: Vec<SubjectResult> =
         settings.subjects.iter().map(|subject| bench_subject(&settings, &programs, subject)).collect();
-    print!("{}", report::table(&results, &limits, settings.rounds, criu_version.as_deref()));
-    let json = report::json(&results, &limits, settings.rounds, criu_version.as_deref());
+    let limits = report::Limits { memcpy_bytes_per_second, load_before, load_after: load_average() };
+    print!("{}", report::table(&results, &limits, criu_version.as_deref()));
+    let json = report::json(&results, &limits, criu_version.as_deref());
     match std::fs::write(&settings.json, serde_json::to_string_pretty(&json).unwrap() + "\n") {
         Ok(()) => println!("JSON: {}", settings.json.display()),
         Err(error) => eprintln!("bench: cannot write {}: {error}", settings.json.display()),

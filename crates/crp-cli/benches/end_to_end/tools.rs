@@ -5,12 +5,36 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// What one timed command took: from its start to its exit, and the CPU
+/// time (user and system) it and the children it waited for used.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timed {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+impl std::ops::Add for Timed {
+    type Output = Timed;
+
+    fn add(self, other: Timed) -> Timed {
+        Timed { wall: self.wall + other.wall, cpu: self.cpu + other.cpu }
+    }
+}
+
+/// User and system time of every child reaped so far.
+fn children_cpu() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    let seconds = |time: nix::sys::time::TimeVal| Duration::new(time.tv_sec() as u64, time.tv_usec() as u32 * 1000);
+    seconds(usage.user_time()) + seconds(usage.system_time())
+}
+
 /// Runs `command` to its end; the time it took and what it printed, or
 /// what went wrong.
-pub fn run(command: &mut Command) -> Result<(Duration, Output), String> {
+pub fn run(command: &mut Command) -> Result<(Timed, Output), String> {
+    let cpu_before = children_cpu();
     let started = Instant::now();
     let output = command.stdin(Stdio::null()).output().map_err(|error| format!("{command:?}: {error}"))?;
-    let elapsed = started.elapsed();
+    let elapsed = Timed { wall: started.elapsed(), cpu: children_cpu().saturating_sub(cpu_before) };
     if !output.status.success() {
         return Err(format!(
             "{command:?} failed ({}): {}{}",
@@ -22,8 +46,10 @@ pub fn run(command: &mut Command) -> Result<(Duration, Output), String> {
     Ok((elapsed, output))
 }
 
-pub fn crp_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_crp")
+/// The crp under test: this build's, or CRP_BENCH_CRP (another build, to
+/// compare a change with what came before it in the same conditions).
+pub fn crp_binary() -> PathBuf {
+    std::env::var_os("CRP_BENCH_CRP").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_crp")), PathBuf::from)
 }
 
 /// `crp dump PID -o IMAGE`, with `--no-sync` unless `durable`.
@@ -75,13 +101,13 @@ impl Criu {
     }
 
     /// `criu dump -t PID -D DIR` (kills the process once dumped; no fsync).
-    pub fn dump(&self, pid: i32, images: &Path) -> Result<Duration, String> {
+    pub fn dump(&self, pid: i32, images: &Path) -> Result<Timed, String> {
         run(self.command().args(["dump", "-t", &pid.to_string(), "-D"]).arg(images)).map(|(time, _)| time)
     }
 
     /// `criu restore -d -D DIR --pidfile FILE`: returns once the process
     /// runs, with its pid.
-    pub fn restore(&self, images: &Path) -> Result<(Duration, i32), String> {
+    pub fn restore(&self, images: &Path) -> Result<(Timed, i32), String> {
         let pidfile = images.with_extension("pid");
         let _ = std::fs::remove_file(&pidfile);
         let (time, _) = run(self.command().args(["restore", "-d", "-D"]).arg(images).arg("--pidfile").arg(&pidfile))?;
@@ -95,7 +121,7 @@ impl Criu {
 
 /// fsyncs every file in `directory` and the directory itself (`sync FILE...`),
 /// as crp's durable dump does for its one file.
-pub fn sync_directory(directory: &Path) -> Result<Duration, String> {
+pub fn sync_directory(directory: &Path) -> Result<Timed, String> {
     let mut command = Command::new("sync");
     for entry in std::fs::read_dir(directory).map_err(|error| error.to_string())? {
         command.arg(entry.map_err(|error| error.to_string())?.path());
@@ -115,15 +141,24 @@ pub fn bytes_in(path: &Path) -> u64 {
     }
 }
 
-/// Writes back everything dirty and empties the page cache, so that every
-/// dump starts from the same point.
-pub fn drop_caches() {
-    let _ = Command::new("sync").status();
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+/// Gets the machine ready for a timed step that needs about `bytes` of
+/// fresh memory (page cache for a dump, anonymous memory for a restore):
+/// writes back everything dirty, so that no writeback of an earlier step
+/// runs beside it, then faults in and frees `bytes` of anonymous memory.
+///
+/// The page cache is never dropped before a timed step. On a VM that hands
+/// freed memory back to its host (virtio-balloon free page reporting, as
+/// on the development machine), memory freed a while ago costs a trip to
+/// the hypervisor per page when it is used again; right after
+/// `drop_caches`, writing 1 GiB into the page cache took 0.5 s to 4.8 s of
+/// system time for the same `dd`. Memory faulted in and freed just before
+/// the step is memory the guest holds, for every tool alike.
+pub fn prepare(bytes: u64) {
+    sync_all();
+    crate::references::fill(usize::try_from(bytes).unwrap_or(usize::MAX));
 }
 
-/// Writes back everything dirty (untimed, before a restore): the restore
-/// then reads a cached image without writeback running beside it.
+/// Writes back everything dirty (untimed).
 pub fn sync_all() {
     let _ = Command::new("sync").status();
 }
