@@ -24,7 +24,10 @@ impl std::ops::Add for Timed {
 /// User and system time of every child reaped so far.
 fn children_cpu() -> Duration {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-    let seconds = |time: nix::sys::time::TimeVal| Duration::new(time.tv_sec() as u64, time.tv_usec() as u32 * 1000);
+    let seconds = |time: nix::sys::time::TimeVal| {
+        let microseconds = u64::try_from(time.tv_usec()).unwrap_or(0);
+        Duration::from_secs(u64::try_from(time.tv_sec()).unwrap_or(0)) + Duration::from_micros(microseconds)
+    };
     seconds(usage.user_time()) + seconds(usage.system_time())
 }
 
