@@ -5,7 +5,8 @@
 # CRIU alternating step by step, 5 rounds (3 at 4 GiB), medians and spreads; dd (into
 # the page cache, conv=fsync, oflag=direct), memcpy and the fresh-memory
 # fill rate as the physical references; crp's peak memory. Prints the table
-# and writes the JSON (path on the last line). About 15 minutes. CRIU is
+# and writes the JSON (path on the last line). 26 minutes on the loaded
+# development machine (CRP_BENCH_ROUNDS=3 shortens it). CRIU is
 # installed by the first call of ../shared/peers/criu.sh (a few minutes).
 #
 # Settings (environment): CRP_BENCH_MIB=1024,4096 (anonymous sizes),
@@ -13,7 +14,7 @@
 # CRP_BENCH_LARGE_ROUNDS),
 # CRP_BENCH_DIR (images; default $TMPDIR/crp-bench), CRP_BENCH_JSON,
 # CRP_BENCH_CRIU=0 (crp alone). `--quick`: a check of the harness while
-# developing (256 MiB, python3 with 128 MiB, 2 rounds; about a minute),
+# developing (256 MiB, python3 with 128 MiB, 2 rounds; 4 minutes there),
 # not a measurement to quote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
