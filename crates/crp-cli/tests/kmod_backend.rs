@@ -160,7 +160,7 @@ fn cpu_time_itimer_dumped_by_the_module_keeps_its_time_left() {
     for restore_with in ["kmod", "userspace"] {
         // In the emulated VM the module's memory fill, inside the
         // process's own ioctl, takes up to about a CPU-second; a timer
-        // re-armed with 4 s would still be 1.5 s beyond.
+        // re-armed with its full 6 s would still be beyond.
         cpu_itimer_round_trip(&backend("kmod"), &backend(restore_with), 1.5);
     }
 }
