@@ -49,7 +49,7 @@ pub fn blockers(pid: i32, backend: Backend) -> Result<Vec<crp_compound::Unsuppor
 
 /// How the pages are read with `--leave-running`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Copy {
+enum PageCopy {
     /// Private anonymous memory through a copy-on-write snapshot, the
     /// process running on (see [`crate::copy_on_write`]).
     OnWrite,
@@ -59,20 +59,20 @@ enum Copy {
 
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
     if !plan.leave_running || plan.backend != Backend::Userspace {
-        return dump_with(plan, Copy::Frozen);
+        return dump_with(plan, PageCopy::Frozen);
     }
-    match dump_with(plan, Copy::OnWrite) {
+    match dump_with(plan, PageCopy::OnWrite) {
         // Memory went away under the copy: gone from the snapshot (Lost),
         // or already when read.
         Err(CrpError::CopyOnWrite(lost @ (CowError::Lost { .. } | CowError::Read { .. }))) => {
             eprintln!("crp: warning: {lost}; dumping it again, frozen for the whole copy");
-            dump_with(plan, Copy::Frozen)
+            dump_with(plan, PageCopy::Frozen)
         }
         done => done,
     }
 }
 
-fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
+fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     tracing::info!(pid, output = %plan.output.display(), backend = ?plan.backend, "dump: checking the process");
     preflight::check(pid, Phase::BeforeFreeze)?;
@@ -109,7 +109,7 @@ fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
     // The process may have changed between the checks and the freeze.
     // A freeze of milliseconds leaves the NUMA policies (whose /proc file
     // walks every page) for right after the release.
-    let policies = if copy == Copy::OnWrite { Policies::AfterRelease } else { Policies::Now };
+    let policies = if copy == PageCopy::OnWrite { Policies::AfterRelease } else { Policies::Now };
     preflight::check_frozen(pid, &maps, policies)?;
     tracing::debug!(pid, "preflight passed again, frozen");
     cancel::check("dump")?;
@@ -150,8 +150,8 @@ fn dump_with(plan: &DumpPlan, copy: Copy) -> Result<DumpReport, CrpError> {
     // kept aside, and written in its place in address order, as the image
     // has its runs.
     let snapshot = match copy {
-        Copy::OnWrite => arm_snapshot(plan, &mut frozen, &proc.maps, &planned, backend.as_ref())?,
-        Copy::Frozen => None,
+        PageCopy::OnWrite => arm_snapshot(plan, &mut frozen, &proc.maps, &planned, backend.as_ref())?,
+        PageCopy::Frozen => None,
     };
     let mut zero_pages = 0;
     if snapshot.is_none() {

@@ -229,6 +229,14 @@ impl Stage<'_> {
     }
 }
 
+/// Where `tool`'s results go; `None` for CRIU when it is not measured.
+fn result_of<'a>(tool: Tool, crp: &'a mut ToolResult, criu: &'a mut Option<ToolResult>) -> Option<&'a mut ToolResult> {
+    match tool {
+        Tool::Crp => Some(crp),
+        Tool::Criu(_) => criu.as_mut(),
+    }
+}
+
 /// One round on `stage`: each step by both tools, `crp_first` or not.
 fn round(
     stage: &Stage,
@@ -238,12 +246,8 @@ fn round(
     failures: &mut Vec<String>,
 ) {
     for &tool in tools {
-        let result = match tool {
-            Tool::Crp => &mut *crp,
-            Tool::Criu(_) => match criu.as_mut() {
-                Some(result) => result,
-                None => continue,
-            },
+        let Some(result) = result_of(tool, crp, criu) else {
+            continue;
         };
         match stage.page_cache(tool) {
             Ok((dump, restore, bytes)) => {
@@ -255,12 +259,8 @@ fn round(
         }
     }
     for &tool in tools {
-        let result = match tool {
-            Tool::Crp => &mut *crp,
-            Tool::Criu(_) => match criu.as_mut() {
-                Some(result) => result,
-                None => continue,
-            },
+        let Some(result) = result_of(tool, crp, criu) else {
+            continue;
         };
         match stage.durable(tool) {
             Ok(dump) => result.dump_durable.push(dump),

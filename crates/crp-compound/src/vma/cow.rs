@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -316,11 +316,6 @@ impl CowSnapshot {
         if let Some(handler) = self.handler.take() {
             let _ = handler.join();
         }
-    }
-
-    /// The duplicate crp holds (for tests and logs).
-    pub fn descriptor(&self) -> i32 {
-        self.uffd.as_raw_fd()
     }
 }
 
