@@ -26,6 +26,7 @@
 //! syscall the watchdog ends (crp-ptrace's parking), not done here. Not started at all for
 //! a process with no connection to read and no queue to walk.
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -90,15 +91,13 @@ struct Watchdog {
     pid: libc::pid_t,
 }
 
-// SAFETY: the shared page is only reached through atomics and the mutex
-// (locked and unlocked by the thread that started the watchdog).
-unsafe impl Send for Watchdog {}
-
-/// The watchdog of this dump, once one socket needed it.
-static WATCHDOG: Mutex<Option<Watchdog>> = Mutex::new(None);
-
-fn watchdog() -> std::sync::MutexGuard<'static, Option<Watchdog>> {
-    WATCHDOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+thread_local! {
+    /// This thread's watchdog, once one socket needed it. One per thread,
+    /// as the mutex it waits on is held by the thread that started it: a
+    /// thread that ends without [`finish`] wakes its own watchdog only, and
+    /// the sockets listed then are its own (a watchdog shared by threads
+    /// would put back, when one of them ends, what another is reading).
+    static WATCHDOG: RefCell<Option<Watchdog>> = const { RefCell::new(None) };
 }
 
 /// A testing hook called at each moment a socket is changed (set by the
@@ -124,14 +123,16 @@ pub(crate) struct Guard {
 /// the watchdog if this dump has none yet. Without one (clone failed) the
 /// socket is changed unguarded, as before, with a warning in the log.
 pub(crate) fn guard(socket: BorrowedFd<'_>, restore: Restore) -> Guard {
-    let mut current = watchdog();
-    if current.is_none() {
-        match start() {
-            Ok(started) => *current = Some(started),
-            Err(errno) => tracing::warn!(%errno, "no watchdog: a crp killed while it reads a socket leaves it changed"),
+    let slot = WATCHDOG.with_borrow_mut(|current| {
+        if current.is_none() {
+            match start() {
+                Ok(started) => *current = Some(started),
+                Err(errno) => {
+                    tracing::warn!(%errno, "no watchdog: a crp killed while it reads a socket leaves it changed");
+                }
+            }
         }
-    }
-    let slot = current.as_ref().and_then(|watchdog| {
+        let watchdog = current.as_ref()?;
         // SAFETY: the page stays mapped while the watchdog is recorded.
         let shared = unsafe { &*watchdog.shared };
         let index = shared.slots.iter().position(|slot| slot.fd.load(Ordering::Relaxed) < 0)?;
@@ -162,17 +163,19 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let Some(index) = self.slot else { return };
-        if let Some(watchdog) = watchdog().as_ref() {
-            // SAFETY: the page stays mapped while the watchdog is recorded.
-            unsafe { &*watchdog.shared }.slots[index].fd.store(-1, Ordering::Release);
-        }
+        WATCHDOG.with_borrow(|current| {
+            if let Some(watchdog) = current {
+                // SAFETY: the page stays mapped while the watchdog is recorded.
+                unsafe { &*watchdog.shared }.slots[index].fd.store(-1, Ordering::Release);
+            }
+        });
     }
 }
 
-/// Ends this dump's watchdog, if it has one: it exits touching nothing and
-/// is reaped. Called by the thread that changed the sockets, once none is.
+/// Ends this thread's watchdog, if it has one: it exits touching nothing
+/// and is reaped. Called by the thread that changed the sockets, once none is.
 pub(crate) fn finish() {
-    let Some(watchdog) = watchdog().take() else { return };
+    let Some(watchdog) = WATCHDOG.with_borrow_mut(Option::take) else { return };
     // SAFETY: the page is mapped until the munmap below; the mutex was
     // locked in `start`.
     let unlocked = unsafe {
@@ -180,8 +183,8 @@ pub(crate) fn finish() {
         libc::pthread_mutex_unlock(&raw mut (*watchdog.shared).mutex)
     };
     if unlocked != 0 {
-        // Not the thread that locked it: the watchdog would wait on. No
-        // socket is changed now; it is ended instead.
+        // The mutex refused (it is this thread's own): the watchdog would
+        // wait on. No socket is changed now; it is ended instead.
         tracing::warn!(errno = %Errno::from_raw(unlocked), "socket watchdog ended with SIGKILL");
         // SAFETY: kill sends a signal to crp's own child.
         unsafe { libc::kill(watchdog.pid, libc::SIGKILL) };
@@ -336,5 +339,76 @@ fn put_back(fd: i32, what: i32, value: i32) {
             set(libc::SOL_SOCKET, libc::SO_PEEK_OFF, value);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn peek_offset(socket: BorrowedFd<'_>) -> i32 {
+        let mut value: i32 = 0;
+        let mut length = 4 as libc::socklen_t;
+        // SAFETY: value and length are valid for the int getsockopt writes.
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                (&raw mut value).cast(),
+                &raw mut length,
+            )
+        };
+        assert_eq!(result, 0, "{}", Errno::last());
+        value
+    }
+
+    fn move_peek_offset(socket: BorrowedFd<'_>, value: i32) {
+        // SAFETY: the value is a valid int for the length given.
+        let result = unsafe {
+            libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, (&raw const value).cast(), 4)
+        };
+        assert_eq!(result, 0, "{}", Errno::last());
+    }
+
+    /// A thread that ends holding a guard (as a killed crp's would) has its
+    /// socket put back by its watchdog, and only its socket: another
+    /// thread's, being read meanwhile, is left as that thread set it.
+    #[test]
+    fn a_thread_that_ends_unfinished_puts_back_its_own_sockets_only() {
+        let (ending, _) = UnixDatagram::pair().unwrap();
+        let (reading, _) = UnixDatagram::pair().unwrap();
+        let (guarded, wait_guarded) = std::sync::mpsc::channel();
+        let (go_on, wait_go_on) = std::sync::mpsc::channel::<()>();
+        let ending_fd = ending.as_raw_fd();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: the socket outlives this thread (joined below).
+            let socket = unsafe { BorrowedFd::borrow_raw(ending_fd) };
+            let guard = guard(socket, Restore::PeekOffset(-1));
+            move_peek_offset(socket, 0);
+            guarded.send(()).unwrap();
+            wait_go_on.recv().unwrap();
+            // Ends with its socket listed, its mutex held: the kernel wakes the watchdog.
+            std::mem::forget(guard);
+        });
+        wait_guarded.recv().unwrap();
+        let mine = guard(reading.as_fd(), Restore::PeekOffset(-1));
+        move_peek_offset(reading.as_fd(), 0);
+        go_on.send(()).unwrap();
+        thread.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while peek_offset(ending.as_fd()) != -1 {
+            assert!(Instant::now() < deadline, "the ended thread's watchdog never put its socket back");
+            std::thread::yield_now();
+        }
+        assert_eq!(peek_offset(reading.as_fd()), 0, "this thread's socket is left as this thread set it");
+        move_peek_offset(reading.as_fd(), -1);
+        drop(mine);
+        finish();
+        assert!(WATCHDOG.with_borrow(Option::is_none));
     }
 }
