@@ -69,9 +69,20 @@ pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
     }
     guard.changed();
     let mut datagrams = Vec::new();
+    let mut offset = 0usize;
     let walked = loop {
         match peek(socket) {
-            Ok(Some(datagram)) => datagrams.push(datagram),
+            Ok(Some(datagram)) => {
+                offset += datagram.data.len();
+                datagrams.push(datagram);
+                // Each peek moves the offset past what it read; one moved
+                // otherwise (by another holder of the socket) would have
+                // the walk read the same datagrams again, without end.
+                if int_option(socket, libc::SO_PEEK_OFF).ok().and_then(|now| usize::try_from(now).ok()) != Some(offset)
+                {
+                    break Err(QueueError::Refused("a datagram socket whose peek offset is moved by another holder"));
+                }
+            }
             Ok(None) => break Ok(datagrams),
             Err(error) => break Err(error),
         }
