@@ -24,6 +24,8 @@ pub mod format;
 mod layout;
 mod pipeline;
 mod reader;
+mod runs;
+mod sink;
 mod staging;
 mod validate;
 mod verify;

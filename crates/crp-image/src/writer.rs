@@ -14,7 +14,9 @@ use crate::format::{
     FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, MAX_SECTIONS, PAGE_SIZE, PageRunEntry, RKYV_LAYOUT, SectionEntry,
     SectionKind, checksum, page_align_up,
 };
-use crate::pipeline::{WritePipeline, Writeback};
+use crate::pipeline::Writeback;
+use crate::runs::Runs;
+use crate::sink::PageSink;
 use crate::staging::StagedFile;
 
 /// Whether [`ImageWriter::finish`] makes the image durable before it returns.
@@ -42,10 +44,10 @@ const CHUNK_BYTES: usize = 8 << 20;
 /// nothing behind (and the destination untouched).
 #[derive(Debug)]
 pub struct ImageWriter {
-    /// Dropped first: its thread is joined before the file goes.
-    pipeline: WritePipeline,
+    /// Dropped first: a pipeline's thread is joined before the file goes.
+    pages: PageSink,
     staged: StagedFile,
-    runs: Vec<PageRunEntry>,
+    runs: Runs,
     next_data_offset: u64,
     durability: Durability,
 }
@@ -66,10 +68,10 @@ impl ImageWriter {
             Durability::Durable => Writeback::Direct,
             Durability::PageCache => Writeback::Lazy,
         };
-        let pipeline = WritePipeline::start(Arc::clone(staged.file()), CHUNK_BYTES, writeback).map_err(|source| {
+        let pages = PageSink::start(Arc::clone(staged.file()), CHUNK_BYTES, writeback).map_err(|source| {
             ImageError::Io { action: "start the image writer thread for", path: path.to_owned(), source }
         })?;
-        Ok(Self { staged, pipeline, runs: Vec::new(), next_data_offset: HEADER_BLOCK, durability })
+        Ok(Self { staged, pages, runs: Runs::default(), next_data_offset: HEADER_BLOCK, durability })
     }
 
     fn io_error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
@@ -111,84 +113,48 @@ impl ImageWriter {
         mut fill: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
     ) -> Result<u64, ImageError> {
         let total = page_count.saturating_mul(PAGE_SIZE);
-        // Each piece becomes a run of its own (or several, around zero
+        let piece_bytes = self.pages.piece_bytes();
+        // Every CHUNK_BYTES of the range end a run (or several, around zero
         // pages), so that reading, checking and restoring can work on runs
-        // in parallel.
+        // in parallel; within a chunk, pieces of the sink's size are filled.
         let mut done = 0u64;
         let mut omitted = 0u64;
         while done < total {
-            let piece = usize::try_from(total - done).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
-            let mut buffer = self.pipeline.buffer().map_err(self.io_error("write page data"))?;
-            let piece_vaddr = vaddr + done;
-            fill(piece_vaddr, &mut buffer[..piece])
-                .map_err(|source| ImageError::PageSource { vaddr: piece_vaddr, source })?;
-            let offset = self.next_data_offset;
-            let kept = if omit_zeros {
-                self.push_nonzero_runs(&mut buffer[..piece], piece_vaddr)
-            } else {
-                self.push_run(&buffer[..piece], piece_vaddr, 0);
-                piece
-            };
-            omitted += (piece - kept) as u64 / PAGE_SIZE;
-            self.next_data_offset += kept as u64;
-            // Sent even when empty: the pipeline hands every buffer back.
-            self.pipeline.write(buffer, kept, offset).map_err(self.io_error("write page data"))?;
-            done += piece as u64;
+            let chunk_end = (done + CHUNK_BYTES as u64).min(total);
+            while done < chunk_end {
+                let piece = usize::try_from(chunk_end - done).unwrap_or(piece_bytes).min(piece_bytes);
+                let mut buffer = self.pages.buffer().map_err(self.io_error("write page data"))?;
+                let piece_vaddr = vaddr + done;
+                fill(piece_vaddr, &mut buffer[..piece])
+                    .map_err(|source| ImageError::PageSource { vaddr: piece_vaddr, source })?;
+                let offset = self.next_data_offset;
+                let kept = self.runs.add(&mut buffer[..piece], piece_vaddr, offset, omit_zeros);
+                omitted += (piece - kept) as u64 / PAGE_SIZE;
+                self.next_data_offset += kept as u64;
+                // Given back even when empty: the sink hands every buffer out again.
+                self.pages.write(buffer, kept, offset).map_err(self.io_error("write page data"))?;
+                done += piece as u64;
+            }
+            self.runs.close();
         }
         Ok(omitted)
-    }
-
-    /// Records `bytes` (the next `bytes.len()` bytes of page data from
-    /// `kept_before` bytes into the current piece) as one run at `vaddr`.
-    fn push_run(&mut self, bytes: &[u8], vaddr: u64, kept_before: usize) {
-        self.runs.push(PageRunEntry {
-            vaddr,
-            page_count: bytes.len() as u64 / PAGE_SIZE,
-            data_offset: self.next_data_offset + kept_before as u64,
-            checksum: checksum(bytes),
-        });
-    }
-
-    /// Moves the pages of `piece` that are not all zero to its front, one
-    /// run for each stretch of them, and returns how many bytes it kept.
-    fn push_nonzero_runs(&mut self, piece: &mut [u8], vaddr: u64) -> usize {
-        let page = PAGE_BYTES;
-        let mut kept = 0usize;
-        // The first kept byte and the address of the stretch being kept.
-        let mut stretch: Option<(usize, u64)> = None;
-        for index in 0..piece.len() / page {
-            let source = index * page;
-            if is_zero(&piece[source..source + page]) {
-                if let Some((start, address)) = stretch.take() {
-                    self.push_run(&piece[start..kept], address, start);
-                }
-                continue;
-            }
-            if source != kept {
-                piece.copy_within(source..source + page, kept);
-            }
-            stretch.get_or_insert((kept, vaddr + source as u64));
-            kept += page;
-        }
-        if let Some((start, address)) = stretch {
-            self.push_run(&piece[start..kept], address, start);
-        }
-        kept
     }
 
     /// Writes the run table, the metadata archive and the header, makes the
     /// file durable (unless it was created for the page cache) and moves it
     /// to its final name.
     pub fn finish(mut self, metadata: &[u8]) -> Result<PathBuf, ImageError> {
-        self.pipeline.finish().map_err(self.io_error("write page data"))?;
+        self.pages.finish().map_err(self.io_error("write page data"))?;
         let data_section = SectionEntry {
             kind: SectionKind::PageData as u32,
             reserved: 0,
             offset: HEADER_BLOCK,
             length: self.next_data_offset - HEADER_BLOCK,
-            checksum: checksum(&self.runs.iter().flat_map(|run| run.checksum.to_le_bytes()).collect::<Vec<u8>>()),
+            checksum: checksum(
+                &self.runs.entries().iter().flat_map(|run| run.checksum.to_le_bytes()).collect::<Vec<u8>>(),
+            ),
         };
-        let runs_bytes = self.runs.as_bytes().to_vec();
+        let runs_bytes = self.runs.entries().as_bytes().to_vec();
         let runs_section = SectionEntry {
             kind: SectionKind::PageRuns as u32,
             reserved: 0,
@@ -240,13 +206,6 @@ impl ImageWriter {
 
     /// Runs written so far.
     pub fn runs(&self) -> &[PageRunEntry] {
-        &self.runs
+        self.runs.entries()
     }
-}
-
-/// Whether every byte of `page` is zero. Compares 64 bytes at a time (a
-/// loop the compiler vectorises) and stops at the first block that is not:
-/// a page of data usually costs one block.
-fn is_zero(page: &[u8]) -> bool {
-    page.chunks(64).all(|block| block.iter().fold(0u8, |bits, &byte| bits | byte) == 0)
 }
