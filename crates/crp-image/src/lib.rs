@@ -25,7 +25,6 @@ mod layout;
 mod pipeline;
 mod reader;
 mod runs;
-mod sink;
 mod staging;
 mod validate;
 mod verify;

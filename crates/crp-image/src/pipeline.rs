@@ -167,6 +167,11 @@ impl WritePipeline {
         Ok(Self { file, pieces: Some(pieces), recycled, writer: Some(writer), allocated: 0, buffer_bytes, direct })
     }
 
+    /// The size of every buffer handed out.
+    pub(crate) fn piece_bytes(&self) -> usize {
+        self.buffer_bytes
+    }
+
     /// A buffer to fill: a recycled one, or a new one while fewer than
     /// [`BUFFERS`] exist.
     pub(crate) fn buffer(&mut self) -> std::io::Result<PageBuffer> {
