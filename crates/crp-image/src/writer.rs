@@ -32,10 +32,6 @@ pub enum Durability {
     PageCache,
 }
 
-/// [`PAGE_SIZE`] as a length.
-const PAGE_BYTES: usize = 4096;
-const _: () = assert!(PAGE_BYTES as u64 == PAGE_SIZE);
-
 /// The largest page run; also the bytes copied per call of a page source
 /// for a durable image (whose `O_DIRECT` writes want large pieces).
 const CHUNK_BYTES: usize = 8 << 20;
