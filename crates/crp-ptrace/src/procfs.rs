@@ -17,7 +17,7 @@ mod stat;
 
 pub use error::ProcError;
 pub use fields::Fields;
-pub use smaps::{MapsEntry, MapsFormat, is_special_mapping, parse_smaps, smaps};
+pub use smaps::{MapsEntry, MapsFormat, is_special_mapping, maps, parse_smaps, smaps};
 pub use snapshot::{DescriptorLocks, Snapshot, Texts};
 pub use stat::Stat;
 

@@ -60,7 +60,7 @@ pub fn target_space(image: &ProcessImage) -> Result<AddressSpace<()>, CrpError> 
 
 /// The vDSO layout of this kernel, as crp itself has it.
 pub fn host_vdso() -> Result<VdsoLayout, CrpError> {
-    let maps = crp_ptrace::procfs::smaps(std::process::id().cast_signed())?;
+    let maps = crp_ptrace::procfs::maps(std::process::id().cast_signed())?;
     Ok(VdsoLayout::from_maps(maps.iter().map(|entry| (entry.name.as_str(), entry.start, entry.end))))
 }
 
