@@ -97,6 +97,30 @@ fn an_image_left_in_the_page_cache_reads_back() {
     assert_eq!(names, ["zeros.crp"], "published under its name, nothing else left");
 }
 
+#[test]
+fn an_image_for_the_page_cache_has_the_runs_of_a_durable_one() {
+    // The page cache is filled in pieces of 256 KiB (64 pages), a durable
+    // image in pieces of 8 MiB (2048): runs that cross the small pieces, zero
+    // pages on their edges, and a run cut at 8 MiB come out the same.
+    let pages: Vec<Vec<u8>> = (0..2200usize)
+        .map(|index| match index {
+            63 | 64 | 1000..=1100 | 2047 => page(0, 0),
+            _ => page(u8::try_from(index % 250).unwrap() + 1, u8::try_from(index % 7).unwrap()),
+        })
+        .collect();
+    let runs = |durability| {
+        let directory = tempfile::tempdir().unwrap();
+        let (reader, omitted) = write_without_zeros(directory.path(), &pages, durability);
+        assert_eq!(read_back(&reader, pages.len()), pages);
+        (reader.page_runs().to_vec(), omitted)
+    };
+    let (durable, omitted) = runs(Durability::Durable);
+    assert_eq!(omitted, 2 + 101 + 1);
+    let starts: Vec<u64> = durable.iter().map(|run| (run.vaddr - BASE) / PAGE_SIZE).collect();
+    assert_eq!(starts, [0, 65, 1101, 2048]);
+    assert_eq!(runs(Durability::PageCache), (durable, omitted));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
