@@ -226,8 +226,8 @@ fn parse_header(line: &Line<'_>) -> Result<MapsEntry, ProcError> {
 }
 
 /// Reads and parses /proc/PID/maps: the mappings alone, without the page
-/// walk smaps makes (which costs crp's own restore 0.1 s per GiB of image
-/// it has mapped).
+/// walk smaps makes (crp's own smaps walks the whole mapped image during a
+/// restore: 3% of the CPU of restoring 1 GiB).
 pub fn maps(pid: i32) -> Result<Vec<MapsEntry>, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/maps"));
     parse_smaps(&path, &super::read_text(&path)?, MapsFormat::Maps)
