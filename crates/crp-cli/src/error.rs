@@ -59,6 +59,8 @@ pub enum CrpError {
     NothingToHandOver { fd: i32, name: String },
     #[error("fd {fd} is chosen twice (--stdin/--stdout/--stderr and --fd name the same descriptor)")]
     ChosenTwice { fd: i32 },
+    #[error("lazy restore of pid {pid}: {source}")]
+    Lazy { pid: i32, source: crate::restore::lazy::LazyError },
     #[error("{action}: {source}")]
     Io {
         action: String,
@@ -100,6 +102,7 @@ impl CrpError {
             // Everything else, a FIFO or directory given as the image
             // (`ImageError::NotRegularFile`) included, is an invalid image.
             Self::Image(_) | Self::InvalidImage { .. } => 4,
+            Self::Lazy { source, .. } if source.is_corruption() => 4,
             Self::Arch(
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
             )

@@ -96,6 +96,13 @@ enum Command {
         /// Fail instead of using a new PID when the old one is taken.
         #[arg(long)]
         pid_must_match: bool,
+        /// Let the process run before its private anonymous memory is in:
+        /// each page comes from the image on its first touch
+        /// (userfaultfd), the rest in the background. crp stays until
+        /// every page is in (then detaches or waits as without it); if crp
+        /// dies before, the process is killed. Userspace back end only.
+        #[arg(long)]
+        lazy: bool,
         /// How to rebuild the process: `userspace` (ptrace and injected
         /// syscalls) or `kmod` (the crp kernel module, /dev/crp). Either
         /// reads images written by either.
@@ -218,6 +225,7 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             image,
             detach,
             pid_must_match,
+            lazy,
             backend,
             trust_image,
             allow_changed_files,
@@ -244,6 +252,7 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                 descriptors,
                 pidfile,
                 allow_changed_files,
+                lazy,
             };
             match restore(&plan)? {
                 RestoreOutcome::Detached { pid } => {

@@ -53,7 +53,7 @@ type Batch<'image> = Vec<(&'image [u8], usize)>;
 /// Copies every page run into the process, many runs per syscall, with one
 /// thread per CPU: most of the time goes to faulting in the target's fresh
 /// pages, which the kernel does in parallel.
-fn write_pages<'image>(
+pub(crate) fn write_pages<'image>(
     pid: Pid,
     reader: &'image ImageReader,
     runs: impl Iterator<Item = &'image PageRunEntry>,
