@@ -136,3 +136,58 @@ fn a_corrupted_run_kills_the_process_naming_the_run() {
     assert_eq!(stdout_of(&output), "", "the process said something: {stderr}");
     assert!(!process_exists(pid), "the restored process is still there");
 }
+
+#[test]
+fn every_thread_of_a_lazily_restored_process_comes_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut subject = Subject::spawn(Command::new(c_program("threads")));
+    let image = directory.path().join("threads.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let output = restore(&image, &["--lazy"], "go\n");
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), format!("OK pid={} threads restored\n", subject.pid));
+}
+
+/// Python holding 64 MiB of distinct pages forks right after the restore,
+/// while most of them are still in the image: the child (whose missing
+/// pages are its parent's) and the parent both read every page.
+const FORKING_PYTHON: &str = r#"
+import os, sys
+pages = 16384
+data = bytearray(pages * 4096)
+for page in range(pages):
+    data[page * 4096:page * 4096 + 8] = (page * 2654435761 % 2**64).to_bytes(8, "little")
+    data[page * 4096 + 4088:page * 4096 + 4096] = page.to_bytes(8, "little")
+def check():
+    for page in range(pages):
+        if data[page * 4096:page * 4096 + 8] != (page * 2654435761 % 2**64).to_bytes(8, "little") or \
+           data[page * 4096 + 4088:page * 4096 + 4096] != page.to_bytes(8, "little"):
+            return page
+    return None
+print(f"READY {os.getpid()}", flush=True)
+sys.stdin.readline()
+child = os.fork()
+if child == 0:
+    os._exit(0 if check() is None else 3)
+_, status = os.waitpid(child, 0)
+bad = check()
+print("OK forked" if status == 0 and bad is None else f"FAIL child status {status} parent page {bad}", flush=True)
+"#;
+
+#[test]
+fn a_child_forked_before_every_page_is_in_gets_them_too() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(FORKING_PYTHON);
+    let mut subject = Subject::spawn(command);
+    let image = directory.path().join("forking.crp");
+    dump_ok(subject.pid, &image, &[]);
+    assert_killed(subject.wait());
+    let log = directory.path().join("restore.log");
+    let output = restore(&image, &["--lazy", "--log-file", log.to_str().unwrap()], "go\n");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
+    assert_eq!(stdout_of(&output), "OK forked\n", "{}", stderr_of(&output));
+    assert!(log.contains("its child is served too"), "the fork came after every page was in:\n{log}");
+}
