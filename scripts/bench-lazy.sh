@@ -38,11 +38,16 @@ one_restore() {
 printf '%-8s %-6s %12s %14s %10s\n' "memory" "mode" "runs at ms" "all read ms" "crp ms"
 json="["
 for mib in 1024 4096; do
-    "$work/resumed" "$mib" > "$work/ready" 3>&- 251>&- &
+    # Its stdin a pipe nobody writes to: it waits there until dumped.
+    mkfifo "$work/stdin"
+    "$work/resumed" "$mib" < "$work/stdin" > "$work/ready" 3>&- 251>&- &
     pid=$!
+    exec 7> "$work/stdin"
     while ! grep -q READY "$work/ready" 2>/dev/null; do sleep 0.05; done
     "$crp" dump --no-sync --quiet "$pid" -o "$work/image.crp"
     wait "$pid" 2>/dev/null || true
+    exec 7>&-
+    rm -f "$work/stdin"
     declare -A runs=() reads=() ends=()
     for _ in $(seq "$rounds"); do
         for mode in eager lazy; do

@@ -48,15 +48,15 @@ impl ImageReader {
         if file_length < header_length {
             return Err(ImageError::Truncated { what: "the header", needed: header_length, available: file_length });
         }
-        // SAFETY: the image is opened read-only and mapped privately; crp
-        // does not modify image files while it reads them. A concurrent
-        // truncation by someone else could fault, as with any mapped input.
         // Populated up front when every page is read by the checksum pass
         // anyway.
         let mut options = memmap2::MmapOptions::new();
         if pages == Pages::Verified {
             options.populate();
         }
+        // SAFETY: the image is opened read-only and mapped privately; crp
+        // does not modify image files while it reads them. A concurrent
+        // truncation by someone else could fault, as with any mapped input.
         let map = unsafe { options.map(&file) }.map_err(io_error("map image"))?;
         // A restored child is forked from crp: it must not inherit the map.
         let _ = map.advise(memmap2::Advice::DontFork);

@@ -284,11 +284,13 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     tracing::info!(pid = pid.as_raw(), "released: the process runs");
     if let Some(lazy) = &lazy {
         lazy.released();
-        finish_lazy(lazy)?;
     }
     if let Some(pidfile) = pidfile {
         // The process runs already: a failure here is reported, not undone.
         pidfile.write(pid.as_raw())?;
+    }
+    if let Some(lazy) = &lazy {
+        finish_lazy(lazy)?;
     }
     if plan.detach {
         return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });

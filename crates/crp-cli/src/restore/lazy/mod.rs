@@ -144,7 +144,14 @@ impl LazyPages {
             .spawn(move || {
                 let started = std::time::Instant::now();
                 let result = pager.run();
+                let stopped = pager.stopped();
                 match &result {
+                    // Given up on (the restore failed, or crp returns before
+                    // every page is in): the process must not run on.
+                    Ok(_) if stopped => {
+                        kill_and_wait(process);
+                        drop(watchdog);
+                    }
                     Ok(stats) => {
                         tracing::info!(
                             ?stats,

@@ -161,6 +161,11 @@ impl Pager {
         }
     }
 
+    /// Whether [`Pager::run`] returned because crp gave up on the restore.
+    pub(crate) fn stopped(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == STOPPING
+    }
+
     /// Waits a little for a message on the restored process's userfaultfd.
     fn wait_for_fault(&self) -> Result<(), LazyError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
