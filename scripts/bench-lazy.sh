@@ -25,7 +25,8 @@ one_restore() {
     local flags=$1 start out="$work/out" end
     start=$(now_ns)
     # shellcheck disable=SC2086
-    echo go | "$crp" restore --quiet $flags "$work/image.crp" > "$out" 3>&- 251>&-
+    # Its stdin was a FIFO and its stdout a file: both are crp's here.
+    echo go | "$crp" restore --quiet $flags --stdin inherit --stdout inherit "$work/image.crp" > "$out" 3>&- 251>&-
     end=$(now_ns)
     grep -q VERIFIED "$out" || { echo "restore $flags: $(cat "$out")" >&2; exit 1; }
     local resumed verified
@@ -44,8 +45,8 @@ for mib in 1024 4096; do
     pid=$!
     exec 7> "$work/stdin"
     while ! grep -q READY "$work/ready" 2>/dev/null; do sleep 0.05; done
-    "$crp" dump --no-sync --quiet "$pid" -o "$work/image.crp"
-    wait "$pid" 2>/dev/null || true
+    "$crp" dump --no-sync --quiet "$pid" -o "$work/image.crp" 2> "$work/dumped"
+    { wait "$pid" || true; } 2>/dev/null
     exec 7>&-
     rm -f "$work/stdin"
     declare -A runs=() reads=() ends=()

@@ -61,6 +61,14 @@ fn wait_until_stopped(pid: u32) {
     }
 }
 
+/// Reaps `pid` (reparented to the test) and asserts SIGKILL ended it.
+fn assert_reaped_after_sigkill(pid: i32) {
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
+        nix::sys::wait::WaitStatus::Signaled(_, signal, _) => assert_eq!(signal, nix::sys::signal::Signal::SIGKILL),
+        other => panic!("the restored process ended with {other:?}, not SIGKILL"),
+    }
+}
+
 #[test]
 fn a_crp_killed_before_every_page_is_in_leaves_no_process() {
     become_subreaper();
@@ -79,10 +87,7 @@ fn a_crp_killed_before_every_page_is_in_leaves_no_process() {
     let output = restorer.wait_with_output().unwrap();
     assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{}", stderr_of(&output));
     // The watchdog killed it (it is the test's child now).
-    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
-        nix::sys::wait::WaitStatus::Signaled(_, signal, _) => assert_eq!(signal, nix::sys::signal::Signal::SIGKILL),
-        other => panic!("the restored process ended with {other:?}, not SIGKILL"),
-    }
+    assert_reaped_after_sigkill(pid);
     // It never ran on zeros: it said nothing (no FAIL, no OK).
     assert_eq!(stdout_of(&output), "", "{}", stderr_of(&output));
 }
@@ -97,10 +102,7 @@ fn a_crp_killed_mid_prefetch_by_sigkill_leaves_no_process() {
     let _stdin = restorer.stdin.take().unwrap();
     let output = restorer.wait_with_output().unwrap();
     assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{}", stderr_of(&output));
-    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
-        nix::sys::wait::WaitStatus::Signaled(_, signal, _) => assert_eq!(signal, nix::sys::signal::Signal::SIGKILL),
-        other => panic!("the restored process ended with {other:?}, not SIGKILL"),
-    }
+    assert_reaped_after_sigkill(pid);
     assert_eq!(stdout_of(&output), "");
 }
 

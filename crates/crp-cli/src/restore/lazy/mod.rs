@@ -185,19 +185,10 @@ impl LazyPages {
 /// SIGKILLs `process` and waits (without reaping it) until it is dead:
 /// only then may its userfaultfd close.
 fn kill_and_wait(process: Pid) {
-    // SAFETY: pidfd_open takes a pid and flags and touches no memory.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.as_raw(), 0) };
+    let pidfd = watchdog::pidfd_open(process);
     let _ = nix::sys::signal::kill(process, nix::sys::signal::Signal::SIGKILL);
-    if let Ok(pidfd) = i32::try_from(pidfd)
-        && pidfd >= 0
-    {
-        let mut poll = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: poll on one pollfd on this stack; close of the descriptor
-        // pidfd_open returned, owned by nothing else.
-        unsafe {
-            while libc::poll(&raw mut poll, 1, -1) < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {}
-            libc::close(pidfd);
-        }
+    if let Ok(pidfd) = pidfd {
+        watchdog::wait_until_dead(pidfd.as_fd());
     }
 }
 

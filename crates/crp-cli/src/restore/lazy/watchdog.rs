@@ -70,7 +70,7 @@ impl Drop for Watchdog {
     }
 }
 
-fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+pub(super) fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open takes a pid and flags and touches no memory.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     let fd = i32::try_from(fd).map_err(|_| Errno::EINVAL)?;
@@ -79,6 +79,23 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     }
     // SAFETY: pidfd_open returned a new descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until the process of `pidfd` has exited.
+pub(super) fn wait_until_dead(pidfd: BorrowedFd<'_>) {
+    // SAFETY: poll on the one descriptor, which stays open for the call.
+    unsafe { poll_until_dead(pidfd.as_raw_fd()) }
+}
+
+/// Polls `pidfd` until its process has exited (async-signal-safe).
+///
+/// # Safety
+///
+/// `pidfd` must be an open pidfd.
+unsafe fn poll_until_dead(pidfd: i32) {
+    let mut poll = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll reads and writes the one pollfd on this stack.
+    while unsafe { libc::poll(&raw mut poll, 1, -1) } < 0 && Errno::last() == Errno::EINTR {}
 }
 
 /// The watchdog's body, in the forked child.
@@ -107,8 +124,7 @@ unsafe fn watch(read: i32, write: i32, pidfd: i32) -> ! {
             break;
         }
         libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
-        let mut poll = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
-        while libc::poll(&raw mut poll, 1, -1) < 0 && *libc::__errno_location() == libc::EINTR {}
+        poll_until_dead(pidfd);
         libc::_exit(0)
     }
 }
