@@ -82,12 +82,14 @@ fn a_crp_killed_before_every_page_is_in_leaves_no_process() {
     assert!(process_exists(pid), "the process runs while crp is stopped");
     let mut stdin = restorer.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();
-    drop(stdin);
+    // Not closed yet: the process reads its line into a page only crp can
+    // place, holding the pipe's lock, which a close would wait for.
     restorer.kill().unwrap();
     let output = restorer.wait_with_output().unwrap();
     assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{}", stderr_of(&output));
     // The watchdog killed it (it is the test's child now).
     assert_reaped_after_sigkill(pid);
+    drop(stdin);
     // It never ran on zeros: it said nothing (no FAIL, no OK).
     assert_eq!(stdout_of(&output), "", "{}", stderr_of(&output));
 }
