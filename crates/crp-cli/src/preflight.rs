@@ -56,6 +56,14 @@ fn lift(pid: i32) -> impl Fn(CompoundError) -> CrpError {
         CompoundError::Io { action, path, source } if source.kind() == std::io::ErrorKind::PermissionDenied => {
             access::denied(pid, format!("cannot {action} {}: {source}", path.display()))
         }
+        // A process that exits during the checks takes its /proc files with it.
+        CompoundError::Io { action, path, source } => match access::exited(pid) {
+            Some(how) => CrpError::NoProcess {
+                pid,
+                reason: format!("it exited during crp's checks (cannot {action} {}: {source}; {how})", path.display()),
+            },
+            None => CompoundError::Io { action, path, source }.into(),
+        },
         other => other.into(),
     }
 }
@@ -304,5 +312,29 @@ fn refuse_first(pid: i32, blockers: Vec<Unsupported>) -> Result<(), CrpError> {
     match blockers.next() {
         None => Ok(()),
         Some(refusal) => Err(CrpError::Unsupported { pid, refusal, others: blockers.len() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    use nix::unistd::Pid;
+
+    use super::*;
+
+    /// A process that has exited (a zombie: its /proc/PID/ns links are
+    /// gone) while its state is checked is said to have exited.
+    #[test]
+    fn a_process_that_exits_during_the_checks_is_said_to_be_gone() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id().cast_signed();
+        waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+        let error = state_blockers(pid, &[], Policies::Now).unwrap_err();
+        let message = error.to_string();
+        child.wait().unwrap();
+        assert!(matches!(error, CrpError::NoProcess { .. }), "{message}");
+        assert!(message.contains("it exited during crp's checks") && message.contains("state Z"), "{message}");
     }
 }
