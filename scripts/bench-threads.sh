@@ -31,10 +31,10 @@ for threads in 1 8 64; do
         start_subject "$threads"
         said=$("$crp" dump --leave-running --no-sync --quiet "$subject" -o "$work/image.crp" 2>&1)
         frozen+=("$(echo "$said" | sed -n 's/.*frozen \([0-9.]*\) ms.*/\1/p')")
-        kill -9 "$subject"; wait "$subject" 2>/dev/null || true
+        { kill -9 "$subject"; wait "$subject"; } 2>/dev/null || true
         start_subject "$threads"
         before=$(now_ms)
-        "$crp" dump --no-sync --quiet "$subject" -o "$work/image.crp"
+        "$crp" dump --no-sync --quiet "$subject" -o "$work/image.crp" 2>/dev/null
         after=$(now_ms)
         wait "$subject" 2>/dev/null || true
         dumps+=("$(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.1f", b - a }')")
