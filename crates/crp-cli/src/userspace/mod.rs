@@ -3,6 +3,7 @@
 
 mod dump;
 mod restore;
+mod socket_hold;
 
 pub use dump::Dump;
 pub use restore::Restore;
