@@ -17,6 +17,7 @@ pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod restore;
+mod socket_hold;
 pub mod userspace;
 
 pub use error::CrpError;

@@ -14,13 +14,13 @@ use crp_ptrace::procfs;
 use crp_ptrace::{Capture, Frozen, FrozenProcess, Persist, Tracee, TraceeExt};
 use nix::unistd::Pid;
 
-use super::socket_hold;
 use crate::assemble::{
     BackEndKinds, ThreadKinds, capture_injected, capture_thread, check_shared_with_leader, process_image,
 };
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, lift_unsupported, park};
 use crate::error::CrpError;
 use crate::model::ThreadState;
+use crate::socket_hold;
 
 /// The userspace back end's dump side.
 #[derive(Debug)]

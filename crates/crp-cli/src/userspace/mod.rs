@@ -3,7 +3,6 @@
 
 mod dump;
 mod restore;
-mod socket_hold;
 
 pub use dump::Dump;
 pub use restore::Restore;

@@ -16,6 +16,7 @@
 //! added. Were crp and its watchdog both killed, the wait's timeout
 //! ([`HOLD_TIMEOUT_SECONDS`]) lets the process go. Only the leader is
 //! held: a dying crp lets the other threads of a process go as before.
+//! Both back ends read the descriptors this way.
 
 use crp_ptrace::procfs::Fields;
 use crp_ptrace::{Frozen, Tracee, TraceeExt};
