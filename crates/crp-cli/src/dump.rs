@@ -26,6 +26,8 @@ pub struct DumpPlan {
     /// `PageCache` (--no-sync): the original is killed once the image is in
     /// the page cache, not once it is on disk.
     pub durability: Durability,
+    /// --track-changes and --parent.
+    pub incremental: crate::incremental::Options,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub struct DumpReport {
     /// With a copy-on-write snapshot (--leave-running): how many pages the
     /// process wrote before crp had read them, copied aside first.
     pub copied_on_write: Option<u64>,
+    /// With --parent: pages the image takes from its parent.
+    pub inherited_pages: Option<u64>,
 }
 
 /// What stops a dump of `pid` through `backend`, touching nothing: a
@@ -58,6 +62,18 @@ enum PageCopy {
 }
 
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
+    if plan.incremental.arms_tracking() {
+        use crate::incremental::IncrementalError;
+        if !plan.leave_running {
+            return Err(IncrementalError::NeedsLeaveRunning.into());
+        }
+        if plan.backend != Backend::Userspace {
+            return Err(IncrementalError::NeedsUserspace.into());
+        }
+        // Tracking and the copy-on-write snapshot would both register the
+        // same memory with a userfaultfd: such a dump copies frozen.
+        return dump_with(plan, PageCopy::Frozen);
+    }
     if !plan.leave_running || plan.backend != Backend::Userspace {
         return dump_with(plan, PageCopy::Frozen);
     }
@@ -81,6 +97,14 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     let backend = plan.backend.for_dump()?;
     if plan.backend == Backend::Kmod {
         crate::kmod::memory::preflight(pid)?;
+    }
+    // A missing, foreign or untracked parent fails here, before the freeze.
+    let parent = match &plan.incremental.parent {
+        Some(path) => Some(crate::incremental::parent::Parent::open(path, pid)?),
+        None => None,
+    };
+    if let Some(parent) = &parent {
+        parent.check_tracking(pid)?;
     }
     // An unwritable destination fails here too.
     let mut writer = ImageWriter::create_with(&plan.output, plan.durability)?;
@@ -112,6 +136,9 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     let policies = if copy == PageCopy::OnWrite { Policies::AfterRelease } else { Policies::Now };
     preflight::check_frozen(pid, &maps, policies)?;
     tracing::debug!(pid, "preflight passed again, frozen");
+    if let Some(parent) = &parent {
+        parent.check_tracking(pid)?;
+    }
     cancel::check("dump")?;
     let proc = procfs::Snapshot::read(pid, maps)?;
     let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, stopped)?;
@@ -143,6 +170,11 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
         };
         planned.push((vma, runs));
     }
+    let tracked = if plan.incremental.arms_tracking() {
+        Some(crate::incremental::pages::plan(parent.is_some(), &proc.maps, &pagemap, &mut planned)?)
+    } else {
+        None
+    };
     let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
     let progress = crate::progress::Progress::start("dump", total);
     // With a snapshot, private anonymous memory is read after the release;
@@ -158,6 +190,20 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
         let read_frozen = |address, buffer: &mut [u8]| backend.read_memory(nix_pid, address, buffer);
         zero_pages = write_pages(&mut writer, &planned, &progress, read_frozen)?;
     }
+    // Tracking armed (again) now that the pages are read: a dump that
+    // failed before leaves the tracking it found as it was.
+    let chain = match tracked {
+        Some(tracked) => {
+            let armed = crate::incremental::tracking::arm(&mut frozen, &proc.maps, &tracked.registered, &tracked.populated)?;
+            tracing::info!(pid, inherited_runs = tracked.inherited.len(), untracked_pages = tracked.untracked_pages, "pages planned against the parent");
+            Some(crate::incremental::ChainRecord {
+                parent: parent.map(|parent| parent.link),
+                inherited: tracked.inherited,
+                tracking: Some(armed),
+            })
+        }
+        None => None,
+    };
     let mut copied_on_write = None;
     // With --leave-running the process runs on from here: the image is
     // finished and made durable after.
@@ -204,6 +250,13 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
         zero_pages,
         "pages written"
     );
+    let inherited_pages = chain
+        .as_ref()
+        .filter(|chain| chain.parent.is_some())
+        .map(|chain| chain.inherited.iter().map(|range| range.page_count).sum());
+    if let Some(chain) = chain {
+        image.chain = chain;
+    }
     image.dumped_at_unix_seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let vma_count = image.vmas.len();
@@ -238,7 +291,7 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
             frozen_for
         }
     };
-    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for, copied_on_write })
+    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for, copied_on_write, inherited_pages })
 }
 
 /// The most bytes of pages that are not private anonymous memory a

@@ -21,6 +21,7 @@ mod buffer;
 mod error;
 mod file_kind;
 pub mod format;
+mod identity;
 mod layout;
 mod pipeline;
 mod reader;
@@ -30,6 +31,7 @@ mod verify;
 mod writer;
 
 pub use error::ImageError;
+pub use identity::{Identity, read_identity};
 pub use format::{PAGE_SIZE, PageRunEntry, SectionKind};
 pub use reader::ImageReader;
 pub use validate::validate_image;
