@@ -194,8 +194,14 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     // failed before leaves the tracking it found as it was.
     let chain = match tracked {
         Some(tracked) => {
-            let armed = crate::incremental::tracking::arm(&mut frozen, &proc.maps, &tracked.registered, &tracked.populated)?;
-            tracing::info!(pid, inherited_runs = tracked.inherited.len(), untracked_pages = tracked.untracked_pages, "pages planned against the parent");
+            let armed =
+                crate::incremental::tracking::arm(&mut frozen, &proc.maps, &tracked.registered, &tracked.populated)?;
+            tracing::info!(
+                pid,
+                inherited_runs = tracked.inherited.len(),
+                untracked_pages = tracked.untracked_pages,
+                "pages planned against the parent"
+            );
             Some(crate::incremental::ChainRecord {
                 parent: parent.map(|parent| parent.link),
                 inherited: tracked.inherited,

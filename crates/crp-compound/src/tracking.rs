@@ -67,7 +67,11 @@ mod tests {
 
     #[test]
     fn only_crps_features_are_tracking() {
-        let text = |features| format!("pos:\t0\nflags:\t02004000\nmnt_id:\t17\nino:\t557961\npending:\t0\ntotal:\t0\nAPI:\taa:{features}:80000000000001ff\n");
+        let text = |features| {
+            format!(
+                "pos:\t0\nflags:\t02004000\nmnt_id:\t17\nino:\t557961\npending:\t0\ntotal:\t0\nAPI:\taa:{features}:80000000000001ff\n"
+            )
+        };
         assert_eq!(is_tracking_fdinfo(&text("8000a000")), Some(557_961));
         assert_eq!(is_tracking_fdinfo(&text("8000a001")), None, "another feature: the process's own");
         assert_eq!(is_tracking_fdinfo(&text("80000001")), None);

@@ -65,11 +65,16 @@ pub fn read_identity(path: &Path) -> Result<Identity, ImageError> {
         return Err(ImageError::RkyvVersion { found: header.rkyv_layout, supported: RKYV_LAYOUT });
     }
     if header.file_length != file_length {
-        return Err(ImageError::Truncated { what: "the whole image", needed: header.file_length, available: file_length });
+        return Err(ImageError::Truncated {
+            what: "the whole image",
+            needed: header.file_length,
+            available: file_length,
+        });
     }
-    let section = header.section(SectionKind::Metadata).copied().ok_or_else(|| ImageError::MalformedHeader {
-        reason: "no metadata section".to_owned(),
-    })?;
+    let section = header
+        .section(SectionKind::Metadata)
+        .copied()
+        .ok_or_else(|| ImageError::MalformedHeader { reason: "no metadata section".to_owned() })?;
     let within = section.offset.checked_add(section.length).is_some_and(|end| end <= file_length);
     let length = usize::try_from(section.length).ok().filter(|_| within).ok_or(ImageError::SectionOutOfBounds {
         kind: SectionKind::Metadata.name(),

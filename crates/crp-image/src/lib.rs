@@ -31,8 +31,8 @@ mod verify;
 mod writer;
 
 pub use error::ImageError;
-pub use identity::{Identity, read_identity};
 pub use format::{PAGE_SIZE, PageRunEntry, SectionKind};
+pub use identity::{Identity, read_identity};
 pub use reader::ImageReader;
 pub use validate::validate_image;
 pub use writer::{Durability, ImageWriter};

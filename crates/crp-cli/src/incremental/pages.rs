@@ -52,9 +52,8 @@ pub fn plan(
         let tracked = maps.iter().any(|entry| entry.start <= vma.start && vma.end <= entry.end && entry.has_flag("uw"));
         match tracked.then(|| pagemap.tracked_pages(vma.start, vma.end)).transpose()?.flatten() {
             Some(pages) => {
-                plan.inherited.extend(
-                    pages.unchanged.iter().map(|&(vaddr, page_count)| PageRange { vaddr, page_count }),
-                );
+                plan.inherited
+                    .extend(pages.unchanged.iter().map(|&(vaddr, page_count)| PageRange { vaddr, page_count }));
                 *runs = pages.written;
             }
             None => plan.untracked_pages += runs.iter().map(|&(_, pages)| pages).sum::<u64>(),

@@ -46,9 +46,9 @@ impl Parent {
     /// the parent.
     pub fn check_tracking(&self, pid: i32) -> Result<(), CrpError> {
         let found = crp_compound::tracking::find(pid)?;
-        let armed = self.tracking.filter(|armed| {
-            found.iter().any(|tracking| tracking.fd == armed.fd && tracking.inode == armed.inode)
-        });
+        let armed = self
+            .tracking
+            .filter(|armed| found.iter().any(|tracking| tracking.fd == armed.fd && tracking.inode == armed.inode));
         if armed.is_some() {
             return Ok(());
         }

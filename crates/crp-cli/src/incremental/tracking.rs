@@ -70,10 +70,15 @@ fn place(
     let flags = crp_ptrace::arg(libc::O_CLOEXEC | libc::O_NONBLOCK);
     let made = leader.syscall("userfaultfd", libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
     let made_fd = i32::try_from(made).unwrap_or(-1);
-    let io = |action: &str, errno: nix::errno::Errno| CrpError::Io { action: format!("{action} in pid {pid}"), source: errno.into() };
-    let uffd = crp_ptrace::sys::duplicate_descriptor(pid, made_fd).map_err(|errno| io("duplicating the userfaultfd made", errno));
+    let io = |action: &str, errno: nix::errno::Errno| CrpError::Io {
+        action: format!("{action} in pid {pid}"),
+        source: errno.into(),
+    };
+    let uffd = crp_ptrace::sys::duplicate_descriptor(pid, made_fd)
+        .map_err(|errno| io("duplicating the userfaultfd made", errno));
     let shaken = uffd.and_then(|uffd| {
-        userfault::handshake(uffd.as_fd(), FEATURES).map_err(|errno| io("userfaultfd handshake (asynchronous write protection)", errno))?;
+        userfault::handshake(uffd.as_fd(), FEATURES)
+            .map_err(|errno| io("userfaultfd handshake (asynchronous write protection)", errno))?;
         Ok(uffd)
     });
     let uffd = match shaken {
@@ -95,14 +100,12 @@ fn place(
 fn highest_free_fd(pid: i32) -> Result<i32, CrpError> {
     let limit = soft_nofile(pid).unwrap_or(1024);
     let top = i32::try_from(limit.min(1 << 20)).unwrap_or(1024) - 1;
-    (3..=top)
-        .rev()
-        .take(1024)
-        .find(|fd| std::fs::symlink_metadata(format!("/proc/{pid}/fd/{fd}")).is_err())
-        .ok_or_else(|| CrpError::Io {
+    (3..=top).rev().take(1024).find(|fd| std::fs::symlink_metadata(format!("/proc/{pid}/fd/{fd}")).is_err()).ok_or_else(
+        || CrpError::Io {
             action: format!("finding a free descriptor for crp's tracking in pid {pid}"),
             source: std::io::Error::from_raw_os_error(libc::EMFILE),
-        })
+        },
+    )
 }
 
 /// `pid`'s soft `RLIMIT_NOFILE`.
@@ -125,9 +128,9 @@ pub fn disarm(frozen: &mut FrozenProcess, maps: &[procfs::MapsEntry]) -> Result<
     }
     let leader = frozen.leader();
     crate::backend::park(leader, maps)?;
-    let closed = found
-        .iter()
-        .try_for_each(|stale| leader.syscall("close", libc::SYS_close, [crp_ptrace::arg(stale.fd), 0, 0, 0, 0, 0]).map(drop));
+    let closed = found.iter().try_for_each(|stale| {
+        leader.syscall("close", libc::SYS_close, [crp_ptrace::arg(stale.fd), 0, 0, 0, 0, 0]).map(drop)
+    });
     leader.unpark()?;
     closed?;
     Ok(found.len())
@@ -139,8 +142,7 @@ pub fn untrack(pid: i32) -> Result<usize, CrpError> {
     if tracking::find(pid)?.is_empty() {
         return Err(super::IncrementalError::NothingToUntrack { pid }.into());
     }
-    let mut frozen =
-        FrozenProcess::seize(pid).map_err(|error| crate::preflight::explain_seize_failure(pid, error))?;
+    let mut frozen = FrozenProcess::seize(pid).map_err(|error| crate::preflight::explain_seize_failure(pid, error))?;
     let maps = procfs::smaps(pid)?;
     let closed = disarm(&mut frozen, &maps)?;
     frozen.release()?;

@@ -70,7 +70,8 @@ impl Chain {
 
 /// One image's memory: its runs, and `below` where it inherits.
 fn layer<'a>(reader: &'a ImageReader, inherited: &[PageRange], below: &[(u64, &'a [u8])]) -> Vec<(u64, &'a [u8])> {
-    let mut pieces: Vec<(u64, &[u8])> = reader.page_runs().iter().map(|run| (run.vaddr, reader.run_data(run))).collect();
+    let mut pieces: Vec<(u64, &[u8])> =
+        reader.page_runs().iter().map(|run| (run.vaddr, reader.run_data(run))).collect();
     pieces.extend(clip(below, inherited));
     pieces.sort_unstable_by_key(|&(vaddr, _)| vaddr);
     pieces
@@ -104,39 +105,39 @@ fn clip<'a>(pieces: &[(u64, &'a [u8])], ranges: &[PageRange]) -> Vec<(u64, &'a [
 }
 
 /// The parent `link` of `child`: at its recorded path, else under the same
-/// name beside `child`; it must be the very image recorded.
+/// name beside `child` (images moved together); the first that is the
+/// very image recorded. Else why not: one there but another image (or
+/// changed), one there but unreadable, none there.
 fn open_link(child: &Path, link: &ParentLink) -> Result<(PathBuf, ImageReader), CrpError> {
     let recorded = PathBuf::from(&link.path);
     let beside = recorded.file_name().map(|name| child.parent().unwrap_or(Path::new(".")).join(name));
     let candidates = std::iter::once(recorded.clone()).chain(beside.filter(|beside| *beside != recorded));
-    let mut first_error = None;
+    let (mut changed, mut unreadable, mut missing) = (None, None, None);
     for candidate in candidates {
         match ImageReader::open(&candidate) {
+            Ok(reader) if reader.header().header_checksum == link.header_checksum => return Ok((candidate, reader)),
             Ok(reader) => {
-                let found = reader.header().header_checksum;
-                if found != link.header_checksum {
-                    return Err(IncrementalError::ParentChanged {
-                        path: candidate,
-                        child: child.to_owned(),
-                        found,
-                        expected: link.header_checksum,
-                    }
-                    .into());
-                }
-                return Ok((candidate, reader));
+                changed.get_or_insert(IncrementalError::ParentChanged {
+                    path: candidate,
+                    child: child.to_owned(),
+                    found: reader.header().header_checksum,
+                    expected: link.header_checksum,
+                });
             }
             Err(crp_image::ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                first_error.get_or_insert(crp_image::ImageError::Io { action: "open image", path: candidate, source });
+                missing.get_or_insert(crp_image::ImageError::Io { action: "open image", path: candidate, source });
             }
-            Err(source) => return Err(IncrementalError::ParentUnreadable { path: candidate, source }.into()),
+            Err(source) => {
+                unreadable.get_or_insert(IncrementalError::ParentUnreadable { path: candidate, source });
+            }
         }
     }
-    Err(IncrementalError::ParentMissing {
-        path: recorded,
+    let missing = || IncrementalError::ParentMissing {
+        path: recorded.clone(),
         child: child.to_owned(),
-        source: first_error.unwrap_or(crp_image::ImageError::MalformedHeader { reason: "no path".into() }),
-    }
-    .into())
+        source: missing.unwrap_or(crp_image::ImageError::MalformedHeader { reason: "no path to look at".into() }),
+    };
+    Err(changed.or(unreadable).unwrap_or_else(missing).into())
 }
 
 /// An image's inherited ranges: only with a parent, ascending, disjoint,
