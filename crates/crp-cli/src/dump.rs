@@ -91,7 +91,9 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
 fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     tracing::info!(pid, output = %plan.output.display(), backend = ?plan.backend, "dump: checking the process");
-    preflight::check(pid, Phase::BeforeFreeze)?;
+    // An incremental dump walks the NUMA policies once, after the release.
+    let before = if plan.incremental.arms_tracking() { Policies::AfterRelease } else { Policies::Now };
+    preflight::check_with(pid, Phase::BeforeFreeze, before)?;
     tracing::info!(pid, "preflight passed: nothing crp refuses");
     // A missing module fails here, before the process is touched.
     let backend = plan.backend.for_dump()?;
@@ -133,7 +135,12 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     // The process may have changed between the checks and the freeze.
     // A freeze of milliseconds leaves the NUMA policies (whose /proc file
     // walks every page) for right after the release.
-    let policies = if copy == PageCopy::OnWrite { Policies::AfterRelease } else { Policies::Now };
+    // So does an incremental one, whose freeze is otherwise short too.
+    let policies = if copy == PageCopy::OnWrite || plan.incremental.arms_tracking() {
+        Policies::AfterRelease
+    } else {
+        Policies::Now
+    };
     preflight::check_frozen(pid, &maps, policies)?;
     tracing::debug!(pid, "preflight passed again, frozen");
     if let Some(parent) = &parent {
@@ -175,7 +182,21 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     } else {
         None
     };
+    // The written pages are protected again by the scan that found them:
+    // the tracking moves on now, so that a dump failing from here leaves a
+    // tracking no image names (and the next --parent dump is refused).
+    let moved = match (&tracked, parent.as_ref().and_then(|parent| parent.tracking)) {
+        (Some(tracked), Some(current)) => crate::incremental::tracking::move_on(
+            &mut frozen,
+            &proc.maps,
+            current,
+            &tracked.untracked,
+            &tracked.untracked_populated,
+        )?,
+        _ => None,
+    };
     let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    tracing::debug!(pid, bytes = total, "pages planned");
     let progress = crate::progress::Progress::start("dump", total);
     // With a snapshot, private anonymous memory is read after the release;
     // the rest (shared and file-backed pages) is read while still frozen,
@@ -190,12 +211,16 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
         let read_frozen = |address, buffer: &mut [u8]| backend.read_memory(nix_pid, address, buffer);
         zero_pages = write_pages(&mut writer, &planned, &progress, read_frozen)?;
     }
-    // Tracking armed (again) now that the pages are read: a dump that
-    // failed before leaves the tracking it found as it was.
+    // A full dump's tracking is armed now that the pages are read (a dump
+    // that failed before leaves the tracking it found as it was).
     let chain = match tracked {
         Some(tracked) => {
-            let armed =
-                crate::incremental::tracking::arm(&mut frozen, &proc.maps, &tracked.registered, &tracked.populated)?;
+            let armed = match moved {
+                Some(moved) => moved,
+                None => {
+                    crate::incremental::tracking::arm(&mut frozen, &proc.maps, &tracked.registered, &tracked.populated)?
+                }
+            };
             tracing::info!(
                 pid,
                 inherited_runs = tracked.inherited.len(),
@@ -393,22 +418,25 @@ fn write_pages(
         // left out. Anywhere else a zero page may stand over other data (a
         // file's), and is stored.
         let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
-        for &(vaddr, page_count) in runs {
-            let mut read = |address, buffer: &mut [u8]| {
-                if cancel::requested().is_some() {
-                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
-                }
-                read(address, buffer)?;
-                progress.advance(buffer.len() as u64);
-                Ok(())
-            };
-            let added = if omit_zeros {
-                writer.add_page_run_without_zeros(vaddr, page_count, &mut read)
-            } else {
-                writer.add_page_run(vaddr, page_count, &mut read).map(|()| 0)
-            };
+        let mut read = |address, buffer: &mut [u8]| {
+            if cancel::requested().is_some() {
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
+            }
+            read(address, buffer)?;
+            progress.advance(buffer.len() as u64);
+            Ok(())
+        };
+        if omit_zeros {
+            // Small runs (an incremental dump's written pages) packed together.
+            let added = writer.add_page_runs_without_zeros(runs, &mut read);
             cancel::check("dump")?;
             zero_pages += added?;
+            continue;
+        }
+        for &(vaddr, page_count) in runs {
+            let added = writer.add_page_run(vaddr, page_count, &mut read);
+            cancel::check("dump")?;
+            added?;
         }
     }
     Ok(zero_pages)

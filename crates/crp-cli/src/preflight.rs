@@ -299,6 +299,12 @@ pub fn check(pid: i32, phase: Phase) -> Result<(), CrpError> {
     refuse_first(pid, blockers(pid, phase)?)
 }
 
+/// [`check`], the NUMA policies (whose /proc file walks every page) now
+/// or only after the release, as `policies` says.
+pub fn check_with(pid: i32, phase: Phase, policies: Policies) -> Result<(), CrpError> {
+    refuse_first(pid, blockers_with(pid, phase, None, policies)?)
+}
+
 /// All checks again once the process is frozen, on its memory map `maps`
 /// (the NUMA policies now or after the release, as `policies` says).
 pub fn check_frozen(pid: i32, maps: &[procfs::MapsEntry], policies: Policies) -> Result<(), CrpError> {

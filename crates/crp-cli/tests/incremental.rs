@@ -75,6 +75,11 @@ fn a_chain_restores_the_memory_a_full_dump_holds_and_stores_only_what_was_writte
     );
 
     assert!(ask(&mut original, "change").starts_with("CHANGED"));
+    // What was written since full.crp is no longer known: inc1's dump moved
+    // the tracking on.
+    let stale = dump(pid, &image("stale.crp"), &["--leave-running", "--parent", image("full.crp").to_str().unwrap()]);
+    assert_eq!(stale.status.code(), Some(3), "{}", stderr_of(&stale));
+    assert!(stderr_of(&stale).contains("a later dump re-armed it"), "{}", stderr_of(&stale));
     dump_with(pid, &image("inc2.crp"), &["--parent", image("inc1.crp").to_str().unwrap()]);
     // A full dump of the same moment, for comparison (the tracking is left
     // as it is: it registered the memory, so this one copies frozen).

@@ -27,6 +27,8 @@ const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 /// PAGEMAP_SCAN flag: fail (EPERM) on a VMA without asynchronous write
 /// protection rather than report its pages.
 const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// PAGEMAP_SCAN flag: write-protect again the pages reported, in the same walk.
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 /// Regions per PAGEMAP_SCAN call.
 const SCAN_REGIONS: usize = 256;
 
@@ -234,9 +236,13 @@ impl PageMap {
     /// a read fault there maps the zero page still protected; a discarded
     /// page (pte none) is reported written but neither present nor
     /// swapped; a huge page written once is split and reported per page.
-    pub fn tracked_pages(&self, start: u64, end: u64) -> Result<Option<TrackedPages>, CompoundError> {
+    ///
+    /// `reprotect`: the same walk write-protects the pages again
+    /// (PM_SCAN_WP_MATCHING), so that what is reported written next time is
+    /// what was written after this call.
+    pub fn tracked_pages(&self, start: u64, end: u64, reprotect: bool) -> Result<Option<TrackedPages>, CompoundError> {
         let filter = ScanFilter {
-            flags: PM_SCAN_CHECK_WPASYNC,
+            flags: PM_SCAN_CHECK_WPASYNC | if reprotect { PM_SCAN_WP_MATCHING } else { 0 },
             all_of: 0,
             any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_WRITTEN | PAGE_IS_GUARD,

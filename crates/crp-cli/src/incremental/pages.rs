@@ -23,6 +23,11 @@ pub struct TrackedPlan {
     pub populated: Vec<(u64, u64)>,
     /// Pages stored whole because no tracking covered them.
     pub untracked_pages: u64,
+    /// The VMAs of `registered` tracking did not cover (new since the
+    /// parent), and their populated runs: registered and protected by the
+    /// tracking that moves on ([`super::tracking::move_on`]).
+    pub untracked: Vec<(u64, u64)>,
+    pub untracked_populated: Vec<(u64, u64)>,
 }
 
 /// Whether `vma` is memory tracking covers: private anonymous.
@@ -46,17 +51,26 @@ pub fn plan(
         }
         plan.registered.push((vma.start, vma.end));
         plan.populated.extend(runs.iter().copied());
-        if !incremental || runs.is_empty() {
+        if !incremental {
             continue;
         }
         let tracked = maps.iter().any(|entry| entry.start <= vma.start && vma.end <= entry.end && entry.has_flag("uw"));
-        match tracked.then(|| pagemap.tracked_pages(vma.start, vma.end)).transpose()?.flatten() {
+        if tracked && runs.is_empty() {
+            continue;
+        }
+        // Written pages are protected again in the same walk: the caller
+        // moves the tracking on at once (its new identity is this dump's).
+        match tracked.then(|| pagemap.tracked_pages(vma.start, vma.end, true)).transpose()?.flatten() {
             Some(pages) => {
                 plan.inherited
                     .extend(pages.unchanged.iter().map(|&(vaddr, page_count)| PageRange { vaddr, page_count }));
                 *runs = pages.written;
             }
-            None => plan.untracked_pages += runs.iter().map(|&(_, pages)| pages).sum::<u64>(),
+            None => {
+                plan.untracked_pages += runs.iter().map(|&(_, pages)| pages).sum::<u64>();
+                plan.untracked.push((vma.start, vma.end));
+                plan.untracked_populated.extend(runs.iter().copied());
+            }
         }
     }
     Ok(plan)

@@ -7,8 +7,10 @@
 //! with `pidfd_getfd` and drops once the memory is registered and
 //! protected. From then on the kernel clears a page's protection at its
 //! first write without stopping anyone, and PAGEMAP_SCAN reports the page
-//! written. Every arming makes a new userfaultfd (a new inode number), so
-//! the image that records it is the only one the written set is relative to.
+//! written. A full dump's arming makes a new userfaultfd (a new inode
+//! number); an incremental dump moves it to a lower descriptor number
+//! ([`move_on`]): the pair names one dump, the only one the written set is
+//! relative to.
 
 use std::os::fd::AsFd;
 
@@ -35,19 +37,7 @@ pub fn arm(
     let placed = place(leader, pid, &old);
     leader.unpark()?;
     let (fd, uffd) = placed?;
-    for &(start, end) in registered {
-        // A VMA the kernel will not register is left out: without `uw` in
-        // smaps it is stored whole by the next dump.
-        if let Err(errno) = userfault::register_write_protect(uffd.as_fd(), start, end - start) {
-            tracing::info!(pid, start, end, %errno, "not tracked: stored whole by the next incremental dump");
-        }
-    }
-    for &(start, pages) in populated {
-        let length = pages * 4096;
-        if let Err(errno) = userfault::write_protect(uffd.as_fd(), start, length, true) {
-            tracing::debug!(pid, start, length, %errno, "write protection refused (a VMA not registered)");
-        }
-    }
+    protect(pid, &uffd, registered, populated);
     let inode = nix::sys::stat::fstat(uffd.as_fd())
         .map_err(|errno| CrpError::Io { action: format!("stat crp's tracking in pid {pid}"), source: errno.into() })?
         .st_ino;
@@ -88,24 +78,76 @@ fn place(
             return Err(error);
         }
     };
-    let target = highest_free_fd(pid)?;
+    let target = highest_free_fd(pid, i32::MAX)?.ok_or_else(|| CrpError::Io {
+        action: format!("finding a free descriptor for crp's tracking in pid {pid}"),
+        source: std::io::Error::from_raw_os_error(libc::EMFILE),
+    })?;
     let cloexec = crp_ptrace::arg(libc::O_CLOEXEC);
     leader.syscall("dup3", libc::SYS_dup3, [made, crp_ptrace::arg(target), cloexec, 0, 0, 0])?;
     leader.syscall("close", libc::SYS_close, [made, 0, 0, 0, 0, 0])?;
     Ok((target, uffd))
 }
 
-/// The highest descriptor number below `pid`'s `RLIMIT_NOFILE` soft limit
-/// that it does not use (at most 1023 below it is looked at).
-fn highest_free_fd(pid: i32) -> Result<i32, CrpError> {
+/// The highest descriptor number below `below` and below `pid`'s
+/// `RLIMIT_NOFILE` soft limit that it does not use, down to 3 (at most 1024
+/// numbers are looked at).
+fn highest_free_fd(pid: i32, below: i32) -> Result<Option<i32>, CrpError> {
     let limit = soft_nofile(pid).unwrap_or(1024);
-    let top = i32::try_from(limit.min(1 << 20)).unwrap_or(1024) - 1;
-    (3..=top).rev().take(1024).find(|fd| std::fs::symlink_metadata(format!("/proc/{pid}/fd/{fd}")).is_err()).ok_or_else(
-        || CrpError::Io {
-            action: format!("finding a free descriptor for crp's tracking in pid {pid}"),
-            source: std::io::Error::from_raw_os_error(libc::EMFILE),
-        },
-    )
+    let top = (i32::try_from(limit.min(1 << 20)).unwrap_or(1024) - 1).min(below.saturating_sub(1));
+    Ok((3..=top).rev().take(1024).find(|fd| std::fs::symlink_metadata(format!("/proc/{pid}/fd/{fd}")).is_err()))
+}
+
+/// An incremental dump's re-arming, once PAGEMAP_SCAN has protected the
+/// written pages again: the same userfaultfd moves from `current` to the
+/// next free descriptor below it (so the pair of inode and descriptor
+/// names this dump: for one inode the numbers only go down), and the VMAs
+/// made since (`untracked`, with their runs `untracked_populated`) are
+/// registered and protected. `None` when no lower number is free: then a
+/// new tracking is armed ([`arm`]).
+pub fn move_on(
+    frozen: &mut FrozenProcess,
+    maps: &[procfs::MapsEntry],
+    current: TrackingRecord,
+    untracked: &[(u64, u64)],
+    untracked_populated: &[(u64, u64)],
+) -> Result<Option<TrackingRecord>, CrpError> {
+    let pid = frozen.pid().as_raw();
+    let Some(target) = highest_free_fd(pid, current.fd)? else {
+        return Ok(None);
+    };
+    let leader = frozen.leader();
+    crate::backend::park(leader, maps)?;
+    let cloexec = crp_ptrace::arg(libc::O_CLOEXEC);
+    let from = crp_ptrace::arg(current.fd);
+    let moved = leader
+        .syscall("dup3", libc::SYS_dup3, [from, crp_ptrace::arg(target), cloexec, 0, 0, 0])
+        .and_then(|_| leader.syscall("close", libc::SYS_close, [from, 0, 0, 0, 0, 0]));
+    leader.unpark()?;
+    moved?;
+    let uffd = crp_ptrace::sys::duplicate_descriptor(pid, target).map_err(|errno| CrpError::Io {
+        action: format!("duplicating crp's tracking in pid {pid}"),
+        source: errno.into(),
+    })?;
+    protect(pid, &uffd, untracked, untracked_populated);
+    tracing::info!(pid, fd = target, inode = current.inode, new_vmas = untracked.len(), "change tracking moved on");
+    Ok(Some(TrackingRecord { fd: target, inode: current.inode }))
+}
+
+/// Registers `registered` with `uffd` and write-protects `populated`.
+fn protect(pid: i32, uffd: &std::os::fd::OwnedFd, registered: &[(u64, u64)], populated: &[(u64, u64)]) {
+    for &(start, end) in registered {
+        // A VMA the kernel will not register is left out: without `uw` in
+        // smaps it is stored whole by the next dump.
+        if let Err(errno) = userfault::register_write_protect(uffd.as_fd(), start, end - start) {
+            tracing::info!(pid, start, end, %errno, "not tracked: stored whole by the next incremental dump");
+        }
+    }
+    for &(start, pages) in populated {
+        let length = pages * 4096;
+        if let Err(errno) = userfault::write_protect(uffd.as_fd(), start, length, true) {
+            tracing::debug!(pid, start, length, %errno, "write protection refused (a VMA not registered)");
+        }
+    }
 }
 
 /// `pid`'s soft `RLIMIT_NOFILE`.
