@@ -8,11 +8,9 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use zerocopy::FromBytes;
-
 use crate::error::ImageError;
 use crate::file_kind::open_regular;
-use crate::format::{FORMAT_VERSION, HEADER_BLOCK, Header, MAGIC, RKYV_LAYOUT, SectionKind, checksum};
+use crate::format::{HEADER_BLOCK, Header, SectionKind, checksum};
 
 /// An image's header and metadata archive, both checked.
 #[derive(Debug)]
@@ -43,27 +41,7 @@ pub fn read_identity(path: &Path) -> Result<Identity, ImageError> {
         return Err(ImageError::Truncated { what: "the header block", needed: HEADER_BLOCK, available: file_length });
     }
     file.read_exact_at(&mut block, 0).map_err(io_error("read image header"))?;
-    let (header, _) = Header::read_from_prefix(&block).map_err(|_| ImageError::Truncated {
-        what: "the header",
-        needed: std::mem::size_of::<Header>() as u64,
-        available: file_length,
-    })?;
-    if header.magic != MAGIC {
-        return Err(ImageError::NotAnImage { found: header.magic });
-    }
-    let computed = header.compute_checksum();
-    if computed != header.header_checksum {
-        return Err(ImageError::HeaderChecksum { stored: header.header_checksum, computed });
-    }
-    if header.format_version > FORMAT_VERSION {
-        return Err(ImageError::NewerVersion { found: header.format_version, supported: FORMAT_VERSION });
-    }
-    if header.format_version < FORMAT_VERSION {
-        return Err(ImageError::OlderVersion { found: header.format_version, supported: FORMAT_VERSION });
-    }
-    if header.rkyv_layout != RKYV_LAYOUT {
-        return Err(ImageError::RkyvVersion { found: header.rkyv_layout, supported: RKYV_LAYOUT });
-    }
+    let header = crate::layout::read_header(&block, file_length)?;
     if header.file_length != file_length {
         return Err(ImageError::Truncated {
             what: "the whole image",
