@@ -186,3 +186,24 @@ impl Pages for ChainPages<'_> {
         super::memory::write_pieces(pid, self.0.iter().copied().filter(|&(vaddr, _)| wanted(vaddr)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_keeps_exactly_the_bytes_inside_the_ranges() {
+        let bytes: Vec<u8> = (0..8u8).flat_map(|page| [page; 4096]).collect();
+        // Pages 0-3 at 0x10000 and pages 4-7 at 0x20000.
+        let pieces = [(0x10000, &bytes[..4 * 4096]), (0x20000, &bytes[4 * 4096..])];
+        let ranges = [
+            PageRange { vaddr: 0x11000, page_count: 2 },
+            PageRange { vaddr: 0x13000, page_count: 14 },
+            PageRange { vaddr: 0x30000, page_count: 1 },
+        ];
+        let clipped = clip(&pieces, &ranges);
+        let summary: Vec<(u64, usize, u8)> =
+            clipped.iter().map(|&(vaddr, bytes)| (vaddr, bytes.len() / 4096, bytes[0])).collect();
+        assert_eq!(summary, [(0x11000, 2, 1), (0x13000, 1, 3), (0x20000, 1, 4)]);
+    }
+}
