@@ -9,6 +9,7 @@ mod copy_on_write;
 pub mod dump;
 pub mod error;
 pub mod faults;
+pub mod incremental;
 pub mod inspect;
 pub mod kmod;
 pub mod logging;

@@ -223,6 +223,17 @@ fn state_blockers(pid: i32, maps: &[procfs::MapsEntry], policies: Policies) -> R
     if policies == Policies::Now {
         blockers.extend(crp_compound::defaults::memory_policies(pid).map_err(lift(pid))?);
     }
+    // Write protection registered by anyone but crp's change tracking.
+    if let Some(entry) = maps.iter().find(|entry| entry.has_flag("uw"))
+        && crp_compound::tracking::find(pid).map_err(lift(pid))?.is_empty()
+    {
+        blockers.push(Unsupported {
+            what: "a range registered with a userfaultfd for write protection that is not crp's change tracking (its \
+                   faults are handled by a descriptor crp does not restore)"
+                .into(),
+            location: format!("[{:#x}, {:#x}) {}", entry.start, entry.end, entry.name),
+        });
+    }
     for entry in maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
@@ -294,6 +305,12 @@ fn blockers_with(
 /// there are.
 pub fn check(pid: i32, phase: Phase) -> Result<(), CrpError> {
     refuse_first(pid, blockers(pid, phase)?)
+}
+
+/// [`check`], the NUMA policies (whose /proc file walks every page) now
+/// or only after the release, as `policies` says.
+pub fn check_with(pid: i32, phase: Phase, policies: Policies) -> Result<(), CrpError> {
+    refuse_first(pid, blockers_with(pid, phase, None, policies)?)
 }
 
 /// All checks again once the process is frozen, on its memory map `maps`

@@ -3,6 +3,7 @@
 //! load its registers and let it run.
 
 pub(crate) mod bootstrap;
+pub mod chain;
 pub(crate) mod memory;
 mod terminal;
 pub(crate) mod threads;
@@ -220,6 +221,14 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
     tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
+    // An incremental image's parents, each found and checked now.
+    let chain = chain::Chain::open(&plan.image, &reader, &image.chain)?;
+    if !chain.is_empty() && plan.backend == Backend::Kmod {
+        return Err(crate::incremental::IncrementalError::KmodRestore.into());
+    }
+    let chain_pages = chain::ChainPages(chain.pieces(&reader, &image.chain));
+    let image_pages = memory::ImagePages(&reader);
+    let pages: &dyn crp_ptrace::Pages = if chain.is_empty() { &image_pages } else { &chain_pages };
     let chosen: Vec<i32> = plan.descriptors.iter().map(|choice| choice.fd).collect();
     validate::check_host(&image, plan.allow_changed_files, &chosen)?;
     if plan.backend == Backend::Kmod {
@@ -258,7 +267,7 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let others = image.threads.get(1..).unwrap_or_default();
     let keep_thread_ids = threads::keep_ids(image.pid, child.pid().as_raw(), others, plan.pid_must_match)?;
     cancel::check("restore")?;
-    build(&child, &image, &reader, backend.as_ref(), &choices, &terminal, keep_thread_ids)?;
+    build(&child, &image, &reader, pages, backend.as_ref(), &choices, &terminal, keep_thread_ids)?;
     drop(backend);
     let pid = child.disarm();
     tracing::info!(pid = pid.as_raw(), "released: the process runs");
@@ -322,10 +331,12 @@ fn pid_in_use(pid: i32) -> bool {
 }
 
 /// Rebuilds the process in the child through `backend`.
+#[expect(clippy::too_many_arguments, reason = "the restore's parts, each checked before the child was made")]
 fn build(
     child: &ChildGuard,
     image: &ProcessImage,
     reader: &ImageReader,
+    pages: &dyn crp_ptrace::Pages,
     backend: &dyn RestoreBackend,
     choices: &Choices,
     terminal: &terminal::Terminal,
@@ -347,13 +358,12 @@ fn build(
     if let Some(identity) = &choices.open_as {
         trust::open_as(&mut injector, identity)?;
     }
-    let pages = memory::ImagePages(reader);
     let mut rebuild = plan::Rebuild {
         injector: &mut injector,
         pid,
         image,
         reader,
-        pages: &pages,
+        pages,
         choices,
         gadget,
         threads: Vec::new(),
