@@ -16,6 +16,8 @@ pub enum CrpError {
     Locks(#[from] crp_locks::LockError),
     #[error("{0}")]
     Kmod(#[from] crate::kmod::KmodError),
+    #[error("{0}")]
+    Incremental(#[from] crate::incremental::IncrementalError),
     #[error("copy-on-write dump: {0}")]
     CopyOnWrite(#[from] crp_compound::vma::cow::CowError),
     #[error("cannot dump pid {pid}: {refusal}{}; the process was left running and untraced", more_blockers(*pid, *others))]
@@ -114,6 +116,7 @@ impl CrpError {
             | Self::MissingOnHost { .. }
             | Self::Kmod(crate::kmod::KmodError::NotLoaded) => 5,
             Self::PidTaken { .. } => 6,
+            Self::Incremental(error) => error.exit_code(),
             Self::Cancelled { signal, .. } => 128 + signal,
             Self::NoPermission { .. } | Self::AlreadyTraced { .. } | Self::LacksPrivileges { .. } | Self::Proc(_) => 1,
             _ => 1,

@@ -41,6 +41,13 @@ pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
 pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 /// `munmap` of a registered range is reported (after the unmap).
 pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+/// Write protection of ranges never populated: markers stand in for the
+/// missing pages, so a first write there is seen too.
+pub const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+/// Asynchronous write protection: a write to a protected page is let
+/// through at once by the kernel, which only clears the page's protection
+/// (PAGEMAP_SCAN then reports it written). Nothing waits, no message.
+pub const FEATURE_WP_ASYNC: u64 = 1 << 15;
 
 const REGISTER_MODE_MISSING: u64 = 1 << 0;
 const REGISTER_MODE_WP: u64 = 1 << 1;

@@ -3,6 +3,7 @@
 //! load its registers and let it run.
 
 pub(crate) mod bootstrap;
+pub mod chain;
 pub mod lazy;
 pub(crate) mod memory;
 mod terminal;
@@ -231,6 +232,27 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
     tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
+    // An incremental image's parents, each found and checked now.
+    let chain = chain::Chain::open(&plan.image, &reader, &image.chain)?;
+    if !chain.is_empty() && plan.backend == Backend::Kmod {
+        return Err(crate::incremental::IncrementalError::KmodRestore.into());
+    }
+    if !chain.is_empty() && plan.lazy {
+        return Err(CrpError::Incompatible {
+            reason: "--lazy does not restore an incremental image yet (restore it without --lazy)".into(),
+        });
+    }
+    let chain_pages = chain::ChainPages(chain.pieces(&reader, &image.chain));
+    let image_pages = memory::ImagePages(&reader);
+    let lazy = plan
+        .lazy
+        .then(|| lazy::LazyPages::new(std::sync::Arc::clone(&reader), &image.vmas, &image.guard_regions))
+        .transpose()?;
+    let pages: &dyn crp_ptrace::Pages = match &lazy {
+        Some(lazy) => lazy,
+        None if chain.is_empty() => &image_pages,
+        None => &chain_pages,
+    };
     let chosen: Vec<i32> = plan.descriptors.iter().map(|choice| choice.fd).collect();
     validate::check_host(&image, plan.allow_changed_files, &chosen)?;
     if plan.backend == Backend::Kmod {
@@ -254,15 +276,6 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let choices = Choices { open_as, streams, attach_terminal: terminal.attached() };
     // Created (empty) now, so that an unwritable pid file fails first.
     let pidfile = plan.pidfile.as_deref().map(PidFile::create).transpose()?;
-    let lazy = plan
-        .lazy
-        .then(|| lazy::LazyPages::new(std::sync::Arc::clone(&reader), &image.vmas, &image.guard_regions))
-        .transpose()?;
-    let eager = memory::ImagePages(&reader);
-    let pages: &dyn crp_ptrace::Pages = match &lazy {
-        Some(lazy) => lazy,
-        None => &eager,
-    };
     faults::reached("validated", 0);
     cancel::check("restore")?;
     // What the back end holds open (the kmod one's device and image file)
@@ -365,7 +378,7 @@ fn finish_lazy(lazy: &lazy::LazyPages) -> Result<(), CrpError> {
 }
 
 /// Rebuilds the process in the child through `backend`.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "the restore's parts, each checked before the child was made")]
 fn build(
     child: &ChildGuard,
     image: &ProcessImage,

@@ -222,6 +222,7 @@ impl Pages for LazyPages {
             self.start(tracee, lazy, &ranges)?;
         }
         // Verified when the image was opened (see new).
-        memory::write_pages(Pid::from_raw(tracee.pid()), &self.reader, eager.iter().map(|&index| &runs[index]))
+        let pieces = eager.iter().map(|&index| (runs[index].vaddr, self.reader.run_data(&runs[index])));
+        memory::write_pieces(Pid::from_raw(tracee.pid()), pieces)
     }
 }
