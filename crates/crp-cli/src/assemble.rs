@@ -154,5 +154,6 @@ pub(crate) fn process_image(
         pending_signals,
         posix_timers,
         file_locks,
+        chain: crate::incremental::ChainRecord::default(),
     }
 }

@@ -26,6 +26,8 @@ pub struct DumpPlan {
     /// `PageCache` (--no-sync): the original is killed once the image is in
     /// the page cache, not once it is on disk.
     pub durability: Durability,
+    /// --track-changes and --parent.
+    pub incremental: crate::incremental::Options,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub struct DumpReport {
     /// With a copy-on-write snapshot (--leave-running): how many pages the
     /// process wrote before crp had read them, copied aside first.
     pub copied_on_write: Option<u64>,
+    /// With --parent: pages the image takes from its parent.
+    pub inherited_pages: Option<u64>,
 }
 
 /// What stops a dump of `pid` through `backend`, touching nothing: a
@@ -58,6 +62,18 @@ enum PageCopy {
 }
 
 pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
+    if plan.incremental.arms_tracking() {
+        use crate::incremental::IncrementalError;
+        if !plan.leave_running {
+            return Err(IncrementalError::NeedsLeaveRunning.into());
+        }
+        if plan.backend != Backend::Userspace {
+            return Err(IncrementalError::NeedsUserspace.into());
+        }
+        // Tracking and the copy-on-write snapshot would both register the
+        // same memory with a userfaultfd: such a dump copies frozen.
+        return dump_with(plan, PageCopy::Frozen);
+    }
     if !plan.leave_running || plan.backend != Backend::Userspace {
         return dump_with(plan, PageCopy::Frozen);
     }
@@ -75,12 +91,22 @@ pub fn dump(plan: &DumpPlan) -> Result<DumpReport, CrpError> {
 fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     let pid = plan.pid;
     tracing::info!(pid, output = %plan.output.display(), backend = ?plan.backend, "dump: checking the process");
-    preflight::check(pid, Phase::BeforeFreeze)?;
+    // An incremental dump walks the NUMA policies once, after the release.
+    let before = if plan.incremental.arms_tracking() { Policies::AfterRelease } else { Policies::Now };
+    preflight::check_with(pid, Phase::BeforeFreeze, before)?;
     tracing::info!(pid, "preflight passed: nothing crp refuses");
     // A missing module fails here, before the process is touched.
     let backend = plan.backend.for_dump()?;
     if plan.backend == Backend::Kmod {
         crate::kmod::memory::preflight(pid)?;
+    }
+    // A missing, foreign or untracked parent fails here, before the freeze.
+    let parent = match &plan.incremental.parent {
+        Some(path) => Some(crate::incremental::parent::Parent::open(path, pid)?),
+        None => None,
+    };
+    if let Some(parent) = &parent {
+        parent.check_tracking(pid)?;
     }
     // An unwritable destination fails here too.
     let mut writer = ImageWriter::create_with(&plan.output, plan.durability)?;
@@ -109,9 +135,17 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
     // The process may have changed between the checks and the freeze.
     // A freeze of milliseconds leaves the NUMA policies (whose /proc file
     // walks every page) for right after the release.
-    let policies = if copy == PageCopy::OnWrite { Policies::AfterRelease } else { Policies::Now };
+    // So does an incremental one, whose freeze is otherwise short too.
+    let policies = if copy == PageCopy::OnWrite || plan.incremental.arms_tracking() {
+        Policies::AfterRelease
+    } else {
+        Policies::Now
+    };
     preflight::check_frozen(pid, &maps, policies)?;
     tracing::debug!(pid, "preflight passed again, frozen");
+    if let Some(parent) = &parent {
+        parent.check_tracking(pid)?;
+    }
     cancel::check("dump")?;
     let proc = procfs::Snapshot::read(pid, maps)?;
     let Captured { state: mut image, populated_kb } = backend.capture(&mut frozen, &proc, stopped)?;
@@ -143,7 +177,26 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
         };
         planned.push((vma, runs));
     }
+    let tracked = if plan.incremental.arms_tracking() {
+        Some(crate::incremental::pages::plan(parent.is_some(), &proc.maps, &pagemap, &mut planned)?)
+    } else {
+        None
+    };
+    // The written pages are protected again by the scan that found them:
+    // the tracking moves on now, so that a dump failing from here leaves a
+    // tracking no image names (and the next --parent dump is refused).
+    let moved = match (&tracked, parent.as_ref().and_then(|parent| parent.tracking)) {
+        (Some(tracked), Some(current)) => crate::incremental::tracking::move_on(
+            &mut frozen,
+            &proc.maps,
+            current,
+            &tracked.untracked,
+            &tracked.untracked_populated,
+        )?,
+        _ => None,
+    };
     let total = planned.iter().flat_map(|(_, runs)| runs).map(|&(_, pages)| pages.saturating_mul(4096)).sum();
+    tracing::debug!(pid, bytes = total, "pages planned");
     let progress = crate::progress::Progress::start("dump", total);
     // With a snapshot, private anonymous memory is read after the release;
     // the rest (shared and file-backed pages) is read while still frozen,
@@ -158,6 +211,30 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
         let read_frozen = |address, buffer: &mut [u8]| backend.read_memory(nix_pid, address, buffer);
         zero_pages = write_pages(&mut writer, &planned, &progress, read_frozen)?;
     }
+    // A full dump's tracking is armed now that the pages are read (a dump
+    // that failed before leaves the tracking it found as it was).
+    let chain = match tracked {
+        Some(tracked) => {
+            let armed = match moved {
+                Some(moved) => moved,
+                None => {
+                    crate::incremental::tracking::arm(&mut frozen, &proc.maps, &tracked.registered, &tracked.populated)?
+                }
+            };
+            tracing::info!(
+                pid,
+                inherited_runs = tracked.inherited.len(),
+                untracked_pages = tracked.untracked_pages,
+                "pages planned against the parent"
+            );
+            Some(crate::incremental::ChainRecord {
+                parent: parent.map(|parent| parent.link),
+                inherited: tracked.inherited,
+                tracking: Some(armed),
+            })
+        }
+        None => None,
+    };
     let mut copied_on_write = None;
     // With --leave-running the process runs on from here: the image is
     // finished and made durable after.
@@ -204,6 +281,13 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
         zero_pages,
         "pages written"
     );
+    let inherited_pages = chain
+        .as_ref()
+        .filter(|chain| chain.parent.is_some())
+        .map(|chain| chain.inherited.iter().map(|range| range.page_count).sum());
+    if let Some(chain) = chain {
+        image.chain = chain;
+    }
     image.dumped_at_unix_seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let page_bytes = writer.runs().iter().map(|run| run.byte_len()).sum();
     let vma_count = image.vmas.len();
@@ -238,7 +322,7 @@ fn dump_with(plan: &DumpPlan, copy: PageCopy) -> Result<DumpReport, CrpError> {
             frozen_for
         }
     };
-    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for, copied_on_write })
+    Ok(DumpReport { vma_count, page_bytes, zero_pages, frozen_for, copied_on_write, inherited_pages })
 }
 
 /// The most bytes of pages that are not private anonymous memory a
@@ -334,22 +418,25 @@ fn write_pages(
         // left out. Anywhere else a zero page may stand over other data (a
         // file's), and is stored.
         let omit_zeros = !vma.shared && matches!(vma.backing, Backing::Anonymous { .. });
-        for &(vaddr, page_count) in runs {
-            let mut read = |address, buffer: &mut [u8]| {
-                if cancel::requested().is_some() {
-                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
-                }
-                read(address, buffer)?;
-                progress.advance(buffer.len() as u64);
-                Ok(())
-            };
-            let added = if omit_zeros {
-                writer.add_page_run_without_zeros(vaddr, page_count, &mut read)
-            } else {
-                writer.add_page_run(vaddr, page_count, &mut read).map(|()| 0)
-            };
+        let mut read = |address, buffer: &mut [u8]| {
+            if cancel::requested().is_some() {
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "dump cancelled"));
+            }
+            read(address, buffer)?;
+            progress.advance(buffer.len() as u64);
+            Ok(())
+        };
+        if omit_zeros {
+            // Small runs (an incremental dump's written pages) packed together.
+            let added = writer.add_page_runs_without_zeros(runs, &mut read);
             cancel::check("dump")?;
             zero_pages += added?;
+            continue;
+        }
+        for &(vaddr, page_count) in runs {
+            let added = writer.add_page_run(vaddr, page_count, &mut read);
+            cancel::check("dump")?;
+            added?;
         }
     }
     Ok(zero_pages)

@@ -16,6 +16,8 @@ pub enum CrpError {
     Locks(#[from] crp_locks::LockError),
     #[error("{0}")]
     Kmod(#[from] crate::kmod::KmodError),
+    #[error("{0}")]
+    Incremental(#[from] crate::incremental::IncrementalError),
     #[error("copy-on-write dump: {0}")]
     CopyOnWrite(#[from] crp_compound::vma::cow::CowError),
     #[error("cannot dump pid {pid}: {refusal}{}; the process was left running and untraced", more_blockers(*pid, *others))]
@@ -59,6 +61,8 @@ pub enum CrpError {
     NothingToHandOver { fd: i32, name: String },
     #[error("fd {fd} is chosen twice (--stdin/--stdout/--stderr and --fd name the same descriptor)")]
     ChosenTwice { fd: i32 },
+    #[error("lazy restore of pid {pid}: {source}")]
+    Lazy { pid: i32, source: crate::restore::lazy::LazyError },
     #[error("{action}: {source}")]
     Io {
         action: String,
@@ -100,6 +104,7 @@ impl CrpError {
             // Everything else, a FIFO or directory given as the image
             // (`ImageError::NotRegularFile`) included, is an invalid image.
             Self::Image(_) | Self::InvalidImage { .. } => 4,
+            Self::Lazy { source, .. } if source.is_corruption() => 4,
             Self::Arch(
                 crp_arch_x86::ArchError::MissingXsaveFeatures { .. } | crp_arch_x86::ArchError::VdsoMismatch { .. },
             )
@@ -111,6 +116,7 @@ impl CrpError {
             | Self::MissingOnHost { .. }
             | Self::Kmod(crate::kmod::KmodError::NotLoaded) => 5,
             Self::PidTaken { .. } => 6,
+            Self::Incremental(error) => error.exit_code(),
             Self::Cancelled { signal, .. } => 128 + signal,
             Self::NoPermission { .. } | Self::AlreadyTraced { .. } | Self::LacksPrivileges { .. } | Self::Proc(_) => 1,
             _ => 1,

@@ -17,7 +17,9 @@
 //! `repairing` (its TCP connections in repair mode, not yet killed);
 //! restore `validated`, `cloned` (the child exists, not yet stopped or
 //! traced), `thread-created@N` (the Nth thread other than the leader
-//! exists), `built` (rebuilt, not yet released).
+//! exists), `built` (rebuilt, not yet released), `lazy@N` (a lazy
+//! restore placed its Nth page run, on a fault or ahead of one; raised by
+//! the pager thread).
 
 use std::sync::OnceLock;
 

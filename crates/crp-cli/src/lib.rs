@@ -9,6 +9,7 @@ mod copy_on_write;
 pub mod dump;
 pub mod error;
 pub mod faults;
+pub mod incremental;
 pub mod inspect;
 pub mod kmod;
 pub mod logging;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod restore;
+mod socket_hold;
 pub mod userspace;
 
 pub use error::CrpError;

@@ -58,6 +58,17 @@ enum Command {
         /// is written out.
         #[arg(long)]
         leave_running: bool,
+        /// Leave crp's change tracking armed in the process (with
+        /// --leave-running): a userfaultfd in asynchronous write-protect
+        /// mode on a high descriptor, so that a later `--parent` dump
+        /// stores only the pages written since this one.
+        #[arg(long, requires = "leave_running")]
+        track_changes: bool,
+        /// Store only the pages written since PARENT (an image of this
+        /// process dumped with --track-changes or --parent) and name it for
+        /// the rest; re-arms the tracking. Needs --leave-running.
+        #[arg(long, value_name = "PARENT", requires = "leave_running")]
+        parent: Option<PathBuf>,
         /// How to read the process: `userspace` (ptrace and /proc, works
         /// everywhere) or `kmod` (the crp kernel module, /dev/crp).
         #[arg(long, value_enum, default_value = "userspace")]
@@ -96,6 +107,13 @@ enum Command {
         /// Fail instead of using a new PID when the old one is taken.
         #[arg(long)]
         pid_must_match: bool,
+        /// Let the process run before its private anonymous memory is in:
+        /// each page comes from the image on its first touch
+        /// (userfaultfd), the rest in the background. crp stays until
+        /// every page is in (then detaches or waits as without it); if crp
+        /// dies before, the process is killed. Userspace back end only.
+        #[arg(long)]
+        lazy: bool,
         /// How to rebuild the process: `userspace` (ptrace and injected
         /// syscalls) or `kmod` (the crp kernel module, /dev/crp). Either
         /// reads images written by either.
@@ -139,6 +157,13 @@ enum Command {
         /// it runs.
         #[arg(long, value_name = "FILE")]
         pidfile: Option<PathBuf>,
+    },
+    /// Disarm crp's change tracking in a process (left by `crp dump
+    /// --track-changes`): its descriptor is closed inside the process, which
+    /// is frozen only for that. A later `--parent` dump of it is refused.
+    Untrack {
+        /// The process whose tracking to disarm.
+        pid: i32,
     },
     /// Show what an image holds.
     Inspect {
@@ -185,7 +210,18 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn run(command: Command) -> Result<ExitCode, CrpError> {
     match command {
-        Command::Dump { pid, output, check, leave_running, backend, max_file_contents, tcp_established, no_sync } => {
+        Command::Dump {
+            pid,
+            output,
+            check,
+            leave_running,
+            track_changes,
+            parent,
+            backend,
+            max_file_contents,
+            tcp_established,
+            no_sync,
+        } => {
             crp_compound::files::unlinked::set_contents_limit(max_file_contents);
             crp_compound::files::socket::tcp::allow_outside_peers(tcp_established);
             let Some(output) = output.filter(|_| !check) else {
@@ -193,7 +229,9 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             };
             cancel::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
             let durability = if no_sync { Durability::PageCache } else { Durability::Durable };
-            let report = dump(&DumpPlan { pid, output: output.clone(), leave_running, backend, durability })?;
+            let incremental = crp_cli::incremental::Options { track_changes, parent };
+            let plan = DumpPlan { pid, output: output.clone(), leave_running, backend, durability, incremental };
+            let report = dump(&plan)?;
             let zeros = match report.zero_pages {
                 0 => String::new(),
                 pages => format!(" and {:.1} MiB of zero pages left out", (pages << 12) as f64 / (1 << 20) as f64),
@@ -205,8 +243,14 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                      first write"
                 ),
             };
+            let inherited = match report.inherited_pages {
+                None => String::new(),
+                Some(pages) => {
+                    format!(", {:.1} MiB inherited from the parent", (pages << 12) as f64 / (1 << 20) as f64)
+                }
+            };
             eprintln!(
-                "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages{zeros}, frozen {:.1} ms{snapshot})",
+                "crp: dumped pid {pid} to {} ({} VMAs, {:.1} MiB of pages{zeros}{inherited}, frozen {:.1} ms{snapshot})",
                 output.display(),
                 report.vma_count,
                 report.page_bytes as f64 / (1 << 20) as f64,
@@ -218,6 +262,7 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
             image,
             detach,
             pid_must_match,
+            lazy,
             backend,
             trust_image,
             allow_changed_files,
@@ -244,6 +289,7 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                 descriptors,
                 pidfile,
                 allow_changed_files,
+                lazy,
             };
             match restore(&plan)? {
                 RestoreOutcome::Detached { pid } => {
@@ -255,6 +301,11 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                 }
             }
         }
+        Command::Untrack { pid } => {
+            let closed = crp_cli::incremental::tracking::untrack(pid)?;
+            eprintln!("crp: change tracking of pid {pid} disarmed ({closed} descriptor closed in the process)");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { image, json } => {
             let reader = crp_image::ImageReader::open(&image)?;
             let summary = inspect::summarize(&reader)?;
@@ -262,6 +313,7 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                 println!("{}", render_json(&summary)?);
             } else {
                 print!("{}", inspect::render_text(&summary));
+                print!("{}", inspect::chain::render(&image, &reader)?);
             }
             Ok(ExitCode::SUCCESS)
         }

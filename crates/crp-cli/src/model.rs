@@ -57,6 +57,9 @@ pub struct ProcessImage {
     pub posix_timers: PosixTimers,
     /// File locks (POSIX, OFD, flock, leases), taken again at restore.
     pub file_locks: FileLocks,
+    /// Its parent image and inherited pages (incremental dumps), and the
+    /// change tracking its dump left armed.
+    pub chain: crate::incremental::ChainRecord,
 }
 
 /// What the kernel keeps for one thread.

@@ -56,6 +56,14 @@ fn lift(pid: i32) -> impl Fn(CompoundError) -> CrpError {
         CompoundError::Io { action, path, source } if source.kind() == std::io::ErrorKind::PermissionDenied => {
             access::denied(pid, format!("cannot {action} {}: {source}", path.display()))
         }
+        // A process that exits during the checks takes its /proc files with it.
+        CompoundError::Io { action, path, source } => match access::exited(pid) {
+            Some(how) => CrpError::NoProcess {
+                pid,
+                reason: format!("it exited during crp's checks (cannot {action} {}: {source}; {how})", path.display()),
+            },
+            None => CompoundError::Io { action, path, source }.into(),
+        },
         other => other.into(),
     }
 }
@@ -215,6 +223,17 @@ fn state_blockers(pid: i32, maps: &[procfs::MapsEntry], policies: Policies) -> R
     if policies == Policies::Now {
         blockers.extend(crp_compound::defaults::memory_policies(pid).map_err(lift(pid))?);
     }
+    // Write protection registered by anyone but crp's change tracking.
+    if let Some(entry) = maps.iter().find(|entry| entry.has_flag("uw"))
+        && crp_compound::tracking::find(pid).map_err(lift(pid))?.is_empty()
+    {
+        blockers.push(Unsupported {
+            what: "a range registered with a userfaultfd for write protection that is not crp's change tracking (its \
+                   faults are handled by a descriptor crp does not restore)"
+                .into(),
+            location: format!("[{:#x}, {:#x}) {}", entry.start, entry.end, entry.name),
+        });
+    }
     for entry in maps {
         if crp_arch_x86::is_special_mapping(&entry.name) {
             continue;
@@ -288,6 +307,12 @@ pub fn check(pid: i32, phase: Phase) -> Result<(), CrpError> {
     refuse_first(pid, blockers(pid, phase)?)
 }
 
+/// [`check`], the NUMA policies (whose /proc file walks every page) now
+/// or only after the release, as `policies` says.
+pub fn check_with(pid: i32, phase: Phase, policies: Policies) -> Result<(), CrpError> {
+    refuse_first(pid, blockers_with(pid, phase, None, policies)?)
+}
+
 /// All checks again once the process is frozen, on its memory map `maps`
 /// (the NUMA policies now or after the release, as `policies` says).
 pub fn check_frozen(pid: i32, maps: &[procfs::MapsEntry], policies: Policies) -> Result<(), CrpError> {
@@ -304,5 +329,29 @@ fn refuse_first(pid: i32, blockers: Vec<Unsupported>) -> Result<(), CrpError> {
     match blockers.next() {
         None => Ok(()),
         Some(refusal) => Err(CrpError::Unsupported { pid, refusal, others: blockers.len() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    use nix::unistd::Pid;
+
+    use super::*;
+
+    /// A process that has exited (a zombie: its /proc/PID/ns links are
+    /// gone) while its state is checked is said to have exited.
+    #[test]
+    fn a_process_that_exits_during_the_checks_is_said_to_be_gone() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id().cast_signed();
+        waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+        let error = state_blockers(pid, &[], Policies::Now).unwrap_err();
+        let message = error.to_string();
+        child.wait().unwrap();
+        assert!(matches!(error, CrpError::NoProcess { .. }), "{message}");
+        assert!(message.contains("it exited during crp's checks") && message.contains("state Z"), "{message}");
     }
 }

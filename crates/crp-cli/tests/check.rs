@@ -32,7 +32,7 @@ fn check_reports_every_probe_and_passes_here() {
     }
 }
 
-/// crp offers no lazy restore or incremental dump (yet): check must not
+/// crp check has no probe for lazy restore or incremental dumps: it must not
 /// speak of them as if it did.
 #[test]
 fn check_mentions_no_feature_crp_lacks() {

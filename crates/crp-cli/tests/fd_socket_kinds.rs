@@ -272,3 +272,40 @@ fn multicast_memberships_come_back_with_their_source_filters() {
     assert!(output.status.success(), "{}{}", stdout_of(&output), stderr_of(&output));
     assert_eq!(stdout_of(&output), format!("OK pid={} multicast\n", subject.pid), "{}", stderr_of(&output));
 }
+
+/// The worst case for a crp killed while a connection is in repair mode:
+/// a process blocked in `recv` on that very connection, which a stopped
+/// process let go by the dying crp would restart at once, in repair mode
+/// (EPERM). Held in the kernel until the watchdog has put the connection
+/// back, it never sees it changed: each of these kills leaves it receiving
+/// what the peer sends next.
+#[test]
+fn a_process_blocked_in_recv_on_the_connection_being_read_never_sees_repair_mode() {
+    use std::io::Write;
+    become_subreaper();
+    let script = "import os, socket, sys\n\
+                  s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                  print('READY', os.getpid(), flush=True)\n\
+                  try:\n    print('GOT', s.recv(16).decode(), flush=True)\n\
+                  except OSError as error:\n    print('HARMED', error, flush=True)\n";
+    for round in 0..10 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut command = Command::new("python3");
+        command.args(["-c", script, &port.to_string()]);
+        let mut subject = Subject::spawn(command);
+        let (mut peer, _) = listener.accept().unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let output = crp()
+            .args(["dump", "--tcp-established", &subject.pid.to_string(), "-o"])
+            .arg(directory.path().join("held.crp"))
+            .env("CRP_TEST_FAULT", "tcp-repair@1:KILL")
+            .output()
+            .unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&output.status), Some(9), "round {round}: not killed");
+        assert_eq!(reap_orphaned_watchdogs(), 1, "round {round}: one watchdog, ended");
+        peer.write_all(b"ping").unwrap();
+        assert_eq!(subject.read_line().trim(), "GOT ping", "round {round}");
+        assert!(subject.wait().success());
+    }
+}

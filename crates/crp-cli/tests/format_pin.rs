@@ -357,6 +357,15 @@ fn reference_image() -> ProcessImage {
             foreground_group: 4242,
             terminal: Some(terminal_settings()),
         },
+        chain: crp_cli::incremental::ChainRecord {
+            parent: Some(crp_cli::incremental::ParentLink {
+                header_checksum: 0x0123_4567_89ab_cdef,
+                file_length: 0x10_2000,
+                path: "/srv/images/job.0.crp".into(),
+            }),
+            inherited: vec![crp_cli::incremental::PageRange { vaddr: 0x5555_5555_8000, page_count: 3 }],
+            tracking: Some(crp_cli::incremental::TrackingRecord { fd: 1023, inode: 557_961 }),
+        },
     }
 }
 

@@ -434,6 +434,7 @@ fn process_image() -> impl Strategy<Value = ProcessImage> {
                     pending_signals: SharedPendingSignals { queue: pending },
                     posix_timers,
                     file_locks,
+                    chain: Default::default(),
                 }
             },
         )

@@ -532,3 +532,71 @@ fn vim_editing_a_file_is_restored_and_writes_the_edit() {
     second.type_keys("exit\r");
     assert!(shell.wait().unwrap().success());
 }
+
+/// `less` scrolled into a file, restored onto a terminal of another size:
+/// it redraws at the same place (its new size), scrolls on, and quits.
+#[test]
+fn less_scrolled_into_a_file_is_restored_at_the_same_place_and_scrolls() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("numbers.txt");
+    let text: String = (1..=300).map(|line| format!("number {line:03}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let mut first = Terminal::open(24, 80);
+    let mut command = Command::new("less");
+    command.arg(&file).env("TERM", "vt100").env("LESSHISTFILE", "-").env("LESS", "");
+    let mut less = first.spawn(command);
+    first.expect("number 023");
+    // `120g` puts line 120 at the top of the screen.
+    first.type_keys("120g");
+    first.expect("number 142");
+    let modes = first.settings();
+    let pid = less.id().cast_signed();
+    let image = directory.path().join("less.crp");
+    dump_ok(pid, &image, &[]);
+    assert_killed(less.wait().unwrap());
+
+    let mut second = Terminal::open(40, 100);
+    let mut shell = shell_on(&mut second);
+    restore_at_shell(&mut second, &image, &modes);
+    // Ctrl-L repaints: the same top line, as many lines as the new size holds.
+    second.type_keys("\x0c");
+    let redrawn = second.expect("number 158");
+    assert!(redrawn.contains("number 120"), "the same place: {redrawn:?}");
+    // A page on from there.
+    second.type_keys(" ");
+    second.expect("number 197");
+    second.type_keys("q");
+    assert_eq!(last_status(&mut second), 0);
+    second.type_keys("exit\r");
+    assert!(shell.wait().unwrap().success());
+}
+
+/// `top` restored onto a new terminal redraws its table there and quits
+/// on `q`.
+#[test]
+fn top_is_restored_redraws_and_quits_on_q() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut first = Terminal::open(24, 80);
+    let mut command = Command::new("top");
+    // Its own configuration, not the machine's or a user's.
+    command.env("TERM", "vt100").env("HOME", directory.path()).env("XDG_CONFIG_HOME", directory.path());
+    let mut top = first.spawn(command);
+    first.expect("PID");
+    first.expect("COMMAND");
+    let modes = first.settings();
+    let pid = top.id().cast_signed();
+    let image = directory.path().join("top.crp");
+    dump_ok(pid, &image, &[]);
+    assert_killed(top.wait().unwrap());
+
+    let mut second = Terminal::open(40, 120);
+    let mut shell = shell_on(&mut second);
+    restore_at_shell(&mut second, &image, &modes);
+    // A redraw after the restore (SIGWINCH for the new size, or its timer).
+    second.expect("PID");
+    second.expect("COMMAND");
+    second.type_keys("q");
+    assert_eq!(last_status(&mut second), 0);
+    second.type_keys("exit\r");
+    assert!(shell.wait().unwrap().success());
+}

@@ -25,6 +25,7 @@ pub mod signals;
 pub mod task;
 pub mod thread_attrs;
 pub mod timers;
+pub mod tracking;
 pub mod valid;
 pub mod vma;
 

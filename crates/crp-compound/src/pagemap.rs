@@ -17,12 +17,18 @@ const FILE_OR_SHARED: u64 = 1 << 61;
 /// A guard region's page (6.15): no page, whatever the swap bit says.
 const GUARD: u64 = 1 << 58;
 /// PAGEMAP_SCAN categories.
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
 const PAGE_IS_FILE: u64 = 1 << 2;
 const PAGE_IS_PRESENT: u64 = 1 << 3;
 const PAGE_IS_SWAPPED: u64 = 1 << 4;
 const PAGE_IS_GUARD: u64 = 1 << 8;
 /// `PAGEMAP_SCAN`: `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+/// PAGEMAP_SCAN flag: fail (EPERM) on a VMA without asynchronous write
+/// protection rather than report its pages.
+const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// PAGEMAP_SCAN flag: write-protect again the pages reported, in the same walk.
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 /// Regions per PAGEMAP_SCAN call.
 const SCAN_REGIONS: usize = 256;
 
@@ -55,6 +61,7 @@ struct PageRegion {
 /// one of `any_of`, with the categories of `returned`.
 #[derive(Debug, Clone, Copy)]
 struct ScanFilter {
+    flags: u64,
     all_of: u64,
     any_of: u64,
     returned: u64,
@@ -78,6 +85,14 @@ fn runs_from_regions(regions: &[PageRegion], file_backed: bool) -> Vec<(u64, u64
         }
     }
     runs
+}
+
+/// A tracked VMA's pages as [`PageMap::tracked_pages`] sorts them, each
+/// as runs of `(vaddr, page_count)` in address order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackedPages {
+    pub written: Vec<(u64, u64)>,
+    pub unchanged: Vec<(u64, u64)>,
 }
 
 /// Entries read per pread.
@@ -124,7 +139,7 @@ impl PageMap {
     /// PAGEMAP_SCAN; none on a kernel without them (before 6.15 the scan
     /// refuses the category, before 6.7 the ioctl).
     pub fn guard_regions(&self, start: u64, end: u64) -> Result<Vec<(u64, u64)>, CompoundError> {
-        let filter = ScanFilter { all_of: PAGE_IS_GUARD, any_of: 0, returned: PAGE_IS_GUARD };
+        let filter = ScanFilter { flags: 0, all_of: PAGE_IS_GUARD, any_of: 0, returned: PAGE_IS_GUARD };
         let regions = self.scan(start, end, filter)?.unwrap_or_default();
         let mut found: Vec<(u64, u64)> = Vec::new();
         for region in regions {
@@ -145,7 +160,7 @@ impl PageMap {
             let mut regions = [PageRegion::default(); SCAN_REGIONS];
             let mut arguments = ScanArguments {
                 size: std::mem::size_of::<ScanArguments>() as u64,
-                flags: 0,
+                flags: filter.flags,
                 start: at,
                 end,
                 walk_end: 0,
@@ -163,6 +178,9 @@ impl PageMap {
             if count < 0 {
                 return match nix::errno::Errno::last() {
                     nix::errno::Errno::EINVAL | nix::errno::Errno::ENOTTY => Ok(None),
+                    // A VMA without asynchronous write protection, asked
+                    // for by PM_SCAN_CHECK_WPASYNC.
+                    nix::errno::Errno::EPERM if filter.flags & PM_SCAN_CHECK_WPASYNC != 0 => Ok(None),
                     errno => Err(CompoundError::Io {
                         action: "scan (PAGEMAP_SCAN)",
                         path: self.path.clone().into(),
@@ -191,6 +209,7 @@ impl PageMap {
         // PAGEMAP_SCAN skips what is empty and returns runs: a fraction of
         // the time of reading one entry per page.
         let filter = ScanFilter {
+            flags: 0,
             all_of: 0,
             any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_GUARD,
@@ -199,6 +218,51 @@ impl PageMap {
             return Ok(runs_from_regions(&regions, file_backed));
         }
         self.runs_from_entries(vma.start, vma.end, file_backed)
+    }
+
+    /// The pages of `[start, end)` (one VMA under crp's change tracking)
+    /// since the tracking was armed: `written` those to store (written, or
+    /// populated since: the kernel clears the protection on the first
+    /// write, and a page faulted in after being discarded comes without
+    /// it), `unchanged` those that hold what they held when it was armed.
+    /// A page in neither is not there (never populated, or discarded:
+    /// `MADV_DONTNEED`), and reads as zero. `None` when the range is not
+    /// under asynchronous write protection (PM_SCAN_CHECK_WPASYNC refuses
+    /// it): then nothing is known of it.
+    ///
+    /// What the kernel reports, checked on 6.18: a present or swapped page
+    /// keeps PAGE_IS_WRITTEN clear until written; a page never populated
+    /// carries a marker (WP_UNPOPULATED), reported swapped and not written;
+    /// a read fault there maps the zero page still protected; a discarded
+    /// page (pte none) is reported written but neither present nor
+    /// swapped; a huge page written once is split and reported per page.
+    ///
+    /// `reprotect`: the same walk write-protects the pages again
+    /// (PM_SCAN_WP_MATCHING), so that what is reported written next time is
+    /// what was written after this call.
+    pub fn tracked_pages(&self, start: u64, end: u64, reprotect: bool) -> Result<Option<TrackedPages>, CompoundError> {
+        let filter = ScanFilter {
+            flags: PM_SCAN_CHECK_WPASYNC | if reprotect { PM_SCAN_WP_MATCHING } else { 0 },
+            all_of: 0,
+            any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_WRITTEN | PAGE_IS_GUARD,
+        };
+        let Some(regions) = self.scan(start, end, filter)? else {
+            return Ok(None);
+        };
+        let mut pages = TrackedPages::default();
+        for region in regions {
+            if region.categories & PAGE_IS_GUARD != 0 {
+                continue;
+            }
+            let runs = if region.categories & PAGE_IS_WRITTEN != 0 { &mut pages.written } else { &mut pages.unchanged };
+            let count = (region.end - region.start) / PAGE_SIZE;
+            match runs.last_mut() {
+                Some((run_start, pages)) if *run_start + *pages * PAGE_SIZE == region.start => *pages += count,
+                _ => runs.push((region.start, count)),
+            }
+        }
+        Ok(Some(pages))
     }
 
     /// The runs to store in `[start, end)` from one pagemap entry per page
@@ -262,6 +326,7 @@ mod tests {
         {
             let (start, end) = (base as u64, base as u64 + 16 * 4096);
             let filter = ScanFilter {
+                flags: 0,
                 all_of: 0,
                 any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                 returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_GUARD,

@@ -13,7 +13,7 @@ pub const HEADER_BLOCK: u64 = PAGE_SIZE;
 pub const MAGIC: [u8; 8] = *b"CRPIMG\0\0";
 /// The metadata schema and layout this build writes and reads. Bump on any
 /// change of an archived type: rkyv has no schema evolution.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The rkyv major/minor whose archive layout the metadata uses (0.8).
 pub const RKYV_LAYOUT: u32 = 0x0000_0008;
 /// Number of slots in the section table.

@@ -23,10 +23,9 @@ pub(crate) struct Sections {
     pub(crate) data: SectionEntry,
 }
 
-/// Reads the header and checks what it says about itself: magic, checksum,
-/// versions, length, flags and the section table.
-pub(crate) fn check_header(bytes: &[u8]) -> Result<Header, ImageError> {
-    let file_length = bytes.len() as u64;
+/// The header at the start of `bytes` (of a file of `file_length` bytes),
+/// checked for what identifies it: magic, checksum, format and rkyv versions.
+pub(crate) fn read_header(bytes: &[u8], file_length: u64) -> Result<Header, ImageError> {
     let header = Header::read_from_prefix(bytes).map(|(header, _)| header).map_err(|_| ImageError::Truncated {
         what: "the header",
         needed: std::mem::size_of::<Header>() as u64,
@@ -48,6 +47,14 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<Header, ImageError> {
     if header.rkyv_layout != RKYV_LAYOUT {
         return Err(ImageError::RkyvVersion { found: header.rkyv_layout, supported: RKYV_LAYOUT });
     }
+    Ok(header)
+}
+
+/// Reads the header and checks what it says about itself: magic, checksum,
+/// versions, length, flags and the section table.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<Header, ImageError> {
+    let file_length = bytes.len() as u64;
+    let header = read_header(bytes, file_length)?;
     if header.file_length > file_length {
         return Err(ImageError::Truncated {
             what: "the whole image",

@@ -21,6 +21,7 @@ mod buffer;
 mod error;
 mod file_kind;
 pub mod format;
+mod identity;
 mod layout;
 mod pipeline;
 mod reader;
@@ -32,6 +33,7 @@ mod writer;
 
 pub use error::ImageError;
 pub use format::{PAGE_SIZE, PageRunEntry, SectionKind};
+pub use identity::{Identity, read_identity};
 pub use reader::ImageReader;
 pub use validate::validate_image;
 pub use writer::{Durability, ImageWriter};

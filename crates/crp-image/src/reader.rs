@@ -8,7 +8,7 @@ use memmap2::Mmap;
 use crate::error::ImageError;
 use crate::file_kind::open_regular;
 use crate::format::{Header, PageRunEntry, SectionKind};
-use crate::validate::{Validated, validate};
+use crate::validate::{Pages, Validated, validate_with};
 use crate::verify::slice;
 
 /// A validated, mapped image.
@@ -26,6 +26,19 @@ impl ImageReader {
     /// Opens and fully validates the image at `path`. Anything but a regular
     /// file (a FIFO, a directory, a device...) is refused at once.
     pub fn open(path: &Path) -> Result<Self, ImageError> {
+        Self::open_with(path, Pages::Verified)
+    }
+
+    /// Opens and validates the image at `path` like [`ImageReader::open`],
+    /// but for the contents of its page runs, which the caller checks run
+    /// by run with [`ImageReader::verify_run`] before using one (a lazy
+    /// restore: nothing is read up front). The header, the metadata, the
+    /// run table and the runs' checksums are verified here all the same.
+    pub fn open_deferring_pages(path: &Path) -> Result<Self, ImageError> {
+        Self::open_with(path, Pages::Deferred)
+    }
+
+    fn open_with(path: &Path, pages: Pages) -> Result<Self, ImageError> {
         let io_error = |action| move |source| ImageError::Io { action, path: path.to_owned(), source };
         let file = open_regular(path)?;
         let metadata = file.metadata().map_err(io_error("stat image"))?;
@@ -35,14 +48,19 @@ impl ImageReader {
         if file_length < header_length {
             return Err(ImageError::Truncated { what: "the header", needed: header_length, available: file_length });
         }
+        // Populated up front when every page is read by the checksum pass
+        // anyway.
+        let mut options = memmap2::MmapOptions::new();
+        if pages == Pages::Verified {
+            options.populate();
+        }
         // SAFETY: the image is opened read-only and mapped privately; crp
         // does not modify image files while it reads them. A concurrent
         // truncation by someone else could fault, as with any mapped input.
-        // Populated up front: every page is read by the checksum pass anyway.
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io_error("map image"))?;
+        let map = unsafe { options.map(&file) }.map_err(io_error("map image"))?;
         // A restored child is forked from crp: it must not inherit the map.
         let _ = map.advise(memmap2::Advice::DontFork);
-        let Validated { header, runs } = validate(&map)?;
+        let Validated { header, runs } = validate_with(&map, pages)?;
         Ok(Self { path: path.to_owned(), map, header, runs, owner })
     }
 
@@ -93,6 +111,13 @@ impl ImageReader {
     /// If `run` is not one of [`ImageReader::page_runs`].
     pub fn run_data(&self, run: &PageRunEntry) -> &[u8] {
         slice(&self.map, run.data_offset, run.byte_len()).expect("a page run of this image")
+    }
+
+    /// Checks the contents of run `index` of [`ImageReader::page_runs`]
+    /// against its checksum (already done for every run unless opened by
+    /// [`ImageReader::open_deferring_pages`]).
+    pub fn verify_run(&self, index: usize) -> Result<(), ImageError> {
+        crate::verify::run(&self.map, &self.runs, index)
     }
 
     /// Total bytes of page data.

@@ -16,6 +16,19 @@ pub(crate) struct Validated {
 
 /// Checks a whole image held in memory.
 pub(crate) fn validate(bytes: &[u8]) -> Result<Validated, ImageError> {
+    validate_with(bytes, Pages::Verified)
+}
+
+/// Whether the contents of the page runs are checked with the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pages {
+    Verified,
+    /// Left to [`crate::ImageReader::verify_run`], run by run (their
+    /// checksums, their places and everything else are checked).
+    Deferred,
+}
+
+pub(crate) fn validate_with(bytes: &[u8], pages: Pages) -> Result<Validated, ImageError> {
     let header = layout::check_header(bytes)?;
     let sections = layout::check_placement(bytes, &header)?;
     let runs_bytes = verify::section(bytes, &sections.runs, SectionKind::PageRuns)?;
@@ -28,7 +41,10 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<Validated, ImageError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ImageError::MalformedHeader { reason: "page run table entry of the wrong size".into() })?;
     layout::check_runs(&sections.data, &runs)?;
-    verify::page_data(bytes, &sections.data, &runs)?;
+    match pages {
+        Pages::Verified => verify::page_data(bytes, &sections.data, &runs)?,
+        Pages::Deferred => verify::run_checksums(&sections.data, &runs)?,
+    }
     // Validated again by rkyv when accessed.
     verify::section(bytes, &sections.metadata, SectionKind::Metadata)?;
     Ok(Validated { header, runs })

@@ -27,13 +27,29 @@ pub(crate) fn section<'a>(bytes: &'a [u8], entry: &SectionEntry, kind: SectionKi
 /// Checks the page data: its section checksum (over the run checksums),
 /// then every run's contents. The runs' places have been checked.
 pub(crate) fn page_data(bytes: &[u8], data: &SectionEntry, runs: &[PageRunEntry]) -> Result<(), ImageError> {
+    run_checksums(data, runs)?;
+    let first_bad =
+        if data.length < PARALLEL_BYTES { first_bad_run(bytes, runs, 0) } else { first_bad_run_parallel(bytes, runs) };
+    match first_bad {
+        Some(index) => Err(ImageError::PageRunChecksum { index, vaddr: runs[index].vaddr }),
+        None => Ok(()),
+    }
+}
+
+/// Checks the page data section's checksum, which covers the runs'
+/// checksums (not their contents: see [`run`]).
+pub(crate) fn run_checksums(data: &SectionEntry, runs: &[PageRunEntry]) -> Result<(), ImageError> {
     let run_checksums: Vec<u8> = runs.iter().flat_map(|run| run.checksum.to_le_bytes()).collect();
     if checksum(&run_checksums) != data.checksum {
         return Err(ImageError::SectionChecksum { kind: SectionKind::PageData.name() });
     }
-    let first_bad =
-        if data.length < PARALLEL_BYTES { first_bad_run(bytes, runs, 0) } else { first_bad_run_parallel(bytes, runs) };
-    match first_bad {
+    Ok(())
+}
+
+/// Checks the contents of run `index` (placed where [`crate::layout`]
+/// checked) against its checksum.
+pub(crate) fn run(bytes: &[u8], runs: &[PageRunEntry], index: usize) -> Result<(), ImageError> {
+    match first_bad_run(bytes, runs.get(index..=index).unwrap_or_default(), index) {
         Some(index) => Err(ImageError::PageRunChecksum { index, vaddr: runs[index].vaddr }),
         None => Ok(()),
     }

@@ -112,6 +112,56 @@ impl ImageWriter {
         self.add_pages(vaddr, page_count, true, fill)
     }
 
+    /// Appends `runs` (`(vaddr, page_count)`, ascending), leaving out the
+    /// pages that are all zero as [`ImageWriter::add_page_run_without_zeros`]
+    /// does, but packing small runs together into each piece (8 MiB, or
+    /// 256 KiB for an image left in the page cache): the
+    /// same image as one call per run, with one write per piece instead of
+    /// one per run (an incremental dump's written pages are often single
+    /// pages). Returns how many pages were left out.
+    pub fn add_page_runs_without_zeros(
+        &mut self,
+        runs: &[(u64, u64)],
+        mut fill: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ImageError> {
+        let piece_bytes = self.pipeline.piece_bytes();
+        let mut omitted = 0u64;
+        let mut packed: Option<(crate::buffer::PageBuffer, usize)> = None;
+        for &(vaddr, page_count) in runs {
+            let length = usize::try_from(page_count.saturating_mul(PAGE_SIZE)).unwrap_or(usize::MAX);
+            if packed.as_ref().is_some_and(|(_, used)| used.saturating_add(length) > piece_bytes) {
+                self.write_packed(packed.take())?;
+            }
+            if length > piece_bytes {
+                omitted += self.add_pages(vaddr, page_count, true, &mut fill)?;
+                continue;
+            }
+            if packed.is_none() {
+                packed = Some((self.pipeline.buffer().map_err(self.io_error("write page data"))?, 0));
+            }
+            let Some((buffer, used)) = packed.as_mut() else { continue };
+            let piece = &mut buffer[*used..*used + length];
+            fill(vaddr, piece).map_err(|source| ImageError::PageSource { vaddr, source })?;
+            let kept = self.runs.add(piece, vaddr, self.next_data_offset + *used as u64, true);
+            // Each run of the caller's is a run of its own (or several).
+            self.runs.close();
+            omitted += (length - kept) as u64 / PAGE_SIZE;
+            *used += kept;
+        }
+        self.write_packed(packed)?;
+        Ok(omitted)
+    }
+
+    /// Writes a packed buffer holding `used` bytes of runs already recorded.
+    fn write_packed(&mut self, packed: Option<(crate::buffer::PageBuffer, usize)>) -> Result<(), ImageError> {
+        if let Some((buffer, used)) = packed {
+            let offset = self.next_data_offset;
+            self.next_data_offset += used as u64;
+            self.pipeline.write(buffer, used, offset).map_err(self.io_error("write page data"))?;
+        }
+        Ok(())
+    }
+
     fn add_pages(
         &mut self,
         vaddr: u64,

@@ -69,6 +69,8 @@ pub struct Frozen {
     /// What the thread goes on with when crp leaves, when not `registers`
     /// (see [`Frozen::resume_with`]).
     resume: Option<Registers>,
+    /// The syscall [`Frozen::start_syscall`] started, until its end.
+    running: Option<(i64, [u64; 6])>,
 }
 
 #[derive(Debug)]
@@ -110,6 +112,7 @@ impl Frozen {
             have_registers: false,
             restorer: None,
             resume: None,
+            running: None,
         };
         ptrace::interrupt(pid).map_err(EngineError::ptrace("PTRACE_INTERRUPT", raw))?;
         frozen.wait_for_interrupt_stop(ptrace::cont)?;
@@ -365,6 +368,49 @@ impl Frozen {
         Ok(())
     }
 
+    /// Starts `number` from the parked stop and lets the process run it
+    /// without waiting for its end: a syscall that blocks (a `read` of a
+    /// pipe) holds the process in the kernel, where a crp that dies leaves
+    /// it until the syscall ends, then it returns to `rt_sigreturn` and
+    /// carries on where it was frozen. [`Frozen::finish_syscall`] waits
+    /// for the end; nothing else may run in the process meanwhile.
+    pub fn start_syscall(&mut self, number: i64, args: [u64; 6]) -> Result<(), EngineError> {
+        let pid = self.pid.as_raw();
+        let Some(parked) = self.park.as_ref().map(|park| park.registers) else {
+            return Err(EngineError::NotParked { pid });
+        };
+        self.injected += 1;
+        self.reached("injecting", self.injected);
+        let mut registers = parked;
+        registers.orig_rax = number.cast_unsigned();
+        set_arguments(&mut registers, args);
+        self.set_registers(&registers)?;
+        ptrace::syscall(self.pid, None).map_err(EngineError::ptrace("PTRACE_SYSCALL", pid))?;
+        self.running = Some((number, args));
+        self.reached("in-syscall", self.injected);
+        Ok(())
+    }
+
+    /// Waits for the end of the syscall [`Frozen::start_syscall`] started,
+    /// and parks the process again: its result.
+    pub fn finish_syscall(&mut self) -> Result<i64, EngineError> {
+        let pid = self.pid.as_raw();
+        let (Some(parked), Some((number, args))) = (self.park.as_ref().map(|park| park.registers), self.running.take())
+        else {
+            return Err(EngineError::NotParked { pid });
+        };
+        match self.wait("an injected syscall")? {
+            Waited::Status(WaitStatus::PtraceSyscall(_)) => {}
+            other => return Err(self.unexpected("an injected syscall", &other)),
+        }
+        let result = self.get_registers()?.rax.cast_signed();
+        tracing::debug!(pid, number, args = format_args!("{args:x?}"), result, "injected syscall (parked)");
+        // orig_rax = -1: no restart logic may touch the way back.
+        self.set_registers(&parked)?;
+        self.enter_parked_stop()?;
+        Ok(result)
+    }
+
     fn get_registers(&self) -> Result<Registers, EngineError> {
         ptrace::getregs(self.pid).map_err(EngineError::ptrace("PTRACE_GETREGS", self.pid.as_raw()))
     }
@@ -455,28 +501,8 @@ impl Tracee for Frozen {
     /// replace `rt_sigreturn`'s, its return goes to the code that calls
     /// `rt_sigreturn` again, which crp stops at the entry of once more.
     fn raw_syscall(&mut self, number: i64, args: [u64; 6]) -> Result<i64, EngineError> {
-        let pid = self.pid.as_raw();
-        let Some(parked) = self.park.as_ref().map(|park| park.registers) else {
-            return Err(EngineError::NotParked { pid });
-        };
-        self.injected += 1;
-        self.reached("injecting", self.injected);
-        let mut registers = parked;
-        registers.orig_rax = number.cast_unsigned();
-        set_arguments(&mut registers, args);
-        self.set_registers(&registers)?;
-        ptrace::syscall(self.pid, None).map_err(EngineError::ptrace("PTRACE_SYSCALL", pid))?;
-        self.reached("in-syscall", self.injected);
-        match self.wait("an injected syscall")? {
-            Waited::Status(WaitStatus::PtraceSyscall(_)) => {}
-            other => return Err(self.unexpected("an injected syscall", &other)),
-        }
-        let result = self.get_registers()?.rax.cast_signed();
-        tracing::debug!(pid, number, args = format_args!("{args:x?}"), result, "injected syscall (parked)");
-        // orig_rax = -1: no restart logic may touch the way back.
-        self.set_registers(&parked)?;
-        self.enter_parked_stop()?;
-        Ok(result)
+        self.start_syscall(number, args)?;
+        self.finish_syscall()
     }
 
     fn read_memory(&self, address: u64, buffer: &mut [u8]) -> Result<(), EngineError> {

@@ -1,6 +1,7 @@
 //! The userfaultfd ABI crp uses (linux/userfaultfd.h; the libc crate does
-//! not carry it): the API handshake, write-protect registration and
-//! (un)protection of ranges, and reading the messages. A userfaultfd acts
+//! not carry it): the API handshake, write-protect and missing-page
+//! registration, (un)protection of ranges, placing pages (`UFFDIO_COPY`,
+//! `UFFDIO_ZEROPAGE`), and reading the messages. A userfaultfd acts
 //! on the address space of the process that created it, whoever holds the
 //! descriptor: crp creates one inside a frozen process by injection, takes
 //! a duplicate with `pidfd_getfd`, and works it from outside.
@@ -21,11 +22,18 @@ const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
 const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
 /// `_IOR(0xaa, 0x01, struct uffdio_range)`.
 const UFFDIO_UNREGISTER: libc::c_ulong = 0x8010_aa01;
+/// `_IOWR(0xaa, 0x03, struct uffdio_copy)`.
+const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+/// `_IOWR(0xaa, 0x04, struct uffdio_zeropage)`.
+const UFFDIO_ZEROPAGE: libc::c_ulong = 0xc020_aa04;
 /// `_IOWR(0xaa, 0x06, struct uffdio_writeprotect)`.
 const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xc018_aa06;
 
 /// Write faults on write-protected pages are reported.
 pub const FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
+/// `fork` of a process with registered ranges is reported with a new
+/// userfaultfd for the child's (and waits to be read).
+pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
 /// `mremap` of a registered range is reported (and waits to be read).
 pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
 /// `madvise(MADV_DONTNEED/REMOVE)` of a registered range is reported
@@ -33,11 +41,20 @@ pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
 pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 /// `munmap` of a registered range is reported (after the unmap).
 pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+/// Write protection of ranges never populated: markers stand in for the
+/// missing pages, so a first write there is seen too.
+pub const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+/// Asynchronous write protection: a write to a protected page is let
+/// through at once by the kernel, which only clears the page's protection
+/// (PAGEMAP_SCAN then reports it written). Nothing waits, no message.
+pub const FEATURE_WP_ASYNC: u64 = 1 << 15;
 
+const REGISTER_MODE_MISSING: u64 = 1 << 0;
 const REGISTER_MODE_WP: u64 = 1 << 1;
 const WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
 const EVENT_PAGEFAULT: u8 = 0x12;
+const EVENT_FORK: u8 = 0x13;
 const EVENT_REMAP: u8 = 0x14;
 const EVENT_REMOVE: u8 = 0x15;
 const EVENT_UNMAP: u8 = 0x16;
@@ -65,6 +82,24 @@ struct UffdioRegister {
 }
 
 #[repr(C)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    /// Bytes copied, or a negative errno.
+    copy: i64,
+}
+
+#[repr(C)]
+struct UffdioZeropage {
+    range: UffdioRange,
+    mode: u64,
+    /// Bytes zeroed, or a negative errno.
+    zeropage: i64,
+}
+
+#[repr(C)]
 struct UffdioWriteprotect {
     range: UffdioRange,
     mode: u64,
@@ -85,6 +120,13 @@ pub enum Message {
     /// A write to the write-protected page holding `address`; the writer
     /// waits until the page is unprotected.
     WriteFault { address: u64 },
+    /// An access to the missing page holding `address` (of a range
+    /// registered for missing pages); the thread waits until the page is
+    /// placed.
+    MissingFault { address: u64 },
+    /// The process forked: `uffd` is a new descriptor (in the reader's
+    /// table) for the child's registered ranges.
+    Fork { uffd: i32 },
     /// `[start, end)` is being discarded (`madvise`); the pages go once
     /// this message has been read.
     Remove { start: u64, end: u64 },
@@ -112,6 +154,45 @@ pub fn register_write_protect(uffd: BorrowedFd<'_>, start: u64, length: u64) -> 
     // SAFETY: UFFDIO_REGISTER reads and writes one struct uffdio_register,
     // which `register` is, alive for the call.
     let result = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &raw mut register) };
+    Errno::result(result).map(drop)
+}
+
+/// Registers `[start, start + length)` for missing-page faults.
+pub fn register_missing(uffd: BorrowedFd<'_>, start: u64, length: u64) -> Result<(), Errno> {
+    let mut register =
+        UffdioRegister { range: UffdioRange { start, len: length }, mode: REGISTER_MODE_MISSING, ioctls: 0 };
+    // SAFETY: UFFDIO_REGISTER reads and writes one struct uffdio_register,
+    // which `register` is, alive for the call.
+    let result = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &raw mut register) };
+    Errno::result(result).map(drop)
+}
+
+/// Places `bytes` (whole pages) at `destination` of the registered range
+/// (`UFFDIO_COPY`) and wakes the threads waiting on it. Returns how many
+/// bytes were placed: fewer than asked when it stopped at a page already
+/// present (EEXIST) or for another reason (its errno, with what was
+/// placed before it).
+pub fn copy(uffd: BorrowedFd<'_>, destination: u64, bytes: &[u8]) -> Result<u64, (Errno, u64)> {
+    let mut request =
+        UffdioCopy { dst: destination, src: bytes.as_ptr() as u64, len: bytes.len() as u64, mode: 0, copy: 0 };
+    // SAFETY: UFFDIO_COPY reads one struct uffdio_copy, which `request`
+    // is, reads `len` bytes at `src` (the borrowed `bytes`, alive for the
+    // call) and writes the struct's `copy` field.
+    let result = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &raw mut request) };
+    let placed = u64::try_from(request.copy).unwrap_or(0);
+    match Errno::result(result) {
+        Ok(_) => Ok(placed),
+        Err(errno) => Err((errno, placed)),
+    }
+}
+
+/// Maps the zero page at `[start, start + length)` of the registered
+/// range (`UFFDIO_ZEROPAGE`) and wakes the threads waiting on it.
+pub fn zero_page(uffd: BorrowedFd<'_>, start: u64, length: u64) -> Result<(), Errno> {
+    let mut request = UffdioZeropage { range: UffdioRange { start, len: length }, mode: 0, zeropage: 0 };
+    // SAFETY: UFFDIO_ZEROPAGE reads and writes one struct uffdio_zeropage,
+    // which `request` is, alive for the call.
+    let result = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_ZEROPAGE, &raw mut request) };
     Errno::result(result).map(drop)
 }
 
@@ -155,6 +236,8 @@ fn decode(message: &UffdMsg) -> Message {
     let [first, second, third] = message.arguments;
     match message.event {
         EVENT_PAGEFAULT if first & PAGEFAULT_FLAG_WP != 0 => Message::WriteFault { address: second },
+        EVENT_PAGEFAULT => Message::MissingFault { address: second },
+        EVENT_FORK => Message::Fork { uffd: i32::try_from(first & 0xffff_ffff).unwrap_or(-1) },
         EVENT_REMOVE => Message::Remove { start: first, end: second },
         EVENT_UNMAP => Message::Unmap { start: first, end: second },
         EVENT_REMAP => Message::Remap { from: first, to: second, length: third },
@@ -171,6 +254,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<UffdioApi>(), 24);
         assert_eq!(std::mem::size_of::<UffdioRegister>(), 32);
         assert_eq!(std::mem::size_of::<UffdioWriteprotect>(), 24);
+        assert_eq!(std::mem::size_of::<UffdioCopy>(), 40);
+        assert_eq!(std::mem::size_of::<UffdioZeropage>(), 32);
         assert_eq!(std::mem::size_of::<UffdMsg>(), 32);
     }
 
@@ -178,7 +263,9 @@ mod tests {
     fn messages_decode_by_event() {
         let message = |event, arguments| UffdMsg { event, reserved: [0; 7], arguments };
         assert_eq!(decode(&message(0x12, [2, 0x1000, 0])), Message::WriteFault { address: 0x1000 });
-        assert_eq!(decode(&message(0x12, [1, 0x1000, 0])), Message::Other { event: 0x12 });
+        assert_eq!(decode(&message(0x12, [1, 0x1000, 0])), Message::MissingFault { address: 0x1000 });
+        assert_eq!(decode(&message(0x12, [0, 0x2000, 0])), Message::MissingFault { address: 0x2000 });
+        assert_eq!(decode(&message(0x13, [7, 0, 0])), Message::Fork { uffd: 7 });
         assert_eq!(decode(&message(0x15, [0x1000, 0x3000, 0])), Message::Remove { start: 0x1000, end: 0x3000 });
         assert_eq!(decode(&message(0x16, [0x1000, 0x3000, 0])), Message::Unmap { start: 0x1000, end: 0x3000 });
         assert_eq!(

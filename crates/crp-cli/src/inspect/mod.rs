@@ -3,6 +3,7 @@
 //! described by docs/inspect.schema.json), the text form is rendered from it
 //! (see [`text`]).
 
+pub mod chain;
 mod event;
 mod locks;
 mod queued;

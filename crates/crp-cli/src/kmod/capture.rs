@@ -58,9 +58,11 @@ impl DumpBackend for Dump {
             signals: ThreadSignals::from_abi(&dump.state),
             locks: LockState::from_abi(&dump.state),
         };
-        let (injected, leader) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let (injected, leader, files) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            // Held while its sockets are read, as by the userspace back end.
+            let files = crate::socket_hold::while_held(tracee, || Ok(crp_compound::files::capture(pid)?))?;
             let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
-            Ok::<_, CrpError>((capture_injected(context)?, capture_thread(context, reported)?))
+            Ok::<_, CrpError>((capture_injected(context)?, capture_thread(context, reported)?, files))
         })?;
         frozen.unpark()?;
         self.device.attach(pid)?;
@@ -82,7 +84,7 @@ impl DumpBackend for Dump {
             // the guard regions are found by the dump.
             memory: Memory { vmas, ..Memory::default() },
             mm: MmFields::from_abi(&dump.state.mm, crp_compound::mm::exe_path_of(proc)?)?,
-            files: crp_compound::files::capture(pid)?,
+            files,
             signals: SignalState::from_abi(&dump.state),
             task,
             credentials: Credentials::from_abi(proc, &dump.state)?,

@@ -61,19 +61,30 @@ pub fn explain_seize_failure(pid: i32, error: EngineError) -> CrpError {
     if errno != Errno::EPERM {
         return error.into();
     }
-    let status = Fields::status(pid);
     // A process that has exited but is not yet reaped (a zombie) refuses a
     // seize with EPERM too: that is not a permission problem.
-    let state = status.as_ref().ok().and_then(|status| status.field("State").ok().map(str::to_owned));
-    if let Some(state) = state.filter(|state| state.starts_with('Z') || state.starts_with('X')) {
-        return CrpError::NoProcess { pid, reason: format!("it exited before crp could freeze it (state {state})") };
+    if let Some(state) = exited(pid) {
+        return CrpError::NoProcess { pid, reason: format!("it exited before crp could freeze it ({state})") };
     }
-    let tracer = status.and_then(|status| status.decimal::<i32>("TracerPid"));
+    let tracer = Fields::status(pid).and_then(|status| status.decimal::<i32>("TracerPid"));
     match tracer {
         Ok(tracer) if tracer != 0 && tracer != std::process::id().cast_signed() => already_traced(pid, tracer),
         Ok(_) => denied(pid, format!("{error}{}", yama_hint())),
         Err(proc) if proc.is_not_found() => CrpError::NoProcess { pid, reason: proc.to_string() },
         Err(_) => error.into(),
+    }
+}
+
+/// How `pid` is gone, if it has exited: no /proc/PID any more, or a
+/// zombie (state Z or X) whose /proc files are mostly unreadable.
+pub(super) fn exited(pid: i32) -> Option<String> {
+    match Fields::status(pid) {
+        Err(error) if error.is_not_found() => Some(error.to_string()),
+        Err(_) => None,
+        Ok(status) => {
+            let state = status.field("State").ok()?;
+            (state.starts_with('Z') || state.starts_with('X')).then(|| format!("state {state}"))
+        }
     }
 }
 

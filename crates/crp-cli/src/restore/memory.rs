@@ -5,7 +5,7 @@
 use std::io::IoSlice;
 
 use crp_compound::vma::SharedMemory;
-use crp_image::{ImageReader, PageRunEntry};
+use crp_image::ImageReader;
 use crp_ptrace::{EngineError, Pages, Tracee};
 use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 use nix::unistd::Pid;
@@ -26,7 +26,8 @@ impl Pages for ImagePages<'_> {
 
     fn write(&self, tracee: &mut dyn Tracee, wanted: &dyn Fn(u64) -> bool) -> Result<(), EngineError> {
         let pid = Pid::from_raw(tracee.pid());
-        write_pages(pid, self.0, self.0.page_runs().iter().filter(|run| wanted(run.vaddr)))
+        let runs = self.0.page_runs().iter().filter(|run| wanted(run.vaddr));
+        write_pieces(pid, runs.map(|run| (run.vaddr, self.0.run_data(run))))
     }
 }
 
@@ -50,26 +51,25 @@ pub fn warn_of_outside_sharing(shared: &SharedMemory) {
 /// One `process_vm_writev`'s worth of pieces: (image bytes, target address).
 type Batch<'image> = Vec<(&'image [u8], usize)>;
 
-/// Copies every page run into the process, many runs per syscall, with one
-/// thread per CPU: most of the time goes to faulting in the target's fresh
-/// pages, which the kernel does in parallel.
-fn write_pages<'image>(
+/// Copies every piece (address, page bytes) into the process, many per
+/// syscall, with one thread per CPU: most of the time goes to faulting in
+/// the target's fresh pages, which the kernel does in parallel.
+pub(crate) fn write_pieces<'image>(
     pid: Pid,
-    reader: &'image ImageReader,
-    runs: impl Iterator<Item = &'image PageRunEntry>,
+    pieces: impl Iterator<Item = (u64, &'image [u8])>,
 ) -> Result<(), EngineError> {
     let mut batches: Vec<Batch<'_>> = Vec::new();
     let mut current: Batch<'_> = Vec::new();
     let mut current_bytes = 0usize;
-    for run in runs {
-        let base = usize::try_from(run.vaddr).map_err(|_| EngineError::Memory {
+    for (vaddr, bytes) in pieces {
+        let base = usize::try_from(vaddr).map_err(|_| EngineError::Memory {
             operation: "write pages",
             pid: pid.as_raw(),
-            address: run.vaddr,
+            address: vaddr,
             length: 0,
             errno: nix::errno::Errno::EFAULT,
         })?;
-        for (index, piece) in reader.run_data(run).chunks(MAX_BATCH_BYTES).enumerate() {
+        for (index, piece) in bytes.chunks(MAX_BATCH_BYTES).enumerate() {
             if current.len() == MAX_IOVECS || current_bytes + piece.len() > MAX_BATCH_BYTES {
                 batches.push(std::mem::take(&mut current));
                 current_bytes = 0;

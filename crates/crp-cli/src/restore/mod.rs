@@ -3,6 +3,8 @@
 //! load its registers and let it run.
 
 pub(crate) mod bootstrap;
+pub mod chain;
+pub mod lazy;
 pub(crate) mod memory;
 mod terminal;
 pub(crate) mod threads;
@@ -43,6 +45,9 @@ pub struct RestorePlan {
     /// Restore although a mapped or open file changed since the dump (a
     /// warning names each); one shrunk below a mapping's end is refused.
     pub allow_changed_files: bool,
+    /// Release the process before its private anonymous pages are in:
+    /// they come on first touch or in the background (see [`lazy`]).
+    pub lazy: bool,
 }
 
 /// What one descriptor of the restored process becomes.
@@ -216,10 +221,38 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     if plan.backend == Backend::Kmod {
         drop(crate::kmod::Device::open()?);
     }
-    let reader = ImageReader::open(&plan.image)?;
+    if plan.lazy && plan.backend == Backend::Kmod {
+        return Err(CrpError::Incompatible { reason: "--lazy works with the userspace back end only".into() });
+    }
+    let reader = std::sync::Arc::new(if plan.lazy {
+        ImageReader::open_deferring_pages(&plan.image)?
+    } else {
+        ImageReader::open(&plan.image)?
+    });
     tracing::debug!(file_bytes = reader.file_length(), page_runs = reader.page_runs().len(), "checksums verified");
     let image = validate::load_image(&reader)?;
     tracing::info!(pid = image.pid, vmas = image.vmas.len(), files = image.files.len(), "image validated");
+    // An incremental image's parents, each found and checked now.
+    let chain = chain::Chain::open(&plan.image, &reader, &image.chain)?;
+    if !chain.is_empty() && plan.backend == Backend::Kmod {
+        return Err(crate::incremental::IncrementalError::KmodRestore.into());
+    }
+    if !chain.is_empty() && plan.lazy {
+        return Err(CrpError::Incompatible {
+            reason: "--lazy does not restore an incremental image yet (restore it without --lazy)".into(),
+        });
+    }
+    let chain_pages = chain::ChainPages(chain.pieces(&reader, &image.chain));
+    let image_pages = memory::ImagePages(&reader);
+    let lazy = plan
+        .lazy
+        .then(|| lazy::LazyPages::new(std::sync::Arc::clone(&reader), &image.vmas, &image.guard_regions))
+        .transpose()?;
+    let pages: &dyn crp_ptrace::Pages = match &lazy {
+        Some(lazy) => lazy,
+        None if chain.is_empty() => &image_pages,
+        None => &chain_pages,
+    };
     let chosen: Vec<i32> = plan.descriptors.iter().map(|choice| choice.fd).collect();
     validate::check_host(&image, plan.allow_changed_files, &chosen)?;
     if plan.backend == Backend::Kmod {
@@ -258,13 +291,19 @@ pub fn restore(plan: &RestorePlan) -> Result<RestoreOutcome, CrpError> {
     let others = image.threads.get(1..).unwrap_or_default();
     let keep_thread_ids = threads::keep_ids(image.pid, child.pid().as_raw(), others, plan.pid_must_match)?;
     cancel::check("restore")?;
-    build(&child, &image, &reader, backend.as_ref(), &choices, &terminal, keep_thread_ids)?;
+    build(&child, &image, &reader, pages, backend.as_ref(), &choices, &terminal, keep_thread_ids)?;
     drop(backend);
     let pid = child.disarm();
     tracing::info!(pid = pid.as_raw(), "released: the process runs");
+    if let Some(lazy) = &lazy {
+        lazy.released();
+    }
     if let Some(pidfile) = pidfile {
         // The process runs already: a failure here is reported, not undone.
         pidfile.write(pid.as_raw())?;
+    }
+    if let Some(lazy) = &lazy {
+        finish_lazy(lazy)?;
     }
     if plan.detach {
         return Ok(RestoreOutcome::Detached { pid: pid.as_raw() });
@@ -321,11 +360,30 @@ fn pid_in_use(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Stays until every page of a lazy restore is in. When the pager failed
+/// (it killed the process then), the process is reaped and the failure
+/// returned.
+fn finish_lazy(lazy: &lazy::LazyPages) -> Result<(), CrpError> {
+    let Some((pid, result)) = lazy.finish() else { return Ok(()) };
+    match result {
+        Ok(stats) => {
+            tracing::info!(pid = pid.as_raw(), ?stats, "every page is in");
+            Ok(())
+        }
+        Err(source) => {
+            let _ = crp_ptrace::sys::wait_for(pid);
+            Err(CrpError::Lazy { pid: pid.as_raw(), source })
+        }
+    }
+}
+
 /// Rebuilds the process in the child through `backend`.
+#[expect(clippy::too_many_arguments, reason = "the restore's parts, each checked before the child was made")]
 fn build(
     child: &ChildGuard,
     image: &ProcessImage,
     reader: &ImageReader,
+    pages: &dyn crp_ptrace::Pages,
     backend: &dyn RestoreBackend,
     choices: &Choices,
     terminal: &terminal::Terminal,
@@ -347,13 +405,12 @@ fn build(
     if let Some(identity) = &choices.open_as {
         trust::open_as(&mut injector, identity)?;
     }
-    let pages = memory::ImagePages(reader);
     let mut rebuild = plan::Rebuild {
         injector: &mut injector,
         pid,
         image,
         reader,
-        pages: &pages,
+        pages,
         choices,
         gadget,
         threads: Vec::new(),

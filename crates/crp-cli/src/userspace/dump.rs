@@ -20,6 +20,7 @@ use crate::assemble::{
 use crate::backend::{Captured, DumpBackend, SCRATCH_BYTES, lift_unsupported, park};
 use crate::error::CrpError;
 use crate::model::ThreadState;
+use crate::socket_hold;
 
 /// The userspace back end's dump side.
 #[derive(Debug)]
@@ -48,18 +49,22 @@ impl DumpBackend for Dump {
             .collect::<Result<Vec<_>, _>>()?;
         let context = &mut Capture { tracee: frozen, proc, stopped_before_freeze: stopped };
         let vdso = VdsoLayout::capture(context)?;
-        // Read before the memory: a mapping of a memfd or deleted file a
-        // descriptor holds is a mapping of that descriptor's object.
-        let files = crp_compound::files::capture(pid)?;
-        let (memory, populated_kb) = Memory::capture(context, DescriptorObjects(&files.objects))
-            .map_err(|error| lift_unsupported(pid, error))?;
 
         park(frozen, maps)?;
         let restorer = frozen.restorer();
         // The kinds read by injection, through their Persist impls, are
         // independent of each other: their order is free.
-        let (own, injected, threads) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+        let (own, injected, threads, populated_kb) = frozen.with_temporary_scratch(SCRATCH_BYTES, |tracee| {
+            // The process is held while its sockets are read (a killed crp
+            // lets it go only once they are put back).
+            let files = socket_hold::while_held(tracee, || Ok(crp_compound::files::capture(pid)?))?;
             let context = &mut Capture { tracee, proc, stopped_before_freeze: stopped };
+            // Read after the descriptors: a mapping of a memfd or deleted
+            // file a descriptor holds is a mapping of that descriptor's
+            // object. From the snapshot's memory map, taken before parking:
+            // crp's own mappings are not in it.
+            let (memory, populated_kb) = Memory::capture(context, DescriptorObjects(&files.objects))
+                .map_err(|error| lift_unsupported(pid, error))?;
             let own = BackEndKinds {
                 mm: MmFields::capture(context)?,
                 signals: SignalState::capture(context)?,
@@ -81,7 +86,7 @@ impl DumpBackend for Dump {
                 },
             );
             let threads = std::iter::once(Ok(leader)).chain(others).collect::<Result<Vec<_>, CrpError>>()?;
-            Ok::<_, CrpError>((own, injected, threads))
+            Ok::<_, CrpError>((own, injected, threads, populated_kb))
         })?;
         frozen.unpark()?;
         tracing::debug!(pid, "unparked");

@@ -259,6 +259,11 @@ pub struct Detached {
 }
 
 impl Detached {
+    /// Sends `line` and a newline on its stdin.
+    pub fn stdin_line(&mut self, line: &str) {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
     pub fn read_line(&mut self) -> String {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();

@@ -213,6 +213,7 @@ pub fn valid_image(with_pages: bool) -> (ProcessImage, Runs) {
         pending_signals: Default::default(),
         posix_timers: Default::default(),
         file_locks: Default::default(),
+        chain: Default::default(),
     };
     let runs = if with_pages { vec![(HEAP, 1, 0xa5)] } else { Vec::new() };
     (image, runs)

@@ -69,7 +69,10 @@ pub(super) fn open_fds(pid: i32) -> Result<Vec<i32>, CompoundError> {
             path: directory.clone().into(),
             reason: format!("entry {name:?} is not a descriptor number"),
         })?;
-        fds.push(fd);
+        // crp's change tracking is crp's, not a descriptor of the process.
+        if crate::tracking::tracking_fd(pid, fd).is_none() {
+            fds.push(fd);
+        }
     }
     fds.sort_unstable();
     Ok(fds)

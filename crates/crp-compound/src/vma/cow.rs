@@ -395,8 +395,9 @@ fn answer(pid: Pid, uffd: &OwnedFd, shared: &Shared, message: Message) -> Result
         Message::Remove { start, end } => gone("discarded", start, end),
         Message::Unmap { start, end } => gone("unmapped", start, end),
         Message::Remap { from, length, .. } => gone("moved", from, from + length),
-        Message::Other { event } => {
-            tracing::debug!(event, "userfaultfd message ignored");
+        // Not registered for missing pages, nor for fork events.
+        Message::MissingFault { .. } | Message::Fork { .. } | Message::Other { .. } => {
+            tracing::debug!(?message, "userfaultfd message ignored");
             Ok(Answered::Done)
         }
     }

@@ -82,7 +82,10 @@ pub struct Mapping<'a> {
     pub hugetlb: bool,
     /// `VM_SEALED` (mseal).
     pub sealed: bool,
-    /// Registered with a userfaultfd (`VM_UFFD_MISSING`, `_WP`, `_MINOR`).
+    /// Registered with a userfaultfd for missing or minor faults
+    /// (`VM_UFFD_MISSING`, `_MINOR`). Write protection (`VM_UFFD_WP`,
+    /// smaps `uw`) is not refused here: it is crp's change tracking when the
+    /// process holds crp's descriptor, which the caller checks.
     pub userfaultfd: bool,
     /// `VM_MAYBE_GUARD`: has had guard regions (MADV_GUARD_INSTALL).
     pub maybe_guard: bool,
@@ -131,7 +134,7 @@ impl<'a> Mapping<'a> {
             device: entry.has_flag("io") || entry.has_flag("pf"),
             hugetlb: entry.has_flag("ht"),
             sealed: entry.has_flag("sl"),
-            userfaultfd: entry.has_flag("um") || entry.has_flag("uw") || entry.has_flag("ui"),
+            userfaultfd: entry.has_flag("um") || entry.has_flag("ui"),
             maybe_guard: entry.has_flag("gu"),
             object_device: entry_device(entry),
             inode: entry.inode,
@@ -427,7 +430,7 @@ mod tests {
         }
         assert!(refusal(&entry("/SYSV00001234 (deleted)", true, 0)).is_none(), "restored by the userspace back end");
         assert!(Mapping::from_maps(&entry("/SYSV00001234 (deleted)", true, 0)).kmod_refusal().is_some());
-        for (flag, what) in [("sl", "mseal"), ("um", "userfaultfd"), ("uw", "userfaultfd")] {
+        for (flag, what) in [("sl", "mseal"), ("um", "userfaultfd"), ("ui", "userfaultfd")] {
             let mut flagged = entry("", false, 0);
             flagged.vm_flags.push(flag.into());
             let refused = refusal(&flagged).unwrap();

@@ -65,14 +65,15 @@ fn check_page_runs(image: &ProcessImage, reader: &ImageReader) -> Result<(), Crp
     for vma in image.vmas.iter().filter(|vma| vma.stores_pages()) {
         stores_pages.insert(vma.start, vma.end, ()).map_err(invalid)?;
     }
-    for run in reader.page_runs() {
-        match stores_pages.find(run.vaddr) {
-            Some((_, end, ())) if run.vaddr_end() <= end => {}
+    let runs = reader.page_runs().iter().map(|run| (run.vaddr, run.page_count, "page run"));
+    // An incremental image's pages from its parent must lie there too.
+    let inherited = image.chain.inherited.iter().map(|range| (range.vaddr, range.page_count, "inherited range"));
+    for (vaddr, page_count, what) in runs.chain(inherited) {
+        let end = page_count.checked_mul(PAGE_SIZE).and_then(|length| vaddr.checked_add(length));
+        match (stores_pages.find(vaddr), end) {
+            (Some((_, vma_end, ())), Some(end)) if end <= vma_end => {}
             _ => {
-                return Err(invalid(format!(
-                    "page run at {:#x} ({} pages) lies outside any private VMA",
-                    run.vaddr, run.page_count
-                )));
+                return Err(invalid(format!("{what} at {vaddr:#x} ({page_count} pages) lies outside any private VMA")));
             }
         }
     }

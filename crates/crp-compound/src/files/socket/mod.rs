@@ -43,7 +43,7 @@ pub use check::{check_outside_peers, warnings};
 pub use options::SocketOption;
 pub use queue::Datagram;
 pub use tcp::{Repaired, TcpConnection};
-pub use watchdog::set_checkpoint;
+pub use watchdog::{Held, hold, set_checkpoint};
 
 use super::unix_diag::UnixSocket;
 use crate::error::{CompoundError, Unsupported};

@@ -81,6 +81,11 @@ struct Shared {
     /// crp finished: the watchdog exits touching nothing.
     done: AtomicU32,
     slots: [Slot; SLOTS],
+    /// The thread held waiting for a signal (see [`hold`]): its process
+    /// (0: none held), its id, and the signal that ends the wait.
+    held_process: AtomicI32,
+    held_thread: AtomicI32,
+    held_signal: AtomicI32,
 }
 
 const SHARED_SIZE: usize = 4096;
@@ -197,6 +202,42 @@ pub(crate) fn finish() {
     tracing::debug!(pid = watchdog.pid, status, "socket watchdog ended");
 }
 
+/// Thread `thread` of `process` is held waiting for `signal` (blocked,
+/// in `rt_sigtimedwait`): a crp that dies while it holds it is let go by
+/// the watchdog, which sends that signal once every socket is put back,
+/// never before. Starts this thread's watchdog if it has none; an error
+/// when none can be started (the thread must not be held then: nothing
+/// but its timeout would let it go).
+pub fn hold(process: i32, thread: i32, signal: i32) -> Result<Held, Errno> {
+    WATCHDOG.with_borrow_mut(|current| {
+        if current.is_none() {
+            *current = Some(start()?);
+        }
+        let Some(watchdog) = current.as_ref() else { return Err(Errno::ESRCH) };
+        // SAFETY: the page stays mapped while the watchdog is recorded.
+        let shared = unsafe { &*watchdog.shared };
+        shared.held_thread.store(thread, Ordering::Relaxed);
+        shared.held_signal.store(signal, Ordering::Relaxed);
+        shared.held_process.store(process, Ordering::Release);
+        Ok(Held(()))
+    })
+}
+
+/// A hold [`hold`] registered; dropped once the process is no longer held.
+#[derive(Debug)]
+pub struct Held(());
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        WATCHDOG.with_borrow(|current| {
+            if let Some(watchdog) = current {
+                // SAFETY: the page stays mapped while the watchdog is recorded.
+                unsafe { &*watchdog.shared }.held_process.store(0, Ordering::Release);
+            }
+        });
+    }
+}
+
 /// The counters of the testing moments start again (one dump each).
 pub(crate) fn reset_moments() {
     REPAIRED.store(0, Ordering::Relaxed);
@@ -305,6 +346,14 @@ unsafe fn watch(shared: &Shared) -> ! {
             if fd >= 0 {
                 put_back(fd, slot.what.load(Ordering::Relaxed), slot.value.load(Ordering::Relaxed));
             }
+        }
+        // Only now may the held process go on.
+        let process = shared.held_process.load(Ordering::Acquire);
+        if process > 0 {
+            let (thread, signal) =
+                (shared.held_thread.load(Ordering::Relaxed), shared.held_signal.load(Ordering::Relaxed));
+            // SAFETY: sends a signal to one thread; no memory is involved.
+            unsafe { libc::syscall(libc::SYS_tgkill, process, thread, signal) };
         }
     }
     // SAFETY: ends this process at once (no atexit handlers of crp's).
