@@ -191,9 +191,18 @@ fn a_dump_killed_or_cancelled_after_reading_the_connection_leaves_it_working() {
     }
 }
 
+/// Held by the tests that kill crp while its watchdog runs: the watchdogs
+/// orphaned to this process (a subreaper) are then the holder's alone to
+/// count.
+static KILLING_CRP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn killing_crp() -> std::sync::MutexGuard<'static, ()> {
+    KILLING_CRP.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Reaps the socket watchdogs a killed crp left to this process (a
 /// subreaper): each must have ended (crp's output closed only once it had:
-/// it shares crp's descriptors) and exited 0.
+/// it shares crp's descriptors) and exited 0. Called with [`killing_crp`] held.
 fn reap_orphaned_watchdogs() -> usize {
     let own = std::process::id().to_string();
     let mut reaped = 0;
@@ -218,6 +227,7 @@ fn reap_orphaned_watchdogs() -> usize {
 /// the connection both ways and reads its datagrams).
 #[test]
 fn a_crp_killed_while_it_reads_a_socket_leaves_it_as_it_was() {
+    let _killing = killing_crp();
     become_subreaper();
     for (mode, fault) in [
         ("tcp", "tcp-repair@1:KILL"),
@@ -282,6 +292,7 @@ fn multicast_memberships_come_back_with_their_source_filters() {
 #[test]
 fn a_process_blocked_in_recv_on_the_connection_being_read_never_sees_repair_mode() {
     use std::io::Write;
+    let _killing = killing_crp();
     become_subreaper();
     let script = "import os, socket, sys\n\
                   s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
