@@ -6,16 +6,10 @@
 # it, in the same run, what a fork and a userfaultfd write protection of
 # the same memory cost (references.c). Usage: scripts/bench-freeze.sh
 # [ROUNDS] (default 3). Prints a table and writes target/bench-freeze.json.
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${1:-3}
-cargo build --release -q -p crp-cli
-crp=${CARGO_TARGET_DIR:-target}/release/crp
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/bench-common.sh"
 gcc -O2 -o "$work/gap" crates/crp-cli/benches/freeze/gap.c
 gcc -O2 -o "$work/references" crates/crp-cli/benches/freeze/references.c
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # One dump of a fresh subject: "GAP_MS FROZEN_MS" (crp's own count of the freeze).
 one_round() {

@@ -8,19 +8,14 @@
 # and durable (the default; --no-sync with NOSYNC=1). Prints the medians:
 # wall time and image size of each, and their ratios.
 # Usage: scripts/bench-incremental.sh [ROUNDS] [MIB]
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${1:-3}
 mib=${2:-1024}
-cargo build --release -q -p crp-cli
-crp=${CARGO_TARGET_DIR:-target}/release/crp
-mkdir -p "${BENCH_DIR:=${CARGO_TARGET_DIR:-target}}"
-work=$(mktemp -d -p "$BENCH_DIR")
-trap 'rm -rf "$work"' EXIT
+# The images on the build disk (not a /tmp that may be memory).
+BENCH_DIR=${BENCH_DIR:-${CARGO_TARGET_DIR:-target}}
+source "$(dirname "$0")/bench-common.sh"
 gcc -O2 -o "$work/subject" crates/crp-cli/tests/programs/incremental.c
 sync_flag=()
 [ "${NOSYNC:-0}" = 1 ] && sync_flag=(--no-sync)
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 seconds() { local start=$1; echo "$(date +%s.%N) - $start" | bc; }
 
 : >"$work/rows"

@@ -9,15 +9,9 @@
 # page, and when crp ended (the process exits after its check).
 # Usage: scripts/bench-lazy.sh [ROUNDS] (default 3). Writes
 # target/bench-lazy.json.
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${1:-3}
-cargo build --release -q -p crp-cli
-crp=${CARGO_TARGET_DIR:-target}/release/crp
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/bench-common.sh"
 gcc -O2 -o "$work/resumed" crates/crp-cli/benches/lazy/resumed.c
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 now_ns() { date +%s%N; }
 
 # One restore: "RUN_MS VERIFIED_MS CRP_MS".

@@ -5,15 +5,9 @@
 # half spinning, half in futex waits, 64 MiB dirty), and how long a whole
 # dump and a restore of it take. ROUNDS rounds, medians. Usage:
 # scripts/bench-threads.sh [ROUNDS] (default 3). Writes target/bench-threads.json.
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${1:-3}
-cargo build --release -q -p crp-cli
-crp=${CARGO_TARGET_DIR:-target}/release/crp
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/bench-common.sh"
 gcc -O2 -pthread -o "$work/threads" crates/crp-cli/benches/freeze/threads.c
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 now_ms() { date +%s%N | awk '{ printf "%.1f", $1 / 1e6 }'; }
 
 start_subject() {
