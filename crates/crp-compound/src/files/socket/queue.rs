@@ -47,8 +47,23 @@ fn set_int_option(socket: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> 
     if result < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
-/// The datagrams waiting on `socket`, oldest first, left in place.
+/// The datagrams waiting on `socket` (the process's, a dump reads), oldest
+/// first, left in place; a crp killed meanwhile leaves its watchdog to put
+/// the peek offset back.
 pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
+    walk(socket, Guarded::Yes)
+}
+
+/// Whether a walk of a queue is guarded by the watchdog.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Guarded {
+    Yes,
+    /// A socket crp made itself (a restore's, whose process dies with a
+    /// dying crp): no watchdog is started for it.
+    No,
+}
+
+fn walk(socket: BorrowedFd<'_>, guarded: Guarded) -> Result<Vec<Datagram>, QueueError> {
     let original =
         int_option(socket, libc::SO_PEEK_OFF).map_err(|errno| QueueError::Failed("read SO_PEEK_OFF", errno))?;
     // An empty queue is seen without touching SO_PEEK_OFF (a crp killed
@@ -56,7 +71,8 @@ pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
     if original < 0 && super::super::unix_pair::nothing_waits(socket) {
         return Ok(Vec::new());
     }
-    let guard = super::watchdog::guard(socket, super::watchdog::Restore::PeekOffset(original));
+    let guard = (guarded == Guarded::Yes)
+        .then(|| super::watchdog::guard(socket, super::watchdog::Restore::PeekOffset(original)));
     if let Err(errno) = set_int_option(socket, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0) {
         // Without a peek offset only the first datagram can be read back.
         return match peek(socket) {
@@ -67,7 +83,9 @@ pub fn capture(socket: BorrowedFd<'_>) -> Result<Vec<Datagram>, QueueError> {
             Err(_) => Err(QueueError::Failed("set SO_PEEK_OFF", errno)),
         };
     }
-    guard.changed();
+    if let Some(guard) = &guard {
+        guard.changed();
+    }
     let mut datagrams = Vec::new();
     let mut offset = 0usize;
     let walked = loop {
@@ -135,9 +153,9 @@ fn peek(socket: BorrowedFd<'_>) -> Result<Option<Datagram>, QueueError> {
     Ok(Some(Datagram { source: Address::from_raw(&name), data: buffer }))
 }
 
-/// How many datagrams wait on `socket` now.
+/// How many datagrams wait on `socket` now (one the restore made: unguarded).
 pub fn count(socket: BorrowedFd<'_>) -> usize {
-    capture(socket).map_or(0, |datagrams| datagrams.len())
+    walk(socket, Guarded::No).map_or(0, |datagrams| datagrams.len())
 }
 
 /// Sends `datagram` to `destination` from its source address (a unix one
