@@ -415,15 +415,14 @@ pub fn cpu_seconds(pid: i32) -> f64 {
 pub fn cpu_itimer_round_trip(dump_arguments: &[&str], restore_arguments: &[&str], restore_overhead: f64) {
     const TIMER_SECONDS: f64 = 6.0;
     let directory = tempfile::tempdir().unwrap();
-    let mut command = Command::new(&programs().dynamic);
-    command.args(["spin", "6", "prof"]);
-    let mut subject = Subject::spawn(command);
-    // Dumped a third in: a slow crp (a loaded lab VM) still finds it
-    // spinning, 4 CPU-seconds before its timer ends it.
+    // A third in, the subject waits for a line (its CPU timer still), so
+    // that however slow the dump (the emulated lab VM running other tests)
+    // it cannot run out the timer first; the line comes after the restore.
     const USED_BEFORE: f64 = TIMER_SECONDS / 3.0;
-    while cpu_seconds(subject.pid) < USED_BEFORE {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let mut command = Command::new(&programs().dynamic);
+    command.args(["spin", "6", "prof-wait", &USED_BEFORE.to_string()]);
+    let mut subject = Subject::spawn(command);
+    assert_eq!(subject.read_line().trim(), "SPUN");
     let image = directory.path().join("spin.crp");
     dump_ok(subject.pid, &image, dump_arguments);
     assert_killed(subject.wait());
@@ -432,7 +431,7 @@ pub fn cpu_itimer_round_trip(dump_arguments: &[&str], restore_arguments: &[&str]
     // timer's tick-sampled clock may lag it (by 0.45 s in the loaded lab VM).
     let at_most = (TIMER_SECONDS - USED_BEFORE) * 1.25;
     assert!(left > 0.0 && left <= at_most, "the image says {left:.3} s were left of the 6 s timer");
-    let output = restore(&image, restore_arguments, "");
+    let output = restore(&image, restore_arguments, "go\n");
     let stdout = stdout_of(&output);
     assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
     let prefix = format!("OK pid={} registers kept cpu=", subject.pid);
@@ -440,8 +439,11 @@ pub fn cpu_itimer_round_trip(dump_arguments: &[&str], restore_arguments: &[&str]
         .strip_prefix(&prefix)
         .and_then(|rest| rest.trim_end().parse().ok())
         .unwrap_or_else(|| panic!("expected {prefix}SECONDS, got {stdout:?}"));
+    // Above: a timer restarted with its full 6 s. Below half: one that lost
+    // its time (ITIMER_PROF, sampled at ticks, runs up to a fifth ahead of
+    // the precise clock here on a loaded machine).
     assert!(
-        (left * 0.9 - 0.05..left + restore_overhead).contains(&used_after),
+        (left * 0.5..left + restore_overhead).contains(&used_after),
         "the image says {left:.3} s were left; the restored process used {used_after:.3} s"
     );
 }

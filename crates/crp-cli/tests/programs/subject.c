@@ -31,6 +31,10 @@
  *       patterns in rax, rbx, rdx, rsi, rdi, r8-r15, checking them on every
  *       iteration; a dump catches it between two instructions. With "prof"
  *       it also reports the CPU time it used (cpu=SECONDS).
+ *   subject spin SECONDS prof-wait BEFORE
+ *       as "spin SECONDS prof", but once it has used BEFORE seconds of CPU
+ *       it prints "SPUN", waits for a line on stdin (its CPU timer still:
+ *       a slow dump cannot run it out), then spins until the timer fires.
  *
  * Protocol: prints "READY <pid>" once set up; after the wait prints
  * "OK pid=<pid> ..." and exits 0, or "FAIL <reason>" and exits 1.
@@ -461,12 +465,31 @@ static long spin_holding_registers(void) {
     return mismatches;
 }
 
-static int run_spin(double seconds, int cpu_time) {
+static double cpu_seconds_used(void) {
+    struct timespec used;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &used) != 0) return -1;
+    return used.tv_sec + used.tv_nsec / 1e9;
+}
+
+static int run_spin(double seconds, int cpu_time, double wait_after) {
     signal(cpu_time ? SIGPROF : SIGALRM, on_alarm);
     struct itimerval timer = {{0, 0}, {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)}};
     if (setitimer(cpu_time ? ITIMER_PROF : ITIMER_REAL, &timer, NULL) != 0) return fail("setitimer");
     printf("READY %d\n", getpid());
     fflush(stdout);
+    if (wait_after > 0) {
+        /* Mostly in user mode, as the spin after: a clock read every few
+         * million iterations (ITIMER_PROF, sampled at ticks, runs ahead of
+         * the precise clock in a loop that is mostly syscalls). */
+        while (cpu_seconds_used() < wait_after) {
+            for (volatile unsigned long i = 0; i < (1ul << 22); i++) {
+            }
+        }
+        printf("SPUN\n");
+        fflush(stdout);
+        char line[64];
+        if (!fgets(line, sizeof line, stdin)) return fail("no line on stdin");
+    }
     if (spin_holding_registers() != 0) return fail("a general register lost its value");
     if (cpu_time) {
         /* CPU time this process (a restored one counts from its restore) used. */
@@ -622,8 +645,10 @@ int main(int argc, char **argv) {
     }
     if (argc == 3 && strcmp(argv[1], "sleep") == 0) return run_sleep(atof(argv[2]));
     if (argc == 2 && strcmp(argv[1], "seccomp") == 0) return run_seccomp();
-    if (argc == 3 && strcmp(argv[1], "spin") == 0) return run_spin(atof(argv[2]), 0);
-    if (argc == 4 && strcmp(argv[1], "spin") == 0 && strcmp(argv[3], "prof") == 0) return run_spin(atof(argv[2]), 1);
+    if (argc == 3 && strcmp(argv[1], "spin") == 0) return run_spin(atof(argv[2]), 0, 0);
+    if (argc == 4 && strcmp(argv[1], "spin") == 0 && strcmp(argv[3], "prof") == 0) return run_spin(atof(argv[2]), 1, 0);
+    if (argc == 5 && strcmp(argv[1], "spin") == 0 && strcmp(argv[3], "prof-wait") == 0)
+        return run_spin(atof(argv[2]), 1, atof(argv[4]));
     if (argc == 2 && strcmp(argv[1], "identity") == 0) return run_identity();
     if (argc == 3 && strcmp(argv[1], "dup") == 0) return run_dup(argv[2]);
     if (argc == 2 && strcmp(argv[1], "attributes") == 0) return run_attributes();
