@@ -45,7 +45,7 @@ pub fn while_held<T>(frozen: &mut Frozen, work: impl FnOnce() -> Result<T, CrpEr
     frozen.start_syscall(libc::SYS_rt_sigtimedwait, [set, 0, timeout, 8, 0, 0])?;
     tracing::debug!(pid, signal, "held waiting for a signal while the sockets are read");
     let result = work();
-    let ended = end_hold(frozen, held, signal, set);
+    let ended = end_hold(frozen, held, signal, set, timeout);
     let value = result?;
     ended?;
     Ok(value)
@@ -73,15 +73,11 @@ fn has_socket(pid: i32) -> bool {
 /// Writes the wait's signal set and timeout into the scratch area: their
 /// addresses.
 fn write_wait_arguments(frozen: &mut Frozen, signal: i32) -> Result<(u64, u64), CrpError> {
-    let (scratch, _) = frozen.scratch_area();
-    let set = 1u64 << (signal - 1);
-    let timeout = libc::timespec { tv_sec: HOLD_TIMEOUT_SECONDS, tv_nsec: 0 };
-    let mut bytes = set.to_ne_bytes().to_vec();
-    bytes.extend_from_slice(&[0; 8]);
-    bytes.extend_from_slice(&timeout.tv_sec.to_ne_bytes());
-    bytes.extend_from_slice(&timeout.tv_nsec.to_ne_bytes());
-    frozen.write_memory(scratch, &bytes)?;
-    Ok((scratch, scratch + 16))
+    let mut scratch = frozen.scratch();
+    let set = scratch.push(&(1u64 << (signal - 1)).to_ne_bytes());
+    let timeout = scratch.push(&[HOLD_TIMEOUT_SECONDS.to_ne_bytes(), 0i64.to_ne_bytes()].concat());
+    scratch.commit(frozen)?;
+    Ok((set, timeout))
 }
 
 /// Ends the hold: the watchdog forgets it first (a crp killed right after
@@ -94,6 +90,7 @@ fn end_hold(
     held: crp_compound::files::socket::Held,
     signal: i32,
     set: u64,
+    timeout: u64,
 ) -> Result<(), CrpError> {
     let pid = frozen.pid().as_raw();
     drop(held);
@@ -101,9 +98,8 @@ fn end_hold(
     let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, signal) } == 0;
     let ended = frozen.finish_syscall()?;
     if ended != i64::from(signal) && sent {
-        let zero = set + 16;
-        frozen.write_memory(zero, &[0; 16])?;
-        frozen.syscall("rt_sigtimedwait", libc::SYS_rt_sigtimedwait, [set, 0, zero, 8, 0, 0])?;
+        frozen.write_memory(timeout, &[0; 16])?;
+        frozen.syscall("rt_sigtimedwait", libc::SYS_rt_sigtimedwait, [set, 0, timeout, 8, 0, 0])?;
     }
     Ok(())
 }

@@ -386,19 +386,6 @@ pub fn slept_seconds(stdout: &str) -> f64 {
         .unwrap_or_else(|| panic!("no slept= in {stdout:?}"))
 }
 
-/// CPU seconds (user + system) `pid` has used, from /proc/PID/stat; also
-/// readable while it is a zombie.
-pub fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let (_, after_comm) = stat.rsplit_once(") ").unwrap();
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of proc(5); index 0 is field 3.
-    let ticks: u64 = fields[14 - 3].parse::<u64>().unwrap() + fields[15 - 3].parse::<u64>().unwrap();
-    // SAFETY: sysconf only reads a constant of the C library.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    ticks as f64 / ticks_per_second as f64
-}
-
 /// The spin subject with a 6 CPU-second ITIMER_PROF, dumped (with
 /// `dump_arguments`) after at least 2 CPU-seconds and restored (with
 /// `restore_arguments`): the restored process must spin for the time the
