@@ -313,7 +313,6 @@ fn run(command: Command) -> Result<ExitCode, CrpError> {
                 println!("{}", render_json(&summary)?);
             } else {
                 print!("{}", inspect::render_text(&summary));
-                print!("{}", inspect::chain::render(&image, &reader)?);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -43,6 +43,20 @@ fn dump_with(pid: i32, image: &Path, extra: &[&str]) -> String {
     stderr
 }
 
+/// `crp inspect --json`, checked against docs/inspect.schema.json.
+fn inspect_json(image: &Path) -> serde_json::Value {
+    let output = crp().arg("inspect").arg("--json").arg(image).output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspect.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(&summary).map(|error| format!("{error} at {}", error.instance_path)).collect();
+    assert!(errors.is_empty(), "inspect --json does not follow its schema:\n{}", errors.join("\n"));
+    summary
+}
+
 /// Pages of the image's own page data.
 fn own_pages(image: &Path) -> u64 {
     crp_image::ImageReader::open(image).unwrap().page_bytes() / 4096
@@ -92,6 +106,16 @@ fn a_chain_restores_the_memory_a_full_dump_holds_and_stores_only_what_was_writte
     let inspected = crp().arg("inspect").arg(image("inc2.crp")).output().unwrap();
     let text = stdout_of(&inspected);
     assert!(text.contains("inc1.crp (header checksum") && text.contains("full.crp (header checksum"), "{text}");
+    let json = inspect_json(&image("inc2.crp"));
+    let chain = &json["chain"];
+    let parents: Vec<&str> =
+        chain["parents"].as_array().unwrap().iter().map(|parent| parent["path"].as_str().unwrap()).collect();
+    assert!(parents.len() == 2 && parents[0].ends_with("inc1.crp") && parents[1].ends_with("full.crp"), "{chain}");
+    assert_eq!(chain["own_page_bytes"], own_pages(&image("inc2.crp")) * 4096, "{chain}");
+    assert!(chain["inherited_page_bytes"].as_u64().unwrap() > 0, "{chain}");
+    assert!(chain["broken"].is_null() && chain["tracking"]["fd"].as_i64().unwrap() >= 0, "{chain}");
+    let same_moment = inspect_json(&image("same-moment.crp"))["chain"].clone();
+    assert!(same_moment.is_null() || same_moment["parents"].as_array().unwrap().is_empty(), "{same_moment}");
 
     for name in ["inc2.crp", "same-moment.crp"] {
         let mut restored = restore_detached(&image(name));
@@ -109,6 +133,8 @@ fn a_chain_restores_the_memory_a_full_dump_holds_and_stores_only_what_was_writte
     let stderr = stderr_of(&refused);
     assert_eq!(refused.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("full.crp is missing"), "{stderr}");
+    let broken = inspect_json(&image("inc2.crp"));
+    assert!(broken["chain"]["broken"].as_str().unwrap().contains("full.crp is missing"), "{}", broken["chain"]);
     assert!(!process_exists(pid), "a refused restore created the process");
     // Another image in its place: refused too.
     std::fs::copy(image("same-moment.crp"), image("full.crp")).unwrap();

@@ -687,6 +687,9 @@ pub struct ImageSummary {
     pub session: SessionSummary,
     /// File locks the process held, taken again at restore.
     pub file_locks: Vec<locks::FileLockSummary>,
+    /// Its place in a chain of incremental dumps (`null` for an image with
+    /// no parent that left no tracking armed).
+    pub chain: Option<chain::ChainSummary>,
 }
 
 pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
@@ -787,6 +790,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             .map(|(descriptor, record)| fd_summary(&image.files, descriptor, record))
             .collect(),
         session: session_summary(&image),
+        chain: chain::summarize(reader)?,
     })
 }
 

@@ -262,6 +262,9 @@ pub fn render_text(summary: &ImageSummary) -> String {
         }
     }
     super::locks::render(&mut out, &summary.file_locks);
+    if let Some(chain) = &summary.chain {
+        super::chain::render(&mut out, &summary.path, chain);
+    }
     out
 }
 
