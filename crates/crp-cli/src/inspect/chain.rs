@@ -82,7 +82,12 @@ pub fn summarize(reader: &ImageReader) -> Result<Option<ChainSummary>, CrpError>
 }
 
 fn inherited_bytes(chain: &ChainRecord) -> u64 {
-    chain.inherited.iter().map(|range| range.page_count).sum::<u64>() * crp_image::PAGE_SIZE
+    // Saturating: the counts come from the image, which may be hostile.
+    chain
+        .inherited
+        .iter()
+        .fold(0u64, |total, range| total.saturating_add(range.page_count))
+        .saturating_mul(crp_image::PAGE_SIZE)
 }
 
 /// The chain section of the text output of the image at `path`.
