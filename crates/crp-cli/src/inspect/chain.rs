@@ -8,9 +8,7 @@ use std::fmt::Write;
 use crp_image::ImageReader;
 use serde::Serialize;
 
-use crate::error::CrpError;
 use crate::incremental::ChainRecord;
-use crate::model::ArchivedProcessImage;
 
 /// An image's chain: `None` in [`super::ImageSummary`] for an image that
 /// neither has a parent nor left tracking armed.
@@ -47,16 +45,13 @@ pub struct TrackingSummary {
     pub userfaultfd_inode: u64,
 }
 
-/// The chain of the image open as `reader`, its parents looked for (and
-/// checked) as a restore would.
-pub fn summarize(reader: &ImageReader) -> Result<Option<ChainSummary>, CrpError> {
-    let archived = reader.metadata::<ArchivedProcessImage>()?;
-    let chain: ChainRecord = rkyv::deserialize::<ChainRecord, rkyv::rancor::Error>(&archived.chain)
-        .map_err(|error| CrpError::InvalidImage { reason: error.to_string() })?;
+/// The chain of the image open as `reader`, whose record is `chain`, its
+/// parents looked for (and checked) as a restore would.
+pub fn summarize(reader: &ImageReader, chain: &ChainRecord) -> Option<ChainSummary> {
     if chain.parent.is_none() && chain.tracking.is_none() {
-        return Ok(None);
+        return None;
     }
-    let (parents, broken) = match crate::restore::chain::Chain::open(reader.path(), reader, &chain) {
+    let (parents, broken) = match crate::restore::chain::Chain::open(reader.path(), reader, chain) {
         Ok(links) => (
             links
                 .links
@@ -72,13 +67,13 @@ pub fn summarize(reader: &ImageReader) -> Result<Option<ChainSummary>, CrpError>
         ),
         Err(error) => (Vec::new(), Some(error.to_string())),
     };
-    Ok(Some(ChainSummary {
+    Some(ChainSummary {
         own_page_bytes: reader.page_bytes(),
-        inherited_page_bytes: inherited_bytes(&chain),
+        inherited_page_bytes: inherited_bytes(chain),
         parents,
         broken,
         tracking: chain.tracking.map(|tracking| TrackingSummary { fd: tracking.fd, userfaultfd_inode: tracking.inode }),
-    }))
+    })
 }
 
 fn inherited_bytes(chain: &ChainRecord) -> u64 {

@@ -790,7 +790,7 @@ pub fn summarize(reader: &ImageReader) -> Result<ImageSummary, CrpError> {
             .map(|(descriptor, record)| fd_summary(&image.files, descriptor, record))
             .collect(),
         session: session_summary(&image),
-        chain: chain::summarize(reader)?,
+        chain: chain::summarize(reader, &image.chain),
     })
 }
 
