@@ -34,14 +34,7 @@ fn event_descriptors_come_back_with_their_counts_times_ticks_and_masks() {
     ] {
         assert!(inspected.contains(expected), "{expected:?} not in\n{inspected}");
     }
-    let json = stdout_of(&crp().arg("inspect").arg("--json").arg(&image).output().unwrap());
-    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let schema =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/inspect.schema.json")).unwrap();
-    let validator = jsonschema::validator_for(&serde_json::from_str(&schema).unwrap()).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(&json).map(|error| format!("{error} at {}", error.instance_path)).collect();
-    assert!(errors.is_empty(), "inspect --json does not follow its schema:\n{}", errors.join("\n"));
+    let json = inspect_json(&image);
     let files = json["files"].as_array().unwrap();
     let fd = |number: i32| files.iter().find(|file| file["fd"] == number).unwrap();
     assert_eq!(fd(3)["kind"], "eventfd");

@@ -18,18 +18,6 @@ fn files_subject(mode: &str, directory: &Path) -> Subject {
     Subject::spawn(command)
 }
 
-/// `crp inspect --json`, checked against docs/inspect.schema.json.
-fn inspect_json(image: &Path) -> serde_json::Value {
-    let json = stdout_of(&crp().arg("inspect").arg("--json").arg(image).output().unwrap());
-    let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspect.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&summary).map(|error| error.to_string()).collect();
-    assert!(errors.is_empty(), "inspect --json does not follow its schema:\n{}", errors.join("\n"));
-    summary
-}
-
 fn file_of(json: &serde_json::Value, fd: i32) -> serde_json::Value {
     json["files"].as_array().unwrap().iter().find(|file| file["fd"] == fd).unwrap().clone()
 }

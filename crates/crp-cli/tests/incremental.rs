@@ -43,20 +43,6 @@ fn dump_with(pid: i32, image: &Path, extra: &[&str]) -> String {
     stderr
 }
 
-/// `crp inspect --json`, checked against docs/inspect.schema.json.
-fn inspect_json(image: &Path) -> serde_json::Value {
-    let output = crp().arg("inspect").arg("--json").arg(image).output().unwrap();
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspect.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(&summary).map(|error| format!("{error} at {}", error.instance_path)).collect();
-    assert!(errors.is_empty(), "inspect --json does not follow its schema:\n{}", errors.join("\n"));
-    summary
-}
-
 /// Pages of the image's own page data.
 fn own_pages(image: &Path) -> u64 {
     crp_image::ImageReader::open(image).unwrap().page_bytes() / 4096

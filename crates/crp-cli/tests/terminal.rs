@@ -109,16 +109,6 @@ impl Terminal {
 
 use std::os::unix::fs::OpenOptionsExt;
 
-/// Checks `summary` (`crp inspect --json`) against docs/inspect.schema.json.
-fn assert_matches_schema(summary: &serde_json::Value) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspect.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(summary).map(|error| format!("{} at {}", error, error.instance_path)).collect();
-    assert!(errors.is_empty(), "inspect --json does not follow docs/inspect.schema.json:\n{}", errors.join("\n"));
-}
-
 /// A line "WORD <number> ..." of `text`: the number.
 fn number_after(text: &str, word: &str) -> i32 {
     let line = text.lines().find_map(|line| line.trim_start_matches('\r').strip_prefix(word)).unwrap();
@@ -204,7 +194,7 @@ fn a_python_repl_is_restored_onto_a_new_terminal_with_its_modes() {
     assert!(text.contains("no echo, raw, 30x100"), "{text}");
     let json = crp().args(["inspect", "--json"]).arg(&image).output().unwrap();
     let summary: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_matches_schema(&summary);
+    assert_matches_inspect_schema(&summary);
     assert_eq!(summary["session"]["controlling_terminal"], first.slave_path.as_str());
     assert_eq!(summary["session"]["in_foreground"], true);
     assert_eq!(summary["session"]["terminal"]["echo"], false);
@@ -330,7 +320,7 @@ fn pseudo_terminal_pairs_the_process_opened_are_made_again() {
     assert!(text.contains(", echo, canonical, 50x132, locked (flags"), "{text}");
     let json = crp().args(["inspect", "--json"]).arg(&image).output().unwrap();
     let summary: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_matches_schema(&summary);
+    assert_matches_inspect_schema(&summary);
     let slaves = summary["files"].as_array().unwrap().iter().filter(|file| file["pty"]["end"] == "slave").count();
     assert_eq!(slaves, 3, "fds 2, 4 and 6");
 

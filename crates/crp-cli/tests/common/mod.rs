@@ -483,3 +483,22 @@ pub fn open_pty(rows: u16, columns: u16) -> (std::os::fd::OwnedFd, String) {
     crp_compound::files::set_window_size(master.as_fd(), &size).unwrap();
     (master, format!("/dev/pts/{number}"))
 }
+
+/// Checks `summary` (`crp inspect --json`) against docs/inspect.schema.json.
+pub fn assert_matches_inspect_schema(summary: &serde_json::Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspect.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(summary).map(|error| format!("{error} at {}", error.instance_path)).collect();
+    assert!(errors.is_empty(), "inspect --json does not follow docs/inspect.schema.json:\n{}", errors.join("\n"));
+}
+
+/// `crp inspect --json IMAGE`, checked against docs/inspect.schema.json.
+pub fn inspect_json(image: &std::path::Path) -> serde_json::Value {
+    let output = crp().arg("inspect").arg("--json").arg(image).output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert_matches_inspect_schema(&summary);
+    summary
+}
